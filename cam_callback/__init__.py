@@ -1,0 +1,52 @@
+"""cam-callback: watch a Keras 3 classifier's attention move while it trains.
+
+Heavy submodules load lazily, so ``import cam_callback.cli`` (and reading a run
+record) never imports TensorFlow.
+
+Example:
+    >>> import cam_callback
+    >>> tracker = cam_callback.CAMTracker(x_probe, y_probe, log_dir="runs/a")  # doctest: +SKIP
+    >>> model.fit(x, y, epochs=10, callbacks=[tracker])  # doctest: +SKIP
+    >>> cam_callback.load_run("runs/a").heatmaps.shape  # doctest: +SKIP
+    (10, 16, 6, 6)
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+try:
+    __version__ = version("cam-callback")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+_LAZY = {
+    "compute_cams": "cam_callback.cams",
+    "CAMResult": "cam_callback.cams",
+    "CAMError": "cam_callback.cams",
+    "CAMTracker": "cam_callback.callback",
+    "load_run": "cam_callback.record",
+    "Run": "cam_callback.record",
+    "find_misclassified": "cam_callback.probes",
+    "find_misclassified_with_probabilities": "cam_callback.probes",
+    "select_probes": "cam_callback.probes",
+    "layer_activations": "cam_callback.probes",
+    "render_animations": "cam_callback.animate",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cam_callback' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

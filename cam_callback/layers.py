@@ -1,0 +1,237 @@
+"""Find the explained layer anywhere in a Keras 3 model, nested models included.
+
+Layers are addressed by path: ``"conv2"`` for a layer of the top model, or
+``"mobilenetv2_1.00_96/out_relu"`` for one inside a nested backbone. A bare name
+is also searched for in every nested model.
+
+The module also owns the one piece of model patching the package does: a
+temporary wrapper around a layer's ``call`` that records what flows through it.
+It is only installed while a function is being traced and is always removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+Hook = Callable[[Callable[..., Any], tuple, dict], Any]
+
+_SQUASHING = ("softmax", "sigmoid")
+
+
+def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Yields ``(path, layer)`` for every layer of ``model``, depth first.
+
+    Nested models are yielded themselves and then their own layers, with
+    their name as the path prefix.
+
+    Args:
+        model: A built Keras model.
+        prefix: Path of ``model`` itself; empty for the top model.
+
+    Example:
+        >>> [p for p, _ in iter_layers(model)]  # doctest: +SKIP
+        ['conv1', 'backbone', 'backbone/conv_a', 'dense']
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        path = f"{prefix}{layer.name}"
+        yield path, layer
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer, prefix=path + "/")
+
+
+@contextlib.contextmanager
+def intercepted(hooks: Mapping[keras.layers.Layer, Hook]) -> Iterator[None]:
+    """Temporarily routes each layer's ``call`` through a hook.
+
+    A hook receives ``(original_call, args, kwargs)`` and returns what the
+    layer should return. The wrappers are removed on exit, also after an
+    exception, so the model is left exactly as it was.
+
+    Args:
+        hooks: Layer to hook.
+
+    Example:
+        >>> seen = []
+        >>> def spy(call, args, kwargs):
+        ...     out = call(*args, **kwargs)
+        ...     seen.append(out.shape)
+        ...     return out
+        >>> with intercepted({model.get_layer("conv1"): spy}):  # doctest: +SKIP
+        ...     model(x)
+    """
+    installed: list[tuple[keras.layers.Layer, bool, Any]] = []
+    try:
+        for layer, hook in hooks.items():
+            own = "call" in layer.__dict__
+            previous = layer.__dict__.get("call")
+            original = layer.call
+
+            def wrapper(*args: Any, _call=original, _hook=hook, **kwargs: Any) -> Any:
+                return _hook(_call, args, kwargs)
+
+            # object.__setattr__ skips Keras's attribute tracking: this is not state.
+            object.__setattr__(layer, "call", wrapper)
+            installed.append((layer, own, previous))
+        yield
+    finally:
+        for layer, own, previous in reversed(installed):
+            if own:
+                object.__setattr__(layer, "call", previous)
+            else:
+                object.__delattr__(layer, "call")
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """One layer call seen during a discovery pass."""
+
+    path: str
+    layer: keras.layers.Layer
+    output_shape: tuple[int, ...] | None
+    output: Any
+
+    @property
+    def is_spatial(self) -> bool:
+        """True for a 4-D ``[batch, h, w, c]`` output with ``h`` and ``w`` above 1."""
+        s = self.output_shape
+        return s is not None and len(s) == 4 and s[1] > 1 and s[2] > 1
+
+
+def discover(model: keras.Model, sample: np.ndarray) -> tuple[list[LayerCall], Any]:
+    """Runs ``model`` once on ``sample`` and records every layer call in order.
+
+    Calls are listed as they complete, so a nested model comes after its own
+    layers. Works for subclassed models, whose layers have no symbolic output.
+
+    Args:
+        model: The model.
+        sample: A small batch in the model's input space.
+
+    Returns:
+        The calls and the model's output for ``sample``.
+
+    Example:
+        >>> calls, out = discover(model, x[:1])  # doctest: +SKIP
+    """
+    paths = list(iter_layers(model))
+    calls: list[LayerCall] = []
+
+    def make_hook(path: str, layer: keras.layers.Layer) -> Hook:
+        def hook(call: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+            out = call(*args, **kwargs)
+            shape = tuple(int(d) for d in out.shape) if hasattr(out, "shape") else None
+            calls.append(LayerCall(path, layer, shape, out))
+            return out
+
+        return hook
+
+    # A layer object shared under two paths keeps its first path.
+    hooks: dict[keras.layers.Layer, Hook] = {}
+    for path, layer in paths:
+        hooks.setdefault(layer, make_hook(path, layer))
+    with intercepted(hooks):
+        output = model(sample, training=False)
+    return calls, output
+
+
+def spatial_paths(calls: list[LayerCall]) -> list[str]:
+    """Paths of the leaf layers with a spatial output, in call order, each once."""
+    seen: dict[str, None] = {}
+    for c in calls:
+        if c.is_spatial and not isinstance(c.layer, keras.Model):
+            seen.setdefault(c.path, None)
+    return list(seen)
+
+
+def resolve_layer(
+    model: keras.Model, layer: str | keras.layers.Layer | None, calls: list[LayerCall]
+) -> tuple[str, keras.layers.Layer]:
+    """Finds the layer to explain.
+
+    Args:
+        model: The model.
+        layer: ``None`` for the last layer with a spatial output, a name found
+            anywhere in the model, an ``"outer/inner"`` path, or a layer object.
+        calls: The model's discovery pass (see :func:`discover`).
+
+    Returns:
+        The layer's path and the layer.
+
+    Raises:
+        TypeError: ``layer`` is of the wrong type.
+        ValueError: No such layer, an ambiguous name, or no spatial layer at all.
+
+    Example:
+        >>> resolve_layer(model, "backbone/out_relu", calls)[0]  # doctest: +SKIP
+        'backbone/out_relu'
+    """
+    candidates = spatial_paths(calls)
+    listed = ", ".join(candidates) or "(none)"
+    if layer is None:
+        if not candidates:
+            raise ValueError(
+                "`layer`: the model has no layer with a spatial output (4-D, h and w > 1), "
+                "so there is nothing for a class activation map to explain. "
+                'Use method="saliency" for an input-gradient map instead. Received: layer=None'
+            )
+        path = candidates[-1]
+        return path, next(c.layer for c in calls if c.path == path)
+
+    entries = list(iter_layers(model))
+    if isinstance(layer, keras.layers.Layer):
+        for path, obj in entries:
+            if obj is layer:
+                return path, obj
+        raise ValueError(
+            f"`layer` {layer.name!r} is a layer object that is not part of this model. "
+            f"Layers with spatial output: {listed}. Received: layer={layer!r}"
+        )
+    if not isinstance(layer, str):
+        raise TypeError(
+            "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
+            f"Received: layer={layer!r} of type {type(layer).__name__}"
+        )
+    exact = [(p, obj) for p, obj in entries if p == layer]
+    if exact:
+        return exact[0]
+    by_name = [(p, obj) for p, obj in entries if p.rsplit("/", 1)[-1] == layer]
+    if len({id(obj) for _, obj in by_name}) > 1:
+        raise ValueError(
+            f"`layer` {layer!r} names several layers: {', '.join(p for p, _ in by_name)}. "
+            f"Give the full path. Received: layer={layer!r}"
+        )
+    if by_name:
+        return by_name[0]
+    raise ValueError(
+        f"`layer` {layer!r} not found. Layers with spatial output: {listed}. "
+        f"Received: layer={layer!r}"
+    )
+
+
+def activation_name(fn: Any) -> str:
+    """The name of a Keras activation function, or ``""``."""
+    return getattr(fn, "__name__", "") or ""
+
+
+def head_kind(layer: keras.layers.Layer) -> str:
+    """How a model's last layer squashes its logits.
+
+    Returns:
+        ``"input"`` when the layer is itself a softmax or sigmoid (its input is
+        the logit), ``"activation"`` when a softmax or sigmoid is folded into
+        it (e.g. ``Dense(10, activation="softmax")``), else ``"linear"``.
+    """
+    if isinstance(layer, keras.layers.Softmax):
+        return "input"
+    act = activation_name(getattr(layer, "activation", None))
+    if act in _SQUASHING:
+        return "input" if isinstance(layer, keras.layers.Activation) else "activation"
+    return "linear"

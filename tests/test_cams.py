@@ -1,0 +1,410 @@
+"""compute_cams against hand-computed maps and a plain per-image reference."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import nested_cnn, small_cnn
+
+from cam_callback import cams
+from cam_callback.cams import CAMError, compute_cams
+
+# ---------------------------------------------------------------- a map on paper
+
+
+def hand_model(softmax: bool = True) -> keras.Model:
+    """2x2x1 input -> 1x1 conv (kernels 1 and 2) -> GAP -> Dense(2), weights by hand."""
+    inp = keras.Input((2, 2, 1))
+    a = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")(inp)
+    g = keras.layers.GlobalAveragePooling2D()(a)
+    out = keras.layers.Dense(2, use_bias=False, activation="softmax" if softmax else None)(g)
+    model = keras.Model(inp, out)
+    model.get_layer("conv").set_weights([np.array([1.0, 2.0]).reshape(1, 1, 1, 2)])
+    model.layers[-1].set_weights([np.array([[1.0, -1.0], [0.5, -1.0]])])
+    return model
+
+
+def test_gradcam_matches_paper_computation():
+    # x = [[1,2],[3,4]]; A1 = x, A2 = 2x. z0 = mean(A1)*1 + mean(A2)*0.5 = 2.5 + 2.5 = 5.
+    # dz0/dA_k = W[k,0]/4, so weights are 0.25 and 0.125: cam = 0.25x + 0.125*2x = 0.5x,
+    # i.e. [[.5,1],[1.5,2]], divided by its max 2 -> [[.25,.5],[.75,1]].
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32).reshape(1, 2, 2, 1)
+    res = compute_cams(hand_model(), x, layer="conv")
+    np.testing.assert_allclose(res.heatmaps[0], [[0.25, 0.5], [0.75, 1.0]], atol=1e-6)
+    assert res.targets.tolist() == [0]
+    assert res.layer == "conv"
+    # Class 1: weights -0.25 and -0.25 -> cam = relu(-0.75x) = 0, and an all-zero map stays 0.
+    res1 = compute_cams(hand_model(), x, layer="conv", target=1)
+    np.testing.assert_array_equal(res1.heatmaps[0], np.zeros((2, 2)))
+    # Probabilities are the softmax of z = (5, -7.5).
+    np.testing.assert_allclose(res.probabilities[0], tf.nn.softmax([5.0, -7.5]).numpy(), rtol=1e-5)
+
+
+def test_layercam_and_hirescam_on_paper():
+    # Class 1 of a head with W[:,1] = (-1, 1): G1 = -0.25, G2 = +0.25 everywhere.
+    model = hand_model()
+    model.layers[-1].set_weights([np.array([[1.0, -1.0], [0.5, 1.0]])])
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32).reshape(1, 2, 2, 1)
+    # layercam: relu(G1)*A1 + relu(G2)*A2 = 0.25 * 2x = 0.5x -> x / 4.
+    lc = compute_cams(model, x, layer="conv", method="layercam", target=1).heatmaps[0]
+    np.testing.assert_allclose(lc, [[0.25, 0.5], [0.75, 1.0]], atol=1e-6)
+    # hirescam: -0.25x + 0.5x = 0.25x -> x / 4 as well; class 0 gives 0.25x + 0.25x.
+    hc = compute_cams(model, x, layer="conv", method="hirescam", target=1).heatmaps[0]
+    np.testing.assert_allclose(hc, [[0.25, 0.5], [0.75, 1.0]], atol=1e-6)
+
+
+def test_saliency_is_input_gradient_max_over_channels():
+    # z0 = mean(x)*1 + mean(2x)*0.5 = 2*mean(x): dz0/dx = 0.5 at every pixel -> all ones.
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32).reshape(1, 2, 2, 1)
+    res = compute_cams(hand_model(), x, method="saliency")
+    np.testing.assert_allclose(res.heatmaps[0], np.ones((2, 2)), atol=1e-6)
+    assert res.layer == ""
+
+
+# ---------------------------------------------------------------- per-image reference
+
+
+def reference_map(a: np.ndarray, g: np.ndarray, method: str) -> np.ndarray:
+    """The textbook formulas, one image [h, w, K], in float64."""
+    a, g = a.astype(np.float64), g.astype(np.float64)
+    if method == "gradcam":
+        cam = (a * g.mean(axis=(0, 1))).sum(-1)
+    elif method == "gradcam++":
+        g2, g3 = g**2, g**3
+        alpha = g2 / (2 * g2 + a.sum(axis=(0, 1)) * g3 + 1e-7)
+        alpha = np.where(g != 0, alpha, 0.0)
+        cam = (a * (alpha * np.maximum(g, 0)).sum(axis=(0, 1))).sum(-1)
+    elif method == "layercam":
+        cam = (np.maximum(g, 0) * a).sum(-1)
+    else:  # hirescam
+        cam = (g * a).sum(-1)
+    cam = np.maximum(cam, 0)
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def reference_cams(
+    features, dense: keras.layers.Dense, images: np.ndarray, method: str, targets=None
+):
+    """One image at a time: A = features(x); logit = GAP(A) @ W + b, written out by hand."""
+    kernel, bias = (w.numpy() for w in dense.weights)
+    out = []
+    for i, x in enumerate(images):
+        with tf.GradientTape() as tape:
+            a = features(x[None])
+            tape.watch(a)
+            logits = tf.reduce_mean(a, axis=(1, 2)) @ kernel + bias
+            target = int(tf.argmax(logits[0])) if targets is None else int(targets[i])
+            score = logits[0, target]
+        g = tape.gradient(score, a)
+        out.append(reference_map(a[0].numpy(), g[0].numpy(), method))
+    return np.stack(out)
+
+
+def sequential_cnn():
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv1"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, activation="softmax", name="dense"),
+        ]
+    )
+    return model
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "hirescam"])
+def test_batched_matches_reference_sequential_and_functional(method, images32):
+    seq = sequential_cnn()
+    feats = keras.Sequential(seq.layers[:2])
+    got = compute_cams(seq, images32, method=method, batch_size=4)
+    assert got.layer == "conv2"
+    np.testing.assert_allclose(
+        got.heatmaps, reference_cams(feats, seq.get_layer("dense"), images32, method), atol=1e-4
+    )
+
+    fun = small_cnn(head="folded")
+    feats = keras.Model(fun.input, fun.get_layer("conv2").output)
+    got = compute_cams(fun, images32, method=method, layer="conv2", batch_size=4)
+    np.testing.assert_allclose(
+        got.heatmaps, reference_cams(feats, fun.get_layer("dense"), images32, method), atol=1e-4
+    )
+
+
+def test_batched_matches_reference_nested(images32):
+    model = nested_cnn()
+    backbone = model.get_layer("backbone")
+    got = compute_cams(model, images32, layer="backbone/conv_b")
+    assert got.layer == "backbone/conv_b"
+    assert got.heatmaps.shape == (6, 14, 14)
+    want = reference_cams(backbone, model.get_layer("head"), images32, "gradcam")
+    np.testing.assert_allclose(got.heatmaps, want, atol=1e-4)
+    # The bare name is found inside the nested model, and auto-detection goes there too.
+    np.testing.assert_allclose(
+        compute_cams(model, images32, layer="conv_b").heatmaps, want, atol=1e-4
+    )
+    assert compute_cams(model, images32).layer == "backbone/conv_b"
+
+
+def test_mobilenetv2_nested_in_classifier_matches_reference():
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(64, 64, 3), include_top=False, weights=None, alpha=0.35
+    )
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(inp))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(x))
+    images = np.random.default_rng(1).random((3, 64, 64, 3), dtype=np.float32)
+    got = compute_cams(model, images)
+    assert got.layer == f"{backbone.name}/out_relu"
+    # Untrained, its logits tie to float32 precision: explain the classes we reported.
+    assert got.targets.tolist() == got.probabilities.argmax(1).tolist()
+    want = reference_cams(backbone, model.get_layer("head"), images, "gradcam", got.targets)
+    np.testing.assert_allclose(got.heatmaps, want, atol=1e-4)
+    np.testing.assert_allclose(got.probabilities, model.predict(images, verbose=0), atol=1e-5)
+
+
+# ---------------------------------------------------------------- models of every shape
+
+
+def test_sequential_without_input_called_once(images32):
+    model = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, activation="relu", name="c"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    model(images32[:1])
+    res = compute_cams(model, images32)
+    assert res.layer == "c" and res.heatmaps.shape == (6, 30, 30)
+    np.testing.assert_allclose(res.probabilities, model.predict(images32, verbose=0), atol=1e-5)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(6, 3, activation="relu", name="feat")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(3, activation="softmax", name="out")
+
+    def call(self, x, training=False):
+        return self.dense(self.gap(self.conv(x)))
+
+
+def test_subclassed_model_with_named_layer(images32):
+    model = Subclassed()
+    model(images32[:1])
+    res = compute_cams(model, images32, layer="feat")
+    want = reference_cams(model.conv, model.dense, images32, "gradcam")
+    np.testing.assert_allclose(res.heatmaps, want, atol=1e-4)
+
+
+def multi_output_model():
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
+    g = keras.layers.GlobalAveragePooling2D()(x)
+    a = keras.layers.Dense(3, activation="softmax", name="species")(g)
+    b = keras.layers.Dense(2, activation="softmax", name="pose")(g)
+    return keras.Model(inp, [a, b])
+
+
+def test_multi_output_picks_head_by_index_or_name(images32):
+    model = multi_output_model()
+    by_name = compute_cams(model, images32, output="pose")
+    by_index = compute_cams(model, images32, output=1)
+    np.testing.assert_allclose(by_name.heatmaps, by_index.heatmaps, atol=1e-6)
+    assert by_name.probabilities.shape == (6, 2)
+    want = reference_cams(
+        keras.Model(model.input, model.get_layer("conv").output),
+        model.get_layer("pose"),
+        images32,
+        "gradcam",
+    )
+    np.testing.assert_allclose(by_name.heatmaps, want, atol=1e-4)
+    assert compute_cams(model, images32, output="species").probabilities.shape == (6, 3)
+
+
+def test_explicit_targets_and_layer_object(images32):
+    model = small_cnn()
+    per_image = np.array([0, 1, 2, 3, 0, 1])
+    res = compute_cams(model, images32, target=per_image, layer=model.get_layer("conv1"))
+    assert res.targets.tolist() == per_image.tolist() and res.layer == "conv1"
+    assert res.targets.dtype == np.int64
+    res2 = compute_cams(model, images32, target=2)
+    assert res2.targets.tolist() == [2] * 6
+    pred = compute_cams(model, images32)
+    assert pred.targets.tolist() == pred.probabilities.argmax(1).tolist()
+
+
+# ---------------------------------------------------------------- logit versus probability
+
+
+def test_logit_and_probability_scores(images32):
+    soft = small_cnn(head="folded")
+    linear = small_cnn(head="linear")
+    linear.set_weights(soft.get_weights())
+    logit = compute_cams(soft, images32, score="logit")
+    prob = compute_cams(soft, images32, score="probability")
+    same_linear = compute_cams(linear, images32, score="logit")
+    np.testing.assert_allclose(logit.heatmaps, same_linear.heatmaps, atol=1e-5)
+    assert np.abs(logit.heatmaps - prob.heatmaps).max() > 1e-3
+    # A separate Activation("softmax") layer: its input is the logit.
+    layered = small_cnn(head="layer")
+    layered.set_weights(soft.get_weights())
+    np.testing.assert_allclose(compute_cams(layered, images32).heatmaps, logit.heatmaps, atol=1e-5)
+    # The model still returns probabilities: nothing was swapped for good.
+    np.testing.assert_allclose(soft(images32).numpy().sum(1), 1.0, atol=1e-5)
+    assert soft.get_layer("dense").activation.__name__ == "softmax"
+
+
+# ---------------------------------------------------------------- caching
+
+
+def test_second_call_with_same_shapes_does_not_retrace(images32):
+    model = small_cnn()
+    compute_cams(model, images32, batch_size=4)  # chunks of 4 and 2
+    assert cams.trace_count(model) == 1
+    compute_cams(model, images32, batch_size=4)
+    compute_cams(model, images32[:3])
+    assert cams.trace_count(model) == 1
+    compute_cams(model, images32, method="layercam")  # a new method is a new function
+    assert cams.trace_count(model) == 2
+
+
+# ---------------------------------------------------------------- no side effects
+
+
+def test_no_side_effects_on_weights_bn_and_next_training_step(images32):
+    a = small_cnn(bn=True)
+    b = small_cnn(bn=True)
+    b.set_weights(a.get_weights())
+    for m in (a, b):
+        m.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    y = np.array([0, 1, 2, 3, 0, 1])
+    before = [w.copy() for w in a.get_weights()]
+    pred_before = a.predict(images32, verbose=0)
+    for method in cams.METHODS:
+        compute_cams(a, images32, method=method)
+    for w0, w1 in zip(before, a.get_weights(), strict=True):
+        np.testing.assert_array_equal(w0, w1)  # moving mean/variance included
+    np.testing.assert_array_equal(pred_before, a.predict(images32, verbose=0))
+    a.train_on_batch(images32, y)
+    b.train_on_batch(images32, y)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    for layer in a.layers:
+        assert "call" not in layer.__dict__
+
+
+def test_hooks_are_removed_after_a_failure(images32):
+    model = small_cnn()
+    from cam_callback import layers as lyr
+
+    conv = model.get_layer("conv2")
+
+    def boom(call, args, kwargs):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"), lyr.intercepted({conv: boom}):
+        model(images32)
+    assert "call" not in conv.__dict__
+    np.testing.assert_allclose(model(images32).numpy().sum(1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_image_shape_names_expected_shape(images32):
+    with pytest.raises(ValueError, match=r"`images`.*expected shape \(N, 32, 32, 3\).*\(6, 28"):
+        compute_cams(small_cnn(), images32[:, :28])
+
+
+def test_empty_batch():
+    with pytest.raises(ValueError, match="`images` is empty"):
+        compute_cams(small_cnn(), np.zeros((0, 32, 32, 3), np.float32))
+
+
+def test_nan_and_inf(images32):
+    bad = images32.copy()
+    bad[2, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="`images` contains NaN or inf values in 1 image"):
+        compute_cams(small_cnn(), bad)
+    bad[2, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        compute_cams(small_cnn(), bad)
+
+
+def test_unknown_layer_lists_spatial_candidates(images32):
+    with pytest.raises(
+        ValueError,
+        match=r"`layer` .conv9. not found. Layers with spatial output: conv1, pool, conv2\.",
+    ):
+        compute_cams(small_cnn(), images32, layer="conv9")
+    with pytest.raises(ValueError, match=r"backbone/conv_a, backbone/conv_b.*backbone/nope"):
+        compute_cams(nested_cnn(), images32, layer="backbone/nope")
+
+
+def test_non_spatial_layer(images32):
+    with pytest.raises(ValueError, match=r"`layer` 'gap' has output shape \(1, 12\)"):
+        compute_cams(small_cnn(), images32, layer="gap")
+
+
+def test_model_without_spatial_layer_suggests_saliency():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r'no layer with a spatial output.*method="saliency"'):
+        compute_cams(model, np.zeros((2, 8), np.float32))
+
+
+def test_unknown_method_and_score(images32):
+    with pytest.raises(ValueError, match=r"`method` must be one of .*'gradcam\+\+'.*method='cam'"):
+        compute_cams(small_cnn(), images32, method="cam")
+    with pytest.raises(ValueError, match="`score`"):
+        compute_cams(small_cnn(), images32, score="softmax")
+
+
+def test_target_out_of_range(images32):
+    with pytest.raises(ValueError, match=r"`target` class 7 is outside the model's 4 classes"):
+        compute_cams(small_cnn(), images32, target=7)
+    with pytest.raises(ValueError, match=r"`target` class -1"):
+        compute_cams(small_cnn(), images32, target=[0, 1, 2, 3, -1, 0])
+    with pytest.raises(ValueError, match=r"one class id per image: expected shape \(6,\)"):
+        compute_cams(small_cnn(), images32, target=[0, 1])
+    with pytest.raises(ValueError, match="`target` must be"):
+        compute_cams(small_cnn(), images32, target="top")
+
+
+def test_output_missing_on_multi_output(images32):
+    with pytest.raises(ValueError, match=r"`output` is required.*species, pose"):
+        compute_cams(multi_output_model(), images32)
+    with pytest.raises(ValueError, match=r"`output` 'age' not found"):
+        compute_cams(multi_output_model(), images32, output="age")
+
+
+def test_wrong_types(images32):
+    with pytest.raises(TypeError, match="`model` must be a keras.Model"):
+        compute_cams("model", images32)
+    with pytest.raises(TypeError, match="`layer` must be"):
+        compute_cams(small_cnn(), images32, layer=3)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        compute_cams(small_cnn(), images32, batch_size=0)
+    with pytest.raises(TypeError, match="`images` must be numeric"):
+        compute_cams(small_cnn(), np.array([["a"]]))
+
+
+def test_backend_failure_is_wrapped_with_context(images32):
+    model = small_cnn()
+    compute_cams(model, images32)
+    engine = next(iter(cams._ENGINES[model].values()))
+    real = engine.fn
+
+    def failing(x, t):
+        raise tf.errors.InvalidArgumentError(None, None, "kernel exploded")
+
+    engine.fn = failing
+    try:
+        with pytest.raises(CAMError, match=r"layer 'conv2' on input of shape \(6, 32, 32, 3\)"):
+            compute_cams(model, images32)
+    finally:
+        engine.fn = real
