@@ -140,16 +140,8 @@ def compute_cams(
         )
 
     x = prepare_images(model, images)
-    info = _model_info(model, x)
-    head = _select_output(info, output)
-    n_classes = _n_classes(info, head)
-    targets = _prepare_targets(target, len(x), n_classes)
-
-    if method == "saliency":
-        path, target_layer = "", None
-    else:
-        path, target_layer = _layers.resolve_layer(model, layer, info.calls)
-        _check_spatial(path, target_layer, info.calls)
+    info, head, path, target_layer = _inspect(model, x, layer, method, output)
+    targets = _prepare_targets(target, len(x), _n_classes(info, head))
 
     key = (path, method, score, head, x.shape[1:], x.dtype.str)
     engines = _ENGINES.setdefault(model, {})
@@ -185,6 +177,54 @@ def compute_cams(
         layer=path,
         method=method,
     )
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """What :func:`inspect_model` found: the explained layer and the class count."""
+
+    layer: str
+    n_classes: int
+    map_shape: tuple[int, int]
+
+
+def inspect_model(
+    model: keras.Model,
+    images: Any,
+    *,
+    layer: str | keras.layers.Layer | None = None,
+    method: str = "gradcam",
+    output: int | str | None = None,
+) -> ModelCheck:
+    """Runs every check of :func:`compute_cams` without computing maps.
+
+    Lets a caller (``CAMTracker.on_train_begin``) fail before an epoch is spent.
+
+    Example:
+        >>> inspect_model(model, x_probe).layer  # doctest: +SKIP
+        'conv2'
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+    x = prepare_images(model, images)
+    info, head, path, target_layer = _inspect(model, x, layer, method, output)
+    if target_layer is None:
+        shape = x.shape[1:3]
+    else:
+        shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
+    return ModelCheck(path, _n_classes(info, head), (int(shape[0]), int(shape[1])))
+
+
+def _inspect(
+    model: keras.Model, x: np.ndarray, layer: Any, method: str, output: Any
+) -> tuple[_ModelInfo, int | str | None, str, keras.layers.Layer | None]:
+    info = _model_info(model, x)
+    head = _select_output(info, output)
+    if method == "saliency":
+        return info, head, "", None
+    path, target_layer = _layers.resolve_layer(model, layer, info.calls)
+    _check_spatial(path, target_layer, info.calls)
+    return info, head, path, target_layer
 
 
 def prepare_images(model: keras.Model, images: Any) -> np.ndarray:
@@ -510,3 +550,89 @@ def normalize(maps: tf.Tensor) -> tf.Tensor:
     """Divides each map by its own max; an all-zero map stays zero."""
     peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
     return tf.math.divide_no_nan(maps, peak)
+
+
+def deletion_faithfulness(
+    model: keras.Model,
+    images: Any,
+    heatmaps: np.ndarray,
+    targets: np.ndarray,
+    *,
+    output: int | str | None = None,
+    share: float = 0.2,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> np.ndarray:
+    """The deletion test: is a map telling the truth?
+
+    Blurs the most-attended ``share`` of each image (the map upsampled to the
+    image), and, apart, a random ``share`` (the same cells every call, by
+    ``seed``). Returns ``drop_top - drop_random`` of the target's probability:
+    positive when the map points at what the model uses.
+
+    Example:
+        >>> res = compute_cams(model, x)  # doctest: +SKIP
+        >>> deletion_faithfulness(model, x, res.heatmaps, res.targets)  # doctest: +SKIP
+        array([0.31, 0.02, ...], dtype=float32)
+    """
+    x = prepare_images(model, images)
+    info, head, _, _ = _inspect(model, x, None, "saliency", output)
+    n, h, w = x.shape[:3]
+    up = tf.image.resize(np.asarray(heatmaps, np.float32)[..., None], (h, w)).numpy()[..., 0]
+    k = max(1, int(round(share * h * w)))
+    flat = up.reshape(n, -1)
+    top = np.zeros_like(flat, dtype=bool)
+    np.put_along_axis(top, np.argsort(-flat, axis=1, kind="stable")[:, :k], True, axis=1)
+    rng = np.random.default_rng(seed)
+    rand = np.zeros_like(top)
+    for i in range(n):
+        rand[i, rng.choice(h * w, size=k, replace=False)] = True
+    size = max(3, (min(h, w) // 4) | 1)  # a strong blur: an odd box of a quarter of the side
+    blurred = (
+        tf.nn.avg_pool2d(
+            tf.pad(
+                x.astype(np.float32),
+                [[0, 0], [size // 2] * 2, [size // 2] * 2, [0, 0]],
+                "SYMMETRIC",
+            ),
+            size,
+            1,
+            "VALID",
+        )
+        .numpy()
+        .astype(x.dtype)
+    )
+    masks = np.stack([top, rand]).reshape(2, n, h, w, 1)
+    variants = np.where(masks, blurred[None], x[None]).reshape(2 * n, *x.shape[1:])
+    forward = _forward_fn(model, head, x)
+    batch = np.concatenate([x, variants])
+    probs = np.concatenate(
+        [
+            forward(tf.constant(batch[i : i + batch_size])).numpy()
+            for i in range(0, len(batch), batch_size)
+        ]
+    )
+    if probs.ndim == 1:
+        probs = probs[:, None]
+    picked = probs[np.arange(3 * n), np.tile(np.asarray(targets, np.int64), 3)]
+    base, after_top, after_rand = picked[:n], picked[n : 2 * n], picked[2 * n :]
+    return ((base - after_top) - (base - after_rand)).astype(np.float32)
+
+
+def _forward_fn(model: keras.Model, head: int | str | None, x: np.ndarray) -> Any:
+    key = ("forward", head, x.shape[1:], x.dtype.str)
+    engines = _ENGINES.setdefault(model, {})
+    engine = engines.get(key)
+    if engine is None:
+        model_ref = weakref.ref(model)
+
+        def forward(images: tf.Tensor) -> tf.Tensor:
+            engine.traces += 1
+            return tf.cast(_pick(model_ref()(images, training=False), head), tf.float32)
+
+        engine = _Engine(fn=None)
+        engine.fn = tf.function(
+            forward, input_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)
+        )
+        engines[key] = engine
+    return engine.fn

@@ -1,0 +1,566 @@
+"""``CAMTracker``: thin orchestration of maps, record, TensorBoard and animations in ``fit``."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback import animate, cams, frames, metrics
+from cam_callback.record import RecordWriter, fingerprint, record_dir
+from cam_callback.tensorboard import SummaryWriter, probe_tag
+
+_STOP = object()
+
+
+class CAMTracker(keras.callbacks.Callback):
+    """Records a Grad-CAM and the class probabilities of fixed probes at every epoch.
+
+    Each recorded epoch is appended atomically to a run record in
+    ``log_dir/cam/`` (read it with :func:`cam_callback.load_run`), shown live in
+    TensorBoard beside ``keras.callbacks.TensorBoard(log_dir)``, and at the end
+    of training turned into one animation per probe under
+    ``log_dir/cam/animations/``.
+
+    Args:
+        probe_images: ``[N, H, W, C]`` in the model's input space.
+        probe_labels: True classes as int ids ``[N]`` or one-hot ``[N, C]``.
+        log_dir: The run's log folder (the same as Keras's TensorBoard callback).
+        class_names: One name per class.
+        display_images: uint8 RGB ``[N, H', W', 3]`` to draw instead of a min-max
+            rescale of the probes.
+        probe_masks: bool ``[N, H', W']`` regions (the object, or a suspected cue),
+            at the display images' size; see ``mask_kind``.
+        layer: The explained layer, as in :func:`cam_callback.compute_cams`.
+        method: ``"gradcam"``, ``"gradcam++"``, ``"layercam"``, ``"hirescam"`` or
+            ``"saliency"``.
+        target: ``"predicted"``, ``"label"`` (the true class; needs labels), one
+            class id, or one per probe.
+        every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``).
+        top_k: Classes in the probability bars.
+        tensorboard: Write image and scalar summaries to ``log_dir/cam``.
+        animate: ``"gif"``, ``"mp4"``, ``("gif", "mp4")`` or ``None``.
+        fps: Frames per second of the animations.
+        alpha: Weight of the heatmap in the overlay.
+        score: ``"logit"`` or ``"probability"``.
+        output: The head of a multi-output model.
+        mask_kind: ``"object"`` (flag probes whose attention leaves the mask) or
+            ``"cue"`` (flag probes whose attention lands on it).
+        low_confidence: Top-1 probability under which a probe is flagged.
+        faithfulness: Also record the deletion-test number each epoch (one
+            extra forward pass over ``2 N`` images).
+        batch_size: Probes per compiled call.
+
+    Example:
+        >>> tracker = CAMTracker(x_probe, y_probe, log_dir="runs/a",  # doctest: +SKIP
+        ...                      class_names=["cat", "dog"])
+        >>> model.fit(x, y, epochs=30, callbacks=[tracker,  # doctest: +SKIP
+        ...           keras.callbacks.TensorBoard("runs/a")])
+    """
+
+    def __init__(
+        self,
+        probe_images: Any,
+        probe_labels: Any = None,
+        *,
+        log_dir: str | os.PathLike,
+        class_names: Sequence[str] | None = None,
+        display_images: Any = None,
+        probe_masks: Any = None,
+        layer: str | keras.layers.Layer | None = None,
+        method: str = "gradcam",
+        target: str | int | Sequence[int] | np.ndarray = "predicted",
+        every_n_epochs: int = 1,
+        top_k: int = 3,
+        tensorboard: bool = True,
+        animate: str | Sequence[str] | None = "gif",
+        fps: float = 4.0,
+        alpha: float = 0.5,
+        score: str = "logit",
+        output: int | str | None = None,
+        mask_kind: str = "object",
+        low_confidence: float = 0.5,
+        faithfulness: bool = False,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.probe_images = _check_probes(probe_images)
+        n = len(self.probe_images)
+        self.probe_labels, self._one_hot_width = _check_labels(probe_labels, n)
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(
+                f"`log_dir` must be a path. Received: log_dir={log_dir!r} of type "
+                f"{type(log_dir).__name__}"
+            )
+        self.log_dir = Path(log_dir)
+        self.class_names = _check_class_names(class_names)
+        self.display_images = _check_display(display_images, n, self.probe_images)
+        self.probe_masks = _check_masks(probe_masks, n, self.display_images.shape[1:3])
+        if layer is not None and not isinstance(layer, (str, keras.layers.Layer)):
+            raise TypeError(
+                "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
+                f"Received: layer={layer!r}"
+            )
+        if method not in cams.METHODS:
+            raise ValueError(f"`method` must be one of {cams.METHODS}. Received: method={method!r}")
+        if score not in cams.SCORES:
+            raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
+        self.target = _check_target(target, n, self.probe_labels)
+        for name, value in (
+            ("every_n_epochs", every_n_epochs),
+            ("top_k", top_k),
+            ("batch_size", batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        if not isinstance(tensorboard, bool):
+            raise TypeError(f"`tensorboard` must be a bool. Received: tensorboard={tensorboard!r}")
+        self.formats = _check_formats(animate)
+        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0:
+            raise ValueError(f"`fps` must be a positive number. Received: fps={fps!r}")
+        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}")
+        if mask_kind not in ("object", "cue"):
+            raise ValueError(
+                f'`mask_kind` must be "object" or "cue". Received: mask_kind={mask_kind!r}'
+            )
+        if not isinstance(low_confidence, (int, float)) or not 0.0 <= low_confidence <= 1.0:
+            raise ValueError(
+                f"`low_confidence` must be in [0, 1]. Received: low_confidence={low_confidence!r}"
+            )
+        self.layer = layer
+        self.method = method
+        self.every_n_epochs = every_n_epochs
+        self.top_k = top_k
+        self.tensorboard = tensorboard
+        self.fps = float(fps)
+        self.alpha = float(alpha)
+        self.score = score
+        self.output = output
+        self.mask_kind = mask_kind
+        self.low_confidence = float(low_confidence)
+        self.faithfulness = bool(faithfulness)
+        self.batch_size = batch_size
+        self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
+        self._session: _Session | None = None
+        self._layer_path = ""
+
+    # ------------------------------------------------------------------ Keras hooks
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Checks the probes against the model and opens the record, before epoch 0."""
+        self.close()
+        if not _is_chief(self.model):
+            return
+        check = cams.inspect_model(
+            self.model,
+            self.probe_images,
+            layer=self.layer,
+            method=self.method,
+            output=self.output,
+        )
+        self._check_against_model(check.n_classes)
+        self._layer_path = check.layer
+        _check_log_dir(self.log_dir)
+        writer = RecordWriter(self.log_dir)
+        writer.open(
+            {
+                "layer": check.layer,
+                "method": self.method,
+                "score": self.score,
+                "fingerprint": self.fingerprint,
+                "n_probes": len(self.probe_images),
+                "n_classes": check.n_classes,
+                "map_shape": list(check.map_shape),
+                "class_names": self.class_names,
+                "probe_shape": list(self.probe_images.shape[1:]),
+                "mask_kind": self.mask_kind,
+                "low_confidence": self.low_confidence,
+                "every_n_epochs": self.every_n_epochs,
+            },
+            images=self.display_images,
+            labels=self.probe_labels,
+            masks=self.probe_masks,
+        )
+        self._session = _Session(self, writer)
+        # Closes the writer and stops the thread even if fit raises and the tracker is dropped.
+        weakref.finalize(self, self._session.close)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Records the epoch when it is due and hands its frames to TensorBoard."""
+        session = self._session
+        if session is None or (epoch + 1) % self.every_n_epochs:
+            return
+        session.raise_pending()
+        res = cams.compute_cams(
+            self.model,
+            self.probe_images,
+            layer=self.layer,
+            method=self.method,
+            target=self.target,
+            score=self.score,
+            output=self.output,
+            batch_size=self.batch_size,
+        )
+        previous, first = session.history(epoch)
+        values = metrics.epoch_metrics(
+            res.heatmaps,
+            res.probabilities,
+            labels=self.probe_labels,
+            previous=previous,
+            first=first,
+            masks=self.probe_masks,
+        )
+        if self.faithfulness:
+            values["faithfulness"] = cams.deletion_faithfulness(
+                self.model,
+                self.probe_images,
+                res.heatmaps,
+                res.targets,
+                output=self.output,
+                batch_size=self.batch_size,
+            )
+        session.record.write_epoch(
+            epoch,
+            heatmaps=res.heatmaps,
+            probabilities=res.probabilities,
+            targets=res.targets,
+            metrics=values,
+        )
+        session.remember(epoch, res.heatmaps)
+        if self.tensorboard:
+            session.submit(epoch, res.heatmaps, res.probabilities, values)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Flushes TensorBoard, closes everything and writes the animations."""
+        session = self._session
+        if session is None:
+            return
+        try:
+            session.finish()
+        finally:
+            self.close()
+        if self.formats:
+            animate.render_animations(
+                self.log_dir,
+                formats=self.formats,
+                fps=self.fps,
+                top_k=self.top_k,
+                alpha=self.alpha,
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stops the render thread and closes the TensorBoard writer; safe to repeat.
+
+        ``fit`` calls no callback when it raises, so use the tracker as a
+        context manager (or call this) to close at once; otherwise it closes
+        when the tracker is garbage-collected or the interpreter exits.
+        """
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> CAMTracker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def record_path(self) -> Path:
+        """The record folder, ``log_dir/cam``."""
+        return record_dir(self.log_dir)
+
+    def _check_against_model(self, n_classes: int) -> None:
+        if self.class_names is not None and len(self.class_names) != n_classes:
+            raise ValueError(
+                f"`class_names` has {len(self.class_names)} names but the model has "
+                f"{n_classes} classes. Received: class_names={self.class_names}"
+            )
+        if self._one_hot_width is not None and self._one_hot_width != n_classes:
+            raise ValueError(
+                f"`probe_labels` are one-hot with {self._one_hot_width} columns but the model "
+                f"has {n_classes} classes. Received: probe_labels of width {self._one_hot_width}"
+            )
+        if self.probe_labels is not None and self.probe_labels.max() >= n_classes:
+            raise ValueError(
+                f"`probe_labels` holds class {int(self.probe_labels.max())} but the model has "
+                f"{n_classes} classes (0..{n_classes - 1}). Received: probe_labels"
+            )
+        target = self.target
+        if not isinstance(target, str) and np.max(target) >= n_classes:
+            raise ValueError(
+                f"`target` class {int(np.max(target))} is outside the model's {n_classes} "
+                f"classes. Received: target={target!r}"
+            )
+
+
+class _Session:
+    """What one ``fit`` holds open: the record, the writer and the render thread.
+
+    Kept apart from the tracker so ``weakref.finalize`` can close it without
+    keeping the tracker alive.
+    """
+
+    def __init__(self, tracker: CAMTracker, record: RecordWriter) -> None:
+        self.record = record
+        self.labels = tracker.probe_labels
+        self.top_k = tracker.top_k
+        self.class_names = tracker.class_names
+        self.renderers = (
+            [
+                frames.FrameRenderer(
+                    img,
+                    label=None if tracker.probe_labels is None else int(tracker.probe_labels[i]),
+                    class_names=tracker.class_names,
+                    top_k=tracker.top_k,
+                    alpha=tracker.alpha,
+                )
+                for i, img in enumerate(tracker.display_images)
+            ]
+            if tracker.tensorboard
+            else []
+        )
+        self.display = tracker.display_images
+        self.alpha = tracker.alpha
+        self.writer = SummaryWriter(record.path) if tracker.tensorboard else None
+        self.queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: memory stays flat
+        self.error: BaseException | None = None
+        self.error_epoch: int | None = None
+        self.previous: np.ndarray | None = None
+        self.previous_epoch: int | None = None
+        self.first: np.ndarray | None = None
+        self.thread: threading.Thread | None = None
+        if self.writer is not None:
+            self.thread = threading.Thread(target=self._run, name="cam-tracker-render", daemon=True)
+            self.thread.start()
+
+    def history(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Maps of the previous and first recorded epochs before ``epoch`` (resume-aware)."""
+        if self.previous is None or self.previous_epoch is None or self.previous_epoch >= epoch:
+            prev_epoch = self.record.previous_epoch(epoch)
+            data = self.record.read_epoch(prev_epoch) if prev_epoch is not None else None
+            self.previous = None if data is None else data["heatmaps"]
+        if self.first is None:
+            first_epoch = self.record.first_epoch()
+            if first_epoch is not None and first_epoch < epoch:
+                self.first = self.record.read_epoch(first_epoch)["heatmaps"]
+        return self.previous, self.first
+
+    def remember(self, epoch: int, heatmaps: np.ndarray) -> None:
+        self.previous, self.previous_epoch = heatmaps, epoch
+        if self.first is None:
+            self.first = heatmaps
+
+    def submit(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
+        self.queue.put((epoch, heatmaps, probs, values))
+
+    def raise_pending(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise RuntimeError(
+                f"drawing the TensorBoard frames of epoch {self.error_epoch} failed: {error}"
+            ) from error
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is _STOP:
+                return
+            if self.error is not None:
+                continue  # keep draining so fit never blocks on a dead renderer
+            epoch = job[0]
+            try:
+                self._draw(*job)
+            except BaseException as exc:  # re-raised on the training thread
+                self.error, self.error_epoch = exc, epoch
+
+    def _draw(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
+        images = {}
+        for i, renderer in enumerate(self.renderers):
+            name = None
+            if self.labels is not None:
+                name = renderer.name(int(self.labels[i]))
+            images[probe_tag(i, name)] = renderer.draw(heatmaps[i], probs[i], epoch)
+        tiles = []
+        for i in range(len(self.display)):
+            label = None if self.labels is None else int(self.labels[i])
+            tiles.append(
+                frames.tile(
+                    self.display[i], heatmaps[i], probs[i], label, self.alpha, animate.GRID_SIDE
+                )
+            )
+        images["cam/grid"] = frames.grid(tiles)
+        scalars = {f"cam/{k}": v for k, v in metrics.summary_scalars(values).items()}
+        self.writer.write(epoch, images, scalars)
+
+    def finish(self) -> None:
+        """Waits for queued frames, closes the writer, and raises a renderer error."""
+        self.close()
+        self.raise_pending()
+
+    def close(self) -> None:
+        thread, self.thread = self.thread, None
+        if thread is not None and thread.is_alive():
+            self.queue.put(_STOP)
+            thread.join()
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _is_chief(model: keras.Model) -> bool:
+    """Under a multi-worker strategy only the chief (or worker 0 without one) writes."""
+    strategy = getattr(model, "distribute_strategy", None)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type in (None, "chief"):
+        return True
+    if task_type == "worker":
+        return task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    return False
+
+
+def _check_probes(images: Any) -> np.ndarray:
+    try:
+        x = np.asarray(images)
+    except Exception as exc:
+        raise TypeError(
+            f"`probe_images` must be an array [N, H, W, C]. Received: {type(images).__name__}"
+        ) from exc
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"`probe_images` must be numeric. Received: dtype {x.dtype}")
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(
+            f"`probe_images` must be a non-empty [N, H, W, C] batch. Received: shape {x.shape}"
+        )
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError("`probe_images` contains NaN or inf. Received: non-finite values")
+    return x
+
+
+def _check_labels(labels: Any, n: int) -> tuple[np.ndarray | None, int | None]:
+    if labels is None:
+        return None, None
+    y = np.asarray(labels)
+    width = None
+    if y.ndim == 2:
+        width = y.shape[1]
+        if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(1) == 1):
+            raise ValueError(
+                "`probe_labels` of shape [N, C] must be one-hot (one 1 per row). "
+                f"Received: shape {y.shape} with other values"
+            )
+        y = y.argmax(1)
+    elif y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        if y.ndim == 1 and np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise TypeError(
+                "`probe_labels` must be int class ids [N] or one-hot [N, C]. "
+                f"Received: dtype {y.dtype}, shape {y.shape}"
+            )
+    if len(y) != n:
+        raise ValueError(
+            f"`probe_labels` has {len(y)} labels for {n} probe images. Received: shape {y.shape}"
+        )
+    if (y < 0).any():
+        raise ValueError(f"`probe_labels` must be >= 0. Received: {int(y.min())}")
+    return y.astype(np.int64), width
+
+
+def _check_class_names(names: Any) -> list[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(c, str) for c in names):
+        raise TypeError(f"`class_names` must be a sequence of str. Received: class_names={names!r}")
+    return list(names)
+
+
+def _check_display(display: Any, n: int, probes: np.ndarray) -> np.ndarray:
+    if display is None:
+        return frames.to_display(probes)
+    d = np.asarray(display)
+    if d.dtype != np.uint8:
+        raise TypeError(
+            f"`display_images` must be uint8 RGB [N, H, W, 3]. Received: dtype {d.dtype}"
+        )
+    if d.ndim != 4 or d.shape[-1] != 3 or len(d) != n:
+        raise ValueError(
+            f"`display_images` must be [{n}, H, W, 3], one per probe. Received: shape {d.shape}"
+        )
+    return d
+
+
+def _check_masks(masks: Any, n: int, size: tuple[int, int]) -> np.ndarray | None:
+    if masks is None:
+        return None
+    m = np.asarray(masks)
+    if m.dtype != bool and not (np.issubdtype(m.dtype, np.integer) and np.isin(m, (0, 1)).all()):
+        raise TypeError(f"`probe_masks` must be boolean [N, H, W]. Received: dtype {m.dtype}")
+    if m.shape != (n, *size):
+        raise ValueError(
+            f"`probe_masks` must be [{n}, {size[0]}, {size[1]}], the display images' size. "
+            f"Received: shape {m.shape}"
+        )
+    return m.astype(bool)
+
+
+def _check_target(target: Any, n: int, labels: np.ndarray | None) -> Any:
+    if isinstance(target, str):
+        if target == "label":
+            if labels is None:
+                raise ValueError('`target="label"` needs `probe_labels`. Received: none')
+            return labels
+        if target != "predicted":
+            raise ValueError(
+                '`target` must be "predicted", "label", a class id or one per probe. '
+                f"Received: target={target!r}"
+            )
+        return target
+    arr = np.asarray(target)
+    if isinstance(target, bool) or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"`target` must be integer class ids. Received: target={target!r}")
+    if arr.ndim not in (0, 1) or (arr.ndim == 1 and len(arr) != n) or (arr < 0).any():
+        raise ValueError(
+            f"`target` must be one class id >= 0 or one per probe ({n}). Received: {target!r}"
+        )
+    return int(arr) if arr.ndim == 0 else arr
+
+
+def _check_formats(value: Any) -> tuple[str, ...]:
+    try:
+        return animate.normalize_formats(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f'`animate` must be "gif", "mp4", ("gif", "mp4") or None. Received: animate={value!r}'
+        ) from exc
+
+
+def _check_log_dir(log_dir: Path) -> None:
+    if log_dir.exists() and not log_dir.is_dir():
+        raise ValueError(
+            f"`log_dir` {str(log_dir)!r} exists and is a file; a folder is needed. "
+            f"Received: log_dir={str(log_dir)!r}"
+        )
+    probe = log_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`log_dir` {str(log_dir)!r} is not writable ({probe} is read-only). "
+            f"Received: log_dir={str(log_dir)!r}"
+        )

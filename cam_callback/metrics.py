@@ -1,0 +1,215 @@
+"""Per-epoch numbers and per-probe flags from maps and probabilities: pure numpy.
+
+Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``):
+
+- ``true_class_probability`` = ``p[label]`` (only with labels).
+- ``predicted_class`` = ``argmax p``.
+- ``margin`` = top-1 minus top-2 probability (``|2p - 1|`` for a single output).
+- ``correct`` = 1 where ``predicted_class == label``, else 0 (only with labels).
+- ``drift`` = ``1 - cos(m_t, m_prev)``, the maps flattened, against the previous
+  recorded epoch; 0 at the first. Two all-zero maps have drift 0, one all-zero map 1.
+- ``drift_from_first`` = ``1 - cos(m_t, m_first)``.
+- ``concentration`` = share of the map's energy (sum) in its top 10% of cells;
+  0.1 for a flat map, 1 when one cell in ten or fewer holds everything.
+- ``mask_focus`` (with masks) = ``sum(up(m) * mask) / sum(up(m))``, the map
+  upsampled bilinearly to the mask's size: the share of attention inside the mask.
+- ``faithfulness`` (opt-in, computed by the tracker with the model) = drop of the
+  target's probability when the most-attended 20% is blurred, minus the drop
+  when a random 20% is blurred.
+
+Flags per probe over the whole record (see :func:`flags`): ``flipped``,
+``left_mask``, ``on_cue``, ``low_confidence``, ``unstable``, ``misclassified``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from cam_callback.frames import upsample
+
+TOP_SHARE = 0.10
+
+
+def cosine_drift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``1 - cos`` between paired maps ``[N, h, w]``; see the module doc for zero maps.
+
+    Example:
+        >>> cosine_drift(np.ones((1, 2, 2)), np.ones((1, 2, 2))).tolist()
+        [0.0]
+    """
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both = (na > 0) & (nb > 0)
+    cos = np.where(both, (a * b).sum(1) / np.where(both, na * nb, 1.0), 0.0)
+    drift = 1.0 - cos
+    drift[(na == 0) & (nb == 0)] = 0.0
+    return np.clip(drift, 0.0, 2.0).astype(np.float32)
+
+
+def concentration(maps: np.ndarray) -> np.ndarray:
+    """Share of each map's energy in its top 10% of cells (at least one cell).
+
+    Example:
+        >>> concentration(np.array([[[1.0] + [0.0] * 9]])).tolist()
+        [1.0]
+    """
+    flat = maps.reshape(len(maps), -1).astype(np.float64)
+    k = max(1, int(np.ceil(TOP_SHARE * flat.shape[1])))
+    top = -np.sort(-flat, axis=1)[:, :k].sum(1)
+    total = flat.sum(1)
+    return np.where(total > 0, top / np.where(total > 0, total, 1.0), 0.0).astype(np.float32)
+
+
+def mask_focus(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Share of each map's energy inside its mask, the map upsampled to the mask.
+
+    Example:
+        >>> m = np.array([[[1.0, 0.0], [0.0, 0.0]]])
+        >>> mask_focus(m, np.array([[[True, False], [False, False]]])).tolist()
+        [1.0]
+    """
+    out = np.zeros(len(maps), np.float32)
+    for i, (m, mask) in enumerate(zip(maps, masks, strict=True)):
+        up = upsample(m, mask.shape).astype(np.float64)
+        total = up.sum()
+        out[i] = up[mask].sum() / total if total > 0 else 0.0
+    return out
+
+
+def epoch_metrics(
+    heatmaps: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    previous: np.ndarray | None = None,
+    first: np.ndarray | None = None,
+    masks: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """All per-probe numbers of one recorded epoch.
+
+    Args:
+        heatmaps: ``[N, h, w]`` maps of this epoch.
+        probabilities: ``[N, C]``.
+        labels: True classes ``[N]`` or ``None``.
+        previous: Maps of the previous recorded epoch, ``None`` at the first.
+        first: Maps of the first recorded epoch, ``None`` at the first.
+        masks: bool ``[N, H, W]`` probe masks, or ``None``.
+
+    Returns:
+        Name to float32 ``[N]``.
+
+    Example:
+        >>> out = epoch_metrics(np.ones((1, 2, 2)), np.array([[0.2, 0.8]]), labels=np.array([1]))
+        >>> float(out["margin"][0]), float(out["correct"][0])
+        (0.6000000238418579, 1.0)
+    """
+    p = np.asarray(probabilities, np.float64)
+    pred = p.argmax(1)
+    if p.shape[1] >= 2:
+        top2 = -np.sort(-p, axis=1)[:, :2]
+        margin = top2[:, 0] - top2[:, 1]
+    else:
+        margin = np.abs(2 * p[:, 0] - 1)
+    out = {
+        "predicted_class": pred.astype(np.float32),
+        "margin": margin.astype(np.float32),
+        "drift": np.zeros(len(p), np.float32)
+        if previous is None
+        else cosine_drift(heatmaps, previous),
+        "drift_from_first": np.zeros(len(p), np.float32)
+        if first is None
+        else cosine_drift(heatmaps, first),
+        "concentration": concentration(heatmaps),
+    }
+    if labels is not None:
+        labels = np.asarray(labels)
+        out["true_class_probability"] = p[np.arange(len(p)), labels].astype(np.float32)
+        out["correct"] = (pred == labels).astype(np.float32)
+    if masks is not None:
+        out["mask_focus"] = mask_focus(heatmaps, masks)
+    return out
+
+
+def summary_scalars(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Aggregates over probes for TensorBoard: means, and the misclassified fraction."""
+    out = {}
+    for name in (
+        "true_class_probability",
+        "margin",
+        "drift",
+        "concentration",
+        "mask_focus",
+        "faithfulness",
+    ):
+        if name in metrics:
+            out[f"mean_{name}"] = float(np.mean(metrics[name]))
+    if "correct" in metrics:
+        out["misclassified_fraction"] = float(1.0 - np.mean(metrics["correct"]))
+    return out
+
+
+FLAG_NAMES = ("misclassified", "low_confidence", "flipped", "unstable", "left_mask", "on_cue")
+
+
+def flags(
+    metrics: Mapping[str, np.ndarray],
+    probabilities: np.ndarray,
+    *,
+    low_confidence: float = 0.5,
+    unstable_drift: float = 0.3,
+    mask_kind: str = "object",
+    mask_threshold: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """Per-probe bool flags over a whole record.
+
+    Args:
+        metrics: Name to ``[E, N]``, as in ``Run.metrics``.
+        probabilities: ``[E, N, C]``.
+        low_confidence: ``low_confidence`` when the last top-1 probability is below this.
+        unstable_drift: ``unstable`` when the mean drift over the last half of the
+            epochs (at least two) is above this.
+        mask_kind: ``"object"``: masks cover the object, and ``left_mask`` flags a
+            last ``mask_focus`` below ``mask_threshold``. ``"cue"``: masks cover a
+            suspected cue (a frame, a watermark), and ``on_cue`` flags a last
+            ``mask_focus`` above ``mask_threshold``.
+        mask_threshold: See ``mask_kind``.
+
+    Returns:
+        Flag name to bool ``[N]``: ``misclassified`` (last epoch wrong),
+        ``low_confidence``, ``flipped`` (the predicted class changed within the
+        last half of the epochs), ``unstable``, ``left_mask``, ``on_cue``.
+
+    Example:
+        >>> f = flags({"drift": np.zeros((2, 1))}, np.array([[[0.9, 0.1]], [[0.4, 0.6]]]))
+        >>> f["flipped"].tolist(), f["low_confidence"].tolist()
+        ([True], [False])
+    """
+    probs = np.asarray(probabilities)
+    e, n = probs.shape[:2]
+    none = np.zeros(n, bool)
+    if e == 0:
+        return {name: none.copy() for name in FLAG_NAMES}
+    late = slice(max(0, e - max(2, e // 2)), e)
+    pred = probs.argmax(-1)
+    out = {
+        "misclassified": (metrics["correct"][-1] < 0.5) if "correct" in metrics else none.copy(),
+        "low_confidence": probs[-1].max(-1) < low_confidence,
+        "flipped": (pred[late] != pred[late][-1]).any(0),
+        "unstable": (
+            metrics["drift"][late][1:].mean(0) > unstable_drift
+            if e >= 2 and "drift" in metrics
+            else none.copy()
+        ),
+        "left_mask": none.copy(),
+        "on_cue": none.copy(),
+    }
+    if "mask_focus" in metrics:
+        last = metrics["mask_focus"][-1]
+        if mask_kind == "cue":
+            out["on_cue"] = last > mask_threshold
+        else:
+            out["left_mask"] = last < mask_threshold
+    return {k: np.asarray(v, bool) for k, v in out.items()}
