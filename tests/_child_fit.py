@@ -1,0 +1,63 @@
+"""A training child process for the tests that need a fresh TensorFlow.
+
+usage: python _child_fit.py MODE LOG_DIR
+  slow:     trains many slow epochs with the tracker (the parent SIGKILLs it)
+  mirrored: trains under MirroredStrategy over two logical CPU devices
+  mixed:    trains under the mixed_float16 policy
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import small_cnn  # noqa: E402
+
+from cam_callback import CAMTracker  # noqa: E402
+
+mode, log_dir = sys.argv[1], sys.argv[2]
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+x = rng.random((64, 32, 32, 3), dtype=np.float32)
+y = rng.integers(0, 3, 64)
+probes, labels = x[:5], y[:5]
+
+
+class Slow(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"epoch {epoch} done", flush=True)
+        time.sleep(0.3)
+
+
+if mode == "slow":
+    model = small_cnn(3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate=None)
+    model.fit(x, y, epochs=1000, batch_size=16, verbose=0, callbacks=[tracker, Slow()])
+elif mode == "mirrored":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    print("replicas", strategy.num_replicas_in_sync, flush=True)
+    with strategy.scope():
+        model = small_cnn(3)
+        model.compile("adam", "sparse_categorical_crossentropy")
+    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate="gif")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
+    print("ok", flush=True)
+elif mode == "mixed":
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = small_cnn(3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    print("compute dtype", model.get_layer("conv2").compute_dtype, flush=True)
+    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate="gif", method="gradcam++")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
+    print("ok", flush=True)

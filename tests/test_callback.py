@@ -1,0 +1,426 @@
+"""CAMTracker inside real fits: record, TensorBoard events read back, errors, resume, crashes."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import small_cnn
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cam_callback import CAMTracker, compute_cams, load_run
+from cam_callback.callback import _is_chief
+
+HERE = Path(__file__).parent
+CLASSES = ["homer", "bart", "lisa"]
+
+
+def data(n=48, size=32):
+    rng = np.random.default_rng(0)
+    return rng.random((n, size, size, 3), dtype=np.float32), rng.integers(0, 3, n)
+
+
+def compiled(**kw):
+    model = small_cnn(3, **kw)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def events(folder: Path) -> EventAccumulator:
+    files = list(folder.glob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0, "images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    log_dir = tmp_path_factory.mktemp("run")
+    x, y = data()
+    model = compiled()
+    tracker = CAMTracker(
+        x[:4], y[:4], log_dir=log_dir, class_names=CLASSES, animate=("gif", "mp4"), top_k=2
+    )
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        validation_split=0.25,
+        callbacks=[tracker, keras.callbacks.TensorBoard(str(log_dir))],
+    )
+    return log_dir, model, tracker, x[:4]
+
+
+def test_tensorboard_tags_and_steps_next_to_keras(trained):
+    log_dir, *_ = trained
+    # One event file per run folder, and no stray files elsewhere.
+    all_events = sorted(p.parent.name for p in log_dir.rglob("events.out.tfevents.*"))
+    assert all_events == ["cam", "train", "validation"]
+    acc = events(log_dir / "cam")
+    tags = set(acc.Tags()["tensors"])
+    labels = load_run(log_dir).labels
+    want_images = {f"cam/probe_{i:03d}_{CLASSES[c]}" for i, c in enumerate(labels)}
+    assert want_images | {"cam/grid"} <= tags
+    for tag in want_images | {
+        "cam/grid",
+        "cam/mean_drift",
+        "cam/misclassified_fraction",
+        "cam/mean_true_class_probability",
+    }:
+        assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2], tag
+    # The image decodes to the frame size the renderer draws.
+    ev = acc.Tensors("cam/probe_000_" + CLASSES[labels[0]])[-1]
+    w, h, png = ev.tensor_proto.string_val
+    img = np.asarray(Image.open(io.BytesIO(png)))
+    assert img.shape[:2] == (int(h), int(w)) == (22 + 160, 2 * 160 + 180)
+    # Scalars agree with the record.
+    run = load_run(log_dir)
+    drift = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("cam/mean_drift")]
+    np.testing.assert_allclose(drift, run.metrics["drift"].mean(1), rtol=1e-5)
+    assert drift[0] == 0.0
+    keras_tags = events(log_dir / "train").Tags()["tensors"]
+    assert "epoch_loss" in keras_tags
+
+
+def test_recorded_maps_equal_compute_cams_on_trained_model(trained):
+    log_dir, model, _, probes = trained
+    run = load_run(log_dir)
+    assert run.epochs == [0, 1, 2]
+    assert run.heatmaps.shape == (3, 4, 13, 13) and run.probabilities.shape == (3, 4, 3)
+    assert run.images.dtype == np.uint8 and run.images.shape == (4, 32, 32, 3)
+    assert run.layer == "conv2" and run.method == "gradcam" and run.class_names == CLASSES
+    fresh = compute_cams(model, probes)
+    np.testing.assert_allclose(run.heatmaps[-1], fresh.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(run.probabilities[-1], fresh.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(run.targets[-1], fresh.targets)
+
+
+def test_animations_have_one_frame_per_epoch(trained):
+    log_dir, *_ = trained
+    folder = log_dir / "cam" / "animations"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted(
+        [f"probe_{i:03d}.{f}" for i in range(4) for f in ("gif", "mp4")] + ["grid.gif", "grid.mp4"]
+    )
+    gif = Image.open(folder / "probe_000.gif")
+    assert gif.n_frames == 3 and gif.info["loop"] == 0
+    import imageio.v3 as iio
+
+    assert len(iio.imread(folder / "probe_001.mp4")) == 3
+
+
+def test_writer_closed_after_fit(trained):
+    _, _, tracker, _ = trained
+    assert tracker._session is None
+
+
+# ------------------------------------------------------------------ validation
+
+
+def test_init_errors_name_the_argument(tmp_path):
+    x, y = data(8)
+    cases = [
+        (dict(probe_images=x[0]), ValueError, "`probe_images` must be a non-empty"),
+        (dict(probe_images=np.zeros((0, 32, 32, 3))), ValueError, "`probe_images`"),
+        (dict(probe_images=np.array([["a"]])), TypeError, "`probe_images` must be numeric"),
+        (dict(probe_labels=y[:3]), ValueError, "`probe_labels` has 3 labels for 8"),
+        (dict(probe_labels=np.ones((8, 3))), ValueError, "one-hot"),
+        (dict(log_dir=3), TypeError, "`log_dir` must be a path"),
+        (dict(class_names="abc"), TypeError, "`class_names`"),
+        (dict(display_images=x), TypeError, "`display_images` must be uint8"),
+        (dict(display_images=np.zeros((2, 8, 8, 3), np.uint8)), ValueError, r"\[8, H, W, 3\]"),
+        (dict(probe_masks=np.zeros((8, 5, 5), bool)), ValueError, r"`probe_masks` must be \[8"),
+        (dict(layer=4), TypeError, "`layer` must be"),
+        (dict(method="cam"), ValueError, "`method` must be one of"),
+        (dict(target="top"), ValueError, "`target` must be"),
+        (dict(target="label", probe_labels=None), ValueError, "needs `probe_labels`"),
+        (dict(every_n_epochs=0), ValueError, "`every_n_epochs` must be a positive int"),
+        (dict(top_k=1.5), ValueError, "`top_k`"),
+        (dict(animate="avi"), ValueError, "`animate` must be"),
+        (dict(fps=0), ValueError, "`fps`"),
+        (dict(alpha=2.0), ValueError, "`alpha`"),
+        (dict(tensorboard="yes"), TypeError, "`tensorboard`"),
+        (dict(mask_kind="edge"), ValueError, "`mask_kind`"),
+    ]
+    for overrides, kind, pattern in cases:
+        kwargs = dict(probe_images=x, probe_labels=y, log_dir=tmp_path)
+        kwargs.update(overrides)
+        with pytest.raises(kind, match=pattern):
+            CAMTracker(**kwargs)
+    assert not any(tmp_path.iterdir()), "__init__ must create nothing"
+
+
+def fit_with(tracker, model=None, epochs=1, extra=()):
+    x, y = data(32)
+    model = model or compiled()
+    model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[tracker, *extra])
+    return model
+
+
+def test_train_begin_errors_before_any_epoch(tmp_path):
+    x, y = data(8)
+    seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    cases = [
+        (dict(probe_images=x[:, :28, :28]), r"`images` does not fit.*\(N, 32, 32, 3\)"),
+        (dict(class_names=["a", "b"]), "`class_names` has 2 names but the model has 3"),
+        (dict(probe_labels=np.full(8, 5)), "`probe_labels` holds class 5"),
+        (dict(probe_labels=np.eye(4)[np.arange(8) % 4]), "one-hot with 4 columns"),
+        (dict(layer="conv9"), "`layer` 'conv9' not found"),
+        (dict(target=7), "`target` class 7"),
+    ]
+    for overrides, pattern in cases:
+        kwargs = dict(probe_images=x, probe_labels=y, log_dir=tmp_path / "r")
+        kwargs.update(overrides)
+        model = compiled()
+        with pytest.raises(ValueError, match=pattern):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[CAMTracker(**kwargs), Count()])
+    assert seen == []
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="`log_dir` .* is a file"):
+        fit_with(CAMTracker(x, y, log_dir=a_file), extra=[Count()])
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if not os.access(read_only, os.W_OK):  # root may write anywhere
+            with pytest.raises(ValueError, match="`log_dir` .* is not writable"):
+                fit_with(CAMTracker(x, y, log_dir=read_only / "run"))
+    finally:
+        read_only.chmod(0o700)
+
+    fit_with(CAMTracker(x, y, log_dir=tmp_path / "used", animate=None), extra=[Count()])
+    with pytest.raises(ValueError, match="different probes.*new `log_dir`"):
+        fit_with(CAMTracker(x[::-1], y[::-1], log_dir=tmp_path / "used"), extra=[Count()])
+    assert seen == [0]
+
+
+def test_read_only_log_dir_is_refused_even_for_root(tmp_path, monkeypatch):
+    from cam_callback import callback
+
+    monkeypatch.setattr(callback.os, "access", lambda path, mode: False)
+    x, y = data(8)
+    with pytest.raises(ValueError, match="is not writable"):
+        fit_with(CAMTracker(x, y, log_dir=tmp_path / "run"))
+
+
+# ------------------------------------------------------------------ resume, cadence, crashes
+
+
+def test_resume_with_initial_epoch(tmp_path):
+    x, y = data(32)
+    model = compiled()
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate=None)],
+    )
+    model.fit(
+        x,
+        y,
+        epochs=4,
+        initial_epoch=1,
+        verbose=0,
+        callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate="gif")],
+    )
+    run = load_run(tmp_path)
+    assert run.epochs == [0, 1, 2, 3]
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 4
+    # drift at the resumed epoch is measured against the epoch recorded before the restart.
+    from cam_callback.metrics import cosine_drift
+
+    np.testing.assert_allclose(
+        run.metrics["drift"][1], cosine_drift(run.heatmaps[1], run.heatmaps[0]), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        run.metrics["drift_from_first"][3],
+        cosine_drift(run.heatmaps[3], run.heatmaps[0]),
+        atol=1e-6,
+    )
+
+
+def test_every_n_epochs(tmp_path):
+    x, y = data(8)
+    fit_with(CAMTracker(x, y, log_dir=tmp_path, every_n_epochs=2, animate=None), epochs=5)
+    assert load_run(tmp_path).epochs == [1, 3]
+
+
+def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
+    x, y = data(8)
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("user callback failed")
+
+    with CAMTracker(x, y, log_dir=tmp_path) as tracker:
+        with pytest.raises(RuntimeError, match="user callback failed"):
+            fit_with(tracker, epochs=5, extra=[Boom()])
+        assert tracker._session is not None  # fit calls no hook when it raises
+    assert tracker._session is None
+    assert load_run(tmp_path).epochs == [0, 1]
+    acc = events(tmp_path / "cam")
+    assert [e.step for e in acc.Tensors("cam/grid")] == [0, 1]
+
+
+def test_dropped_tracker_is_closed_by_finalizer(tmp_path):
+    import gc
+
+    x, y = data(8)
+    tracker = CAMTracker(x, y, log_dir=tmp_path)
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        fit_with(tracker, epochs=3, extra=[Boom()])
+    session = tracker._session
+    thread = session.thread
+    writer = session.writer
+    del tracker
+    gc.collect()
+    assert writer.is_open is False and not thread.is_alive()
+
+
+def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
+    from cam_callback import callback
+
+    x, y = data(8)
+
+    def broken(self, *args):
+        raise OSError("no space for frames")
+
+    monkeypatch.setattr(callback._Session, "_draw", broken)
+    with pytest.raises(RuntimeError, match="epoch 0 failed: no space for frames"):
+        fit_with(CAMTracker(x, y, log_dir=tmp_path), epochs=3)
+    assert load_run(tmp_path).epochs[0] == 0  # the record is kept
+
+
+def test_sigkill_mid_training_leaves_readable_record(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "_child_fit.py"), "slow", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in child.stdout:
+            if line.startswith("epoch 2 done"):
+                break
+        time.sleep(0.15)  # land somewhere inside the next epoch
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    run = load_run(tmp_path)
+    assert run.epochs[:3] == [0, 1, 2]
+    assert run.epochs == list(range(len(run.epochs)))
+    assert np.isfinite(run.heatmaps).all() and run.heatmaps.shape[1] == 5
+    leftovers = [
+        p.name for p in (tmp_path / "cam" / "epochs").iterdir() if not p.name.startswith("epoch_")
+    ]
+    # A temporary may survive a kill mid-write; the reader skips it and it never tears an epoch.
+    assert all(p.endswith(".tmp") for p in leftovers)
+    # And the run resumes in the same log_dir.
+    rng = np.random.default_rng(0)  # the child's data and probes
+    x, y = rng.random((64, 32, 32, 3), dtype=np.float32), rng.integers(0, 3, 64)
+    model = compiled()
+    last = run.epochs[-1]
+    model.fit(
+        x,
+        y,
+        epochs=last + 2,
+        initial_epoch=last + 1,
+        verbose=0,
+        callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
+    )
+    assert load_run(tmp_path).epochs == list(range(last + 2))
+
+
+def run_child(mode, log_dir):
+    out = subprocess.run(
+        [sys.executable, str(HERE / "_child_fit.py"), mode, str(log_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_mirrored_strategy_two_logical_cpus(tmp_path):
+    stdout = run_child("mirrored", tmp_path)
+    assert "replicas 2" in stdout and "ok" in stdout
+    run = load_run(tmp_path)
+    assert run.epochs == [0, 1] and np.isfinite(run.heatmaps).all()
+    assert run.heatmaps.max() == pytest.approx(1.0)
+
+
+def test_mixed_float16(tmp_path):
+    stdout = run_child("mixed", tmp_path)
+    assert "compute dtype float16" in stdout
+    run = load_run(tmp_path)
+    assert run.heatmaps.dtype == np.float32 and np.isfinite(run.heatmaps).all()
+    assert run.heatmaps.min() >= 0.0 and run.heatmaps.max() <= 1.0
+    assert np.isfinite(run.probabilities).all()
+
+
+class _Resolver:
+    def __init__(self, task_type, task_id, cluster):
+        self.task_type, self.task_id, self._cluster = task_type, task_id, cluster
+
+    def cluster_spec(self):
+        cluster = self._cluster
+
+        class Spec:
+            def as_dict(self):
+                return cluster
+
+        return Spec()
+
+
+def test_only_the_chief_writes_under_multi_worker():
+    class Model:
+        def __init__(self, resolver):
+            self.distribute_strategy = type("S", (), {"cluster_resolver": resolver})()
+
+    with_chief = {"chief": ["a"], "worker": ["b", "c"]}
+    workers = {"worker": ["b", "c"]}
+    assert _is_chief(Model(None))
+    assert _is_chief(Model(_Resolver("chief", 0, with_chief)))
+    assert not _is_chief(Model(_Resolver("worker", 0, with_chief)))
+    assert _is_chief(Model(_Resolver("worker", 0, workers)))
+    assert not _is_chief(Model(_Resolver("worker", 1, workers)))
+    assert not _is_chief(Model(_Resolver("evaluator", 0, workers)))
+
+
+def test_non_chief_writes_nothing(tmp_path, monkeypatch):
+    from cam_callback import callback
+
+    monkeypatch.setattr(callback, "_is_chief", lambda model: False)
+    x, y = data(8)
+    fit_with(CAMTracker(x, y, log_dir=tmp_path / "w1"), epochs=2)
+    assert not (tmp_path / "w1").exists()

@@ -1,0 +1,126 @@
+"""Frame drawing against independent numpy references, within a pixel value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cam_callback import frames as F
+
+
+def bilinear_reference(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Half-pixel-centred bilinear upsampling with edge clamping, in float64."""
+    h, w = m.shape
+    ys = np.clip((np.arange(size[0]) + 0.5) * h / size[0] - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(size[1]) + 0.5) * w / size[1] - 0.5, 0, w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = m[y0][:, x0] * (1 - fx) + m[y0][:, x1] * fx
+    bottom = m[y1][:, x0] * (1 - fx) + m[y1][:, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+HAND_MAP = np.array([[0.0, 0.25, 1.0], [0.5, 0.75, 0.1], [0.2, 0.0, 0.6]], np.float32)
+
+
+def test_upsample_matches_bilinear_reference():
+    got = F.upsample(HAND_MAP, (48, 60))
+    np.testing.assert_allclose(
+        got, bilinear_reference(HAND_MAP.astype(np.float64), (48, 60)), atol=1e-4
+    )
+    assert got.min() >= 0 and got.max() <= 1
+
+
+def test_overlay_parity_with_float_blend():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 60, 3), dtype=np.uint8)
+    for alpha in (0.0, 0.3, 0.5, 1.0):
+        got = F.overlay(image, HAND_MAP, alpha).astype(int)
+        heat = F.colorize(HAND_MAP, (48, 60)).astype(np.float64)
+        want = np.round(alpha * heat + (1 - alpha) * image)
+        assert np.abs(got - want).max() <= 1, alpha
+
+
+def test_colorize_uses_turbo_lookup():
+    lut = F.turbo_lut()
+    assert lut.dtype == np.uint8 and lut.shape == (256, 3)
+    # turbo: dark at 0, blue in the low range, green-yellow in the middle, red at the top.
+    assert lut[0].sum() < 100 and lut[25, 2] == lut[25].max()
+    assert lut[128, 1] > 200 and lut[230, 0] == lut[230].max() and lut[255, 2] < 20
+    np.testing.assert_array_equal(F.colorize(np.array([[0.0, 1.0]])), lut[[[0, 255]]])
+
+
+def test_to_display_min_max():
+    x = np.array([[[[-1.0], [1.0]], [[0.0], [1.0]]]])
+    d = F.to_display(x)
+    assert d.dtype == np.uint8 and d.shape == (1, 2, 2, 3)
+    assert d[0, :, :, 0].tolist() == [[0, 255], [128, 255]]
+    assert F.to_display(np.zeros((1, 2, 2, 3))).max() == 0  # a flat image stays black
+
+
+@pytest.mark.parametrize("side,shown", [(32, 160), (200, 200), (512, 256)])
+def test_frame_stays_legible_for_small_and_large_inputs(side, shown):
+    image = np.full((side, side, 3), 90, np.uint8)
+    r = F.FrameRenderer(image, label=1, class_names=["cat", "dog", "bird"], top_k=3)
+    frame = r.draw(HAND_MAP, np.array([0.1, 0.7, 0.2]), epoch=4)
+    assert frame.shape == (F.CAPTION_H + shown, 2 * shown + F.PANEL_W, 3)
+    # The middle panel is exactly the overlay of the shown image.
+    np.testing.assert_array_equal(
+        frame[F.CAPTION_H :, shown : 2 * shown], F.overlay(r.image, HAND_MAP, 0.5)
+    )
+    np.testing.assert_array_equal(frame[F.CAPTION_H :, :shown], r.image)
+
+
+def bar_y(shown, row, font=13, top_k=3):
+    """The middle of a bar's row, by the renderer's layout rules."""
+    row_h = min(40, max(28, (shown - 10) // top_k))
+    return F.CAPTION_H + 8 + row * row_h + font + 3 + 4
+
+
+def bar_colour(frame, shown, row):
+    return tuple(frame[bar_y(shown, row), 2 * shown + 10 + 5])
+
+
+def test_bars_green_when_right_red_when_wrong_and_true_class_marked():
+    image = np.zeros((32, 32, 3), np.uint8)
+    right = F.FrameRenderer(image, label=1, class_names=["a", "b", "c"])
+    frame = right.draw(HAND_MAP, np.array([0.2, 0.7, 0.1]), 0)
+    assert bar_colour(frame, 160, 0) == F.RIGHT
+    wrong = F.FrameRenderer(image, label=2, class_names=["a", "b", "c"])
+    frame = wrong.draw(HAND_MAP, np.array([0.2, 0.7, 0.1]), 0)
+    assert bar_colour(frame, 160, 0) == F.WRONG
+    assert bar_colour(frame, 160, 1) == F.OTHER
+    # The true class (third row here) carries a white tick left of its bar.
+    assert tuple(frame[bar_y(160, 2), 2 * 160 + 10 - 3]) == F.TEXT
+    unlabeled = F.FrameRenderer(image).draw(HAND_MAP, np.array([0.2, 0.7, 0.1]), 0)
+    assert bar_colour(unlabeled, 160, 0) == F.OTHER
+
+
+def test_bar_length_proportional_to_probability():
+    frame = F.FrameRenderer(np.zeros((32, 32, 3), np.uint8), label=0).draw(
+        HAND_MAP, np.array([0.5, 0.5]), 0
+    )
+    line = frame[bar_y(160, 0), 2 * 160 + 10 : 2 * 160 + 10 + F.PANEL_W - 20]
+    filled = int((line == np.array(F.RIGHT)).all(1).sum())
+    assert abs(filled - (F.PANEL_W - 20) * 0.5) <= 2
+
+
+def test_grid_and_tile():
+    tiles = [np.full((3, 3, 3), i * 40, np.uint8) for i in range(5)]
+    g = F.grid(tiles, cols=3)
+    assert g.shape == (2 * 3 + 4, 3 * 3 + 8, 3)
+    assert g[0, 0].tolist() == [0, 0, 0] and g[0, 7].tolist() == [40, 40, 40]
+    assert g[7, 7].tolist() == [160, 160, 160]
+    assert g[9, 15].tolist() == list(F.BACKGROUND)  # the empty sixth cell
+    t = F.tile(np.zeros((10, 20, 3), np.uint8), HAND_MAP, np.array([0.1, 0.9]), 0, side=40)
+    assert t.shape == (44, 44, 3) and t[0, 0].tolist() == list(F.WRONG)
+    with pytest.raises(ValueError, match="`frames` is empty"):
+        F.grid([])
+
+
+def test_bad_frame_inputs():
+    with pytest.raises(ValueError, match="`image` must be uint8"):
+        F.FrameRenderer(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="`alpha`"):
+        F.overlay(np.zeros((4, 4, 3), np.uint8), HAND_MAP, 1.5)

@@ -1,0 +1,87 @@
+"""Every metric and flag against hand-computed values on hand-made maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cam_callback import metrics as M
+
+
+def test_drift_cosine_by_hand():
+    a = np.array([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]], [[0, 0], [0, 0.0]]])
+    b = np.array([[[0.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]], [[0, 0], [0, 0.0]]])
+    # orthogonal -> 1; 45 degrees -> 1 - 1/sqrt(2); two zero maps -> 0
+    np.testing.assert_allclose(M.cosine_drift(a, b), [1.0, 1 - 1 / np.sqrt(2), 0.0], atol=1e-6)
+    np.testing.assert_allclose(M.cosine_drift(a[:1], a[2:]), [1.0])
+
+
+def test_concentration_by_hand():
+    flat = np.ones((1, 4, 5))  # 20 cells, top 10% = 2 cells -> 2/20
+    peaked = np.zeros((1, 4, 5))
+    peaked[0, 1, 1] = 1.0
+    half = np.zeros((1, 4, 5))
+    half[0, 0, :4] = 1.0  # 4 equal cells, the top 2 hold half
+    np.testing.assert_allclose(
+        M.concentration(np.concatenate([flat, peaked, half])), [0.1, 1.0, 0.5]
+    )
+    assert M.concentration(np.zeros((1, 2, 2)))[0] == 0.0
+
+
+def test_mask_focus_upsamples_to_mask():
+    m = np.array([[[1.0, 0.0], [0.0, 0.0]]])
+    left_half = np.zeros((1, 4, 4), bool)
+    left_half[0, :, :2] = True
+    # Upsampled bilinearly to 4x4, the left half holds 0.75 of the energy (a 2x2 with one
+    # corner at 1 interpolates to weights 1, .75, .25, 0 along each axis: (1+.75)/(1+.75+.25)).
+    np.testing.assert_allclose(M.mask_focus(m, left_half), [1.75 / 2.0], atol=1e-6)
+    np.testing.assert_allclose(M.mask_focus(m, ~left_half), [0.25 / 2.0], atol=1e-6)
+    assert M.mask_focus(np.zeros((1, 2, 2)), left_half)[0] == 0.0
+
+
+def test_epoch_metrics_by_hand():
+    maps = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]]])
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])
+    out = M.epoch_metrics(maps, probs, labels=np.array([0, 1]), previous=maps[::-1], first=maps)
+    np.testing.assert_allclose(out["true_class_probability"], [0.6, 0.3])
+    np.testing.assert_allclose(out["predicted_class"], [0, 2])
+    np.testing.assert_allclose(out["margin"], [0.3, 0.2], atol=1e-6)
+    np.testing.assert_allclose(out["correct"], [1, 0])
+    np.testing.assert_allclose(out["drift"], [1, 1])
+    np.testing.assert_allclose(out["drift_from_first"], [0, 0])
+    first = M.epoch_metrics(maps, probs)
+    assert first["drift"].tolist() == [0, 0] and "correct" not in first
+    single = M.epoch_metrics(maps[:1], np.array([[0.8]]))
+    np.testing.assert_allclose(single["margin"], [0.6], atol=1e-6)
+
+
+def test_summary_scalars():
+    s = M.summary_scalars({"correct": np.array([1.0, 0, 0, 1]), "drift": np.array([0.1, 0.3])})
+    assert s == pytest.approx({"misclassified_fraction": 0.5, "mean_drift": 0.2})
+
+
+def test_flags_on_constructed_record():
+    # 4 epochs, 4 probes, 2 classes.
+    p = np.array(
+        [
+            [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.9, 0.1]],
+            [[0.9, 0.1], [0.3, 0.7], [0.4, 0.6], [0.9, 0.1]],
+            [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.9, 0.1]],
+            [[0.9, 0.1], [0.55, 0.45], [0.45, 0.55], [0.9, 0.1]],
+        ]
+    )
+    labels = np.array([0, 1, 1, 0])
+    correct = (p.argmax(-1) == labels).astype(np.float32)
+    drift = np.array([[0, 0, 0, 0], [0, 0.1, 0.1, 0.5], [0, 0.1, 0.1, 0.6], [0, 0.1, 0.1, 0.7]])
+    focus = np.array([[0.8, 0.8, 0.2, 0.9]] * 3 + [[0.8, 0.3, 0.2, 0.9]])
+    f = M.flags({"correct": correct, "drift": drift, "mask_focus": focus}, p, low_confidence=0.6)
+    assert f["misclassified"].tolist() == [False, True, False, False]
+    assert f["low_confidence"].tolist() == [False, True, True, False]
+    assert f["flipped"].tolist() == [False, True, True, False]
+    assert f["unstable"].tolist() == [False, False, False, True]
+    assert f["left_mask"].tolist() == [False, True, True, False]
+    assert not f["on_cue"].any()
+    cue = M.flags({"mask_focus": focus}, p, mask_kind="cue")
+    assert cue["on_cue"].tolist() == [True, False, False, True] and not cue["left_mask"].any()
+    empty = M.flags({}, np.zeros((0, 3, 2)))
+    assert set(empty) == set(M.FLAG_NAMES) and not any(v.any() for v in empty.values())
