@@ -372,6 +372,13 @@ class _Session:
             ) from error
 
     def _run(self) -> None:
+        # Linux schedules threads separately: at nice 19 the renderer takes the CPU that
+        # training leaves idle instead of competing with TensorFlow's workers.
+        if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass
         while True:
             job = self.queue.get()
             if job is _STOP:

@@ -22,6 +22,7 @@ MUTED = (150, 150, 160)
 RIGHT = (46, 160, 67)
 WRONG = (215, 58, 73)
 OTHER = (95, 110, 130)
+BAR_EDGE = (60, 60, 70)
 
 # Turbo as a degree-5 polynomial (Google AI's published approximation), so no table ships.
 _TURBO = np.array(
@@ -111,12 +112,44 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
-    if draw.textlength(text, font=font) <= width:
+@lru_cache(maxsize=4096)
+def _text_mask(text: str, size: int) -> np.ndarray:
+    """Coverage of ``text`` as uint8 ``[h, w]``; cached, since names and numbers recur."""
+    font = _font(size)
+    width = max(1, int(np.ceil(font.getlength(text))))
+    img = Image.new("L", (width, size + size // 2))
+    ImageDraw.Draw(img).text((0, 0), text, fill=255, font=font)
+    return np.asarray(img)
+
+
+@lru_cache(maxsize=1024)
+def _fit(text: str, size: int, width: int) -> str:
+    font = _font(size)
+    if font.getlength(text) <= width:
         return text
-    while text and draw.textlength(text + "…", font=font) > width:
+    while text and font.getlength(text + "…") > width:
         text = text[:-1]
     return text + "…"
+
+
+def put_text(frame: np.ndarray, x: int, y: int, text: str, colour, size: int) -> int:
+    """Blends ``text`` into ``frame`` at ``(x, y)`` in place; returns the x after it.
+
+    Example:
+        >>> f = np.zeros((20, 60, 3), np.uint8)
+        >>> put_text(f, 2, 2, "hi", (255, 255, 255), 13) > 2, int(f.max())
+        (True, 255)
+    """
+    mask = _text_mask(text, size)
+    h = min(mask.shape[0], frame.shape[0] - y)
+    w = min(mask.shape[1], frame.shape[1] - x)
+    if h <= 0 or w <= 0:
+        return x
+    a = mask[:h, :w, None].astype(np.uint16)
+    region = frame[y : y + h, x : x + w]
+    colour = np.asarray(colour, np.uint16)
+    region[:] = ((colour * a + region.astype(np.uint16) * (255 - a) + 127) // 255).astype(np.uint8)
+    return x + mask.shape[1]
 
 
 class FrameRenderer:
@@ -159,7 +192,7 @@ class FrameRenderer:
         )
         self.image = np.asarray(Image.fromarray(image).resize((w, h), resample))
         self.size = (h, w)
-        self.font = _font(13 if h < 200 else 15)
+        self.font_size = 13 if h < 200 else 15
         self.height = CAPTION_H + h
         self.width = 2 * w + PANEL_W
         base = np.empty((self.height, self.width, 3), np.uint8)
@@ -178,20 +211,21 @@ class FrameRenderer:
         h, w = self.size
         frame = self.base.copy()
         frame[CAPTION_H:, w : 2 * w] = overlay(self.image, heatmap, self.alpha)
-        canvas = Image.fromarray(frame)
-        draw = ImageDraw.Draw(canvas)
         probs = np.asarray(probabilities, dtype=np.float64).ravel()
         order = np.argsort(-probs, kind="stable")[: self.top_k]
         pred = int(order[0])
         correct = self.label is not None and pred == self.label
+        size = self.font_size
 
-        parts = [f"epoch {epoch}"]
-        if self.label is not None:
-            parts.append(f"true: {self.name(self.label)}")
-        parts.append(f"pred: {self.name(pred)} {probs[pred]:.2f}")
+        # The caption is drawn in pieces so each piece's rendering is cached across frames.
         colour = TEXT if self.label is None else (RIGHT if correct else WRONG)
-        caption = _fit_text(draw, " · ".join(parts), self.width - 12, self.font)
-        draw.text((6, 4), caption, fill=colour, font=self.font)
+        pieces = [f"epoch {epoch}"]
+        if self.label is not None:
+            pieces += [" · ", f"true: {_fit(self.name(self.label), size, 120)}"]
+        pieces += [" · ", f"pred: {_fit(self.name(pred), size, 120)}", f" {probs[pred]:.2f}"]
+        x = 6
+        for piece in pieces:
+            x = put_text(frame, x, 4, piece, colour, size)
 
         x0 = 2 * w + 10
         bar_w = PANEL_W - 20
@@ -199,21 +233,25 @@ class FrameRenderer:
         for i, cls in enumerate(order):
             y = CAPTION_H + 8 + i * row
             is_true = self.label is not None and int(cls) == self.label
-            name = self.name(int(cls)) + (" (true)" if is_true else "")
-            label = _fit_text(draw, f"{name}  {probs[cls]:.2f}", bar_w, self.font)
-            draw.text((x0, y), label, fill=TEXT if is_true else MUTED, font=self.font)
+            name = _fit(self.name(int(cls)), size, bar_w - (95 if is_true else 40))
+            name += " (true)" if is_true else ""
+            after = put_text(frame, x0, y, name, TEXT if is_true else MUTED, size)
+            put_text(frame, after, y, f"  {probs[cls]:.2f}", TEXT if is_true else MUTED, size)
             if i == 0 and self.label is not None:
                 fill = RIGHT if correct else WRONG
             else:
                 fill = OTHER
+            top = y + size + 3
+            frame[top, x0 : x0 + bar_w + 1] = BAR_EDGE  # outline
+            frame[top + 7, x0 : x0 + bar_w + 1] = BAR_EDGE
+            frame[top : top + 8, x0] = BAR_EDGE
+            frame[top : top + 8, x0 + bar_w] = BAR_EDGE
             length = int(round(bar_w * min(max(probs[cls], 0.0), 1.0)))
-            top = y + self.font.size + 3
-            draw.rectangle((x0, top, x0 + bar_w, top + 7), outline=(60, 60, 70))
             if length:
-                draw.rectangle((x0, top, x0 + length, top + 7), fill=fill)
+                frame[top : top + 8, x0 : x0 + length + 1] = fill
             if is_true:
-                draw.rectangle((x0 - 4, top, x0 - 2, top + 7), fill=TEXT)
-        return np.asarray(canvas)
+                frame[top : top + 8, x0 - 4 : x0 - 1] = TEXT
+        return frame
 
 
 def tile(
