@@ -1,0 +1,258 @@
+"""The review page: one HTML file, its animations beside it by relative path.
+
+Zip the folder and mail it: the page uses no CDN and no server, and its
+filters and sorting are plain JavaScript.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cam_callback import animate
+from cam_callback.metrics import FLAG_NAMES, flags
+from cam_callback.record import Run, atomic_write_bytes, load_run
+
+GENERATOR = "cam-callback report"
+FLAG_HELP = {
+    "misclassified": "wrong at the last recorded epoch",
+    "low_confidence": "top-1 probability below the threshold at the last epoch",
+    "flipped": "the predicted class changed in the second half of training",
+    "unstable": "the map kept moving late in training (high drift)",
+    "left_mask": "attention ended mostly outside the object mask",
+    "on_cue": "attention ended mostly on the suspected cue",
+}
+
+
+def true_class_curve(run: Run, index: int) -> np.ndarray:
+    """Per-epoch probability of the true class (of the explained class without labels)."""
+    if run.labels is not None:
+        cls = np.full(len(run.epochs), int(run.labels[index]))
+    else:
+        cls = run.targets[:, index]
+    return run.probabilities[np.arange(len(run.epochs)), index, cls]
+
+
+def sparkline(values: np.ndarray, width: int = 160, height: int = 36) -> str:
+    """An inline SVG polyline of values in [0, 1].
+
+    Example:
+        >>> sparkline(np.array([0.0, 1.0]))[:4]
+        '<svg'
+    """
+    n = len(values)
+    xs = np.linspace(2, width - 2, n) if n > 1 else np.array([width / 2])
+    ys = height - 2 - np.clip(values, 0, 1) * (height - 4)
+    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+    dot = f'<circle cx="{xs[-1]:.1f}" cy="{ys[-1]:.1f}" r="2.5"/>'
+    return (
+        f'<svg class="curve" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="true-class probability per epoch">'
+        f'<line x1="0" x2="{width}" y1="{height / 2}" y2="{height / 2}" class="mid"/>'
+        f'<polyline points="{points}"/>{dot}</svg>'
+    )
+
+
+def probe_rows(run: Run, threshold: float) -> list[dict]:
+    """Everything a card shows, one dict per probe, in probe order."""
+    mask_kind = run.meta.get("mask_kind", "object")
+    f = flags(run.metrics, run.probabilities, low_confidence=threshold, mask_kind=mask_kind)
+    rows = []
+    last = run.probabilities[-1]
+    for i in range(run.n_probes):
+        pred = int(last[i].argmax())
+        label = None if run.labels is None else int(run.labels[i])
+        curve = true_class_curve(run, i)
+        raised = [name for name in FLAG_NAMES if f[name][i]]
+        rows.append(
+            {
+                "index": i,
+                "label": label,
+                "label_name": "" if label is None else run.class_name(label),
+                "pred": pred,
+                "pred_name": run.class_name(pred),
+                "confidence": float(last[i, pred]),
+                "true_probability": float(curve[-1]),
+                "curve": curve,
+                "flags": raised,
+                # Doubt first: misclassified, then low confidence, then the least sure.
+                "priority": (
+                    -int(f["misclassified"][i]) * 2 - int(f["low_confidence"][i]),
+                    float(curve[-1]),
+                ),
+            }
+        )
+    return rows
+
+
+def _card(row: dict, gif: str) -> str:
+    badges = "".join(
+        f'<span class="badge {n}" title="{html.escape(FLAG_HELP[n])}">{n.replace("_", " ")}</span>'
+        for n in row["flags"]
+    )
+    cls = row["label_name"] or row["pred_name"]
+    right = row["label"] is None or row["label"] == row["pred"]
+    verdict = "right" if right else "wrong"
+    truth = f"true: <b>{html.escape(row['label_name'])}</b> · " if row["label"] is not None else ""
+    return f"""
+<article class="card {verdict}" data-index="{row["index"]}" data-class="{html.escape(cls)}"
+  data-flags="{" ".join(row["flags"])}" data-priority="{row["priority"][0]}"
+  data-truep="{row["true_probability"]:.6f}">
+  <img src="{html.escape(gif)}" alt="probe {row["index"]} attention over epochs" loading="eager">
+  <div class="meta">
+    <div class="title">probe {row["index"]:03d}</div>
+    <div>{truth}pred: <b class="{verdict}">{html.escape(row["pred_name"])}</b>
+      {row["confidence"]:.2f}</div>
+    <div class="curve-row">{sparkline(row["curve"])}
+      <span class="p">p(true) {row["true_probability"]:.2f}</span></div>
+    <div class="badges">{badges}</div>
+  </div>
+</article>"""
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;background:#18181c;color:#e8e8ea;margin:0}
+header{padding:16px 24px;background:#222228;position:sticky;top:0;z-index:1}
+h1{font-size:20px;margin:0 0 6px} .sub{color:#a0a0aa;font-size:13px}
+.controls{margin-top:10px;display:flex;gap:14px;flex-wrap:wrap;font-size:14px}
+select,label{color:#e8e8ea;background:#2c2c34;border:1px solid #44444c;border-radius:4px;
+padding:3px 6px}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:14px;
+padding:18px 24px}
+.card{background:#222228;border-radius:8px;overflow:hidden;border-left:4px solid #2e9f43}
+.card.wrong{border-left-color:#d73a49} .card img{width:100%;display:block;image-rendering:auto}
+.meta{padding:8px 12px;font-size:13px;line-height:1.5} .title{font-weight:600}
+b.right{color:#4cc46a} b.wrong{color:#ff6b7a}
+.curve polyline{fill:none;stroke:#f0b429;stroke-width:1.5} .curve circle{fill:#f0b429}
+.curve .mid{stroke:#44444c;stroke-dasharray:2 3} .curve-row{display:flex;align-items:center;gap:8px}
+.p{color:#a0a0aa} .badge{display:inline-block;border-radius:10px;padding:0 8px;margin:2px 4px 0 0;
+font-size:12px;background:#44444c} .badge.misclassified{background:#8b2230}
+.badge.low_confidence{background:#8a6d12} .badge.on_cue,.badge.left_mask{background:#5b3a8c}
+.hidden{display:none} #count{color:#a0a0aa}
+"""
+
+_JS = """
+const main = document.querySelector('main');
+const cards = Array.from(main.querySelectorAll('.card'));
+const byClass = document.getElementById('class-filter');
+const byFlag = document.getElementById('flag-filter');
+const sortBy = document.getElementById('sort');
+function apply() {
+  const cls = byClass.value, flag = byFlag.value;
+  let shown = 0;
+  for (const card of cards) {
+    const flags = card.dataset.flags.split(' ').filter(Boolean);
+    const ok = (cls === '' || card.dataset.class === cls) &&
+      (flag === '' || (flag === 'any' ? flags.length > 0 : flags.includes(flag)));
+    card.classList.toggle('hidden', !ok);
+    if (ok) shown += 1;
+  }
+  const key = sortBy.value;
+  const sorted = cards.slice().sort((a, b) => {
+    if (key === 'index') return a.dataset.index - b.dataset.index;
+    if (key === 'doubt') {
+      return (a.dataset.priority - b.dataset.priority) ||
+        (a.dataset.truep - b.dataset.truep) || (a.dataset.index - b.dataset.index);
+    }
+    return (a.dataset.truep - b.dataset.truep) || (a.dataset.index - b.dataset.index);
+  });
+  for (const card of sorted) main.appendChild(card);
+  document.getElementById('count').textContent = shown + ' of ' + cards.length + ' probes';
+}
+for (const el of [byClass, byFlag, sortBy]) el.addEventListener('change', apply);
+apply();
+"""
+
+
+def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: float) -> str:
+    """The page's HTML for ``rows``, each card showing ``gifs[index]``."""
+    classes = sorted({r["label_name"] or r["pred_name"] for r in rows})
+    options = "".join(
+        f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in classes
+    )
+    flag_options = "".join(
+        f'<option value="{n}">{n.replace("_", " ")}</option>' for n in FLAG_NAMES
+    )
+    ordered = sorted(rows, key=lambda r: (r["priority"], r["index"]))
+    cards = "".join(_card(r, gifs[r["index"]]) for r in ordered)
+    n_wrong = sum("misclassified" in r["flags"] for r in rows)
+    summary = {
+        "epochs": run.epochs,
+        "layer": run.layer,
+        "method": run.method,
+        "threshold": threshold,
+    }
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="{GENERATOR}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>cam-callback review: {html.escape(str(run.path.parent.name))}</title>
+<style>{_CSS}</style></head>
+<body>
+<header>
+  <h1>What the model looked at: {html.escape(str(run.path.parent.name))}</h1>
+  <div class="sub">{len(rows)} probes · {len(run.epochs)} epochs
+    ({run.epochs[0]}–{run.epochs[-1]}) · layer <code>{html.escape(run.layer or "input")}</code> ·
+    {html.escape(run.method)} · {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
+  <div class="controls">
+    <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
+    <span>flag <select id="flag-filter"><option value="">all</option>
+      <option value="any">any flag</option>{flag_options}</select></span>
+    <span>sort <select id="sort"><option value="doubt">most doubtful first</option>
+      <option value="truep">lowest p(true) first</option>
+      <option value="index">probe order</option></select></span>
+    <span id="count"></span>
+  </div>
+</header>
+<main>{cards}</main>
+<script type="application/json" id="summary">{html.escape(json.dumps(summary))}</script>
+<script>{_JS}</script>
+</body></html>
+"""
+
+
+def write_report(
+    run: Run | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    threshold: float = 0.5,
+    fps: float = 4.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Writes the review page and its animations.
+
+    Args:
+        run: A :class:`Run` or a ``log_dir``.
+        out: The HTML file; defaults to ``LOG_DIR/cam/report/index.html``. Its
+            animations go in a ``<name>_files`` folder beside it.
+        threshold: Top-1 probability below which a probe is flagged low-confidence.
+        fps: Animation speed.
+        progress: Called as ``progress(done, total)`` while animations render.
+
+    Returns:
+        The path of the HTML file.
+
+    Example:
+        >>> write_report("runs/a")  # doctest: +SKIP
+        PosixPath('runs/a/cam/report/index.html')
+    """
+    if not isinstance(run, Run):
+        run = load_run(run)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"`threshold` must be in [0, 1]. Received: threshold={threshold}")
+    if not run.epochs:
+        raise ValueError(f"the record at {run.path} has no complete epoch yet: nothing to report")
+    page = Path(out) if out is not None else run.path / "report" / "index.html"
+    assets = page.parent / f"{page.stem}_files"
+    paths = animate.render_animations(
+        run, assets, formats="gif", fps=fps, grid=False, progress=progress
+    )
+    gifs = {i: f"{assets.name}/{p.name}" for i, p in enumerate(paths)}
+    rows = probe_rows(run, threshold)
+    atomic_write_bytes(page, render_page(run, rows, gifs, threshold).encode())
+    return page

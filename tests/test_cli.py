@@ -1,0 +1,140 @@
+"""The cam-callback command in subprocesses: every command and its error exits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from PIL import Image
+from records import make_record
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "cam_callback", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def test_cli_imports_no_tensorflow():
+    code = (
+        "import sys, cam_callback.cli, cam_callback.report, cam_callback.animate;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'));"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_info(tmp_path):
+    make_record(tmp_path, n_probes=6, n_epochs=5)
+    out = cli("info", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "epochs:  5 recorded (0..4)" in out.stdout
+    assert "probes:  6 of 32x32 px, 3 classes (class_0, class_1, class_2)" in out.stdout
+    assert "layer:   conv2  method: gradcam" in out.stdout
+    assert "final accuracy on probes:" in out.stdout
+
+
+def test_render_gif_subset_with_grid_and_progress(tmp_path):
+    make_record(tmp_path, n_epochs=3)
+    out = cli("render", tmp_path, "--probes", "0,3", "--grid", "--fps", "2")
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "cam" / "animations"
+    assert sorted(p.name for p in folder.glob("*.gif")) == [
+        "grid.gif",
+        "probe_000.gif",
+        "probe_003.gif",
+    ]
+    assert Image.open(folder / "probe_003.gif").n_frames == 3
+    assert "rendering 3/3" in out.stderr
+    again = cli("render", tmp_path, "--probes", "0")  # its own folder: overwriting is fine
+    assert again.returncode == 0, again.stderr
+
+
+def test_render_mp4_to_new_out(tmp_path):
+    make_record(tmp_path / "run", n_epochs=2)
+    out = cli(
+        "render", tmp_path / "run", "--format", "mp4", "--out", tmp_path / "videos", "--probes", "1"
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "videos" / "probe_001.mp4").stat().st_size > 0
+
+
+def test_one_epoch_says_nothing_to_animate(tmp_path):
+    make_record(tmp_path, n_epochs=1)
+    out = cli("render", tmp_path, "--probes", "0")
+    assert out.returncode == 0
+    assert "nothing to animate yet" in out.stderr
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 1
+
+
+def one_line_error(out, pattern):
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cam-callback: error:"), out.stderr
+    assert pattern in lines[0], lines[0]
+
+
+def test_error_exits(tmp_path):
+    one_line_error(cli("info", tmp_path / "missing"), "no cam-callback record")
+    one_line_error(cli("render", tmp_path / "missing"), "no cam-callback record")
+    make_record(tmp_path / "empty", n_epochs=0)
+    one_line_error(cli("render", tmp_path / "empty"), "no complete epoch yet")
+    one_line_error(cli("report", tmp_path / "empty"), "no complete epoch yet")
+    make_record(tmp_path / "run", n_epochs=2)
+    one_line_error(cli("render", tmp_path / "run", "--probes", "0,9"), "`probes` [9] do not exist")
+    one_line_error(cli("render", tmp_path / "run", "--probes", "a,b"), "--probes must be")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    one_line_error(cli("render", tmp_path / "run", "--out", blocker), "is not a folder")
+    one_line_error(cli("render", tmp_path / "run", "--out", blocker / "sub"), "cannot write")
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "probe_000.gif").write_text("precious")
+    one_line_error(cli("render", tmp_path / "run", "--out", users), "was not made by cam-callback")
+    assert (users / "probe_000.gif").read_text() == "precious"
+    page = tmp_path / "notes.html"
+    page.write_text("<html>my notes</html>")
+    one_line_error(cli("report", tmp_path / "run", "--out", page), "not written by cam-callback")
+    assert page.read_text() == "<html>my notes</html>"
+
+
+def test_report_prints_its_path(tmp_path):
+    make_record(tmp_path, n_epochs=3)
+    out = cli("report", tmp_path)
+    assert out.returncode == 0, out.stderr
+    page = tmp_path / "cam" / "report" / "index.html"
+    assert out.stdout.strip() == str(page)
+    assert len(list((tmp_path / "cam" / "report" / "index_files").glob("*.gif"))) == 6
+    assert cli("report", tmp_path).returncode == 0  # rewriting our own page is fine
+
+
+def test_compare(tmp_path):
+    make_record(tmp_path / "a", n_epochs=3)
+    make_record(tmp_path / "b", n_epochs=4, seed=3)
+    out = cli(
+        "compare",
+        tmp_path / "a",
+        tmp_path / "b",
+        "--out",
+        tmp_path / "cmp",
+        "--labels",
+        "Inception",
+        "VGG-19",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "3 aligned epochs" in out.stdout
+    assert Image.open(tmp_path / "cmp" / "probe_005.gif").n_frames == 3
+    make_record(tmp_path / "c", fingerprint="other")
+    one_line_error(
+        cli("compare", tmp_path / "a", tmp_path / "c", "--out", tmp_path / "x"),
+        "recorded different probes",
+    )

@@ -1,0 +1,97 @@
+"""The review page: its content, and a real headless Chromium driving its filters."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from records import make_record
+
+from cam_callback import report
+from cam_callback.record import load_run
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_rows_flags_and_order(tmp_path):
+    run = load_run(make_record(tmp_path, n_epochs=4))
+    rows = report.probe_rows(run, threshold=0.5)
+    assert [r["index"] for r in rows] == list(range(6))
+    assert rows[2]["flags"][0] == "misclassified" and rows[2]["pred"] != rows[2]["label"]
+    assert "misclassified" not in rows[0]["flags"] and "low_confidence" not in rows[0]["flags"]
+    np.testing.assert_allclose(rows[0]["curve"], run.probabilities[:, 0, run.labels[0]], rtol=1e-6)
+    ordered = sorted(rows, key=lambda r: (r["priority"], r["index"]))
+    wrong = [r for r in ordered if "misclassified" in r["flags"]]
+    # Misclassified first, least sure of the true class first among them; then low confidence.
+    assert ordered[: len(wrong)] == wrong and 2 in [r["index"] for r in wrong]
+    assert [r["true_probability"] for r in wrong] == sorted(r["true_probability"] for r in wrong)
+    rest = ordered[len(wrong) :]
+    low = [r for r in rest if "low_confidence" in r["flags"]]
+    assert rest[: len(low)] == low
+
+
+def test_sparkline_points():
+    svg = report.sparkline(np.array([0.0, 1.0]), width=100, height=20)
+    assert 'points="2.0,18.0 98.0,2.0"' in svg
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
+        pytest.fail(
+            "Debian's chromium is needed for the page test: apt-get install chromium "
+            "(make test installs it)"
+        )
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def test_page_in_real_browser(tmp_path, browser):
+    run = load_run(make_record(tmp_path, n_probes=6, n_epochs=4))
+    page_path = report.write_report(run, threshold=0.5)
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(page_path.as_uri())
+    page.wait_for_load_state("load")
+    assert errors == []
+    decoded = page.evaluate(
+        "Array.from(document.querySelectorAll('.card img'))"
+        ".map(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0)"
+    )
+    assert decoded == [True] * 6
+    visible = lambda: page.evaluate(  # noqa: E731
+        "Array.from(document.querySelectorAll('.card:not(.hidden)'))"
+        ".map(c => Number(c.dataset.index))"
+    )
+    rows = report.probe_rows(run, 0.5)
+    doubt = [r["index"] for r in sorted(rows, key=lambda r: (r["priority"], r["index"]))]
+    assert visible() == doubt and "misclassified" in rows[doubt[0]]["flags"]
+    assert page.inner_text("#count") == "6 of 6 probes"
+
+    page.select_option("#class-filter", "class_1")
+    assert sorted(visible()) == [i for i in range(6) if i % 3 == 1]
+    page.select_option("#class-filter", "")
+    page.select_option("#flag-filter", "misclassified")
+    flagged = [r["index"] for r in rows if "misclassified" in r["flags"]]
+    assert sorted(visible()) == sorted(flagged) and 2 in flagged
+    assert page.inner_text("#count") == f"{len(flagged)} of 6 probes"
+    page.select_option("#flag-filter", "")
+    page.select_option("#sort", "index")
+    assert visible() == list(range(6))
+    page.close()
