@@ -8,9 +8,10 @@ imageio's default GIF writer 30x slower than drawing.
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,7 @@ def render_animations(
     top_k: int = 3,
     alpha: float = 0.5,
     workers: int | None = None,
+    processes: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """Renders animations from a record: one file per probe and format, plus a grid.
@@ -172,7 +174,11 @@ def render_animations(
         grid: Also write ``grid.<fmt>`` of the chosen probes.
         top_k: Classes in the bar chart.
         alpha: Weight of the heatmap in the overlay.
-        workers: Threads; defaults to the number of CPU cores.
+        workers: Parallel workers; defaults to the number of CPU cores.
+        processes: Use worker processes, which scale with cores where threads do not
+            (drawing holds the GIL). They are spawned and import the caller's main
+            module, so only pass ``True`` from code under ``if __name__ == "__main__"``;
+            the CLI does.
         progress: Called as ``progress(done, total)`` after each file.
 
     Returns:
@@ -204,35 +210,59 @@ def render_animations(
     out = Path(out_dir) if out_dir is not None else run.path / "animations"
     out.mkdir(parents=True, exist_ok=True)
 
-    jobs: list[tuple[Path, Callable[[], list[np.ndarray]], str]] = []
-    for i in chosen:
-        for fmt in fmts:
-            jobs.append(
-                (
-                    out / f"probe_{i:03d}.{fmt}",
-                    lambda i=i: probe_frames(run, i, top_k=top_k, alpha=alpha),
-                    fmt,
-                )
-            )
+    jobs: list[tuple[str, int | None, str]] = [
+        (str(out / f"probe_{i:03d}.{fmt}"), i, fmt) for i in chosen for fmt in fmts
+    ]
     if grid:
-        for fmt in fmts:
-            jobs.append((out / f"grid.{fmt}", lambda: grid_frames(run, chosen, alpha), fmt))
-
-    done = 0
-
-    def work(job: tuple[Path, Callable[[], list[np.ndarray]], str]) -> Path:
-        path, make, fmt = job
-        return write_animation(path, make(), fmt, fps)
-
+        jobs += [(str(out / f"grid.{fmt}"), None, fmt) for fmt in fmts]
+    options = {"fps": fps, "top_k": top_k, "alpha": alpha, "grid_probes": chosen}
+    workers = workers or os.cpu_count() or 1
     results: list[Path] = []
-    # numpy and Pillow release the GIL in their inner loops, so threads use every core.
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        for path in pool.map(work, jobs):
-            results.append(path)
-            done += 1
+    if processes and workers > 1 and len(jobs) >= PROCESS_MIN_JOBS:
+        # Drawing and encoding hold the GIL: only processes use every core. Spawned, not
+        # forked, so a parent that has TensorFlow loaded stays safe; each reloads the record.
+        chunks = [jobs[i :: workers * 4] for i in range(workers * 4)]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_render_jobs, str(run.path), len(run.epochs), chunk, options)
+                for chunk in chunks
+                if chunk
+            ]
+            for fut in futures:
+                results.extend(Path(p) for p in fut.result())
+                if progress is not None:
+                    progress(len(results), len(jobs))
+        order = {path: k for k, (path, _, _) in enumerate(jobs)}
+        return sorted(results, key=lambda p: order[str(p)])
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_render_jobs, run, len(run.epochs), [job], options) for job in jobs]
+        for k, fut in enumerate(futures, 1):
+            results.extend(Path(p) for p in fut.result())
             if progress is not None:
-                progress(done, len(jobs))
+                progress(k, len(jobs))
     return results
+
+
+PROCESS_MIN_JOBS = 16  # below this, starting processes costs more than it saves
+
+
+def _render_jobs(
+    run: Run | str, n_epochs: int, jobs: Sequence[tuple[str, int | None, str]], options: dict
+) -> list[str]:
+    """Writes ``jobs`` (path, probe or None for the grid, format); runs in a worker process."""
+    if not isinstance(run, Run):
+        # The same epochs as the parent saw, even if training has written more since.
+        run = load_run(run, epochs=slice(0, n_epochs))
+    written = []
+    for path, probe, fmt in jobs:
+        if probe is None:
+            frames = grid_frames(run, options["grid_probes"], options["alpha"])
+        else:
+            frames = probe_frames(run, probe, top_k=options["top_k"], alpha=options["alpha"])
+        write_animation(path, frames, fmt, options["fps"])
+        written.append(path)
+    return written
 
 
 def side_by_side(frames_by_run: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:

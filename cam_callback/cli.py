@@ -87,6 +87,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     paths = render_animations(
         run,
         out,
+        processes=True,
         formats=args.format,
         fps=args.fps,
         probes=probes,
@@ -110,7 +111,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CLIError(f"cannot write to {page.parent}: {exc.strerror or exc}") from exc
     written = write_report(
-        run, page, threshold=args.threshold, fps=args.fps, progress=_progress("rendering")
+        run,
+        page,
+        threshold=args.threshold,
+        fps=args.fps,
+        processes=True,
+        progress=_progress("rendering"),
     )
     print(written)
     return 0

@@ -222,6 +222,7 @@ def write_report(
     *,
     threshold: float = 0.5,
     fps: float = 4.0,
+    processes: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Writes the review page and its animations.
@@ -232,6 +233,7 @@ def write_report(
             animations go in a ``<name>_files`` folder beside it.
         threshold: Top-1 probability below which a probe is flagged low-confidence.
         fps: Animation speed.
+        processes: Render with worker processes (see ``render_animations``).
         progress: Called as ``progress(done, total)`` while animations render.
 
     Returns:
@@ -250,7 +252,7 @@ def write_report(
     page = Path(out) if out is not None else run.path / "report" / "index.html"
     assets = page.parent / f"{page.stem}_files"
     paths = animate.render_animations(
-        run, assets, formats="gif", fps=fps, grid=False, progress=progress
+        run, assets, formats="gif", fps=fps, grid=False, processes=processes, progress=progress
     )
     gifs = {i: f"{assets.name}/{p.name}" for i, p in enumerate(paths)}
     rows = probe_rows(run, threshold)

@@ -118,3 +118,13 @@ def test_compare_side_by_side(tmp_path):
     other = make_record(tmp_path / "c", fingerprint="beef")
     with pytest.raises(ValueError, match="different probes"):
         animate.compare_animations(a, other, tmp_path / "x")
+
+
+def test_worker_processes_write_the_same_files_as_threads(tmp_path):
+    run = load_run(make_record(tmp_path, n_probes=16, n_epochs=2, size=16))
+    threaded = animate.render_animations(run, tmp_path / "t", grid=True, workers=2)
+    spawned = animate.render_animations(run, tmp_path / "p", grid=True, workers=2, processes=True)
+    assert len(spawned) == 17 >= animate.PROCESS_MIN_JOBS
+    assert [p.name for p in spawned] == [p.name for p in threaded]
+    for a, b in zip(threaded, spawned, strict=True):
+        assert a.read_bytes() == b.read_bytes()
