@@ -32,8 +32,12 @@ _LAZY = {
     "find_misclassified": "cam_callback.probes",
     "find_misclassified_with_probabilities": "cam_callback.probes",
     "select_probes": "cam_callback.probes",
-    "layer_activations": "cam_callback.probes",
+    "layer_activations": "cam_callback.cams",
+    "activation_grid": "cam_callback.frames",
     "render_animations": "cam_callback.animate",
+    "compare_animations": "cam_callback.animate",
+    "write_report": "cam_callback.report",
+    "inspect_model": "cam_callback.cams",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from cam_callback import animate, cams, frames, metrics
-from cam_callback.record import RecordWriter, fingerprint, record_dir
+from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
 from cam_callback.tensorboard import SummaryWriter, probe_tag
 
 _STOP = object()
@@ -247,9 +247,12 @@ class CAMTracker(keras.callbacks.Callback):
             session.finish()
         finally:
             self.close()
-        if self.formats:
+        run = load_run(self.log_dir)
+        if run.epochs:
+            write_flags(run)
+        if self.formats and run.epochs:
             animate.render_animations(
-                self.log_dir,
+                run,
                 formats=self.formats,
                 fps=self.fps,
                 top_k=self.top_k,

@@ -636,3 +636,85 @@ def _forward_fn(model: keras.Model, head: int | str | None, x: np.ndarray) -> An
         )
         engines[key] = engine
     return engine.fn
+
+
+def predict_probabilities(
+    model: keras.Model, images: Any, *, output: int | str | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """The model's output for ``images`` through one cached compiled forward, ``[N, C]``.
+
+    Example:
+        >>> predict_probabilities(model, x).shape  # doctest: +SKIP
+        (100, 10)
+    """
+    x = prepare_images(model, images)
+    _, head, _, _ = _inspect(model, x, None, "saliency", output)
+    forward = _forward_fn(model, head, x)
+    out = np.concatenate(
+        [forward(tf.constant(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    )
+    return out[:, None] if out.ndim == 1 else out
+
+
+def layer_activations(
+    model: keras.Model,
+    images: Any,
+    layer: str | keras.layers.Layer | None = None,
+    *,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """A layer's output for ``images``, found as in :func:`compute_cams` (nested paths too).
+
+    Args:
+        model: The model.
+        images: ``[N, H, W, C]`` in the model's input space.
+        layer: A name, an ``"outer/inner"`` path, a layer, or ``None`` for the last
+            layer with a spatial output.
+        batch_size: Images per compiled call.
+
+    Returns:
+        float32 activations, ``[N, h, w, channels]`` for a spatial layer.
+
+    Example:
+        >>> path = "mobilenetv2_1.00_96/block_3_expand"
+        >>> acts = layer_activations(model, x[:4], path)  # doctest: +SKIP
+        >>> frames.activation_grid(acts[0])  # doctest: +SKIP
+    """
+    x = prepare_images(model, images)
+    info = _model_info(model, x)
+    path, target = _layers.resolve_layer(model, layer, info.calls)
+    key = ("activations", path, x.shape[1:], x.dtype.str)
+    engines = _ENGINES.setdefault(model, {})
+    engine = engines.get(key)
+    if engine is None:
+        model_ref = weakref.ref(model)
+        engine = _Engine(fn=None)
+
+        def run(images: tf.Tensor) -> tf.Tensor:
+            engine.traces += 1
+            seen: list[tf.Tensor] = []
+
+            def record(call: Any, args: tuple, kwargs: dict) -> Any:
+                out = call(*args, **kwargs)
+                seen.append(out)
+                return out
+
+            with _layers.intercepted({target: record}):
+                model_ref()(images, training=False)
+            return tf.cast(seen[-1], tf.float32)
+
+        engine.fn = tf.function(
+            run, input_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)
+        )
+        engines[key] = engine
+    try:
+        return np.concatenate(
+            [
+                engine.fn(tf.constant(x[i : i + batch_size])).numpy()
+                for i in range(0, len(x), batch_size)
+            ]
+        )
+    except Exception as exc:
+        raise CAMError(
+            f"reading activations of layer {path!r} failed on input of shape {x.shape}: {exc}"
+        ) from exc

@@ -305,3 +305,34 @@ def grid(frames: Sequence[np.ndarray], cols: int | None = None) -> np.ndarray:
             r * (h + gap) : r * (h + gap) + f.shape[0], c * (w + gap) : c * (w + gap) + f.shape[1]
         ] = f
     return out
+
+
+def activation_grid(activations: np.ndarray, top: int = 16, side: int = 64) -> np.ndarray:
+    """Tiles the strongest channels of one image's ``[h, w, C]`` activations.
+
+    Channels are ranked by mean activation; each is scaled to its own max and
+    drawn with turbo, so a user sees where feature extraction fires, or fails to.
+
+    Args:
+        activations: One image's layer output, ``[h, w, C]``.
+        top: How many channels to show.
+        side: Tile size in pixels.
+
+    Returns:
+        uint8 RGB grid, strongest channel first.
+
+    Example:
+        >>> activation_grid(np.random.rand(6, 6, 32), top=4).shape
+        (132, 132, 3)
+    """
+    a = np.asarray(activations, dtype=np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"`activations` must be [h, w, channels]. Received: shape {a.shape}")
+    strength = a.reshape(-1, a.shape[-1]).mean(0)
+    order = np.argsort(-strength, kind="stable")[:top]
+    tiles = []
+    for c in order:
+        ch = np.maximum(a[..., c], 0)
+        peak = ch.max()
+        tiles.append(colorize(ch / peak if peak > 0 else ch, (side, side)))
+    return grid(tiles)

@@ -13,6 +13,8 @@ Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``
   0.1 for a flat map, 1 when one cell in ten or fewer holds everything.
 - ``mask_focus`` (with masks) = ``sum(up(m) * mask) / sum(up(m))``, the map
   upsampled bilinearly to the mask's size: the share of attention inside the mask.
+- ``mask_lift`` (with masks) = ``mask_focus / mean(mask)``: attention inside the
+  mask relative to chance (1 = no more than the mask's share of the image).
 - ``faithfulness`` (opt-in, computed by the tracker with the model) = drop of the
   target's probability when the most-attended 20% is blurred, minus the drop
   when a random 20% is blurred.
@@ -130,6 +132,9 @@ def epoch_metrics(
         out["correct"] = (pred == labels).astype(np.float32)
     if masks is not None:
         out["mask_focus"] = mask_focus(heatmaps, masks)
+        area = np.asarray(masks, bool).reshape(len(masks), -1).mean(1)
+        out["mask_lift"] = np.where(area > 0, out["mask_focus"] / np.maximum(area, 1e-12), 0.0)
+        out["mask_lift"] = out["mask_lift"].astype(np.float32)
     return out
 
 
@@ -161,7 +166,7 @@ def flags(
     low_confidence: float = 0.5,
     unstable_drift: float = 0.3,
     mask_kind: str = "object",
-    mask_threshold: float = 0.5,
+    cue_lift: float = 1.5,
 ) -> dict[str, np.ndarray]:
     """Per-probe bool flags over a whole record.
 
@@ -172,10 +177,10 @@ def flags(
         unstable_drift: ``unstable`` when the mean drift over the last half of the
             epochs (at least two) is above this.
         mask_kind: ``"object"``: masks cover the object, and ``left_mask`` flags a
-            last ``mask_focus`` below ``mask_threshold``. ``"cue"``: masks cover a
-            suspected cue (a frame, a watermark), and ``on_cue`` flags a last
-            ``mask_focus`` above ``mask_threshold``.
-        mask_threshold: See ``mask_kind``.
+            last ``mask_lift`` below 1 (no more attention on the object than chance).
+            ``"cue"``: masks cover a suspected cue (a frame, a watermark), and
+            ``on_cue`` flags a last ``mask_lift`` of ``cue_lift`` or more.
+        cue_lift: See ``mask_kind``.
 
     Returns:
         Flag name to bool ``[N]``: ``misclassified`` (last epoch wrong),
@@ -206,10 +211,10 @@ def flags(
         "left_mask": none.copy(),
         "on_cue": none.copy(),
     }
-    if "mask_focus" in metrics:
-        last = metrics["mask_focus"][-1]
+    if "mask_lift" in metrics:
+        last = metrics["mask_lift"][-1]
         if mask_kind == "cue":
-            out["on_cue"] = last > mask_threshold
+            out["on_cue"] = last >= cue_lift
         else:
-            out["left_mask"] = last < mask_threshold
+            out["left_mask"] = last < 1.0
     return {k: np.asarray(v, bool) for k, v in out.items()}

@@ -2,6 +2,8 @@
 
 Layout (format version 1), under ``LOG_DIR/cam/`` beside Keras's ``train/``::
 
+    flags.json               per-probe flags (see ``metrics.flags``) as of the end of
+                             training, with the number of epochs they cover
     record.json              format, version, layer, method, fingerprint, class names,
                              probe count, image shape; written last, so its presence
                              means the probes are complete
@@ -38,6 +40,7 @@ import numpy as np
 FORMAT = "cam-callback-record"
 VERSION = 1
 SUBDIR = "cam"
+FLAGS_FILE = "flags.json"
 _EPOCH_FILE = re.compile(r"^epoch_(\d{6,})\.npz$")
 
 
@@ -139,11 +142,45 @@ class Run:
         """How many probes the record holds."""
         return int(self.images.shape[0])
 
+    @property
+    def flags(self) -> dict[str, np.ndarray]:
+        """Per-probe bool flags: ``flags.json`` when it covers every epoch read, else
+        computed from the stored metrics with the thresholds in ``record.json``."""
+        stored = self.path / FLAGS_FILE
+        if stored.is_file():
+            data = json.loads(stored.read_text())
+            if data.get("n_epochs") == len(self.epochs):
+                return {k: np.asarray(v, bool) for k, v in data["flags"].items()}
+        return compute_flags(self)
+
     def class_name(self, cls: int) -> str:
         """The name of class ``cls``, or its id as text."""
         if self.class_names is not None and 0 <= cls < len(self.class_names):
             return self.class_names[cls]
         return str(cls)
+
+
+def compute_flags(run: Run, low_confidence: float | None = None) -> dict[str, np.ndarray]:
+    """Flags of ``run`` from its metrics; thresholds default to those the tracker stored."""
+    from cam_callback.metrics import flags
+
+    return flags(
+        run.metrics,
+        run.probabilities,
+        low_confidence=run.meta.get("low_confidence", 0.5)
+        if low_confidence is None
+        else low_confidence,
+        mask_kind=run.meta.get("mask_kind", "object"),
+    )
+
+
+def write_flags(run: Run) -> Path:
+    """Stores ``run``'s flags in ``flags.json`` atomically."""
+    flags = compute_flags(run)
+    data = {"n_epochs": len(run.epochs), "flags": {k: v.tolist() for k, v in flags.items()}}
+    path = run.path / FLAGS_FILE
+    atomic_write_bytes(path, json.dumps(data).encode())
+    return path
 
 
 def read_meta(path: Path) -> dict[str, Any]:

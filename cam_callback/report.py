@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from cam_callback import animate
-from cam_callback.metrics import FLAG_NAMES, flags
-from cam_callback.record import Run, atomic_write_bytes, load_run
+from cam_callback.metrics import FLAG_NAMES
+from cam_callback.record import Run, atomic_write_bytes, compute_flags, load_run
 
 GENERATOR = "cam-callback report"
 FLAG_HELP = {
@@ -24,8 +24,8 @@ FLAG_HELP = {
     "low_confidence": "top-1 probability below the threshold at the last epoch",
     "flipped": "the predicted class changed in the second half of training",
     "unstable": "the map kept moving late in training (high drift)",
-    "left_mask": "attention ended mostly outside the object mask",
-    "on_cue": "attention ended mostly on the suspected cue",
+    "left_mask": "attention on the object mask ended no higher than chance",
+    "on_cue": "attention on the suspected cue ended at 1.5x chance or more",
 }
 
 
@@ -60,8 +60,7 @@ def sparkline(values: np.ndarray, width: int = 160, height: int = 36) -> str:
 
 def probe_rows(run: Run, threshold: float) -> list[dict]:
     """Everything a card shows, one dict per probe, in probe order."""
-    mask_kind = run.meta.get("mask_kind", "object")
-    f = flags(run.metrics, run.probabilities, low_confidence=threshold, mask_kind=mask_kind)
+    f = compute_flags(run, low_confidence=threshold)
     rows = []
     last = run.probabilities[-1]
     for i in range(run.n_probes):

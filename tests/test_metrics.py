@@ -49,6 +49,10 @@ def test_epoch_metrics_by_hand():
     np.testing.assert_allclose(out["correct"], [1, 0])
     np.testing.assert_allclose(out["drift"], [1, 1])
     np.testing.assert_allclose(out["drift_from_first"], [0, 0])
+    masks = np.zeros((2, 4, 4), bool)
+    masks[:, :2, :2] = True  # a quarter of the image
+    with_masks = M.epoch_metrics(maps, probs, masks=masks)
+    np.testing.assert_allclose(with_masks["mask_lift"], with_masks["mask_focus"] * 4, rtol=1e-6)
     first = M.epoch_metrics(maps, probs)
     assert first["drift"].tolist() == [0, 0] and "correct" not in first
     single = M.epoch_metrics(maps[:1], np.array([[0.8]]))
@@ -73,15 +77,15 @@ def test_flags_on_constructed_record():
     labels = np.array([0, 1, 1, 0])
     correct = (p.argmax(-1) == labels).astype(np.float32)
     drift = np.array([[0, 0, 0, 0], [0, 0.1, 0.1, 0.5], [0, 0.1, 0.1, 0.6], [0, 0.1, 0.1, 0.7]])
-    focus = np.array([[0.8, 0.8, 0.2, 0.9]] * 3 + [[0.8, 0.3, 0.2, 0.9]])
-    f = M.flags({"correct": correct, "drift": drift, "mask_focus": focus}, p, low_confidence=0.6)
+    lift = np.array([[3.0, 3.0, 0.8, 2.0]] * 3 + [[3.0, 0.9, 0.5, 1.5]])
+    f = M.flags({"correct": correct, "drift": drift, "mask_lift": lift}, p, low_confidence=0.6)
     assert f["misclassified"].tolist() == [False, True, False, False]
     assert f["low_confidence"].tolist() == [False, True, True, False]
     assert f["flipped"].tolist() == [False, True, True, False]
     assert f["unstable"].tolist() == [False, False, False, True]
     assert f["left_mask"].tolist() == [False, True, True, False]
     assert not f["on_cue"].any()
-    cue = M.flags({"mask_focus": focus}, p, mask_kind="cue")
+    cue = M.flags({"mask_lift": lift}, p, mask_kind="cue")
     assert cue["on_cue"].tolist() == [True, False, False, True] and not cue["left_mask"].any()
     empty = M.flags({}, np.zeros((0, 3, 2)))
     assert set(empty) == set(M.FLAG_NAMES) and not any(v.any() for v in empty.values())

@@ -1,0 +1,131 @@
+"""Finding what to look at, activations, faithfulness, and saliency through the tracker."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import nested_cnn, small_cnn
+from PIL import Image
+
+from cam_callback import (
+    CAMTracker,
+    activation_grid,
+    find_misclassified,
+    find_misclassified_with_probabilities,
+    layer_activations,
+    load_run,
+    select_probes,
+    write_report,
+)
+from cam_callback.cams import deletion_faithfulness
+
+
+def test_find_misclassified_against_numpy(images32):
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 4, 40)
+    model = small_cnn()
+    probs = model.predict(x, verbose=0)
+    idx, got_probs = find_misclassified_with_probabilities(model, x, y, threshold=0.3)
+    np.testing.assert_allclose(got_probs, probs, atol=1e-6)
+    doubtful = (probs.argmax(1) != y) | (probs.max(1) < 0.3)
+    assert sorted(idx.tolist()) == np.flatnonzero(doubtful).tolist()
+    true_p = probs[np.arange(40), y]
+    assert list(true_p[idx]) == sorted(true_p[idx])  # most doubtful first
+    one_hot = np.eye(4)[y]
+    np.testing.assert_array_equal(find_misclassified(model, x, one_hot, threshold=0.3), idx)
+    assert len(find_misclassified(model, x, y, threshold=0.0)) == int((probs.argmax(1) != y).sum())
+    with pytest.raises(ValueError, match="`threshold`"):
+        find_misclassified(model, x, y, threshold=2)
+    with pytest.raises(ValueError, match="`labels` must hold one class id"):
+        find_misclassified(model, x, y[:5])
+    with pytest.raises(ValueError, match="`labels` holds class 9"):
+        find_misclassified(model, x, np.full(40, 9))
+
+
+def test_select_probes_stratified_and_hard():
+    y = np.array([0] * 10 + [1] * 3 + [2] * 7)
+    x = np.zeros((20, 32, 32, 3), np.float32)
+    idx = select_probes(x, y, per_class=4, seed=1)
+    assert [int((y[idx] == c).sum()) for c in range(3)] == [4, 3, 4]
+    assert len(set(idx.tolist())) == 11
+    assert y[idx].tolist() == sorted(y[idx].tolist())  # class order
+    np.testing.assert_array_equal(idx, select_probes(x, y, per_class=4, seed=1))
+    assert not np.array_equal(idx, select_probes(x, y, per_class=4, seed=2))
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 32, 32, 3), dtype=np.float32)
+    model = small_cnn(3)
+    with_hard = select_probes(x, y, per_class=2, model=model, hard=3, seed=1)
+    base = select_probes(x, y, per_class=2, seed=1)
+    np.testing.assert_array_equal(with_hard[: len(base)], base)
+    extra = with_hard[len(base) :]
+    doubtful = [i for i in find_misclassified(model, x, y) if i not in set(base.tolist())]
+    assert extra.tolist() == doubtful[:3]
+    with pytest.raises(ValueError, match="`hard`=3 needs a `model`"):
+        select_probes(x, y, hard=3)
+
+
+def test_layer_activations_nested_and_grid(images32):
+    model = nested_cnn()
+    acts = layer_activations(model, images32, "backbone/conv_a")
+    inner = model.get_layer("backbone")
+    want = keras.Model(inner.input, inner.get_layer("conv_a").output)(images32).numpy()
+    np.testing.assert_allclose(acts, want, atol=1e-5)
+    assert acts.shape == (6, 30, 30, 8)
+    tiles = activation_grid(acts[0], top=4, side=20)
+    assert tiles.shape == (44, 44, 3)
+    strongest = int(np.argmax(acts[0].reshape(-1, 8).mean(0)))
+    ch = np.maximum(acts[0, ..., strongest], 0)
+    from cam_callback.frames import colorize
+
+    np.testing.assert_array_equal(tiles[:20, :20], colorize(ch / ch.max(), (20, 20)))
+    with pytest.raises(ValueError, match="`layer` 'nope' not found"):
+        layer_activations(model, images32, "nope")
+
+
+def test_faithfulness_on_a_model_that_reads_one_corner():
+    # The model's logit is the peak brightness of the top-left quarter: a map on that quarter
+    # is faithful (blurring it lowers the peak), a map elsewhere is not.
+    inp = keras.Input((16, 16, 1))
+    corner = keras.layers.Cropping2D(((0, 10), (0, 10)))(inp)  # the top-left 6x6
+    score = keras.layers.GlobalMaxPooling2D()(corner)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.Concatenate()([score, -score]))
+    model = keras.Model(inp, out)
+    model.layers[-1].set_weights([np.array([[0.5, 0.0], [0.0, 0.5]]), np.zeros(2)])  # unsaturated
+    x = np.zeros((4, 16, 16, 1), np.float32)
+    x[:, :6, :6] = 2.0 * ((np.add.outer(np.arange(6), np.arange(6)) % 2)[..., None])
+    x[1:] *= np.array([0.5, 1.5, 1.0]).reshape(3, 1, 1, 1)  # a checkerboard blurring flattens
+    # A 4x4 map peaking on its top-left 2x2 upsamples to exactly that 6x6 corner.
+    on_corner = np.zeros((4, 4, 4), np.float32)
+    on_corner[:, :2, :2] = 1.0
+    elsewhere = np.zeros((4, 4, 4), np.float32)
+    elsewhere[:, 2:, 2:] = 1.0
+    targets = np.zeros(4, np.int64)
+    good = deletion_faithfulness(model, x, on_corner, targets)
+    bad = deletion_faithfulness(model, x, elsewhere, targets)
+    assert (good > bad).all()
+    assert np.all(np.abs(bad) < np.abs(good))
+
+
+def test_saliency_gets_frames_animations_and_page(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+    model = small_cnn(3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, method="saliency", faithfulness=True)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path)
+    assert run.method == "saliency" and run.layer == ""
+    assert run.heatmaps.shape == (2, 3, 32, 32)  # input resolution
+    assert run.metrics["faithfulness"].shape == (2, 3)
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 2
+    page = write_report(run)
+    assert "saliency" in page.read_text()
+    stored = json.loads((tmp_path / "cam" / "flags.json").read_text())
+    assert stored["n_epochs"] == 2
+    assert {k: np.asarray(v).tolist() for k, v in run.flags.items()} == stored["flags"]
