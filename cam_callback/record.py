@@ -42,6 +42,8 @@ VERSION = 1
 SUBDIR = "cam"
 FLAGS_FILE = "flags.json"
 _EPOCH_FILE = re.compile(r"^epoch_(\d{6,})\.npz$")
+_UMASK = os.umask(0)  # read once: mkstemp makes 0600 files, ours follow the umask like open()
+os.umask(_UMASK)
 
 
 def record_dir(log_dir: str | os.PathLike) -> Path:
@@ -74,6 +76,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with _suppress_os_error():

@@ -145,3 +145,14 @@ def test_atomic_write_is_durable_bytes(tmp_path):
     record.atomic_write_bytes(path, b"two")
     assert path.read_bytes() == b"two"
     assert os.listdir(path.parent) == ["f.bin"]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "f.bin"
+        record.atomic_write_bytes(path, b"x")
+    finally:
+        os.umask(old)
+    # mkstemp alone would leave 0600: unreadable by a shared TensorBoard server.
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~record._UMASK
