@@ -150,7 +150,6 @@ class CAMTracker(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._session: _Session | None = None
-        self._layer_path = ""
 
     # ------------------------------------------------------------------ Keras hooks
 
@@ -167,7 +166,6 @@ class CAMTracker(keras.callbacks.Callback):
             output=self.output,
         )
         self._check_against_model(check.n_classes)
-        self._layer_path = check.layer
         _check_log_dir(self.log_dir)
         writer = RecordWriter(self.log_dir)
         writer.open(

@@ -23,6 +23,7 @@ complete epochs, also while training is still writing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -79,23 +80,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
-        with _suppress_os_error():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with _suppress_os_error():  # make the rename itself durable where the OS allows it
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows it
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-
-class _suppress_os_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, *_: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
 
 
 def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -304,13 +297,6 @@ class RecordWriter:
     def __init__(self, log_dir: str | os.PathLike) -> None:
         self.path = record_dir(log_dir)
 
-    def existing_fingerprint(self) -> str | None:
-        """The fingerprint of a record already there, else ``None``."""
-        try:
-            return read_meta(self.path).get("fingerprint")
-        except FileNotFoundError:
-            return None
-
     def open(
         self,
         meta: Mapping[str, Any],
@@ -327,14 +313,25 @@ class RecordWriter:
         Raises:
             ValueError: The folder holds a record of different probes.
         """
-        existing = self.existing_fingerprint()
-        if existing is not None:
-            if existing != meta["fingerprint"]:
+        try:
+            old = read_meta(self.path)
+        except FileNotFoundError:
+            old = None
+        if old is not None:
+            where = str(self.path.parent)
+            if old.get("fingerprint") != meta["fingerprint"]:
                 raise ValueError(
-                    f"`log_dir` {self.path.parent} already holds a record of different probes "
-                    f"(fingerprint {existing}, these are {meta['fingerprint']}). Use a new "
-                    f"`log_dir` for a new probe set. Received: log_dir={str(self.path.parent)!r}"
+                    f"`log_dir` {where} already holds a record of different probes "
+                    f"(fingerprint {old.get('fingerprint')}, these are {meta['fingerprint']}). "
+                    f"Use a new `log_dir` for a new probe set. Received: log_dir={where!r}"
                 )
+            for key in ("layer", "method"):
+                if key in meta and old.get(key) != meta[key]:
+                    raise ValueError(
+                        f"`{key}` differs from the record in {where} ({old.get(key)!r} there, "
+                        f"{meta[key]!r} now): continuing would mix maps of both. Use a new "
+                        f"`log_dir`. Received: {key}={meta[key]!r}"
+                    )
             return True
         arrays: dict[str, np.ndarray] = {"images": np.asarray(images, np.uint8)}
         n = len(arrays["images"])

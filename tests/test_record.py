@@ -107,6 +107,10 @@ def test_different_probes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="different probes.*Use a new `log_dir`"):
         w.open(meta("zzz"), images=np.zeros((2, 4, 4, 3), np.uint8))
     assert w.open(meta("abc"), images=np.zeros((2, 4, 4, 3), np.uint8)) is True  # resume
+    with pytest.raises(ValueError, match="`method` differs from the record.*mix maps"):
+        w.open(meta("abc", method="layercam"), images=np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="`layer` differs"):
+        w.open(meta("abc", layer="conv1"), images=np.zeros((2, 4, 4, 3), np.uint8))
 
 
 def test_resume_helpers(tmp_path):
