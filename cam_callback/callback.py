@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import animate, cams, frames, metrics
+from cam_callback import _validate, animate, cams, frames, metrics
 from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
 from cam_callback.tensorboard import SummaryWriter, probe_tag
 
@@ -443,51 +443,18 @@ def _is_chief(model: keras.Model) -> bool:
 
 
 def _check_probes(images: Any) -> np.ndarray:
-    try:
-        x = np.asarray(images)
-    except Exception as exc:
-        raise TypeError(
-            f"`probe_images` must be an array [N, H, W, C]. Received: {type(images).__name__}"
-        ) from exc
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise TypeError(f"`probe_images` must be numeric. Received: dtype {x.dtype}")
-    if x.ndim != 4 or len(x) == 0:
+    x = _validate.image_batch(images, "probe_images")
+    if x.ndim != 4:
         raise ValueError(
             f"`probe_images` must be a non-empty [N, H, W, C] batch. Received: shape {x.shape}"
         )
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise ValueError("`probe_images` contains NaN or inf. Received: non-finite values")
     return x
 
 
 def _check_labels(labels: Any, n: int) -> tuple[np.ndarray | None, int | None]:
     if labels is None:
         return None, None
-    y = np.asarray(labels)
-    width = None
-    if y.ndim == 2:
-        width = y.shape[1]
-        if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(1) == 1):
-            raise ValueError(
-                "`probe_labels` of shape [N, C] must be one-hot (one 1 per row). "
-                f"Received: shape {y.shape} with other values"
-            )
-        y = y.argmax(1)
-    elif y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        if y.ndim == 1 and np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise TypeError(
-                "`probe_labels` must be int class ids [N] or one-hot [N, C]. "
-                f"Received: dtype {y.dtype}, shape {y.shape}"
-            )
-    if len(y) != n:
-        raise ValueError(
-            f"`probe_labels` has {len(y)} labels for {n} probe images. Received: shape {y.shape}"
-        )
-    if (y < 0).any():
-        raise ValueError(f"`probe_labels` must be >= 0. Received: {int(y.min())}")
-    return y.astype(np.int64), width
+    return _validate.class_ids(labels, n, "probe_labels")
 
 
 def _check_class_names(names: Any) -> list[str] | None:

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cam_callback import _validate
 from cam_callback import layers as _layers
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "hirescam", "saliency")
@@ -234,25 +235,11 @@ def prepare_images(model: keras.Model, images: Any) -> np.ndarray:
         TypeError: Not numeric, or a model with several inputs.
         ValueError: Empty, NaN/inf, or a shape that does not fit the model.
     """
-    try:
-        x = np.asarray(images)
-    except Exception as exc:
-        raise TypeError(
-            f"`images` must be an array of shape [N, H, W, C]. Received: {type(images).__name__}"
-        ) from exc
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise TypeError(f"`images` must be numeric. Received: images with dtype {x.dtype}")
+    x = _validate.image_batch(images, "images")
     expected = _expected_input_shape(model)
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(
-            f"`images` is empty; at least one image is needed. Received: images.shape={x.shape}"
-        )
     if expected is not None:
-        ok = (
-            x.ndim == len(expected)
-            and all(e is None or e == s for e, s in zip(expected[1:], x.shape[1:], strict=True))
-            if x.ndim == len(expected)
-            else False
+        ok = x.ndim == len(expected) and all(
+            e is None or e == s for e, s in zip(expected[1:], x.shape[1:], strict=True)
         )
         if not ok:
             want = "(N, " + ", ".join("?" if e is None else str(e) for e in expected[1:]) + ")"
@@ -262,12 +249,6 @@ def prepare_images(model: keras.Model, images: Any) -> np.ndarray:
             )
     dtype = _input_dtype(model)
     x = x.astype(dtype, copy=False)
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
-        raise ValueError(
-            f"`images` contains NaN or inf values in {bad} image(s); maps of such inputs are "
-            "meaningless. Received: images with non-finite values"
-        )
     return np.ascontiguousarray(x)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from cam_callback import _validate
 from cam_callback.cams import layer_activations, predict_probabilities
 
 __all__ = [
@@ -17,23 +18,8 @@ __all__ = [
 ]
 
 
-def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim == 2:
-        y = y.argmax(1)
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(
-            f"`{name}` must hold one class id (or one-hot row) per image: expected {n}. "
-            f"Received: shape {np.asarray(labels).shape}"
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise TypeError(f"`{name}` must be integer class ids. Received: dtype {y.dtype}")
-    if (y < 0).any():
-        raise ValueError(f"`{name}` must be >= 0. Received: {int(y.min())}")
-    return y.astype(np.int64)
+def _labels(labels: Any, n: int) -> np.ndarray:
+    return _validate.class_ids(labels, n, "labels")[0]
 
 
 def find_misclassified_with_probabilities(

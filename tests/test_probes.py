@@ -40,7 +40,7 @@ def test_find_misclassified_against_numpy(images32):
     assert len(find_misclassified(model, x, y, threshold=0.0)) == int((probs.argmax(1) != y).sum())
     with pytest.raises(ValueError, match="`threshold`"):
         find_misclassified(model, x, y, threshold=2)
-    with pytest.raises(ValueError, match="`labels` must hold one class id"):
+    with pytest.raises(ValueError, match="`labels` has 5 labels for 40 images"):
         find_misclassified(model, x, y[:5])
     with pytest.raises(ValueError, match="`labels` holds class 9"):
         find_misclassified(model, x, np.full(40, 9))
