@@ -424,3 +424,62 @@ def test_non_chief_writes_nothing(tmp_path, monkeypatch):
     x, y = data(8)
     fit_with(CAMTracker(x, y, log_dir=tmp_path / "w1"), epochs=2)
     assert not (tmp_path / "w1").exists()
+
+
+def test_real_tensorboard_server_shows_train_validation_and_cam(trained):
+    """A real `tensorboard --logdir` on loopback lists the runs and our image tags."""
+    import json
+    import socket
+    import urllib.request
+
+    log_dir, *_ = trained
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(log_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "1",
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    try:
+        runs, images = [], {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                runs = get("/data/runs")
+                images = get("/data/plugin/images/tags")
+                if {"cam", "train", "validation"} <= set(runs) and images.get("cam"):
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert {"cam", "train", "validation"} <= set(runs), runs
+        labels = load_run(log_dir).labels
+        assert f"cam/probe_000_{CLASSES[labels[0]]}" in images["cam"]
+        assert "cam/grid" in images["cam"]
+        scalars = get("/data/plugin/scalars/tags")
+        assert "cam/mean_drift" in scalars["cam"] and "epoch_loss" in scalars["train"]
+        steps = get("/data/plugin/images/images?run=cam&tag=cam/grid&sample=0")
+        assert [s["step"] for s in steps] == [0, 1, 2]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
