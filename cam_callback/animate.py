@@ -119,15 +119,17 @@ def write_animation(
     return (write_gif if fmt == "gif" else write_mp4)(path, frames, fps)
 
 
-def probe_frames(run: Run, index: int, *, top_k: int = 3, alpha: float = 0.5) -> list[np.ndarray]:
-    """One frame per recorded epoch for probe ``index``, in epoch order."""
+def probe_frames(
+    run: Run, index: int, *, top_k: int = 3, alpha: float = 0.5, limit: int | None = None
+) -> list[np.ndarray]:
+    """One frame per recorded epoch for probe ``index``, in epoch order (the first ``limit``)."""
     label = None if run.labels is None else int(run.labels[index])
     renderer = F.FrameRenderer(
         run.images[index], label=label, class_names=run.class_names, top_k=top_k, alpha=alpha
     )
     return [
         renderer.draw(run.heatmaps[e, index], run.probabilities[e, index], epoch)
-        for e, epoch in enumerate(run.epochs)
+        for e, epoch in enumerate(run.epochs[:limit])
     ]
 
 
@@ -324,8 +326,8 @@ def compare_animations(
     out.mkdir(parents=True, exist_ok=True)
 
     def frames_of(i: int) -> list[np.ndarray]:
-        fa = probe_frames(a, i, top_k=top_k)[:n_epochs]
-        fb = probe_frames(b, i, top_k=top_k)[:n_epochs]
+        fa = probe_frames(a, i, top_k=top_k, limit=n_epochs)
+        fb = probe_frames(b, i, top_k=top_k, limit=n_epochs)
         return [
             side_by_side(
                 [x, y],
