@@ -557,7 +557,7 @@ def deletion_faithfulness(
         array([0.31, 0.02, ...], dtype=float32)
     """
     x = prepare_images(model, images)
-    info, head, _, _ = _inspect(model, x, None, "saliency", output)
+    _, head, _, _ = _inspect(model, x, None, "saliency", output)
     n, h, w = x.shape[:3]
     up = tf.image.resize(np.asarray(heatmaps, np.float32)[..., None], (h, w)).numpy()[..., 0]
     k = max(1, int(round(share * h * w)))
@@ -585,38 +585,54 @@ def deletion_faithfulness(
     )
     masks = np.stack([top, rand]).reshape(2, n, h, w, 1)
     variants = np.where(masks, blurred[None], x[None]).reshape(2 * n, *x.shape[1:])
-    forward = _forward_fn(model, head, x)
-    batch = np.concatenate([x, variants])
-    probs = np.concatenate(
-        [
-            forward(tf.constant(batch[i : i + batch_size])).numpy()
-            for i in range(0, len(batch), batch_size)
-        ]
-    )
-    if probs.ndim == 1:
-        probs = probs[:, None]
+    probs = _probabilities(model, head, np.concatenate([x, variants]), batch_size)
     picked = probs[np.arange(3 * n), np.tile(np.asarray(targets, np.int64), 3)]
     base, after_top, after_rand = picked[:n], picked[n : 2 * n], picked[2 * n :]
     return ((base - after_top) - (base - after_rand)).astype(np.float32)
 
 
-def _forward_fn(model: keras.Model, head: int | str | None, x: np.ndarray) -> Any:
-    key = ("forward", head, x.shape[1:], x.dtype.str)
+def _cached_function(model: keras.Model, key: tuple, x: np.ndarray, body: Any) -> Any:
+    """``body(model, images)`` compiled once per model and key, for any batch size.
+
+    The model is held weakly: the function is cached on it, so a strong reference
+    would keep both alive forever.
+    """
     engines = _ENGINES.setdefault(model, {})
     engine = engines.get(key)
     if engine is None:
         model_ref = weakref.ref(model)
-
-        def forward(images: tf.Tensor) -> tf.Tensor:
-            engine.traces += 1
-            return tf.cast(_pick(model_ref()(images, training=False), head), tf.float32)
-
         engine = _Engine(fn=None)
+
+        def fn(images: tf.Tensor) -> tf.Tensor:
+            engine.traces += 1
+            return body(model_ref(), images)
+
         engine.fn = tf.function(
-            forward, input_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)
+            fn, input_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)
         )
         engines[key] = engine
     return engine.fn
+
+
+def _in_chunks(fn: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Calls a compiled one-input function on ``batch_size`` images at a time."""
+    return np.concatenate(
+        [fn(tf.constant(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    )
+
+
+def _probabilities(
+    model: keras.Model, head: int | str | None, x: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """The selected head's output as float32 ``[N, C]`` (``[N, 1]`` for a 1-D output)."""
+    forward = _cached_function(
+        model,
+        ("forward", head, x.shape[1:], x.dtype.str),
+        x,
+        lambda m, images: tf.cast(_pick(m(images, training=False), head), tf.float32),
+    )
+    out = _in_chunks(forward, x, batch_size)
+    return out[:, None] if out.ndim == 1 else out
 
 
 def predict_probabilities(
@@ -630,11 +646,7 @@ def predict_probabilities(
     """
     x = prepare_images(model, images)
     _, head, _, _ = _inspect(model, x, None, "saliency", output)
-    forward = _forward_fn(model, head, x)
-    out = np.concatenate(
-        [forward(tf.constant(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    )
-    return out[:, None] if out.ndim == 1 else out
+    return _probabilities(model, head, x, batch_size)
 
 
 def layer_activations(
@@ -664,37 +676,22 @@ def layer_activations(
     x = prepare_images(model, images)
     info = _model_info(model, x)
     path, target = _layers.resolve_layer(model, layer, info.calls)
-    key = ("activations", path, x.shape[1:], x.dtype.str)
-    engines = _ENGINES.setdefault(model, {})
-    engine = engines.get(key)
-    if engine is None:
-        model_ref = weakref.ref(model)
-        engine = _Engine(fn=None)
 
-        def run(images: tf.Tensor) -> tf.Tensor:
-            engine.traces += 1
-            seen: list[tf.Tensor] = []
+    def body(m: keras.Model, images: tf.Tensor) -> tf.Tensor:
+        seen: list[tf.Tensor] = []
 
-            def record(call: Any, args: tuple, kwargs: dict) -> Any:
-                out = call(*args, **kwargs)
-                seen.append(out)
-                return out
+        def record(call: Any, args: tuple, kwargs: dict) -> Any:
+            out = call(*args, **kwargs)
+            seen.append(out)
+            return out
 
-            with _layers.intercepted({target: record}):
-                model_ref()(images, training=False)
-            return tf.cast(seen[-1], tf.float32)
+        with _layers.intercepted({target: record}):
+            m(images, training=False)
+        return tf.cast(seen[-1], tf.float32)
 
-        engine.fn = tf.function(
-            run, input_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)
-        )
-        engines[key] = engine
+    fn = _cached_function(model, ("activations", path, x.shape[1:], x.dtype.str), x, body)
     try:
-        return np.concatenate(
-            [
-                engine.fn(tf.constant(x[i : i + batch_size])).numpy()
-                for i in range(0, len(x), batch_size)
-            ]
-        )
+        return _in_chunks(fn, x, batch_size)
     except Exception as exc:
         raise CAMError(
             f"reading activations of layer {path!r} failed on input of shape {x.shape}: {exc}"
