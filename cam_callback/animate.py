@@ -119,6 +119,18 @@ def write_animation(
     return (write_gif if fmt == "gif" else write_mp4)(path, frames, fps)
 
 
+def _probe_ids(probes: Iterable[int] | None, n: int) -> list[int]:
+    """The chosen probe indices (all when ``None``), each checked to exist."""
+    chosen = list(range(n)) if probes is None else [int(p) for p in probes]
+    unknown = [p for p in chosen if not 0 <= p < n]
+    if unknown:
+        raise ValueError(
+            f"`probes` {unknown} do not exist: the record has probes 0..{n - 1}. "
+            f"Received: probes={chosen}"
+        )
+    return chosen
+
+
 def probe_frames(
     run: Run, index: int, *, top_k: int = 3, alpha: float = 0.5, limit: int | None = None
 ) -> list[np.ndarray]:
@@ -202,13 +214,7 @@ def render_animations(
         raise ValueError(f"`fps` must be positive. Received: fps={fps}")
     if not run.epochs:
         raise ValueError(f"the record at {run.path} has no complete epoch yet: nothing to render")
-    chosen = list(range(run.n_probes)) if probes is None else [int(p) for p in probes]
-    unknown = [p for p in chosen if not 0 <= p < run.n_probes]
-    if unknown:
-        raise ValueError(
-            f"`probes` {unknown} do not exist: the record has probes 0..{run.n_probes - 1}. "
-            f"Received: probes={chosen}"
-        )
+    chosen = _probe_ids(probes, run.n_probes)
     out = Path(out_dir) if out_dir is not None else run.path / "animations"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -316,12 +322,7 @@ def compare_animations(
     if n_epochs == 0:
         raise ValueError("one of the runs has no complete epoch yet: nothing to compare")
     fmts = normalize_formats(formats)
-    chosen = list(range(a.n_probes)) if probes is None else [int(p) for p in probes]
-    unknown = [p for p in chosen if not 0 <= p < a.n_probes]
-    if unknown:
-        raise ValueError(
-            f"`probes` {unknown} do not exist: the records have probes 0..{a.n_probes - 1}"
-        )
+    chosen = _probe_ids(probes, a.n_probes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -314,9 +314,6 @@ class _Session:
 
     def __init__(self, tracker: CAMTracker, record: RecordWriter) -> None:
         self.record = record
-        self.labels = tracker.probe_labels
-        self.top_k = tracker.top_k
-        self.class_names = tracker.class_names
         self.renderers = (
             [
                 frames.FrameRenderer(
@@ -393,18 +390,13 @@ class _Session:
                 self.error, self.error_epoch = exc, epoch
 
     def _draw(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
-        images = {}
-        for i, renderer in enumerate(self.renderers):
-            name = None
-            if self.labels is not None:
-                name = renderer.name(int(self.labels[i]))
-            images[probe_tag(i, name)] = renderer.draw(heatmaps[i], probs[i], epoch)
-        tiles = []
-        for i in range(len(self.display)):
-            label = None if self.labels is None else int(self.labels[i])
+        images, tiles = {}, []
+        for i, r in enumerate(self.renderers):  # each renderer knows its probe's label
+            name = None if r.label is None else r.name(r.label)
+            images[probe_tag(i, name)] = r.draw(heatmaps[i], probs[i], epoch)
             tiles.append(
                 frames.tile(
-                    self.display[i], heatmaps[i], probs[i], label, self.alpha, animate.GRID_SIDE
+                    self.display[i], heatmaps[i], probs[i], r.label, self.alpha, animate.GRID_SIDE
                 )
             )
         images["cam/grid"] = frames.grid(tiles)
