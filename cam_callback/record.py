@@ -43,8 +43,20 @@ VERSION = 1
 SUBDIR = "cam"
 FLAGS_FILE = "flags.json"
 _EPOCH_FILE = re.compile(r"^epoch_(\d{6,})\.npz$")
-_UMASK = os.umask(0)  # read once: mkstemp makes 0600 files, ours follow the umask like open()
+_UMASK = os.umask(0)  # mkstemp makes 0600 files; ours follow the umask like open()
 os.umask(_UMASK)
+
+
+def _umask() -> int:
+    """The umask now; setting it to read it would race other threads, so ask /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK  # no /proc: the value at import
 
 
 def record_dir(log_dir: str | os.PathLike) -> Path:
@@ -77,7 +89,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
