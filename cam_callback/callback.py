@@ -164,6 +164,7 @@ class CAMTracker(keras.callbacks.Callback):
             layer=self.layer,
             method=self.method,
             output=self.output,
+            score=self.score,
         )
         self._check_against_model(check.n_classes)
         _check_log_dir(self.log_dir)
@@ -172,7 +173,7 @@ class CAMTracker(keras.callbacks.Callback):
             {
                 "layer": check.layer,
                 "method": self.method,
-                "score": self.score,
+                "score": check.score,  # the score really used, after any fallback
                 "fingerprint": self.fingerprint,
                 "n_probes": len(self.probe_images),
                 "n_classes": check.n_classes,
