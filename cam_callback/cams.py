@@ -96,6 +96,12 @@ class _Engine:
 # Keyed weakly by model: a deleted model frees its traced functions.
 _INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # all traces, ever
+
+
+def _count_trace(model: keras.Model | None) -> None:
+    if model is not None:
+        _TRACES[model] = _TRACES.get(model, 0) + 1
 
 
 def trace_count(model: keras.Model) -> int:
@@ -106,7 +112,7 @@ def trace_count(model: keras.Model) -> int:
         >>> trace_count(model)  # doctest: +SKIP
         1
     """
-    return sum(e.traces for e in _ENGINES.get(model, {}).values())
+    return _TRACES.get(model, 0)
 
 
 def compute_cams(
@@ -589,6 +595,7 @@ def _build_engine(
 
     def step(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         engine.traces += 1
+        _count_trace(model_ref())
         store: dict[str, Any] = {}
         hooks = _logit_hooks(info, head, store)
         activations: list[tf.Tensor] = []
@@ -759,6 +766,7 @@ def _cached_function(model: keras.Model, key: tuple, x: np.ndarray, body: Any) -
 
         def fn(images: tf.Tensor) -> tf.Tensor:
             engine.traces += 1
+            _count_trace(model_ref())
             return body(model_ref(), images)
 
         engine.fn = tf.function(
