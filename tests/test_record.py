@@ -151,12 +151,14 @@ def test_atomic_write_is_durable_bytes(tmp_path):
     assert os.listdir(path.parent) == ["f.bin"]
 
 
-def test_written_files_follow_the_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        path = tmp_path / "f.bin"
-        record.atomic_write_bytes(path, b"x")
-    finally:
-        os.umask(old)
-    # mkstemp alone would leave 0600: unreadable by a shared TensorBoard server.
-    assert (path.stat().st_mode & 0o777) == 0o666 & ~record._UMASK
+def test_written_files_follow_the_live_umask(tmp_path):
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            path = tmp_path / f"f{umask}.bin"
+            record.atomic_write_bytes(path, b"x")
+        finally:
+            os.umask(old)
+        # The kernel applies the umask of the moment; nothing toggles it process-wide.
+        assert (path.stat().st_mode & 0o777) == mode
+    assert not hasattr(record, "_UMASK")
