@@ -150,6 +150,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from cam_callback.record import load_run
 
     run = load_run(args.log_dir)
@@ -165,6 +167,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{n_classes} classes ({names})"
     )
     print(f"layer:   {run.layer or '(input)'}  method: {run.method}")
+    finite = np.isfinite(run.heatmaps).all(axis=(0, 2, 3)) & np.isfinite(run.probabilities).all(
+        axis=(0, 2)
+    )
+    bad = np.flatnonzero(~finite).tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
+        print(f"non_finite: probes {shown}: NaN or inf in maps or probabilities (diverged model)")
     if run.epochs and run.labels is not None:
         right = int((run.probabilities[-1].argmax(1) == run.labels).sum())
         print(f"final accuracy on probes: {right / run.n_probes:.2f} ({right}/{run.n_probes})")

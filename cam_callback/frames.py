@@ -81,7 +81,11 @@ def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def colorize(heatmap: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A ``[h, w]`` map in [0, 1] to turbo RGB uint8, upsampled to ``size`` first."""
+    """A ``[h, w]`` map in [0, 1] to turbo RGB uint8, upsampled to ``size`` first.
+
+    NaN cells are drawn as 0 and inf as 1; the frame's caption says the map is not finite.
+    """
+    heatmap = np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     heat = upsample(heatmap, size) if size else np.clip(heatmap, 0, 1)
     return turbo_lut()[(heat * 255 + 0.5).astype(np.uint8)]
 
@@ -212,6 +216,7 @@ class FrameRenderer:
         frame = self.base.copy()
         frame[CAPTION_H:, w : 2 * w] = overlay(self.image, heatmap, self.alpha)
         probs = np.asarray(probabilities, dtype=np.float64).ravel()
+        non_finite = not (np.isfinite(probs).all() and np.isfinite(heatmap).all())
         order = np.argsort(-probs, kind="stable")[: self.top_k]
         pred = int(order[0])
         correct = self.label is not None and pred == self.label
@@ -226,6 +231,8 @@ class FrameRenderer:
         x = 6
         for piece in pieces:
             x = put_text(frame, x, 4, piece, colour, size)
+        if non_finite:  # a diverged model: its numbers are shown as they are, and flagged
+            put_text(frame, x, 4, " · NON-FINITE", WRONG, size)
 
         x0 = 2 * w + 10
         bar_w = PANEL_W - 20
@@ -246,7 +253,8 @@ class FrameRenderer:
             frame[top + 7, x0 : x0 + bar_w + 1] = BAR_EDGE
             frame[top : top + 8, x0] = BAR_EDGE
             frame[top : top + 8, x0 + bar_w] = BAR_EDGE
-            length = int(round(bar_w * min(max(probs[cls], 0.0), 1.0)))
+            p = float(probs[cls]) if np.isfinite(probs[cls]) else 0.0
+            length = int(round(bar_w * min(max(p, 0.0), 1.0)))
             if length:
                 frame[top : top + 8, x0 : x0 + length + 1] = fill
             if is_true:

@@ -29,8 +29,9 @@ import io
 import json
 import os
 import re
-import tempfile
+import secrets
 import warnings
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,21 +43,26 @@ FORMAT = "cam-callback-record"
 VERSION = 1
 SUBDIR = "cam"
 FLAGS_FILE = "flags.json"
+LOCK_FILE = ".writer.lock"
 _EPOCH_FILE = re.compile(r"^epoch_(\d{6,})\.npz$")
-_UMASK = os.umask(0)  # mkstemp makes 0600 files; ours follow the umask like open()
-os.umask(_UMASK)
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per record is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 
-def _umask() -> int:
-    """The umask now; setting it to read it would race other threads, so ask /proc."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return _UMASK  # no /proc: the value at import
+class RecordError(ValueError):
+    """A damaged or unreadable run record; the message names the file and the problem."""
+
+
+class RecordBusy(ValueError):
+    """Another tracker or process is writing this record."""
+
+
+# Kept in record.json for information; a newer cam-callback may continue an older run.
+_NOT_COMPARED = ("package_version",)
+_ABSENT = object()
 
 
 def record_dir(log_dir: str | os.PathLike) -> Path:
@@ -83,13 +89,14 @@ def fingerprint(images: np.ndarray, labels: np.ndarray | None = None) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` by write-then-rename, durable on return."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # 0o666 through os.open: the kernel applies the live umask, as for any file the user makes.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -179,6 +186,7 @@ def compute_flags(run: Run, low_confidence: float | None = None) -> dict[str, np
         if low_confidence is None
         else low_confidence,
         mask_kind=run.meta.get("mask_kind", "object"),
+        heatmaps=run.heatmaps,
     )
 
 
@@ -308,6 +316,7 @@ class RecordWriter:
 
     def __init__(self, log_dir: str | os.PathLike) -> None:
         self.path = record_dir(log_dir)
+        self._lock: weakref.finalize | None = None  # closes the lock's descriptor
 
     def open(
         self,
@@ -317,14 +326,33 @@ class RecordWriter:
         labels: np.ndarray | None = None,
         masks: np.ndarray | None = None,
     ) -> bool:
-        """Writes the probes and metadata, or checks them against a record already there.
+        """Locks the record, then writes the probes and config or checks them against it.
+
+        The lock (``flock`` on ``cam/.writer.lock``) is held until :meth:`close`;
+        the OS releases it when the process dies, so a killed run can resume.
 
         Returns:
             ``True`` when an existing record is continued.
 
         Raises:
-            ValueError: The folder holds a record of different probes.
+            RecordBusy: Another tracker or process writes this record.
+            ValueError: The folder holds a record of different probes or settings.
         """
+        self.lock()
+        try:
+            return self._open(meta, images=images, labels=labels, masks=masks)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(
+        self,
+        meta: Mapping[str, Any],
+        *,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        masks: np.ndarray | None,
+    ) -> bool:
         try:
             old = read_meta(self.path)
         except FileNotFoundError:
@@ -337,13 +365,17 @@ class RecordWriter:
                     f"(fingerprint {old.get('fingerprint')}, these are {meta['fingerprint']}). "
                     f"Use a new `log_dir` for a new probe set. Received: log_dir={where!r}"
                 )
-            for key in ("layer", "method"):
-                if key in meta and old.get(key) != meta[key]:
-                    raise ValueError(
-                        f"`{key}` differs from the record in {where} ({old.get(key)!r} there, "
-                        f"{meta[key]!r} now): continuing would mix maps of both. Use a new "
-                        f"`log_dir`. Received: {key}={meta[key]!r}"
-                    )
+            now = json.loads(json.dumps(dict(meta)))  # tuples as lists, as stored
+            differ = [k for k in now if k not in _NOT_COMPARED and old.get(k, _ABSENT) != now[k]]
+            if differ:
+                shown = ", ".join(
+                    f"{k}: {old.get(k, '(not recorded)')!r} there, {now[k]!r} now" for k in differ
+                )
+                raise ValueError(
+                    f"`{differ[0]}` differs from the record in {where} ({shown}): continuing "
+                    f"would mix maps of both settings in one record. Use a new `log_dir`, or "
+                    f"the record's settings. Received: {differ[0]}={now[differ[0]]!r}"
+                )
             return True
         arrays: dict[str, np.ndarray] = {"images": np.asarray(images, np.uint8)}
         n = len(arrays["images"])
@@ -356,6 +388,36 @@ class RecordWriter:
         full = {"format": FORMAT, "version": VERSION, **meta}
         atomic_write_bytes(self.path / "record.json", json.dumps(full, indent=2).encode())
         return False
+
+    def lock(self) -> None:
+        """Takes the record's writer lock, or raises :class:`RecordBusy` naming the holder."""
+        if self._lock is not None or fcntl is None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            where = str(self.path.parent)
+            raise RecordBusy(
+                f"`log_dir` {where} is being written by another tracker (process {holder}); "
+                f"one record has one writer. Wait for that fit to end, close that tracker, or "
+                f"use a new `log_dir`. Received: log_dir={where!r}"
+            ) from None
+        with contextlib.suppress(OSError):  # the pid is only for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Closing the descriptor releases the flock: on close(), or when the writer is dropped.
+        self._lock = weakref.finalize(self, os.close, fd)
+
+    def close(self) -> None:
+        """Releases the writer lock; safe to repeat."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                lock()
 
     def write_epoch(
         self,
@@ -390,6 +452,11 @@ class RecordWriter:
         """The latest recorded epoch before ``epoch``, for resuming."""
         earlier = [e for e in epoch_files(self.path) if e < epoch]
         return earlier[-1] if earlier else None
+
+    def last_epoch(self) -> int | None:
+        """The last recorded epoch, or ``None``."""
+        files = epoch_files(self.path)
+        return next(reversed(files)) if files else None
 
     def first_epoch(self) -> int | None:
         """The first recorded epoch."""

@@ -26,6 +26,7 @@ FLAG_HELP = {
     "unstable": "the map kept moving late in training (high drift)",
     "left_mask": "attention on the object mask ended no higher than chance",
     "on_cue": "attention on the suspected cue ended at 1.5x chance or more",
+    "non_finite": "NaN or inf in the maps or probabilities: the model diverged",
 }
 
 
@@ -131,7 +132,8 @@ b.right{color:#4cc46a} b.wrong{color:#ff6b7a}
 .curve .mid{stroke:#44444c;stroke-dasharray:2 3} .curve-row{display:flex;align-items:center;gap:8px}
 .p{color:#a0a0aa} .badge{display:inline-block;border-radius:10px;padding:0 8px;margin:2px 4px 0 0;
 font-size:12px;background:#44444c} .badge.misclassified{background:#8b2230}
-.badge.low_confidence{background:#8a6d12} .badge.on_cue,.badge.left_mask{background:#5b3a8c}
+.badge.low_confidence{background:#8a6d12} .badge.non_finite{background:#b3261e}
+.badge.on_cue,.badge.left_mask{background:#5b3a8c}
 .hidden{display:none} #count{color:#a0a0aa}
 """
 

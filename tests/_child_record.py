@@ -1,9 +1,9 @@
 """A child that writes a run record and stops inside one write, for the parent to SIGKILL.
 
 usage: python _child_record.py LOG_DIR PHASE
-  PHASE: data (half the bytes in the temporary), fsync, chmod, replace (just before the
-  rename), dirsync (after the rename, before the folder's fsync), or umask:OCTAL (sets the
-  umask, writes one file, prints its mode)
+  PHASE: create (the temporary is about to be made), data (half the bytes in the
+  temporary), fsync, replace (just before the rename), dirsync (after the rename, before
+  the folder's fsync)
 Prints "STOP <phase>" when it has stopped; it then sleeps until killed.
 """
 
@@ -17,16 +17,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cam_callback.record import RecordWriter  # noqa: E402
 
 log_dir, phase = sys.argv[1], sys.argv[2]
-
-if phase.startswith("umask:"):
-    from cam_callback import record  # noqa: E402
-
-    os.umask(int(phase.split(":")[1], 8))  # after the import, as a program may do
-
-    path = os.path.join(log_dir, "f.bin")
-    record.atomic_write_bytes(__import__("pathlib").Path(path), b"x")
-    print(oct(os.stat(path).st_mode & 0o777), flush=True)
-    sys.exit(0)
 
 
 def stop():
@@ -58,13 +48,7 @@ w.open(meta, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 2]))
 epoch(w, 0)
 epoch(w, 1)
 
-real_fdopen, real_fsync, real_chmod, real_replace, real_open = (
-    os.fdopen,
-    os.fsync,
-    os.chmod,
-    os.replace,
-    os.open,
-)
+real_fdopen, real_fsync, real_open = os.fdopen, os.fsync, os.open
 if phase == "data":
 
     class Half:
@@ -89,8 +73,14 @@ if phase == "data":
     os.fdopen = lambda *a, **k: Half(real_fdopen(*a, **k))
 elif phase == "fsync":
     os.fsync = lambda fd: stop()
-elif phase == "chmod":
-    os.chmod = lambda *a, **k: stop()
+elif phase == "create":
+
+    def tmp_open(path, flags, *a, **k):
+        if str(path).endswith(".tmp"):
+            stop()
+        return real_open(path, flags, *a, **k)
+
+    os.open = tmp_open
 elif phase == "replace":
     os.replace = lambda *a, **k: stop()
 elif phase == "dirsync":
