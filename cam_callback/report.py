@@ -186,6 +186,7 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
         "epochs": run.epochs,
         "layer": run.layer,
         "method": run.method,
+        "score": run.meta.get("score"),
         "threshold": threshold,
     }
     return f"""<!DOCTYPE html>
@@ -199,7 +200,8 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
   <h1>What the model looked at: {html.escape(str(run.path.parent.name))}</h1>
   <div class="sub">{len(rows)} probes · {len(run.epochs)} epochs
     ({run.epochs[0]}–{run.epochs[-1]}) · layer <code>{html.escape(run.layer or "input")}</code> ·
-    {html.escape(run.method)} · {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
+    {html.escape(run.method)} of the {html.escape(run.meta.get("score") or "unknown score")} ·
+    {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
   <div class="controls">
     <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
     <span>flag <select id="flag-filter"><option value="">all</option>
