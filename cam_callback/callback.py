@@ -200,6 +200,7 @@ class CAMTracker(keras.callbacks.Callback):
             layer=self.layer,
             method=self.method,
             output=self.output,
+            score=self.score,
         )
         cfg = _config.build_config(
             check=check,

@@ -169,7 +169,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"probes:  {run.n_probes} of {run.images.shape[1]}x{run.images.shape[2]} px, "
         f"{n_classes} classes ({names})"
     )
-    print(f"layer:   {run.layer or '(input)'}  method: {run.method}")
+    # The score really used (a logit that cannot be found falls back to the probability).
+    score = run.meta.get("score") or "unknown (older record)"
+    print(f"layer:   {run.layer or '(input)'}  method: {run.method}  score: {score}")
     finite = np.isfinite(run.heatmaps).all(axis=(0, 2, 3)) & np.isfinite(run.probabilities).all(
         axis=(0, 2)
     )

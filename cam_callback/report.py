@@ -194,6 +194,7 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
         "epochs": run.epochs,
         "layer": run.layer,
         "method": run.method,
+        "score": run.meta.get("score"),
         "threshold": threshold,
     }
     # Valid JSON inside <script>: only "<" could end the element early (</script>, <!--).
@@ -201,6 +202,7 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
     name = clean_name(run.path.parent.name, limit=120)
     layer = clean_name(run.layer or "input", limit=120)
     method = clean_name(run.method)
+    score = clean_name(run.meta.get("score") or "unknown score")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="generator" content="{GENERATOR}">
@@ -212,7 +214,8 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
   <h1>What the model looked at: {html.escape(name)}</h1>
   <div class="sub">{len(rows)} probes · {len(run.epochs)} epochs
     ({run.epochs[0]}–{run.epochs[-1]}) · layer <code>{html.escape(layer)}</code> ·
-    {html.escape(method)} · {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
+    {html.escape(method)} of the {html.escape(score)} ·
+    {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
   <div class="controls">
     <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
     <span>flag <select id="flag-filter"><option value="">all</option>

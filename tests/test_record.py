@@ -158,6 +158,51 @@ def test_atomic_write_is_durable_bytes(tmp_path):
     assert os.listdir(path.parent) == ["f.bin"]
 
 
+def _child(log_dir, phase):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "_child_record.py"), str(log_dir), phase],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("phase", ["create", "data", "fsync", "replace", "dirsync"])
+def test_sigkill_inside_a_write_leaves_a_readable_record(tmp_path, phase):
+    import signal
+
+    child = _child(tmp_path, phase)
+    try:
+        line = child.stdout.readline()  # the child stops inside epoch 2's write
+        assert line.strip() == f"STOP {phase}", line
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+    run = load_run(tmp_path)
+    # Before the rename the old state stands; after it the new epoch is whole.
+    assert run.epochs == ([0, 1, 2] if phase == "dirsync" else [0, 1])
+    want = np.float32([(e + 1) / 10 for e in run.epochs])
+    np.testing.assert_array_equal(run.heatmaps[:, 0, 0, 0], want)
+    leftovers = [p.name for p in (tmp_path / "cam" / "epochs").iterdir()]
+    assert all(p.startswith("epoch_") or p.endswith(".tmp") for p in leftovers), leftovers
+    # A new writer resumes in the same folder and overwrites what the kill interrupted.
+    w = RecordWriter(tmp_path)
+    w.open(meta(), images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 2]))
+    w.write_epoch(
+        2,
+        heatmaps=np.full((2, 2, 2), 0.3, np.float32),
+        probabilities=np.full((2, 3), 1 / 3),
+        targets=np.array([0, 2]),
+        metrics={"drift": np.array([2.0, 3.0])},
+    )
+    assert load_run(tmp_path).epochs == [0, 1, 2]
+
+
 def test_written_files_follow_the_live_umask(tmp_path):
     for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
         old = os.umask(umask)
