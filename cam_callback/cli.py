@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     page = Path(args.out) if args.out else run.path / "report" / "index.html"
     if page.exists() and GENERATOR not in page.read_text(errors="replace")[:2000]:
         raise CLIError(f"{page} exists and was not written by cam-callback; choose another --out")
-    _own_dir(page.parent / f"{page.stem}_files", [], default=not args.out)
+    # Its GIFs go to PAGE_files/: never over files there that another tool or person made.
+    gifs = [f"probe_{i:03d}.gif" for i in range(run.n_probes)]
+    _own_dir(page.parent / f"{page.stem}_files", gifs, default=not args.out)
     try:
         page.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -237,9 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)
-    if getattr(args, "fps", 1) <= 0:
-        print("cam-callback: error: --fps must be positive", file=sys.stderr)
-        return 1
+    if hasattr(args, "fps"):
+        from cam_callback.config import check_fps
+
+        try:
+            check_fps(args.fps, (getattr(args, "format", "gif"),), name="--fps")
+        except ValueError as exc:
+            print(f"cam-callback: error: {exc}", file=sys.stderr)
+            return 1
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return args.run(args)
     except (CLIError, FileNotFoundError, ValueError, ImportError) as exc:
@@ -254,6 +263,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a record damaged in a way no check foresaw: still one line
+        message = " ".join(str(exc).split())
+        print(f"cam-callback: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a skipped damaged epoch file) as one line each, without source lines."""
+    print(f"cam-callback: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

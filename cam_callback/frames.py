@@ -7,6 +7,7 @@ from 32-px to 512-px inputs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -126,14 +127,37 @@ def _text_mask(text: str, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
+# NUL, other control characters, and the bidi embeddings, overrides and isolates that could
+# reverse what a page or frame shows (U+202A-U+202E, U+2066-U+2069, and the LRM/RLM marks).
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+MAX_NAME = 48  # characters of a class name shown; longer names end in an ellipsis
+
+
+def clean_name(name: str, limit: int = MAX_NAME) -> str:
+    """A class name safe to show: control and bidi characters removed, cut to ``limit``.
+
+    Example:
+        >>> clean_name("cat\u202edog\x00"), clean_name("x" * 60, limit=5)
+        ('catdog', 'xxxx…')
+    """
+    text = _HIDDEN.sub("", str(name))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @lru_cache(maxsize=1024)
 def _fit(text: str, size: int, width: int) -> str:
+    """``text`` cut with an ellipsis to ``width`` pixels: a binary search, so cost stays linear."""
     font = _font(size)
     if font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+    lo, hi = 0, len(text)  # the longest prefix that fits with the ellipsis
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if font.getlength(text[:mid] + "…") <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "…"
 
 
 def put_text(frame: np.ndarray, x: int, y: int, text: str, colour, size: int) -> int:
@@ -207,7 +231,7 @@ class FrameRenderer:
     def name(self, cls: int) -> str:
         """The class name of ``cls``, or its id."""
         if self.class_names is not None and 0 <= cls < len(self.class_names):
-            return self.class_names[cls]
+            return clean_name(self.class_names[cls])
         return str(cls)
 
     def draw(self, heatmap: np.ndarray, probabilities: np.ndarray, epoch: int) -> np.ndarray:

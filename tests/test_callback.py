@@ -737,8 +737,14 @@ def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_pa
     assert tracker._finalizer is None and not finalizer.alive
     # close() detaches: a closed tracker's finalizer never runs again.
     second = CAMTracker(x, y, log_dir=tmp_path / "b", animate=None)
-    fit_with(second)
-    assert second._finalizer is None
+    during = []
+
+    class Peek(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            during.append(second._finalizer)
+
+    fit_with(second, extra=[Peek()])
+    assert during[0].alive is False and second._finalizer is None
 
 
 def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
