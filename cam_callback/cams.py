@@ -276,6 +276,11 @@ def _inspect(
         return info, head, "", None
     path, target_layer = _layers.resolve_layer(model, layer, info.calls)
     _check_spatial(path, target_layer, info.calls)
+    if _layers.feeds(model, target_layer, head.key) is False:
+        raise ValueError(
+            f"`layer` {path!r} does not feed the explained output, so its gradient is "
+            f"undefined. Received: layer={path!r}, output={output!r}"
+        )
     return info, head, path, target_layer
 
 
