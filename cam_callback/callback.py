@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import _validate, animate, cams, frames, metrics
+from cam_callback import _validate, animate, backends, cams, frames, metrics
 from cam_callback import config as _config
 from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
 from cam_callback.tensorboard import SummaryWriter, probe_tag
@@ -538,6 +538,9 @@ class _Session:
 
 def _is_chief(model: keras.Model) -> bool:
     """Under a multi-worker strategy only the chief (or worker 0 without one) writes."""
+    index, count = backends.process()  # keras.distribution over several JAX processes
+    if count > 1:
+        return index == 0
     strategy = getattr(model, "distribute_strategy", None)
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:

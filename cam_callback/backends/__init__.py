@@ -61,3 +61,14 @@ def get(backend: str | None = None) -> ModuleType:
             f"installed: pip install '{_EXTRAS[backend]}'"
         ) from exc
     return importlib.import_module(f"cam_callback.backends.{backend}")
+
+
+def process() -> tuple[int, int]:
+    """``(this process's index, process count)`` of a multi-process run (JAX), else ``(0, 1)``.
+
+    Example:
+        >>> process()  # doctest: +SKIP
+        (0, 1)
+    """
+    module = get()
+    return module.process() if hasattr(module, "process") else (0, 1)
