@@ -98,7 +98,7 @@ elif mode == "fit":
             }
         )
     )
-elif mode == "dataparallel" or mode.startswith("process:"):
+elif mode == "dataparallel":
     import jax
 
     devices = jax.devices()
@@ -110,12 +110,39 @@ elif mode == "dataparallel" or mode.startswith("process:"):
     model.compile("adam", "sparse_categorical_crossentropy")
     tracker = CAMTracker(x[:4], y[:4], log_dir=out, animate=None)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
-    info = {"devices": len(devices), "process": jax.process_index()}
-    if jax.process_index() == 0:
-        weights = model.get_weights()
-        keras.distribution.set_distribution(None)
-        single = small_cnn(3)
-        single.set_weights(weights)
-        res = compute_cams(single, x[:4])
-        np.savez(os.path.join(out, "single.npz"), maps=res.heatmaps, probs=res.probabilities)
-    print(json.dumps(info), flush=True)
+    weights = model.get_weights()
+    keras.distribution.set_distribution(None)
+    single = small_cnn(3)
+    single.set_weights(weights)
+    res = compute_cams(single, x[:4])
+    np.savez(os.path.join(out, "single.npz"), maps=res.heatmaps, probs=res.probabilities)
+    print(json.dumps({"devices": len(devices), "process": jax.process_index()}), flush=True)
+elif mode.startswith("process:") or mode == "oneprocess":
+    # Each process feeds its own half: the global batch k is both halves' k-th batches.
+    x = rng.random((32, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+    kw = dict(epochs=2, verbose=0, shuffle=False)
+    if mode == "oneprocess":
+        keras.utils.set_random_seed(0)
+        model = small_cnn(3)
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        order = np.concatenate([np.r_[8 * k : 8 * k + 8, 16 + 8 * k : 24 + 8 * k] for k in (0, 1)])
+        tracker = CAMTracker(x[:4], y[:4], log_dir=out, animate=None)
+        model.fit(x[order], y[order], batch_size=16, callbacks=[tracker], **kw)
+        print(json.dumps({"process": 0}), flush=True)
+    else:
+        import jax
+
+        distribution = keras.distribution.DataParallel(
+            devices=jax.devices(), auto_shard_dataset=False
+        )
+        keras.distribution.set_distribution(distribution)
+        keras.utils.set_random_seed(0)
+        model = small_cnn(3)  # built under the distribution: replicated weights
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        pid = jax.process_index()
+        mine = slice(16 * pid, 16 * pid + 16)
+        tracker = CAMTracker(x[:4], y[:4], log_dir=out, animate=None)
+        model.fit(x[mine], y[mine], batch_size=8, callbacks=[tracker], **kw)
+        info = {"process": pid, "processes": jax.process_count(), "pid": os.getpid()}
+        print(json.dumps(info), flush=True)

@@ -142,3 +142,30 @@ def test_jax_data_parallel_over_two_host_devices(tmp_path):
     # The last recorded epoch (final weights, two devices) against one device.
     np.testing.assert_allclose(run.heatmaps[-1], single["maps"], atol=1e-5)
     np.testing.assert_allclose(run.probabilities[-1], single["probs"], atol=1e-6)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_jax_two_processes_on_loopback_write_one_record(tmp_path):
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    shared.mkdir()
+    alone.mkdir()
+    port = free_port()
+    # Both processes get the same log_dir; JAX's CPU collectives (gloo) join them.
+    procs = [child(f"process:{i}:{port}", shared, "jax") for i in (0, 1)]
+    single = child("oneprocess", alone, "jax")
+    infos = [json.loads(finish(p, timeout=300).strip().splitlines()[-1]) for p in procs]
+    finish(single, timeout=300)
+    assert [(i["process"], i["processes"]) for i in infos] == [(0, 2), (1, 2)]
+    events = list((shared / "cam").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and f".{infos[0]['pid']}." in events[0].name  # process 0 only
+    two, one = load_run(shared), load_run(alone)
+    assert two.epochs == one.epochs == [0, 1]
+    np.testing.assert_allclose(two.heatmaps, one.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(two.probabilities, one.probabilities, atol=1e-5)
