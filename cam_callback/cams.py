@@ -347,7 +347,8 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
         return info
     sample = x[:8]  # a few images: enough to tell probabilities from free logits
     try:
-        calls, out = _layers.discover(model, sample)
+        with backends.inference(model):
+            calls, out = _layers.discover(model, sample)
     except Exception as exc:
         raise ValueError(
             f"`images` could not be run through the model: {exc}. Received: images.shape={x.shape}"

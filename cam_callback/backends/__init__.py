@@ -21,6 +21,7 @@ backend library directly:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
 
@@ -72,3 +73,12 @@ def process() -> tuple[int, int]:
     """
     module = get()
     return module.process() if hasattr(module, "process") else (0, 1)
+
+
+def inference(model: keras.Model) -> contextlib.AbstractContextManager:
+    """The context in which to run ``model`` outside the compiled functions (discovery).
+
+    PyTorch: eval mode and no autograd graph; elsewhere nothing.
+    """
+    module = get()
+    return module.inference(model) if hasattr(module, "inference") else contextlib.nullcontext()
