@@ -146,7 +146,8 @@ def probe_frames(
 
 
 def grid_tile(run: Run, epoch_pos: int, index: int, alpha: float = 0.5) -> np.ndarray:
-    """Probe ``index`` at the ``epoch_pos``-th recorded epoch as a grid tile."""
+    """Probe ``index`` at the ``epoch_pos``-th recorded epoch as a grid tile, captioned
+    with its id and true class."""
     label = None if run.labels is None else int(run.labels[index])
     return F.tile(
         run.images[index],
@@ -155,12 +156,26 @@ def grid_tile(run: Run, epoch_pos: int, index: int, alpha: float = 0.5) -> np.nd
         label,
         alpha,
         GRID_SIDE,
+        caption=tile_caption(index, None if label is None else run.class_name(label)),
     )
 
 
+def tile_caption(index: int, true_name: str | None) -> str:
+    """A grid tile's caption: ``"003 homer"`` (the id alone without labels).
+
+    Example:
+        >>> tile_caption(3, "homer")
+        '003 homer'
+    """
+    return f"{index:03d}" + (f" {true_name}" if true_name is not None else "")
+
+
 def grid_frames(run: Run, probes: Sequence[int], alpha: float = 0.5) -> list[np.ndarray]:
-    """One grid image of the given probes per recorded epoch."""
-    return [F.grid([grid_tile(run, e, i, alpha) for i in probes]) for e in range(len(run.epochs))]
+    """One grid image of the given probes per recorded epoch, titled with the epoch."""
+    return [
+        F.grid([grid_tile(run, e, i, alpha) for i in probes], title=F.epoch_label(epoch))
+        for e, epoch in enumerate(run.epochs)
+    ]
 
 
 def render_animations(
@@ -332,7 +347,10 @@ def compare_animations(
         return [
             side_by_side(
                 [x, y],
-                [f"{labels[0]} · epoch {a.epochs[e]}", f"{labels[1]} · epoch {b.epochs[e]}"],
+                [
+                    f"{labels[0]} · {F.epoch_label(a.epochs[e])}",
+                    f"{labels[1]} · {F.epoch_label(b.epochs[e])}",
+                ],
             )
             for e, (x, y) in enumerate(zip(fa, fb, strict=True))
         ]

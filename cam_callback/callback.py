@@ -14,7 +14,14 @@ import keras
 import numpy as np
 
 from cam_callback import _validate, animate, cams, frames, metrics
-from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
+from cam_callback.record import (
+    BASELINE_EPOCH,
+    RecordWriter,
+    fingerprint,
+    load_run,
+    record_dir,
+    write_flags,
+)
 from cam_callback.tensorboard import SummaryWriter, probe_tag
 
 _STOP = object()
@@ -168,7 +175,7 @@ class CAMTracker(keras.callbacks.Callback):
         self._check_against_model(check.n_classes)
         _check_log_dir(self.log_dir)
         writer = RecordWriter(self.log_dir)
-        writer.open(
+        resumed = writer.open(
             {
                 "layer": check.layer,
                 "method": self.method,
@@ -190,12 +197,18 @@ class CAMTracker(keras.callbacks.Callback):
         self._session = _Session(self, writer)
         # Closes the writer and stops the thread even if fit raises and the tracker is dropped.
         weakref.finalize(self, self._session.close)
+        if not resumed:  # where attention was before any learning: every animation starts here
+            self._record(self._session, BASELINE_EPOCH)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Records the epoch when it is due and hands its frames to TensorBoard."""
         session = self._session
         if session is None or (epoch + 1) % self.every_n_epochs:
             return
+        self._record(session, epoch)
+
+    def _record(self, session: _Session, epoch: int) -> None:
+        """Computes, stores and shows the maps of ``epoch`` (-1: before training)."""
         session.raise_pending()
         res = cams.compute_cams(
             self.model,
@@ -365,8 +378,8 @@ class _Session:
     def raise_pending(self) -> None:
         if self.error is not None:
             error, self.error = self.error, None
-            raise RuntimeError(
-                f"drawing the TensorBoard frames of epoch {self.error_epoch} failed: {error}"
+            when = frames.epoch_label(self.error_epoch)  # "epoch 3" or "before training"
+            raise RuntimeError(f"drawing the TensorBoard frames of {when} failed: {error}"
             ) from error
 
     def _run(self) -> None:
@@ -396,10 +409,19 @@ class _Session:
             images[probe_tag(i, name)] = r.draw(heatmaps[i], probs[i], epoch)
             tiles.append(
                 frames.tile(
-                    self.display[i], heatmaps[i], probs[i], r.label, self.alpha, animate.GRID_SIDE
+                    self.display[i],
+                    heatmaps[i],
+                    probs[i],
+                    r.label,
+                    self.alpha,
+                    animate.GRID_SIDE,
+                    caption=animate.tile_caption(i, name),
                 )
             )
-        images["cam/grid"] = frames.grid(tiles)
+        images["cam/grid"] = frames.grid(tiles, title=frames.epoch_label(epoch))
+        if epoch == BASELINE_EPOCH:  # its own tag, so TensorBoard's steps stay Keras's epochs
+            self.writer.write(0, {"cam/before_training": images["cam/grid"]}, {})
+            return
         scalars = {f"cam/{k}": v for k, v in metrics.summary_scalars(values).items()}
         self.writer.write(epoch, images, scalars)
 

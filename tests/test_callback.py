@@ -90,8 +90,10 @@ def test_tensorboard_tags_and_steps_next_to_keras(trained):
     # Scalars agree with the record.
     run = load_run(log_dir)
     drift = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("cam/mean_drift")]
-    np.testing.assert_allclose(drift, run.metrics["drift"].mean(1), rtol=1e-5)
-    assert drift[0] == 0.0
+    # The record leads with the state before training, which TensorBoard shows on its own tag.
+    assert run.epochs[0] == -1 and run.metrics["drift"][0].max() == 0.0
+    np.testing.assert_allclose(drift, run.metrics["drift"][1:].mean(1), rtol=1e-5)
+    assert [e.step for e in acc.Tensors("cam/before_training")] == [0]
     keras_tags = events(log_dir / "train").Tags()["tensors"]
     assert "epoch_loss" in keras_tags
 
@@ -99,8 +101,8 @@ def test_tensorboard_tags_and_steps_next_to_keras(trained):
 def test_recorded_maps_equal_compute_cams_on_trained_model(trained):
     log_dir, model, _, probes = trained
     run = load_run(log_dir)
-    assert run.epochs == [0, 1, 2]
-    assert run.heatmaps.shape == (3, 4, 13, 13) and run.probabilities.shape == (3, 4, 3)
+    assert run.epochs == [-1, 0, 1, 2] and run.has_baseline
+    assert run.heatmaps.shape == (4, 4, 13, 13) and run.probabilities.shape == (4, 4, 3)
     assert run.images.dtype == np.uint8 and run.images.shape == (4, 32, 32, 3)
     assert run.layer == "conv2" and run.method == "gradcam" and run.class_names == CLASSES
     fresh = compute_cams(model, probes)
@@ -117,10 +119,10 @@ def test_animations_have_one_frame_per_epoch(trained):
         [f"probe_{i:03d}.{f}" for i in range(4) for f in ("gif", "mp4")] + ["grid.gif", "grid.mp4"]
     )
     gif = Image.open(folder / "probe_000.gif")
-    assert gif.n_frames == 3 and gif.info["loop"] == 0
+    assert gif.n_frames == 4 and gif.info["loop"] == 0  # before training, then 3 epochs
     import imageio.v3 as iio
 
-    assert len(iio.imread(folder / "probe_001.mp4")) == 3
+    assert len(iio.imread(folder / "probe_001.mp4")) == 4
 
 
 def test_writer_closed_after_fit(trained):
@@ -246,17 +248,17 @@ def test_resume_with_initial_epoch(tmp_path):
         callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate="gif")],
     )
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1, 2, 3]
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 4
+    assert run.epochs == [-1, 0, 1, 2, 3]  # one baseline: the resumed fit records none
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 5
     # drift at the resumed epoch is measured against the epoch recorded before the restart.
     from cam_callback.metrics import cosine_drift
 
     np.testing.assert_allclose(
-        run.metrics["drift"][1], cosine_drift(run.heatmaps[1], run.heatmaps[0]), atol=1e-6
+        run.metrics["drift"][2], cosine_drift(run.heatmaps[2], run.heatmaps[1]), atol=1e-6
     )
-    np.testing.assert_allclose(
-        run.metrics["drift_from_first"][3],
-        cosine_drift(run.heatmaps[3], run.heatmaps[0]),
+    np.testing.assert_allclose(  # and "first" is the state before training
+        run.metrics["drift_from_first"][4],
+        cosine_drift(run.heatmaps[4], run.heatmaps[0]),
         atol=1e-6,
     )
 
@@ -264,7 +266,7 @@ def test_resume_with_initial_epoch(tmp_path):
 def test_every_n_epochs(tmp_path):
     x, y = data(8)
     fit_with(CAMTracker(x, y, log_dir=tmp_path, every_n_epochs=2, animate=None), epochs=5)
-    assert load_run(tmp_path).epochs == [1, 3]
+    assert load_run(tmp_path).epochs == [-1, 1, 3]
 
 
 def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
@@ -280,7 +282,7 @@ def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
             fit_with(tracker, epochs=5, extra=[Boom()])
         assert tracker._session is not None  # fit calls no hook when it raises
     assert tracker._session is None
-    assert load_run(tmp_path).epochs == [0, 1]
+    assert load_run(tmp_path).epochs == [-1, 0, 1]
     acc = events(tmp_path / "cam")
     assert [e.step for e in acc.Tensors("cam/grid")] == [0, 1]
 
@@ -314,9 +316,9 @@ def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
         raise OSError("no space for frames")
 
     monkeypatch.setattr(callback._Session, "_draw", broken)
-    with pytest.raises(RuntimeError, match="epoch 0 failed: no space for frames"):
+    with pytest.raises(RuntimeError, match="before training failed: no space for frames"):
         fit_with(CAMTracker(x, y, log_dir=tmp_path), epochs=3)
-    assert load_run(tmp_path).epochs[0] == 0  # the record is kept
+    assert load_run(tmp_path).epochs == [-1]  # the record is kept
 
 
 def test_sigkill_mid_training_leaves_readable_record(tmp_path):
@@ -336,11 +338,13 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
         if child.poll() is None:
             child.kill()
     run = load_run(tmp_path)
-    assert run.epochs[:3] == [0, 1, 2]
-    assert run.epochs == list(range(len(run.epochs)))
+    assert run.epochs[:4] == [-1, 0, 1, 2]
+    assert run.epochs == list(range(-1, len(run.epochs) - 1))
     assert np.isfinite(run.heatmaps).all() and run.heatmaps.shape[1] == 5
     leftovers = [
-        p.name for p in (tmp_path / "cam" / "epochs").iterdir() if not p.name.startswith("epoch_")
+        p.name
+        for p in (tmp_path / "cam" / "epochs").iterdir()
+        if not p.name.startswith("epoch_") and p.name != "baseline.npz"
     ]
     # A temporary may survive a kill mid-write; the reader skips it and it never tears an epoch.
     assert all(p.endswith(".tmp") for p in leftovers)
@@ -357,7 +361,7 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
         verbose=0,
         callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
     )
-    assert load_run(tmp_path).epochs == list(range(last + 2))
+    assert load_run(tmp_path).epochs == list(range(-1, last + 2))
 
 
 def run_child(mode, log_dir):
@@ -375,7 +379,7 @@ def test_mirrored_strategy_two_logical_cpus(tmp_path):
     stdout = run_child("mirrored", tmp_path)
     assert "replicas 2" in stdout and "ok" in stdout
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1] and np.isfinite(run.heatmaps).all()
+    assert run.epochs == [-1, 0, 1] and np.isfinite(run.heatmaps).all()
     assert run.heatmaps.max() == pytest.approx(1.0)
 
 
