@@ -342,6 +342,8 @@ class _Session:
             else []
         )
         self.display = tracker.display_images
+        self.labels, self.class_names = tracker.probe_labels, tracker.class_names
+        self.mask_kind = tracker.mask_kind  # for the per-group scalars
         self.alpha = tracker.alpha
         self.writer = SummaryWriter(record.path) if tracker.tensorboard else None
         self.queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: memory stays flat
@@ -422,7 +424,10 @@ class _Session:
         if epoch == BASELINE_EPOCH:  # its own tag, so TensorBoard's steps stay Keras's epochs
             self.writer.write(0, {"cam/before_training": images["cam/grid"]}, {})
             return
-        scalars = {f"cam/{k}": v for k, v in metrics.summary_scalars(values).items()}
+        groups = metrics.summary_scalars(
+            values, labels=self.labels, class_names=self.class_names, mask_kind=self.mask_kind
+        )
+        scalars = {f"cam/{k}": v for k, v in groups.items()}
         self.writer.write(epoch, images, scalars)
 
     def finish(self) -> None:
