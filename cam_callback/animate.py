@@ -161,13 +161,13 @@ def grid_tile(run: Run, epoch_pos: int, index: int, alpha: float = 0.5) -> np.nd
 
 
 def tile_caption(index: int, true_name: str | None) -> str:
-    """A grid tile's caption: ``"003 homer"`` (the id alone without labels).
+    """A grid tile's caption: ``"003 · homer"`` (the id alone without labels).
 
     Example:
         >>> tile_caption(3, "homer")
-        '003 homer'
+        '003 · homer'
     """
-    return f"{index:03d}" + (f" {true_name}" if true_name is not None else "")
+    return f"{index:03d}" + (f" · {true_name}" if true_name is not None else "")
 
 
 def grid_frames(run: Run, probes: Sequence[int], alpha: float = 0.5) -> list[np.ndarray]:
