@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 
 from cam_callback import _validate, animate, cams, frames, metrics
+from cam_callback import config as _config
 from cam_callback.record import (
     BASELINE_EPOCH,
     RecordWriter,
@@ -25,6 +27,11 @@ from cam_callback.record import (
 from cam_callback.tensorboard import SummaryWriter, probe_tag
 
 _STOP = object()
+ON_ERROR = ("warn", "raise")
+
+
+class TrackerWarning(UserWarning):
+    """A part of the tracker failed and stopped; training went on."""
 
 
 class CAMTracker(keras.callbacks.Callback):
@@ -64,6 +71,17 @@ class CAMTracker(keras.callbacks.Callback):
         faithfulness: Also record the deletion-test number each epoch (one
             extra forward pass over ``2 N`` images).
         batch_size: Probes per compiled call.
+        on_error: What a failure inside the tracker during ``fit`` does (a full
+            disk, a write, render or TensorBoard error). ``"warn"``: warn once
+            with the cause, stop the part that failed and let training go on;
+            what was recorded stays readable. ``"raise"``: raise it out of
+            ``fit``. Bad arguments always raise, in ``__init__`` or before the
+            first epoch.
+
+    Calling ``fit`` again with the same tracker continues the record's epoch
+    numbering; a new tracker on a record that already holds the epochs a
+    ``fit`` would write is refused before that ``fit``'s first epoch (use
+    ``initial_epoch=history.epoch[-1] + 1``, Keras's fine-tuning idiom).
 
     Example:
         >>> tracker = CAMTracker(x_probe, y_probe, log_dir="runs/a",  # doctest: +SKIP
@@ -96,6 +114,7 @@ class CAMTracker(keras.callbacks.Callback):
         low_confidence: float = 0.5,
         faithfulness: bool = False,
         batch_size: int = 32,
+        on_error: str = "warn",
     ) -> None:
         super().__init__()
         self.probe_images = _check_probes(probe_images)
@@ -130,8 +149,8 @@ class CAMTracker(keras.callbacks.Callback):
         if not isinstance(tensorboard, bool):
             raise TypeError(f"`tensorboard` must be a bool. Received: tensorboard={tensorboard!r}")
         self.formats = _check_formats(animate)
-        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0:
-            raise ValueError(f"`fps` must be a positive number. Received: fps={fps!r}")
+        fps = _config.check_fps(fps, self.formats)
+        _config.check_video(self.formats)
         if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}")
         if mask_kind not in ("object", "cue"):
@@ -141,6 +160,18 @@ class CAMTracker(keras.callbacks.Callback):
         if not isinstance(low_confidence, (int, float)) or not 0.0 <= low_confidence <= 1.0:
             raise ValueError(
                 f"`low_confidence` must be in [0, 1]. Received: low_confidence={low_confidence!r}"
+            )
+        if output is not None and (isinstance(output, bool) or not isinstance(output, (int, str))):
+            raise TypeError(
+                f"`output` must be None, an output index or name. Received: output={output!r}"
+            )
+        if not isinstance(faithfulness, bool):
+            raise TypeError(
+                f"`faithfulness` must be a bool. Received: faithfulness={faithfulness!r}"
+            )
+        if on_error not in ON_ERROR:
+            raise ValueError(
+                f"`on_error` must be one of {ON_ERROR}. Received: on_error={on_error!r}"
             )
         self.layer = layer
         self.method = method
@@ -155,8 +186,13 @@ class CAMTracker(keras.callbacks.Callback):
         self.low_confidence = float(low_confidence)
         self.faithfulness = bool(faithfulness)
         self.batch_size = batch_size
+        self.on_error = on_error
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
+        self._target_arg = target
+        self.config: _config.TrackerConfig | None = None
         self._session: _Session | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._next_epoch: int | None = None  # after the last epoch an earlier fit trained
 
     # ------------------------------------------------------------------ Keras hooks
 
@@ -171,45 +207,86 @@ class CAMTracker(keras.callbacks.Callback):
             layer=self.layer,
             method=self.method,
             output=self.output,
+            score=self.score,
         )
-        self._check_against_model(check.n_classes)
+        cfg = _config.build_config(
+            check=check,
+            method=self.method,
+            score=self.score,
+            target=self._target_arg,
+            output=self.output,
+            fingerprint=self.fingerprint,
+            probe_images=self.probe_images,
+            probe_labels=self.probe_labels,
+            one_hot_width=self._one_hot_width,
+            class_names=self.class_names,
+            probe_masks=self.probe_masks,
+            mask_kind=self.mask_kind,
+            low_confidence=self.low_confidence,
+            every_n_epochs=self.every_n_epochs,
+        )
         _check_log_dir(self.log_dir)
+        if self._next_epoch is not None and self.config != cfg:
+            self._next_epoch = None  # another model or setting: not a continuation
         writer = RecordWriter(self.log_dir)
-        resumed = writer.open(
-            {
-                "layer": check.layer,
-                "method": self.method,
-                "score": self.score,
-                "fingerprint": self.fingerprint,
-                "n_probes": len(self.probe_images),
-                "n_classes": check.n_classes,
-                "map_shape": list(check.map_shape),
-                "class_names": self.class_names,
-                "probe_shape": list(self.probe_images.shape[1:]),
-                "mask_kind": self.mask_kind,
-                "low_confidence": self.low_confidence,
-                "every_n_epochs": self.every_n_epochs,
-            },
-            images=self.display_images,
-            labels=self.probe_labels,
-            masks=self.probe_masks,
-        )
-        self._session = _Session(self, writer)
+        try:
+            resumed = writer.open(
+                cfg.to_json(),
+                images=self.display_images,
+                labels=self.probe_labels,
+                masks=self.probe_masks,
+            )
+        except OSError as exc:  # a full or failing disk; checks above raise ValueError
+            self._fail("opening the record", None, exc, "Nothing is recorded in this fit")
+            return
+        self.config = cfg
+        self._session = session = _Session(self, writer)
         # Closes the writer and stops the thread even if fit raises and the tracker is dropped.
-        weakref.finalize(self, self._session.close)
+        self._finalizer = weakref.finalize(self, session.close)
         if not resumed:  # where attention was before any learning: every animation starts here
-            self._record(self._session, BASELINE_EPOCH)
+            try:
+                self._record_epoch(session, BASELINE_EPOCH)
+            except Exception as exc:
+                self._fail("recording the state before training", None, exc, "Recording stopped")
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """At a fit's first epoch, refuses to overwrite epochs an earlier fit recorded."""
+        session = self._session
+        if session is None or session.started:
+            return
+        session.started = True
+        if self._next_epoch is not None and epoch < self._next_epoch:
+            # The same tracker fit again from epoch 0: its epochs follow the earlier ones.
+            session.offset = self._next_epoch - epoch
+            return
+        last = session.record.last_epoch()
+        if last is not None and epoch <= last:
+            self.close()
+            where = str(self.log_dir)
+            raise ValueError(
+                f"`log_dir` {where} already holds epochs up to {last} from an earlier fit, and "
+                f"this fit starts at epoch {epoch}: recording it would overwrite them. Continue "
+                f"the numbering with model.fit(..., initial_epoch={last + 1}) (to fine-tune: "
+                f"initial_epoch=history.epoch[-1] + 1), or use a new `log_dir`. "
+                f"Received: initial_epoch={epoch}, log_dir={where!r}"
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Records the epoch when it is due and hands its frames to TensorBoard."""
         session = self._session
-        if session is None or (epoch + 1) % self.every_n_epochs:
+        if session is None:
             return
-        self._record(session, epoch)
+        epoch += session.offset  # the record's numbering (see on_epoch_begin)
+        self._next_epoch = epoch + 1
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        self._check_renderer(session)
+        try:
+            self._record_epoch(session, epoch)
+        except Exception as exc:
+            self._fail("recording", epoch, exc, "Recording stopped")
 
-    def _record(self, session: _Session, epoch: int) -> None:
-        """Computes, stores and shows the maps of ``epoch`` (-1: before training)."""
-        session.raise_pending()
+    def _record_epoch(self, session: _Session, epoch: int) -> None:
         res = cams.compute_cams(
             self.model,
             self.probe_images,
@@ -246,29 +323,63 @@ class CAMTracker(keras.callbacks.Callback):
             metrics=values,
         )
         session.remember(epoch, res.heatmaps)
-        if self.tensorboard:
+        if self.tensorboard and not session.tensorboard_stopped:
             session.submit(epoch, res.heatmaps, res.probabilities, values)
+
+    def _check_renderer(self, session: _Session) -> None:
+        """Raises (``on_error="raise"``) or warns once about a failed render thread."""
+        if session.error is None:
+            return
+        if self.on_error == "raise":
+            session.raise_pending()
+        error, epoch = session.error, session.error_epoch
+        session.error = None
+        session.tensorboard_stopped = True
+        self._fail("drawing the TensorBoard frames", epoch, error, "TensorBoard frames stopped")
+
+    def _fail(self, what: str, epoch: int | None, exc: BaseException, consequence: str) -> None:
+        """One failure inside the tracker: re-raised, or warned about and contained."""
+        if self.on_error == "raise":
+            raise exc
+        if consequence == "Recording stopped":
+            self.close()
+        at = "" if epoch is None else f" at epoch {epoch}" if epoch >= 0 else " before training"
+        warnings.warn(
+            f"CAMTracker: {what}{at} failed: {type(exc).__name__}: {exc}. {consequence}; "
+            f"training goes on, and the record in {self.record_path} keeps what was written. "
+            f'Pass on_error="raise" to stop training instead.',
+            TrackerWarning,
+            stacklevel=3,
+        )
 
     def on_train_end(self, logs: dict | None = None) -> None:
         """Flushes TensorBoard, closes everything and writes the animations."""
         session = self._session
         if session is None:
             return
-        try:
-            session.finish()
+        try:  # the writer lock is held until the animations are written
+            session.stop_renderer()
+            self._check_renderer(session)
+            try:
+                run = load_run(self.log_dir)
+                if run.epochs:
+                    write_flags(run)
+            except Exception as exc:
+                self._fail("reading back the record", None, exc, "No flags or animations")
+                return
+            if self.formats and run.epochs:
+                try:
+                    animate.render_animations(
+                        run,
+                        formats=self.formats,
+                        fps=self.fps,
+                        top_k=self.top_k,
+                        alpha=self.alpha,
+                    )
+                except Exception as exc:
+                    self._fail("writing the animations", None, exc, "Animations stopped")
         finally:
             self.close()
-        run = load_run(self.log_dir)
-        if run.epochs:
-            write_flags(run)
-        if self.formats and run.epochs:
-            animate.render_animations(
-                run,
-                formats=self.formats,
-                fps=self.fps,
-                top_k=self.top_k,
-                alpha=self.alpha,
-            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,6 +391,9 @@ class CAMTracker(keras.callbacks.Callback):
         when the tracker is garbage-collected or the interpreter exits.
         """
         session, self._session = self._session, None
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer.detach()  # the tracker's session is closed here, not again when collected
         if session is not None:
             session.close()
 
@@ -293,29 +407,6 @@ class CAMTracker(keras.callbacks.Callback):
     def record_path(self) -> Path:
         """The record folder, ``log_dir/cam``."""
         return record_dir(self.log_dir)
-
-    def _check_against_model(self, n_classes: int) -> None:
-        if self.class_names is not None and len(self.class_names) != n_classes:
-            raise ValueError(
-                f"`class_names` has {len(self.class_names)} names but the model has "
-                f"{n_classes} classes. Received: class_names={self.class_names}"
-            )
-        if self._one_hot_width is not None and self._one_hot_width != n_classes:
-            raise ValueError(
-                f"`probe_labels` are one-hot with {self._one_hot_width} columns but the model "
-                f"has {n_classes} classes. Received: probe_labels of width {self._one_hot_width}"
-            )
-        if self.probe_labels is not None and self.probe_labels.max() >= n_classes:
-            raise ValueError(
-                f"`probe_labels` holds class {int(self.probe_labels.max())} but the model has "
-                f"{n_classes} classes (0..{n_classes - 1}). Received: probe_labels"
-            )
-        target = self.target
-        if not isinstance(target, str) and np.max(target) >= n_classes:
-            raise ValueError(
-                f"`target` class {int(np.max(target))} is outside the model's {n_classes} "
-                f"classes. Received: target={target!r}"
-            )
 
 
 class _Session:
@@ -352,6 +443,10 @@ class _Session:
         self.previous: np.ndarray | None = None
         self.previous_epoch: int | None = None
         self.first: np.ndarray | None = None
+        self.started = False  # on_epoch_begin has seen this fit's first epoch
+        self.offset = 0  # added to Keras's epoch when the same tracker fits again
+        self.tensorboard_stopped = False
+        self.stop_requested = False  # close() called on the render thread itself
         self.thread: threading.Thread | None = None
         if self.writer is not None:
             self.thread = threading.Thread(target=self._run, name="cam-tracker-render", daemon=True)
@@ -375,13 +470,17 @@ class _Session:
             self.first = heatmaps
 
     def submit(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
+        thread = self.thread
+        if thread is None or not thread.is_alive():
+            return  # a stopped renderer must never block training on a full queue
         self.queue.put((epoch, heatmaps, probs, values))
 
     def raise_pending(self) -> None:
         if self.error is not None:
             error, self.error = self.error, None
             when = frames.epoch_label(self.error_epoch)  # "epoch 3" or "before training"
-            raise RuntimeError(f"drawing the TensorBoard frames of {when} failed: {error}"
+            raise RuntimeError(
+                f"drawing the TensorBoard frames of {when} failed: {error}"
             ) from error
 
     def _run(self) -> None:
@@ -393,6 +492,9 @@ class _Session:
             except OSError:
                 pass
         while True:
+            if self.stop_requested:  # the finalizer ran on this thread: finish its work here
+                self._release()
+                return
             job = self.queue.get()
             if job is _STOP:
                 return
@@ -430,18 +532,32 @@ class _Session:
         scalars = {f"cam/{k}": v for k, v in groups.items()}
         self.writer.write(epoch, images, scalars)
 
-    def finish(self) -> None:
-        """Waits for queued frames, closes the writer, and raises a renderer error."""
-        self.close()
-        self.raise_pending()
-
-    def close(self) -> None:
+    def stop_renderer(self) -> None:
+        """Waits for queued frames and closes the TensorBoard writer; the record stays open."""
         thread, self.thread = self.thread, None
         if thread is not None and thread.is_alive():
             self.queue.put(_STOP)
             thread.join()
         if self.writer is not None:
             self.writer.close()
+
+    def close(self) -> None:
+        """Stops the render thread, closes the writer and releases the record's lock.
+
+        Also safe when the garbage collector runs the finalizer on the render
+        thread: that thread cannot join itself, so it stops after its current job.
+        """
+        thread = self.thread
+        if thread is not None and thread is threading.current_thread():
+            self.stop_requested = True
+            return
+        self.stop_renderer()
+        self._release()
+
+    def _release(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.record.close()
 
 
 # ---------------------------------------------------------------------- validation

@@ -22,6 +22,7 @@ def make_record(
     class_names=None,
     baseline=False,
     masks=False,
+    score="probability",
 ):
     """A record whose probes drift from wrong to right; returns the log_dir.
 
@@ -49,6 +50,7 @@ def make_record(
             "map_shape": [hw, hw],
             "class_names": class_names or [f"class_{c}" for c in range(n_classes)],
             "mask_kind": mask_kind,
+            "score": score,
         },
         images=images,
         labels=y if labels else None,
