@@ -272,7 +272,7 @@ class CAMTracker(keras.callbacks.Callback):
         try:
             self._record_epoch(session, epoch)
         except Exception as exc:
-            self._fail("recording", epoch, exc, "Recording stopped")
+            self._fail("recording", epoch, exc, "Recording stopped", stop=True)
 
     def _record_epoch(self, session: _Session, epoch: int) -> None:
         res = cams.compute_cams(
@@ -325,11 +325,16 @@ class CAMTracker(keras.callbacks.Callback):
         session.tensorboard_stopped = True
         self._fail("drawing the TensorBoard frames", epoch, error, "TensorBoard frames stopped")
 
-    def _fail(self, what: str, epoch: int | None, exc: BaseException, consequence: str) -> None:
-        """One failure inside the tracker: re-raised, or warned about and contained."""
+    def _fail(
+        self, what: str, epoch: int | None, exc: BaseException, consequence: str, stop: bool = False
+    ) -> None:
+        """One failure inside the tracker: re-raised, or warned about and contained.
+
+        ``stop`` ends all recording for this fit (and releases the record's lock).
+        """
         if self.on_error == "raise":
             raise exc
-        if consequence == "Recording stopped":
+        if stop:
             self.close()
         at = "" if epoch is None else f" at epoch {epoch}"
         warnings.warn(
@@ -350,11 +355,14 @@ class CAMTracker(keras.callbacks.Callback):
             self._check_renderer(session)
             try:
                 run = load_run(self.log_dir)
-                if run.epochs:
-                    write_flags(run)
             except Exception as exc:
                 self._fail("reading back the record", None, exc, "No flags or animations")
                 return
+            if run.epochs:
+                try:
+                    write_flags(run)
+                except Exception as exc:  # the flags are recomputed from the metrics on read
+                    self._fail("writing flags.json", None, exc, "flags.json is not updated")
             if self.formats and run.epochs:
                 try:
                     animate.render_animations(

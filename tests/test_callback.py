@@ -600,7 +600,7 @@ def test_nan_diverging_model_trains_to_the_end_and_is_recorded_as_is(tmp_path):
     report = cli("report", tmp_path)
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "cam" / "report" / "index.html").read_text()
-    assert page.count('class="badge non_finite"') == 4 and ">nan<" not in page.replace(" ", "")
+    assert page.count('class="badge non_finite"') == 4 and page.count("p(true) nan") == 4
 
 
 def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, monkeypatch):
@@ -662,6 +662,24 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
     assert history.epoch == [0, 1] and after_fit == ["model saved"]
     assert load_run(tmp_path).epochs == [0, 1]
     assert json.loads((tmp_path / "cam" / "flags.json").read_text())["n_epochs"] == 2
+
+    # The disk full for flags.json too: each part warns once, and fit still returns.
+    from cam_callback import record
+
+    real = record.atomic_write_bytes
+    monkeypatch.setattr(
+        record,
+        "atomic_write_bytes",
+        lambda path, data: full(path, data) if path.name == "flags.json" else real(path, data),
+    )
+    with caught() as seen:
+        history = compiled().fit(
+            x, y, epochs=1, verbose=0, callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path / "b")]
+        )
+    found = tracker_warnings(seen)
+    assert len(found) == 2 and "writing flags.json failed" in found[0], found
+    assert "writing the animations failed" in found[1] and history.epoch == [0]
+    assert load_run(tmp_path / "b").flags["misclassified"].shape == (3,)
 
 
 def test_render_errors_warn_once_and_stop_only_tensorboard(tmp_path, monkeypatch):
