@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,11 +11,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import _validate, animate, cams, frames, metrics
-from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
-from cam_callback.tensorboard import SummaryWriter, probe_tag
-
-_STOP = object()
+from cam_callback import _validate, animate, cams, frames, pipeline
+from cam_callback.record import RecordWriter, fingerprint, record_dir
 
 
 class CAMTracker(keras.callbacks.Callback):
@@ -25,9 +20,11 @@ class CAMTracker(keras.callbacks.Callback):
 
     Each recorded epoch is appended atomically to a run record in
     ``log_dir/cam/`` (read it with :func:`cam_callback.load_run`), shown live in
-    TensorBoard beside ``keras.callbacks.TensorBoard(log_dir)``, and at the end
-    of training turned into one animation per probe under
-    ``log_dir/cam/animations/``.
+    TensorBoard beside ``keras.callbacks.TensorBoard(log_dir)``, and added to
+    one animation per probe under ``log_dir/cam/animations/``, finished at the
+    end of training. ``on_epoch_end`` only computes the maps; the record, the
+    metrics, drawing and encoding run in the background
+    (:mod:`cam_callback.pipeline`).
 
     Args:
         probe_images: ``[N, H, W, C]`` in the model's input space.
@@ -46,7 +43,14 @@ class CAMTracker(keras.callbacks.Callback):
         every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``).
         top_k: Classes in the probability bars.
         tensorboard: Write image and scalar summaries to ``log_dir/cam``.
+        tensorboard_probes: How many probes get their own TensorBoard image
+            (chosen once per ``fit``, class by class; see
+            :func:`cam_callback.pipeline.choose_tensorboard_probes`), or a list
+            of probe ids. The grid and the scalars always cover every probe.
         animate: ``"gif"``, ``"mp4"``, ``("gif", "mp4")`` or ``None``.
+        max_frames: Most frames per animation: recorded epochs sampled evenly,
+            the first and last always kept. ``None``: every epoch. The record
+            keeps every epoch either way.
         fps: Frames per second of the animations.
         alpha: Weight of the heatmap in the overlay.
         score: ``"logit"`` or ``"probability"``.
@@ -80,7 +84,9 @@ class CAMTracker(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         top_k: int = 3,
         tensorboard: bool = True,
+        tensorboard_probes: int | Sequence[int] = pipeline.DEFAULT_TENSORBOARD_PROBES,
         animate: str | Sequence[str] | None = "gif",
+        max_frames: int | None = pipeline.DEFAULT_MAX_FRAMES,
         fps: float = 4.0,
         alpha: float = 0.5,
         score: str = "logit",
@@ -122,7 +128,16 @@ class CAMTracker(keras.callbacks.Callback):
                 raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
         if not isinstance(tensorboard, bool):
             raise TypeError(f"`tensorboard` must be a bool. Received: tensorboard={tensorboard!r}")
+        self.tensorboard_probes = pipeline.check_tensorboard_probes(tensorboard_probes, n)
         self.formats = _check_formats(animate)
+        if max_frames is not None and (
+            isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2
+        ):
+            raise ValueError(
+                f"`max_frames` must be an int >= 2 (first and last epoch) or None. "
+                f"Received: max_frames={max_frames!r}"
+            )
+        self.max_frames = max_frames
         if not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0:
             raise ValueError(f"`fps` must be a positive number. Received: fps={fps!r}")
         if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
@@ -149,7 +164,7 @@ class CAMTracker(keras.callbacks.Callback):
         self.faithfulness = bool(faithfulness)
         self.batch_size = batch_size
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
-        self._session: _Session | None = None
+        self._session: pipeline.EpochPipeline | None = None
 
     # ------------------------------------------------------------------ Keras hooks
 
@@ -187,12 +202,30 @@ class CAMTracker(keras.callbacks.Callback):
             labels=self.probe_labels,
             masks=self.probe_masks,
         )
-        self._session = _Session(self, writer)
-        # Closes the writer and stops the thread even if fit raises and the tracker is dropped.
+        self._session = pipeline.EpochPipeline(
+            writer,
+            display=self.display_images,
+            labels=self.probe_labels,
+            masks=self.probe_masks,
+            class_names=self.class_names,
+            top_k=self.top_k,
+            alpha=self.alpha,
+            tensorboard=self.tensorboard,
+            # Chosen once per fit from the probes alone: the same tags at every epoch.
+            tensorboard_probes=pipeline.choose_tensorboard_probes(
+                self.tensorboard_probes, len(self.probe_images), self.probe_labels
+            ),
+            formats=self.formats,
+            fps=self.fps,
+            max_frames=self.max_frames,
+            every_n_epochs=self.every_n_epochs,
+            total_epochs=(self.params or {}).get("epochs"),
+        )
+        # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
         weakref.finalize(self, self._session.close)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Records the epoch when it is due and hands its frames to TensorBoard."""
+        """Computes the maps when the epoch is due and hands them to the background."""
         session = self._session
         if session is None or (epoch + 1) % self.every_n_epochs:
             return
@@ -207,17 +240,9 @@ class CAMTracker(keras.callbacks.Callback):
             output=self.output,
             batch_size=self.batch_size,
         )
-        previous, first = session.history(epoch)
-        values = metrics.epoch_metrics(
-            res.heatmaps,
-            res.probabilities,
-            labels=self.probe_labels,
-            previous=previous,
-            first=first,
-            masks=self.probe_masks,
-        )
+        extra = {}
         if self.faithfulness:
-            values["faithfulness"] = cams.deletion_faithfulness(
+            extra["faithfulness"] = cams.deletion_faithfulness(
                 self.model,
                 self.probe_images,
                 res.heatmaps,
@@ -225,19 +250,11 @@ class CAMTracker(keras.callbacks.Callback):
                 output=self.output,
                 batch_size=self.batch_size,
             )
-        session.record.write_epoch(
-            epoch,
-            heatmaps=res.heatmaps,
-            probabilities=res.probabilities,
-            targets=res.targets,
-            metrics=values,
-        )
-        session.remember(epoch, res.heatmaps)
-        if self.tensorboard:
-            session.submit(epoch, res.heatmaps, res.probabilities, values)
+        # Metrics, the record, TensorBoard and the animations run in the background.
+        session.submit(epoch, res.heatmaps, res.probabilities, res.targets, extra)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        """Flushes TensorBoard, closes everything and writes the animations."""
+        """Waits for the background work, then finishes the animations and closes."""
         session = self._session
         if session is None:
             return
@@ -245,22 +262,11 @@ class CAMTracker(keras.callbacks.Callback):
             session.finish()
         finally:
             self.close()
-        run = load_run(self.log_dir)
-        if run.epochs:
-            write_flags(run)
-        if self.formats and run.epochs:
-            animate.render_animations(
-                run,
-                formats=self.formats,
-                fps=self.fps,
-                top_k=self.top_k,
-                alpha=self.alpha,
-            )
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Stops the render thread and closes the TensorBoard writer; safe to repeat.
+        """Stops the background threads and closes the TensorBoard writer; safe to repeat.
 
         ``fit`` calls no callback when it raises, so use the tracker as a
         context manager (or call this) to close at once; otherwise it closes
@@ -303,118 +309,6 @@ class CAMTracker(keras.callbacks.Callback):
                 f"`target` class {int(np.max(target))} is outside the model's {n_classes} "
                 f"classes. Received: target={target!r}"
             )
-
-
-class _Session:
-    """What one ``fit`` holds open: the record, the writer and the render thread.
-
-    Kept apart from the tracker so ``weakref.finalize`` can close it without
-    keeping the tracker alive.
-    """
-
-    def __init__(self, tracker: CAMTracker, record: RecordWriter) -> None:
-        self.record = record
-        self.renderers = (
-            [
-                frames.FrameRenderer(
-                    img,
-                    label=None if tracker.probe_labels is None else int(tracker.probe_labels[i]),
-                    class_names=tracker.class_names,
-                    top_k=tracker.top_k,
-                    alpha=tracker.alpha,
-                )
-                for i, img in enumerate(tracker.display_images)
-            ]
-            if tracker.tensorboard
-            else []
-        )
-        self.display = tracker.display_images
-        self.alpha = tracker.alpha
-        self.writer = SummaryWriter(record.path) if tracker.tensorboard else None
-        self.queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: memory stays flat
-        self.error: BaseException | None = None
-        self.error_epoch: int | None = None
-        self.previous: np.ndarray | None = None
-        self.previous_epoch: int | None = None
-        self.first: np.ndarray | None = None
-        self.thread: threading.Thread | None = None
-        if self.writer is not None:
-            self.thread = threading.Thread(target=self._run, name="cam-tracker-render", daemon=True)
-            self.thread.start()
-
-    def history(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Maps of the previous and first recorded epochs before ``epoch`` (resume-aware)."""
-        if self.previous is None or self.previous_epoch is None or self.previous_epoch >= epoch:
-            prev_epoch = self.record.previous_epoch(epoch)
-            data = self.record.read_epoch(prev_epoch) if prev_epoch is not None else None
-            self.previous = None if data is None else data["heatmaps"]
-        if self.first is None:
-            first_epoch = self.record.first_epoch()
-            if first_epoch is not None and first_epoch < epoch:
-                self.first = self.record.read_epoch(first_epoch)["heatmaps"]
-        return self.previous, self.first
-
-    def remember(self, epoch: int, heatmaps: np.ndarray) -> None:
-        self.previous, self.previous_epoch = heatmaps, epoch
-        if self.first is None:
-            self.first = heatmaps
-
-    def submit(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
-        self.queue.put((epoch, heatmaps, probs, values))
-
-    def raise_pending(self) -> None:
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise RuntimeError(
-                f"drawing the TensorBoard frames of epoch {self.error_epoch} failed: {error}"
-            ) from error
-
-    def _run(self) -> None:
-        # Linux schedules threads separately: at nice 19 the renderer takes the CPU that
-        # training leaves idle instead of competing with TensorFlow's workers.
-        if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except OSError:
-                pass
-        while True:
-            job = self.queue.get()
-            if job is _STOP:
-                return
-            if self.error is not None:
-                continue  # keep draining so fit never blocks on a dead renderer
-            epoch = job[0]
-            try:
-                self._draw(*job)
-            except BaseException as exc:  # re-raised on the training thread
-                self.error, self.error_epoch = exc, epoch
-
-    def _draw(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
-        images, tiles = {}, []
-        for i, r in enumerate(self.renderers):  # each renderer knows its probe's label
-            name = None if r.label is None else r.name(r.label)
-            images[probe_tag(i, name)] = r.draw(heatmaps[i], probs[i], epoch)
-            tiles.append(
-                frames.tile(
-                    self.display[i], heatmaps[i], probs[i], r.label, self.alpha, animate.GRID_SIDE
-                )
-            )
-        images["cam/grid"] = frames.grid(tiles)
-        scalars = {f"cam/{k}": v for k, v in metrics.summary_scalars(values).items()}
-        self.writer.write(epoch, images, scalars)
-
-    def finish(self) -> None:
-        """Waits for queued frames, closes the writer, and raises a renderer error."""
-        self.close()
-        self.raise_pending()
-
-    def close(self) -> None:
-        thread, self.thread = self.thread, None
-        if thread is not None and thread.is_alive():
-            self.queue.put(_STOP)
-            thread.join()
-        if self.writer is not None:
-            self.writer.close()
 
 
 # ---------------------------------------------------------------------- validation

@@ -19,6 +19,7 @@ GIF, plus the last epoch's frames when ``fit`` stopped early.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -470,4 +471,6 @@ class EpochPipeline:
             gifs = written if written else [None] * len(streams)
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
                 written += list(pool.map(to_mp4, streams, gifs))
+        with contextlib.suppress(OSError):  # gone once empty; a concurrent run may still use it
+            self.streams[0].part.parent.rmdir()
         return written

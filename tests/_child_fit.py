@@ -2,6 +2,7 @@
 
 usage: python _child_fit.py MODE LOG_DIR
   slow:     trains many slow epochs with the tracker (the parent SIGKILLs it)
+  slow-gif: the same, with TensorBoard and GIFs on
   mirrored: trains under MirroredStrategy over two logical CPU devices
   mixed:    trains under the mixed_float16 policy
 """
@@ -35,10 +36,11 @@ class Slow(keras.callbacks.Callback):
         time.sleep(0.3)
 
 
-if mode == "slow":
+if mode in ("slow", "slow-gif"):
     model = small_cnn(3)
     model.compile("adam", "sparse_categorical_crossentropy")
-    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate=None)
+    animate = "gif" if mode == "slow-gif" else None
+    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate=animate)
     model.fit(x, y, epochs=1000, batch_size=16, verbose=0, callbacks=[tracker, Slow()])
 elif mode == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]

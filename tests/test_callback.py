@@ -123,6 +123,25 @@ def test_animations_have_one_frame_per_epoch(trained):
     assert len(iio.imread(folder / "probe_001.mp4")) == 3
 
 
+def test_tensorboard_probes_and_max_frames_in_a_real_fit(tmp_path):
+    x, y = data(16)
+    tracker = CAMTracker(
+        x[:6], y[:6], log_dir=tmp_path, class_names=CLASSES, tensorboard_probes=2, max_frames=2
+    )
+    fit_with(tracker, epochs=3)
+    acc = events(tmp_path / "cam")
+    images = {t for t in acc.Tags()["tensors"] if t.startswith("cam/probe_")}
+    labels = load_run(tmp_path).labels
+    chosen = sorted(int(t[10:13]) for t in images)
+    # Two probes, of two classes (or the first two when all six share one).
+    assert len(images) == 2 and (len(set(labels[chosen])) == 2 or len(set(labels)) == 1)
+    for tag in images | {"cam/grid"}:
+        assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2]
+    gif = tmp_path / "cam" / "animations" / "probe_005.gif"
+    assert Image.open(gif).n_frames == 2  # epochs 0 and 2; the record keeps all three
+    assert load_run(tmp_path).epochs == [0, 1, 2]
+
+
 def test_writer_closed_after_fit(trained):
     _, _, tracker, _ = trained
     assert tracker._session is None
@@ -155,6 +174,9 @@ def test_init_errors_name_the_argument(tmp_path):
         (dict(alpha=2.0), ValueError, "`alpha`"),
         (dict(tensorboard="yes"), TypeError, "`tensorboard`"),
         (dict(mask_kind="edge"), ValueError, "`mask_kind`"),
+        (dict(max_frames=1), ValueError, "`max_frames` must be an int >= 2"),
+        (dict(tensorboard_probes=[8]), ValueError, r"`tensorboard_probes` \[8\] are not"),
+        (dict(tensorboard_probes=True), TypeError, "`tensorboard_probes` must be a count"),
     ]
     for overrides, kind, pattern in cases:
         kwargs = dict(probe_images=x, probe_labels=y, log_dir=tmp_path)
@@ -298,22 +320,22 @@ def test_dropped_tracker_is_closed_by_finalizer(tmp_path):
     with pytest.raises(RuntimeError, match="stop"):
         fit_with(tracker, epochs=3, extra=[Boom()])
     session = tracker._session
-    thread = session.thread
+    threads = [session._record_thread, session._frame_thread]
     writer = session.writer
     del tracker
     gc.collect()
-    assert writer.is_open is False and not thread.is_alive()
+    assert writer.is_open is False and not any(t.is_alive() for t in threads)
 
 
 def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
-    from cam_callback import callback
+    from cam_callback import pipeline
 
     x, y = data(8)
 
-    def broken(self, *args):
+    def broken(self, *args, **kwargs):
         raise OSError("no space for frames")
 
-    monkeypatch.setattr(callback._Session, "_draw", broken)
+    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
     with pytest.raises(RuntimeError, match="epoch 0 failed: no space for frames"):
         fit_with(CAMTracker(x, y, log_dir=tmp_path), epochs=3)
     assert load_run(tmp_path).epochs[0] == 0  # the record is kept
@@ -336,7 +358,8 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
         if child.poll() is None:
             child.kill()
     run = load_run(tmp_path)
-    assert run.epochs[:3] == [0, 1, 2]
+    # on_epoch_end(2) returned: epoch 1 is on disk for sure, epoch 2 was in flight (README).
+    assert run.epochs[:2] == [0, 1]
     assert run.epochs == list(range(len(run.epochs)))
     assert np.isfinite(run.heatmaps).all() and run.heatmaps.shape[1] == 5
     leftovers = [

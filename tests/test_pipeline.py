@@ -46,10 +46,10 @@ def run_epochs(pipe, epochs, n=6):
     return pipe.finish()
 
 
-def gif_epochs(path, run):
-    """The recorded epoch each GIF frame shows: nearest drawn frame of probe 0."""
+def gif_epochs(path, run, probe=0):
+    """The recorded epoch each GIF frame shows: the nearest drawn frame of the probe."""
     frames = animate.read_gif(path)
-    drawn = animate.probe_frames(run, 0)
+    drawn = animate.probe_frames(run, probe)
     return [
         run.epochs[int(np.argmin([np.abs(f.astype(int) - d).mean() for d in drawn]))]
         for f in frames
@@ -138,7 +138,7 @@ def test_max_frames_samples_evenly_keeping_first_and_last(tmp_path):
     pipe = open_pipe(tmp_path / "c", total_epochs=None, max_frames=4)
     paths = run_epochs(pipe, range(10))
     assert gif_epochs(paths[0], load_run(tmp_path / "c")) == [0, 3, 6, 9]
-    assert not list((tmp_path / "c" / "cam" / "animations" / animate.PARTIAL).iterdir())
+    assert not (tmp_path / "c" / "cam" / "animations" / animate.PARTIAL).exists()
 
 
 def test_sample_positions():
@@ -242,3 +242,45 @@ def test_grid_of_512_probes_stays_bounded(tmp_path, monkeypatch):
     assert max(grid.shape[:2]) <= animate.GRID_MAX
     assert animate.grid_side(512) == 36 and animate.grid_side(32) == animate.GRID_SIDE
     assert set(spy.shown[0]["images"]) == {"cam/probe_000_class_0", "cam/grid"}
+
+
+def test_killed_run_leaves_partial_animations_that_render_rebuilds(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    child = subprocess.Popen(
+        [sys.executable, str(here / "_child_fit.py"), "slow-gif", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in child.stdout:
+            if line.startswith("epoch 3 done"):
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    folder = tmp_path / "cam" / "animations"
+    # The kill came before on_train_end: GIFs exist only as partial files, never torn.
+    assert not list(folder.glob("*.gif"))
+    parts = sorted(p.name for p in (folder / animate.PARTIAL).iterdir())
+    assert "probe_000.gif.part" in parts and "grid.gif.part" in parts
+    run = load_run(tmp_path)
+    # on_epoch_end(3) had returned, so epoch 2 is on disk; epoch 3 was in flight.
+    assert run.epochs[:3] == [0, 1, 2]
+    out = subprocess.run(
+        [sys.executable, "-m", "cam_callback", "render", str(tmp_path), "--grid"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert gif_epochs(folder / "probe_000.gif", run) == run.epochs
+    assert Image.open(folder / "grid.gif").n_frames == len(run.epochs)
+    for i in range(1, run.n_probes):
+        assert gif_epochs(folder / f"probe_{i:03d}.gif", run, i) == run.epochs
