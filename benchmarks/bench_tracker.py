@@ -203,7 +203,7 @@ def main() -> None:
         memory(images=64, lengths=(4, 20))
     else:
         cost(images=12_000, e=4, probe_counts=(32, 512), rounds=args.rounds)
-        train_end(images=1000, lengths=(12, 36))
+        train_end(images=3000, lengths=(12, 36))
         memory(images=64, lengths=(12, 100))
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
