@@ -468,12 +468,15 @@ def render_animations(
     results: list[Path] = []
     if processes and workers > 1 and len(jobs) >= PROCESS_MIN_JOBS:
         # Drawing and encoding hold the GIL: only processes use every core. Spawned, not
-        # forked, so a parent that has TensorFlow loaded stays safe; each reloads the record.
+        # forked, so a parent that has TensorFlow loaded stays safe. Each worker gets this
+        # very Run once (not a reload from disk, which may hold other epochs).
         chunks = [jobs[i :: workers * 4] for i in range(workers * 4)]
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_set_worker_run, initargs=(run,)
+        ) as pool:
             futures = [
-                pool.submit(_render_jobs, str(run.path), len(run.epochs), chunk, options)
+                pool.submit(_render_jobs, None, len(run.epochs), chunk, options)
                 for chunk in chunks
                 if chunk
             ]
@@ -495,13 +498,20 @@ def render_animations(
 PROCESS_MIN_JOBS = 16  # below this, starting processes costs more than it saves
 
 
+_WORKER_RUN: Run | None = None  # in a worker process: the Run the parent renders
+
+
+def _set_worker_run(run: Run) -> None:
+    global _WORKER_RUN
+    _WORKER_RUN = run
+
+
 def _render_jobs(
-    run: Run | str, n_epochs: int, jobs: Sequence[tuple[str, int | None, str]], options: dict
+    run: Run | None, n_epochs: int, jobs: Sequence[tuple[str, int | None, str]], options: dict
 ) -> list[str]:
     """Writes ``jobs`` (path, probe or None for the grid, format); runs in a worker process."""
-    if not isinstance(run, Run):
-        # The same epochs as the parent saw, even if training has written more since.
-        run = load_run(run, epochs=slice(0, n_epochs))
+    if run is None:
+        run = _WORKER_RUN
     written = []
     for path, probe, fmt in jobs:
         positions = options["positions"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,14 @@ import keras
 import numpy as np
 
 from cam_callback import _validate, animate, cams, frames, pipeline
-from cam_callback.record import RecordWriter, fingerprint, record_dir
+from cam_callback import config as _config
+from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
+
+ON_ERROR = ("warn", "raise")
+
+
+class TrackerWarning(UserWarning):
+    """A part of the tracker failed and stopped; training went on."""
 
 
 class CAMTracker(keras.callbacks.Callback):
@@ -61,6 +69,17 @@ class CAMTracker(keras.callbacks.Callback):
         faithfulness: Also record the deletion-test number each epoch (one
             extra forward pass over ``2 N`` images).
         batch_size: Probes per compiled call.
+        on_error: What a failure inside the tracker during ``fit`` does (a full
+            disk, a write, render or TensorBoard error). ``"warn"``: warn once
+            with the cause, stop the part that failed and let training go on;
+            what was recorded stays readable. ``"raise"``: raise it out of
+            ``fit``. Bad arguments always raise, in ``__init__`` or before the
+            first epoch.
+
+    Calling ``fit`` again with the same tracker continues the record's epoch
+    numbering; a new tracker on a record that already holds the epochs a
+    ``fit`` would write is refused before that ``fit``'s first epoch (use
+    ``initial_epoch=history.epoch[-1] + 1``, Keras's fine-tuning idiom).
 
     Example:
         >>> tracker = CAMTracker(x_probe, y_probe, log_dir="runs/a",  # doctest: +SKIP
@@ -95,6 +114,7 @@ class CAMTracker(keras.callbacks.Callback):
         low_confidence: float = 0.5,
         faithfulness: bool = False,
         batch_size: int = 32,
+        on_error: str = "warn",
     ) -> None:
         super().__init__()
         self.probe_images = _check_probes(probe_images)
@@ -138,8 +158,8 @@ class CAMTracker(keras.callbacks.Callback):
                 f"Received: max_frames={max_frames!r}"
             )
         self.max_frames = max_frames
-        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0:
-            raise ValueError(f"`fps` must be a positive number. Received: fps={fps!r}")
+        fps = _config.check_fps(fps, self.formats)
+        _config.check_video(self.formats)
         if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}")
         if mask_kind not in ("object", "cue"):
@@ -149,6 +169,18 @@ class CAMTracker(keras.callbacks.Callback):
         if not isinstance(low_confidence, (int, float)) or not 0.0 <= low_confidence <= 1.0:
             raise ValueError(
                 f"`low_confidence` must be in [0, 1]. Received: low_confidence={low_confidence!r}"
+            )
+        if output is not None and (isinstance(output, bool) or not isinstance(output, (int, str))):
+            raise TypeError(
+                f"`output` must be None, an output index or name. Received: output={output!r}"
+            )
+        if not isinstance(faithfulness, bool):
+            raise TypeError(
+                f"`faithfulness` must be a bool. Received: faithfulness={faithfulness!r}"
+            )
+        if on_error not in ON_ERROR:
+            raise ValueError(
+                f"`on_error` must be one of {ON_ERROR}. Received: on_error={on_error!r}"
             )
         self.layer = layer
         self.method = method
@@ -163,8 +195,13 @@ class CAMTracker(keras.callbacks.Callback):
         self.low_confidence = float(low_confidence)
         self.faithfulness = bool(faithfulness)
         self.batch_size = batch_size
+        self.on_error = on_error
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
+        self._target_arg = target
+        self.config: _config.TrackerConfig | None = None
         self._session: pipeline.EpochPipeline | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._next_epoch: int | None = None  # after the last epoch an earlier fit trained
 
     # ------------------------------------------------------------------ Keras hooks
 
@@ -179,30 +216,40 @@ class CAMTracker(keras.callbacks.Callback):
             layer=self.layer,
             method=self.method,
             output=self.output,
+            score=self.score,
         )
-        self._check_against_model(check.n_classes)
+        cfg = _config.build_config(
+            check=check,
+            method=self.method,
+            score=self.score,
+            target=self._target_arg,
+            output=self.output,
+            fingerprint=self.fingerprint,
+            probe_images=self.probe_images,
+            probe_labels=self.probe_labels,
+            one_hot_width=self._one_hot_width,
+            class_names=self.class_names,
+            probe_masks=self.probe_masks,
+            mask_kind=self.mask_kind,
+            low_confidence=self.low_confidence,
+            every_n_epochs=self.every_n_epochs,
+        )
         _check_log_dir(self.log_dir)
+        if self._next_epoch is not None and self.config != cfg:
+            self._next_epoch = None  # another model or setting: not a continuation
         writer = RecordWriter(self.log_dir)
-        writer.open(
-            {
-                "layer": check.layer,
-                "method": self.method,
-                "score": self.score,
-                "fingerprint": self.fingerprint,
-                "n_probes": len(self.probe_images),
-                "n_classes": check.n_classes,
-                "map_shape": list(check.map_shape),
-                "class_names": self.class_names,
-                "probe_shape": list(self.probe_images.shape[1:]),
-                "mask_kind": self.mask_kind,
-                "low_confidence": self.low_confidence,
-                "every_n_epochs": self.every_n_epochs,
-            },
-            images=self.display_images,
-            labels=self.probe_labels,
-            masks=self.probe_masks,
-        )
-        self._session = pipeline.EpochPipeline(
+        try:
+            writer.open(
+                cfg.to_json(),
+                images=self.display_images,
+                labels=self.probe_labels,
+                masks=self.probe_masks,
+            )
+        except OSError as exc:  # a full or failing disk; checks above raise ValueError
+            self._fail("opening the record", None, exc, "Nothing is recorded in this fit")
+            return
+        self.config = cfg
+        self._session = session = pipeline.EpochPipeline(
             writer,
             display=self.display_images,
             labels=self.probe_labels,
@@ -222,14 +269,48 @@ class CAMTracker(keras.callbacks.Callback):
             total_epochs=(self.params or {}).get("epochs"),
         )
         # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
-        weakref.finalize(self, self._session.close)
+        self._finalizer = weakref.finalize(self, session.close)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """At a fit's first epoch, refuses to overwrite epochs an earlier fit recorded."""
+        session = self._session
+        if session is None or session.started:
+            return
+        session.started = True
+        if self._next_epoch is not None and epoch < self._next_epoch:
+            # The same tracker fit again from epoch 0: its epochs follow the earlier ones.
+            session.offset = self._next_epoch - epoch
+            return
+        last = session.record.last_epoch()
+        if last is not None and epoch <= last:
+            self.close()
+            where = str(self.log_dir)
+            raise ValueError(
+                f"`log_dir` {where} already holds epochs up to {last} from an earlier fit, and "
+                f"this fit starts at epoch {epoch}: recording it would overwrite them. Continue "
+                f"the numbering with model.fit(..., initial_epoch={last + 1}) (to fine-tune: "
+                f"initial_epoch=history.epoch[-1] + 1), or use a new `log_dir`. "
+                f"Received: initial_epoch={epoch}, log_dir={where!r}"
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Computes the maps when the epoch is due and hands them to the background."""
         session = self._session
-        if session is None or (epoch + 1) % self.every_n_epochs:
+        if session is None:
             return
-        session.raise_pending()
+        epoch += session.offset  # the record's numbering (see on_epoch_begin)
+        self._next_epoch = epoch + 1
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        self._check_background(session)
+        if self._session is None:  # recording failed earlier, and stopped
+            return
+        try:
+            self._record_epoch(session, epoch)
+        except Exception as exc:
+            self._fail("recording", epoch, exc, "Recording stopped")
+
+    def _record_epoch(self, session: pipeline.EpochPipeline, epoch: int) -> None:
         res = cams.compute_cams(
             self.model,
             self.probe_images,
@@ -241,7 +322,7 @@ class CAMTracker(keras.callbacks.Callback):
             batch_size=self.batch_size,
         )
         extra = {}
-        if self.faithfulness:
+        if self.faithfulness:  # needs the model: on this thread
             extra["faithfulness"] = cams.deletion_faithfulness(
                 self.model,
                 self.probe_images,
@@ -253,13 +334,60 @@ class CAMTracker(keras.callbacks.Callback):
         # Metrics, the record, TensorBoard and the animations run in the background.
         session.submit(epoch, res.heatmaps, res.probabilities, res.targets, extra)
 
+    def _check_background(self, session: pipeline.EpochPipeline) -> None:
+        """Raises (``on_error="raise"``) or warns once about each failed background stage."""
+        while (failure := session.take_error()) is not None:
+            stage, what, epoch, exc = failure
+            if self.on_error == "raise" and stage == "frames":
+                raise RuntimeError(f"{what} of epoch {epoch} failed: {exc}") from exc
+            if stage == "record":
+                self._fail("recording", epoch, exc, "Recording stopped")
+                return
+            consequence = "TensorBoard frames stopped"
+            if self.formats:
+                consequence = (
+                    "TensorBoard frames and animations stopped (cam-callback render "
+                    "LOG_DIR draws the animations from the record)"
+                )
+            self._fail(what, epoch, exc, consequence)
+
+    def _fail(self, what: str, epoch: int | None, exc: BaseException, consequence: str) -> None:
+        """One failure inside the tracker: re-raised, or warned about and contained."""
+        if self.on_error == "raise":
+            raise exc
+        if consequence == "Recording stopped":
+            self.close()
+        at = "" if epoch is None else f" at epoch {epoch}"
+        warnings.warn(
+            f"CAMTracker: {what}{at} failed: {type(exc).__name__}: {exc}. {consequence}; "
+            f"training goes on, and the record in {self.record_path} keeps what was written. "
+            f'Pass on_error="raise" to stop training instead.',
+            TrackerWarning,
+            stacklevel=3,
+        )
+
     def on_train_end(self, logs: dict | None = None) -> None:
-        """Waits for the background work, then finishes the animations and closes."""
+        """Waits for the background work, writes the flags and finishes the animations."""
         session = self._session
         if session is None:
             return
-        try:
-            session.finish()
+        try:  # the writer lock is held until the animations are written
+            session.drain()
+            self._check_background(session)
+            if self._session is None:  # recording failed and stopped
+                return
+            try:
+                run = load_run(self.log_dir)
+                if run.epochs:
+                    write_flags(run)
+            except Exception as exc:
+                self._fail("reading back the record", None, exc, "No flags or animations")
+                return
+            if self.formats and run.epochs:
+                try:
+                    session.finish_animations()  # O(probes): the frames are on disk already
+                except Exception as exc:
+                    self._fail("writing the animations", None, exc, "Animations stopped")
         finally:
             self.close()
 
@@ -273,6 +401,9 @@ class CAMTracker(keras.callbacks.Callback):
         when the tracker is garbage-collected or the interpreter exits.
         """
         session, self._session = self._session, None
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer.detach()  # the tracker's session is closed here, not again when collected
         if session is not None:
             session.close()
 
@@ -286,29 +417,6 @@ class CAMTracker(keras.callbacks.Callback):
     def record_path(self) -> Path:
         """The record folder, ``log_dir/cam``."""
         return record_dir(self.log_dir)
-
-    def _check_against_model(self, n_classes: int) -> None:
-        if self.class_names is not None and len(self.class_names) != n_classes:
-            raise ValueError(
-                f"`class_names` has {len(self.class_names)} names but the model has "
-                f"{n_classes} classes. Received: class_names={self.class_names}"
-            )
-        if self._one_hot_width is not None and self._one_hot_width != n_classes:
-            raise ValueError(
-                f"`probe_labels` are one-hot with {self._one_hot_width} columns but the model "
-                f"has {n_classes} classes. Received: probe_labels of width {self._one_hot_width}"
-            )
-        if self.probe_labels is not None and self.probe_labels.max() >= n_classes:
-            raise ValueError(
-                f"`probe_labels` holds class {int(self.probe_labels.max())} but the model has "
-                f"{n_classes} classes (0..{n_classes - 1}). Received: probe_labels"
-            )
-        target = self.target
-        if not isinstance(target, str) and np.max(target) >= n_classes:
-            raise ValueError(
-                f"`target` class {int(np.max(target))} is outside the model's {n_classes} "
-                f"classes. Received: target={target!r}"
-            )
 
 
 # ---------------------------------------------------------------------- validation

@@ -6,9 +6,11 @@ slot in beside the TensorFlow one later.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -48,11 +50,40 @@ class CAMResult:
     method: str
 
 
+@dataclass(frozen=True)
+class _HeadInfo:
+    """What the discovery pass learned about one output: shapes and indices, no tensors."""
+
+    shape: tuple[int, ...]
+    producer: int | None  # index in calls of the leaf layer whose output *is* this head
+    squash: str  # "softmax", "sigmoid" or "" (none found, or not a layer we can see)
+    looks_like: str  # from the values: "distribution", "unit" (all in [0, 1]) or ""
+
+
 @dataclass
 class _ModelInfo:
-    calls: list[_layers.LayerCall]
+    calls: list[_layers.LayerCall]  # without their eager outputs
     output_names: list[str] | None  # None: a single output
-    sample_output: Any  # the model's output for one image
+    heads: dict[Any, _HeadInfo]  # keyed like `_select_output`'s result
+    warned: set = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """How one output is explained.
+
+    ``kind``: ``"softmax"``, ``"logits"`` (a linear multi-class output),
+    ``"binary"`` (one sigmoid unit: two classes ``[1 - p, p]``) or
+    ``"multilabel"`` (C sigmoid units). ``score``: the score really used.
+    ``hook``: ``"input"``/``"activation"`` where the logit is read off a layer.
+    """
+
+    key: Any
+    kind: str
+    score: str
+    n_classes: int
+    producer: int | None
+    hook: str
 
 
 @dataclass
@@ -65,6 +96,12 @@ class _Engine:
 # Keyed weakly by model: a deleted model frees its traced functions.
 _INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # all traces, ever
+
+
+def _count_trace(model: keras.Model | None) -> None:
+    if model is not None:
+        _TRACES[model] = _TRACES.get(model, 0) + 1
 
 
 def trace_count(model: keras.Model) -> int:
@@ -75,7 +112,7 @@ def trace_count(model: keras.Model) -> int:
         >>> trace_count(model)  # doctest: +SKIP
         1
     """
-    return sum(e.traces for e in _ENGINES.get(model, {}).values())
+    return _TRACES.get(model, 0)
 
 
 def compute_cams(
@@ -141,14 +178,14 @@ def compute_cams(
         )
 
     x = prepare_images(model, images)
-    info, head, path, target_layer = _inspect(model, x, layer, method, output)
-    targets = _prepare_targets(target, len(x), _n_classes(info, head))
+    info, head, path, target_layer = _inspect(model, x, layer, method, output, score)
+    targets = _prepare_targets(target, len(x), head.n_classes)
 
-    key = (path, method, score, head, x.shape[1:], x.dtype.str)
+    key = (path, method, head.score, head.key, x.shape[1:], x.dtype.str)
     engines = _ENGINES.setdefault(model, {})
     engine = engines.get(key)
     if engine is None:
-        engine = _build_engine(model, info, target_layer, method, score, head, x)
+        engine = _build_engine(model, info, target_layer, method, head, x)
         engines[key] = engine
 
     maps, probs, used = [], [], []
@@ -158,7 +195,7 @@ def compute_cams(
             m, p, t = engine.fn(
                 tf.constant(chunk), tf.constant(targets[start : start + batch_size])
             )
-        except Exception as exc:  # TensorFlow raises many types; name what we ran.
+        except tf.errors.OpError as exc:  # only the backend's own failures get our context
             raise CAMError(
                 f"computing {method} maps failed for layer {path or '(input)'!r} on input of "
                 f"shape {chunk.shape}: {exc}"
@@ -182,11 +219,23 @@ def compute_cams(
 
 @dataclass(frozen=True)
 class ModelCheck:
-    """What :func:`inspect_model` found: the explained layer and the class count."""
+    """What :func:`inspect_model` found.
+
+    Attributes:
+        layer: The explained layer's path (``""`` for ``"saliency"``).
+        n_classes: Classes as the maps see them (2 for a one-unit sigmoid head).
+        map_shape: ``(h, w)`` of the maps.
+        score: The score really used, ``"logit"`` or ``"probability"``: a logit that
+            cannot be found falls back to the probability, with a warning.
+        head: ``"softmax"``, ``"logits"`` (a linear multi-class output), ``"binary"``
+            (one sigmoid unit) or ``"multilabel"`` (several sigmoid units).
+    """
 
     layer: str
     n_classes: int
     map_shape: tuple[int, int]
+    score: str = "logit"
+    head: str = "softmax"
 
 
 def inspect_model(
@@ -196,31 +245,38 @@ def inspect_model(
     layer: str | keras.layers.Layer | None = None,
     method: str = "gradcam",
     output: int | str | None = None,
+    score: str = "logit",
 ) -> ModelCheck:
     """Runs every check of :func:`compute_cams` without computing maps.
 
-    Lets a caller (``CAMTracker.on_train_begin``) fail before an epoch is spent.
+    Lets a caller (``CAMTracker.on_train_begin``) fail before an epoch is spent:
+    a head that is not a classifier, a missing or shared layer, bad images.
 
     Example:
-        >>> inspect_model(model, x_probe).layer  # doctest: +SKIP
-        'conv2'
+        >>> check = inspect_model(model, x_probe)  # doctest: +SKIP
+        >>> check.layer, check.head, check.score  # doctest: +SKIP
+        ('conv2', 'softmax', 'logit')
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+    if score not in SCORES:
+        raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
     x = prepare_images(model, images)
-    info, head, path, target_layer = _inspect(model, x, layer, method, output)
+    info, head, path, target_layer = _inspect(model, x, layer, method, output, score)
     if target_layer is None:
         shape = x.shape[1:3]
     else:
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
-    return ModelCheck(path, _n_classes(info, head), (int(shape[0]), int(shape[1])))
+    return ModelCheck(
+        path, head.n_classes, (int(shape[0]), int(shape[1])), score=head.score, head=head.kind
+    )
 
 
 def _inspect(
-    model: keras.Model, x: np.ndarray, layer: Any, method: str, output: Any
-) -> tuple[_ModelInfo, int | str | None, str, keras.layers.Layer | None]:
+    model: keras.Model, x: np.ndarray, layer: Any, method: str, output: Any, score: str
+) -> tuple[_ModelInfo, _Head, str, keras.layers.Layer | None]:
     info = _model_info(model, x)
-    head = _select_output(info, output)
+    head = _resolve_head(info, _select_output(info, output), score)
     if method == "saliency":
         return info, head, "", None
     path, target_layer = _layers.resolve_layer(model, layer, info.calls)
@@ -282,8 +338,9 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
     info = per_model.get(key)
     if info is not None:
         return info
+    sample = x[:8]  # a few images: enough to tell probabilities from free logits
     try:
-        calls, out = _layers.discover(model, x[:1])
+        calls, out = _layers.discover(model, sample)
     except Exception as exc:
         raise ValueError(
             f"`images` could not be run through the model: {exc}. Received: images.shape={x.shape}"
@@ -291,14 +348,98 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
     names: list[str] | None = None
     if isinstance(out, dict):
         names = list(out)
-    elif isinstance(out, (list, tuple)):
-        if len(out) == 1:
-            out = out[0]
-        else:
-            names = list(getattr(model, "output_names", None) or [str(i) for i in range(len(out))])
-    info = _ModelInfo(calls=calls, output_names=names, sample_output=out)
+        outs = dict(out)
+    elif isinstance(out, (list, tuple)) and len(out) != 1:
+        names = list(getattr(model, "output_names", None) or [str(i) for i in range(len(out))])
+        outs = dict(enumerate(out))
+    else:
+        outs = {None: out[0] if isinstance(out, (list, tuple)) else out}
+    heads = {k: _head_info(calls, v, single=k is None) for k, v in outs.items()}
+    # Keep shapes and indices only: eager outputs would pin memory for the model's lifetime.
+    info = _ModelInfo(
+        calls=[dataclasses.replace(c, output=None) for c in calls],
+        output_names=names,
+        heads=heads,
+    )
     per_model[key] = info
     return info
+
+
+def _head_info(calls: list[_layers.LayerCall], tensor: Any, *, single: bool) -> _HeadInfo:
+    """Finds the leaf layer that produced ``tensor`` and what its values look like."""
+    values = np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
+    leaves = [i for i, c in enumerate(calls) if not isinstance(c.layer, keras.Model)]
+    producer = next((i for i in reversed(leaves) if calls[i].output is tensor), None)
+    if producer is None and single and leaves:
+        # Subclassed models may re-wrap the final tensor: accept the last leaf only when
+        # its values are the output's, so an op after it (keras.ops.softmax) is not missed.
+        last = calls[leaves[-1]]
+        if last.output_shape == values.shape and np.allclose(
+            keras.ops.convert_to_numpy(last.output), values, rtol=1e-6, atol=1e-7
+        ):
+            producer = leaves[-1]
+    squash = ""
+    if producer is not None:
+        layer = calls[producer].layer
+        if _layers.head_kind(layer) != "linear":
+            squash = (
+                "softmax"
+                if isinstance(layer, keras.layers.Softmax)
+                else _layers.activation_name(layer.activation)
+            )
+    looks_like = ""
+    if values.ndim == 2 and np.all((values >= 0) & (values <= 1)):
+        looks_like = "unit"
+        if values.shape[1] > 1 and np.allclose(values.sum(1), 1.0, atol=1e-3):
+            looks_like = "distribution"
+    return _HeadInfo(tuple(values.shape), producer, squash, looks_like)
+
+
+def _resolve_head(info: _ModelInfo, key: Any, score: str) -> _Head:
+    """Decides how a head is explained; refuses an output that is not a classifier."""
+    h = info.heads[key]
+    where = "the model's output" if key is None else f"output {key!r}"
+    if len(h.shape) != 2:
+        raise ValueError(
+            f"{where} has shape {('N', *h.shape[1:])}, not [batch, classes]: class activation "
+            "maps explain classifiers (a softmax or sigmoid head). Received: an output of "
+            f"rank {len(h.shape)}"
+        )
+    c = h.shape[1]
+    squash, found = h.squash, bool(h.squash)
+    if not found and h.producer is None:
+        # No layer squashes it, yet it holds probabilities: an op we cannot see did it.
+        squash = {"distribution": "softmax", "unit": "sigmoid"}.get(h.looks_like, "")
+    if squash == "softmax":
+        kind = "softmax"
+    elif squash == "sigmoid":
+        kind = "binary" if c == 1 else "multilabel"
+    elif c > 1:
+        kind = "logits"
+    else:
+        raise ValueError(
+            f"{where} is one unit with no sigmoid, which reads as a regression, not a "
+            "classifier. For a binary classifier end the model with Dense(1, "
+            'activation="sigmoid") (a logit is still explained). Received: an output of '
+            f"shape (N, {c}) and no softmax or sigmoid"
+        )
+    used = score
+    if score == "logit" and squash and not found:
+        used = "probability"
+        if key not in info.warned:
+            info.warned.add(key)
+            warnings.warn(
+                f"score='logit': {where} is a {squash} applied outside any layer (for example "
+                "keras.ops.softmax in call()), so its logit cannot be read; explaining the "
+                "probability instead. Use a Dense(..., activation=...) or Activation layer "
+                "to explain the logit.",
+                UserWarning,
+                stacklevel=4,
+            )
+    hook = ""
+    if used == "logit" and found:
+        hook = _layers.head_kind(info.calls[h.producer].layer)
+    return _Head(key, kind, used, 2 if kind == "binary" else c, h.producer, hook)
 
 
 def _select_output(info: _ModelInfo, output: int | str | None) -> int | str | None:
@@ -317,30 +458,26 @@ def _select_output(info: _ModelInfo, output: int | str | None) -> int | str | No
         )
     if isinstance(output, bool) or not isinstance(output, (int, str)):
         raise TypeError(f"`output` must be an int or a str. Received: output={output!r}")
+    by_name = all(isinstance(k, str) for k in info.heads)
     if isinstance(output, int):
         if not 0 <= output < len(names):
             raise ValueError(
                 f"`output` index out of range: the model has {len(names)} outputs "
                 f"({', '.join(names)}). Received: output={output}"
             )
-        return output if not isinstance(info.sample_output, dict) else names[output]
+        return names[output] if by_name else output
     if output not in names:
         raise ValueError(
             f"`output` {output!r} not found. Outputs: {', '.join(names)}. "
             f"Received: output={output!r}"
         )
-    return output if isinstance(info.sample_output, dict) else names.index(output)
+    return output if by_name else names.index(output)
 
 
-def _pick(out: Any, head: int | str | None) -> Any:
-    if head is None:
+def _pick(out: Any, key: int | str | None) -> Any:
+    if key is None:
         return out[0] if isinstance(out, (list, tuple)) else out
-    return out[head]
-
-
-def _n_classes(info: _ModelInfo, head: int | str | None) -> int:
-    sample = _pick(info.sample_output, head)
-    return int(sample.shape[-1]) if len(sample.shape) > 1 else 1
+    return out[key]
 
 
 def _prepare_targets(target: Any, n: int, n_classes: int) -> np.ndarray:
@@ -384,34 +521,26 @@ def _check_spatial(path: str, layer: keras.layers.Layer, calls: list[_layers.Lay
             f"Layers with spatial output: {', '.join(_layers.spatial_paths(calls))}. "
             f"Received: layer={path!r}"
         )
+    if len(seen) > 1:
+        raise ValueError(
+            f"`layer` {path!r} runs {len(seen)} times in one forward pass (a shared layer), so "
+            "its map is ambiguous; pick a layer that runs once. Layers with spatial output: "
+            f"{', '.join(_layers.spatial_paths(calls))}. Received: layer={path!r}"
+        )
     if not seen[-1].is_spatial:
         raise ValueError(
-            f"`layer` {path!r} has output shape {seen[-1].output_shape}, not a spatial "
-            f"[batch, h, w, channels] map with h, w > 1. Layers with spatial output: "
+            f"`layer` {path!r} has output shape {(None, *seen[-1].output_shape[1:])}, not a "
+            "spatial [batch, h, w, channels] map with h, w > 1. Layers with spatial output: "
             f"{', '.join(_layers.spatial_paths(calls))}. Received: layer={path!r}"
         )
 
 
-def _logit_hooks(
-    info: _ModelInfo, head: int | str | None, store: dict
-) -> dict[keras.layers.Layer, _layers.Hook]:
+def _logit_hooks(info: _ModelInfo, head: _Head, store: dict) -> dict[keras.layers.Layer, Any]:
     """Hooks that capture the head's pre-softmax/sigmoid value into ``store``."""
-    wanted = _pick(info.sample_output, head)
-    leaves = [c for c in info.calls if not isinstance(c.layer, keras.Model)]
-    producer = next((c for c in reversed(leaves) if c.output is wanted), None)
-    if (
-        producer is None
-        and head is None
-        and leaves
-        and leaves[-1].output_shape == tuple(wanted.shape)
-    ):
-        producer = leaves[-1]  # subclassed models may re-wrap the final tensor
-    if producer is None:
+    if not head.hook:
         return {}
-    kind = _layers.head_kind(producer.layer)
-    if kind == "linear":
-        return {}
-    layer = producer.layer
+    kind = head.hook
+    layer = info.calls[head.producer].layer
 
     def hook(call: Any, args: tuple, kwargs: dict) -> Any:
         if kind == "input":
@@ -429,13 +558,32 @@ def _logit_hooks(
     return {layer: hook}
 
 
+def head_scores(outputs: Any, logits: Any, head: _Head) -> tuple[Any, Any]:
+    """The probabilities ``[B, C]`` and the per-class scores ``[B, C]`` of a head.
+
+    Written once in ``keras.ops`` for every backend. A binary head becomes two
+    classes: probabilities ``[1 - p, p]`` and scores ``[-z, z]`` (logit) or
+    ``[1 - p, p]`` (probability). Multi-label probabilities are not renormalised.
+    """
+    ops = keras.ops
+    probs = ops.cast(outputs, "float32")
+    scores = ops.cast(logits, "float32") if head.score == "logit" and logits is not None else probs
+    if head.kind == "binary":
+        probs = ops.concatenate([1.0 - probs, probs], axis=-1)
+        scores = (
+            ops.concatenate([-scores, scores], axis=-1)
+            if head.score == "logit"
+            else ops.concatenate([1.0 - scores, scores], axis=-1)
+        )
+    return probs, scores
+
+
 def _build_engine(
     model: keras.Model,
     info: _ModelInfo,
     target_layer: keras.layers.Layer | None,
     method: str,
-    score: str,
-    head: int | str | None,
+    head: _Head,
     x: np.ndarray,
 ) -> _Engine:
     engine = _Engine(fn=None)
@@ -447,8 +595,9 @@ def _build_engine(
 
     def step(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         engine.traces += 1
+        _count_trace(model_ref())
         store: dict[str, Any] = {}
-        hooks = _logit_hooks(info, head, store) if score == "logit" else {}
+        hooks = _logit_hooks(info, head, store)
         activations: list[tf.Tensor] = []
         if target_layer is not None:
             previous = hooks.get(target_layer)
@@ -462,75 +611,87 @@ def _build_engine(
         with tf.GradientTape() as tape, _layers.intercepted(hooks):
             if target_layer is None:
                 tape.watch(images)
-            outputs = _pick(model_ref()(images, training=False), head)
-            probs = tf.cast(outputs, tf.float32)
-            scores = tf.cast(store.get("logits", outputs), tf.float32)
-            if len(probs.shape) == 1:
-                probs, scores = probs[:, None], scores[:, None]
-            predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
-            chosen = tf.where(targets < 0, predicted, targets)
-            picked = tf.gather(scores, chosen, axis=1, batch_dims=1)
-            total = tf.reduce_sum(picked)  # images are independent, so one sum serves all
+            outputs = _pick(model_ref()(images, training=False), head.key)
+            probs, scores = head_scores(outputs, store.get("logits"), head)
+            chosen, total = pick_scores(probs, scores, targets)
         if target_layer is None:
             grads = tape.gradient(total, images)
-            maps = tf.reduce_max(tf.abs(tf.cast(grads, tf.float32)), axis=-1)
+            maps = saliency(images, grads)
         else:
-            if len(activations) != 1:
-                raise ValueError(
-                    f"`layer` {target_layer.name!r} runs {len(activations)} times in one forward "
-                    "pass (a shared layer); pick a layer that runs once. "
-                    f"Received: layer={target_layer.name!r}"
-                )
             grads = tape.gradient(total, activations[0])
             if grads is None:
                 engine.disconnected = True
                 grads = tf.zeros_like(activations[0])
-            maps = combine(tf.cast(activations[0], tf.float32), tf.cast(grads, tf.float32), method)
+            maps = combine(activations[0], grads, method)
         return normalize(maps), probs, tf.cast(chosen, tf.int64)
 
     engine.fn = tf.function(step, input_signature=spec, reduce_retracing=True)
     return engine
 
 
-def combine(activations: tf.Tensor, grads: tf.Tensor, method: str) -> tf.Tensor:
+def pick_scores(probs: Any, scores: Any, targets: Any) -> tuple[Any, Any]:
+    """The class explained per image (the argmax where ``targets < 0``) and the summed score.
+
+    Images are independent, so the gradient of one sum serves every image.
+    """
+    ops = keras.ops
+    predicted = ops.cast(ops.argmax(probs, axis=-1), "int32")
+    chosen = ops.where(targets < 0, predicted, targets)
+    picked = ops.take_along_axis(scores, chosen[:, None], axis=1)
+    return chosen, ops.sum(picked)
+
+
+def saliency(images: Any, grads: Any) -> Any:
+    """``max_c |d score / d x|``: ``[B, H, W]``."""
+    return keras.ops.max(keras.ops.abs(keras.ops.cast(grads, "float32")), axis=-1)
+
+
+def combine(activations: Any, grads: Any, method: str) -> Any:
     """Weights ``[B, h, w, K]`` activations by their gradients into ``[B, h, w]`` maps.
+
+    Written once in ``keras.ops``: every backend shares it.
 
     Args:
         activations: The layer's output ``A``.
-        grads: ``d score / d A``.
+        grads: ``G = d score / d A``.
         method: ``"gradcam"``: ``relu(sum_k mean_ij(G_k) A_k)``. ``"gradcam++"``:
-            the weights of Chattopadhay et al. (as in pytorch-grad-cam).
-            ``"layercam"``: ``relu(sum_k relu(G_k) * A_k)``. ``"hirescam"``:
-            ``relu(sum_k G_k * A_k)``.
+            Chattopadhay et al.'s weights ``sum_ij alpha_ij relu(G_ij)`` with
+            ``alpha = G^2 / (2 G^2 + sum_ab A_ab G^3)`` where that denominator is
+            non-zero and 0 elsewhere (no epsilon: it would swamp the small logit
+            gradients of large layers). ``"layercam"``: ``relu(sum_k relu(G_k) A_k)``.
+            ``"hirescam"``: ``relu(sum_k G_k A_k)``.
 
     Example:
-        >>> combine(tf.ones((1, 2, 2, 1)), tf.ones((1, 2, 2, 1)), "gradcam").shape
-        TensorShape([1, 2, 2])
+        >>> tuple(combine(np.ones((1, 2, 2, 1)), np.ones((1, 2, 2, 1)), "gradcam").shape)
+        (1, 2, 2)
     """
+    ops = keras.ops
+    a = ops.cast(activations, "float32")
+    g = ops.cast(grads, "float32")
     if method == "gradcam":
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.reduce_sum(weights * activations, axis=-1)
+        weights = ops.mean(g, axis=(1, 2), keepdims=True)
+        cam = ops.sum(weights * a, axis=-1)
     elif method == "gradcam++":
-        g2 = tf.square(grads)
-        g3 = g2 * grads
-        a_sum = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
-        alpha = g2 / (2.0 * g2 + a_sum * g3 + 1e-7)
-        alpha = tf.where(grads != 0.0, alpha, tf.zeros_like(alpha))
-        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
-        cam = tf.reduce_sum(weights * activations, axis=-1)
+        g2 = ops.square(g)
+        denom = 2.0 * g2 + ops.sum(a, axis=(1, 2), keepdims=True) * g2 * g
+        nonzero = ops.not_equal(denom, 0.0)
+        alpha = ops.where(nonzero, g2 / ops.where(nonzero, denom, 1.0), 0.0)
+        weights = ops.sum(alpha * ops.relu(g), axis=(1, 2), keepdims=True)
+        cam = ops.sum(weights * a, axis=-1)
     elif method == "layercam":
-        cam = tf.reduce_sum(tf.nn.relu(grads) * activations, axis=-1)
+        cam = ops.sum(ops.relu(g) * a, axis=-1)
     elif method == "hirescam":
-        cam = tf.reduce_sum(grads * activations, axis=-1)
+        cam = ops.sum(g * a, axis=-1)
     else:
         raise ValueError(f"`method` must be one of {METHODS[:-1]}. Received: method={method!r}")
-    return tf.nn.relu(cam)
+    return ops.relu(cam)
 
 
-def normalize(maps: tf.Tensor) -> tf.Tensor:
+def normalize(maps: Any) -> Any:
     """Divides each map by its own max; an all-zero map stays zero."""
-    peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    return tf.math.divide_no_nan(maps, peak)
+    ops = keras.ops
+    peak = ops.max(maps, axis=(1, 2), keepdims=True)
+    return ops.where(peak > 0, maps / ops.where(peak > 0, peak, 1.0), 0.0)
 
 
 def deletion_faithfulness(
@@ -557,7 +718,7 @@ def deletion_faithfulness(
         array([0.31, 0.02, ...], dtype=float32)
     """
     x = prepare_images(model, images)
-    _, head, _, _ = _inspect(model, x, None, "saliency", output)
+    _, head, _, _ = _inspect(model, x, None, "saliency", output, "probability")
     n, h, w = x.shape[:3]
     up = tf.image.resize(np.asarray(heatmaps, np.float32)[..., None], (h, w)).numpy()[..., 0]
     k = max(1, int(round(share * h * w)))
@@ -605,6 +766,7 @@ def _cached_function(model: keras.Model, key: tuple, x: np.ndarray, body: Any) -
 
         def fn(images: tf.Tensor) -> tf.Tensor:
             engine.traces += 1
+            _count_trace(model_ref())
             return body(model_ref(), images)
 
         engine.fn = tf.function(
@@ -621,18 +783,15 @@ def _in_chunks(fn: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     )
 
 
-def _probabilities(
-    model: keras.Model, head: int | str | None, x: np.ndarray, batch_size: int
-) -> np.ndarray:
-    """The selected head's output as float32 ``[N, C]`` (``[N, 1]`` for a 1-D output)."""
+def _probabilities(model: keras.Model, head: _Head, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The selected head's probabilities as float32 ``[N, C]`` (``[1 - p, p]`` for binary)."""
     forward = _cached_function(
         model,
-        ("forward", head, x.shape[1:], x.dtype.str),
+        ("forward", head.key, head.kind, x.shape[1:], x.dtype.str),
         x,
-        lambda m, images: tf.cast(_pick(m(images, training=False), head), tf.float32),
+        lambda m, images: head_scores(_pick(m(images, training=False), head.key), None, head)[0],
     )
-    out = _in_chunks(forward, x, batch_size)
-    return out[:, None] if out.ndim == 1 else out
+    return _in_chunks(forward, x, batch_size)
 
 
 def predict_probabilities(
@@ -645,7 +804,7 @@ def predict_probabilities(
         (100, 10)
     """
     x = prepare_images(model, images)
-    _, head, _, _ = _inspect(model, x, None, "saliency", output)
+    _, head, _, _ = _inspect(model, x, None, "saliency", output, "probability")
     return _probabilities(model, head, x, batch_size)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     page = Path(args.out) if args.out else run.path / "report" / "index.html"
     if page.exists() and GENERATOR not in page.read_text(errors="replace")[:2000]:
         raise CLIError(f"{page} exists and was not written by cam-callback; choose another --out")
-    _own_dir(page.parent / f"{page.stem}_files", [], default=not args.out)
+    # Its GIFs go to PAGE_files/: never over files there that another tool or person made.
+    gifs = [f"probe_{i:03d}.gif" for i in range(run.n_probes)]
+    _own_dir(page.parent / f"{page.stem}_files", gifs, default=not args.out)
     try:
         page.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -150,6 +153,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from cam_callback.record import load_run
 
     run = load_run(args.log_dir)
@@ -164,7 +169,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"probes:  {run.n_probes} of {run.images.shape[1]}x{run.images.shape[2]} px, "
         f"{n_classes} classes ({names})"
     )
-    print(f"layer:   {run.layer or '(input)'}  method: {run.method}")
+    # The score really used (a logit that cannot be found falls back to the probability).
+    score = run.meta.get("score") or "unknown (older record)"
+    print(f"layer:   {run.layer or '(input)'}  method: {run.method}  score: {score}")
+    finite = np.isfinite(run.heatmaps).all(axis=(0, 2, 3)) & np.isfinite(run.probabilities).all(
+        axis=(0, 2)
+    )
+    bad = np.flatnonzero(~finite).tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
+        print(f"non_finite: probes {shown}: NaN or inf in maps or probabilities (diverged model)")
     if run.epochs and run.labels is not None:
         right = int((run.probabilities[-1].argmax(1) == run.labels).sum())
         print(f"final accuracy on probes: {right / run.n_probes:.2f} ({right}/{run.n_probes})")
@@ -226,9 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)
-    if getattr(args, "fps", 1) <= 0:
-        print("cam-callback: error: --fps must be positive", file=sys.stderr)
-        return 1
+    if hasattr(args, "fps"):
+        from cam_callback.config import check_fps
+
+        try:
+            check_fps(args.fps, (getattr(args, "format", "gif"),), name="--fps")
+        except ValueError as exc:
+            print(f"cam-callback: error: {exc}", file=sys.stderr)
+            return 1
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return args.run(args)
     except (CLIError, FileNotFoundError, ValueError, ImportError) as exc:
@@ -243,6 +263,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a record damaged in a way no check foresaw: still one line
+        message = " ".join(str(exc).split())
+        print(f"cam-callback: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a skipped damaged epoch file) as one line each, without source lines."""
+    print(f"cam-callback: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

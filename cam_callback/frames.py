@@ -7,6 +7,7 @@ from 32-px to 512-px inputs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -81,7 +82,11 @@ def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def colorize(heatmap: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A ``[h, w]`` map in [0, 1] to turbo RGB uint8, upsampled to ``size`` first."""
+    """A ``[h, w]`` map in [0, 1] to turbo RGB uint8, upsampled to ``size`` first.
+
+    NaN cells are drawn as 0 and inf as 1; the frame's caption says the map is not finite.
+    """
+    heatmap = np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     heat = upsample(heatmap, size) if size else np.clip(heatmap, 0, 1)
     return turbo_lut()[(heat * 255 + 0.5).astype(np.uint8)]
 
@@ -122,14 +127,37 @@ def _text_mask(text: str, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
+# NUL, other control characters, and the bidi embeddings, overrides and isolates that could
+# reverse what a page or frame shows (U+202A-U+202E, U+2066-U+2069, and the LRM/RLM marks).
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+MAX_NAME = 48  # characters of a class name shown; longer names end in an ellipsis
+
+
+def clean_name(name: str, limit: int = MAX_NAME) -> str:
+    """A class name safe to show: control and bidi characters removed, cut to ``limit``.
+
+    Example:
+        >>> clean_name("cat\u202edog\x00"), clean_name("x" * 60, limit=5)
+        ('catdog', 'xxxx…')
+    """
+    text = _HIDDEN.sub("", str(name))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @lru_cache(maxsize=1024)
 def _fit(text: str, size: int, width: int) -> str:
+    """``text`` cut with an ellipsis to ``width`` pixels: a binary search, so cost stays linear."""
     font = _font(size)
     if font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+    lo, hi = 0, len(text)  # the longest prefix that fits with the ellipsis
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if font.getlength(text[:mid] + "…") <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "…"
 
 
 def put_text(frame: np.ndarray, x: int, y: int, text: str, colour, size: int) -> int:
@@ -203,7 +231,7 @@ class FrameRenderer:
     def name(self, cls: int) -> str:
         """The class name of ``cls``, or its id."""
         if self.class_names is not None and 0 <= cls < len(self.class_names):
-            return self.class_names[cls]
+            return clean_name(self.class_names[cls])
         return str(cls)
 
     def draw(self, heatmap: np.ndarray, probabilities: np.ndarray, epoch: int) -> np.ndarray:
@@ -212,6 +240,7 @@ class FrameRenderer:
         frame = self.base.copy()
         frame[CAPTION_H:, w : 2 * w] = overlay(self.image, heatmap, self.alpha)
         probs = np.asarray(probabilities, dtype=np.float64).ravel()
+        non_finite = not (np.isfinite(probs).all() and np.isfinite(heatmap).all())
         order = np.argsort(-probs, kind="stable")[: self.top_k]
         pred = int(order[0])
         correct = self.label is not None and pred == self.label
@@ -226,6 +255,8 @@ class FrameRenderer:
         x = 6
         for piece in pieces:
             x = put_text(frame, x, 4, piece, colour, size)
+        if non_finite:  # a diverged model: its numbers are shown as they are, and flagged
+            put_text(frame, x, 4, " · NON-FINITE", WRONG, size)
 
         x0 = 2 * w + 10
         bar_w = PANEL_W - 20
@@ -246,7 +277,8 @@ class FrameRenderer:
             frame[top + 7, x0 : x0 + bar_w + 1] = BAR_EDGE
             frame[top : top + 8, x0] = BAR_EDGE
             frame[top : top + 8, x0 + bar_w] = BAR_EDGE
-            length = int(round(bar_w * min(max(probs[cls], 0.0), 1.0)))
+            p = float(probs[cls]) if np.isfinite(probs[cls]) else 0.0
+            length = int(round(bar_w * min(max(p, 0.0), 1.0)))
             if length:
                 frame[top : top + 8, x0 : x0 + length + 1] = fill
             if is_true:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -96,7 +96,9 @@ class LayerCall:
     path: str
     layer: keras.layers.Layer
     output_shape: tuple[int, ...] | None
-    output: Any
+    # The eager output, only while the discovery pass is read; cached calls drop it,
+    # so a model's info never pins tensors (device memory on a GPU).
+    output: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_spatial(self) -> bool:

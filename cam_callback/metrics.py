@@ -156,7 +156,15 @@ def summary_scalars(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-FLAG_NAMES = ("misclassified", "low_confidence", "flipped", "unstable", "left_mask", "on_cue")
+FLAG_NAMES = (
+    "misclassified",
+    "low_confidence",
+    "flipped",
+    "unstable",
+    "left_mask",
+    "on_cue",
+    "non_finite",
+)
 
 
 def flags(
@@ -167,6 +175,7 @@ def flags(
     unstable_drift: float = 0.3,
     mask_kind: str = "object",
     cue_lift: float = 1.5,
+    heatmaps: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-probe bool flags over a whole record.
 
@@ -181,11 +190,14 @@ def flags(
             ``"cue"``: masks cover a suspected cue (a frame, a watermark), and
             ``on_cue`` flags a last ``mask_lift`` of ``cue_lift`` or more.
         cue_lift: See ``mask_kind``.
+        heatmaps: ``[E, N, h, w]`` maps, checked for ``non_finite``.
 
     Returns:
         Flag name to bool ``[N]``: ``misclassified`` (last epoch wrong),
         ``low_confidence``, ``flipped`` (the predicted class changed within the
-        last half of the epochs), ``unstable``, ``left_mask``, ``on_cue``.
+        last half of the epochs), ``unstable``, ``left_mask``, ``on_cue``, and
+        ``non_finite`` (NaN or inf in a probability, or in a map when ``heatmaps``
+        is given, at any epoch: a diverged model).
 
     Example:
         >>> f = flags({"drift": np.zeros((2, 1))}, np.array([[[0.9, 0.1]], [[0.4, 0.6]]]))
@@ -210,7 +222,10 @@ def flags(
         ),
         "left_mask": none.copy(),
         "on_cue": none.copy(),
+        "non_finite": ~np.isfinite(probs).reshape(e, n, -1).all(axis=(0, 2)),
     }
+    if heatmaps is not None and len(heatmaps):
+        out["non_finite"] |= ~np.isfinite(heatmaps).reshape(e, n, -1).all(axis=(0, 2))
     if "mask_lift" in metrics:
         last = metrics["mask_lift"][-1]
         if mask_kind == "cue":

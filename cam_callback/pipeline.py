@@ -211,8 +211,14 @@ class EpochPipeline:
         self._previous_epoch: int | None = None
         self._first: np.ndarray | None = None
         self.last: tuple[int, np.ndarray, np.ndarray] | None = None  # the newest recorded epoch
-        self.error: BaseException | None = None
-        self.error_where = ""
+        # Failures: (stage, what, epoch, exception); "record" stops recording, "frames" stops
+        # drawing. Each is reported once by take_error(); the stage stays stopped.
+        self._errors: list[tuple[str, str, int | None, BaseException]] = []
+        self.record_failed = False
+        self.frames_failed = False
+        self.started = False  # bookkeeping of the callback: this fit's first epoch was seen,
+        self.offset = 0  # and what it adds to Keras's epoch when one tracker fits again
+        self._stop_requested = False  # close() was called on one of our own threads
         self._records: queue.Queue = queue.Queue()
         self._frames: queue.Queue = queue.Queue(maxsize=FRAME_QUEUE)
         self._draws = bool(self.writer is not None or self.streams)
@@ -240,40 +246,84 @@ class EpochPipeline:
     ) -> None:
         """Hands one epoch over; returns once the epoch before it is on disk."""
         self._records.join()  # the promise: at most this epoch is not yet durable
+        if self.record_failed or self._record_thread is None:
+            return
         self._records.put((epoch, heatmaps, probabilities, targets, extra_metrics or {}))
 
+    def take_error(self) -> tuple[str, str, int | None, BaseException] | None:
+        """The oldest unreported failure as ``(stage, what, epoch, exception)``, or ``None``.
+
+        ``stage`` is ``"record"`` (nothing more is recorded) or ``"frames"``
+        (TensorBoard and the animations stopped; recording goes on).
+        """
+        return self._errors.pop(0) if self._errors else None
+
     def raise_pending(self) -> None:
-        """Raises, once, the first error of a background thread."""
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise RuntimeError(f"{self.error_where} failed: {error}") from error
+        """Raises the oldest unreported failure of a background thread."""
+        failure = self.take_error()
+        if failure is not None:
+            _, what, epoch, exc = failure
+            at = "" if epoch is None else f" of epoch {epoch}"
+            raise RuntimeError(f"{what}{at} failed: {exc}") from exc
+
+    def drain(self) -> None:
+        """Waits until every epoch handed over is recorded and drawn, then stops the threads."""
+        self._stop_threads()
+
+    @property
+    def animating(self) -> bool:
+        """Whether the animations received every kept frame so far."""
+        return bool(self.streams) and not self.frames_failed and not self.record_failed
+
+    def finish_animations(self) -> list[Path]:
+        """Completes the animation files (after :meth:`drain`): O(probes), whatever the epochs.
+
+        Returns:
+            The files written.
+        """
+        if not self.animating or self.last is None:
+            return []
+        return self._finish_animations()
 
     def finish(self) -> list[Path]:
-        """Waits for every epoch, completes the animations and flags, closes the writer.
+        """Drains, raises a background failure, writes flags and animations, and closes.
 
         Returns:
             The animation files written.
         """
-        written: list[Path] = []
         try:
-            self._stop_threads()
-            if self.error is None and self.last is not None:
-                written = self._finish_animations()
-                write_flags(load_run(self.record.path.parent))
-        except BaseException as exc:
-            self._fail("finishing the animations", exc)
+            self.drain()
+            self.raise_pending()
+            if self.last is None:
+                return []
+            write_flags(load_run(self.record.path.parent))
+            return self.finish_animations()
         finally:
             self.close()
-        self.raise_pending()
-        return written
 
     def close(self) -> None:
-        """Stops the threads and closes the writer, leaving animations partial; repeatable."""
+        """Stops the threads, closes the writer and releases the record; repeatable.
+
+        Animations not finished stay partial. Also safe when the garbage
+        collector runs a finalizer on one of the pipeline's own threads: that
+        thread cannot join itself, so it stops after its current job.
+        """
+        me = threading.current_thread()
+        if me is self._record_thread or me is self._frame_thread:
+            self._stop_requested = True
+            self._records.put(_STOP)
+            with contextlib.suppress(queue.Full):
+                self._frames.put_nowait(_STOP)
+            return
         self._stop_threads()
-        if self.writer is not None:
-            self.writer.close()
+        self._release()
 
     # -------------------------------------------------------------- threads
+
+    def _release(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.record.close()
 
     def _stop_threads(self) -> None:
         thread, self._record_thread = self._record_thread, None
@@ -285,9 +335,12 @@ class EpochPipeline:
             self._frames.put(_STOP)
             thread.join()
 
-    def _fail(self, where: str, exc: BaseException) -> None:
-        if self.error is None:  # keep the first: later ones are usually its echo
-            self.error, self.error_where = exc, where
+    def _fail(self, stage: str, what: str, epoch: int | None, exc: BaseException) -> None:
+        if stage == "record":
+            self.record_failed = True
+        else:
+            self.frames_failed = True
+        self._errors.append((stage, what, epoch, exc))
 
     def _record_loop(self) -> None:
         while True:
@@ -295,12 +348,25 @@ class EpochPipeline:
             try:
                 if job is _STOP:
                     return
-                if self.error is None:  # after an error, keep draining so fit never blocks
+                if not self.record_failed:  # after a failure, keep draining so fit never blocks
                     self._record(*job)
             except BaseException as exc:
-                self._fail(f"writing the record of epoch {job[0]}", exc)
+                self._fail("record", "writing the record", job[0], exc)
             finally:
                 self._records.task_done()
+            if self._stop_requested:
+                self._release()
+                return
+
+    def _hand_to_frames(self, job: tuple) -> None:
+        while not self.frames_failed and not self._stop_requested:
+            try:
+                self._frames.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                thread = self._frame_thread
+                if thread is None or not thread.is_alive():
+                    return  # a stopped frame thread must never block training
 
     def _record(
         self,
@@ -328,7 +394,7 @@ class EpochPipeline:
             self._first = heatmaps
         self.last = (epoch, heatmaps, probabilities)
         if self._draws:
-            self._frames.put((epoch, heatmaps, probabilities, values))
+            self._hand_to_frames((epoch, heatmaps, probabilities, values))
 
     def _history(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Maps of the previous and first recorded epochs before ``epoch`` (resume-aware)."""
@@ -354,16 +420,27 @@ class EpochPipeline:
             job = self._frames.get()
             if job is _STOP:
                 return
-            if self.error is not None:
-                continue
-            try:
-                if not self._planned:
-                    self._plan(job[0])
-                self._draw(*job)
-            except BaseException as exc:
-                self._fail(f"drawing the frames of epoch {job[0]}", exc)
+            if not self.frames_failed:  # after a failure, keep draining so fit never blocks
+                try:
+                    if not self._planned:
+                        self._plan(job[0])
+                    self._draw(*job)
+                except BaseException as exc:
+                    self._fail("frames", self.frames_what, job[0], exc)
+            if self._stop_requested:
+                self._release()
+                return
 
     # -------------------------------------------------------------- drawing
+
+    @property
+    def frames_what(self) -> str:
+        """What the frame thread does, for messages."""
+        if self.writer is None:
+            return "drawing the animation frames"
+        if self.streams:
+            return "drawing the TensorBoard and animation frames"
+        return "drawing the TensorBoard frames"
 
     def _label_name(self, i: int) -> str | None:
         if self.labels is None or self.labels[i] < 0:
@@ -393,7 +470,8 @@ class EpochPipeline:
         if not self.streams:
             return
         earlier = [e for e in epoch_files(self.record.path) if e < first_epoch]
-        plan = planned_epochs(first_epoch, self.total_epochs, self.every_n, earlier)
+        total = None if self.total_epochs is None else self.total_epochs + self.offset
+        plan = planned_epochs(first_epoch, total, self.every_n, earlier)
         if plan is not None:
             self._keep = {plan[p] for p in animate.sample_positions(len(plan), self.max_frames)}
             seed = [e for e in earlier if e in self._keep]

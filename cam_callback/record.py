@@ -29,8 +29,11 @@ import io
 import json
 import os
 import re
-import tempfile
+import secrets
 import warnings
+import weakref
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +45,26 @@ FORMAT = "cam-callback-record"
 VERSION = 1
 SUBDIR = "cam"
 FLAGS_FILE = "flags.json"
+LOCK_FILE = ".writer.lock"
 _EPOCH_FILE = re.compile(r"^epoch_(\d{6,})\.npz$")
-_UMASK = os.umask(0)  # read once: mkstemp makes 0600 files, ours follow the umask like open()
-os.umask(_UMASK)
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per record is then up to the user
+    fcntl = None  # type: ignore[assignment]
+
+
+class RecordError(ValueError):
+    """A damaged or unreadable run record; the message names the file and the problem."""
+
+
+class RecordBusy(ValueError):
+    """Another tracker or process is writing this record."""
+
+
+# Kept in record.json for information; a newer cam-callback may continue an older run.
+_NOT_COMPARED = ("package_version",)
+_ABSENT = object()
 
 
 def record_dir(log_dir: str | os.PathLike) -> Path:
@@ -71,13 +91,14 @@ def fingerprint(images: np.ndarray, labels: np.ndarray | None = None) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` by write-then-rename, durable on return."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # 0o666 through os.open: the kernel applies the live umask, as for any file the user makes.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -142,12 +163,17 @@ class Run:
     def flags(self) -> dict[str, np.ndarray]:
         """Per-probe bool flags: ``flags.json`` when it covers every epoch read, else
         computed from the stored metrics with the thresholds in ``record.json``."""
-        stored = self.path / FLAGS_FILE
-        if stored.is_file():
-            data = json.loads(stored.read_text())
-            if data.get("n_epochs") == len(self.epochs):
-                return {k: np.asarray(v, bool) for k, v in data["flags"].items()}
-        return compute_flags(self)
+        computed = compute_flags(self)
+        try:
+            data = json.loads((self.path / FLAGS_FILE).read_bytes())
+            stored = {k: np.asarray(data["flags"][k], bool) for k in computed}
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            return computed  # missing, older or damaged: the metrics are the source of truth
+        if data.get("n_epochs") != len(self.epochs) or any(
+            v.shape != (self.n_probes,) for v in stored.values()
+        ):
+            return computed
+        return stored
 
     def class_name(self, cls: int) -> str:
         """The name of class ``cls``, or its id as text."""
@@ -167,6 +193,7 @@ def compute_flags(run: Run, low_confidence: float | None = None) -> dict[str, np
         if low_confidence is None
         else low_confidence,
         mask_kind=run.meta.get("mask_kind", "object"),
+        heatmaps=run.heatmaps,
     )
 
 
@@ -179,22 +206,212 @@ def write_flags(run: Run) -> Path:
     return path
 
 
+_MAX_JSON_BYTES = 16 * 2**20  # far above any record.json the tracker writes
+_MAX_COUNT = 2**20  # probes or classes
+_MAX_SIDE = 2**14  # pixels of an image or cells of a map
+
+
+def _damaged(file: Path, problem: str) -> RecordError:
+    return RecordError(f"damaged cam-callback record: {file}: {problem}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta(meta: dict[str, Any], meta_file: Path) -> None:
+    """Checks the fields a reader relies on, so a hand-edited file fails here, by name."""
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise _damaged(meta_file, f"`{key}` must be {expected}, got {meta.get(key)!r:.80}")
+
+    for key in ("n_probes", "n_classes"):
+        value = meta.get(key)
+        need(_is_int(value) and 1 <= value <= _MAX_COUNT, key, f"an int in 1..{_MAX_COUNT}")
+    shape = meta.get("map_shape")
+    need(
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(_is_int(v) and 1 <= v <= _MAX_SIDE for v in shape),
+        "map_shape",
+        f"two ints in 1..{_MAX_SIDE}",
+    )
+    for key in ("layer", "method", "fingerprint"):
+        need(isinstance(meta.get(key, ""), str), key, "a string")
+    names = meta.get("class_names")
+    need(
+        names is None
+        or (
+            isinstance(names, list)
+            and len(names) == meta["n_classes"]
+            and all(isinstance(c, str) for c in names)
+        ),
+        "class_names",
+        f"null or a list of {meta['n_classes']} strings",
+    )
+    low = meta.get("low_confidence", 0.5)
+    need(
+        isinstance(low, (int, float)) and not isinstance(low, bool) and 0.0 <= low <= 1.0,
+        "low_confidence",
+        "a number in [0, 1]",
+    )
+    need(meta.get("mask_kind", "object") in ("object", "cue"), "mask_kind", '"object" or "cue"')
+
+
 def read_meta(path: Path) -> dict[str, Any]:
-    """Reads and checks ``record.json`` in the record folder ``path``."""
+    """Reads and checks ``record.json`` in the record folder ``path``.
+
+    Raises:
+        FileNotFoundError: No ``record.json`` there.
+        RecordError: It is not a readable cam-callback record of a version this reads.
+    """
     meta_file = path / "record.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"no cam-callback record at {path}: {meta_file} does not exist")
-    meta = json.loads(meta_file.read_text())
+    try:
+        with open(meta_file, "rb") as f:
+            raw = f.read(_MAX_JSON_BYTES + 1)
+        if len(raw) > _MAX_JSON_BYTES:
+            raise _damaged(meta_file, f"larger than {_MAX_JSON_BYTES} bytes")
+        meta = json.loads(raw)
+    except RecordError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
+        raise _damaged(meta_file, f"not readable JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(meta_file, f"must hold a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{meta_file} is not a cam-callback record (format={meta.get('format')!r})"
+        raise RecordError(
+            f"{meta_file} is not a cam-callback record (format={meta.get('format')!r:.80})"
         )
-    if meta.get("version", 0) > VERSION:
-        raise ValueError(
-            f"{meta_file} has record version {meta['version']}; this cam-callback reads up to "
+    version = meta.get("version", 0)
+    if not _is_int(version):
+        raise _damaged(meta_file, f"`version` must be an int, got {version!r:.80}")
+    if version > VERSION:
+        raise RecordError(
+            f"{meta_file} has record version {version}; this cam-callback reads up to "
             f"{VERSION}. Upgrade cam-callback."
         )
+    _check_meta(meta, meta_file)
     return meta
+
+
+# name -> (dtype kinds accepted, shape with None for "any size within the limits")
+_Spec = Mapping[str, tuple[str, tuple[int | None, ...]]]
+
+
+def _read_npz(file: Path, spec: _Spec | None, optional: tuple[str, ...] = ()) -> dict:
+    """The arrays of an ``.npz``, each header checked against ``spec`` before allocating.
+
+    Keys not in ``spec`` must be ``metric_*`` (float, shaped like ``targets``); with
+    ``spec=None`` any array is read (the writer reading back its own files).
+
+    Raises:
+        RecordError: Unreadable, truncated, a missing key, or a dtype or shape not expected.
+    """
+    try:
+        out = {}
+        with zipfile.ZipFile(file) as zf:
+            for info in zf.infolist():
+                key = info.filename.removesuffix(".npy")
+                if spec is None:
+                    expected = None
+                elif key in spec:
+                    expected = spec[key]
+                elif key.startswith("metric_") and "targets" in spec:
+                    expected = ("f", spec["targets"][1])
+                else:
+                    raise _damaged(file, f"unexpected array {info.filename!r:.80}")
+                with zf.open(info) as f:
+                    out[key] = _read_npy(f, info.file_size, expected, key, file)
+        missing = [k for k in (spec or {}) if k not in out and k not in optional]
+        if missing:
+            raise _damaged(file, f"missing array {missing[0]!r}")
+        return out
+    except RecordError:
+        raise
+    # zipfile and numpy's header parser raise all of these on bytes they cannot make sense of.
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        NotImplementedError,
+        OverflowError,
+    ) as e:
+        raise _damaged(file, f"unreadable ({type(e).__name__}: {e})") from None
+
+
+def _read_npy(f: Any, size: int, expected: Any, key: str, file: Path) -> np.ndarray:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise _damaged(file, f"array {key!r} has .npy version {version}")
+    if dtype.hasobject or dtype.kind not in "biuf" or dtype.shape or dtype.names:
+        raise _damaged(file, f"array {key!r} has dtype {dtype}")
+    if expected is not None:
+        kinds, want = expected
+        if dtype.kind not in kinds:
+            raise _damaged(file, f"array {key!r} has dtype {dtype}, expected kind {kinds!r}")
+        if len(shape) != len(want) or any(
+            w is not None and s != w for s, w in zip(shape, want, strict=True)
+        ):
+            shown = tuple("?" if w is None else w for w in want)
+            raise _damaged(file, f"array {key!r} has shape {shape}, expected {shown}")
+    # The header's claim is checked against the bytes on disk before anything is allocated.
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if size != f.tell() + nbytes:
+        held = size - f.tell()
+        raise _damaged(file, f"array {key!r} claims {nbytes} bytes, the file holds {held}")
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise _damaged(file, f"array {key!r} is truncated")
+    arr = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _check_probes(arrays: dict, meta: dict, file: Path) -> None:
+    images = arrays["images"]
+    if not (1 <= images.shape[1] <= _MAX_SIDE and 1 <= images.shape[2] <= _MAX_SIDE):
+        raise _damaged(file, f"images of shape {images.shape}")
+    masks = arrays.get("masks")
+    if masks is not None and masks.shape != images.shape[:3]:
+        raise _damaged(file, f"masks of shape {masks.shape} for images {images.shape}")
+    labels = arrays.get("labels")
+    if labels is not None:
+        c = meta["n_classes"]
+        unknown = labels < 0
+        if ((labels < -1) | (labels >= c)).any() or (unknown.any() and not unknown.all()):
+            raise _damaged(file, f"labels must all be in 0..{c - 1} (or all -1: unknown)")
+
+
+def read_epoch_file(file: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One epoch file's arrays, checked against the record's config (``record.json``).
+
+    Raises:
+        RecordError: The file is damaged in any way; the message names it.
+    """
+    n, c = meta["n_probes"], meta["n_classes"]
+    h, w = meta["map_shape"]
+    arrays = _read_npz(
+        file,
+        {"heatmaps": ("f", (n, h, w)), "probabilities": ("f", (n, c)), "targets": ("iu", (n,))},
+    )
+    targets = arrays["targets"]
+    if ((targets < 0) | (targets >= c)).any():
+        raise _damaged(file, f"targets must be class ids in 0..{c - 1}")
+    for key, value in arrays.items():
+        if value.dtype.kind == "f":
+            arrays[key] = value.astype(np.float32, copy=False)
+    arrays["targets"] = targets.astype(np.int64, copy=False)
+    return arrays
 
 
 def epoch_files(path: Path) -> dict[int, Path]:
@@ -225,6 +442,8 @@ def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
 
     Raises:
         FileNotFoundError: No record there; the path is named.
+        RecordError: ``record.json`` or ``probes.npz`` is damaged; the file and the
+            problem are named. A damaged epoch file is skipped with a warning naming it.
 
     Example:
         >>> run = load_run("runs/a")  # doctest: +SKIP
@@ -239,21 +458,29 @@ def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
             f"no cam-callback record in {Path(log_dir)}: expected {record_dir(log_dir)}/record.json"
         )
     meta = read_meta(path)
-    with np.load(path / "probes.npz") as probes:
-        images = probes["images"]
-        labels = probes["labels"] if "labels" in probes.files else None
-        masks = probes["masks"] if "masks" in probes.files else None
+    n = meta["n_probes"]
+    probes = _read_npz(
+        path / "probes.npz",
+        {
+            "images": ("u", (n, None, None, 3)),
+            "labels": ("iu", (n,)),
+            "masks": ("b", (n, None, None)),
+        },
+        optional=("labels", "masks"),
+    )
+    _check_probes(probes, meta, path / "probes.npz")
+    images = probes["images"].astype(np.uint8, copy=False)
+    labels = probes["labels"].astype(np.int64, copy=False) if "labels" in probes else None
+    masks = probes.get("masks")
     files = epoch_files(path)
     chosen = list(files.items())[epochs] if epochs is not None else list(files.items())
-    n = images.shape[0]
     kept, maps, probs, targets = [], [], [], []
     metrics: dict[str, list[np.ndarray]] = {}
     for epoch, file in chosen:
         try:
-            with np.load(file) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError) as exc:  # only possible if edited by hand
-            warnings.warn(f"skipping unreadable epoch file {file}: {exc}", stacklevel=2)
+            arrays = read_epoch_file(file, meta)
+        except RecordError as exc:  # a damaged epoch costs that epoch, not the record
+            warnings.warn(f"skipping {exc}", stacklevel=2)
             continue
         kept.append(epoch)
         maps.append(arrays["heatmaps"])
@@ -262,8 +489,8 @@ def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
         for key, value in arrays.items():
             if key.startswith("metric_"):
                 metrics.setdefault(key[len("metric_") :], []).append(value)
-    h, w = meta.get("map_shape") or (0, 0)
-    c = int(meta.get("n_classes") or 0)
+    h, w = meta["map_shape"]
+    c = meta["n_classes"]
     return Run(
         path=path,
         epochs=kept,
@@ -271,7 +498,7 @@ def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
         probabilities=np.stack(probs) if probs else np.zeros((0, n, c), np.float32),
         targets=np.stack(targets) if targets else np.zeros((0, n), np.int64),
         images=images,
-        labels=None if labels is None or (labels < 0).all() else labels,
+        labels=None if labels is None or (labels < 0).any() else labels,
         class_names=meta.get("class_names"),
         masks=masks,
         layer=meta.get("layer", ""),
@@ -296,6 +523,7 @@ class RecordWriter:
 
     def __init__(self, log_dir: str | os.PathLike) -> None:
         self.path = record_dir(log_dir)
+        self._lock: weakref.finalize | None = None  # closes the lock's descriptor
 
     def open(
         self,
@@ -305,14 +533,33 @@ class RecordWriter:
         labels: np.ndarray | None = None,
         masks: np.ndarray | None = None,
     ) -> bool:
-        """Writes the probes and metadata, or checks them against a record already there.
+        """Locks the record, then writes the probes and config or checks them against it.
+
+        The lock (``flock`` on ``cam/.writer.lock``) is held until :meth:`close`;
+        the OS releases it when the process dies, so a killed run can resume.
 
         Returns:
             ``True`` when an existing record is continued.
 
         Raises:
-            ValueError: The folder holds a record of different probes.
+            RecordBusy: Another tracker or process writes this record.
+            ValueError: The folder holds a record of different probes or settings.
         """
+        self.lock()
+        try:
+            return self._open(meta, images=images, labels=labels, masks=masks)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(
+        self,
+        meta: Mapping[str, Any],
+        *,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        masks: np.ndarray | None,
+    ) -> bool:
         try:
             old = read_meta(self.path)
         except FileNotFoundError:
@@ -325,13 +572,17 @@ class RecordWriter:
                     f"(fingerprint {old.get('fingerprint')}, these are {meta['fingerprint']}). "
                     f"Use a new `log_dir` for a new probe set. Received: log_dir={where!r}"
                 )
-            for key in ("layer", "method"):
-                if key in meta and old.get(key) != meta[key]:
-                    raise ValueError(
-                        f"`{key}` differs from the record in {where} ({old.get(key)!r} there, "
-                        f"{meta[key]!r} now): continuing would mix maps of both. Use a new "
-                        f"`log_dir`. Received: {key}={meta[key]!r}"
-                    )
+            now = json.loads(json.dumps(dict(meta)))  # tuples as lists, as stored
+            differ = [k for k in now if k not in _NOT_COMPARED and old.get(k, _ABSENT) != now[k]]
+            if differ:
+                shown = ", ".join(
+                    f"{k}: {old.get(k, '(not recorded)')!r} there, {now[k]!r} now" for k in differ
+                )
+                raise ValueError(
+                    f"`{differ[0]}` differs from the record in {where} ({shown}): continuing "
+                    f"would mix maps of both settings in one record. Use a new `log_dir`, or "
+                    f"the record's settings. Received: {differ[0]}={now[differ[0]]!r}"
+                )
             return True
         arrays: dict[str, np.ndarray] = {"images": np.asarray(images, np.uint8)}
         n = len(arrays["images"])
@@ -344,6 +595,36 @@ class RecordWriter:
         full = {"format": FORMAT, "version": VERSION, **meta}
         atomic_write_bytes(self.path / "record.json", json.dumps(full, indent=2).encode())
         return False
+
+    def lock(self) -> None:
+        """Takes the record's writer lock, or raises :class:`RecordBusy` naming the holder."""
+        if self._lock is not None or fcntl is None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            where = str(self.path.parent)
+            raise RecordBusy(
+                f"`log_dir` {where} is being written by another tracker (process {holder}); "
+                f"one record has one writer. Wait for that fit to end, close that tracker, or "
+                f"use a new `log_dir`. Received: log_dir={where!r}"
+            ) from None
+        with contextlib.suppress(OSError):  # the pid is only for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Closing the descriptor releases the flock: on close(), or when the writer is dropped.
+        self._lock = weakref.finalize(self, os.close, fd)
+
+    def close(self) -> None:
+        """Releases the writer lock; safe to repeat."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                lock()
 
     def write_epoch(
         self,
@@ -371,13 +652,20 @@ class RecordWriter:
         file = epoch_files(self.path).get(epoch)
         if file is None:
             return None
-        with np.load(file) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            return _read_npz(file, None)
+        except RecordError:  # a damaged epoch is no history to measure drift against
+            return None
 
     def previous_epoch(self, epoch: int) -> int | None:
         """The latest recorded epoch before ``epoch``, for resuming."""
         earlier = [e for e in epoch_files(self.path) if e < epoch]
         return earlier[-1] if earlier else None
+
+    def last_epoch(self) -> int | None:
+        """The last recorded epoch, or ``None``."""
+        files = epoch_files(self.path)
+        return next(reversed(files)) if files else None
 
     def first_epoch(self) -> int | None:
         """The first recorded epoch."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 import html
 import json
 import os
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from cam_callback import animate
+from cam_callback.frames import clean_name
 from cam_callback.metrics import FLAG_NAMES
 from cam_callback.record import Run, atomic_write_bytes, compute_flags, load_run
 
@@ -26,6 +28,7 @@ FLAG_HELP = {
     "unstable": "the map kept moving late in training (high drift)",
     "left_mask": "attention on the object mask ended no higher than chance",
     "on_cue": "attention on the suspected cue ended at 1.5x chance or more",
+    "non_finite": "NaN or inf in the maps or probabilities: the model diverged",
 }
 
 
@@ -47,6 +50,7 @@ def sparkline(values: np.ndarray, width: int = 160, height: int = 36) -> str:
     """
     n = len(values)
     xs = np.linspace(2, width - 2, n) if n > 1 else np.array([width / 2])
+    values = np.nan_to_num(np.asarray(values, np.float64), nan=0.0, posinf=1.0, neginf=0.0)
     ys = height - 2 - np.clip(values, 0, 1) * (height - 4)
     points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
     dot = f'<circle cx="{xs[-1]:.1f}" cy="{ys[-1]:.1f}" r="2.5"/>'
@@ -72,9 +76,9 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
             {
                 "index": i,
                 "label": label,
-                "label_name": "" if label is None else run.class_name(label),
+                "label_name": "" if label is None else clean_name(run.class_name(label)),
                 "pred": pred,
-                "pred_name": run.class_name(pred),
+                "pred_name": clean_name(run.class_name(pred)),
                 "confidence": float(last[i, pred]),
                 "true_probability": float(curve[-1]),
                 "curve": curve,
@@ -89,6 +93,11 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
     return rows
 
 
+def _sortable(p: float) -> str:
+    """A probability for the page's sorting: NaN and inf sort first, as the most doubtful."""
+    return f"{p:.6f}" if np.isfinite(p) else "-1"
+
+
 def _card(row: dict, gif: str) -> str:
     badges = "".join(
         f'<span class="badge {n}" title="{html.escape(FLAG_HELP[n])}">{n.replace("_", " ")}</span>'
@@ -101,7 +110,7 @@ def _card(row: dict, gif: str) -> str:
     return f"""
 <article class="card {verdict}" data-index="{row["index"]}" data-class="{html.escape(cls)}"
   data-flags="{" ".join(row["flags"])}" data-priority="{row["priority"][0]}"
-  data-truep="{row["true_probability"]:.6f}">
+  data-truep="{_sortable(row["true_probability"])}">
   <img src="{html.escape(gif)}" alt="probe {row["index"]} attention over epochs" loading="eager">
   <div class="meta">
     <div class="title">probe {row["index"]:03d}</div>
@@ -131,7 +140,8 @@ b.right{color:#4cc46a} b.wrong{color:#ff6b7a}
 .curve .mid{stroke:#44444c;stroke-dasharray:2 3} .curve-row{display:flex;align-items:center;gap:8px}
 .p{color:#a0a0aa} .badge{display:inline-block;border-radius:10px;padding:0 8px;margin:2px 4px 0 0;
 font-size:12px;background:#44444c} .badge.misclassified{background:#8b2230}
-.badge.low_confidence{background:#8a6d12} .badge.on_cue,.badge.left_mask{background:#5b3a8c}
+.badge.low_confidence{background:#8a6d12} .badge.non_finite{background:#b3261e}
+.badge.on_cue,.badge.left_mask{background:#5b3a8c}
 .hidden{display:none} #count{color:#a0a0aa}
 """
 
@@ -184,20 +194,28 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
         "epochs": run.epochs,
         "layer": run.layer,
         "method": run.method,
+        "score": run.meta.get("score"),
         "threshold": threshold,
     }
+    # Valid JSON inside <script>: only "<" could end the element early (</script>, <!--).
+    summary_json = json.dumps(summary).replace("<", "\\u003c")
+    name = clean_name(run.path.parent.name, limit=120)
+    layer = clean_name(run.layer or "input", limit=120)
+    method = clean_name(run.method)
+    score = clean_name(run.meta.get("score") or "unknown score")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="generator" content="{GENERATOR}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>cam-callback review: {html.escape(str(run.path.parent.name))}</title>
+<title>cam-callback review: {html.escape(name)}</title>
 <style>{_CSS}</style></head>
 <body>
 <header>
-  <h1>What the model looked at: {html.escape(str(run.path.parent.name))}</h1>
+  <h1>What the model looked at: {html.escape(name)}</h1>
   <div class="sub">{len(rows)} probes · {len(run.epochs)} epochs
-    ({run.epochs[0]}–{run.epochs[-1]}) · layer <code>{html.escape(run.layer or "input")}</code> ·
-    {html.escape(run.method)} · {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
+    ({run.epochs[0]}–{run.epochs[-1]}) · layer <code>{html.escape(layer)}</code> ·
+    {html.escape(method)} of the {html.escape(score)} ·
+    {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
   <div class="controls">
     <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
     <span>flag <select id="flag-filter"><option value="">all</option>
@@ -209,7 +227,7 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
   </div>
 </header>
 <main>{cards}</main>
-<script type="application/json" id="summary">{html.escape(json.dumps(summary))}</script>
+<script type="application/json" id="summary">{summary_json}</script>
 <script>{_JS}</script>
 </body></html>
 """
@@ -253,7 +271,9 @@ def write_report(
     paths = animate.render_animations(
         run, assets, formats="gif", fps=fps, grid=False, processes=processes, progress=progress
     )
-    gifs = {i: f"{assets.name}/{p.name}" for i, p in enumerate(paths)}
+    # URL-encoded: a page named "run#1.html" has its GIFs in "run#1_files/", which a raw
+    # src would cut at the "#".
+    gifs = {i: urllib.parse.quote(f"{assets.name}/{p.name}") for i, p in enumerate(paths)}
     rows = probe_rows(run, threshold)
     atomic_write_bytes(page, render_page(run, rows, gifs, threshold).encode())
     return page

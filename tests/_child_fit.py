@@ -1,10 +1,12 @@
 """A training child process for the tests that need a fresh TensorFlow.
 
 usage: python _child_fit.py MODE LOG_DIR
-  slow:     trains many slow epochs with the tracker (the parent SIGKILLs it)
-  slow-gif: the same, with TensorBoard and GIFs on
+  slow:     trains many slow epochs with the tracker; in epoch 2 it stops inside the
+            record's write, just before the rename, and prints "STOP" (the parent SIGKILLs it)
+  slow-gif: many slow epochs with TensorBoard and GIFs on, no stop (the parent SIGKILLs it)
   mirrored: trains under MirroredStrategy over two logical CPU devices
-  mixed:    trains under the mixed_float16 policy
+  mixed:    trains under the mixed_float16 policy, then saves float32 maps of the same
+            weights to LOG_DIR/float32_maps.npy
 """
 
 import os
@@ -20,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import small_cnn  # noqa: E402
 
-from cam_callback import CAMTracker  # noqa: E402
+from cam_callback import CAMTracker, compute_cams, load_run  # noqa: E402
 
 mode, log_dir = sys.argv[1], sys.argv[2]
 keras.utils.set_random_seed(0)
@@ -31,9 +33,18 @@ probes, labels = x[:5], y[:5]
 
 
 class Slow(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2 and mode == "slow":  # the next record write stops before its rename
+            os.replace = stop
+
     def on_epoch_end(self, epoch, logs=None):
         print(f"epoch {epoch} done", flush=True)
         time.sleep(0.3)
+
+
+def stop(*args, **kwargs):
+    print("STOP", flush=True)
+    time.sleep(600)
 
 
 if mode in ("slow", "slow-gif"):
@@ -62,4 +73,9 @@ elif mode == "mixed":
     print("compute dtype", model.get_layer("conv2").compute_dtype, flush=True)
     tracker = CAMTracker(probes, labels, log_dir=log_dir, animate="gif", method="gradcam++")
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
+    keras.mixed_precision.set_global_policy("float32")
+    full = small_cnn(3)
+    full.set_weights(model.get_weights())
+    res = compute_cams(full, probes, method="gradcam++", target=load_run(log_dir).targets[-1])
+    np.save(os.path.join(log_dir, "float32_maps.npy"), res.heatmaps)
     print("ok", flush=True)

@@ -19,6 +19,7 @@ def make_record(
     fingerprint="f00d",
     labels=True,
     mask_kind="object",
+    score="probability",
 ):
     """A record whose probes drift from wrong to right; returns the log_dir."""
     rng = np.random.default_rng(seed)
@@ -41,6 +42,7 @@ def make_record(
             "map_shape": [hw, hw],
             "class_names": [f"class_{c}" for c in range(n_classes)],
             "mask_kind": mask_kind,
+            "score": score,
         },
         images=images,
         labels=y if labels else None,

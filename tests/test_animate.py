@@ -175,3 +175,17 @@ def test_render_max_frames_and_bounded_grid(tmp_path):
         assert np.abs(got.astype(int) - want).mean() < 6
     with pytest.raises(ValueError, match="`max_frames` must be an int >= 2"):
         animate.render_animations(run, tmp_path / "x", max_frames=1)
+
+
+def test_worker_processes_render_exactly_the_run_given(tmp_path):
+    from PIL import Image
+
+    log_dir = make_record(tmp_path, n_probes=16, n_epochs=5, size=16)
+    run = load_run(log_dir, epochs=slice(2, None))
+    assert run.epochs == [2, 3, 4]
+    threaded = animate.render_animations(run, tmp_path / "t", grid=False, workers=2)
+    spawned = animate.render_animations(run, tmp_path / "p", grid=False, workers=2, processes=True)
+    assert len(spawned) == 16 >= animate.PROCESS_MIN_JOBS
+    for a, b in zip(threaded, spawned, strict=True):
+        assert Image.open(b).n_frames == 3
+        assert a.read_bytes() == b.read_bytes()

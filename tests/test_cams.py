@@ -43,23 +43,41 @@ def test_gradcam_matches_paper_computation():
 
 
 def test_layercam_and_hirescam_on_paper():
-    # Class 1 of a head with W[:,1] = (-1, 1): G1 = -0.25, G2 = +0.25 everywhere.
-    model = hand_model()
+    # Conv bias (0, -2): A1 = x = [[1,2],[3,4]], A2 = 2x - 2 = [[0,2],[4,6]]. Class 1 of a head
+    # with W[:,1] = (-1, 1): G1 = -0.25, G2 = +0.25 everywhere (GAP over 4 cells).
+    inp = keras.Input((2, 2, 1))
+    a = keras.layers.Conv2D(2, 1, name="conv")(inp)
+    out = keras.layers.Dense(2, use_bias=False, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(a)
+    )
+    model = keras.Model(inp, out)
+    kernel = np.array([1.0, 2.0]).reshape(1, 1, 1, 2)
+    model.get_layer("conv").set_weights([kernel, np.array([0.0, -2.0])])
     model.layers[-1].set_weights([np.array([[1.0, -1.0], [0.5, 1.0]])])
     x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32).reshape(1, 2, 2, 1)
-    # layercam: relu(G1)*A1 + relu(G2)*A2 = 0.25 * 2x = 0.5x -> x / 4.
+    # layercam: relu(G1)*A1 + relu(G2)*A2 = 0.25*A2 = [[0,.5],[1,1.5]] -> / 1.5.
     lc = compute_cams(model, x, layer="conv", method="layercam", target=1).heatmaps[0]
-    np.testing.assert_allclose(lc, [[0.25, 0.5], [0.75, 1.0]], atol=1e-6)
-    # hirescam: -0.25x + 0.5x = 0.25x -> x / 4 as well; class 0 gives 0.25x + 0.25x.
+    np.testing.assert_allclose(lc, [[0.0, 1 / 3], [2 / 3, 1.0]], atol=1e-6)
+    # hirescam: 0.25*(A2 - A1) = [[-.25,0],[.25,.5]] -> relu -> / 0.5.
     hc = compute_cams(model, x, layer="conv", method="hirescam", target=1).heatmaps[0]
-    np.testing.assert_allclose(hc, [[0.25, 0.5], [0.75, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(hc, [[0.0, 0.0], [0.5, 1.0]], atol=1e-6)
 
 
-def test_saliency_is_input_gradient_max_over_channels():
-    # z0 = mean(x)*1 + mean(2x)*0.5 = 2*mean(x): dz0/dx = 0.5 at every pixel -> all ones.
-    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32).reshape(1, 2, 2, 1)
-    res = compute_cams(hand_model(), x, method="saliency")
-    np.testing.assert_allclose(res.heatmaps[0], np.ones((2, 2)), atol=1e-6)
+def test_saliency_is_abs_input_gradient_max_over_channels():
+    # A linear head on a 2x2x2 input: d z0 / d x is W[:, 0], signed and different per channel.
+    inp = keras.Input((2, 2, 2))
+    out = keras.layers.Dense(2, use_bias=False, activation="softmax")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    ch0 = np.array([[1.0, -3.0], [0.5, 2.0]])
+    ch1 = np.array([[-2.0, 1.0], [0.25, -4.0]])
+    kernel = np.zeros((8, 2))
+    kernel[:, 0] = np.stack([ch0, ch1], axis=-1).reshape(-1)
+    kernel[:, 1] = -kernel[:, 0] / 10  # class 0 is predicted on positive inputs
+    model.layers[-1].set_weights([kernel])
+    x = np.full((1, 2, 2, 2), 0.1, np.float32)
+    res = compute_cams(model, x, method="saliency", target=0)
+    # max(|ch0|, |ch1|) = [[2,3],[.5,4]], divided by 4.
+    np.testing.assert_allclose(res.heatmaps[0], [[0.5, 0.75], [0.125, 1.0]], atol=1e-6)
     assert res.layer == ""
 
 
@@ -72,9 +90,10 @@ def reference_map(a: np.ndarray, g: np.ndarray, method: str) -> np.ndarray:
     if method == "gradcam":
         cam = (a * g.mean(axis=(0, 1))).sum(-1)
     elif method == "gradcam++":
-        g2, g3 = g**2, g**3
-        alpha = g2 / (2 * g2 + a.sum(axis=(0, 1)) * g3 + 1e-7)
-        alpha = np.where(g != 0, alpha, 0.0)
+        # Chattopadhay et al., eq. 19 with first-order terms: alpha = g^2 / (2 g^2 +
+        # sum_ab A_ab g^3), set to 0 where that denominator is 0; weights eq. 9.
+        num, den = g**2, 2 * g**2 + a.sum(axis=(0, 1)) * g**3
+        alpha = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
         cam = (a * (alpha * np.maximum(g, 0)).sum(axis=(0, 1))).sum(-1)
     elif method == "layercam":
         cam = (np.maximum(g, 0) * a).sum(-1)
@@ -347,7 +366,7 @@ def test_unknown_layer_lists_spatial_candidates(images32):
 
 
 def test_non_spatial_layer(images32):
-    with pytest.raises(ValueError, match=r"`layer` 'gap' has output shape \(1, 12\)"):
+    with pytest.raises(ValueError, match=r"`layer` 'gap' has output shape \(None, 12\)"):
         compute_cams(small_cnn(), images32, layer="gap")
 
 
@@ -408,3 +427,274 @@ def test_backend_failure_is_wrapped_with_context(images32):
             compute_cams(model, images32)
     finally:
         engine.fn = real
+
+
+# ---------------------------------------------------------------- Grad-CAM++ as in the paper
+
+
+def test_gradcam_plus_plus_matches_paper_at_28x28():
+    # A 28x28 layer: logit gradients are ~1e-4 here, where an epsilon in alpha's
+    # denominator would dominate. A and G come from a split model and a hand-written head.
+    inp = keras.Input((30, 30, 3))
+    a = keras.layers.Conv2D(16, 3, activation="relu", name="feat")(inp)
+    out = keras.layers.Dense(5, activation="softmax", name="head")(
+        keras.layers.GlobalAveragePooling2D()(a)
+    )
+    model = keras.Model(inp, out)
+    images = np.random.default_rng(2).random((4, 30, 30, 3), dtype=np.float32)
+    got = compute_cams(model, images, method="gradcam++")
+    assert got.heatmaps.shape == (4, 28, 28)
+    feats = keras.Model(inp, a)
+    want = reference_cams(feats, model.get_layer("head"), images, "gradcam++", got.targets)
+    for g, w in zip(got.heatmaps, want, strict=True):
+        assert np.corrcoef(g.ravel(), w.ravel())[0, 1] > 0.999
+    np.testing.assert_allclose(got.heatmaps, want, atol=1e-3)
+
+
+# ---------------------------------------------------------------- heads
+
+
+def binary_cnn(kind: str = "folded") -> keras.Model:
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(inp)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    if kind == "folded":
+        out = keras.layers.Dense(1, activation="sigmoid", name="dense")(x)
+    else:
+        out = keras.layers.Activation("sigmoid")(keras.layers.Dense(1, name="dense")(x))
+    return keras.Model(inp, out)
+
+
+def balanced(model, images):
+    """Sets the last bias so that about half the images are predicted positive."""
+    dense = model.get_layer("dense")
+    z = model.predict(images, verbose=0)
+    kernel, bias = dense.get_weights()
+    logits = np.log(z / (1 - z))[:, 0]
+    dense.set_weights([kernel, bias - np.median(logits) + 1e-4])
+    return model
+
+
+def binary_reference(feats, dense, images, method="gradcam"):
+    """+logit for class 1, -logit for class 0, argmax over [1-p, p], one image at a time."""
+    kernel, bias = (w.numpy() for w in dense.weights)
+    maps, targets = [], []
+    for x in images:
+        with tf.GradientTape() as tape:
+            a = feats(x[None])
+            tape.watch(a)
+            z = (tf.reduce_mean(a, axis=(1, 2)) @ kernel + bias)[0, 0]
+            p = float(tf.sigmoid(z))
+            t = int(np.argmax([1 - p, p]))
+            score = z if t == 1 else -z
+        g = tape.gradient(score, a)
+        maps.append(reference_map(a[0].numpy(), g[0].numpy(), method))
+        targets.append(t)
+    return np.stack(maps), np.array(targets)
+
+
+def test_binary_sigmoid_head_is_two_classes(images32):
+    rng = np.random.default_rng(5)
+    images = rng.random((10, 32, 32, 3), dtype=np.float32)
+    model = balanced(binary_cnn(), images)
+    feats = keras.Model(model.input, model.get_layer("conv2").output)
+    for method in ("gradcam", "gradcam++", "hirescam"):
+        want, want_t = binary_reference(feats, model.get_layer("dense"), images, method)
+        got = compute_cams(model, images, method=method)
+        assert 0 < want_t.sum() < len(want_t)  # both classes are predicted
+        assert got.targets.tolist() == want_t.tolist()
+        np.testing.assert_allclose(got.heatmaps, want, atol=1e-4)
+    p = model.predict(images, verbose=0)
+    np.testing.assert_allclose(got.probabilities, np.concatenate([1 - p, p], 1), atol=1e-6)
+    # target=1 is accepted and explains +logit; target=2 is not a class.
+    ones = compute_cams(model, images, target=1)
+    want1 = binary_reference(feats, model.get_layer("dense"), images)[0]
+    pos = want_t == 1
+    np.testing.assert_allclose(ones.heatmaps[pos], want1[pos], atol=1e-4)
+    with pytest.raises(ValueError, match=r"`target` class 2 is outside the model's 2 classes"):
+        compute_cams(model, images, target=2)
+    check = cams.inspect_model(model, images)
+    assert (check.n_classes, check.head, check.score) == (2, "binary", "logit")
+    # An Activation("sigmoid") layer after a linear Dense explains the same logit.
+    layered = binary_cnn("layer")
+    layered.set_weights(model.get_weights())
+    np.testing.assert_allclose(
+        compute_cams(layered, images).heatmaps, compute_cams(model, images).heatmaps, atol=1e-5
+    )
+    # score="probability" explains p and 1 - p: for Grad-CAM a positive rescale of +-logit.
+    prob = compute_cams(model, images, score="probability")
+    np.testing.assert_allclose(prob.heatmaps, compute_cams(model, images).heatmaps, atol=1e-4)
+    assert cams.inspect_model(model, images, score="probability").score == "probability"
+
+
+def test_multilabel_sigmoid_head_is_explained_per_class(images32):
+    inp = keras.Input((32, 32, 3))
+    a = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
+    out = keras.layers.Dense(3, activation="sigmoid", name="dense")(
+        keras.layers.GlobalAveragePooling2D()(a)
+    )
+    model = keras.Model(inp, out)
+    got = compute_cams(model, images32)
+    # Probabilities are the sigmoids as they are, not renormalised.
+    np.testing.assert_allclose(got.probabilities, model.predict(images32, verbose=0), atol=1e-6)
+    assert np.abs(got.probabilities.sum(1) - 1).max() > 0.1
+    assert got.targets.tolist() == got.probabilities.argmax(1).tolist()
+    # Each class's score is its own logit: what reference_cams differentiates.
+    want = reference_cams(keras.Model(inp, a), model.get_layer("dense"), images32, "gradcam")
+    np.testing.assert_allclose(got.heatmaps, want, atol=1e-4)
+    check = cams.inspect_model(model, images32)
+    assert (check.n_classes, check.head) == (3, "multilabel")
+
+
+def test_heads_that_are_not_classifiers_are_refused(images32):
+    inp = keras.Input((32, 32, 3))
+    a = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    g = keras.layers.GlobalAveragePooling2D()(a)
+    regression = keras.Model(inp, keras.layers.Dense(1, name="value")(g))
+    with pytest.raises(ValueError, match=r"one unit with no sigmoid.*regression"):
+        cams.inspect_model(regression, images32)
+    with pytest.raises(ValueError, match=r"regression"):
+        compute_cams(regression, images32)
+    per_pixel = keras.Model(inp, keras.layers.Conv2D(2, 1, activation="softmax")(a))
+    with pytest.raises(ValueError, match=r"shape \('N', 30, 30, 2\), not \[batch, classes\]"):
+        cams.inspect_model(per_pixel, images32)
+    logits = small_cnn(head="linear")  # several linear units: logits of a softmax classifier
+    check = cams.inspect_model(logits, images32)
+    assert (check.head, check.score, check.n_classes) == ("logits", "logit", 4)
+
+
+class SoftmaxInCall(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(6, 3, activation="relu", name="feat")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(3, name="out")
+
+    def call(self, x, training=False):
+        return keras.ops.softmax(self.dense(self.gap(self.conv(x))))
+
+
+def test_logit_not_found_warns_once_and_explains_probability(images32):
+    model = SoftmaxInCall()
+    model(images32[:1])
+    with pytest.warns(UserWarning, match="explaining the probability instead") as seen:
+        check = cams.inspect_model(model, images32, layer="feat")
+        got = compute_cams(model, images32, layer="feat")
+        compute_cams(model, images32, layer="feat", method="layercam")
+    assert len([w for w in seen if "probability instead" in str(w.message)]) == 1
+    assert (check.score, check.head) == ("probability", "softmax")
+    want = compute_cams(model, images32, layer="feat", score="probability")
+    np.testing.assert_allclose(got.heatmaps, want.heatmaps, atol=1e-6)
+
+
+def test_shared_layer_is_refused_before_any_map(images32):
+    inp = keras.Input((32, 32, 3))
+    shared = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="shared")
+    x = shared(shared(inp))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    with pytest.raises(ValueError, match=r"`layer` 'shared' runs 2 times in one forward pass"):
+        cams.inspect_model(model, images32, layer="shared")
+    assert model not in cams._ENGINES  # nothing was traced
+
+
+def test_disconnected_layer_is_refused(images32):
+    inp = keras.Input((32, 32, 3))
+    a = keras.layers.Conv2D(4, 3, activation="relu", name="conv_a")(inp)
+    b = keras.layers.Conv2D(4, 3, activation="relu", name="conv_b")(inp)
+    head_a = keras.layers.Dense(2, activation="softmax", name="a")(
+        keras.layers.GlobalAveragePooling2D()(a)
+    )
+    head_b = keras.layers.Dense(3, activation="softmax", name="b")(
+        keras.layers.GlobalAveragePooling2D()(b)
+    )
+    model = keras.Model(inp, [head_a, head_b])
+    with pytest.raises(ValueError, match=r"`layer` 'conv_b' does not feed the explained output"):
+        compute_cams(model, images32, layer="conv_b", output="a")
+    assert compute_cams(model, images32, layer="conv_b", output="b").heatmaps.max() == 1.0
+
+
+def test_our_value_errors_are_not_wrapped(images32):
+    model = small_cnn()
+    compute_cams(model, images32)
+    engine = next(iter(cams._ENGINES[model].values()))
+    real, mine = engine.fn, ValueError("`layer` ours")
+
+    def failing(x, t):
+        raise mine
+
+    engine.fn = failing
+    try:
+        with pytest.raises(ValueError) as info:
+            compute_cams(model, images32)
+        assert info.value is mine
+    finally:
+        engine.fn = real
+
+
+def test_activation_is_restored_after_a_failing_hook(images32, monkeypatch):
+    model = small_cnn()
+    dense = model.get_layer("dense")
+    real = type(dense).call
+
+    def fail_when_linear(self, *args, **kwargs):
+        if self.activation is keras.activations.linear:
+            raise RuntimeError("hook failed")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(dense), "call", fail_when_linear)
+    with pytest.raises(RuntimeError, match="hook failed"):
+        compute_cams(model, images32)
+    monkeypatch.undo()
+    assert dense.activation is keras.activations.softmax
+    assert "call" not in dense.__dict__
+    np.testing.assert_allclose(model(images32).numpy().sum(1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _tensors_in(obj, seen=None):
+    """Every backend tensor reachable through dataclasses, lists and dicts."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if keras.ops.is_tensor(obj):
+        return [obj]
+    if dataclasses.is_dataclass(obj):
+        items = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    elif isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        items = list(obj)
+    else:
+        return []
+    return [t for item in items for t in _tensors_in(item, seen)]
+
+
+def test_model_info_keeps_no_tensors(images32):
+    model = nested_cnn()
+    compute_cams(model, images32)
+    infos = list(cams._INFO[model].values())
+    assert infos and infos[0].calls and _tensors_in(infos) == []
+    assert all(c.output is None for c in infos[0].calls)
+
+
+def test_compiled_functions_are_freed_with_the_model(images32):
+    import gc
+    import weakref
+
+    model = small_cnn()
+    compute_cams(model, images32)
+    cams.predict_probabilities(model, images32)
+    ref = weakref.ref(model)
+    assert len(cams._ENGINES[model]) == 2
+    del model
+    gc.collect()
+    assert ref() is None
+    assert all(k is not None for k in cams._ENGINES.keys())  # the entry went with it
+    assert ref not in [weakref.ref(k) for k in cams._ENGINES.keys()]

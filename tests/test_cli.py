@@ -39,7 +39,7 @@ def test_info(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "epochs:  5 recorded (0..4)" in out.stdout
     assert "probes:  6 of 32x32 px, 3 classes (class_0, class_1, class_2)" in out.stdout
-    assert "layer:   conv2  method: gradcam" in out.stdout
+    assert "layer:   conv2  method: gradcam  score: probability" in out.stdout
     assert "final accuracy on probes:" in out.stdout
 
 

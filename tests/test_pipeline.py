@@ -210,7 +210,7 @@ def test_background_errors_are_raised_back_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
     pipe.submit(0, *maps_for(0))
-    with pytest.raises(RuntimeError, match="drawing the frames of epoch 0 failed: no space"):
+    with pytest.raises(RuntimeError, match="frames of epoch 0 failed: no space"):
         pipe.finish()
     assert load_run(tmp_path).epochs == [0]  # the record is kept
     assert not any(t.name.startswith("cam-tracker") for t in threading.enumerate())

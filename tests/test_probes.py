@@ -129,3 +129,19 @@ def test_saliency_gets_frames_animations_and_page(tmp_path):
     stored = json.loads((tmp_path / "cam" / "flags.json").read_text())
     assert stored["n_epochs"] == 2
     assert {k: np.asarray(v).tolist() for k, v in run.flags.items()} == stored["flags"]
+
+
+def test_find_misclassified_on_a_binary_sigmoid_model():
+    rng = np.random.default_rng(4)
+    x = rng.random((20, 32, 32, 3), dtype=np.float32)
+    inp = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    p = model.predict(x, verbose=0)[:, 0]
+    y = (p > np.median(p)).astype(np.int64)  # half the images are labelled 1
+    idx, probs = find_misclassified_with_probabilities(model, x, y, threshold=0.0)
+    np.testing.assert_allclose(probs, np.stack([1 - p, p], 1), atol=1e-6)
+    assert sorted(idx.tolist()) == np.flatnonzero((p > 0.5).astype(int) != y).tolist()
+    with pytest.raises(ValueError, match="`labels` holds class 2 but the model has 2 classes"):
+        find_misclassified(model, x, np.full(20, 2))

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import re
+import shutil
+import signal
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -151,12 +158,364 @@ def test_atomic_write_is_durable_bytes(tmp_path):
     assert os.listdir(path.parent) == ["f.bin"]
 
 
-def test_written_files_follow_the_umask(tmp_path):
-    old = os.umask(0o022)
+def _child(log_dir, phase):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "_child_record.py"), str(log_dir), phase],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("phase", ["create", "data", "fsync", "replace", "dirsync"])
+def test_sigkill_inside_a_write_leaves_a_readable_record(tmp_path, phase):
+    import signal
+
+    child = _child(tmp_path, phase)
     try:
-        path = tmp_path / "f.bin"
-        record.atomic_write_bytes(path, b"x")
+        line = child.stdout.readline()  # the child stops inside epoch 2's write
+        assert line.strip() == f"STOP {phase}", line
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
     finally:
-        os.umask(old)
-    # mkstemp alone would leave 0600: unreadable by a shared TensorBoard server.
-    assert (path.stat().st_mode & 0o777) == 0o666 & ~record._UMASK
+        if child.poll() is None:
+            child.kill()
+    run = load_run(tmp_path)
+    # Before the rename the old state stands; after it the new epoch is whole.
+    assert run.epochs == ([0, 1, 2] if phase == "dirsync" else [0, 1])
+    want = np.float32([(e + 1) / 10 for e in run.epochs])
+    np.testing.assert_array_equal(run.heatmaps[:, 0, 0, 0], want)
+    leftovers = [p.name for p in (tmp_path / "cam" / "epochs").iterdir()]
+    assert all(p.startswith("epoch_") or p.endswith(".tmp") for p in leftovers), leftovers
+    # A new writer resumes in the same folder and overwrites what the kill interrupted.
+    w = RecordWriter(tmp_path)
+    w.open(meta(), images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 2]))
+    w.write_epoch(
+        2,
+        heatmaps=np.full((2, 2, 2), 0.3, np.float32),
+        probabilities=np.full((2, 3), 1 / 3),
+        targets=np.array([0, 2]),
+        metrics={"drift": np.array([2.0, 3.0])},
+    )
+    assert load_run(tmp_path).epochs == [0, 1, 2]
+
+
+def test_written_files_follow_the_live_umask(tmp_path):
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            path = tmp_path / f"f{umask}.bin"
+            record.atomic_write_bytes(path, b"x")
+        finally:
+            os.umask(old)
+        # The kernel applies the umask of the moment; nothing toggles it process-wide.
+        assert (path.stat().st_mode & 0o777) == mode
+    assert not hasattr(record, "_UMASK")
+
+
+# ------------------------------------------------------------------ damaged records
+
+
+def npz_with(path, **arrays):
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+
+
+def huge_header_npy(shape, dtype="<f4"):
+    """An .npy whose header claims ``shape`` while holding no data."""
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+def replace_member(npz, name, data):
+    with zipfile.ZipFile(npz) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    members[name] = data
+    with zipfile.ZipFile(npz, "w") as zf:
+        for key, value in members.items():
+            zf.writestr(key, value)
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+def test_damaged_record_files_raise_record_error_naming_them(tmp_path):
+    def case(name, damage, file, pattern):
+        folder = tmp_path / name
+        write_run(folder)
+        damage(folder / "cam")
+        with pytest.raises(record.RecordError, match=pattern) as err:
+            load_run(folder)
+        assert str(folder / "cam" / file) in str(err.value)
+        assert isinstance(err.value, ValueError)
+
+    meta_file = "record.json"
+    case("list", lambda p: (p / meta_file).write_text("[1, 2]"), meta_file, "JSON object")
+    case(
+        "version",
+        lambda p: edit_json(p / meta_file, lambda d: {**d, "version": "1"}),
+        meta_file,
+        "`version` must be an int",
+    )
+    case(
+        "names_int",
+        lambda p: edit_json(p / meta_file, lambda d: {**d, "class_names": 3}),
+        meta_file,
+        "`class_names` must be",
+    )
+    case(
+        "names_dict",
+        lambda p: edit_json(p / meta_file, lambda d: {**d, "class_names": {"a": 1}}),
+        meta_file,
+        "`class_names` must be",
+    )
+    case(
+        "deep",
+        lambda p: (p / meta_file).write_text("[" * 100000 + "]" * 100000),
+        meta_file,
+        "not readable JSON",
+    )
+    case(
+        "no_classes",
+        lambda p: edit_json(p / meta_file, lambda d: {**d, "n_classes": -1}),
+        meta_file,
+        "`n_classes` must be",
+    )
+    probes = "probes.npz"
+    case(
+        "trunc",
+        lambda p: (p / probes).write_bytes((p / probes).read_bytes()[:150]),
+        probes,
+        "unreadable",
+    )
+    case(
+        "no_images",
+        lambda p: npz_with(p / probes, labels=np.array([0, 2])),
+        probes,
+        "missing array 'images'",
+    )
+    case(
+        "labels",
+        lambda p: npz_with(
+            p / probes, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 7])
+        ),
+        probes,
+        "labels must all be",
+    )
+    case(
+        "huge",
+        lambda p: replace_member(
+            p / probes, "images.npy", huge_header_npy((10**6, 10**3, 10**3, 3), "|u1")
+        ),
+        probes,
+        r"images.*shape \(1000000, 1000, 1000, 3\)",
+    )
+    case(
+        "huge_fits_config",
+        lambda p: replace_member(
+            p / probes, "images.npy", huge_header_npy((2, 10**6, 10**6, 3), "|u1")
+        ),
+        probes,
+        "claims 6000000000000 bytes, the file holds 0",
+    )
+    case(
+        "huge2",
+        lambda p: replace_member(
+            p / probes, "labels.npy", huge_header_npy((2,), "<i8")[:-1] + b"\n"
+        ),
+        probes,
+        "claims 16 bytes, the file holds 0",
+    )
+    case(
+        "object",
+        lambda p: npz_with(p / probes, images=np.array([None, 1], dtype=object)),
+        probes,
+        "unreadable|dtype object",
+    )
+
+
+def test_damaged_epoch_files_are_skipped_with_a_warning_naming_them(tmp_path):
+    w, _ = write_run(tmp_path, epochs=(0, 1, 2, 3, 4, 5, 6))
+    epochs = w.path / "epochs"
+    good = dict(np.load(epochs / "epoch_000000.npz"))
+    (epochs / "epoch_000001.npz").write_bytes((epochs / "epoch_000001.npz").read_bytes()[:300])
+    npz_with(
+        epochs / "epoch_000002.npz", probabilities=good["probabilities"], targets=good["targets"]
+    )  # no heatmaps
+    npz_with(epochs / "epoch_000003.npz", **{**good, "heatmaps": np.zeros((2, 3, 3), "f4")})
+    npz_with(epochs / "epoch_000004.npz", **{**good, "probabilities": np.zeros((3, 3), "f4")})
+    replace_member(epochs / "epoch_000005.npz", "heatmaps.npy", huge_header_npy((10**12,)))
+    data = bytearray((epochs / "epoch_000006.npz").read_bytes())
+    data[200] ^= 0xFF  # a flipped byte: the zip CRC catches it
+    (epochs / "epoch_000006.npz").write_bytes(bytes(data))
+    with pytest.warns(UserWarning) as seen:
+        run = load_run(tmp_path)
+    assert run.epochs == [0]
+    messages = sorted(str(m.message) for m in seen)
+    assert len(messages) == 6
+    for epoch, pattern in [
+        (1, "unreadable"),
+        (2, "missing array 'heatmaps'"),
+        (3, r"shape \(2, 3, 3\), expected \(2, 2, 2\)"),
+        (4, r"shape \(3, 3\), expected \(2, 3\)"),
+        (5, r"shape \(1000000000000,\)"),
+        (6, "unreadable"),
+    ]:
+        message = messages[epoch - 1]
+        assert f"epoch_{epoch:06d}.npz" in message and re.search(pattern, message), message
+    np.testing.assert_allclose(run.heatmaps[0], 0.0)
+
+
+# ------------------------------------------------------------------ fuzzing a real record
+
+
+@pytest.fixture(scope="module")
+def real_record(tmp_path_factory):
+    """A record written by CAMTracker in a real fit: masks, labels, names, metrics, flags."""
+    import keras
+    from conftest import small_cnn
+
+    from cam_callback import CAMTracker
+
+    keras.utils.set_random_seed(0)
+    log_dir = tmp_path_factory.mktemp("real")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 32, 32, 3), dtype=np.float32), rng.integers(0, 3, 16)
+    masks = np.zeros((3, 32, 32), bool)
+    masks[:, 8:24, 8:24] = True
+    model = small_cnn(3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tracker = CAMTracker(
+        x[:3],
+        y[:3],
+        log_dir=log_dir,
+        class_names=["a", "b", "c"],
+        probe_masks=masks,
+        animate=None,
+        tensorboard=False,
+    )
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[tracker])
+    return log_dir / "cam"
+
+
+OTHER_VALUES = [None, True, -1, 0, 10**12, 1.5, float("nan"), "x", [], {}, [1, 2], {"a": [None]}]
+
+
+def _mutate_json(data, rng):
+    """Replace or delete one value, at the top or one level down."""
+    holder = data
+    if isinstance(data, dict) and data and rng.random() < 0.3:
+        inner = [v for v in data.values() if isinstance(v, (dict, list)) and v]
+        if inner:
+            holder = inner[rng.integers(len(inner))]
+    if isinstance(holder, dict):
+        keys = list(holder) or ["new"]
+        key = keys[rng.integers(len(keys))]
+    elif isinstance(holder, list) and holder:
+        key = int(rng.integers(len(holder)))
+    else:
+        return OTHER_VALUES[rng.integers(len(OTHER_VALUES))]
+    if isinstance(holder, dict) and rng.random() < 0.3:
+        holder.pop(key, None)
+    else:
+        holder[key] = OTHER_VALUES[rng.integers(len(OTHER_VALUES))]
+    return data
+
+
+def _mutate_npz(path, rng):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    key = list(arrays)[rng.integers(len(arrays))]
+    a = arrays[key]
+    kind = rng.integers(6)
+    if kind == 0:
+        arrays[key] = a.reshape(-1)
+    elif kind == 1:
+        arrays[key] = a.reshape(1, *a.shape) if a.size else a[None]
+    elif kind == 2:
+        arrays[key] = a.T.copy() if a.ndim > 1 else a[: max(0, len(a) - 1)]
+    elif kind == 3:
+        arrays[key] = a.astype(
+            [np.float64, np.int32, np.uint8, bool, np.complex64][rng.integers(5)]
+        )
+    elif kind == 4:
+        del arrays[key]
+    else:
+        arrays["stray"] = np.zeros(3)
+    if rng.random() < 0.2:
+        replace_member(path, f"{key}.npy", huge_header_npy((10**12,)))
+        return
+    npz_with(path, **arrays)
+
+
+def _tree(root):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_fuzzed_records_load_or_raise_record_error(real_record, tmp_path):
+    from cam_callback.animate import probe_frames
+    from cam_callback.report import probe_rows
+
+    def timeout(signum, frame):
+        raise TimeoutError("load_run hung")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    rng = np.random.default_rng(1234)
+    outcomes = {"loaded": 0, "RecordError": 0}
+    try:
+        for i in range(320):
+            case = tmp_path / f"case{i}"
+            shutil.copytree(real_record, case / "cam")
+            (case / "outside.txt").write_text("must not change")
+            files = sorted(
+                p for p in (case / "cam").rglob("*") if p.is_file() and "lock" not in p.name
+            )
+            target = files[rng.integers(len(files))]
+            how = rng.integers(4)
+            data = target.read_bytes()
+            if how == 0:
+                target.write_bytes(data[: rng.integers(len(data) + 1)])
+            elif how == 1:
+                buf = bytearray(data)
+                for pos in rng.integers(0, len(buf), rng.integers(1, 9)):
+                    buf[pos] = rng.integers(256)
+                target.write_bytes(bytes(buf))
+            elif target.suffix == ".json":
+                target.write_text(json.dumps(_mutate_json(json.loads(data), rng)))
+            else:
+                _mutate_npz(target, rng)
+            before = _tree(case)
+            signal.alarm(20)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    run = load_run(case)
+                    # What the CLI does next must hold too.
+                    assert set(run.flags) >= {"misclassified", "non_finite"}
+                    if run.epochs:
+                        probe_rows(run, 0.5)
+                        probe_frames(run, 0, limit=1)
+                outcomes["loaded"] += 1
+            except record.RecordError:
+                outcomes["RecordError"] += 1
+            except Exception as exc:
+                pytest.fail(f"mutation {i} of {target.name} ({how=}): {type(exc).__name__}: {exc}")
+            finally:
+                signal.alarm(0)
+            assert _tree(case) == before, f"mutation {i} wrote into the folder"
+            shutil.rmtree(case)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert sum(outcomes.values()) == 320
+    assert outcomes["loaded"] > 20 and outcomes["RecordError"] > 20, outcomes

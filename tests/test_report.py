@@ -41,6 +41,13 @@ def test_rows_flags_and_order(tmp_path):
     assert rest[: len(low)] == low
 
 
+def test_page_names_the_score_really_used(tmp_path):
+    run = load_run(make_record(tmp_path, n_epochs=2, score="probability"))
+    gifs = dict.fromkeys(range(run.n_probes), "")
+    page = report.render_page(run, report.probe_rows(run, threshold=0.5), gifs, 0.5)
+    assert "gradcam of the probability" in page
+
+
 def test_sparkline_points():
     svg = report.sparkline(np.array([0.0, 1.0]), width=100, height=20)
     assert 'points="2.0,18.0 98.0,2.0"' in svg
