@@ -519,3 +519,21 @@ def test_fuzzed_records_load_or_raise_record_error(real_record, tmp_path):
         signal.signal(signal.SIGALRM, previous)
     assert sum(outcomes.values()) == 320
     assert outcomes["loaded"] > 20 and outcomes["RecordError"] > 20, outcomes
+
+
+def test_readme_states_the_record_guarantees():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## The run record", 1)[1].split("\n## ", 1)[0]
+    for promise in (
+        'on_error="warn"',
+        'on_error="raise"',
+        "non_finite",
+        "initial_epoch=history.epoch[-1] + 1",
+        "flock",
+        "RecordError",
+        "exits 1",
+        "fuzz",
+    ):
+        assert promise in section, promise
