@@ -355,7 +355,7 @@ def tile(
 
 
 TILE_CAPTION_H = 15
-GRID_TITLE_H = 22
+GRID_TITLE_H = 16
 
 
 def grid(
@@ -387,8 +387,8 @@ def grid(
         r, c = divmod(i, cols)
         y, x = top + r * (h + gap), c * (w + gap)
         out[y : y + f.shape[0], x : x + f.shape[1]] = f
-    if title is not None:
-        put_text(out, 4, 4, title, TEXT, 14)
+    if title is not None:  # drawn in its own strip, so nothing spills onto the tiles
+        put_text(out[:top], 4, 1, title, TEXT, 13)
     return out
 
 

@@ -3,6 +3,10 @@
 This is the model shape that breaks tf-explain, tf-keras-vis and the official Keras
 Grad-CAM example on Keras 3: the layer to explain lives inside a nested model.
 
+It trains in Keras's two phases: first the new head on a frozen backbone, then the whole
+model at a lower learning rate, continued with ``initial_epoch=history.epoch[-1] + 1``.
+One tracker watches both, and the record (and each GIF) is one continuous run.
+
 Run: python examples/transfer_learning.py --out runs/transfer
 """
 
@@ -49,18 +53,15 @@ def build_model() -> keras.Model:
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(len(CLASSES), activation="softmax", name="head")(x)
-    model = keras.Model(inp, out, name="transfer_classifier")
-    model.compile(
-        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    return model
+    return keras.Model(inp, out, name="transfer_classifier")
 
 
 def main(argv=None) -> cam_callback.Run:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/transfer")
     parser.add_argument("--train", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of the head alone")
+    parser.add_argument("--fine-tune-epochs", type=int, default=2, help="then of everything")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
     x, y = make_images(args.train, 0)
@@ -76,7 +77,27 @@ def main(argv=None) -> cam_callback.Run:
         layer=layer,
         display_images=probes.astype(np.uint8),
     )
-    model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=2, callbacks=[tracker])
+    # Phase 1: train the new head on the frozen backbone.
+    backbone.trainable = False
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    history = model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=2, callbacks=[tracker])
+    # Phase 2: unfreeze and fine-tune everything, slowly. initial_epoch continues the epoch
+    # numbering, so the tracker appends to the same record instead of starting over.
+    backbone.trainable = True
+    model.compile(
+        keras.optimizers.Adam(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    model.fit(
+        x,
+        y,
+        epochs=args.epochs + args.fine_tune_epochs,
+        initial_epoch=history.epoch[-1] + 1,
+        batch_size=32,
+        verbose=2,
+        callbacks=[tracker],
+    )
     run = cam_callback.load_run(args.out)
     print(
         f"explained {run.layer!r}: maps of {run.heatmaps.shape[2]}x{run.heatmaps.shape[3]} "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 from records import make_record
 
@@ -105,6 +107,96 @@ def test_error_exits(tmp_path):
     page.write_text("<html>my notes</html>")
     one_line_error(cli("report", tmp_path / "run", "--out", page), "not written by cam-callback")
     assert page.read_text() == "<html>my notes</html>"
+
+
+def damage(cam, how):
+    meta = cam / "record.json"
+    data = json.loads(meta.read_text())
+    if how == "list":
+        meta.write_text("[1, 2]")
+    elif how == "version":
+        meta.write_text(json.dumps({**data, "version": "1"}))
+    elif how == "names":
+        meta.write_text(json.dumps({**data, "class_names": {"a": 1}}))
+    elif how == "deep":
+        meta.write_text("[" * 50000 + "]" * 50000)
+    elif how == "truncated":
+        (cam / "probes.npz").write_bytes((cam / "probes.npz").read_bytes()[:200])
+    elif how == "labels":
+        with np.load(cam / "probes.npz") as f:
+            arrays = dict(f)
+        arrays["labels"] = arrays["labels"] + 10
+        np.savez(cam / "probes.npz", **arrays)
+
+
+def test_every_command_on_a_damaged_record_prints_one_line(tmp_path):
+    make_record(tmp_path / "good", n_probes=3, n_epochs=2)
+    for how in ("list", "version", "names", "deep", "truncated", "labels"):
+        bad = make_record(tmp_path / how, n_probes=3, n_epochs=2)
+        damage(bad / "cam", how)
+        name = "probes.npz" if how in ("truncated", "labels") else "record.json"
+        for args in (
+            ("info", bad),
+            ("render", bad),
+            ("report", bad),
+            ("compare", bad, tmp_path / "good", "--out", tmp_path / "cmp"),
+            ("compare", tmp_path / "good", bad, "--out", tmp_path / "cmp"),
+        ):
+            one_line_error(cli(*args), f"{bad / 'cam' / name}")
+
+
+def test_a_damaged_epoch_is_one_warning_line_and_the_rest_works(tmp_path):
+    make_record(tmp_path, n_probes=3, n_epochs=3)
+    epoch = tmp_path / "cam" / "epochs" / "epoch_000001.npz"
+    epoch.write_bytes(epoch.read_bytes()[:100])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    out = subprocess.run(
+        [sys.executable, "-m", "cam_callback", "info", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [out.stderr.strip()]
+    assert out.stderr.startswith("cam-callback: warning: skipping damaged cam-callback record: ")
+    assert str(epoch) in out.stderr and "epochs:  2 recorded (0..2)" in out.stdout
+
+
+def test_info_shows_names_without_control_or_bidi_characters(tmp_path):
+    make_record(tmp_path, n_epochs=1)
+    meta = tmp_path / "cam" / "record.json"
+    data = json.loads(meta.read_text())
+    data["class_names"] = ["\x1b[2Jcat", "\u202edog", "x" * 100]
+    meta.write_text(json.dumps(data))
+    out = cli("info", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout
+    assert "([2Jcat, dog, " + "x" * 47 + "…)" in out.stdout
+
+
+def test_fps_a_gif_cannot_hold_is_refused(tmp_path):
+    make_record(tmp_path, n_epochs=2)
+    one_line_error(cli("render", tmp_path, "--fps", "0.001"), "`--fps` must be between")
+    one_line_error(cli("report", tmp_path, "--fps", "nan"), "`--fps` must be a finite")
+    assert (
+        cli("render", tmp_path, "--fps", "60", "--format", "mp4", "--probes", "0").returncode == 0
+    )
+
+
+def test_report_never_overwrites_a_files_folder_it_did_not_make(tmp_path):
+    make_record(tmp_path / "run", n_probes=3, n_epochs=2)
+    theirs = tmp_path / "D" / "page_files"
+    theirs.mkdir(parents=True)
+    (theirs / "probe_000.gif").write_text("precious")
+    one_line_error(
+        cli("report", tmp_path / "run", "--out", tmp_path / "D" / "page.html"),
+        "was not made by cam-callback",
+    )
+    assert (theirs / "probe_000.gif").read_text() == "precious"
+    assert not (tmp_path / "D" / "page.html").exists()
+    out = cli("report", tmp_path / "run", "--out", tmp_path / "D" / "other.html")
+    assert out.returncode == 0, out.stderr
+    assert cli("report", tmp_path / "run", "--out", tmp_path / "D" / "other.html").returncode == 0
 
 
 def test_report_prints_its_path(tmp_path):

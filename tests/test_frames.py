@@ -133,6 +133,39 @@ def test_bar_length_proportional_to_probability():
     assert abs(filled - (F.PANEL_W - 20) * 0.5) <= 2
 
 
+def test_class_names_lose_hidden_characters_and_long_ones_cost_linear(monkeypatch):
+    r = F.FrameRenderer(
+        np.zeros((32, 32, 3), np.uint8), class_names=["\u202eevil\u202c\x00", "x" * 5000]
+    )
+    assert r.name(0) == "evil"
+    assert r.name(1) == "x" * (F.MAX_NAME - 1) + "…"
+    font = F._font(13)
+    calls = []
+    real = type(font).getlength
+    monkeypatch.setattr(
+        type(font),
+        "getlength",
+        lambda self, text, *a, **k: calls.append(len(text)) or real(self, text, *a, **k),
+    )
+    F._fit.cache_clear()
+    cut = F._fit("y" * 5000, 13, 120)
+    assert cut.endswith("…") and font.getlength(cut) <= 120 < font.getlength(cut[:-1] + "y…")
+    assert len(calls) <= 16 and sum(calls) <= 2 * 5000 + 16 * 60  # a binary search, not a loop
+
+
+def test_non_finite_values_are_drawn_and_flagged():
+    r = F.FrameRenderer(np.zeros((32, 32, 3), np.uint8), label=0, class_names=["a", "b"])
+    fine = r.draw(HAND_MAP, np.array([0.6, 0.4]), 3)
+    nan_map = HAND_MAP.copy()
+    nan_map[0, 0] = np.nan
+    for heat, probs in ((nan_map, np.array([0.6, 0.4])), (HAND_MAP, np.array([np.nan, np.inf]))):
+        frame = r.draw(heat, probs, 3)
+        caption = frame[: F.CAPTION_H]
+        # The caption gains a red NON-FINITE after the usual text.
+        tail = (caption[:, 200:] == np.array(F.WRONG)).all(-1).sum()
+        assert tail > (fine[: F.CAPTION_H, 200:] == np.array(F.WRONG)).all(-1).sum() + 20
+
+
 def test_grid_and_tile():
     tiles = [np.full((3, 3, 3), i * 40, np.uint8) for i in range(5)]
     g = F.grid(tiles, cols=3)

@@ -541,3 +541,21 @@ def test_baseline_epoch_is_read_back_first(tmp_path):
     assert run.heatmaps[:, 0, 0, 0].tolist() == [0.25, 0.5, 1.0]
     assert w.first_epoch() == -1 and w.previous_epoch(0) == -1
     assert load_run(tmp_path, epochs=slice(0, 2)).epochs == [-1, 0]
+
+
+def test_readme_states_the_record_guarantees():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## The run record", 1)[1].split("\n## ", 1)[0]
+    for promise in (
+        'on_error="warn"',
+        'on_error="raise"',
+        "non_finite",
+        "initial_epoch=history.epoch[-1] + 1",
+        "flock",
+        "RecordError",
+        "exits 1",
+        "fuzz",
+    ):
+        assert promise in section, promise

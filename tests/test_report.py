@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -162,4 +163,35 @@ def test_attention_sort_and_poster_play_in_real_browser(tmp_path, browser):
     )
     page.mouse.move(0, 0)
     assert errors == []
+
+
+def test_hostile_names_and_paths(tmp_path, browser):
+    log = make_record(tmp_path / "a b#c", n_probes=3, n_epochs=2)
+    meta = log / "cam" / "record.json"
+    data = json.loads(meta.read_text())
+    data["class_names"] = ["\u202eevil\u202c", "nul\x00name\u2066", "x" * 5000]
+    data["layer"] = "</script><script>alert(1)</script>\"'&"
+    meta.write_text(json.dumps(data))
+    run = load_run(log)
+    page_path = report.write_report(run, tmp_path / "out dir" / "run#1.html")
+    text = page_path.read_text()
+    for hidden in ("\u202e", "\u202c", "\u2066", "\x00"):
+        assert hidden not in text
+    assert "evil" in text and "nulname" in text
+    assert "x" * 47 + "…" in text and "x" * 48 not in text
+    assert 'src="run%231_files/probe_000.gif"' in text
+    page = browser.new_page()
+    errors, dialogs = [], []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(page_path.as_uri())
+    page.wait_for_load_state("load")
+    assert errors == [] and dialogs == []
+    decoded = page.evaluate(
+        "Array.from(document.querySelectorAll('.card img'))"
+        ".map(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert decoded == [True] * 3
+    summary = json.loads(page.evaluate("document.getElementById('summary').textContent"))
+    assert summary["layer"] == data["layer"] and summary["epochs"] == [0, 1]
     page.close()
