@@ -274,7 +274,7 @@ def test_killed_run_leaves_partial_animations_that_render_rebuilds(tmp_path):
     assert set(parts) <= {f"probe_{i:03d}.gif.part" for i in range(5)} | {"grid.gif.part"}
     run = load_run(tmp_path)
     # on_epoch_end(3) had returned, so epoch 2 is on disk; epoch 3 was in flight.
-    assert run.epochs[:3] == [0, 1, 2]
+    assert run.epochs[:4] == [-1, 0, 1, 2]  # the untrained model first
     out = subprocess.run(
         [sys.executable, "-m", "cam_callback", "render", str(tmp_path), "--grid"],
         capture_output=True,

@@ -73,7 +73,8 @@ def test_layer_activations_nested_and_grid(images32):
     model = nested_cnn()
     acts = layer_activations(model, images32, "backbone/conv_a")
     inner = model.get_layer("backbone")
-    want = keras.Model(inner.input, inner.get_layer("conv_a").output)(images32).numpy()
+    want = keras.Model(inner.input, inner.get_layer("conv_a").output)(images32)
+    want = keras.ops.convert_to_numpy(want)
     np.testing.assert_allclose(acts, want, atol=1e-5)
     assert acts.shape == (6, 30, 30, 8)
     tiles = activation_grid(acts[0], top=4, side=20)
@@ -121,13 +122,14 @@ def test_saliency_gets_frames_animations_and_page(tmp_path):
     model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
     run = load_run(tmp_path)
     assert run.method == "saliency" and run.layer == ""
-    assert run.heatmaps.shape == (2, 3, 32, 32)  # input resolution
-    assert run.metrics["faithfulness"].shape == (2, 3)
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 2
+    # before training, then 2 epochs
+    assert run.heatmaps.shape == (3, 3, 32, 32)  # input resolution
+    assert run.metrics["faithfulness"].shape == (3, 3)
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3
     page = write_report(run)
     assert "saliency" in page.read_text()
     stored = json.loads((tmp_path / "cam" / "flags.json").read_text())
-    assert stored["n_epochs"] == 2
+    assert stored["n_epochs"] == 3
     assert {k: np.asarray(v).tolist() for k, v in run.flags.items()} == stored["flags"]
 
 
