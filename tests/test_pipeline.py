@@ -284,3 +284,10 @@ def test_killed_run_leaves_partial_animations_that_render_rebuilds(tmp_path):
     assert Image.open(folder / "grid.gif").n_frames == len(run.epochs)
     for i in range(1, run.n_probes):
         assert gif_epochs(folder / f"probe_{i:03d}.gif", run, i) == run.epochs
+
+
+def test_planned_epochs_follow_cadence_resume_and_unknown_length():
+    assert pipeline.planned_epochs(1, 6, 2, []) == [1, 3, 5]  # every_n_epochs=2
+    assert pipeline.planned_epochs(3, 5, 1, [0, 1, 2, 7]) == [0, 1, 2, 3, 4]
+    assert pipeline.planned_epochs(4, 3, 1, [0, 1]) is None  # past fit's end: unknown
+    assert pipeline.planned_epochs(0, None, 1, []) is None
