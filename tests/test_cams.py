@@ -377,8 +377,8 @@ def test_model_without_spatial_layer_suggests_saliency():
 
 
 def test_unknown_method_and_score(images32):
-    with pytest.raises(ValueError, match=r"`method` must be one of .*'gradcam\+\+'.*method='cam'"):
-        compute_cams(small_cnn(), images32, method="cam")
+    with pytest.raises(ValueError, match=r"`method` must be one of .*'gradcam\+\+'.*method='nocam'"):
+        compute_cams(small_cnn(), images32, method="nocam")
     with pytest.raises(ValueError, match="`score`"):
         compute_cams(small_cnn(), images32, score="softmax")
 
