@@ -29,6 +29,8 @@ _LAZY = {
     "CAMTracker": "cam_callback.callback",
     "load_run": "cam_callback.record",
     "Run": "cam_callback.record",
+    "RecordError": "cam_callback.record",
+    "TrackerWarning": "cam_callback.callback",
     "find_misclassified": "cam_callback.probes",
     "find_misclassified_with_probabilities": "cam_callback.probes",
     "select_probes": "cam_callback.probes",

@@ -155,10 +155,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from cam_callback.frames import clean_name
     from cam_callback.record import load_run
 
     run = load_run(args.log_dir)
-    names = ", ".join(run.class_names) if run.class_names else "unnamed"
+    # Control and bidi characters in a name could rewrite the terminal line: shown clean.
+    names = ", ".join(map(clean_name, run.class_names)) if run.class_names else "unnamed"
     n_classes = run.meta.get("n_classes", "?")
     print(f"record:  {run.path} (format version {run.meta.get('version')})")
     if run.epochs:

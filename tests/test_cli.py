@@ -162,6 +162,18 @@ def test_a_damaged_epoch_is_one_warning_line_and_the_rest_works(tmp_path):
     assert str(epoch) in out.stderr and "epochs:  2 recorded (0..2)" in out.stdout
 
 
+def test_info_shows_names_without_control_or_bidi_characters(tmp_path):
+    make_record(tmp_path, n_epochs=1)
+    meta = tmp_path / "cam" / "record.json"
+    data = json.loads(meta.read_text())
+    data["class_names"] = ["\x1b[2Jcat", "\u202edog", "x" * 100]
+    meta.write_text(json.dumps(data))
+    out = cli("info", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout
+    assert "([2Jcat, dog, " + "x" * 47 + "…)" in out.stdout
+
+
 def test_fps_a_gif_cannot_hold_is_refused(tmp_path):
     make_record(tmp_path, n_epochs=2)
     one_line_error(cli("render", tmp_path, "--fps", "0.001"), "`--fps` must be between")
