@@ -243,11 +243,7 @@ def _suffix_model(model: keras.Model, layer: Any, path: str) -> keras.Model:
 def _gradient_function(
     model: keras.Model, info: Any, head: Any, layer: keras.layers.Layer | None, x: np.ndarray
 ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``fn(images, targets) -> (source, grads)``, compiled once per model and key.
-
-    Uses the backend interface of :mod:`cam_callback.backends` where it exists;
-    until then (TensorFlow only) a ``tf.GradientTape`` in one ``tf.function``.
-    """
+    """``fn(images, targets) -> (source, grads)``, compiled once per model and key."""
     from cam_callback import cams
 
     path = "" if layer is None else next(c.path for c in info.calls if c.layer is layer)
@@ -263,16 +259,7 @@ def _gradient_function(
 def _build_gradients(
     model: keras.Model, info: Any, head: Any, layer: keras.layers.Layer | None, x: np.ndarray
 ) -> Callable:
-    from cam_callback import cams
-
-    if hasattr(cams, "_forward"):  # the shared backend interface (issue 12)
-        return _build_on_backend(model, info, head, layer, x)
-    return _build_tensorflow(model, info, head, layer, x)
-
-
-def _build_on_backend(
-    model: keras.Model, info: Any, head: Any, layer: keras.layers.Layer | None, x: np.ndarray
-) -> Callable:
+    """The shared backend interface (:mod:`cam_callback.backends`), returning raw ``(A, G)``."""
     from cam_callback import backends, cams
 
     backend = backends.get()
@@ -297,60 +284,11 @@ def _build_on_backend(
         source_shape=source_shape,
     )
     if backend.EAGER:
-        cams._count_trace(model)
+        cams._count_trace(model)  # built once; runs eagerly
 
     def run(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = fn(images, targets)
         return out[0], out[1]
-
-    return run
-
-
-def _build_tensorflow(
-    model: keras.Model, info: Any, head: Any, layer: keras.layers.Layer | None, x: np.ndarray
-) -> Callable:
-    """Until the backend interface lands in this tree: TensorFlow only."""
-    import tensorflow as tf
-
-    from cam_callback import cams
-    from cam_callback import layers as _layers
-
-    model_ref = weakref.ref(model)
-    spec = (
-        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
-        tf.TensorSpec((None,), tf.int32),
-    )
-
-    def step(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        cams._count_trace(model_ref())
-        store: dict[str, Any] = {}
-        hooks = cams._logit_hooks(info, head, store)
-        seen: list[tf.Tensor] = []
-        if layer is not None:
-            previous = hooks.get(layer)
-
-            def record(call: Any, args: tuple, kwargs: dict) -> Any:
-                out = previous(call, args, kwargs) if previous else call(*args, **kwargs)
-                seen.append(out)
-                return out
-
-            hooks[layer] = record
-        with tf.GradientTape() as tape, _layers.intercepted(hooks):
-            tape.watch(images)
-            outputs = cams._pick(model_ref()(images, training=False), head.key)
-            probs, scores = cams.head_scores(outputs, store.get("logits"), head)
-            _, total = cams.pick_scores(probs, scores, targets)
-        source = images if layer is None else seen[0]
-        grads = tape.gradient(total, source)
-        if grads is None:
-            grads = tf.zeros_like(source)
-        return tf.cast(source, tf.float32), tf.cast(grads, tf.float32)
-
-    compiled = tf.function(step, input_signature=spec, reduce_retracing=True)
-
-    def run(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s, g = compiled(tf.constant(images), tf.constant(targets))
-        return s.numpy(), g.numpy()
 
     return run
 

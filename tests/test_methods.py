@@ -293,3 +293,38 @@ def test_every_kind_of_method_works_in_the_tracker(method, tmp_path):
     assert run.heatmaps.shape[:2] == (2, 3)
     want = compute_cams(model, x[:3], method=method, target=run.targets[-1]).heatmaps
     np.testing.assert_allclose(run.heatmaps[-1], want, atol=2e-3)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_method_gives_the_same_maps_on_jax_and_torch(backend, setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    model, x, *_ = setup
+    model.save_weights(tmp_path / "w.weights.h5")
+    np.save(tmp_path / "x.npy", x)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": f"{here.parent}{os.pathsep}{here}",
+    }
+    out = subprocess.run(
+        [sys.executable, str(here / "_child_methods.py"), str(tmp_path / "w.weights.h5"),
+         str(tmp_path / "x.npy"), str(tmp_path / "out.npz")],
+        capture_output=True, text=True, env=env, timeout=500,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    assert not got["tensorflow_imported"]
+    import _child_methods
+
+    for name in methods.REGISTRY:
+        if name == "mean_act":
+            continue
+        ours = compute_cams(model, x, method=name, method_options=_child_methods.OPTIONS.get(name))
+        np.testing.assert_allclose(got[f"{name}/probs"], ours.probabilities, atol=1e-5)
+        err = np.abs(got[f"{name}/maps"] - ours.heatmaps).max()
+        assert err < 1e-4, f"{name} on {backend}: max |diff| {err:.2e}"
