@@ -78,7 +78,8 @@ def peers(model, x, targets):
         from tf_keras_vis.utils.scores import CategoricalScore
 
         score = CategoricalScore(list(targets))
-        sc = Scorecam(model)  # Score-CAM's paper score: the softmax probability
+        # tf-keras-vis applies softmax to the model's output itself: give it the logits
+        sc = Scorecam(model, model_modifier=ReplaceToLinear(), clone=True)
         sal = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
         o = OPTIONS
         out["scorecam"] = (

@@ -278,7 +278,7 @@ def inspect_model(
         raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
     x = prepare_images(model, images)
     info, head, path, target_layer = _inspect(model, x, layer, _as_builtin(method), output, score)
-    if target_layer is None:
+    if target_layer is None or _input_maps(method):
         shape = x.shape[1:3]
     else:
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
@@ -313,6 +313,14 @@ def _as_builtin(method: str) -> str:
     from cam_callback import methods as _methods
 
     return "gradcam" if _methods.REGISTRY[method].explains_layer else "saliency"
+
+
+def _input_maps(method: str) -> bool:
+    """A registered method that explains a layer yet draws at the input's resolution."""
+    from cam_callback import methods as _methods
+
+    spec = _methods.REGISTRY.get(method)
+    return spec is not None and spec.input_maps
 
 
 def _inspect(

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import weakref
 from collections.abc import Callable, Mapping
@@ -53,7 +54,7 @@ class Method:
         name: The name ``compute_cams(method=...)`` takes.
         fn: ``fn(ctx, **options) -> maps [N, h, w]`` (any scale; negatives are cut).
         needs: One of :data:`NEEDS`.
-        explains_layer: Maps at the explained layer's resolution (``True``) or the input's.
+        explains_layer: Needs the explained layer (``True``) or explains the input.
         options: Default options, overridable by ``compute_cams(..., method_options=...)``.
     """
 
@@ -62,6 +63,7 @@ class Method:
     needs: str
     explains_layer: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
+    input_maps: bool = False  # maps at the input's resolution although a layer is explained
 
 
 REGISTRY: dict[str, Method] = {}
@@ -179,16 +181,19 @@ class MethodContext:
         targets: np.ndarray | None = None,
         *,
         wrt: str = "layer",
+        guided: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(source, d score / d source)``, source the layer's output or the input.
 
         ``images`` and ``targets`` default to the context's; the score is the
-        target's logit or probability as ``compute_cams`` explains it.
+        target's logit or probability as ``compute_cams`` explains it. ``guided``:
+        guided backpropagation (Springenberg et al.), every ReLU passing back only
+        positive gradients where its input is positive.
         """
         x = self.images if images is None else np.asarray(images, self.images.dtype)
         t = self.targets if targets is None else np.asarray(targets)
         layer = None if wrt == "input" else self._target_layer
-        fn = _gradient_function(self.model, self._info, self._head, layer, x)
+        fn = _gradient_function(self.model, self._info, self._head, layer, x, guided=guided)
         src, grads = [], []
         for i in range(0, len(x), self._batch_size):
             s, g = fn(x[i : i + self._batch_size], t[i : i + self._batch_size].astype(np.int32))
@@ -241,23 +246,34 @@ def _suffix_model(model: keras.Model, layer: Any, path: str) -> keras.Model:
 
 
 def _gradient_function(
-    model: keras.Model, info: Any, head: Any, layer: keras.layers.Layer | None, x: np.ndarray
+    model: keras.Model,
+    info: Any,
+    head: Any,
+    layer: keras.layers.Layer | None,
+    x: np.ndarray,
+    *,
+    guided: bool = False,
 ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``fn(images, targets) -> (source, grads)``, compiled once per model and key."""
     from cam_callback import cams
 
     path = "" if layer is None else next(c.path for c in info.calls if c.layer is layer)
-    key = ("raw_gradients", path, head.score, head.key, x.shape[1:], x.dtype.str)
+    key = ("raw_gradients", path, head.score, head.key, x.shape[1:], x.dtype.str, guided)
     engines = cams._ENGINES.setdefault(model, {})
     engine = engines.get(key)
     if engine is None:
-        engine = cams._Engine(fn=_build_gradients(model, info, head, layer, x))
+        engine = cams._Engine(fn=_build_gradients(model, info, head, layer, x, guided))
         engines[key] = engine
     return engine.fn
 
 
 def _build_gradients(
-    model: keras.Model, info: Any, head: Any, layer: keras.layers.Layer | None, x: np.ndarray
+    model: keras.Model,
+    info: Any,
+    head: Any,
+    layer: keras.layers.Layer | None,
+    x: np.ndarray,
+    guided: bool = False,
 ) -> Callable:
     """The shared backend interface (:mod:`cam_callback.backends`), returning raw ``(A, G)``."""
     from cam_callback import backends, cams
@@ -267,6 +283,15 @@ def _build_gradients(
     forward = functools.partial(
         cams._forward, info=info, head=head, target_layer=layer, count=not backend.EAGER
     )
+    if guided:
+        plain, relus = forward, [c.layer for c in info.calls if _relu_kind(c.layer)]
+
+        def forward(call: Any, m: Any, images: Any, targets: Any, capture: Any) -> tuple:
+            def guided_call(mm: Any, xx: Any) -> Any:
+                with _guided(relus):
+                    return call(mm, xx)
+
+            return plain(guided_call, m, images, targets, capture)
 
     def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any]:
         return keras.ops.cast(source, "float32"), keras.ops.cast(grads, "float32")
@@ -291,6 +316,68 @@ def _build_gradients(
         return out[0], out[1]
 
     return run
+
+
+@keras.ops.custom_gradient
+def guided_relu(x: Any) -> Any:
+    """ReLU whose gradient passes only where both its input and the gradient are positive."""
+    ops = keras.ops
+    y = ops.relu(x)
+
+    def grad(*args: Any, upstream: Any = None) -> Any:
+        if upstream is None:
+            (upstream,) = args
+        return upstream * ops.cast(x > 0, upstream.dtype) * ops.cast(upstream > 0, upstream.dtype)
+
+    return y, grad
+
+
+def _relu_kind(layer: Any) -> str:
+    """``"layer"`` for a ReLU layer, ``"activation"`` for a layer with ``activation=relu``."""
+    from cam_callback import layers as _layers
+
+    if isinstance(layer, keras.layers.ReLU):
+        plain = not layer.negative_slope and not layer.threshold
+        return "layer" if plain else ""
+    if isinstance(layer, keras.layers.Activation) or hasattr(layer, "activation"):
+        return (
+            "activation"
+            if _layers.activation_name(getattr(layer, "activation", None)) == "relu"
+            else ""
+        )
+    return ""
+
+
+class _guided:
+    """Swaps every ReLU of ``relus`` for :func:`guided_relu` while it is entered."""
+
+    def __init__(self, relus: list) -> None:
+        self.relus = relus
+        self.saved: list = []
+
+    def __enter__(self) -> None:
+        ops = keras.ops
+        for layer in self.relus:
+            if _relu_kind(layer) == "layer":
+                cap = layer.max_value
+
+                def call(inputs: Any, *a: Any, _cap: Any = cap, **k: Any) -> Any:
+                    y = guided_relu(inputs)
+                    return y if _cap is None else ops.minimum(y, _cap)
+
+                self.saved.append((layer, "call", layer.__dict__.get("call")))
+                object.__setattr__(layer, "call", call)
+            else:
+                self.saved.append((layer, "activation", layer.activation))
+                object.__setattr__(layer, "activation", guided_relu)
+
+    def __exit__(self, *exc: Any) -> None:
+        for layer, attr, value in reversed(self.saved):
+            if attr == "call" and value is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, attr, value)
+        self.saved = []
 
 
 def compute(
@@ -334,7 +421,8 @@ def compute(
         batch_size=batch_size,
     )
     maps = np.asarray(spec.fn(ctx, **options), np.float64)
-    want = (len(x), *(x.shape[1:3] if not spec.explains_layer else maps.shape[1:3]))
+    input_res = not spec.explains_layer or spec.input_maps
+    want = (len(x), *(x.shape[1:3] if input_res else maps.shape[1:3]))
     if maps.ndim != 3 or maps.shape != want:
         raise ValueError(
             f"method {method!r} returned maps of shape {maps.shape}; expected [N, h, w] = "
@@ -567,6 +655,29 @@ def smoothgrad(ctx: MethodContext, *, samples: int = 16, noise: float = 0.15, se
     return np.abs(g.reshape(samples, *x.shape).astype(np.float64).mean(0)).max(-1)
 
 
+def guided_gradcam(ctx: MethodContext) -> np.ndarray:
+    """Guided Grad-CAM (Selvaraju et al. 2017): ``max_c |guided gradient|`` x Grad-CAM.
+
+    Grad-CAM at the explained layer, upsampled bilinearly to the input and scaled
+    to [0, 1], times the guided-backpropagation saliency (max over channels).
+    """
+    from cam_callback import cams
+    from cam_callback.evaluation import upsample_maps
+
+    _, g = ctx.gradients(wrt="input", guided=True)
+    grad_cam = cams.compute_cams(
+        ctx.model,
+        ctx.images,
+        layer=ctx._target_layer,
+        target=ctx.targets,
+        score=ctx.score,
+        output=ctx._output,
+        batch_size=ctx._batch_size,
+    ).heatmaps
+    h, w = ctx.images.shape[1:3]
+    return np.abs(g.astype(np.float64)).max(-1) * upsample_maps(grad_cam, h, w)
+
+
 def occlusion(ctx: MethodContext, *, patch: int = 8, stride: int = 4, value: float = 0.0):
     """Occlusion sensitivity (Zeiler & Fergus 2014): the target's probability drop.
 
@@ -612,6 +723,7 @@ for _name, _fn, _needs, _layer in (
     ("integrated_gradients", integrated_gradients, "input_gradients", False),
     ("smoothgrad", smoothgrad, "input_gradients", False),
     ("occlusion", occlusion, "forwards", False),
+    ("guided_gradcam", guided_gradcam, "input_gradients", True),
 ):
     _sig = {
         k: p.default
@@ -619,6 +731,8 @@ for _name, _fn, _needs, _layer in (
         if p.kind is p.KEYWORD_ONLY
     }
     register_method(_name, _fn, needs=_needs, explains_layer=_layer, options=_sig)
+# guided_gradcam explains a layer (its Grad-CAM) but draws at the input's resolution
+REGISTRY["guided_gradcam"] = dataclasses.replace(REGISTRY["guided_gradcam"], input_maps=True)
 
 
 def with_options(name: str, **options: Any) -> Callable[..., np.ndarray]:

@@ -328,3 +328,59 @@ def test_every_method_gives_the_same_maps_on_jax_and_torch(backend, setup, tmp_p
         np.testing.assert_allclose(got[f"{name}/probs"], ours.probabilities, atol=1e-5)
         err = np.abs(got[f"{name}/maps"] - ours.heatmaps).max()
         assert err < 1e-4, f"{name} on {backend}: max |diff| {err:.2e}"
+
+
+def test_guided_gradcam_in_closed_form():
+    """input -> Conv2D(1x1, relu) -> GAP -> Dense: guided backprop is closed form.
+
+    d logit_c / d x_ijc' = sum_k K[c', k] W[k, c] / (HW) [z_ijk > 0], and guided backprop
+    also drops the channels whose gradient at the ReLU, W[k, c] / (HW), is negative."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 3))
+    z = keras.layers.Conv2D(6, 1, activation="relu", name="conv")(inp)
+    h = keras.layers.GlobalAveragePooling2D()(z)
+    model = keras.Model(inp, keras.layers.Dense(2, name="dense")(h))  # linear head: logits
+    rng = np.random.default_rng(5)
+    model.get_layer("conv").set_weights([rng.normal(size=(1, 1, 3, 6)), rng.normal(size=6)])
+    x = rng.normal(size=(3, 8, 8, 3)).astype(np.float32)
+    k = model.get_layer("conv").get_weights()[0][0, 0].astype(np.float64)  # [3, 6]
+    b = model.get_layer("conv").get_weights()[1].astype(np.float64)
+    w = model.get_layer("dense").get_weights()[0].astype(np.float64)  # [6, 2]
+    zz = x.astype(np.float64) @ k + b  # [N, 8, 8, 6]
+    a = np.maximum(zz, 0)
+    t = (a.mean(axis=(1, 2)) @ w).argmax(1)
+    up = w[:, t].T / 64  # [N, 6]: the gradient arriving at the ReLU output
+    gate = (zz > 0) * (up[:, None, None, :] > 0)
+    guided = np.einsum("nhwk,ck->nhwc", gate * up[:, None, None, :], k)
+    grad_cam = norm(np.einsum("nk,nhwk->nhw", up, a))  # mean_ij G = up; 8x8 = input size
+    want = np.abs(guided).max(-1) * grad_cam
+    check(model, x, "guided_gradcam", want, layer="conv")
+    # the plain gradient differs: the guided gate matters here
+    plain = np.einsum("nhwk,ck->nhwc", (zz > 0) * up[:, None, None, :], k)
+    assert np.abs(norm(np.abs(plain).max(-1) * grad_cam) - norm(want)).max() > 0.05
+    # the model is left as found: the activation is relu again, no call override remains
+    assert model.get_layer("conv").activation is keras.activations.relu
+    assert "call" not in model.get_layer("conv").__dict__
+    check_shape = cams.inspect_model(model, x, method="guided_gradcam", layer="conv")
+    assert check_shape.map_shape == (8, 8)
+
+
+def test_guided_relu_layers_are_restored_after_a_failure():
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    h = keras.layers.ReLU(max_value=6.0, name="relu6")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    relu = model.get_layer("relu6")
+    with pytest.raises(RuntimeError, match="boom"), methods._guided([relu]):
+        assert "call" in relu.__dict__
+        raise RuntimeError("boom")
+    assert "call" not in relu.__dict__
+    x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    res = compute_cams(model, x, method="guided_gradcam", layer="conv")
+    assert res.heatmaps.shape == (2, 8, 8) and res.heatmaps.max() == pytest.approx(1.0)
+    assert "call" not in relu.__dict__
