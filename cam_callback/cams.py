@@ -278,6 +278,10 @@ def inspect_model(
         raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
     x = prepare_images(model, images)
     info, head, path, target_layer = _inspect(model, x, layer, _as_builtin(method), output, score)
+    if method not in METHODS:
+        from cam_callback import methods as _methods
+
+        _methods.check(method, info.calls, target_layer, path)
     if target_layer is None or _input_maps(method):
         shape = x.shape[1:3]
     else:

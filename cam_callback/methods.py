@@ -380,6 +380,12 @@ class _guided:
         self.saved = []
 
 
+def check(method: str, calls: list, target_layer: Any, path: str) -> None:
+    """Checks a registered method needs against the model, before any map (inspect_model)."""
+    if method == "cam":
+        _gap_dense_head(calls, target_layer, path)
+
+
 def compute(
     model: keras.Model,
     images: Any,
@@ -512,7 +518,7 @@ def cam(ctx: MethodContext) -> np.ndarray:
 
     ``W`` is the Dense kernel (the logit's weights; the bias does not vary in space).
     """
-    dense = _gap_dense_head(ctx)
+    dense = _gap_dense_head(ctx._info.calls, ctx._target_layer, ctx.layer)
     kernel = keras.ops.convert_to_numpy(dense.kernel).astype(np.float64)
     a = ctx.activations()
     weights = kernel[:, ctx.targets].T  # [N, K]
@@ -521,10 +527,10 @@ def cam(ctx: MethodContext) -> np.ndarray:
     return _weighted(weights, a)
 
 
-def _gap_dense_head(ctx: MethodContext) -> Any:
-    calls = ctx._info.calls
+def _gap_dense_head(calls: list, target_layer: Any, path: str) -> Any:
+    """The Dense layer of a layer -> GAP -> Dense head; a ValueError for any other head."""
     leaves = [c for c in calls if not isinstance(c.layer, keras.Model)]
-    idx = next((i for i, c in enumerate(leaves) if c.layer is ctx._target_layer), None)
+    idx = next((i for i, c in enumerate(leaves) if c.layer is target_layer), None)
     following = (
         [type(c.layer).__name__ for c in leaves[idx + 1 : idx + 4]] if idx is not None else []
     )
@@ -541,7 +547,7 @@ def _gap_dense_head(ctx: MethodContext) -> Any:
     if not ok:
         raise ValueError(
             "`method` 'cam' needs the explained layer to feed GlobalAveragePooling2D -> Dense "
-            f"(the original CAM head); after {ctx.layer!r} come {following or 'no layers'}. "
+            f"(the original CAM head); after {path!r} come {following or 'no layers'}. "
             "Use 'gradcam', which equals CAM on such a head. Received: method='cam'"
         )
     return leaves[idx + 2].layer

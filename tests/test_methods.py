@@ -120,6 +120,27 @@ def test_cam_refuses_other_heads():
     x = np.zeros((1, 16, 16, 3), np.float32)
     with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense.*Flatten"):
         compute_cams(model, x, method="cam")
+    with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense.*Flatten"):
+        cams.inspect_model(model, x, method="cam")  # so the tracker fails before epoch 0
+
+
+def test_tracker_refuses_cam_on_another_head_before_an_epoch(tmp_path):
+    import keras
+
+    from cam_callback import CAMTracker
+
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.zeros((4, 16, 16, 3), np.float32)
+    epochs = []
+    track = CAMTracker(x[:2], np.array([0, 1]), log_dir=tmp_path, method="cam", animate=None)
+    spy = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
+    with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense"):
+        model.fit(x, np.array([0, 1, 0, 1]), epochs=1, verbose=0, callbacks=[track, spy])
+    assert epochs == []
 
 
 def _resize(maps, h, w):
