@@ -38,9 +38,12 @@ tensorboard: venv
 # browser for the review-page test, and run the whole suite on TensorFlow, then the backend
 # suite once more under each other Keras backend, each in its own pytest process.
 # pytest's exit code 5 (nothing collected) is a failure, not silence.
+# torch is pinned to the CPU build these machines ship: a bare `torch` resolves to the newest
+# release, whose CUDA build and its GBs of dependencies the CPU suite never uses.
+TORCH ?= torch==2.13.0
 BACKEND_SUITE = tests/test_cams.py tests/test_probes.py
 test: venv browser
-	$(PIP) -e ".[test,jax,torch]"
+	$(PIP) -e ".[test,jax,torch]" "$(TORCH)"
 	@for run in "tensorflow:" "jax:$(BACKEND_SUITE)" "torch:$(BACKEND_SUITE)"; do \
 	  backend=$${run%%:*}; files=$${run#*:}; \
 	  echo "== KERAS_BACKEND=$$backend pytest $$files"; \

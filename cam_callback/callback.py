@@ -141,8 +141,7 @@ class CAMTracker(keras.callbacks.Callback):
                 "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
                 f"Received: layer={layer!r}"
             )
-        if method not in cams.METHODS:
-            raise ValueError(f"`method` must be one of {cams.METHODS}. Received: method={method!r}")
+        cams._check_method(method)
         if score not in cams.SCORES:
             raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
         self.target = _check_target(target, n, self.probe_labels)

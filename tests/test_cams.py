@@ -382,8 +382,8 @@ def test_model_without_spatial_layer_suggests_saliency():
 
 
 def test_unknown_method_and_score(images32):
-    with pytest.raises(ValueError, match=r"`method` must be one of .*'gradcam\+\+'.*method='cam'"):
-        compute_cams(small_cnn(), images32, method="cam")
+    with pytest.raises(ValueError, match=r"`method` must be one of .*'gradcam\+\+'.*method='cams'"):
+        compute_cams(small_cnn(), images32, method="cams")
     with pytest.raises(ValueError, match="`score`"):
         compute_cams(small_cnn(), images32, score="softmax")
 
