@@ -46,13 +46,13 @@ def test_spurious_background_flags_the_cued_class(tmp_path):
 
 
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path):
-    args = ["--out", str(tmp_path), "--train", "64", "--epochs", "2", "--fine-tune-epochs", "1"]
+    args = ["--out", str(tmp_path), "--train", "64", "--epochs", "1", "--fine-tune-epochs", "1"]
     run = load("transfer_learning").main(args)
     assert run.layer.endswith("/block_13_expand_relu") and run.layer.startswith("mobilenetv2")
-    # Two phases, one continuous record: head-only epochs 0-1, then fine-tuning epoch 2.
-    assert run.epochs == [0, 1, 2]
-    assert run.heatmaps.shape == (3, 6, 6, 6)
+    # Two phases, one continuous record: head-only epoch 0, then fine-tuning epoch 1.
+    assert run.epochs == [0, 1]
+    assert run.heatmaps.shape == (2, 6, 6, 6)
     assert np.isfinite(run.heatmaps).all()
     from PIL import Image
 
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 2
