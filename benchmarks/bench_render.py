@@ -4,8 +4,9 @@ Run: python benchmarks/bench_render.py      (matplotlib: pip install -e ".[bench
 
 1. One frame of a 224 px probe: our renderer, a plain float numpy/Pillow
    compositor, and a matplotlib figure per frame.
-2. One probe's 50-frame GIF: our shared-palette encoder against imageio's
-   default GIF writer on the same frames, and the file sizes.
+2. One probe's 50-frame GIF: our frame-block encoder (a palette per frame,
+   unchanged pixels transparent) against imageio's default GIF writer on the
+   same frames, and the file sizes.
 3. A record of 64 probes x 50 epochs rendered to GIFs, on one and on all cores.
 """
 
@@ -139,7 +140,7 @@ def encoding(frames):
     print(f"\n2. encoding one probe's {len(frames)}-frame GIF")
     print(f"{'':34s} {'s':>7s} {'frames/s':>9s} {'size KB':>8s}")
     for label, key in (
-        ("cam_callback shared palette", "ours"),
+        ("cam_callback frame blocks", "ours"),
         ("imageio default GIF writer", "imageio"),
     ):
         s = statistics.median(times[key])

@@ -1,17 +1,27 @@
-"""What CAMTracker costs inside model.fit, and whether its memory stays flat.
+"""What CAMTracker costs inside model.fit: once per fit, and per epoch.
 
-Run: python benchmarks/bench_tracker.py [--pairs 3]
+Run: python benchmarks/bench_tracker.py            (about 10 minutes on 2 cores)
+     python benchmarks/bench_tracker.py --quick    (a smoke run of about 2 minutes)
 
-1. fit of a small CNN, 4 epochs on 3,000 images of 48 px, with and without the
-   tracker (32 probes, default settings: TensorBoard frames and GIFs), in
-   alternating runs; prints each run and the ratio of the medians (target <= 1.05).
-2. Peak RSS of a child process that records 10 epochs against one that records
-   100 (TensorBoard on, animations off, so only the recording path is measured).
+Every fit runs in a fresh child process, so each row's peak RSS is its own.
+
+1. Cost. A small CNN on 12,000 images of 48 px (epochs of about 2 s on 2 cores),
+   fitted for E and 3E epochs (E = 4), without the tracker, and with it for
+   32 and 512 probes as: defaults (TensorBoard + GIFs), ``animate=None``, and
+   record only (``tensorboard=False, animate=None``). The arms alternate.
+   The per-epoch cost is the slope between E and 3E, minus the slope without
+   the tracker; the one-off cost is what is left at E epochs. Also printed:
+   the time spent in ``on_train_end``, peak RSS, TensorBoard bytes per epoch
+   and the animations' size.
+2. ``on_train_end`` and frames per GIF at 12 and 36 epochs (32 probes, short
+   epochs): finishing the animations must not grow with epochs.
+3. Peak RSS at 12 and 100 epochs (defaults, short epochs): memory stays flat.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -19,8 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ARMS = {
+    "no tracker": None,
+    "defaults": {},
+    "animate=None": {"animate": None},
+    "record only": {"animate": None, "tensorboard": False},
+}
 
 
 def small_cnn(size=48, n_classes=10):
@@ -38,87 +56,156 @@ def small_cnn(size=48, n_classes=10):
     return model
 
 
-def dataset(n=3000, size=48, n_classes=10):
+def dataset(n, size=48, n_classes=10):
     import numpy as np
 
     rng = np.random.default_rng(0)
     return rng.random((n, size, size, 3), dtype=np.float32), rng.integers(0, n_classes, n)
 
 
-def timed_fit(tracker: dict | None, x, y, log_root: str, epochs: int = 4) -> float:
-    """Seconds of one fit; ``tracker`` holds CAMTracker overrides, ``None`` for no tracker."""
+def child(spec: dict) -> dict:
+    """One fit as ``spec`` says; returns its numbers. Runs in its own process."""
     import keras
 
     from cam_callback import CAMTracker
 
+    x, y = dataset(spec["images"])
+    n_probes = spec["probes"]
+    px, py = dataset(n_probes)  # probes apart from the training set, as a user would pick
     keras.utils.set_random_seed(0)
     model = small_cnn()
-    callbacks = []
-    if tracker is not None:
-        log_dir = tempfile.mkdtemp(dir=log_root)
-        callbacks.append(CAMTracker(x[:32], y[:32], log_dir=log_dir, **tracker))
-    start = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
-    return time.perf_counter() - start
-
-
-def overhead(pairs: int) -> None:
-    x, y = dataset()
-    arms = {"without": None, "with (defaults)": {}, "with, animate=None": {"animate": None}}
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    with tempfile.TemporaryDirectory() as root:
-        timed_fit({}, x[:256], y[:256], root, epochs=1)  # warm TF and our imports once
-        for _ in range(pairs):
-            for name, tracker in arms.items():
-                times[name].append(timed_fit(tracker, x, y, root))
-    print("fit, 4 epochs, 3000 images of 48 px, batch 32, 32 probes (arms alternate)")
-    print(f"{'run':>4s} " + " ".join(f"{name:>20s}" for name in arms))
-    for i in range(pairs):
-        print(f"{i:4d} " + " ".join(f"{times[name][i]:19.2f}s" for name in arms))
-    base = statistics.median(times["without"])
-    for name in list(arms)[1:]:
-        ratio = statistics.median(times[name]) / base
-        print(f"median ratio {name} / without: {ratio:.3f} (target <= 1.05)")
-
-
-def rss_child(epochs: int) -> None:
-    """Records `epochs` epochs on a tiny dataset, then prints peak RSS in MiB."""
-    import keras
-
-    from cam_callback import CAMTracker
-
-    x, y = dataset(n=64)
-    keras.utils.set_random_seed(0)
-    model = small_cnn()
+    ends: list[float] = []
     with tempfile.TemporaryDirectory() as log_dir:
-        tracker = CAMTracker(x[:32], y[:32], log_dir=log_dir, animate=None)
-        model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=[tracker])
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        callbacks = []
+        if spec["tracker"] is not None:
+            tracker = CAMTracker(px, py, log_dir=log_dir, **spec["tracker"])
+            real_end = tracker.on_train_end
+
+            def timed_end(logs=None):
+                start = time.perf_counter()
+                real_end(logs)
+                ends.append(time.perf_counter() - start)
+
+            tracker.on_train_end = timed_end
+            callbacks.append(tracker)
+        start = time.perf_counter()
+        model.fit(x, y, epochs=spec["epochs"], batch_size=32, verbose=0, callbacks=callbacks)
+        fit_s = time.perf_counter() - start
+        cam = Path(log_dir) / "cam"
+        tb = sum(p.stat().st_size for p in cam.glob("events.out.tfevents.*"))
+        animations = cam / "animations"
+        gifs = sorted(animations.glob("probe_*.gif")) if animations.is_dir() else []
+        frames = 0
+        if gifs:
+            from PIL import Image
+
+            with Image.open(gifs[0]) as img:
+                frames = img.n_frames
+        return {
+            "fit_s": fit_s,
+            "train_end_s": ends[0] if ends else 0.0,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "tb_bytes_per_epoch": tb / spec["epochs"],
+            "animation_bytes": sum(p.stat().st_size for p in animations.glob("*.gif"))
+            if animations.is_dir()
+            else 0,
+            "gif_frames": frames,
+        }
 
 
-def memory() -> None:
-    print("\npeak RSS of a fit that records N epochs (32 probes, TensorBoard on)")
-    print(f"{'epochs':>7s} {'peak MiB':>9s}")
-    for epochs in (10, 100):
-        out = subprocess.run(
-            [sys.executable, __file__, "--rss-child", str(epochs)],
-            capture_output=True,
-            text=True,
-            check=True,
+def run_child(spec: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"child {spec} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> None:
+    arms = [("no tracker", None, 0)] + [
+        (name, tracker, n)
+        for n in probe_counts
+        for name, tracker in ARMS.items()
+        if tracker is not None
+    ]
+    results: dict[tuple[str, int, int], list[dict]] = {}
+    for _ in range(rounds):
+        for epochs in (e, 3 * e):
+            for name, tracker, n in arms:  # alternate the arms within each length
+                spec = {"images": images, "epochs": epochs, "probes": n or 32, "tracker": tracker}
+                results.setdefault((name, n, epochs), []).append(run_child(spec))
+
+    def med(name, n, epochs, key):
+        return statistics.median(r[key] for r in results[name, n, epochs])
+
+    base_e, base_3e = med("no tracker", 0, e, "fit_s"), med("no tracker", 0, 3 * e, "fit_s")
+    base_slope = (base_3e - base_e) / (2 * e)
+    print(
+        f"1. fit of a small CNN on {images:,} images of 48 px, batch 32, at {e} and {3 * e} epochs "
+        f"(median of {rounds}); an epoch without the tracker lasts {base_slope:.2f} s"
+    )
+    head = (
+        f"{'arm':>13s} {'probes':>6s} {'fit ' + str(e):>7s} {'fit ' + str(3 * e):>7s} "
+        f"{'ratio ' + str(3 * e):>9s} {'per epoch':>9s} {'one-off':>8s} {'train_end':>9s} "
+        f"{'train_end':>9s} {'peak RSS':>8s} {'TB/epoch':>9s} {'GIFs':>8s}"
+    )
+    print(head)
+    print(
+        f"{'':>13s} {'':>6s} {'s':>7s} {'s':>7s} {'x':>9s} {'s':>9s} {'s':>8s} "
+        f"{'at ' + str(e) + ', s':>9s} {'at ' + str(3 * e) + ', s':>9s} {'MiB':>8s} "
+        f"{'MB':>9s} {'MB':>8s}"
+    )
+    for name, _, n in arms:
+        f1, f3 = med(name, n, e, "fit_s"), med(name, n, 3 * e, "fit_s")
+        per_epoch = (f3 - f1) / (2 * e) - base_slope
+        one_off = (f1 - base_e) - e * per_epoch
+        print(
+            f"{name:>13s} {n or '-':>6} {f1:7.2f} {f3:7.2f} {f3 / base_3e:9.3f} "
+            f"{per_epoch:9.3f} {one_off:8.2f} {med(name, n, e, 'train_end_s'):9.3f} "
+            f"{med(name, n, 3 * e, 'train_end_s'):9.3f} {med(name, n, 3 * e, 'rss_mib'):8.0f} "
+            f"{med(name, n, 3 * e, 'tb_bytes_per_epoch') / 1e6:9.3f} "
+            f"{med(name, n, 3 * e, 'animation_bytes') / 1e6:8.2f}"
         )
-        print(f"{epochs:7d} {float(out.stdout.strip().splitlines()[-1]):9.1f}")
+
+
+def train_end(images: int, lengths: tuple[int, ...]) -> None:
+    print(f"\n2. on_train_end with defaults, 32 probes, {images} images per epoch")
+    print(f"{'epochs':>7s} {'train_end s':>12s} {'GIF frames':>11s}")
+    for epochs in lengths:
+        r = run_child({"images": images, "epochs": epochs, "probes": 32, "tracker": {}})
+        print(f"{epochs:7d} {r['train_end_s']:12.3f} {r['gif_frames']:11d}")
+
+
+def memory(images: int, lengths: tuple[int, ...]) -> None:
+    print(f"\n3. peak RSS with defaults, 32 probes, {images} images per epoch")
+    print(f"{'epochs':>7s} {'peak MiB':>9s} {'GIF frames':>11s}")
+    for epochs in lengths:
+        r = run_child({"images": images, "epochs": epochs, "probes": 32, "tracker": {}})
+        print(f"{epochs:7d} {r['rss_mib']:9.1f} {r['gif_frames']:11d}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per arm")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_child:
-        rss_child(args.rss_child)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
         return
-    overhead(args.pairs)
-    memory()
+    start = time.perf_counter()
+    if args.quick:
+        cost(images=1200, e=2, probe_counts=(32, 64), rounds=args.rounds)
+        train_end(images=256, lengths=(4, 12))
+        memory(images=64, lengths=(4, 20))
+    else:
+        cost(images=12_000, e=4, probe_counts=(32, 512), rounds=args.rounds)
+        train_end(images=3000, lengths=(12, 36))
+        memory(images=64, lengths=(12, 100))
+    print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -14,12 +12,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import _validate, animate, cams, frames, metrics
+from cam_callback import _validate, animate, cams, frames, pipeline
 from cam_callback import config as _config
 from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
-from cam_callback.tensorboard import SummaryWriter, probe_tag
 
-_STOP = object()
 ON_ERROR = ("warn", "raise")
 
 
@@ -32,9 +28,11 @@ class CAMTracker(keras.callbacks.Callback):
 
     Each recorded epoch is appended atomically to a run record in
     ``log_dir/cam/`` (read it with :func:`cam_callback.load_run`), shown live in
-    TensorBoard beside ``keras.callbacks.TensorBoard(log_dir)``, and at the end
-    of training turned into one animation per probe under
-    ``log_dir/cam/animations/``.
+    TensorBoard beside ``keras.callbacks.TensorBoard(log_dir)``, and added to
+    one animation per probe under ``log_dir/cam/animations/``, finished at the
+    end of training. ``on_epoch_end`` only computes the maps; the record, the
+    metrics, drawing and encoding run in the background
+    (:mod:`cam_callback.pipeline`).
 
     Args:
         probe_images: ``[N, H, W, C]`` in the model's input space.
@@ -53,7 +51,14 @@ class CAMTracker(keras.callbacks.Callback):
         every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``).
         top_k: Classes in the probability bars.
         tensorboard: Write image and scalar summaries to ``log_dir/cam``.
+        tensorboard_probes: How many probes get their own TensorBoard image
+            (chosen once per ``fit``, class by class; see
+            :func:`cam_callback.pipeline.choose_tensorboard_probes`), or a list
+            of probe ids. The grid and the scalars always cover every probe.
         animate: ``"gif"``, ``"mp4"``, ``("gif", "mp4")`` or ``None``.
+        max_frames: Most frames per animation: recorded epochs sampled evenly,
+            the first and last always kept. ``None``: every epoch. The record
+            keeps every epoch either way.
         fps: Frames per second of the animations.
         alpha: Weight of the heatmap in the overlay.
         score: ``"logit"`` or ``"probability"``.
@@ -98,7 +103,9 @@ class CAMTracker(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         top_k: int = 3,
         tensorboard: bool = True,
+        tensorboard_probes: int | Sequence[int] = pipeline.DEFAULT_TENSORBOARD_PROBES,
         animate: str | Sequence[str] | None = "gif",
+        max_frames: int | None = pipeline.DEFAULT_MAX_FRAMES,
         fps: float = 4.0,
         alpha: float = 0.5,
         score: str = "logit",
@@ -141,7 +148,16 @@ class CAMTracker(keras.callbacks.Callback):
                 raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
         if not isinstance(tensorboard, bool):
             raise TypeError(f"`tensorboard` must be a bool. Received: tensorboard={tensorboard!r}")
+        self.tensorboard_probes = pipeline.check_tensorboard_probes(tensorboard_probes, n)
         self.formats = _check_formats(animate)
+        if max_frames is not None and (
+            isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2
+        ):
+            raise ValueError(
+                f"`max_frames` must be an int >= 2 (first and last epoch) or None. "
+                f"Received: max_frames={max_frames!r}"
+            )
+        self.max_frames = max_frames
         fps = _config.check_fps(fps, self.formats)
         _config.check_video(self.formats)
         if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
@@ -183,7 +199,7 @@ class CAMTracker(keras.callbacks.Callback):
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
-        self._session: _Session | None = None
+        self._session: pipeline.EpochPipeline | None = None
         self._finalizer: weakref.finalize | None = None
         self._next_epoch: int | None = None  # after the last epoch an earlier fit trained
 
@@ -233,8 +249,26 @@ class CAMTracker(keras.callbacks.Callback):
             self._fail("opening the record", None, exc, "Nothing is recorded in this fit")
             return
         self.config = cfg
-        self._session = session = _Session(self, writer)
-        # Closes the writer and stops the thread even if fit raises and the tracker is dropped.
+        self._session = session = pipeline.EpochPipeline(
+            writer,
+            display=self.display_images,
+            labels=self.probe_labels,
+            masks=self.probe_masks,
+            class_names=self.class_names,
+            top_k=self.top_k,
+            alpha=self.alpha,
+            tensorboard=self.tensorboard,
+            # Chosen once per fit from the probes alone: the same tags at every epoch.
+            tensorboard_probes=pipeline.choose_tensorboard_probes(
+                self.tensorboard_probes, len(self.probe_images), self.probe_labels
+            ),
+            formats=self.formats,
+            fps=self.fps,
+            max_frames=self.max_frames,
+            every_n_epochs=self.every_n_epochs,
+            total_epochs=(self.params or {}).get("epochs"),
+        )
+        # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
         self._finalizer = weakref.finalize(self, session.close)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -260,7 +294,7 @@ class CAMTracker(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Records the epoch when it is due and hands its frames to TensorBoard."""
+        """Computes the maps when the epoch is due and hands them to the background."""
         session = self._session
         if session is None:
             return
@@ -268,13 +302,15 @@ class CAMTracker(keras.callbacks.Callback):
         self._next_epoch = epoch + 1
         if (epoch + 1) % self.every_n_epochs:
             return
-        self._check_renderer(session)
+        self._check_background(session)
+        if self._session is None:  # recording failed earlier, and stopped
+            return
         try:
             self._record_epoch(session, epoch)
         except Exception as exc:
             self._fail("recording", epoch, exc, "Recording stopped", stop=True)
 
-    def _record_epoch(self, session: _Session, epoch: int) -> None:
+    def _record_epoch(self, session: pipeline.EpochPipeline, epoch: int) -> None:
         res = cams.compute_cams(
             self.model,
             self.probe_images,
@@ -285,17 +321,9 @@ class CAMTracker(keras.callbacks.Callback):
             output=self.output,
             batch_size=self.batch_size,
         )
-        previous, first = session.history(epoch)
-        values = metrics.epoch_metrics(
-            res.heatmaps,
-            res.probabilities,
-            labels=self.probe_labels,
-            previous=previous,
-            first=first,
-            masks=self.probe_masks,
-        )
-        if self.faithfulness:
-            values["faithfulness"] = cams.deletion_faithfulness(
+        extra = {}
+        if self.faithfulness:  # needs the model: on this thread
+            extra["faithfulness"] = cams.deletion_faithfulness(
                 self.model,
                 self.probe_images,
                 res.heatmaps,
@@ -303,27 +331,25 @@ class CAMTracker(keras.callbacks.Callback):
                 output=self.output,
                 batch_size=self.batch_size,
             )
-        session.record.write_epoch(
-            epoch,
-            heatmaps=res.heatmaps,
-            probabilities=res.probabilities,
-            targets=res.targets,
-            metrics=values,
-        )
-        session.remember(epoch, res.heatmaps)
-        if self.tensorboard and not session.tensorboard_stopped:
-            session.submit(epoch, res.heatmaps, res.probabilities, values)
+        # Metrics, the record, TensorBoard and the animations run in the background.
+        session.submit(epoch, res.heatmaps, res.probabilities, res.targets, extra)
 
-    def _check_renderer(self, session: _Session) -> None:
-        """Raises (``on_error="raise"``) or warns once about a failed render thread."""
-        if session.error is None:
-            return
-        if self.on_error == "raise":
-            session.raise_pending()
-        error, epoch = session.error, session.error_epoch
-        session.error = None
-        session.tensorboard_stopped = True
-        self._fail("drawing the TensorBoard frames", epoch, error, "TensorBoard frames stopped")
+    def _check_background(self, session: pipeline.EpochPipeline) -> None:
+        """Raises (``on_error="raise"``) or warns once about each failed background stage."""
+        while (failure := session.take_error()) is not None:
+            stage, what, epoch, exc = failure
+            if self.on_error == "raise" and stage == "frames":
+                raise RuntimeError(f"{what} of epoch {epoch} failed: {exc}") from exc
+            if stage == "record":
+                self._fail("recording", epoch, exc, "Recording stopped")
+                return
+            consequence = "TensorBoard frames stopped"
+            if self.formats:
+                consequence = (
+                    "TensorBoard frames and animations stopped (cam-callback render "
+                    "LOG_DIR draws the animations from the record)"
+                )
+            self._fail(what, epoch, exc, consequence)
 
     def _fail(
         self, what: str, epoch: int | None, exc: BaseException, consequence: str, stop: bool = False
@@ -346,13 +372,15 @@ class CAMTracker(keras.callbacks.Callback):
         )
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        """Flushes TensorBoard, closes everything and writes the animations."""
+        """Waits for the background work, writes the flags and finishes the animations."""
         session = self._session
         if session is None:
             return
         try:  # the writer lock is held until the animations are written
-            session.stop_renderer()
-            self._check_renderer(session)
+            session.drain()
+            self._check_background(session)
+            if self._session is None:  # recording failed and stopped
+                return
             try:
                 run = load_run(self.log_dir)
             except Exception as exc:
@@ -365,13 +393,7 @@ class CAMTracker(keras.callbacks.Callback):
                     self._fail("writing flags.json", None, exc, "flags.json is not updated")
             if self.formats and run.epochs:
                 try:
-                    animate.render_animations(
-                        run,
-                        formats=self.formats,
-                        fps=self.fps,
-                        top_k=self.top_k,
-                        alpha=self.alpha,
-                    )
+                    session.finish_animations()  # O(probes): the frames are on disk already
                 except Exception as exc:
                     self._fail("writing the animations", None, exc, "Animations stopped")
         finally:
@@ -380,7 +402,7 @@ class CAMTracker(keras.callbacks.Callback):
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Stops the render thread and closes the TensorBoard writer; safe to repeat.
+        """Stops the background threads and closes the TensorBoard writer; safe to repeat.
 
         ``fit`` calls no callback when it raises, so use the tracker as a
         context manager (or call this) to close at once; otherwise it closes
@@ -403,142 +425,6 @@ class CAMTracker(keras.callbacks.Callback):
     def record_path(self) -> Path:
         """The record folder, ``log_dir/cam``."""
         return record_dir(self.log_dir)
-
-
-class _Session:
-    """What one ``fit`` holds open: the record, the writer and the render thread.
-
-    Kept apart from the tracker so ``weakref.finalize`` can close it without
-    keeping the tracker alive.
-    """
-
-    def __init__(self, tracker: CAMTracker, record: RecordWriter) -> None:
-        self.record = record
-        self.renderers = (
-            [
-                frames.FrameRenderer(
-                    img,
-                    label=None if tracker.probe_labels is None else int(tracker.probe_labels[i]),
-                    class_names=tracker.class_names,
-                    top_k=tracker.top_k,
-                    alpha=tracker.alpha,
-                )
-                for i, img in enumerate(tracker.display_images)
-            ]
-            if tracker.tensorboard
-            else []
-        )
-        self.display = tracker.display_images
-        self.alpha = tracker.alpha
-        self.writer = SummaryWriter(record.path) if tracker.tensorboard else None
-        self.queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: memory stays flat
-        self.error: BaseException | None = None
-        self.error_epoch: int | None = None
-        self.previous: np.ndarray | None = None
-        self.previous_epoch: int | None = None
-        self.first: np.ndarray | None = None
-        self.started = False  # on_epoch_begin has seen this fit's first epoch
-        self.offset = 0  # added to Keras's epoch when the same tracker fits again
-        self.tensorboard_stopped = False
-        self.stop_requested = False  # close() called on the render thread itself
-        self.thread: threading.Thread | None = None
-        if self.writer is not None:
-            self.thread = threading.Thread(target=self._run, name="cam-tracker-render", daemon=True)
-            self.thread.start()
-
-    def history(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Maps of the previous and first recorded epochs before ``epoch`` (resume-aware)."""
-        if self.previous is None or self.previous_epoch is None or self.previous_epoch >= epoch:
-            prev_epoch = self.record.previous_epoch(epoch)
-            data = self.record.read_epoch(prev_epoch) if prev_epoch is not None else None
-            self.previous = None if data is None else data["heatmaps"]
-        if self.first is None:
-            first_epoch = self.record.first_epoch()
-            if first_epoch is not None and first_epoch < epoch:
-                self.first = self.record.read_epoch(first_epoch)["heatmaps"]
-        return self.previous, self.first
-
-    def remember(self, epoch: int, heatmaps: np.ndarray) -> None:
-        self.previous, self.previous_epoch = heatmaps, epoch
-        if self.first is None:
-            self.first = heatmaps
-
-    def submit(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
-        thread = self.thread
-        if thread is None or not thread.is_alive():
-            return  # a stopped renderer must never block training on a full queue
-        self.queue.put((epoch, heatmaps, probs, values))
-
-    def raise_pending(self) -> None:
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise RuntimeError(
-                f"drawing the TensorBoard frames of epoch {self.error_epoch} failed: {error}"
-            ) from error
-
-    def _run(self) -> None:
-        # Linux schedules threads separately: at nice 19 the renderer takes the CPU that
-        # training leaves idle instead of competing with TensorFlow's workers.
-        if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except OSError:
-                pass
-        while True:
-            if self.stop_requested:  # the finalizer ran on this thread: finish its work here
-                self._release()
-                return
-            job = self.queue.get()
-            if job is _STOP:
-                return
-            if self.error is not None:
-                continue  # keep draining so fit never blocks on a dead renderer
-            epoch = job[0]
-            try:
-                self._draw(*job)
-            except BaseException as exc:  # re-raised on the training thread
-                self.error, self.error_epoch = exc, epoch
-
-    def _draw(self, epoch: int, heatmaps: np.ndarray, probs: np.ndarray, values: dict) -> None:
-        images, tiles = {}, []
-        for i, r in enumerate(self.renderers):  # each renderer knows its probe's label
-            name = None if r.label is None else r.name(r.label)
-            images[probe_tag(i, name)] = r.draw(heatmaps[i], probs[i], epoch)
-            tiles.append(
-                frames.tile(
-                    self.display[i], heatmaps[i], probs[i], r.label, self.alpha, animate.GRID_SIDE
-                )
-            )
-        images["cam/grid"] = frames.grid(tiles)
-        scalars = {f"cam/{k}": v for k, v in metrics.summary_scalars(values).items()}
-        self.writer.write(epoch, images, scalars)
-
-    def stop_renderer(self) -> None:
-        """Waits for queued frames and closes the TensorBoard writer; the record stays open."""
-        thread, self.thread = self.thread, None
-        if thread is not None and thread.is_alive():
-            self.queue.put(_STOP)
-            thread.join()
-        if self.writer is not None:
-            self.writer.close()
-
-    def close(self) -> None:
-        """Stops the render thread, closes the writer and releases the record's lock.
-
-        Also safe when the garbage collector runs the finalizer on the render
-        thread: that thread cannot join itself, so it stops after its current job.
-        """
-        thread = self.thread
-        if thread is not None and thread is threading.current_thread():
-            self.stop_requested = True
-            return
-        self.stop_renderer()
-        self._release()
-
-    def _release(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.record.close()
 
 
 # ---------------------------------------------------------------------- validation

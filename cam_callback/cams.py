@@ -1,7 +1,7 @@
 """Class activation maps for a batch of images in one compiled call: no I/O.
 
-All backend-specific gradient code lives here, so another Keras backend can
-slot in beside the TensorFlow one later.
+The method maths is written once here in ``keras.ops``; the gradient itself
+comes from one small module per Keras backend (:mod:`cam_callback.backends`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from cam_callback import _validate
+from cam_callback import _validate, backends
 from cam_callback import layers as _layers
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "hirescam", "saliency")
@@ -89,8 +88,7 @@ class _Head:
 @dataclass
 class _Engine:
     fn: Any
-    traces: int = 0
-    disconnected: bool = False
+    errors: tuple[type[BaseException], ...] = ()
 
 
 # Keyed weakly by model: a deleted model frees its traced functions.
@@ -189,25 +187,22 @@ def compute_cams(
         engines[key] = engine
 
     maps, probs, used = [], [], []
-    for start in range(0, len(x), batch_size):
-        chunk = x[start : start + batch_size]
+    for chunk, chunk_targets, n in _chunks(x, targets, batch_size=batch_size):
         try:
-            m, p, t = engine.fn(
-                tf.constant(chunk), tf.constant(targets[start : start + batch_size])
-            )
-        except tf.errors.OpError as exc:  # only the backend's own failures get our context
+            m, p, t, connected = engine.fn(chunk, chunk_targets)
+        except engine.errors as exc:  # only the backend's own failures get our context
             raise CAMError(
                 f"computing {method} maps failed for layer {path or '(input)'!r} on input of "
-                f"shape {chunk.shape}: {exc}"
+                f"shape {(n, *x.shape[1:])}: {exc}"
             ) from exc
-        if engine.disconnected:
+        if not connected:
             raise ValueError(
                 f"`layer` {path!r} does not feed the explained output, so its gradient is "
                 f"undefined. Received: layer={path!r}, output={output!r}"
             )
-        maps.append(m.numpy())
-        probs.append(p.numpy())
-        used.append(t.numpy())
+        maps.append(m[:n])
+        probs.append(p[:n])
+        used.append(t[:n])
     return CAMResult(
         heatmaps=np.concatenate(maps).astype(np.float32, copy=False),
         probabilities=np.concatenate(probs).astype(np.float32, copy=False),
@@ -281,6 +276,11 @@ def _inspect(
         return info, head, "", None
     path, target_layer = _layers.resolve_layer(model, layer, info.calls)
     _check_spatial(path, target_layer, info.calls)
+    if _layers.feeds(model, target_layer, head.key) is False:
+        raise ValueError(
+            f"`layer` {path!r} does not feed the explained output, so its gradient is "
+            f"undefined. Received: layer={path!r}, output={output!r}"
+        )
     return info, head, path, target_layer
 
 
@@ -578,6 +578,44 @@ def head_scores(outputs: Any, logits: Any, head: _Head) -> tuple[Any, Any]:
     return probs, scores
 
 
+def _forward(
+    call: Any,
+    model: keras.Model,
+    images: Any,
+    targets: Any,
+    capture: Any,
+    *,
+    info: _ModelInfo,
+    head: _Head,
+    target_layer: keras.layers.Layer | None,
+    count: bool,
+) -> tuple[Any, Any, Any, Any]:
+    """One forward pass with hooks: ``(summed score, probabilities, chosen, activation)``.
+
+    Shared by every backend: ``call`` runs the model, ``capture`` sees the explained
+    layer's output and returns what flows on (JAX adds a zero to differentiate by).
+    """
+    if count:
+        _count_trace(model)
+    store: dict[str, Any] = {}
+    hooks = _logit_hooks(info, head, store)
+    activations: list[Any] = []
+    if target_layer is not None:
+        previous = hooks.get(target_layer)
+
+        def record(c: Any, args: tuple, kwargs: dict) -> Any:
+            out = capture(previous(c, args, kwargs) if previous else c(*args, **kwargs))
+            activations.append(out)
+            return out
+
+        hooks[target_layer] = record
+    with _layers.intercepted(hooks):
+        outputs = _pick(call(model, images), head.key)
+    probs, scores = head_scores(outputs, store.get("logits"), head)
+    chosen, total = pick_scores(probs, scores, targets)
+    return total, probs, chosen, activations[0] if activations else None
+
+
 def _build_engine(
     model: keras.Model,
     info: _ModelInfo,
@@ -586,47 +624,42 @@ def _build_engine(
     head: _Head,
     x: np.ndarray,
 ) -> _Engine:
-    engine = _Engine(fn=None)
+    backend = backends.get()
     model_ref = weakref.ref(model)  # the engine is cached on the model: no cycle through it
-    spec = (
-        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
-        tf.TensorSpec((None,), tf.int32),
+
+    def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
+        return _forward(
+            call,
+            m,
+            images,
+            targets,
+            capture,
+            info=info,
+            head=head,
+            target_layer=target_layer,
+            count=not backend.EAGER,
+        )
+
+    def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
+        maps = saliency(source, grads) if target_layer is None else combine(source, grads, method)
+        return normalize(maps), probs, keras.ops.cast(chosen, "int32")
+
+    if target_layer is None:
+        source_shape = tuple(x.shape[1:])
+    else:
+        out_shape = next(c.output_shape for c in info.calls if c.layer is target_layer)
+        source_shape = tuple(out_shape[1:])
+    fn = backend.cam_function(
+        model_ref,
+        forward,
+        finish,
+        wrt_input=target_layer is None,
+        spec=(tuple(x.shape[1:]), x.dtype.name),
+        source_shape=source_shape,
     )
-
-    def step(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        engine.traces += 1
-        _count_trace(model_ref())
-        store: dict[str, Any] = {}
-        hooks = _logit_hooks(info, head, store)
-        activations: list[tf.Tensor] = []
-        if target_layer is not None:
-            previous = hooks.get(target_layer)
-
-            def record(call: Any, args: tuple, kwargs: dict) -> Any:
-                out = previous(call, args, kwargs) if previous else call(*args, **kwargs)
-                activations.append(out)
-                return out
-
-            hooks[target_layer] = record
-        with tf.GradientTape() as tape, _layers.intercepted(hooks):
-            if target_layer is None:
-                tape.watch(images)
-            outputs = _pick(model_ref()(images, training=False), head.key)
-            probs, scores = head_scores(outputs, store.get("logits"), head)
-            chosen, total = pick_scores(probs, scores, targets)
-        if target_layer is None:
-            grads = tape.gradient(total, images)
-            maps = saliency(images, grads)
-        else:
-            grads = tape.gradient(total, activations[0])
-            if grads is None:
-                engine.disconnected = True
-                grads = tf.zeros_like(activations[0])
-            maps = combine(activations[0], grads, method)
-        return normalize(maps), probs, tf.cast(chosen, tf.int64)
-
-    engine.fn = tf.function(step, input_signature=spec, reduce_retracing=True)
-    return engine
+    if backend.EAGER:
+        _count_trace(model)  # built once; runs eagerly
+    return _Engine(fn=fn, errors=backend.ERRORS)
 
 
 def pick_scores(probs: Any, scores: Any, targets: Any) -> tuple[Any, Any]:
@@ -720,7 +753,7 @@ def deletion_faithfulness(
     x = prepare_images(model, images)
     _, head, _, _ = _inspect(model, x, None, "saliency", output, "probability")
     n, h, w = x.shape[:3]
-    up = tf.image.resize(np.asarray(heatmaps, np.float32)[..., None], (h, w)).numpy()[..., 0]
+    up = _resize_bilinear(np.asarray(heatmaps, np.float32), h, w)
     k = max(1, int(round(share * h * w)))
     flat = up.reshape(n, -1)
     top = np.zeros_like(flat, dtype=bool)
@@ -730,20 +763,7 @@ def deletion_faithfulness(
     for i in range(n):
         rand[i, rng.choice(h * w, size=k, replace=False)] = True
     size = max(3, (min(h, w) // 4) | 1)  # a strong blur: an odd box of a quarter of the side
-    blurred = (
-        tf.nn.avg_pool2d(
-            tf.pad(
-                x.astype(np.float32),
-                [[0, 0], [size // 2] * 2, [size // 2] * 2, [0, 0]],
-                "SYMMETRIC",
-            ),
-            size,
-            1,
-            "VALID",
-        )
-        .numpy()
-        .astype(x.dtype)
-    )
+    blurred = _box_blur(x.astype(np.float32), size).astype(x.dtype)
     masks = np.stack([top, rand]).reshape(2, n, h, w, 1)
     variants = np.where(masks, blurred[None], x[None]).reshape(2 * n, *x.shape[1:])
     probs = _probabilities(model, head, np.concatenate([x, variants]), batch_size)
@@ -752,34 +772,89 @@ def deletion_faithfulness(
     return ((base - after_top) - (base - after_rand)).astype(np.float32)
 
 
-def _cached_function(model: keras.Model, key: tuple, x: np.ndarray, body: Any) -> Any:
-    """``body(model, images)`` compiled once per model and key, for any batch size.
+def _resize_bilinear(maps: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``[N, h0, w0]`` to ``[N, h, w]``, bilinear with half-pixel centres (as tf.image.resize)."""
 
-    The model is held weakly: the function is cached on it, so a strong reference
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (src - lo).astype(np.float32)
+
+    y0, y1, fy = axis(maps.shape[1], h)
+    x0, x1, fx = axis(maps.shape[2], w)
+    rows = maps[:, y0] * (1 - fy)[None, :, None] + maps[:, y1] * fy[None, :, None]
+    return rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx
+
+
+def _box_blur(x: np.ndarray, size: int) -> np.ndarray:
+    """The mean over an odd ``size`` box around each pixel of ``[N, H, W, C]``, mirrored edges."""
+    r = size // 2
+    padded = np.pad(x, [(0, 0), (r, r), (r, r), (0, 0)], mode="symmetric").astype(np.float64)
+    c = np.cumsum(np.cumsum(padded, axis=1), axis=2)
+    c = np.pad(c, [(0, 0), (1, 0), (1, 0), (0, 0)])
+    h, w = x.shape[1:3]
+    total = (
+        c[:, size : size + h, size : size + w]
+        - c[:, :h, size : size + w]
+        - c[:, size : size + h, :w]
+        + c[:, :h, :w]
+    )
+    return (total / (size * size)).astype(np.float32)
+
+
+def _cached_function(model: keras.Model, key: tuple, x: np.ndarray, body: Any) -> Any:
+    """``body(call, model, images)`` compiled once per model and key, for any batch size.
+
+    ``call(model, images)`` runs the model in inference on the active backend. The
+    model is held weakly: the function is cached on it, so a strong reference
     would keep both alive forever.
     """
     engines = _ENGINES.setdefault(model, {})
     engine = engines.get(key)
     if engine is None:
+        backend = backends.get()
         model_ref = weakref.ref(model)
-        engine = _Engine(fn=None)
 
-        def fn(images: tf.Tensor) -> tf.Tensor:
-            engine.traces += 1
-            _count_trace(model_ref())
-            return body(model_ref(), images)
+        def counted(call: Any, m: keras.Model, images: Any) -> Any:
+            if not backend.EAGER:
+                _count_trace(m)
+            return body(call, m, images)
 
-        engine.fn = tf.function(
-            fn, input_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),)
-        )
+        fn = backend.forward_function(model_ref, counted, spec=(tuple(x.shape[1:]), x.dtype.name))
+        if backend.EAGER:
+            _count_trace(model)
+        engine = _Engine(fn=fn, errors=backend.ERRORS)
         engines[key] = engine
     return engine.fn
 
 
+def _chunks(x: np.ndarray, targets: np.ndarray, *, batch_size: int) -> Any:
+    """Yields ``(images, targets, n_real)`` chunks of ``batch_size``.
+
+    Where a backend compiles one program per batch shape (JAX), each chunk's images
+    (and targets, with -1) are zero-padded to one size, the smallest power of two
+    that holds ``min(batch_size, N)``, so a short last chunk reuses the program.
+    """
+    size = batch_size
+    if backends.get().PAD_BATCH:
+        size = 1 << max(0, min(batch_size, len(x)) - 1).bit_length()
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        if len(chunk) < size:
+            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *x.shape[1:]), x.dtype)])
+        t = targets[start : start + batch_size]
+        n = len(t)
+        if n < len(chunk):
+            t = np.concatenate([t, np.full(len(chunk) - n, -1, t.dtype)])
+        yield chunk, t, n
+
+
 def _in_chunks(fn: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Calls a compiled one-input function on ``batch_size`` images at a time."""
+    dummy = np.zeros(len(x), np.int32)
     return np.concatenate(
-        [fn(tf.constant(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+        [fn(chunk)[:n] for chunk, _, n in _chunks(x, dummy, batch_size=batch_size)]
     )
 
 
@@ -789,7 +864,7 @@ def _probabilities(model: keras.Model, head: _Head, x: np.ndarray, batch_size: i
         model,
         ("forward", head.key, head.kind, x.shape[1:], x.dtype.str),
         x,
-        lambda m, images: head_scores(_pick(m(images, training=False), head.key), None, head)[0],
+        lambda call, m, images: head_scores(_pick(call(m, images), head.key), None, head)[0],
     )
     return _in_chunks(forward, x, batch_size)
 
@@ -836,8 +911,8 @@ def layer_activations(
     info = _model_info(model, x)
     path, target = _layers.resolve_layer(model, layer, info.calls)
 
-    def body(m: keras.Model, images: tf.Tensor) -> tf.Tensor:
-        seen: list[tf.Tensor] = []
+    def body(call: Any, m: keras.Model, images: Any) -> Any:
+        seen: list[Any] = []
 
         def record(call: Any, args: tuple, kwargs: dict) -> Any:
             out = call(*args, **kwargs)
@@ -845,13 +920,13 @@ def layer_activations(
             return out
 
         with _layers.intercepted({target: record}):
-            m(images, training=False)
-        return tf.cast(seen[-1], tf.float32)
+            call(m, images)
+        return keras.ops.cast(seen[-1], "float32")
 
     fn = _cached_function(model, ("activations", path, x.shape[1:], x.dtype.str), x, body)
     try:
         return _in_chunks(fn, x, batch_size)
-    except Exception as exc:
+    except backends.get().ERRORS as exc:
         raise CAMError(
             f"reading activations of layer {path!r} failed on input of shape {x.shape}: {exc}"
         ) from exc

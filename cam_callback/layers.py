@@ -237,3 +237,50 @@ def head_kind(layer: keras.layers.Layer) -> str:
     if act in _SQUASHING:
         return "input" if isinstance(layer, keras.layers.Activation) else "activation"
     return "linear"
+
+
+def feeds(model: keras.Model, layer: keras.layers.Layer, output: int | str | None) -> bool | None:
+    """Whether ``layer``'s output flows into the model's ``output``, read off the graph.
+
+    Walks a Functional (or Sequential) model's graph back from the output, into
+    nested models. Backend-neutral, and known before anything runs.
+
+    Returns:
+        ``True`` or ``False``, or ``None`` where the model has no graph to read
+        (a subclassed model).
+
+    Example:
+        >>> feeds(model, model.get_layer("conv_b"), "a")  # doctest: +SKIP
+        False
+    """
+    try:
+        outputs = list(model.outputs or [])
+    except (AttributeError, ValueError):
+        return None
+    if not outputs:
+        return None
+    if isinstance(output, str):
+        names = list(getattr(model, "output_names", None) or [])
+        if output not in names:
+            return None
+        output = names.index(output)
+    stack, seen = [outputs[output or 0]], set()
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            continue
+        op = history.operation
+        if op is layer:
+            return True
+        if isinstance(op, keras.Model) and any(obj is layer for _, obj in iter_layers(op)):
+            inner = feeds(op, layer, history.tensor_index)
+            if inner is not False:
+                return inner
+        nodes = getattr(op, "_inbound_nodes", None) or []
+        if history.node_index < len(nodes):
+            stack.extend(nodes[history.node_index].input_tensors)
+    return False

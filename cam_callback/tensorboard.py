@@ -4,17 +4,29 @@ Images are PNG-encoded here with Pillow, as 256-colour palette images at zlib
 level 1, and written with the image plugin's metadata: what ``tf.summary.image``
 writes, at a fifth of its cost on a CPU that is also training (measured in
 ``benchmarks/bench_tracker.py``).
+
+The event file is written with TensorBoard's own writer and protos, the way
+PyTorch's ``SummaryWriter`` does, so no backend imports TensorFlow for it. The
+summaries have the layout of TF2's ``tf.summary`` (tensor values with plugin
+metadata), so a real TensorBoard reads them alike.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
+import socket
+import time
 from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 
 def probe_tag(index: int, name: str | None = None) -> str:
@@ -42,6 +54,60 @@ def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     pal.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def _image_value(tag: str, image: np.ndarray) -> summary_pb2.Summary.Value:
+    h, w = image.shape[:2]
+    # The image plugin's layout: [width, height, png, ...], one image per tag.
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]
+        ),
+        string_val=[str(w).encode(), str(h).encode(), png_bytes(image)],
+    )
+    meta = image_metadata.create_summary_metadata(display_name=tag, description="")
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta)
+
+
+def _scalar_value(tag: str, value: float) -> summary_pb2.Summary.Value:
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+        float_val=[float(value)],
+    )
+    meta = scalar_metadata.create_summary_metadata(display_name=tag, description="")
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta)
+
+
+class _EventFile:
+    """One ``events.out.tfevents.*`` file, written with TensorBoard's record framing.
+
+    TensorBoard's ``EventFileWriter`` goes through ``tensorboard.compat.tf``, which
+    imports TensorFlow whenever it is installed: this stays on plain files.
+    """
+
+    _count = itertools.count()
+
+    def __init__(self, logdir: str) -> None:
+        os.makedirs(logdir, exist_ok=True)
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{next(self._count)}"
+        )
+        self.path = os.path.join(logdir, name)
+        self._file = open(self.path, "wb")  # noqa: SIM115  (closed by close())
+        self._records = RecordWriter(self._file)
+        self.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, event: event_pb2.Event) -> None:
+        self._records.write(event.SerializeToString())
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class SummaryWriter:
@@ -72,23 +138,14 @@ class SummaryWriter:
         self, step: int, images: Mapping[str, np.ndarray], scalars: Mapping[str, float]
     ) -> None:
         """Writes uint8 ``[H, W, 3]`` images and float scalars, then flushes."""
-        import tensorflow as tf
-        from tensorboard.plugins.image import metadata as image_metadata
-
+        values = [_image_value(tag, image) for tag, image in images.items()]
+        values += [_scalar_value(tag, value) for tag, value in scalars.items()]
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.logdir)
-        with self._writer.as_default(step=step):
-            for tag, image in images.items():
-                h, w = image.shape[:2]
-                # The image plugin's layout: [width, height, png, ...], one image per tag.
-                tensor = tf.constant([str(w).encode(), str(h).encode(), png_bytes(image)])
-                meta = image_metadata.create_summary_metadata(display_name=tag, description="")
-                # Like tf.summary.image, this returns False when no writer is active.
-                if not tf.summary.write(tag, tensor, step=step, metadata=meta):
-                    raise RuntimeError(f"TensorBoard wrote nothing for tag {tag!r}")
-            for tag, value in scalars.items():
-                if not tf.summary.scalar(tag, value, step=step):
-                    raise RuntimeError(f"TensorBoard wrote nothing for tag {tag!r}")
+            self._writer = _EventFile(self.logdir)
+        event = event_pb2.Event(
+            wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)
+        )
+        self._writer.write(event)
         self._writer.flush()  # a crash later loses nothing already shown
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 usage: python _child_fit.py MODE LOG_DIR
   slow:     trains many slow epochs with the tracker; in epoch 2 it stops inside the
             record's write, just before the rename, and prints "STOP" (the parent SIGKILLs it)
+  slow-gif: many slow epochs with TensorBoard and GIFs on, no stop (the parent SIGKILLs it)
   mirrored: trains under MirroredStrategy over two logical CPU devices
   mixed:    trains under the mixed_float16 policy, then saves float32 maps of the same
             weights to LOG_DIR/float32_maps.npy
@@ -33,7 +34,7 @@ probes, labels = x[:5], y[:5]
 
 class Slow(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 2:  # the next record write stops before its rename
+        if epoch == 2 and mode == "slow":  # the next record write stops before its rename
             os.replace = stop
 
     def on_epoch_end(self, epoch, logs=None):
@@ -46,10 +47,11 @@ def stop(*args, **kwargs):
     time.sleep(600)
 
 
-if mode == "slow":
+if mode in ("slow", "slow-gif"):
     model = small_cnn(3)
     model.compile("adam", "sparse_categorical_crossentropy")
-    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate=None)
+    animate = "gif" if mode == "slow-gif" else None
+    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate=animate)
     model.fit(x, y, epochs=1000, batch_size=16, verbose=0, callbacks=[tracker, Slow()])
 elif mode == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]

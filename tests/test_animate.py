@@ -130,6 +130,53 @@ def test_worker_processes_write_the_same_files_as_threads(tmp_path):
         assert a.read_bytes() == b.read_bytes()
 
 
+def test_gif_stream_on_disk_equals_gif_bytes_and_finishes_by_rename(tmp_path):
+    run = load_run(make_record(tmp_path, n_epochs=6))
+    frames = animate.probe_frames(run, 1)
+    stream = animate.GifStream(tmp_path / "anim" / "probe_001.gif", fps=5)
+    for e, f in enumerate(frames[:3]):
+        stream.append(e, f)
+    # A killed run leaves the partial file only; the final name does not exist yet.
+    assert stream.part.is_file() and not stream.path.exists()
+    assert stream.keys == [0, 1, 2]
+    for e, f in enumerate(frames[3:], 3):
+        stream.append(e, f)
+    path = stream.finish()
+    assert not stream.part.exists()
+    assert path.read_bytes() == animate.gif_bytes(frames, fps=5)
+    # Unchanged pixels are transparent over the frame before: decoding gives every frame back.
+    for got, want in zip(animate.read_gif(path), frames, strict=True):
+        assert np.abs(got.astype(int) - want).mean() < 6
+
+
+def test_gif_stream_trims_to_max_frames_when_finishing(tmp_path):
+    run = load_run(make_record(tmp_path, n_epochs=7))
+    frames = animate.probe_frames(run, 0)
+    stream = animate.GifStream(tmp_path / "a" / "p.gif")
+    for e, f in enumerate(frames):
+        stream.append(e, f)
+    path = stream.finish(max_frames=3)
+    got = animate.read_gif(path)
+    assert len(got) == 3
+    for g, want in zip(got, [frames[0], frames[3], frames[6]], strict=True):
+        assert np.abs(g.astype(int) - want).mean() < 6
+    with pytest.raises(ValueError, match="no frame was appended"):
+        animate.GifStream(tmp_path / "b.gif").finish()
+
+
+def test_render_max_frames_and_bounded_grid(tmp_path):
+    run = load_run(make_record(tmp_path, n_epochs=9, n_probes=3))
+    [probe, grid] = animate.render_animations(
+        run, tmp_path / "o", probes=[0], max_frames=3, grid=True
+    )
+    assert Image.open(probe).n_frames == 3 and Image.open(grid).n_frames == 3
+    drawn = animate.probe_frames(run, 0, positions=[0, 4, 8])
+    for got, want in zip(gif_frames(probe), drawn, strict=True):
+        assert np.abs(got.astype(int) - want).mean() < 6
+    with pytest.raises(ValueError, match="`max_frames` must be an int >= 2"):
+        animate.render_animations(run, tmp_path / "x", max_frames=1)
+
+
 def test_worker_processes_render_exactly_the_run_given(tmp_path):
     from PIL import Image
 

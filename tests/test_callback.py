@@ -136,6 +136,25 @@ def _open_files_under(folder: Path) -> list[str]:
     return [p for p in paths if p.startswith(str(folder))]
 
 
+def test_tensorboard_probes_and_max_frames_in_a_real_fit(tmp_path):
+    x, y = data(16)
+    tracker = CAMTracker(
+        x[:6], y[:6], log_dir=tmp_path, class_names=CLASSES, tensorboard_probes=2, max_frames=2
+    )
+    fit_with(tracker, epochs=3)
+    acc = events(tmp_path / "cam")
+    images = {t for t in acc.Tags()["tensors"] if t.startswith("cam/probe_")}
+    labels = load_run(tmp_path).labels
+    chosen = sorted(int(t[10:13]) for t in images)
+    # Two probes, of two classes (or the first two when all six share one).
+    assert len(images) == 2 and (len(set(labels[chosen])) == 2 or len(set(labels)) == 1)
+    for tag in images | {"cam/grid"}:
+        assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2]
+    gif = tmp_path / "cam" / "animations" / "probe_005.gif"
+    assert Image.open(gif).n_frames == 2  # epochs 0 and 2; the record keeps all three
+    assert load_run(tmp_path).epochs == [0, 1, 2]
+
+
 def test_writer_closed_after_fit(trained):
     log_dir, model, tracker, _ = trained
     # No file of the record or its event file is still open in this process.
@@ -179,6 +198,9 @@ def test_init_errors_name_the_argument(tmp_path):
         (dict(fps=60), ValueError, "`fps` must be between .* for a GIF"),
         (dict(fps=float("nan")), ValueError, "`fps` must be a finite"),
         (dict(on_error="ignore"), ValueError, "`on_error` must be one of"),
+        (dict(max_frames=1), ValueError, "`max_frames` must be an int >= 2"),
+        (dict(tensorboard_probes=[8]), ValueError, r"`tensorboard_probes` \[8\] are not"),
+        (dict(tensorboard_probes=True), TypeError, "`tensorboard_probes` must be a count"),
         (dict(output=1.5), TypeError, "`output` must be"),
         (dict(faithfulness="yes"), TypeError, "`faithfulness` must be a bool"),
         (dict(alpha=2.0), ValueError, "`alpha`"),
@@ -646,10 +668,11 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
 
     from cam_callback import animate
 
-    def full(path, data):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
 
-    monkeypatch.setattr(animate, "atomic_write_bytes", full)
+    # GIFs grow on disk as epochs arrive; the disk fills when they are finished.
+    monkeypatch.setattr(animate.GifStream, "finish", full)
     x, y = data(32)
     after_fit = []
     with caught() as seen:
@@ -683,15 +706,15 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
 
 
 def test_render_errors_warn_once_and_stop_only_tensorboard(tmp_path, monkeypatch):
-    from cam_callback import callback
+    from cam_callback import pipeline
 
     calls = []
 
-    def broken(self, epoch, *args):
+    def broken(self, epoch, *args, **kwargs):
         calls.append(epoch)
         raise RuntimeError("TensorBoard is gone")
 
-    monkeypatch.setattr(callback._Session, "_draw", broken)
+    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
     x, y = data(8)
     with caught() as seen:
         fit_with(CAMTracker(x, y, log_dir=tmp_path, animate=None), epochs=4)
@@ -732,7 +755,7 @@ def test_full_tmpfs_returns_history_and_leaves_a_readable_record(tmp_path):
 
 
 def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_path, monkeypatch):
-    from cam_callback import callback, record
+    from cam_callback import pipeline, record
 
     x, y = data(8)
     tracker = CAMTracker(x, y, log_dir=tmp_path)
@@ -745,11 +768,13 @@ def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_pa
         fit_with(tracker, epochs=3, extra=[Boom()])
     finalizer, session = tracker._finalizer, tracker._session
     assert finalizer.alive
-    # The garbage collector may run the finalizer on the render thread itself.
-    monkeypatch.setattr(callback._Session, "_draw", lambda self, *a: finalizer())
-    session.queue.put((1, None, None, None))
-    session.thread.join(timeout=30)
-    assert not session.thread.is_alive() and not session.writer.is_open
+    # The garbage collector may run the finalizer on a background thread itself.
+    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", lambda self, *a, **k: finalizer())
+    threads = [session._record_thread, session._frame_thread]
+    session._frames.put((1, None, None, None))
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(t.is_alive() for t in threads) and not session.writer.is_open
     record.RecordWriter(tmp_path).lock()  # the record's lock went with it
     tracker.close()
     assert tracker._finalizer is None and not finalizer.alive
@@ -796,22 +821,22 @@ def test_dropped_tracker_is_closed_by_finalizer(tmp_path):
     with pytest.raises(RuntimeError, match="stop"):
         fit_with(tracker, epochs=3, extra=[Boom()])
     session = tracker._session
-    thread = session.thread
+    threads = [session._record_thread, session._frame_thread]
     writer = session.writer
     del tracker
     gc.collect()
-    assert writer.is_open is False and not thread.is_alive()
+    assert writer.is_open is False and not any(t.is_alive() for t in threads)
 
 
 def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
-    from cam_callback import callback
+    from cam_callback import pipeline
 
     x, y = data(8)
 
-    def broken(self, *args):
+    def broken(self, *args, **kwargs):
         raise OSError("no space for frames")
 
-    monkeypatch.setattr(callback._Session, "_draw", broken)
+    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
     with pytest.raises(RuntimeError, match="epoch 0 failed: no space for frames"):
         fit_with(CAMTracker(x, y, log_dir=tmp_path, on_error="raise"), epochs=3)
     assert load_run(tmp_path).epochs[0] == 0  # the record is kept

@@ -1,0 +1,110 @@
+"""JAX: ``jax.grad`` over Keras's stateless call inside one ``jax.jit`` per key.
+
+JAX cannot differentiate by an intermediate value, so the explained layer's
+output gets a zero ``delta`` added: the gradient by ``delta`` is the gradient by
+the activation. Batches are padded to a power of two, so a few compiled shapes
+serve every batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ERRORS: tuple[type[BaseException], ...] = (jax.errors.JaxRuntimeError,)
+PAD_BATCH = True  # one program per batch shape: callers pad to a few sizes
+EAGER = False  # the Python body runs once per compiled shape
+
+
+def _state(model: Any) -> tuple[list, list]:
+    return (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+    )
+
+
+def _stateless(trainable: list, non_trainable: list) -> Callable[[Any, Any], Any]:
+    def call(model: Any, images: Any) -> Any:
+        out, _ = model.stateless_call(trainable, non_trainable, images, training=False)
+        return out
+
+    return call
+
+
+def _bucket(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _padded(x: np.ndarray, size: int) -> np.ndarray:
+    if len(x) == size:
+        return x
+    pad = np.zeros((size - len(x), *x.shape[1:]), x.dtype)
+    return np.concatenate([x, pad])
+
+
+def cam_function(
+    model_ref: Callable[[], Any],
+    forward: Callable[..., tuple],
+    finish: Callable[..., tuple],
+    *,
+    wrt_input: bool,
+    spec: tuple[tuple[int, ...], str],
+    source_shape: tuple[int, ...],
+) -> Callable[[np.ndarray, np.ndarray], tuple]:
+    """See :mod:`cam_callback.backends`."""
+
+    def loss(delta: Any, trainable: list, non_trainable: list, images: Any, targets: Any):
+        call = _stateless(trainable, non_trainable)
+        if wrt_input:
+            images = images + delta.astype(images.dtype)
+
+            def capture(out: Any) -> Any:
+                return out
+        else:
+
+            def capture(out: Any) -> Any:
+                return out + delta.astype(out.dtype)
+
+        total, probs, chosen, activation = forward(call, model_ref(), images, targets, capture)
+        return total, (probs, chosen, images if wrt_input else activation)
+
+    @jax.jit
+    def step(trainable: list, non_trainable: list, images: Any, targets: Any) -> tuple:
+        delta = jnp.zeros((images.shape[0], *source_shape), jnp.float32)
+        grads, (probs, chosen, source) = jax.grad(loss, has_aux=True)(
+            delta, trainable, non_trainable, images, targets
+        )
+        return finish(source, grads, probs, chosen)
+
+    def run(images: np.ndarray, targets: np.ndarray) -> tuple:
+        n = len(images)
+        size = _bucket(n)
+        trainable, non_trainable = _state(model_ref())
+        out = step(trainable, non_trainable, _padded(images, size), _padded(targets, size))
+        return (*(np.asarray(t)[:n] for t in out), True)
+
+    return run
+
+
+def forward_function(
+    model_ref: Callable[[], Any],
+    body: Callable[[Callable, Any, Any], Any],
+    *,
+    spec: tuple[tuple[int, ...], str],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """See :mod:`cam_callback.backends`."""
+
+    @jax.jit
+    def step(trainable: list, non_trainable: list, images: Any) -> Any:
+        return body(_stateless(trainable, non_trainable), model_ref(), images)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        n = len(images)
+        trainable, non_trainable = _state(model_ref())
+        return np.asarray(step(trainable, non_trainable, _padded(images, _bucket(n))))[:n]
+
+    return run

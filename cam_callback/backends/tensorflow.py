@@ -1,0 +1,79 @@
+"""TensorFlow: a ``tf.GradientTape`` inside one ``tf.function`` per key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+ERRORS: tuple[type[BaseException], ...] = (tf.errors.OpError,)
+PAD_BATCH = False  # one program serves every batch size
+EAGER = False  # the Python body runs once per trace
+
+
+def _call(model: Any, images: Any) -> Any:
+    return model(images, training=False)
+
+
+def _identity(out: Any) -> Any:
+    return out
+
+
+def cam_function(
+    model_ref: Callable[[], Any],
+    forward: Callable[..., tuple],
+    finish: Callable[..., tuple],
+    *,
+    wrt_input: bool,
+    spec: tuple[tuple[int, ...], str],
+    source_shape: tuple[int, ...],
+) -> Callable[[np.ndarray, np.ndarray], tuple]:
+    """See :mod:`cam_callback.backends`."""
+    shape, dtype = spec
+    signature = (
+        tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),
+        tf.TensorSpec((None,), tf.int32),
+    )
+    state = {"connected": True}
+
+    def step(images: tf.Tensor, targets: tf.Tensor) -> tuple:
+        with tf.GradientTape() as tape:
+            if wrt_input:
+                tape.watch(images)
+            total, probs, chosen, activation = forward(
+                _call, model_ref(), images, targets, _identity
+            )
+        source = images if wrt_input else activation
+        grads = tape.gradient(total, source)
+        if grads is None:  # the layer does not feed the score: known at trace time
+            state["connected"] = False
+            grads = tf.zeros_like(source)
+        return finish(source, grads, probs, chosen)
+
+    compiled = tf.function(step, input_signature=signature, reduce_retracing=True)
+
+    def run(images: np.ndarray, targets: np.ndarray) -> tuple:
+        out = compiled(tf.constant(images), tf.constant(targets))
+        return (*(t.numpy() for t in out), state["connected"])
+
+    return run
+
+
+def forward_function(
+    model_ref: Callable[[], Any],
+    body: Callable[[Callable, Any, Any], Any],
+    *,
+    spec: tuple[tuple[int, ...], str],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """See :mod:`cam_callback.backends`."""
+    shape, dtype = spec
+
+    def fn(images: tf.Tensor) -> tf.Tensor:
+        return body(_call, model_ref(), images)
+
+    compiled = tf.function(
+        fn, input_signature=(tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),)
+    )
+    return lambda images: compiled(tf.constant(images)).numpy()

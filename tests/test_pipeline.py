@@ -1,0 +1,286 @@
+"""The background pipeline: frames drawn once, max_frames, the record's promise, resume."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from records import make_record
+
+from cam_callback import animate, pipeline
+from cam_callback import frames as F
+from cam_callback.record import RecordWriter, epoch_files, load_run
+
+
+def maps_for(epoch, n=6, hw=6, n_classes=3):
+    rng = np.random.default_rng(100 + epoch)
+    maps = rng.random((n, hw, hw)).astype(np.float32)
+    maps /= maps.max(axis=(1, 2), keepdims=True)
+    probs = rng.dirichlet(np.ones(n_classes), n).astype(np.float32)
+    return maps, probs, probs.argmax(1)
+
+
+def open_pipe(log_dir, *, n=6, record_epochs=0, **kw):
+    make_record(log_dir, n_probes=n, n_epochs=record_epochs)
+    run = load_run(log_dir)
+    options = dict(
+        display=run.images,
+        labels=run.labels,
+        masks=None,
+        class_names=run.class_names,
+        tensorboard=False,
+        formats=("gif",),
+        max_frames=100,
+        total_epochs=None,
+    )
+    options.update(kw)
+    return pipeline.EpochPipeline(RecordWriter(log_dir), **options)
+
+
+def run_epochs(pipe, epochs, n=6):
+    for e in epochs:
+        pipe.submit(e, *maps_for(e, n))
+    return pipe.finish()
+
+
+def gif_epochs(path, run, probe=0):
+    """The recorded epoch each GIF frame shows: the nearest drawn frame of the probe."""
+    frames = animate.read_gif(path)
+    drawn = animate.probe_frames(run, probe)
+    return [
+        run.epochs[int(np.argmin([np.abs(f.astype(int) - d).mean() for d in drawn]))]
+        for f in frames
+    ]
+
+
+class Spy:
+    """Counts FrameRenderer.draw per (probe, epoch) and keeps what TensorBoard and GIFs got."""
+
+    def __init__(self, monkeypatch):
+        self.draws: dict[tuple[int, int], int] = {}
+        self.drawn: dict[tuple[int, int], np.ndarray] = {}
+        self.shown: dict[int, dict] = {}
+        self.appended: dict[tuple[str, int], np.ndarray] = {}
+        spy = self
+        real_draw = F.FrameRenderer.draw
+        real_append = animate.GifStream.append
+
+        def draw(renderer, heatmap, probs, epoch):
+            probe = int(renderer.image[0, 0, 2]) // 40  # records.py paints probe i with 40 * i
+            frame = real_draw(renderer, heatmap, probs, epoch)
+            spy.draws[probe, epoch] = spy.draws.get((probe, epoch), 0) + 1
+            spy.drawn[probe, epoch] = frame
+            return frame
+
+        def append(stream, key, frame):
+            spy.appended[stream.path.name, key] = frame
+            return real_append(stream, key, frame)
+
+        class Writer:
+            def __init__(self, logdir):
+                self.is_open = False
+
+            def write(self, step, images, scalars):
+                spy.shown[step] = {"images": dict(images), "scalars": dict(scalars)}
+
+            def close(self):
+                pass
+
+        monkeypatch.setattr(F.FrameRenderer, "draw", draw)
+        monkeypatch.setattr(animate.GifStream, "append", append)
+        monkeypatch.setattr(pipeline, "SummaryWriter", Writer)
+
+
+def test_each_frame_is_drawn_once_and_feeds_tensorboard_and_the_gif(tmp_path, monkeypatch):
+    spy = Spy(monkeypatch)
+    pipe = open_pipe(
+        tmp_path, tensorboard=True, tensorboard_probes=[1, 4], total_epochs=6, max_frames=3
+    )
+    run_epochs(pipe, range(6))
+    # Kept epochs (0, 2 or 3, 5): every probe drawn once. Others: only the TensorBoard probes.
+    kept = {0, 5} | {e for e in (2, 3) if spy.draws.get((0, e))}
+    assert len(kept) == 3
+    for e in range(6):
+        for i in range(6):
+            want = 1 if e in kept or i in (1, 4) else 0
+            assert spy.draws.get((i, e), 0) == want, (i, e)
+    # The very arrays drawn are the ones TensorBoard and the animation received.
+    for e in range(6):
+        images = spy.shown[e]["images"]
+        assert set(images) == {"cam/probe_001_class_1", "cam/probe_004_class_1", "cam/grid"}
+        assert images["cam/probe_001_class_1"] is spy.drawn[1, e]
+        if e in kept:
+            assert spy.appended["probe_001.gif", e] is spy.drawn[1, e]
+            assert spy.appended["grid.gif", e] is images["cam/grid"]
+    # Scalars are over every probe, not only the two shown.
+    run = load_run(tmp_path)
+    want = float(run.metrics["true_class_probability"][3].mean())
+    assert spy.shown[3]["scalars"]["cam/mean_true_class_probability"] == pytest.approx(want)
+
+
+def test_max_frames_samples_evenly_keeping_first_and_last(tmp_path):
+    pipe = open_pipe(tmp_path / "a", total_epochs=10, max_frames=4)
+    paths = run_epochs(pipe, range(10))
+    run = load_run(tmp_path / "a")
+    assert run.epochs == list(range(10))  # the record keeps every epoch
+    assert gif_epochs(paths[0], run) == [0, 3, 6, 9]
+    assert Image.open(paths[-1]).n_frames == 4  # the grid too
+
+    # fit stopped early (EarlyStopping): the kept epochs so far, then the last one.
+    pipe = open_pipe(tmp_path / "b", total_epochs=10, max_frames=4)
+    paths = run_epochs(pipe, range(5))
+    assert gif_epochs(paths[0], load_run(tmp_path / "b")) == [0, 3, 4]
+
+    # fit's length unknown: everything is kept, then sampled when finishing.
+    pipe = open_pipe(tmp_path / "c", total_epochs=None, max_frames=4)
+    paths = run_epochs(pipe, range(10))
+    assert gif_epochs(paths[0], load_run(tmp_path / "c")) == [0, 3, 6, 9]
+    assert not (tmp_path / "c" / "cam" / "animations" / animate.PARTIAL).exists()
+
+
+def test_sample_positions():
+    assert animate.sample_positions(5, None) == [0, 1, 2, 3, 4]
+    assert animate.sample_positions(300, 100)[:3] == [0, 3, 6]
+    for n in (101, 150, 299, 1000):
+        got = animate.sample_positions(n, 100)
+        assert len(got) == len(set(got)) == 100 and got[0] == 0 and got[-1] == n - 1
+        assert np.diff(got).max() - np.diff(got).min() <= 1  # even spacing
+    with pytest.raises(ValueError, match="`max_frames`"):
+        animate.sample_positions(5, 1)
+
+
+def test_an_epoch_is_on_disk_before_the_next_is_handed_over(tmp_path, monkeypatch):
+    pipe = open_pipe(tmp_path, formats=())
+    real = RecordWriter.write_epoch
+
+    def slow(self, epoch, **kw):
+        time.sleep(0.3)  # a slow disk
+        return real(self, epoch, **kw)
+
+    monkeypatch.setattr(RecordWriter, "write_epoch", slow)
+    pipe.submit(0, *maps_for(0))
+    assert 0 not in epoch_files(tmp_path / "cam")  # written in the background
+    pipe.submit(1, *maps_for(1))
+    # Once submit(1) returns, epoch 0 is durable: a kill now loses at most epoch 1.
+    assert 0 in epoch_files(tmp_path / "cam")
+    pipe.finish()
+    assert list(epoch_files(tmp_path / "cam")) == [0, 1]
+
+
+def test_resumed_record_opens_the_animation_with_earlier_epochs(tmp_path):
+    pipe = open_pipe(tmp_path, record_epochs=3, total_epochs=5)
+    paths = run_epochs(pipe, [3, 4])
+    run = load_run(tmp_path)
+    assert run.epochs == [0, 1, 2, 3, 4]
+    assert gif_epochs(paths[0], run) == [0, 1, 2, 3, 4]
+    # Drift at the first new epoch is measured against the record's last one.
+    from cam_callback.metrics import cosine_drift
+
+    np.testing.assert_allclose(
+        run.metrics["drift"][3], cosine_drift(run.heatmaps[3], run.heatmaps[2]), atol=1e-6
+    )
+
+
+def test_gif_and_mp4_match_a_render_from_the_record(tmp_path):
+    import imageio.v3 as iio
+
+    pipe = open_pipe(tmp_path, formats=("gif", "mp4"), total_epochs=4)
+    paths = run_epochs(pipe, range(4))
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        [f"probe_{i:03d}.{f}" for i in range(6) for f in ("gif", "mp4")] + ["grid.gif", "grid.mp4"]
+    )
+    run = load_run(tmp_path)
+    rendered = animate.render_animations(run, tmp_path / "r", probes=[2], grid=True)
+    live = tmp_path / "cam" / "animations"
+    # The same frames, encoded the same way: byte for byte what render writes.
+    assert (live / "probe_002.gif").read_bytes() == rendered[0].read_bytes()
+    assert (live / "grid.gif").read_bytes() != b""
+    assert len(iio.imread(live / "probe_002.mp4")) == 4
+
+
+def test_background_errors_are_raised_back_once(tmp_path, monkeypatch):
+    pipe = open_pipe(tmp_path)
+
+    def broken(self, *args, **kwargs):
+        raise OSError("no space for frames")
+
+    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
+    pipe.submit(0, *maps_for(0))
+    with pytest.raises(RuntimeError, match="frames of epoch 0 failed: no space"):
+        pipe.finish()
+    assert load_run(tmp_path).epochs == [0]  # the record is kept
+    assert not any(t.name.startswith("cam-tracker") for t in threading.enumerate())
+
+
+def test_choose_tensorboard_probes_is_stable_and_spans_classes():
+    labels = np.repeat(np.arange(8), 64)  # 512 probes, classes in blocks
+    chosen = pipeline.choose_tensorboard_probes(16, 512, labels)
+    assert len(chosen) == 16 and sorted(set(labels[chosen])) == list(range(8))
+    assert chosen == pipeline.choose_tensorboard_probes(16, 512, labels)
+    assert chosen[:2] == [0, 1] and 64 in chosen
+    assert pipeline.choose_tensorboard_probes(16, 5, labels[:5]) == [0, 1, 2, 3, 4]
+    assert pipeline.choose_tensorboard_probes(4, 100) == [0, 33, 66, 99]
+    assert pipeline.choose_tensorboard_probes(0, 100) == []
+    assert pipeline.check_tensorboard_probes([5, 2, 5], 8) == [2, 5]
+    with pytest.raises(ValueError, match=r"`tensorboard_probes` \[9\] are not probe ids"):
+        pipeline.check_tensorboard_probes([9], 8)
+    with pytest.raises(ValueError, match="`tensorboard_probes` must be >= 0"):
+        pipeline.check_tensorboard_probes(-1, 8)
+    with pytest.raises(TypeError, match="`tensorboard_probes` must be a count"):
+        pipeline.check_tensorboard_probes("all", 8)
+
+
+def test_grid_of_512_probes_stays_bounded(tmp_path, monkeypatch):
+    spy = Spy(monkeypatch)
+    pipe = open_pipe(tmp_path, n=512, tensorboard=True, tensorboard_probes=[0], formats=())
+    run_epochs(pipe, [0], n=512)
+    grid = spy.shown[0]["images"]["cam/grid"]
+    assert max(grid.shape[:2]) <= animate.GRID_MAX
+    assert animate.grid_side(512) == 36 and animate.grid_side(32) == animate.GRID_SIDE
+    assert set(spy.shown[0]["images"]) == {"cam/probe_000_class_0", "cam/grid"}
+
+
+def test_killed_run_leaves_partial_animations_that_render_rebuilds(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    child = subprocess.Popen(
+        [sys.executable, str(here / "_child_fit.py"), "slow-gif", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in child.stdout:
+            if line.startswith("epoch 3 done"):
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    folder = tmp_path / "cam" / "animations"
+    # The kill came before on_train_end: GIFs exist only as partial files, never torn.
+    assert not list(folder.glob("*.gif"))
+    parts = sorted(p.name for p in (folder / animate.PARTIAL).iterdir())
+    assert "probe_000.gif.part" in parts and "grid.gif.part" in parts
+    run = load_run(tmp_path)
+    # on_epoch_end(3) had returned, so epoch 2 is on disk; epoch 3 was in flight.
+    assert run.epochs[:3] == [0, 1, 2]
+    out = subprocess.run(
+        [sys.executable, "-m", "cam_callback", "render", str(tmp_path), "--grid"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert gif_epochs(folder / "probe_000.gif", run) == run.epochs
+    assert Image.open(folder / "grid.gif").n_frames == len(run.epochs)
+    for i in range(1, run.n_probes):
+        assert gif_epochs(folder / f"probe_{i:03d}.gif", run, i) == run.epochs
