@@ -341,7 +341,7 @@ class CAMTracker(keras.callbacks.Callback):
             if self.on_error == "raise" and stage == "frames":
                 raise RuntimeError(f"{what} of epoch {epoch} failed: {exc}") from exc
             if stage == "record":
-                self._fail("recording", epoch, exc, "Recording stopped")
+                self._fail("recording", epoch, exc, "Recording stopped", stop=True)
                 return
             consequence = "TensorBoard frames stopped"
             if self.formats:
