@@ -874,7 +874,9 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
     ]
     # A temporary may survive a kill mid-write; the reader skips it and it never tears an epoch.
     assert all(p.endswith(".tmp") for p in leftovers)
-    # And the run resumes in the same log_dir.
+    # The killed writer's lock file is still there; the OS released its flock, so the run
+    # resumes in the same log_dir.
+    assert (tmp_path / "cam" / ".writer.lock").is_file()
     rng = np.random.default_rng(0)  # the child's data and probes
     x, y = rng.random((64, 32, 32, 3), dtype=np.float32), rng.integers(0, 3, 64)
     model = compiled()
