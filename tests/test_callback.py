@@ -661,6 +661,10 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     record.RecordWriter(tmp_path).lock()  # released
     assert cli("info", tmp_path).returncode == 0
     monkeypatch.undo()
+    # Room again: fitting the same tracker again goes on after the 6 epochs trained, not
+    # after the 2 recorded.
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
+    assert load_run(tmp_path).epochs == [0, 1, 6, 7]
     with pytest.raises(OSError, match="No space left"):
         monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
         compiled().fit(
