@@ -1,17 +1,42 @@
-# The two set-up commands from README. Each works on a fresh machine.
-PY ?= python3
+# The two set-up commands from README. Each works verbatim on a fresh machine, also on Debian 12
+# and recent Ubuntu, whose system Python refuses `pip install` (externally managed): with no
+# virtualenv active, make creates ./.venv and installs into it. An active one ($VIRTUAL_ENV) is
+# used as it is; `make PY=/path/to/python` picks any interpreter.
+VENV ?= .venv
+ifdef VIRTUAL_ENV
+PY ?= $(VIRTUAL_ENV)/bin/python
+else
+PY ?= $(VENV)/bin/python
+endif
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: example test browser
+.PHONY: example test browser venv tensorboard
+
+# --system-site-packages: what the machine already has (TensorFlow, say) is reused, not fetched
+# again; everything else, and this package itself, goes into the venv.
+venv:
+	@if [ "$(PY)" = "$(VENV)/bin/python" ] && [ ! -x "$(VENV)/bin/python" ]; then \
+	  echo "make: creating $(VENV) (no virtualenv active)"; \
+	  python3 -m venv --system-site-packages $(VENV) 2>/dev/null || { \
+	    rm -rf $(VENV); \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+	        && python3 -m venv --system-site-packages $(VENV); \
+	    else echo "make: python3 -m venv failed; install it (apt-get install python3-venv)" >&2; exit 1; fi; }; \
+	fi
 
 # Train the spurious-background example with CAMTracker: GIFs, TensorBoard logs, review page.
-example:
+example: venv
 	$(PIP) -e ".[video]"
 	$(PY) examples/spurious_background.py --out runs/spurious
 
-# Install the package with its test extras, a headless browser for the review-page test, and run
+# Look at the example's run in TensorBoard, with the CAM tab, keeping every image sample.
+tensorboard: venv
+	$(PY) -m tensorboard.main --logdir runs/spurious --samples_per_plugin images=0
+
+# Install the package with its test extras, a headless browser for the browser tests, and run
 # the whole suite. pytest's exit code 5 (nothing collected) is a failure, not silence.
-test: browser
+test: venv browser
 	$(PIP) -e ".[test]"
 	$(PY) -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc

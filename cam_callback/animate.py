@@ -63,6 +63,27 @@ def grid_side(n_probes: int) -> int:
     return max(MIN_GRID_SIDE, min(GRID_SIDE, (GRID_MAX + 4) // cols - 8))
 
 
+CAPTION_MIN_SIDE = 64  # smaller tiles carry no caption: it would not be legible
+
+
+def grid_layout(n_probes: int) -> tuple[int, bool]:
+    """Tile side and whether tiles carry captions, for a grid of ``n_probes`` under an epoch
+    title that stays within ``GRID_MAX`` pixels both ways.
+
+    Example:
+        >>> grid_layout(12), grid_layout(512)
+        ((96, True), (36, False))
+    """
+    side = grid_side(n_probes)  # bounded by the width
+    cols = math.ceil(math.sqrt(max(1, n_probes)))
+    rows = math.ceil(max(1, n_probes) / cols)
+    budget = GRID_MAX + 4 - F.GRID_TITLE_H
+    captioned = min(side, budget // rows - 8 - F.TILE_CAPTION_H)
+    if captioned >= CAPTION_MIN_SIDE:
+        return captioned, True
+    return max(MIN_GRID_SIDE, min(side, budget // rows - 8)), False
+
+
 def sample_positions(n: int, max_frames: int | None) -> list[int]:
     """Positions of at most ``max_frames`` of ``n`` frames, evenly spread, first and last kept.
 
@@ -364,9 +385,15 @@ def probe_frames(
 
 
 def grid_tile(
-    run: Run, epoch_pos: int, index: int, alpha: float = 0.5, side: int = GRID_SIDE
+    run: Run,
+    epoch_pos: int,
+    index: int,
+    alpha: float = 0.5,
+    side: int = GRID_SIDE,
+    caption: bool = True,
 ) -> np.ndarray:
-    """Probe ``index`` at the ``epoch_pos``-th recorded epoch as a grid tile."""
+    """Probe ``index`` at the ``epoch_pos``-th recorded epoch as a grid tile, captioned
+    with its id and true class."""
     label = None if run.labels is None else int(run.labels[index])
     return F.tile(
         run.images[index],
@@ -375,7 +402,20 @@ def grid_tile(
         label,
         alpha,
         side,
+        caption=tile_caption(index, None if label is None else run.class_name(label))
+        if caption
+        else None,
     )
+
+
+def tile_caption(index: int, true_name: str | None) -> str:
+    """A grid tile's caption: ``"003 · homer"`` (the id alone without labels).
+
+    Example:
+        >>> tile_caption(3, "homer")
+        '003 · homer'
+    """
+    return f"{index:03d}" + (f" · {true_name}" if true_name is not None else "")
 
 
 def grid_frames(
@@ -384,10 +424,17 @@ def grid_frames(
     alpha: float = 0.5,
     positions: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """One grid image of the given probes per recorded epoch (or per chosen position)."""
-    side = grid_side(len(probes))
+    """One grid image of the given probes per recorded epoch (or per chosen position),
+    titled with the epoch."""
+    side, captioned = grid_layout(len(probes))
     chosen = range(len(run.epochs)) if positions is None else positions
-    return [F.grid([grid_tile(run, e, i, alpha, side) for i in probes]) for e in chosen]
+    return [
+        F.grid(
+            [grid_tile(run, e, i, alpha, side, captioned) for i in probes],
+            title=F.epoch_label(run.epochs[e]),
+        )
+        for e in chosen
+    ]
 
 
 def render_animations(
@@ -585,7 +632,10 @@ def compare_animations(
         return [
             side_by_side(
                 [x, y],
-                [f"{labels[0]} · epoch {a.epochs[e]}", f"{labels[1]} · epoch {b.epochs[e]}"],
+                [
+                    f"{labels[0]} · {F.epoch_label(a.epochs[e])}",
+                    f"{labels[1]} · {F.epoch_label(b.epochs[e])}",
+                ],
             )
             for e, (x, y) in enumerate(zip(fa, fb, strict=True))
         ]

@@ -14,7 +14,14 @@ import numpy as np
 
 from cam_callback import _validate, animate, cams, frames, pipeline
 from cam_callback import config as _config
-from cam_callback.record import RecordWriter, fingerprint, load_run, record_dir, write_flags
+from cam_callback.record import (
+    BASELINE_EPOCH,
+    RecordWriter,
+    fingerprint,
+    load_run,
+    record_dir,
+    write_flags,
+)
 
 ON_ERROR = ("warn", "raise")
 
@@ -241,7 +248,7 @@ class CAMTracker(keras.callbacks.Callback):
             self._next_epoch = None  # another model or setting: not a continuation
         writer = RecordWriter(self.log_dir)
         try:
-            writer.open(
+            resumed = writer.open(
                 cfg.to_json(),
                 images=self.display_images,
                 labels=self.probe_labels,
@@ -269,9 +276,17 @@ class CAMTracker(keras.callbacks.Callback):
             max_frames=self.max_frames,
             every_n_epochs=self.every_n_epochs,
             total_epochs=(self.params or {}).get("epochs"),
+            mask_kind=self.mask_kind,
         )
         # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
         self._finalizer = weakref.finalize(self, session.close)
+        if not resumed:  # where attention was before any learning: every animation starts here
+            try:
+                self._record_epoch(session, BASELINE_EPOCH)
+            except Exception as exc:
+                self._fail(
+                    "recording the state before training", None, exc, "Recording stopped", stop=True
+                )
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         """At a fit's first epoch, refuses to overwrite epochs an earlier fit recorded."""
@@ -341,7 +356,8 @@ class CAMTracker(keras.callbacks.Callback):
         while (failure := session.take_error()) is not None:
             stage, what, epoch, exc = failure
             if self.on_error == "raise" and stage == "frames":
-                raise RuntimeError(f"{what} of epoch {epoch} failed: {exc}") from exc
+                at = f"of epoch {epoch}" if epoch is None or epoch >= 0 else "before training"
+                raise RuntimeError(f"{what} {at} failed: {exc}") from exc
             if stage == "record":
                 self._fail("recording", epoch, exc, "Recording stopped", stop=True)
                 return
@@ -364,7 +380,7 @@ class CAMTracker(keras.callbacks.Callback):
             raise exc
         if stop:
             self.close()
-        at = "" if epoch is None else f" at epoch {epoch}"
+        at = "" if epoch is None else f" at epoch {epoch}" if epoch >= 0 else " before training"
         warnings.warn(
             f"CAMTracker: {what}{at} failed: {type(exc).__name__}: {exc}. {consequence}; "
             f"training goes on, and the record in {self.record_path} keeps what was written. "

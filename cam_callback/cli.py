@@ -20,11 +20,23 @@ class CLIError(Exception):
 
 
 def _progress(what: str) -> Callable[[int, int], None]:
+    """A progress line: rewritten in place on a terminal; piped into a log, a few whole lines
+    (every tenth of the way), never a run of ``\r``."""
+    live = sys.stderr.isatty()
+
     def show(done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        print(f"\r{what} {done}/{total}", end=end, file=sys.stderr, flush=True)
+        if live:
+            end = "\n" if done == total else ""
+            print(f"\r{what} {done}/{total}", end=end, file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(f"{what} {done}/{total}", file=sys.stderr, flush=True)
 
     return show
+
+
+def _count(n: int, what: str) -> str:
+    """``"1 MP4 file"``, ``"3 GIF files"``."""
+    return f"{n} {what} file{'' if n == 1 else 's'}"
 
 
 def _probes(text: str | None) -> list[int] | None:
@@ -95,7 +107,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         grid=args.grid,
         progress=_progress("rendering"),
     )
-    print(f"wrote {len(paths)} {args.format.upper()} files to {out}")
+    print(f"wrote {_count(len(paths), args.format.upper())} to {out}")
     return 0
 
 
@@ -107,7 +119,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if page.exists() and GENERATOR not in page.read_text(errors="replace")[:2000]:
         raise CLIError(f"{page} exists and was not written by cam-callback; choose another --out")
     # Its GIFs go to PAGE_files/: never over files there that another tool or person made.
-    gifs = [f"probe_{i:03d}.gif" for i in range(run.n_probes)]
+    gifs = [f"probe_{i:03d}{end}" for i in range(run.n_probes) for end in (".gif", "_last.png")]
     _own_dir(page.parent / f"{page.stem}_files", gifs, default=not args.out)
     try:
         page.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=_progress("comparing"),
     )
     n = min(len(a.epochs), len(b.epochs))
-    print(f"wrote {len(paths)} side-by-side files ({n} aligned epochs) to {out}")
+    print(f"wrote {_count(len(paths), 'side-by-side')} ({n} aligned epochs) to {out}")
     return 0
 
 
@@ -163,8 +175,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     names = ", ".join(map(clean_name, run.class_names)) if run.class_names else "unnamed"
     n_classes = run.meta.get("n_classes", "?")
     print(f"record:  {run.path} (format version {run.meta.get('version')})")
-    if run.epochs:
-        print(f"epochs:  {len(run.epochs)} recorded ({run.epochs[0]}..{run.epochs[-1]})")
+    trained = run.epochs[1:] if run.has_baseline else run.epochs
+    before = " after the state before training" if run.has_baseline else ""
+    if trained:
+        print(f"epochs:  {len(trained)} recorded ({trained[0]}..{trained[-1]}){before}")
+    elif run.epochs:
+        print("epochs:  only the state before training recorded yet")
     else:
         print("epochs:  none recorded yet")
     print(
@@ -189,25 +205,46 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it has none or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "default:" in text:
+            return text
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cam-callback``."""
+    from cam_callback import __version__
+
+    fmt = _Help
     p = argparse.ArgumentParser(
         prog="cam-callback",
         description="Review a CAMTracker run record: animations, a review page, comparisons.",
+        formatter_class=fmt,
     )
+    p.add_argument("--version", action="version", version=f"cam-callback {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    log_help = "the run's log folder (the tracker's log_dir), or its cam/ record folder"
+    fps_help = "animation speed: recorded epochs per second"
 
-    r = sub.add_parser("render", help="write one animation per probe")
-    r.add_argument("log_dir")
-    r.add_argument("--format", choices=("gif", "mp4"), default="gif")
-    r.add_argument("--out", help="folder (default: LOG_DIR/cam/animations)")
-    r.add_argument("--probes", help="comma-separated probe ids, e.g. 0,3,7")
-    r.add_argument("--fps", type=float, default=4.0)
-    r.add_argument("--grid", action="store_true", help="also write a grid of all probes")
+    r = sub.add_parser("render", help="write one animation per probe", formatter_class=fmt)
+    r.add_argument("log_dir", help=log_help)
+    r.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation format")
+    r.add_argument("--out", help="output folder (default: LOG_DIR/cam/animations)")
+    r.add_argument("--probes", help="comma-separated probe ids, e.g. 0,3,7 (default: all)")
+    r.add_argument("--fps", type=float, default=4.0, help=fps_help)
+    r.add_argument(
+        "--grid", action="store_true", help="also write a grid of the chosen probes (default: off)"
+    )
     r.set_defaults(run=cmd_render)
 
-    rep = sub.add_parser("report", help="write the HTML review page and print its path")
-    rep.add_argument("log_dir")
+    rep = sub.add_parser(
+        "report", help="write the HTML review page and print its path", formatter_class=fmt
+    )
+    rep.add_argument("log_dir", help=log_help)
     rep.add_argument("--out", help="HTML file (default: LOG_DIR/cam/report/index.html)")
     rep.add_argument(
         "--threshold",
@@ -215,21 +252,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="flag probes whose top-1 probability is below this",
     )
-    rep.add_argument("--fps", type=float, default=4.0)
+    rep.add_argument("--fps", type=float, default=4.0, help=fps_help)
     rep.set_defaults(run=cmd_report)
 
-    c = sub.add_parser("compare", help="side-by-side animations of two runs on the same probes")
-    c.add_argument("log_a")
-    c.add_argument("log_b")
-    c.add_argument("--out", help="folder (default: ./cam-compare)")
-    c.add_argument("--labels", nargs=2, metavar=("A", "B"))
-    c.add_argument("--format", choices=("gif", "mp4"), default="gif")
-    c.add_argument("--probes")
-    c.add_argument("--fps", type=float, default=4.0)
+    c = sub.add_parser(
+        "compare",
+        help="side-by-side animations of two runs on the same probes",
+        formatter_class=fmt,
+    )
+    c.add_argument("log_a", help="the first run's log folder (left)")
+    c.add_argument("log_b", help="the second run's log folder (right)")
+    c.add_argument("--out", default="cam-compare", help="output folder")
+    c.add_argument(
+        "--labels",
+        nargs=2,
+        metavar=("A", "B"),
+        help="names written above each side (default: the two folders' names)",
+    )
+    c.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation format")
+    c.add_argument("--probes", help="comma-separated probe ids, e.g. 0,3,7 (default: all)")
+    c.add_argument("--fps", type=float, default=4.0, help=fps_help)
     c.set_defaults(run=cmd_compare)
 
-    i = sub.add_parser("info", help="summarise a record in a few lines")
-    i.add_argument("log_dir")
+    i = sub.add_parser("info", help="summarise a record in a few lines", formatter_class=fmt)
+    i.add_argument("log_dir", help=log_help)
     i.set_defaults(run=cmd_info)
     return p
 

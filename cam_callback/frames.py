@@ -91,13 +91,41 @@ def colorize(heatmap: np.ndarray, size: tuple[int, int] | None = None) -> np.nda
     return turbo_lut()[(heat * 255 + 0.5).astype(np.uint8)]
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blends the colorized map onto a uint8 RGB image of any size.
+def desaturate(image: np.ndarray) -> np.ndarray:
+    """A grey copy of a uint8 RGB image (ITU-R 601 luma), still ``[H, W, 3]``.
+
+    Example:
+        >>> desaturate(np.array([[[255, 0, 0]]], np.uint8)).tolist()
+        [[[77, 77, 77]]]
+    """
+    rgb = np.asarray(image, np.uint16)
+    luma = (rgb[..., 0] * 77 + rgb[..., 1] * 150 + rgb[..., 2] * 29 + 128) >> 8
+    return np.repeat(luma.astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def epoch_label(epoch: int) -> str:
+    """How an epoch is captioned: ``"epoch 3"``, or ``"before training"`` for -1.
+
+    Example:
+        >>> epoch_label(-1), epoch_label(3)
+        ('before training', 'epoch 3')
+    """
+    return "before training" if epoch < 0 else f"epoch {epoch}"
+
+
+def overlay(
+    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, *, grey: bool = True
+) -> np.ndarray:
+    """Blends the colorized map onto a grey copy of a uint8 RGB image of any size.
+
+    The probe's own colours would blur with the colormap's (a red object under a
+    red hot spot), so the map is laid over the image's luma.
 
     Args:
         image: ``[H, W, 3]`` uint8.
         heatmap: ``[h, w]`` in [0, 1]; upsampled smoothly to ``H x W``.
         alpha: Weight of the map, in [0, 1].
+        grey: Desaturate ``image`` first; pass ``False`` when it already is grey.
 
     Example:
         >>> overlay(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2)), 1.0)[0, 0].tolist()
@@ -105,6 +133,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.nd
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}")
+    if grey:
+        image = desaturate(image)
     heat = colorize(heatmap, image.shape[:2])
     a = int(round(alpha * 256))  # integer blend: 3x faster than float, within 1 of exact
     return ((heat.astype(np.uint16) * a + image.astype(np.uint16) * (256 - a) + 128) >> 8).astype(
@@ -219,6 +249,7 @@ class FrameRenderer:
             Image.Resampling.NEAREST if h >= image.shape[0] * 2 else Image.Resampling.BILINEAR
         )
         self.image = np.asarray(Image.fromarray(image).resize((w, h), resample))
+        self.grey = desaturate(self.image)  # the overlay's background; the left panel keeps colour
         self.size = (h, w)
         self.font_size = 13 if h < 200 else 15
         self.height = CAPTION_H + h
@@ -238,7 +269,7 @@ class FrameRenderer:
         """The frame for one epoch as ``[height, width, 3]`` uint8."""
         h, w = self.size
         frame = self.base.copy()
-        frame[CAPTION_H:, w : 2 * w] = overlay(self.image, heatmap, self.alpha)
+        frame[CAPTION_H:, w : 2 * w] = overlay(self.grey, heatmap, self.alpha, grey=False)
         probs = np.asarray(probabilities, dtype=np.float64).ravel()
         non_finite = not (np.isfinite(probs).all() and np.isfinite(heatmap).all())
         order = np.argsort(-probs, kind="stable")[: self.top_k]
@@ -248,7 +279,7 @@ class FrameRenderer:
 
         # The caption is drawn in pieces so each piece's rendering is cached across frames.
         colour = TEXT if self.label is None else (RIGHT if correct else WRONG)
-        pieces = [f"epoch {epoch}"]
+        pieces = [epoch_label(epoch)]
         if self.label is not None:
             pieces += [" · ", f"true: {_fit(self.name(self.label), size, 120)}"]
         pieces += [" · ", f"pred: {_fit(self.name(pred), size, 120)}", f" {probs[pred]:.2f}"]
@@ -293,8 +324,13 @@ def tile(
     label: int | None,
     alpha: float = 0.5,
     side: int = 96,
+    caption: str | None = None,
 ) -> np.ndarray:
     """A small overlay for grids, framed green when top-1 is right, red when wrong.
+
+    Args:
+        caption: Written in a strip under the overlay (the probe id and its true
+            class), cut to fit.
 
     Example:
         >>> t = tile(np.zeros((8, 8, 3), np.uint8), np.ones((2, 2)), np.array([0.9, 0.1]), 0)
@@ -305,17 +341,32 @@ def tile(
     w = max(1, round(image.shape[1] * scale))
     h = max(1, round(image.shape[0] * scale))
     small = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
-    out = np.empty((side + 4, side + 4, 3), np.uint8)
+    strip = TILE_CAPTION_H if caption is not None else 0
+    out = np.empty((side + 4 + strip, side + 4, 3), np.uint8)
     if label is None:
         out[:] = OTHER
     else:
         out[:] = RIGHT if int(np.argmax(probabilities)) == label else WRONG
     out[2 : 2 + h, 2 : 2 + w] = overlay(small, heatmap, alpha)
+    if caption is not None:
+        out[side + 4 :] = BACKGROUND
+        put_text(out, 2, side + 5, _fit(caption, 11, side), TEXT, 11)
     return out
 
 
-def grid(frames: Sequence[np.ndarray], cols: int | None = None) -> np.ndarray:
+TILE_CAPTION_H = 15
+GRID_TITLE_H = 16
+
+
+def grid(
+    frames: Sequence[np.ndarray], cols: int | None = None, title: str | None = None
+) -> np.ndarray:
     """Tiles equally sized frames into a grid, row by row, 4 px apart.
+
+    Args:
+        frames: uint8 ``[H, W, 3]`` images.
+        cols: Columns; about the square root of the count by default.
+        title: Written in a strip above the grid (the epoch, in animations).
 
     Example:
         >>> grid([np.zeros((2, 2, 3), np.uint8)] * 3, cols=2).shape
@@ -329,13 +380,15 @@ def grid(frames: Sequence[np.ndarray], cols: int | None = None) -> np.ndarray:
     h = max(f.shape[0] for f in frames)
     w = max(f.shape[1] for f in frames)
     gap = 4
-    out = np.empty((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), np.uint8)
+    top = GRID_TITLE_H if title is not None else 0
+    out = np.empty((top + rows * (h + gap) - gap, cols * (w + gap) - gap, 3), np.uint8)
     out[:] = BACKGROUND
     for i, f in enumerate(frames):
         r, c = divmod(i, cols)
-        out[
-            r * (h + gap) : r * (h + gap) + f.shape[0], c * (w + gap) : c * (w + gap) + f.shape[1]
-        ] = f
+        y, x = top + r * (h + gap), c * (w + gap)
+        out[y : y + f.shape[0], x : x + f.shape[1]] = f
+    if title is not None:  # drawn in its own strip, so nothing spills onto the tiles
+        put_text(out[:top], 4, 1, title, TEXT, 13)
     return out
 
 

@@ -25,7 +25,8 @@ Flags per probe over the whole record (see :func:`flags`): ``flipped``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -138,21 +139,63 @@ def epoch_metrics(
     return out
 
 
-def summary_scalars(metrics: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Aggregates over probes for TensorBoard: means, and the misclassified fraction."""
-    out = {}
-    for name in (
+def summary_scalars(
+    metrics: Mapping[str, np.ndarray],
+    *,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    mask_kind: str = "object",
+    cue_lift: float = 1.5,
+) -> dict[str, float]:
+    """Aggregates over probes for TensorBoard: means, the misclassified fraction, and
+    per-group means, so the live curves tell the same story as the flags.
+
+    Groups (each ``<group>/mean_<metric>``): every true class
+    (``class_<name>/...``), and with masks the probes flagged at this epoch:
+    ``on_cue/...`` (``mask_kind="cue"``: ``mask_lift >= cue_lift``) or
+    ``left_mask/...`` (object masks: ``mask_lift < 1``), with their count.
+
+    Example:
+        >>> s = summary_scalars({"mask_lift": np.array([2.0, 1.0]),
+        ...                      "mask_focus": np.array([0.6, 0.3])}, mask_kind="cue")
+        >>> s["on_cue/mean_mask_focus"], s["on_cue/count"], s["mean_mask_lift"]
+        (0.6, 1.0, 1.5)
+    """
+    names = (
         "true_class_probability",
         "margin",
         "drift",
         "concentration",
         "mask_focus",
+        "mask_lift",
         "faithfulness",
-    ):
+    )
+    out = {}
+    for name in names:
         if name in metrics:
             out[f"mean_{name}"] = float(np.mean(metrics[name]))
     if "correct" in metrics:
         out["misclassified_fraction"] = float(1.0 - np.mean(metrics["correct"]))
+    groups: dict[str, np.ndarray] = {}
+    if labels is not None:
+        labels = np.asarray(labels)
+        for cls in np.unique(labels[labels >= 0]):
+            name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
+            slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or str(cls)
+            groups[f"class_{slug}"] = labels == cls
+    if "mask_lift" in metrics:
+        lift = np.asarray(metrics["mask_lift"])
+        flagged, group = (
+            (lift >= cue_lift, "on_cue") if mask_kind == "cue" else (lift < 1.0, "left_mask")
+        )
+        out[f"{group}/count"] = float(flagged.sum())
+        groups[group] = flagged
+    for group, members in groups.items():
+        if not members.any():
+            continue
+        for name in ("true_class_probability", "mask_focus", "mask_lift"):
+            if name in metrics:
+                out[f"{group}/mean_{name}"] = float(np.mean(np.asarray(metrics[name])[members]))
     return out
 
 

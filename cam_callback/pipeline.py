@@ -32,7 +32,13 @@ import numpy as np
 
 from cam_callback import animate, metrics
 from cam_callback import frames as F
-from cam_callback.record import RecordWriter, epoch_files, load_run, write_flags
+from cam_callback.record import (
+    BASELINE_EPOCH,
+    RecordWriter,
+    epoch_files,
+    load_run,
+    write_flags,
+)
 from cam_callback.tensorboard import SummaryWriter, probe_tag
 
 _STOP = object()
@@ -152,6 +158,7 @@ class EpochPipeline:
         max_frames: Most frames per animation, ``None`` for every epoch.
         every_n_epochs: The tracker's cadence, to plan which epochs to keep.
         total_epochs: ``fit``'s ``epochs``, or ``None`` when unknown.
+        mask_kind: ``"object"`` or ``"cue"``: which flagged group gets its own scalars.
 
     Example:
         >>> pipe = EpochPipeline(writer, display=images, labels=y, masks=None,  # doctest: +SKIP
@@ -177,8 +184,10 @@ class EpochPipeline:
         max_frames: int | None = DEFAULT_MAX_FRAMES,
         every_n_epochs: int = 1,
         total_epochs: int | None = None,
+        mask_kind: str = "object",
     ) -> None:
         self.record = record
+        self.mask_kind = mask_kind  # for the per-group scalars
         self.display = display
         self.labels = labels
         self.masks = masks
@@ -192,7 +201,7 @@ class EpochPipeline:
         self.every_n = every_n_epochs
         self.total_epochs = total_epochs
         self.writer = SummaryWriter(record.path) if tensorboard else None
-        self.grid_side = animate.grid_side(self.n)
+        self.grid_side, self.grid_captions = animate.grid_layout(self.n)
         self.tags = {i: probe_tag(i, self._label_name(i)) for i in self.tb_probes}
         self._renderers: dict[int, F.FrameRenderer] = {}
         folder = record.path / "animations"
@@ -263,7 +272,7 @@ class EpochPipeline:
         failure = self.take_error()
         if failure is not None:
             _, what, epoch, exc = failure
-            at = "" if epoch is None else f" of epoch {epoch}"
+            at = "" if epoch is None else f" of epoch {epoch}" if epoch >= 0 else " before training"
             raise RuntimeError(f"{what}{at} failed: {exc}") from exc
 
     def drain(self) -> None:
@@ -506,14 +515,26 @@ class EpochPipeline:
                         None if self.labels is None else int(self.labels[i]),
                         self.alpha,
                         self.grid_side,
+                        caption=animate.tile_caption(i, self._label_name(i))
+                        if self.grid_captions
+                        else None,
                     )
                     for i in range(self.n)
-                ]
+                ],
+                title=F.epoch_label(epoch),
             )
-        if shown:
+        if shown and epoch == BASELINE_EPOCH:  # its own tag: TensorBoard's steps stay Keras's
+            self.writer.write(0, {"cam/before_training": grid}, {})
+        elif shown:
             images = {self.tags[i]: drawn[i] for i in self.tb_probes}
             images["cam/grid"] = grid
-            scalars = {f"cam/{k}": v for k, v in metrics.summary_scalars(values or {}).items()}
+            groups = metrics.summary_scalars(
+                values or {},
+                labels=self.labels,
+                class_names=self.class_names,
+                mask_kind=self.mask_kind,
+            )
+            scalars = {f"cam/{k}": v for k, v in groups.items()}
             self.writer.write(epoch, images, scalars)
         if animated:
             for i, stream in enumerate(self.streams):

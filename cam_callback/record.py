@@ -12,6 +12,9 @@ Layout (format version 1), under ``LOG_DIR/cam/`` beside Keras's ``train/``::
     epochs/epoch_000012.npz  one recorded epoch: heatmaps (float32 [N, h, w] at the
                              layer's native resolution), probabilities (float32 [N, C]),
                              targets (int64 [N]), and metric_<name> (float32 [N]) arrays
+    epochs/baseline.npz      the same arrays for the untrained model, recorded in
+                             ``on_train_begin`` (not when resuming); read back as epoch
+                             ``BASELINE_EPOCH`` (-1), first in ``Run.epochs``
     events.out.tfevents.*    the live TensorBoard summaries (not part of the record)
     animations/              GIF/MP4 files rendered from the record
 
@@ -47,6 +50,8 @@ SUBDIR = "cam"
 FLAGS_FILE = "flags.json"
 LOCK_FILE = ".writer.lock"
 _EPOCH_FILE = re.compile(r"^epoch_(\d{6,})\.npz$")
+BASELINE_EPOCH = -1  # the state before training, recorded at on_train_begin
+BASELINE_FILE = "baseline.npz"
 
 try:
     import fcntl
@@ -124,7 +129,8 @@ class Run:
 
     Attributes:
         path: The record folder (``LOG_DIR/cam``).
-        epochs: Sorted 0-based epoch indices, as Keras reports them.
+        epochs: Sorted 0-based epoch indices, as Keras reports them, led by
+            ``BASELINE_EPOCH`` (-1) when the state before training was recorded.
         heatmaps: float32 ``[E, N, h, w]``.
         probabilities: float32 ``[E, N, C]``.
         targets: int64 ``[E, N]``, the class each map explains.
@@ -158,6 +164,11 @@ class Run:
     def n_probes(self) -> int:
         """How many probes the record holds."""
         return int(self.images.shape[0])
+
+    @property
+    def has_baseline(self) -> bool:
+        """Whether the first entry is the untrained model's state (epoch ``-1``)."""
+        return bool(self.epochs) and self.epochs[0] == BASELINE_EPOCH
 
     @property
     def flags(self) -> dict[str, np.ndarray]:
@@ -415,7 +426,7 @@ def read_epoch_file(file: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray
 
 
 def epoch_files(path: Path) -> dict[int, Path]:
-    """Complete epoch files of the record folder ``path``, by epoch."""
+    """Complete epoch files of the record folder ``path``, by epoch; the baseline is -1."""
     folder = path / "epochs"
     if not folder.is_dir():
         return {}
@@ -424,6 +435,8 @@ def epoch_files(path: Path) -> dict[int, Path]:
         m = _EPOCH_FILE.match(entry.name)
         if m:
             found[int(m.group(1))] = entry
+        elif entry.name == BASELINE_FILE:
+            found[BASELINE_EPOCH] = entry
     return dict(sorted(found.items()))
 
 
@@ -635,7 +648,8 @@ class RecordWriter:
         targets: np.ndarray,
         metrics: Mapping[str, np.ndarray] | None = None,
     ) -> Path:
-        """Writes one epoch; writing an epoch again replaces it with the newest data."""
+        """Writes one epoch (``BASELINE_EPOCH`` for the state before training); writing an
+        epoch again replaces it with the newest data."""
         arrays = {
             "heatmaps": np.asarray(heatmaps, np.float32),
             "probabilities": np.asarray(probabilities, np.float32),
@@ -643,7 +657,8 @@ class RecordWriter:
         }
         for name, value in (metrics or {}).items():
             arrays[f"metric_{name}"] = np.asarray(value, np.float32)
-        file = self.path / "epochs" / f"epoch_{epoch:06d}.npz"
+        name = BASELINE_FILE if epoch == BASELINE_EPOCH else f"epoch_{epoch:06d}.npz"
+        file = self.path / "epochs" / name
         atomic_write_bytes(file, _npz_bytes(arrays))
         return file
 

@@ -7,6 +7,7 @@ filters and sorting are plain JavaScript.
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 import urllib.parse
@@ -14,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cam_callback import animate
-from cam_callback.frames import clean_name
+from cam_callback.frames import FrameRenderer, clean_name, epoch_label
 from cam_callback.metrics import FLAG_NAMES
 from cam_callback.record import Run, atomic_write_bytes, compute_flags, load_run
 
@@ -62,16 +64,58 @@ def sparkline(values: np.ndarray, width: int = 160, height: int = 36) -> str:
     )
 
 
+def badge_text(flag: str, figures: dict) -> str:
+    """A flag's badge with its figure, e.g. ``"on cue 1.9x"`` or ``"low confidence 0.41"``.
+
+    Example:
+        >>> badge_text("on_cue", {"lift": 1.93})
+        'on cue 1.9x'
+    """
+    name = flag.replace("_", " ")
+    if flag in ("on_cue", "left_mask") and figures.get("lift") is not None:
+        return f"{name} {figures['lift']:.1f}x"
+    if flag == "misclassified":
+        return f"{name}: p(true) {figures['true_probability']:.2f}"
+    if flag == "low_confidence":
+        return f"{name} {figures['confidence']:.2f}"
+    if flag == "unstable" and figures.get("drift") is not None:
+        return f"{name}: drift {figures['drift']:.2f}"
+    if flag == "flipped":
+        return f"{name} {figures['flips']}x"
+    return name
+
+
 def probe_rows(run: Run, threshold: float) -> list[dict]:
-    """Everything a card shows, one dict per probe, in probe order."""
+    """Everything a card shows, one dict per probe, in probe order.
+
+    Besides the flags, each row carries the figures behind them, a ``priority``
+    (doubt: misclassified, then low confidence, then the least sure) and an
+    ``attention`` key (``on_cue``/``left_mask`` first, then the strongest pull
+    towards a cue or away from the object).
+    """
     f = compute_flags(run, low_confidence=threshold)
     rows = []
     last = run.probabilities[-1]
+    lifts = run.metrics.get("mask_lift")
+    cue = run.meta.get("mask_kind", "object") == "cue"
+    late = slice(max(0, len(run.epochs) - max(2, len(run.epochs) // 2)), len(run.epochs))
+    preds = run.probabilities.argmax(-1)
     for i in range(run.n_probes):
         pred = int(last[i].argmax())
         label = None if run.labels is None else int(run.labels[i])
         curve = true_class_curve(run, i)
         raised = [name for name in FLAG_NAMES if f[name][i]]
+        lift = None if lifts is None else float(lifts[-1, i])
+        drift = run.metrics.get("drift")
+        late_drift = None if drift is None or len(run.epochs) < 2 else drift[late][1:, i].mean()
+        figures = {
+            "lift": lift,
+            "true_probability": float(curve[-1]),
+            "confidence": float(last[i, pred]),
+            "drift": None if late_drift is None else float(late_drift),
+            "flips": int((np.diff(preds[late, i]) != 0).sum()),
+        }
+        attention_flag = f["on_cue"][i] or f["left_mask"][i]
         rows.append(
             {
                 "index": i,
@@ -83,6 +127,12 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
                 "true_probability": float(curve[-1]),
                 "curve": curve,
                 "flags": raised,
+                "badges": {name: badge_text(name, figures) for name in raised},
+                "lift": lift,
+                "attention": (
+                    0 if attention_flag else 1,
+                    0.0 if lift is None else (-lift if cue else lift),
+                ),
                 # Doubt first: misclassified, then low confidence, then the least sure.
                 "priority": (
                     -int(f["misclassified"][i]) * 2 - int(f["low_confidence"][i]),
@@ -93,14 +143,25 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
     return rows
 
 
+def last_frame_png(run: Run, index: int) -> bytes:
+    """Probe ``index``'s frame at the last recorded epoch, as PNG: the card's poster."""
+    label = None if run.labels is None else int(run.labels[index])
+    renderer = FrameRenderer(run.images[index], label=label, class_names=run.class_names)
+    frame = renderer.draw(run.heatmaps[-1, index], run.probabilities[-1, index], run.epochs[-1])
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
 def _sortable(p: float) -> str:
     """A probability for the page's sorting: NaN and inf sort first, as the most doubtful."""
     return f"{p:.6f}" if np.isfinite(p) else "-1"
 
 
-def _card(row: dict, gif: str) -> str:
+def _card(row: dict, gif: str, poster: str) -> str:
     badges = "".join(
-        f'<span class="badge {n}" title="{html.escape(FLAG_HELP[n])}">{n.replace("_", " ")}</span>'
+        f'<span class="badge {n}" title="{html.escape(FLAG_HELP[n])}">'
+        f"{html.escape(row['badges'][n])}</span>"
         for n in row["flags"]
     )
     cls = row["label_name"] or row["pred_name"]
@@ -110,8 +171,11 @@ def _card(row: dict, gif: str) -> str:
     return f"""
 <article class="card {verdict}" data-index="{row["index"]}" data-class="{html.escape(cls)}"
   data-flags="{" ".join(row["flags"])}" data-priority="{row["priority"][0]}"
-  data-truep="{_sortable(row["true_probability"])}">
-  <img src="{html.escape(gif)}" alt="probe {row["index"]} attention over epochs" loading="eager">
+  data-truep="{_sortable(row["true_probability"])}" data-attention="{row["attention"][0]}"
+  data-lift="{_sortable(row["attention"][1])}">
+  <img src="{html.escape(poster)}" data-poster="{html.escape(poster)}" data-gif="{html.escape(gif)}"
+    alt="probe {row["index"]} at the last epoch; hover or click to play every epoch"
+    title="hover or click to play every epoch" loading="eager">
   <div class="meta">
     <div class="title">probe {row["index"]:03d}</div>
     <div>{truth}pred: <b class="{verdict}">{html.escape(row["pred_name"])}</b>
@@ -164,6 +228,10 @@ function apply() {
   const key = sortBy.value;
   const sorted = cards.slice().sort((a, b) => {
     if (key === 'index') return a.dataset.index - b.dataset.index;
+    if (key === 'attention') {
+      return (a.dataset.attention - b.dataset.attention) || (a.dataset.lift - b.dataset.lift) ||
+        (a.dataset.index - b.dataset.index);
+    }
     if (key === 'doubt') {
       return (a.dataset.priority - b.dataset.priority) ||
         (a.dataset.truep - b.dataset.truep) || (a.dataset.index - b.dataset.index);
@@ -174,12 +242,28 @@ function apply() {
   document.getElementById('count').textContent = shown + ' of ' + cards.length + ' probes';
 }
 for (const el of [byClass, byFlag, sortBy]) el.addEventListener('change', apply);
+// The poster is the last epoch, as the card's text; the GIF plays every epoch on demand.
+for (const img of main.querySelectorAll('.card img')) {
+  const play = () => { img.src = img.dataset.gif; };
+  const stop = () => { img.src = img.dataset.poster; };
+  img.addEventListener('mouseenter', play);
+  img.addEventListener('mouseleave', stop);
+  img.addEventListener('click', () => (img.src.endsWith(img.dataset.gif) ? stop() : play()));
+}
 apply();
 """
 
 
-def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: float) -> str:
-    """The page's HTML for ``rows``, each card showing ``gifs[index]``."""
+def render_page(
+    run: Run,
+    rows: list[dict],
+    gifs: dict[int, str],
+    threshold: float,
+    posters: dict[int, str] | None = None,
+) -> str:
+    """The page's HTML for ``rows``: each card shows ``posters[index]`` (its last epoch)
+    and plays ``gifs[index]`` on hover or click."""
+    posters = posters or gifs
     classes = sorted({r["label_name"] or r["pred_name"] for r in rows})
     options = "".join(
         f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in classes
@@ -188,7 +272,7 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
         f'<option value="{n}">{n.replace("_", " ")}</option>' for n in FLAG_NAMES
     )
     ordered = sorted(rows, key=lambda r: (r["priority"], r["index"]))
-    cards = "".join(_card(r, gifs[r["index"]]) for r in ordered)
+    cards = "".join(_card(r, gifs[r["index"]], posters[r["index"]]) for r in ordered)
     n_wrong = sum("misclassified" in r["flags"] for r in rows)
     summary = {
         "epochs": run.epochs,
@@ -212,15 +296,16 @@ def render_page(run: Run, rows: list[dict], gifs: dict[int, str], threshold: flo
 <body>
 <header>
   <h1>What the model looked at: {html.escape(name)}</h1>
-  <div class="sub">{len(rows)} probes · {len(run.epochs)} epochs
-    ({run.epochs[0]}–{run.epochs[-1]}) · layer <code>{html.escape(layer)}</code> ·
-    {html.escape(method)} of the {html.escape(score)} ·
+  <div class="sub">{len(rows)} probes · {len(run.epochs)} frames
+    ({epoch_label(run.epochs[0])} to {epoch_label(run.epochs[-1])}) ·
+    layer <code>{html.escape(layer)}</code> · {html.escape(method)} of the {html.escape(score)} ·
     {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
   <div class="controls">
     <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
     <span>flag <select id="flag-filter"><option value="">all</option>
       <option value="any">any flag</option>{flag_options}</select></span>
     <span>sort <select id="sort"><option value="doubt">most doubtful first</option>
+      <option value="attention">attention: on cue / left mask first</option>
       <option value="truep">lowest p(true) first</option>
       <option value="index">probe order</option></select></span>
     <span id="count"></span>
@@ -274,6 +359,11 @@ def write_report(
     # URL-encoded: a page named "run#1.html" has its GIFs in "run#1_files/", which a raw
     # src would cut at the "#".
     gifs = {i: urllib.parse.quote(f"{assets.name}/{p.name}") for i, p in enumerate(paths)}
+    posters = {}
+    for i in range(run.n_probes):
+        poster = assets / f"probe_{i:03d}_last.png"
+        atomic_write_bytes(poster, last_frame_png(run, i))
+        posters[i] = urllib.parse.quote(f"{assets.name}/{poster.name}")
     rows = probe_rows(run, threshold)
-    atomic_write_bytes(page, render_page(run, rows, gifs, threshold).encode())
+    atomic_write_bytes(page, render_page(run, rows, gifs, threshold, posters).encode())
     return page

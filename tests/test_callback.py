@@ -92,8 +92,10 @@ def test_tensorboard_tags_and_steps_next_to_keras(trained):
     # Scalars agree with the record.
     run = load_run(log_dir)
     drift = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("cam/mean_drift")]
-    np.testing.assert_allclose(drift, run.metrics["drift"].mean(1), rtol=1e-5)
-    assert drift[0] == 0.0
+    # The record leads with the state before training, which TensorBoard shows on its own tag.
+    assert run.epochs[0] == -1 and run.metrics["drift"][0].max() == 0.0
+    np.testing.assert_allclose(drift, run.metrics["drift"][1:].mean(1), rtol=1e-5)
+    assert [e.step for e in acc.Tensors("cam/before_training")] == [0]
     keras_tags = events(log_dir / "train").Tags()["tensors"]
     assert "epoch_loss" in keras_tags
 
@@ -101,8 +103,8 @@ def test_tensorboard_tags_and_steps_next_to_keras(trained):
 def test_recorded_maps_equal_compute_cams_on_trained_model(trained):
     log_dir, model, _, probes = trained
     run = load_run(log_dir)
-    assert run.epochs == [0, 1, 2]
-    assert run.heatmaps.shape == (3, 4, 13, 13) and run.probabilities.shape == (3, 4, 3)
+    assert run.epochs == [-1, 0, 1, 2] and run.has_baseline
+    assert run.heatmaps.shape == (4, 4, 13, 13) and run.probabilities.shape == (4, 4, 3)
     assert run.images.dtype == np.uint8 and run.images.shape == (4, 32, 32, 3)
     assert run.layer == "conv2" and run.method == "gradcam" and run.class_names == CLASSES
     fresh = compute_cams(model, probes)
@@ -119,10 +121,10 @@ def test_animations_have_one_frame_per_epoch(trained):
         [f"probe_{i:03d}.{f}" for i in range(4) for f in ("gif", "mp4")] + ["grid.gif", "grid.mp4"]
     )
     gif = Image.open(folder / "probe_000.gif")
-    assert gif.n_frames == 3 and gif.info["loop"] == 0
+    assert gif.n_frames == 4 and gif.info["loop"] == 0  # before training, then 3 epochs
     import imageio.v3 as iio
 
-    assert len(iio.imread(folder / "probe_001.mp4")) == 3
+    assert len(iio.imread(folder / "probe_001.mp4")) == 4
 
 
 def _open_files_under(folder: Path) -> list[str]:
@@ -151,8 +153,8 @@ def test_tensorboard_probes_and_max_frames_in_a_real_fit(tmp_path):
     for tag in images | {"cam/grid"}:
         assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2]
     gif = tmp_path / "cam" / "animations" / "probe_005.gif"
-    assert Image.open(gif).n_frames == 2  # epochs 0 and 2; the record keeps all three
-    assert load_run(tmp_path).epochs == [0, 1, 2]
+    assert Image.open(gif).n_frames == 2  # before training and epoch 2; the record keeps all
+    assert load_run(tmp_path).epochs == [-1, 0, 1, 2]
 
 
 def test_writer_closed_after_fit(trained):
@@ -166,7 +168,7 @@ def test_no_retracing_across_epochs_inside_fit(trained):
     from cam_callback import cams
 
     _, model, _, _ = trained
-    assert load_run(trained[0]).epochs == [0, 1, 2]
+    assert load_run(trained[0]).epochs == [-1, 0, 1, 2]
     assert cams.trace_count(model) == 1  # traced at epoch 0, reused at epochs 1 and 2
 
 
@@ -363,17 +365,17 @@ def test_resume_with_initial_epoch(tmp_path):
         callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate="gif")],
     )
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1, 2, 3]
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 4
+    assert run.epochs == [-1, 0, 1, 2, 3]  # one baseline: the resumed fit records none
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 5
     # drift at the resumed epoch is measured against the epoch recorded before the restart.
     from cam_callback.metrics import cosine_drift
 
     np.testing.assert_allclose(
         run.metrics["drift"][2], cosine_drift(run.heatmaps[2], run.heatmaps[1]), atol=1e-6
     )
-    np.testing.assert_allclose(
-        run.metrics["drift_from_first"][3],
-        cosine_drift(run.heatmaps[3], run.heatmaps[0]),
+    np.testing.assert_allclose(  # and "first" is the state before training
+        run.metrics["drift_from_first"][4],
+        cosine_drift(run.heatmaps[4], run.heatmaps[0]),
         atol=1e-6,
     )
 
@@ -381,7 +383,7 @@ def test_resume_with_initial_epoch(tmp_path):
 def test_every_n_epochs(tmp_path):
     x, y = data(8)
     fit_with(CAMTracker(x, y, log_dir=tmp_path, every_n_epochs=2, animate=None), epochs=5)
-    assert load_run(tmp_path).epochs == [1, 3]
+    assert load_run(tmp_path).epochs == [-1, 1, 3]
 
 
 # ------------------------------------------------------------------ one run per record
@@ -411,11 +413,11 @@ def test_fit_twice_on_one_tracker_continues_the_numbering(tmp_path):
     history = model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
     assert history.epoch == [0, 1]  # Keras counts again from 0 ...
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1, 2, 3, 4]  # ... the record goes on
+    assert run.epochs == [-1, 0, 1, 2, 3, 4]  # ... the record goes on
     assert {k: v for k, v in record_bytes(tmp_path).items() if k in first} == first
     expected = compute_cams(model, x[:3])
     np.testing.assert_allclose(run.heatmaps[-1], expected.heatmaps, atol=1e-5)
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 5
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 6
 
 
 def test_a_new_fit_never_overwrites_recorded_epochs(tmp_path):
@@ -445,7 +447,7 @@ def test_a_new_fit_never_overwrites_recorded_epochs(tmp_path):
         verbose=0,
         callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate=None)],
     )
-    assert load_run(tmp_path).epochs == [0, 1, 2, 3]
+    assert load_run(tmp_path).epochs == [-1, 0, 1, 2, 3]
 
 
 def fine_tune_model():
@@ -480,12 +482,12 @@ def test_two_phase_fine_tuning_gives_one_continuous_record(tmp_path, same_tracke
         callbacks=[tracker if same_tracker else make()],
     )
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1, 2, 3]
-    np.testing.assert_array_equal(run.heatmaps[:2], frozen)
+    assert run.epochs == [-1, 0, 1, 2, 3]
+    np.testing.assert_array_equal(run.heatmaps[:3], frozen)
     np.testing.assert_allclose(
-        run.heatmaps[3], compute_cams(model, x[:3], layer="backbone/conv_a").heatmaps, atol=1e-5
+        run.heatmaps[4], compute_cams(model, x[:3], layer="backbone/conv_a").heatmaps, atol=1e-5
     )
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 4
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 5
 
 
 def test_resume_with_other_settings_or_model_is_refused_before_training(tmp_path):
@@ -520,7 +522,7 @@ def test_resume_with_other_settings_or_model_is_refused_before_training(tmp_path
         with pytest.raises(ValueError, match=pattern):
             m.fit(x, y, epochs=2, initial_epoch=1, verbose=0, callbacks=[tracker, trained])
     assert trained.batches == 0
-    assert load_run(tmp_path).epochs == [0]
+    assert load_run(tmp_path).epochs == [-1, 0]
 
 
 def hold_lock(log_dir):
@@ -559,7 +561,7 @@ def test_second_writer_is_refused(tmp_path):
     assert trained.batches == 0
     a.close()
     fit_with(b)  # the lock went with a's session
-    assert load_run(tmp_path / "two").epochs == [0]
+    assert load_run(tmp_path / "two").epochs == [-1, 0]
 
 
 # ------------------------------------------------------------------ failures stay inside
@@ -609,11 +611,11 @@ def test_nan_diverging_model_trains_to_the_end_and_is_recorded_as_is(tmp_path):
     assert tracker_warnings(seen) == []  # NaN is data, not a failure
     assert len(history.epoch) == 3 and not np.isfinite(history.history["loss"][-1])
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1, 2]
+    assert run.epochs == [-1, 0, 1, 2]
     assert not np.isfinite(run.probabilities[-1]).any()
     assert run.flags["non_finite"].all()
     gif = Image.open(tmp_path / "cam" / "animations" / "probe_000.gif")
-    assert gif.n_frames == 3
+    assert gif.n_frames == 4
     acc = events(tmp_path / "cam")
     assert [e.step for e in acc.Tensors("cam/grid")] == [0, 1, 2]
     info = cli("info", tmp_path)
@@ -622,7 +624,8 @@ def test_nan_diverging_model_trains_to_the_end_and_is_recorded_as_is(tmp_path):
     report = cli("report", tmp_path)
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "cam" / "report" / "index.html").read_text()
-    assert page.count('class="badge non_finite"') == 4 and page.count("p(true) nan") == 4
+    assert page.count('class="badge non_finite"') == 4
+    assert page.count('class="p">p(true) nan') == 4
 
 
 def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, monkeypatch):
@@ -656,7 +659,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     assert history.epoch == [0, 1, 2, 3, 4, 5]
     # Recording stopped during the fit (no more maps computed), not only at its end.
     assert stopped[:2] == [False, False] and stopped[-1] is True, stopped
-    assert load_run(tmp_path).epochs == [0, 1]
+    assert load_run(tmp_path).epochs == [-1, 0, 1]
     assert tracker._session is None
     record.RecordWriter(tmp_path).lock()  # released
     assert cli("info", tmp_path).returncode == 0
@@ -664,7 +667,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     # Room again: fitting the same tracker again goes on after the 6 epochs trained, not
     # after the 2 recorded.
     model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
-    assert load_run(tmp_path).epochs == [0, 1, 6, 7]
+    assert load_run(tmp_path).epochs == [-1, 0, 1, 6, 7]
     with pytest.raises(OSError, match="No space left"):
         monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
         compiled().fit(
@@ -696,8 +699,8 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
     found = tracker_warnings(seen)
     assert len(found) == 1 and "writing the animations failed" in found[0], found
     assert history.epoch == [0, 1] and after_fit == ["model saved"]
-    assert load_run(tmp_path).epochs == [0, 1]
-    assert json.loads((tmp_path / "cam" / "flags.json").read_text())["n_epochs"] == 2
+    assert load_run(tmp_path).epochs == [-1, 0, 1]
+    assert json.loads((tmp_path / "cam" / "flags.json").read_text())["n_epochs"] == 3
 
     # The disk full for flags.json too: each part warns once, and fit still returns.
     from cam_callback import record
@@ -732,9 +735,9 @@ def test_render_errors_warn_once_and_stop_only_tensorboard(tmp_path, monkeypatch
     with caught() as seen:
         fit_with(CAMTracker(x, y, log_dir=tmp_path, animate=None), epochs=4)
     found = tracker_warnings(seen)
-    assert len(found) == 1 and "TensorBoard frames at epoch 0 failed" in found[0], found
-    assert calls[0] == 0 and len(calls) <= 2  # not fed again once it failed
-    assert load_run(tmp_path).epochs == [0, 1, 2, 3]  # recording went on
+    assert len(found) == 1 and "TensorBoard frames before training failed" in found[0], found
+    assert calls[0] == -1 and len(calls) <= 2  # not fed again once it failed
+    assert load_run(tmp_path).epochs == [-1, 0, 1, 2, 3]  # recording went on
 
 
 def test_full_tmpfs_returns_history_and_leaves_a_readable_record(tmp_path):
@@ -760,7 +763,7 @@ def test_full_tmpfs_returns_history_and_leaves_a_readable_record(tmp_path):
         assert history.epoch == [0, 1, 2, 3, 4, 5]
         assert len(tracker_warnings(seen)) >= 1
         run = load_run(disk / "run")
-        assert run.epochs == list(range(len(run.epochs)))
+        assert run.epochs == list(range(-1, len(run.epochs) - 1))
         info = cli("info", disk / "run")
         assert info.returncode == 0 and info.stderr == "", info.stderr
     finally:
@@ -816,7 +819,7 @@ def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
             fit_with(tracker, epochs=5, extra=[Boom()])
         assert tracker._session is not None  # fit calls no hook when it raises
     assert tracker._session is None
-    assert load_run(tmp_path).epochs == [0, 1]
+    assert load_run(tmp_path).epochs == [-1, 0, 1]
     acc = events(tmp_path / "cam")
     assert [e.step for e in acc.Tensors("cam/grid")] == [0, 1]
 
@@ -850,9 +853,9 @@ def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
         raise OSError("no space for frames")
 
     monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
-    with pytest.raises(RuntimeError, match="epoch 0 failed: no space for frames"):
+    with pytest.raises(RuntimeError, match="before training failed: no space for frames"):
         fit_with(CAMTracker(x, y, log_dir=tmp_path, on_error="raise"), epochs=3)
-    assert load_run(tmp_path).epochs[0] == 0  # the record is kept
+    assert load_run(tmp_path).epochs == [-1]  # the record is kept
 
 
 def test_sigkill_mid_training_leaves_readable_record(tmp_path):
@@ -871,10 +874,12 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
         if child.poll() is None:
             child.kill()
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1]
+    assert run.epochs == [-1, 0, 1]
     assert np.isfinite(run.heatmaps).all() and run.heatmaps.shape[1] == 5
     leftovers = [
-        p.name for p in (tmp_path / "cam" / "epochs").iterdir() if not p.name.startswith("epoch_")
+        p.name
+        for p in (tmp_path / "cam" / "epochs").iterdir()
+        if not p.name.startswith("epoch_") and p.name != "baseline.npz"
     ]
     # A temporary may survive a kill mid-write; the reader skips it and it never tears an epoch.
     assert all(p.endswith(".tmp") for p in leftovers)
@@ -893,7 +898,7 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
         verbose=0,
         callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
     )
-    assert load_run(tmp_path).epochs == list(range(last + 2))
+    assert load_run(tmp_path).epochs == list(range(-1, last + 2))
 
 
 def run_child(mode, log_dir):
@@ -911,7 +916,7 @@ def test_mirrored_strategy_two_logical_cpus(tmp_path):
     stdout = run_child("mirrored", tmp_path)
     assert "replicas 2" in stdout and "ok" in stdout
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1] and np.isfinite(run.heatmaps).all()
+    assert run.epochs == [-1, 0, 1] and np.isfinite(run.heatmaps).all()
     assert run.heatmaps.max() == pytest.approx(1.0)
 
 

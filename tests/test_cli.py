@@ -194,6 +194,12 @@ def test_report_never_overwrites_a_files_folder_it_did_not_make(tmp_path):
     )
     assert (theirs / "probe_000.gif").read_text() == "precious"
     assert not (tmp_path / "D" / "page.html").exists()
+    (tmp_path / "E" / "page_files").mkdir(parents=True)
+    (tmp_path / "E" / "page_files" / "probe_001_last.png").write_text("precious")
+    one_line_error(
+        cli("report", tmp_path / "run", "--out", tmp_path / "E" / "page.html"),
+        "was not made by cam-callback",
+    )
     out = cli("report", tmp_path / "run", "--out", tmp_path / "D" / "other.html")
     assert out.returncode == 0, out.stderr
     assert cli("report", tmp_path / "run", "--out", tmp_path / "D" / "other.html").returncode == 0
@@ -230,3 +236,46 @@ def test_compare(tmp_path):
         cli("compare", tmp_path / "a", tmp_path / "c", "--out", tmp_path / "x"),
         "recorded different probes",
     )
+
+
+def test_info_names_the_state_before_training(tmp_path):
+    make_record(tmp_path, n_probes=3, n_epochs=2, baseline=True)
+    out = cli("info", tmp_path)
+    assert "epochs:  2 recorded (0..1) after the state before training" in out.stdout, out.stdout
+
+
+def test_version_help_and_defaults_for_every_option():
+    from cam_callback import __version__
+    from cam_callback.cli import build_parser
+
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"cam-callback {__version__}"
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and "render" in a.choices).choices
+    for name, sub in subparsers.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, (name, action.dest)
+            if action.option_strings:  # each option's help gives its default
+                assert "default: " in sub._get_formatter()._get_help_string(action), (
+                    name,
+                    action.dest,
+                )
+        assert "(default: None)" not in text and "%(default)" not in text
+    render = " ".join(cli("render", "-h").stdout.split())
+    assert "(default: 4.0)" in render and "(default: gif)" in render
+
+
+def test_counts_are_pluralised_and_piped_progress_has_no_carriage_returns(tmp_path):
+    make_record(tmp_path, n_epochs=2)
+    one = cli("render", tmp_path, "--format", "mp4", "--probes", "1", "--out", tmp_path / "v")
+    assert one.returncode == 0, one.stderr
+    assert f"wrote 1 MP4 file to {tmp_path / 'v'}" in one.stdout
+    many = cli("render", tmp_path)
+    assert "wrote 6 GIF files to" in many.stdout
+    # stderr is a pipe here, as in a CI log: whole lines only, ending with the total.
+    assert "\r" not in many.stderr
+    lines = [ln for ln in many.stderr.splitlines() if ln.startswith("rendering")]
+    assert lines and lines[-1] == "rendering 6/6" and len(lines) <= 7

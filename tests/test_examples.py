@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from PIL import Image
 
 from cam_callback import load_run
 
@@ -21,38 +24,111 @@ def load(name):
     return module
 
 
-def test_spurious_background_flags_the_cued_class(tmp_path):
+README = (Path(__file__).parent.parent / "README.md").read_text()
+# README's story paragraph, sentence by sentence: each number it quotes, and what it is.
+STORY_NUMBERS = [
+    (r"right at\s+(\d\.\d\d)", "cued_true_probability", 0.03),
+    (r"classifies (\d\.\d\d) of training-like images", "train_accuracy", 0.03),
+    (r"accuracy falls to (\d\.\d\d)", "val_accuracy", 0.05),
+    (r"goes from (\d\.\d\d) before training", "cued_focus_before", 0.03),
+    (r"to (\d\.\d\d) after epoch 0", "cued_focus_first_epoch", 0.05),
+    (r"and (\d\.\d\d) at the end", "cued_focus_last", 0.05),
+    (r"at the end, (\d\.\d)x the frame's", "cued_lift_last", 0.2),
+    (r"share of the image \((\d\.\d\d)\)", "chance", 0.005),
+    (r"probes end at (\d\.\d\d)", "others_focus_last", 0.03),
+    (r'"on cue (\d\.\d)x"', "cued_lift_last", 0.2),
+]
+
+
+def story_paragraph() -> str:
+    start = README.index("This GIF is what `make example` writes")
+    return README[start : README.index("`CAMTracker` is a callback")]
+
+
+@pytest.fixture(scope="module")
+def spurious(tmp_path_factory):
+    """The example exactly as `make example` runs it (its defaults), once for all checks."""
+    out_dir = tmp_path_factory.mktemp("spurious")
     example = load("spurious_background")
-    out = example.main(
-        ["--out", str(tmp_path), "--train", "2400", "--epochs", "8", "--per-class", "3"]
-    )
+    return example, example.main(["--out", str(out_dir)]), out_dir
+
+
+def test_spurious_background_flags_the_cued_class(spurious):
+    example, out, tmp_path = spurious
     labels = out["labels"]
     cued = np.flatnonzero(labels == example.CUED)
     assert out["on_cue"].tolist() == cued.tolist()
     run = load_run(tmp_path)
+    assert run.epochs == list(range(-1, 12))  # the state before training, then 12 epochs
     focus = run.metrics["mask_focus"]
-    # Their attention on the frame rises over the epochs, and ends above everyone else's.
-    assert (focus[-1, cued] > focus[0, cued]).all()
+    # The story drifts visibly: from the untrained model's map to the last epoch, the
+    # cue-bearing class's attention on the cue rises by at least 0.25, probe by probe.
+    assert (focus[-1, cued] - focus[0, cued] >= 0.25).all(), focus[:, cued]
     others = np.flatnonzero(labels != example.CUED)
     assert focus[-1, cued].min() > focus[-1, others].max()
     assert out["val_accuracy"] < 0.5  # the shortcut fails once the frame stops going with homer
     assert (tmp_path / "cam" / "report" / "index.html").is_file()
-    assert len(list((tmp_path / "cam" / "animations").glob("probe_*.gif"))) == 9
+    assert len(list((tmp_path / "cam" / "animations").glob("probe_*.gif"))) == 12
     assert {p.parent.name for p in tmp_path.rglob("events.out.tfevents.*")} == {
         "train",
         "validation",
         "cam",
     }
+    # The live curves carry the same story: the on-cue group's mean and homer's class mean.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "cam"), size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert {
+        "cam/mean_mask_lift",
+        "cam/on_cue/mean_mask_focus",
+        "cam/class_homer/mean_mask_focus",
+        "cam/before_training",
+    } <= tags
+
+
+def test_readme_numbers_come_from_the_example(spurious):
+    _, out, _ = spurious
+    text = " ".join(story_paragraph().split())
+    rest = text
+    for pattern, key, tol in STORY_NUMBERS:
+        found = re.findall(pattern, text)
+        assert len(found) == 1, (pattern, found)
+        assert abs(float(found[0]) - out[key]) <= tol, (pattern, found[0], key, out[key])
+        m = re.search(pattern, rest)  # blank out the number only: the patterns overlap
+        rest = rest[: m.start(1)] + rest[m.end(1) :]
+    # Every number in the paragraph is one of those checked ("top-3" aside).
+    rest = rest.replace("top-3", "").replace("after epoch 0", "")  # names, not figures
+    assert re.findall(r"\d", rest) == [], rest
+    # The GIF README opens with is this example's probe 0: before training, then 12 epochs.
+    gif = Image.open(Path(__file__).parent.parent / "docs" / "spurious_homer.gif")
+    assert gif.n_frames == 13
+    assert "before training to epoch 11" in README
+
+
+def test_readme_api_snippet_runs_as_written(tmp_path, monkeypatch):
+    section = README[README.index("## The API in ten lines") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    assert len([ln for ln in code.strip().splitlines() if ln.strip()]) <= 12
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    run = namespace["run"]
+    assert run.epochs == [-1, 0, 1, 2] and run.heatmaps.shape[:2] == (4, 8)
+    assert namespace["res"].heatmaps.shape[0] == 8
+    assert (tmp_path / "runs" / "a" / "cam" / "animations" / "probe_000.gif").is_file()
 
 
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path):
     args = ["--out", str(tmp_path), "--train", "64", "--epochs", "1", "--fine-tune-epochs", "1"]
     run = load("transfer_learning").main(args)
     assert run.layer.endswith("/block_13_expand_relu") and run.layer.startswith("mobilenetv2")
-    # Two phases, one continuous record: head-only epoch 0, then fine-tuning epoch 1.
-    assert run.epochs == [0, 1]
-    assert run.heatmaps.shape == (2, 6, 6, 6)
+    # Two phases, one continuous record: the untrained model, head-only epoch 0, then
+    # fine-tuning epoch 1.
+    assert run.epochs == [-1, 0, 1]
+    assert run.heatmaps.shape == (3, 6, 6, 6)
     assert np.isfinite(run.heatmaps).all()
     from PIL import Image
 
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 2
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3

@@ -38,8 +38,21 @@ def test_overlay_parity_with_float_blend():
     for alpha in (0.0, 0.3, 0.5, 1.0):
         got = F.overlay(image, HAND_MAP, alpha).astype(int)
         heat = F.colorize(HAND_MAP, (48, 60)).astype(np.float64)
-        want = np.round(alpha * heat + (1 - alpha) * image)
+        luma = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        want = np.round(alpha * heat + (1 - alpha) * luma[..., None])
         assert np.abs(got - want).max() <= 1, alpha
+        colour = F.overlay(image, HAND_MAP, alpha, grey=False).astype(int)
+        assert np.abs(colour - np.round(alpha * heat + (1 - alpha) * image)).max() <= 1
+
+
+def test_overlay_greys_the_probe_so_a_red_frame_is_not_read_as_heat():
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[...] = (210, 30, 35)
+    cold = F.overlay(red, np.zeros((2, 2)), 0.5)
+    # Over a cold map the red object no longer shows red: every channel is near-equal grey.
+    assert cold.dtype == np.uint8 and int(np.ptp(cold.astype(int) - cold[..., :1], axis=None)) < 70
+    assert cold[0, 0, 0] < 100  # not the probe's red 210 half-blended (≈ 130)
+    np.testing.assert_array_equal(F.desaturate(red)[..., 0], F.desaturate(red)[..., 2])
 
 
 def test_colorize_uses_turbo_lookup():
@@ -65,11 +78,25 @@ def test_frame_stays_legible_for_small_and_large_inputs(side, shown):
     r = F.FrameRenderer(image, label=1, class_names=["cat", "dog", "bird"], top_k=3)
     frame = r.draw(HAND_MAP, np.array([0.1, 0.7, 0.2]), epoch=4)
     assert frame.shape == (F.CAPTION_H + shown, 2 * shown + F.PANEL_W, 3)
-    # The middle panel is exactly the overlay of the shown image.
+    # The middle panel is exactly the overlay of the shown image, on its grey copy.
     np.testing.assert_array_equal(
         frame[F.CAPTION_H :, shown : 2 * shown], F.overlay(r.image, HAND_MAP, 0.5)
     )
     np.testing.assert_array_equal(frame[F.CAPTION_H :, :shown], r.image)
+
+
+def test_left_panel_keeps_colour_and_baseline_caption():
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[...] = (210, 30, 35)
+    r = F.FrameRenderer(image, label=0, class_names=["homer", "square"])
+    before = r.draw(np.zeros((2, 2)), np.array([0.5, 0.5]), epoch=-1)
+    after = r.draw(np.zeros((2, 2)), np.array([0.5, 0.5]), epoch=0)
+    assert before[F.CAPTION_H + 5, 5].tolist() == [210, 30, 35]  # the probe, in colour
+    mid = before[F.CAPTION_H + 5, 165]
+    assert abs(int(mid[0]) - int(mid[2])) < 60  # the overlay's background is grey
+    # "before training" is wider than "epoch 0": the captions differ.
+    assert not np.array_equal(before[: F.CAPTION_H], after[: F.CAPTION_H])
+    assert F.epoch_label(-1) == "before training" and F.epoch_label(7) == "epoch 7"
 
 
 def bar_y(shown, row, font=13, top_k=3):
@@ -150,6 +177,29 @@ def test_grid_and_tile():
     assert t.shape == (44, 44, 3) and t[0, 0].tolist() == list(F.WRONG)
     with pytest.raises(ValueError, match="`frames` is empty"):
         F.grid([])
+
+
+def test_grid_title_and_tile_caption_are_drawn():
+    t = F.tile(np.zeros((10, 10, 3), np.uint8), HAND_MAP, np.array([0.9, 0.1]), 0, side=40)
+    c = F.tile(
+        np.zeros((10, 10, 3), np.uint8),
+        HAND_MAP,
+        np.array([0.9, 0.1]),
+        0,
+        side=40,
+        caption="003 homer",
+    )
+    assert c.shape == (44 + F.TILE_CAPTION_H, 44, 3)
+    np.testing.assert_array_equal(c[:44], t)
+    strip = c[44:]
+    assert (strip == F.TEXT).all(-1).any() or strip.max() > 200  # text pixels in the strip
+    plain = F.grid([t, t], cols=2)
+    titled = F.grid([t, t], cols=2, title="epoch 3")
+    assert titled.shape[0] == plain.shape[0] + F.GRID_TITLE_H
+    np.testing.assert_array_equal(titled[F.GRID_TITLE_H :], plain)
+    assert titled[: F.GRID_TITLE_H].max() > 200  # the title's text
+    other = F.grid([t, t], cols=2, title="epoch 4")
+    assert not np.array_equal(titled[: F.GRID_TITLE_H], other[: F.GRID_TITLE_H])
 
 
 def test_bad_frame_inputs():

@@ -64,6 +64,26 @@ def test_summary_scalars():
     assert s == pytest.approx({"misclassified_fraction": 0.5, "mean_drift": 0.2})
 
 
+
+def test_summary_scalars_per_group_tell_the_flagged_story():
+    # Two homer probes pulled to the cue, two others not: the overall mean hides it.
+    values = {
+        "mask_focus": np.array([0.8, 0.6, 0.1, 0.1]),
+        "mask_lift": np.array([3.2, 2.4, 0.4, 0.4]),
+        "true_class_probability": np.array([0.9, 0.8, 0.5, 0.3]),
+    }
+    s = M.summary_scalars(
+        values, labels=np.array([0, 0, 1, 1]), class_names=["Homer S.", "tri"], mask_kind="cue"
+    )
+    assert s["mean_mask_lift"] == pytest.approx(1.6)
+    assert s["on_cue/count"] == 2 and s["on_cue/mean_mask_focus"] == pytest.approx(0.7)
+    assert s["class_homer_s/mean_mask_focus"] == pytest.approx(0.7)
+    assert s["class_tri/mean_true_class_probability"] == pytest.approx(0.4)
+    obj = M.summary_scalars(values, mask_kind="object")
+    assert obj["left_mask/count"] == 2 and obj["left_mask/mean_mask_lift"] == pytest.approx(0.4)
+    assert not any(k.startswith("class_") for k in obj)
+
+
 def test_flags_on_constructed_record():
     # 4 epochs, 4 probes, 2 classes.
     p = np.array(

@@ -272,7 +272,7 @@ def test_killed_run_leaves_partial_animations_that_render_rebuilds(tmp_path):
     assert "probe_000.gif.part" in parts and "grid.gif.part" in parts
     run = load_run(tmp_path)
     # on_epoch_end(3) had returned, so epoch 2 is on disk; epoch 3 was in flight.
-    assert run.epochs[:3] == [0, 1, 2]
+    assert run.epochs[:4] == [-1, 0, 1, 2]  # the untrained model first
     out = subprocess.run(
         [sys.executable, "-m", "cam_callback", "render", str(tmp_path), "--grid"],
         capture_output=True,
@@ -284,3 +284,10 @@ def test_killed_run_leaves_partial_animations_that_render_rebuilds(tmp_path):
     assert Image.open(folder / "grid.gif").n_frames == len(run.epochs)
     for i in range(1, run.n_probes):
         assert gif_epochs(folder / f"probe_{i:03d}.gif", run, i) == run.epochs
+
+
+def test_planned_epochs_follow_cadence_resume_and_unknown_length():
+    assert pipeline.planned_epochs(1, 6, 2, []) == [1, 3, 5]  # every_n_epochs=2
+    assert pipeline.planned_epochs(3, 5, 1, [0, 1, 2, 7]) == [0, 1, 2, 3, 4]
+    assert pipeline.planned_epochs(4, 3, 1, [0, 1]) is None  # past fit's end: unknown
+    assert pipeline.planned_epochs(0, None, 1, []) is None

@@ -122,13 +122,14 @@ def test_saliency_gets_frames_animations_and_page(tmp_path):
     model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
     run = load_run(tmp_path)
     assert run.method == "saliency" and run.layer == ""
-    assert run.heatmaps.shape == (2, 3, 32, 32)  # input resolution
-    assert run.metrics["faithfulness"].shape == (2, 3)
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 2
+    # before training, then 2 epochs
+    assert run.heatmaps.shape == (3, 3, 32, 32)  # input resolution
+    assert run.metrics["faithfulness"].shape == (3, 3)
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3
     page = write_report(run)
     assert "saliency" in page.read_text()
     stored = json.loads((tmp_path / "cam" / "flags.json").read_text())
-    assert stored["n_epochs"] == 2
+    assert stored["n_epochs"] == 3
     assert {k: np.asarray(v).tolist() for k, v in run.flags.items()} == stored["flags"]
 
 

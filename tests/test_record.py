@@ -521,6 +521,28 @@ def test_fuzzed_records_load_or_raise_record_error(real_record, tmp_path):
     assert outcomes["loaded"] > 20 and outcomes["RecordError"] > 20, outcomes
 
 
+def test_baseline_epoch_is_read_back_first(tmp_path):
+    w = RecordWriter(tmp_path)
+    w.open(
+        {"fingerprint": "f", "n_probes": 1, "n_classes": 2, "map_shape": [2, 2], "layer": "c"},
+        images=np.zeros((1, 4, 4, 3), np.uint8),
+        labels=np.array([1]),
+    )
+    for epoch, value in ((0, 0.5), (record.BASELINE_EPOCH, 0.25), (1, 1.0)):
+        w.write_epoch(
+            epoch,
+            heatmaps=np.full((1, 2, 2), value, np.float32),
+            probabilities=np.array([[0.5, 0.5]], np.float32),
+            targets=np.array([1]),
+        )
+    assert (tmp_path / "cam" / "epochs" / "baseline.npz").is_file()
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0, 1] and run.has_baseline
+    assert run.heatmaps[:, 0, 0, 0].tolist() == [0.25, 0.5, 1.0]
+    assert w.first_epoch() == -1 and w.previous_epoch(0) == -1
+    assert load_run(tmp_path, epochs=slice(0, 2)).epochs == [-1, 0]
+
+
 def test_readme_states_the_record_guarantees():
     from pathlib import Path
 

@@ -105,6 +105,66 @@ def test_page_in_real_browser(tmp_path, browser):
     page.close()
 
 
+def test_poster_is_the_last_epoch_and_badges_carry_their_figure(tmp_path):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from cam_callback.frames import FrameRenderer
+
+    run = load_run(
+        make_record(tmp_path, n_probes=6, n_epochs=4, baseline=True, masks=True, mask_kind="cue")
+    )
+    page = report.write_report(run)
+    html_text = page.read_text()
+    rows = report.probe_rows(run, 0.5)
+    cue = [r for r in rows if "on_cue" in r["flags"]]
+    assert cue, "the fixture pulls class 0 onto its mask"
+    for r in cue:
+        badge = f"on cue {r['lift']:.1f}x"
+        assert r["badges"]["on_cue"] == badge and f">{badge}</span>" in html_text
+    assert "before training to epoch 3" in html_text
+    for i in range(run.n_probes):
+        poster = page.parent / "index_files" / f"probe_{i:03d}_last.png"
+        assert f'src="index_files/probe_{i:03d}_last.png"' in html_text
+        label = int(run.labels[i])
+        want = FrameRenderer(run.images[i], label=label, class_names=run.class_names).draw(
+            run.heatmaps[-1, i], run.probabilities[-1, i], run.epochs[-1]
+        )
+        got = np.asarray(Image.open(BytesIO(poster.read_bytes())).convert("RGB"))
+        np.testing.assert_array_equal(got, want)
+    assert report.badge_text("low_confidence", {"confidence": 0.413}) == "low confidence 0.41"
+    assert report.badge_text("left_mask", {"lift": 0.84}) == "left mask 0.8x"
+
+
+def test_attention_sort_and_poster_play_in_real_browser(tmp_path, browser):
+    run = load_run(
+        make_record(tmp_path, n_probes=6, n_epochs=4, baseline=True, masks=True, mask_kind="cue")
+    )
+    page_path = report.write_report(run)
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(page_path.as_uri())
+    page.wait_for_load_state("load")
+    page.select_option("#sort", "attention")
+    order = page.evaluate(
+        "Array.from(document.querySelectorAll('.card:not(.hidden)')).map(c => +c.dataset.index)"
+    )
+    rows = report.probe_rows(run, 0.5)
+    assert order == [r["index"] for r in sorted(rows, key=lambda r: (r["attention"], r["index"]))]
+    flagged = [r["index"] for r in rows if "on_cue" in r["flags"]]
+    assert sorted(order[: len(flagged)]) == sorted(flagged)
+    img = page.locator(".card[data-index='0'] img")
+    assert img.get_attribute("src").endswith("_last.png")
+    img.hover()
+    assert page.evaluate("document.querySelector(\".card[data-index='0'] img\").src").endswith(
+        "probe_000.gif"
+    )
+    page.mouse.move(0, 0)
+    assert errors == []
+
+
 def test_hostile_names_and_paths(tmp_path, browser):
     log = make_record(tmp_path / "a b#c", n_probes=3, n_epochs=2)
     meta = log / "cam" / "record.json"
@@ -119,7 +179,8 @@ def test_hostile_names_and_paths(tmp_path, browser):
         assert hidden not in text
     assert "evil" in text and "nulname" in text
     assert "x" * 47 + "…" in text and "x" * 48 not in text
-    assert 'src="run%231_files/probe_000.gif"' in text
+    assert 'src="run%231_files/probe_000_last.png"' in text
+    assert 'data-gif="run%231_files/probe_000.gif"' in text
     page = browser.new_page()
     errors, dialogs = [], []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -132,6 +193,12 @@ def test_hostile_names_and_paths(tmp_path, browser):
         ".map(i => i.complete && i.naturalWidth > 0)"
     )
     assert decoded == [True] * 3
+    gifs = page.evaluate(  # the animations load from the encoded path too
+        "Promise.all(Array.from(document.querySelectorAll('.card img')).map(i => new Promise("
+        "r => { const g = new Image(); g.onload = () => r(g.naturalWidth > 0);"
+        " g.onerror = () => r(false); g.src = i.dataset.gif; })))"
+    )
+    assert gifs == [True] * 3
     summary = json.loads(page.evaluate("document.getElementById('summary').textContent"))
     assert summary["layer"] == data["layer"] and summary["epochs"] == [0, 1]
     page.close()

@@ -1,0 +1,317 @@
+// The CAM dashboard: one epoch slider moving every probe of a run record, optionally beside a
+// second run of the same probes. Data comes from this plugin's routes only (no network loads);
+// every name from the record is written with textContent, never parsed as HTML.
+
+const POLL_MS = 2000;
+const PLAY_MS = 600;
+const FLAGS = ['misclassified', 'low_confidence', 'flipped', 'unstable', 'left_mask', 'on_cue'];
+const SVG = 'http://www.w3.org/2000/svg';
+
+const state = {
+  runs: [],
+  a: null, // {name, epochs, probes, class_names}
+  b: null,
+  pos: 0,
+  timer: null,
+  cards: [],
+};
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+async function getJSON(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+function frameURL(run, probe, epoch) {
+  return './frame?' + new URLSearchParams({run, probe: String(probe), epoch: String(epoch)});
+}
+
+function epochLabel(epoch) {
+  return epoch < 0 ? 'before training' : `epoch ${epoch}`;
+}
+
+function option(select, value, text) {
+  const o = document.createElement('option');
+  o.value = value;
+  o.textContent = text;
+  select.appendChild(o);
+}
+
+function buildLayout() {
+  const link = el('link', {rel: 'stylesheet', href: './style.css'});
+  document.head.appendChild(link);
+  const header = el('header');
+  const row1 = el('div', {class: 'controls'});
+  const runA = el('select', {id: 'run-a', 'aria-label': 'run'});
+  const runB = el('select', {id: 'run-b', 'aria-label': 'compare with'});
+  row1.append(el('span', {}, 'run '), runA, el('span', {}, ' beside '), runB);
+  const row2 = el('div', {class: 'controls'});
+  const play = el('button', {id: 'play', type: 'button'}, 'Play');
+  const slider = el('input', {id: 'epoch', type: 'range', min: '0', max: '0', value: '0'});
+  const label = el('span', {id: 'epoch-label'}, '');
+  row2.append(play, slider, label);
+  const row3 = el('div', {class: 'controls'});
+  const byClass = el('select', {id: 'class-filter', 'aria-label': 'class'});
+  const byFlag = el('select', {id: 'flag-filter', 'aria-label': 'flag'});
+  option(byFlag, '', 'all');
+  option(byFlag, 'any', 'any flag');
+  for (const f of FLAGS) option(byFlag, f, f.replace('_', ' '));
+  const sort = el('select', {id: 'sort', 'aria-label': 'sort'});
+  option(sort, 'doubt', 'most doubtful first');
+  option(sort, 'attention', 'attention: on cue / left mask first');
+  option(sort, 'truep', 'lowest p(true) first');
+  option(sort, 'index', 'probe order');
+  row3.append(el('span', {}, 'class '), byClass, el('span', {}, ' flag '), byFlag,
+      el('span', {}, ' sort '), sort, el('span', {id: 'count'}, ''));
+  const status = el('div', {id: 'status'}, 'Loading run records…');
+  header.append(row1, row2, row3, status);
+  const main = el('main', {id: 'cards'});
+  document.body.append(header, main);
+
+  runA.addEventListener('change', () => selectRuns(runA.value, ''));
+  runB.addEventListener('change', () => selectRuns(runA.value, runB.value));
+  slider.addEventListener('input', () => setPos(Number(slider.value)));
+  play.addEventListener('click', togglePlay);
+  for (const s of [byClass, byFlag, sort]) s.addEventListener('change', applyFilters);
+}
+
+function fillRunSelects() {
+  const runA = document.getElementById('run-a');
+  const runB = document.getElementById('run-b');
+  const keepA = state.a ? state.a.name : runA.value;
+  runA.replaceChildren();
+  for (const r of state.runs) option(runA, r.name, r.error ? `${r.name} (unreadable)` : r.name);
+  if (keepA !== null) runA.value = keepA;
+  runB.replaceChildren();
+  option(runB, '', 'nothing');
+  const fp = state.runs.find((r) => r.name === runA.value)?.fingerprint;
+  for (const r of state.runs) {
+    if (r.name !== runA.value && !r.error && r.fingerprint === fp) option(runB, r.name, r.name);
+  }
+  runB.value = state.b ? state.b.name : '';
+}
+
+async function loadRun(name) {
+  const data = await getJSON('./probes?' + new URLSearchParams({run: name}));
+  return {name, ...data};
+}
+
+async function selectRuns(nameA, nameB) {
+  stopPlay();
+  const atEnd = !state.a || state.pos >= state.a.epochs.length - 1;
+  const a = await loadRun(nameA);
+  const b = nameB ? await loadRun(nameB) : null;
+  const sameRun = state.a && state.a.name === a.name;
+  state.a = a;
+  state.b = b;
+  fillRunSelects();
+  const slider = document.getElementById('epoch');
+  slider.max = String(Math.max(0, a.epochs.length - 1));
+  const pos = sameRun && !atEnd ? Math.min(state.pos, a.epochs.length - 1) : a.epochs.length - 1;
+  buildCards();
+  setPos(Math.max(0, pos));
+  const status = document.getElementById('status');
+  status.textContent = a.epochs.length ?
+    `${a.probes.length} probes · ${a.epochs.length} frames (${epochLabel(a.epochs[0])} to ` +
+    `${epochLabel(a.epochs[a.epochs.length - 1])}) · refreshed live` :
+    'No complete epoch recorded yet.';
+  document.body.dataset.ready = '1';
+}
+
+function sparkline(curve, cls) {
+  const w = 160;
+  const h = 36;
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('class', 'curve ' + cls);
+  svg.setAttribute('width', w);
+  svg.setAttribute('height', h);
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  const xs = curve.map((_, i) => (curve.length > 1 ? 2 + i * (w - 4) / (curve.length - 1) : w / 2));
+  const ys = curve.map((v) => h - 2 - Math.min(1, Math.max(0, v)) * (h - 4));
+  const mid = document.createElementNS(SVG, 'line');
+  for (const [k, v] of Object.entries({x1: 0, x2: w, y1: h / 2, y2: h / 2, class: 'mid'})) {
+    mid.setAttribute(k, v);
+  }
+  const line = document.createElementNS(SVG, 'polyline');
+  line.setAttribute('points', xs.map((x, i) => `${x.toFixed(1)},${ys[i].toFixed(1)}`).join(' '));
+  const dot = document.createElementNS(SVG, 'circle');
+  dot.setAttribute('r', '3');
+  svg.append(mid, line, dot);
+  return {svg, dot, xs, ys};
+}
+
+function buildCards() {
+  const main = document.getElementById('cards');
+  main.replaceChildren();
+  state.cards = [];
+  const a = state.a;
+  const bByIndex = new Map((state.b ? state.b.probes : []).map((p) => [p.index, p]));
+  const classes = new Set();
+  for (const p of a.probes) {
+    classes.add(p.class);
+    const card = el('article', {class: 'card'});
+    card.dataset.index = p.index;
+    card.dataset.class = p.class;
+    card.dataset.flags = p.flags.join(' ');
+    card.dataset.priority = p.priority[0];
+    card.dataset.truep = p.true_probability;
+    card.dataset.attention = p.attention[0];
+    card.dataset.lift = p.attention[1];
+    const frames = el('div', {class: 'frames'});
+    const imgA = el('img', {class: 'frame a', alt: `probe ${p.index}`});
+    const figA = el('figure');
+    figA.append(imgA);
+    let imgB = null;
+    let capA = null;
+    let capB = null;
+    if (state.b) {
+      capA = el('figcaption', {}, a.name);
+      figA.prepend(capA);
+      imgB = el('img', {class: 'frame b', alt: `probe ${p.index}, ${state.b.name}`});
+      capB = el('figcaption', {}, state.b.name);
+      const figB = el('figure');
+      figB.append(capB, imgB);
+      frames.append(figA, figB);
+    } else {
+      frames.append(figA);
+    }
+    const meta = el('div', {class: 'meta'});
+    const title = el('div', {class: 'title'}, `probe ${String(p.index).padStart(3, '0')}`);
+    if (p.label !== null) title.append(' · true: ', el('b', {}, p.label_name));
+    const curveRow = el('div', {class: 'curve-row'});
+    const sa = sparkline(p.curve, 'a');
+    curveRow.append(sa.svg);
+    const pb = bByIndex.get(p.index);
+    const sb = pb ? sparkline(pb.curve, 'b') : null;
+    if (sb) curveRow.append(sb.svg);
+    const ptext = el('span', {class: 'p'}, '');
+    curveRow.append(ptext);
+    const badges = el('div', {class: 'badges'});
+    for (const f of p.flags) badges.append(el('span', {class: `badge ${f}`}, p.badges[f] || f));
+    meta.append(title, curveRow, badges);
+    card.append(frames, meta);
+    main.append(card);
+    state.cards.push({card, p, pb, imgA, imgB, sa, sb, ptext, capA, capB});
+  }
+  const byClass = document.getElementById('class-filter');
+  const keep = byClass.value;
+  byClass.replaceChildren();
+  option(byClass, '', 'all');
+  for (const c of [...classes].sort()) option(byClass, c, c);
+  byClass.value = [...classes].includes(keep) ? keep : '';
+  applyFilters();
+}
+
+function setPos(pos) {
+  const a = state.a;
+  if (!a || !a.epochs.length) return;
+  state.pos = Math.max(0, Math.min(pos, a.epochs.length - 1));
+  const slider = document.getElementById('epoch');
+  slider.value = String(state.pos);
+  const epochA = a.epochs[state.pos];
+  const b = state.b;
+  const posB = b ? Math.min(state.pos, b.epochs.length - 1) : -1;
+  const epochB = b && posB >= 0 ? b.epochs[posB] : null;
+  document.getElementById('epoch-label').textContent = epochLabel(epochA);
+  document.body.dataset.epoch = String(epochA);
+  for (const c of state.cards) {
+    c.imgA.src = frameURL(a.name, c.p.index, epochA);
+    c.sa.dot.setAttribute('cx', c.sa.xs[state.pos].toFixed(1));
+    c.sa.dot.setAttribute('cy', c.sa.ys[state.pos].toFixed(1));
+    const right = c.p.label === null || c.p.pred[state.pos] === c.p.label;
+    c.card.classList.toggle('wrong', !right);
+    let text = `p(true) ${c.p.curve[state.pos].toFixed(2)}`;
+    if (c.imgB && epochB !== null) {
+      c.imgB.src = frameURL(b.name, c.p.index, epochB);
+      c.capA.textContent = `${a.name} · ${epochLabel(epochA)}`;
+      c.capB.textContent = `${b.name} · ${epochLabel(epochB)}`;
+      if (c.sb) {
+        c.sb.dot.setAttribute('cx', c.sb.xs[posB].toFixed(1));
+        c.sb.dot.setAttribute('cy', c.sb.ys[posB].toFixed(1));
+        text += ` · ${c.pb.curve[posB].toFixed(2)}`;
+      }
+    }
+    c.ptext.textContent = text;
+  }
+}
+
+function applyFilters() {
+  const cls = document.getElementById('class-filter').value;
+  const flag = document.getElementById('flag-filter').value;
+  const key = document.getElementById('sort').value;
+  let shown = 0;
+  for (const {card} of state.cards) {
+    const flags = card.dataset.flags.split(' ').filter(Boolean);
+    const ok = (cls === '' || card.dataset.class === cls) &&
+      (flag === '' || (flag === 'any' ? flags.length > 0 : flags.includes(flag)));
+    card.classList.toggle('hidden', !ok);
+    if (ok) shown += 1;
+  }
+  const n = (c, k) => Number(c.dataset[k]);
+  const sorted = state.cards.map((c) => c.card).sort((x, y) => {
+    if (key === 'index') return n(x, 'index') - n(y, 'index');
+    if (key === 'doubt') {
+      return (n(x, 'priority') - n(y, 'priority')) || (n(x, 'truep') - n(y, 'truep')) ||
+        (n(x, 'index') - n(y, 'index'));
+    }
+    if (key === 'attention') {
+      return (n(x, 'attention') - n(y, 'attention')) || (n(x, 'lift') - n(y, 'lift')) ||
+        (n(x, 'index') - n(y, 'index'));
+    }
+    return (n(x, 'truep') - n(y, 'truep')) || (n(x, 'index') - n(y, 'index'));
+  });
+  const main = document.getElementById('cards');
+  for (const card of sorted) main.appendChild(card);
+  document.getElementById('count').textContent = ` ${shown} of ${state.cards.length} probes`;
+}
+
+function stopPlay() {
+  if (state.timer !== null) clearInterval(state.timer);
+  state.timer = null;
+  document.getElementById('play').textContent = 'Play';
+}
+
+function togglePlay() {
+  if (state.timer !== null) return stopPlay();
+  document.getElementById('play').textContent = 'Pause';
+  state.timer = setInterval(() => {
+    const n = state.a ? state.a.epochs.length : 0;
+    if (n) setPos((state.pos + 1) % n);
+  }, PLAY_MS);
+}
+
+async function poll() {
+  try {
+    const {runs} = await getJSON('./runs');
+    const before = JSON.stringify(state.runs.map((r) => [r.name, r.epochs, r.fingerprint]));
+    state.runs = runs;
+    const now = JSON.stringify(runs.map((r) => [r.name, r.epochs, r.fingerprint]));
+    if (!state.a && runs.length) {
+      await selectRuns(runs[0].name, '');
+    } else if (before !== now && state.a) {
+      const stillA = runs.some((r) => r.name === state.a.name);
+      const stillB = state.b && runs.some((r) => r.name === state.b.name);
+      const playing = state.timer !== null;
+      await selectRuns(stillA ? state.a.name : runs[0].name, stillB ? state.b.name : '');
+      if (playing) togglePlay();
+    }
+    if (!runs.length) {
+      document.getElementById('status').textContent = 'No run record (*/cam/record.json) yet.';
+    }
+  } catch (err) {
+    document.getElementById('status').textContent = `Could not read the runs: ${err.message}`;
+  }
+}
+
+export async function render() {
+  buildLayout();
+  await poll();
+  setInterval(poll, POLL_MS);
+}

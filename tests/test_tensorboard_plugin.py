@@ -1,0 +1,430 @@
+"""The CAM dashboard: found through its entry point by a real `tensorboard` server on loopback,
+and driven in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+from records import make_record
+from test_report import CHROMIUM, FLAGS
+
+from cam_callback import report
+from cam_callback.metrics import epoch_metrics
+from cam_callback.record import RecordWriter, load_run
+from cam_callback.tensorboard_plugin import CAMPlugin, discover_runs
+
+ROOT = Path(__file__).parent.parent
+HOSTILE = ['<img src=x onerror="window.__pwned=1">', 'a"b&c', "</script><b>x</b>"]
+
+
+def entry_point() -> EntryPoint:
+    """The `tensorboard_plugins` entry point as pyproject.toml declares it."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (name, value), *rest = meta["project"]["entry-points"]["tensorboard_plugins"].items()
+    assert rest == []
+    return EntryPoint(name=name, value=value, group="tensorboard_plugins")
+
+
+def test_entry_point_loads_the_plugin():
+    ep = entry_point()
+    assert ep.name == "cam" and ep.load() is CAMPlugin
+    assert CAMPlugin.plugin_name == "cam"
+    meta = CAMPlugin.frontend_metadata(CAMPlugin(_Context("")))
+    assert meta.tab_name == "CAM" and meta.es_module_path == "/index.js"
+    # The static files ship as package data.
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "tensorboard_plugin/static/*" in package_data["package-data"]["cam_callback"]
+
+
+def test_plugin_imports_no_tensorflow():
+    code = (
+        "import sys, cam_callback.tensorboard_plugin as p; p.CAMPlugin; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+class _Context:
+    def __init__(self, logdir):
+        self.logdir = logdir
+
+
+def test_discover_runs_names_every_record(tmp_path):
+    make_record(tmp_path / "a", n_epochs=1)
+    make_record(tmp_path / "deep" / "b", n_epochs=1)
+    (tmp_path / ".hidden" / "cam").mkdir(parents=True)
+    (tmp_path / ".hidden" / "cam" / "record.json").write_text("{}")
+    (tmp_path / "c" / "cam").mkdir(parents=True)  # no record.json: not a record
+    found = discover_runs(tmp_path)
+    assert found == {"a": tmp_path / "a" / "cam", "deep/b": tmp_path / "deep" / "b" / "cam"}
+    assert discover_runs(tmp_path / "a") == {".": tmp_path / "a" / "cam"}
+    assert discover_runs(tmp_path / "missing") == {}
+    assert CAMPlugin(_Context(str(tmp_path))).is_active()
+    assert not CAMPlugin(_Context(str(tmp_path / "c"))).is_active()
+
+
+# ---------------------------------------------------------------------- a real server
+
+
+def _env(extra: Path | None = None) -> dict:
+    env = dict(os.environ)
+    paths = ([str(extra)] if extra else []) + [str(ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def _dist_info(site: Path) -> Path:
+    """Package metadata for this source tree, built from pyproject.toml, so TensorBoard's own
+    entry-point discovery finds the plugin whether or not the package is pip-installed (an
+    editable install of this tree yields the same entry point; this one shadows it)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    info = site / f"cam_callback-{meta['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
+    )
+    lines = ["[tensorboard_plugins]"]
+    lines += [f"{k} = {v}" for k, v in meta["entry-points"]["tensorboard_plugins"].items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return site
+
+
+def _hostile_record(log_dir: Path) -> Path:
+    return make_record(
+        log_dir,
+        n_probes=6,
+        n_epochs=4,
+        baseline=True,
+        masks=True,
+        mask_kind="cue",
+        class_names=HOSTILE,
+        fingerprint="same",
+    )
+
+
+def _append_epoch(log_dir: Path, epoch: int) -> None:
+    """One more epoch, as a tracker still training would write it."""
+    run = load_run(log_dir)
+    rng = np.random.default_rng(epoch)
+    maps = rng.random(run.heatmaps.shape[1:]).astype(np.float32)
+    probs = rng.dirichlet(np.ones(run.probabilities.shape[2]), run.n_probes)
+    values = epoch_metrics(maps, probs, labels=run.labels, masks=run.masks)
+    RecordWriter(log_dir).write_epoch(
+        epoch, heatmaps=maps, probabilities=probs, targets=probs.argmax(1), metrics=values
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    _hostile_record(logs / "a")
+    make_record(logs / "b", n_probes=6, n_epochs=3, seed=4, fingerprint="same", class_names=HOSTILE)
+    make_record(logs / "other", n_probes=3, n_epochs=2, fingerprint="else")
+    site = _dist_info(tmp_path_factory.mktemp("site"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logs),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_env(site),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        listing = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(base + "/data/plugins_listing", timeout=5) as r:
+                    listing = json.loads(r.read())
+                if "cam" in listing:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        if "cam" not in listing:
+            proc.kill()
+            raise AssertionError(f"no CAM plugin in {list(listing)}: {proc.stderr.read()[-3000:]}")
+        yield base, logs, listing
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
+def test_tab_listed_active_and_loaded_from_the_entry_point(server):
+    base, _, listing = server
+    cam = listing["cam"]
+    assert cam["enabled"] is True and cam["tab_name"] == "CAM"
+    assert cam["loading_mechanism"] == {
+        "type": "IFRAME",
+        "module_path": "/data/plugin/cam/index.js",
+    }
+    status, _, body = get(base + "/data/plugin/cam/runs")
+    runs = {r["name"]: r for r in json.loads(body)["runs"]}
+    assert status == 200 and set(runs) == {"a", "b", "other"}
+    assert runs["a"]["epochs"] == [-1, 0, 1, 2, 3] and runs["a"]["has_baseline"] is True
+    assert runs["a"]["class_names"] == HOSTILE
+
+
+def test_data_routes_agree_with_the_record(server):
+    base, logs, _ = server
+    status, _, body = get(base + "/data/plugin/cam/probes?run=a")
+    data = json.loads(body)
+    run = load_run(logs / "a")
+    rows = report.probe_rows(run, 0.5)
+    assert status == 200 and data["epochs"] == run.epochs
+    for got, want in zip(data["probes"], rows, strict=True):
+        np.testing.assert_allclose(got["curve"], want["curve"], atol=1e-5)
+        assert got["flags"] == want["flags"] and got["badges"] == want["badges"]
+        assert got["pred"] == run.probabilities[:, want["index"]].argmax(-1).tolist()
+    status, ctype, png = get(base + "/data/plugin/cam/frame?run=a&probe=3&epoch=-1")
+    assert status == 200 and ctype == "image/png" and png[:4] == b"\x89PNG"
+    from io import BytesIO
+
+    from PIL import Image
+
+    from cam_callback.frames import FrameRenderer
+
+    want = FrameRenderer(run.images[3], label=int(run.labels[3]), class_names=run.class_names)
+    frame = want.draw(run.heatmaps[0, 3], run.probabilities[0, 3], -1)
+    np.testing.assert_array_equal(np.asarray(Image.open(BytesIO(png)).convert("RGB")), frame)
+
+
+@pytest.mark.parametrize(
+    "query,code",
+    [
+        ("frame?run=a&probe=abc&epoch=0", 400),
+        ("frame?run=a&probe=0", 400),
+        ("frame?probe=0&epoch=0", 400),
+        ("frame?run=a&probe=99&epoch=0", 404),
+        ("frame?run=a&probe=-1&epoch=0", 404),
+        ("frame?run=a&probe=0&epoch=77", 404),
+        ("frame?run=a&probe=0&epoch=99999999999999999999", 400),
+        ("frame?run=..%2F..%2Fetc&probe=0&epoch=0", 404),
+        ("frame?run=%00&probe=0&epoch=0", 400),
+        ("probes?run=nope", 404),
+        ("probes", 400),
+    ],
+)
+def test_bad_requests_answer_4xx_without_a_traceback(server, query, code):
+    base, _, _ = server
+    status, _, body = get(f"{base}/data/plugin/cam/{query}")
+    assert status == code, body[:300]
+    assert b"Traceback" not in body and b'File "' not in body
+
+
+def test_an_unreadable_record_is_a_404_not_a_crash(server, tmp_path):
+    base, logs, _ = server
+    broken = logs / "broken" / "cam"
+    broken.mkdir(parents=True)
+    (broken / "record.json").write_text('{"format": "cam-callback-record", "version": 1}')
+    (broken / "probes.npz").write_bytes(b"not a zip")
+    try:
+        time.sleep(2.5)  # past the discovery cache
+        status, _, body = get(base + "/data/plugin/cam/probes?run=broken")
+        assert status == 404 and b"unreadable" in body and b"Traceback" not in body
+        status, _, body = get(base + "/data/plugin/cam/runs")
+        runs = {r["name"]: r for r in json.loads(body)["runs"]}
+        assert status == 200 and "error" in runs["broken"] and runs["a"]["epochs"]
+    finally:
+        import shutil
+
+        shutil.rmtree(logs / "broken")
+
+
+# ---------------------------------------------------------------------- in Chromium
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def _plugin_frame(page):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            if "plugin_entry.html" in frame.url and "name=cam" in frame.url:
+                frame.wait_for_selector("body[data-ready='1']", timeout=30000)
+                return frame
+        time.sleep(0.2)
+    raise AssertionError(f"no CAM iframe among {[f.url for f in page.frames]}")
+
+
+def _loaded(frame):
+    """Waits until every frame image has loaded; returns their src and a pixel checksum."""
+    frame.wait_for_function(
+        "Array.from(document.querySelectorAll('img.frame'))"
+        ".every(i => i.complete && i.naturalWidth > 0)",
+        timeout=30000,
+    )
+    return frame.evaluate(
+        """() => Array.from(document.querySelectorAll('.card:not(.hidden) img.frame')).map(i => {
+          const c = document.createElement('canvas');
+          c.width = i.naturalWidth; c.height = i.naturalHeight;
+          const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+          const d = g.getImageData(0, 0, c.width, c.height).data;
+          let s = 0; for (let k = 0; k < d.length; k += 7) s = (s * 31 + d[k]) % 1000000007;
+          return [i.closest('.card').dataset.index, new URL(i.src).search, s];
+        })"""
+    )
+
+
+def _visible(frame):
+    return frame.evaluate(
+        "Array.from(document.querySelectorAll('.card:not(.hidden)')).map(c => +c.dataset.index)"
+    )
+
+
+def _set_epoch(frame, pos):
+    frame.evaluate(
+        "p => { const s = document.getElementById('epoch'); s.value = String(p);"
+        " s.dispatchEvent(new Event('input')); }",
+        pos,
+    )
+
+
+def test_dashboard_in_chromium(server, browser):
+    base, logs, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors, requests = [], []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if m.type == "error" and "/plugin/cam" in m.text else None,
+    )
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(base + "/#cam")
+    # The tab is listed in TensorBoard's header and is the active dashboard.
+    page.wait_for_selector("text=CAM", timeout=60000)
+    frame = _plugin_frame(page)
+    frame.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    assert frame.evaluate("document.getElementById('run-a').value") == "a"
+    run = load_run(logs / "a")
+    n_epochs = len(run.epochs)
+    assert frame.evaluate("+document.getElementById('epoch').max") == n_epochs - 1
+    assert len(_visible(frame)) == 6
+
+    # Every epoch's frames load, and each slider move changes every probe's frame.
+    seen = []
+    for pos in range(n_epochs):
+        _set_epoch(frame, pos)
+        label = frame.inner_text("#epoch-label")
+        assert label == ("before training" if pos == 0 else f"epoch {run.epochs[pos]}")
+        shot = _loaded(frame)
+        assert len(shot) == 6
+        assert all(f"epoch={run.epochs[pos]}" in src for _, src, _ in shot)
+        seen.append({i: s for i, _, s in shot})
+    for before, after in zip(seen, seen[1:], strict=False):
+        assert all(before[i] != after[i] for i in before), (before, after)
+    # The current epoch is marked on each probability curve.
+    _set_epoch(frame, 1)
+    cx = frame.evaluate(
+        "Array.from(document.querySelectorAll('.curve circle')).map(c => +c.getAttribute('cx'))"
+    )
+    assert len(cx) == 6 and len(set(cx)) == 1 and cx[0] > 2
+
+    # Play moves the slider by itself; pause stops it.
+    frame.click("#play")
+    frame.wait_for_function("document.body.dataset.epoch !== '0'", timeout=5000)
+    frame.click("#play")
+    assert frame.inner_text("#play") == "Play"
+
+    # Filters and sorting, with the hostile class names shown as text, never as markup.
+    rows = report.probe_rows(run, 0.5)
+    names = frame.evaluate(
+        "Array.from(document.querySelectorAll('#class-filter option')).map(o => o.textContent)"
+    )
+    assert sorted(names[1:]) == sorted(HOSTILE)
+    assert frame.evaluate("window.__pwned") is None
+    assert frame.evaluate("document.querySelectorAll('img[src=x], .card b b').length") == 0
+    frame.select_option("#class-filter", HOSTILE[0])
+    assert sorted(_visible(frame)) == [i for i in range(6) if i % 3 == 0]
+    frame.select_option("#class-filter", "")
+    frame.select_option("#flag-filter", "on_cue")
+    on_cue = [r["index"] for r in rows if "on_cue" in r["flags"]]
+    assert on_cue and sorted(_visible(frame)) == on_cue
+    assert frame.inner_text("#count").strip() == f"{len(on_cue)} of 6 probes"
+    badge = frame.inner_text(f".card[data-index='{on_cue[0]}'] .badge.on_cue")
+    assert badge == rows[on_cue[0]]["badges"]["on_cue"] and badge.endswith("x")
+    frame.select_option("#flag-filter", "")
+    frame.select_option("#sort", "attention")
+    assert _visible(frame) == [
+        r["index"] for r in sorted(rows, key=lambda r: (r["attention"], r["index"]))
+    ]
+    frame.select_option("#sort", "doubt")
+    assert _visible(frame) == [
+        r["index"] for r in sorted(rows, key=lambda r: (r["priority"], r["index"]))
+    ]
+
+    # Two runs of the same probes side by side, at the same epoch position.
+    options = frame.evaluate(
+        "Array.from(document.querySelectorAll('#run-b option')).map(o => o.value)"
+    )
+    assert options == ["", "b"]  # "other" recorded other probes
+    frame.select_option("#run-b", "b")
+    frame.wait_for_function("document.querySelectorAll('img.frame.b').length === 6")
+    _set_epoch(frame, 2)
+    shot = _loaded(frame)
+    b_epochs = load_run(logs / "b").epochs
+    srcs = [src for _, src, _ in shot]
+    assert sum("run=b" in s and f"epoch={b_epochs[2]}" in s for s in srcs) == 6
+    assert sum("run=a" in s and f"epoch={run.epochs[2]}" in s for s in srcs) == 6
+
+    # Live: an epoch written while the page is open appears, and the slider follows it.
+    frame.select_option("#run-b", "")
+    _set_epoch(frame, n_epochs - 1)
+    _append_epoch(logs / "a", run.epochs[-1] + 1)
+    frame.wait_for_function(f"+document.getElementById('epoch').max === {n_epochs}", timeout=20000)
+    frame.wait_for_function(
+        f"document.body.dataset.epoch === '{run.epochs[-1] + 1}'", timeout=10000
+    )
+    _loaded(frame)
+
+    # Nothing from the network: every request of the page went to this server.
+    assert requests and all(u.startswith(base) or u.startswith("data:") for u in requests), [
+        u for u in requests if not u.startswith(base)
+    ]
+    assert errors == []
+    page.close()
