@@ -451,7 +451,7 @@ def _is_chief(model: keras.Model) -> bool:
     """Under a multi-worker strategy only the chief (or worker 0 without one) writes."""
     index, count = backends.process()  # keras.distribution over several JAX processes
     if count > 1:
-        return True
+        return index == 0
     strategy = getattr(model, "distribute_strategy", None)
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:

@@ -20,10 +20,22 @@ PAD_BATCH = True  # one program per batch shape: callers pad to a few sizes
 EAGER = False  # the Python body runs once per compiled shape
 
 
+def _local(value: Any) -> Any:
+    """This process's own copy of a variable spread over several processes.
+
+    Under keras.distribution across processes the weights are global arrays: a jit
+    over them is a collective every process must join. Only process 0 computes maps,
+    so it works on its local replica and never waits for the others.
+    """
+    if getattr(value, "is_fully_addressable", True):
+        return value
+    return jax.device_put(np.asarray(value.addressable_data(0)), jax.local_devices()[0])
+
+
 def _state(model: Any) -> tuple[list, list]:
     return (
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
+        [_local(v.value) for v in model.trainable_variables],
+        [_local(v.value) for v in model.non_trainable_variables],
     )
 
 
