@@ -189,7 +189,7 @@ def test_init_errors_name_the_argument(tmp_path):
         (dict(display_images=np.zeros((2, 8, 8, 3), np.uint8)), ValueError, r"\[8, H, W, 3\]"),
         (dict(probe_masks=np.zeros((8, 5, 5), bool)), ValueError, r"`probe_masks` must be \[8"),
         (dict(layer=4), TypeError, "`layer` must be"),
-        (dict(method="cam"), ValueError, "`method` must be one of"),
+        (dict(method="cams"), ValueError, "`method` must be one of"),
         (dict(target="top"), ValueError, "`target` must be"),
         (dict(target="label", probe_labels=None), ValueError, "needs `probe_labels`"),
         (dict(every_n_epochs=0), ValueError, "`every_n_epochs` must be a positive int"),
