@@ -245,6 +245,7 @@ class ModelCheck:
             cannot be found falls back to the probability, with a warning.
         head: ``"softmax"``, ``"logits"`` (a linear multi-class output), ``"binary"``
             (one sigmoid unit) or ``"multilabel"`` (several sigmoid units).
+        backend: The Keras backend computing the maps.
     """
 
     layer: str
@@ -252,6 +253,7 @@ class ModelCheck:
     map_shape: tuple[int, int]
     score: str = "logit"
     head: str = "softmax"
+    backend: str = "tensorflow"
 
 
 def inspect_model(
@@ -287,7 +289,12 @@ def inspect_model(
     else:
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
     return ModelCheck(
-        path, head.n_classes, (int(shape[0]), int(shape[1])), score=head.score, head=head.kind
+        path,
+        head.n_classes,
+        (int(shape[0]), int(shape[1])),
+        score=head.score,
+        head=head.kind,
+        backend=backends.name(),
     )
 
 
@@ -400,7 +407,8 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
         return info
     sample = x[:8]  # a few images: enough to tell probabilities from free logits
     try:
-        calls, out = _layers.discover(model, sample)
+        with backends.inference(model):
+            calls, out = _layers.discover(model, sample)
     except Exception as exc:
         raise ValueError(
             f"`images` could not be run through the model: {exc}. Received: images.shape={x.shape}"

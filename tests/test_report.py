@@ -179,7 +179,8 @@ def test_hostile_names_and_paths(tmp_path, browser):
         assert hidden not in text
     assert "evil" in text and "nulname" in text
     assert "x" * 47 + "…" in text and "x" * 48 not in text
-    assert 'src="run%231_files/probe_000.gif"' in text
+    assert 'data-gif="run%231_files/probe_000.gif"' in text  # played on hover
+    assert 'src="run%231_files/probe_000_last.png"' in text  # the poster
     page = browser.new_page()
     errors, dialogs = [], []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -192,6 +193,11 @@ def test_hostile_names_and_paths(tmp_path, browser):
         ".map(i => i.complete && i.naturalWidth > 0)"
     )
     assert decoded == [True] * 3
+    page.hover(".card img")  # the GIF behind the "#" in its folder's name loads too
+    page.wait_for_function(
+        "(() => { const i = document.querySelector('.card img');"
+        " return i.src.endsWith('.gif') && i.complete && i.naturalWidth > 0; })()"
+    )
     summary = json.loads(page.evaluate("document.getElementById('summary').textContent"))
     assert summary["layer"] == data["layer"] and summary["epochs"] == [0, 1]
     page.close()

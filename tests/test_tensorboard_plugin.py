@@ -196,8 +196,12 @@ def test_tab_listed_active_and_loaded_from_the_entry_point(server):
         "module_path": "/data/plugin/cam/index.js",
     }
     status, _, body = get(base + "/data/plugin/cam/runs")
-    runs = {r["name"]: r for r in json.loads(body)["runs"]}
+    data = json.loads(body)
+    runs = {r["name"]: r for r in data["runs"]}
     assert status == 200 and set(runs) == {"a", "b", "other"}
+    from cam_callback.metrics import FLAG_NAMES
+
+    assert data["flags"] == list(FLAG_NAMES)
     assert runs["a"]["epochs"] == [-1, 0, 1, 2, 3] and runs["a"]["has_baseline"] is True
     assert runs["a"]["class_names"] == HOSTILE
 
@@ -377,6 +381,12 @@ def test_dashboard_in_chromium(server, browser):
         "Array.from(document.querySelectorAll('#class-filter option')).map(o => o.textContent)"
     )
     assert sorted(names[1:]) == sorted(HOSTILE)
+    flag_options = frame.evaluate(
+        "Array.from(document.querySelectorAll('#flag-filter option')).map(o => o.value)"
+    )
+    from cam_callback.metrics import FLAG_NAMES
+
+    assert flag_options == ["", "any", *FLAG_NAMES]
     assert frame.evaluate("window.__pwned") is None
     assert frame.evaluate("document.querySelectorAll('img[src=x], .card b b').length") == 0
     frame.select_option("#class-filter", HOSTILE[0])

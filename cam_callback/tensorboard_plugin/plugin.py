@@ -224,7 +224,9 @@ class CAMPlugin(base_plugin.TBPlugin):
                     "mask_kind": run.meta.get("mask_kind"),
                 }
             )
-        return _json(request, {"runs": runs})
+        from cam_callback.metrics import FLAG_NAMES
+
+        return _json(request, {"runs": runs, "flags": list(FLAG_NAMES)})
 
     @wrappers.Request.application
     def _serve_probes(self, request: wrappers.Request) -> wrappers.Response:

@@ -4,7 +4,6 @@
 
 const POLL_MS = 2000;
 const PLAY_MS = 600;
-const FLAGS = ['misclassified', 'low_confidence', 'flipped', 'unstable', 'left_mask', 'on_cue'];
 const SVG = 'http://www.w3.org/2000/svg';
 
 const state = {
@@ -60,9 +59,6 @@ function buildLayout() {
   const row3 = el('div', {class: 'controls'});
   const byClass = el('select', {id: 'class-filter', 'aria-label': 'class'});
   const byFlag = el('select', {id: 'flag-filter', 'aria-label': 'flag'});
-  option(byFlag, '', 'all');
-  option(byFlag, 'any', 'any flag');
-  for (const f of FLAGS) option(byFlag, f, f.replace('_', ' '));
   const sort = el('select', {id: 'sort', 'aria-label': 'sort'});
   option(sort, 'doubt', 'most doubtful first');
   option(sort, 'attention', 'attention: on cue / left mask first');
@@ -287,9 +283,18 @@ function togglePlay() {
   }, PLAY_MS);
 }
 
+function fillFlags(flags) {
+  const byFlag = document.getElementById('flag-filter');
+  if (byFlag.options.length) return;
+  option(byFlag, '', 'all');
+  option(byFlag, 'any', 'any flag');
+  for (const f of flags) option(byFlag, f, f.replace('_', ' '));
+}
+
 async function poll() {
   try {
-    const {runs} = await getJSON('./runs');
+    const {runs, flags} = await getJSON('./runs');
+    fillFlags(flags);
     const before = JSON.stringify(state.runs.map((r) => [r.name, r.epochs, r.fingerprint]));
     state.runs = runs;
     const now = JSON.stringify(runs.map((r) => [r.name, r.epochs, r.fingerprint]));
