@@ -208,6 +208,7 @@ class CAMTracker(keras.callbacks.Callback):
         self._session: pipeline.EpochPipeline | None = None
         self._finalizer: weakref.finalize | None = None
         self._next_epoch: int | None = None  # after the last epoch an earlier fit trained
+        self._offset = 0  # added to Keras's epochs in this fit (see on_epoch_begin)
 
     # ------------------------------------------------------------------ Keras hooks
 
@@ -241,6 +242,7 @@ class CAMTracker(keras.callbacks.Callback):
             every_n_epochs=self.every_n_epochs,
         )
         _check_log_dir(self.log_dir)
+        self._offset = 0
         if self._next_epoch is not None and self.config != cfg:
             self._next_epoch = None  # another model or setting: not a continuation
         writer = RecordWriter(self.log_dir)
@@ -281,7 +283,9 @@ class CAMTracker(keras.callbacks.Callback):
             try:
                 self._record_epoch(session, BASELINE_EPOCH)
             except Exception as exc:
-                self._fail("recording the state before training", None, exc, "Recording stopped")
+                self._fail(
+                    "recording the state before training", None, exc, "Recording stopped", stop=True
+                )
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         """At a fit's first epoch, refuses to overwrite epochs an earlier fit recorded."""
@@ -291,7 +295,7 @@ class CAMTracker(keras.callbacks.Callback):
         session.started = True
         if self._next_epoch is not None and epoch < self._next_epoch:
             # The same tracker fit again from epoch 0: its epochs follow the earlier ones.
-            session.offset = self._next_epoch - epoch
+            session.offset = self._offset = self._next_epoch - epoch
             return
         last = session.record.last_epoch()
         if last is not None and epoch <= last:
@@ -307,11 +311,11 @@ class CAMTracker(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Computes the maps when the epoch is due and hands them to the background."""
+        epoch += self._offset  # the record's numbering (see on_epoch_begin)
+        self._next_epoch = epoch + 1  # counted also after recording stopped, for a next fit
         session = self._session
         if session is None:
             return
-        epoch += session.offset  # the record's numbering (see on_epoch_begin)
-        self._next_epoch = epoch + 1
         if (epoch + 1) % self.every_n_epochs:
             return
         self._check_background(session)
@@ -354,7 +358,7 @@ class CAMTracker(keras.callbacks.Callback):
                 at = f"of epoch {epoch}" if epoch is None or epoch >= 0 else "before training"
                 raise RuntimeError(f"{what} {at} failed: {exc}") from exc
             if stage == "record":
-                self._fail("recording", epoch, exc, "Recording stopped")
+                self._fail("recording", epoch, exc, "Recording stopped", stop=True)
                 return
             consequence = "TensorBoard frames stopped"
             if self.formats:

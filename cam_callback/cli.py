@@ -119,7 +119,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if page.exists() and GENERATOR not in page.read_text(errors="replace")[:2000]:
         raise CLIError(f"{page} exists and was not written by cam-callback; choose another --out")
     # Its GIFs go to PAGE_files/: never over files there that another tool or person made.
-    gifs = [f"probe_{i:03d}.gif" for i in range(run.n_probes)]
+    gifs = [f"probe_{i:03d}{end}" for i in range(run.n_probes) for end in (".gif", "_last.png")]
     _own_dir(page.parent / f"{page.stem}_files", gifs, default=not args.out)
     try:
         page.parent.mkdir(parents=True, exist_ok=True)

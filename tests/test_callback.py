@@ -189,7 +189,7 @@ def test_init_errors_name_the_argument(tmp_path):
         (dict(display_images=np.zeros((2, 8, 8, 3), np.uint8)), ValueError, r"\[8, H, W, 3\]"),
         (dict(probe_masks=np.zeros((8, 5, 5), bool)), ValueError, r"`probe_masks` must be \[8"),
         (dict(layer=4), TypeError, "`layer` must be"),
-        (dict(method="cams"), ValueError, "`method` must be one of"),
+        (dict(method="gradcam2"), ValueError, "`method` must be one of"),
         (dict(target="top"), ValueError, "`target` must be"),
         (dict(target="label", probe_labels=None), ValueError, "needs `probe_labels`"),
         (dict(every_n_epochs=0), ValueError, "`every_n_epochs` must be a positive int"),
@@ -643,18 +643,31 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
     x, y = data(32)
     tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path)
+    stopped = []
+
+    class Peek(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.2)  # room for the background writer to meet the full disk
+            stopped.append(tracker._session is None)
+
     with caught() as seen:
         model = compiled()
-        history = model.fit(x, y, epochs=5, verbose=0, callbacks=[tracker])
+        history = model.fit(x, y, epochs=6, verbose=0, callbacks=[tracker, Peek()])
     found = tracker_warnings(seen)
     assert len(found) == 1 and "recording at epoch 2 failed: OSError" in found[0], found
     assert "No space left on device" in found[0]
-    assert history.epoch == [0, 1, 2, 3, 4]
+    assert history.epoch == [0, 1, 2, 3, 4, 5]
+    # Recording stopped during the fit (no more maps computed), not only at its end.
+    assert stopped[:2] == [False, False] and stopped[-1] is True, stopped
     assert load_run(tmp_path).epochs == [-1, 0, 1]
     assert tracker._session is None
     record.RecordWriter(tmp_path).lock()  # released
     assert cli("info", tmp_path).returncode == 0
     monkeypatch.undo()
+    # Room again: fitting the same tracker again goes on after the 6 epochs trained, not
+    # after the 2 recorded.
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
+    assert load_run(tmp_path).epochs == [-1, 0, 1, 6, 7]
     with pytest.raises(OSError, match="No space left"):
         monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
         compiled().fit(
@@ -870,7 +883,9 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
     ]
     # A temporary may survive a kill mid-write; the reader skips it and it never tears an epoch.
     assert all(p.endswith(".tmp") for p in leftovers)
-    # And the run resumes in the same log_dir.
+    # The killed writer's lock file is still there; the OS released its flock, so the run
+    # resumes in the same log_dir.
+    assert (tmp_path / "cam" / ".writer.lock").is_file()
     rng = np.random.default_rng(0)  # the child's data and probes
     x, y = rng.random((64, 32, 32, 3), dtype=np.float32), rng.integers(0, 3, 64)
     model = compiled()

@@ -194,6 +194,12 @@ def test_report_never_overwrites_a_files_folder_it_did_not_make(tmp_path):
     )
     assert (theirs / "probe_000.gif").read_text() == "precious"
     assert not (tmp_path / "D" / "page.html").exists()
+    (tmp_path / "E" / "page_files").mkdir(parents=True)
+    (tmp_path / "E" / "page_files" / "probe_001_last.png").write_text("precious")
+    one_line_error(
+        cli("report", tmp_path / "run", "--out", tmp_path / "E" / "page.html"),
+        "was not made by cam-callback",
+    )
     out = cli("report", tmp_path / "run", "--out", tmp_path / "D" / "other.html")
     assert out.returncode == 0, out.stderr
     assert cli("report", tmp_path / "run", "--out", tmp_path / "D" / "other.html").returncode == 0

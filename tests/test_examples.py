@@ -121,14 +121,14 @@ def test_readme_api_snippet_runs_as_written(tmp_path, monkeypatch):
 
 
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path):
-    args = ["--out", str(tmp_path), "--train", "64", "--epochs", "2", "--fine-tune-epochs", "1"]
+    args = ["--out", str(tmp_path), "--train", "64", "--epochs", "1", "--fine-tune-epochs", "1"]
     run = load("transfer_learning").main(args)
     assert run.layer.endswith("/block_13_expand_relu") and run.layer.startswith("mobilenetv2")
-    # Two phases, one continuous record: the untrained model, head-only epochs 0-1, then
-    # fine-tuning epoch 2.
-    assert run.epochs == [-1, 0, 1, 2]
-    assert run.heatmaps.shape == (4, 6, 6, 6)
+    # Two phases, one continuous record: the untrained model, head-only epoch 0, then
+    # fine-tuning epoch 1.
+    assert run.epochs == [-1, 0, 1]
+    assert run.heatmaps.shape == (3, 6, 6, 6)
     assert np.isfinite(run.heatmaps).all()
     from PIL import Image
 
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 4
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3

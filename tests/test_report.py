@@ -193,6 +193,12 @@ def test_hostile_names_and_paths(tmp_path, browser):
         ".map(i => i.complete && i.naturalWidth > 0)"
     )
     assert decoded == [True] * 3
+    gifs = page.evaluate(  # the animations load from the encoded path too
+        "Promise.all(Array.from(document.querySelectorAll('.card img')).map(i => new Promise("
+        "r => { const g = new Image(); g.onload = () => r(g.naturalWidth > 0);"
+        " g.onerror = () => r(false); g.src = i.dataset.gif; })))"
+    )
+    assert gifs == [True] * 3
     page.hover(".card img")  # the GIF behind the "#" in its folder's name loads too
     page.wait_for_function(
         "(() => { const i = document.querySelector('.card img');"
