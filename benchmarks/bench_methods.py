@@ -42,7 +42,7 @@ PROBABILITY = {"gradient_x_input": "probability", "integrated_gradients": "proba
 ORDER = (
     "gradcam", "gradcam++", "layercam", "hirescam", "saliency", "xgradcam",
     "gradcam_elementwise", "eigengradcam", "cam", "eigencam", "scorecam", "ablationcam",
-    "gradient_x_input", "integrated_gradients", "smoothgrad", "occlusion",
+    "gradient_x_input", "integrated_gradients", "smoothgrad", "guided_gradcam", "occlusion",
 )  # fmt: skip
 
 
@@ -163,7 +163,8 @@ def main() -> None:
     model = keras.applications.MobileNetV2(
         input_shape=(args.size, args.size, 3), weights=None, classes=10
     )
-    x = np.random.default_rng(0).uniform(-1, 1, (args.images, args.size, args.size, 3))
+    # pixels in [0, 255]: tf-explain's occlusion patch is grey 127.5, in range only there
+    x = np.random.default_rng(0).uniform(0, 255, (args.images, args.size, args.size, 3))
     x = x.astype(np.float32)
     probs = model.predict(x, verbose=0)
     # one class for all, so tf-explain (one class per batch) explains the same target

@@ -44,6 +44,7 @@ _LAZY = {
     "Evaluation": "cam_callback.evaluation",
     "load_evaluation": "cam_callback.evaluation",
     "model_randomisation_test": "cam_callback.evaluation",
+    "register_method": "cam_callback.methods",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

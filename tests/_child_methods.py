@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from conftest import small_cnn
 
-from cam_callback import compute_cams, methods
+from cam_callback import compute_cams, evaluate, methods
 
 OPTIONS = {
     "scorecam": {"max_channels": 6},
@@ -17,6 +17,10 @@ OPTIONS = {
     "smoothgrad": {"samples": 3},
     "occlusion": {"patch": 12, "stride": 10},
 }
+
+
+EVALUATED = ("gradcam", "eigencam", "random")
+METRICS = ("deletion_auc", "insertion_auc", "average_drop", "road", "faithfulness")
 
 
 def main(weights: str, images: str, out: str) -> None:
@@ -28,6 +32,10 @@ def main(weights: str, images: str, out: str) -> None:
         res = compute_cams(model, x, method=name, method_options=OPTIONS.get(name))
         result[f"{name}/maps"] = res.heatmaps
         result[f"{name}/probs"] = res.probabilities
+    table = evaluate(model, x, methods=EVALUATED, metrics=METRICS, steps=4)
+    for name in EVALUATED:
+        for metric in METRICS:
+            result[f"evaluate/{name}/{metric}"] = table.per_image[name][metric]
     result["tensorflow_imported"] = np.array("tensorflow" in sys.modules)
     np.savez(out, **result)
 
