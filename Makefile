@@ -34,12 +34,23 @@ example: venv
 tensorboard: venv
 	$(PY) -m tensorboard.main --logdir runs/spurious --samples_per_plugin images=0
 
-# Install the package with its test extras, a headless browser for the browser tests, and run
-# the whole suite. pytest's exit code 5 (nothing collected) is a failure, not silence.
+# Install the package with its test extras and the JAX and PyTorch backends (CPU), a headless
+# browser for the review-page test, and run the whole suite on TensorFlow, then the backend
+# suite once more under each other Keras backend, each in its own pytest process.
+# pytest's exit code 5 (nothing collected) is a failure, not silence.
+# torch is pinned to the CPU build these machines ship: a bare `torch` resolves to the newest
+# release, whose CUDA build and its GBs of dependencies the CPU suite never uses.
+TORCH ?= torch==2.13.0
+BACKEND_SUITE = tests/test_cams.py tests/test_probes.py
 test: venv browser
-	$(PIP) -e ".[test]"
-	$(PY) -m pytest; rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+	$(PIP) -e ".[test,jax,torch]" "$(TORCH)"
+	@for run in "tensorflow:" "jax:$(BACKEND_SUITE)" "torch:$(BACKEND_SUITE)"; do \
+	  backend=$${run%%:*}; files=$${run#*:}; \
+	  echo "== KERAS_BACKEND=$$backend pytest $$files"; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest $$files; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	  if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	done
 
 # Debian's chromium: Playwright's own browser download cannot reach its host here.
 browser:

@@ -1,30 +1,41 @@
 """compute_cams against the Keras Grad-CAM example, a forward pass and a training step.
 
 Run: python benchmarks/bench_cam.py [--repeats 15]
+     python benchmarks/bench_cam.py --per-backend   # one row per Keras backend
 
 Prints the median milliseconds for 32 images on each model, side by side in one
 run, and the ratios the project targets (<= 0.3x a training step, <= 1.3x a
-forward pass, >= 20x faster than the example's per-image loop).
+forward pass, >= 20x faster than the example's per-image loop). The example is
+TensorFlow code, so it is timed on the TensorFlow backend only.
+
+``--per-backend`` runs MobileNetV2 (96 px, 32 images) once under each of
+``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch``, each in its own process, and
+prints ``compute_cams`` against that backend's ``predict_on_batch`` and one
+training step.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from cam_callback import compute_cams  # noqa: E402
 
 
 def make_gradcam_heatmap(img_array, model, last_conv_layer_name, pred_index=None):
     """The official Keras example's function (keras.io/examples/vision/grad_cam), verbatim."""
+    import tensorflow as tf
+
     grad_model = keras.models.Model(
         model.inputs, [model.get_layer(last_conv_layer_name).output, model.output]
     )
@@ -79,7 +90,7 @@ def median_ms(fns, repeats):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench(name, model, layer, repeats, size):
+def bench(name, model, layer, repeats, size, example=True):
     rng = np.random.default_rng(0)
     x = rng.random((32, size, size, 3), dtype=np.float32)
     y = rng.integers(0, model.output_shape[-1], 32)
@@ -92,6 +103,8 @@ def bench(name, model, layer, repeats, size):
         },
         repeats,
     )
+    if not example:
+        return rows
     # The example's loop is ~100x slower: a few rounds give a stable median.
     rows.update(median_ms({"keras example loop": lambda: keras_example_loop(model, x, layer)}, 3))
     cam = rows["compute_cams"]
@@ -104,13 +117,51 @@ def bench(name, model, layer, repeats, size):
         f"cams/predict = {cam / rows['predict_on_batch']:.2f} (target <= 1.3), "
         f"example/cams = {rows['keras example loop'] / cam:.1f} (target >= 20)"
     )
+    return rows
+
+
+def per_backend(repeats):
+    """One MobileNetV2 row per backend, each measured in its own process."""
+    print(f"MobileNetV2(weights=None), 96 px, 32 images; {os.cpu_count()} CPU cores")
+    print(
+        f"{'backend':12s} {'compute_cams':>13s} {'predict_on_batch':>17s} {'train step':>11s} "
+        f"{'cams/predict':>13s} {'cams/train':>11s}"
+    )
+    for backend in ("tensorflow", "jax", "torch"):
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        out = subprocess.run(
+            [sys.executable, __file__, "--row", "--repeats", str(repeats)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if out.returncode != 0:
+            print(f"{backend:12s} failed: {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        cam, pred, train = r["compute_cams"], r["predict_on_batch"], r["train_on_batch"]
+        print(
+            f"{backend:12s} {cam:10.1f} ms {pred:14.1f} ms {train:8.1f} ms "
+            f"{cam / pred:12.2f}x {cam / train:10.2f}x"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--per-backend", action="store_true", help="a row per Keras backend")
+    parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.per_backend:
+        per_backend(args.repeats)
+        return
     keras.utils.set_random_seed(0)
+    if args.row:
+        rows = bench("MobileNetV2", *mobilenet(), args.repeats, 96, example=False)
+        print(json.dumps({"backend": keras.backend.backend(), **rows}))
+        return
+    import tensorflow as tf
+
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores")
     bench("MobileNetV2(weights=None)", *mobilenet(), args.repeats, 96)
     bench("small CNN", *small_cnn(), args.repeats, 64)

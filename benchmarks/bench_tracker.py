@@ -1,7 +1,7 @@
 """What CAMTracker costs inside model.fit: once per fit, and per epoch.
 
 Run: python benchmarks/bench_tracker.py            (about 10 minutes on 2 cores)
-     python benchmarks/bench_tracker.py --quick    (a smoke run of about 2 minutes)
+     python benchmarks/bench_tracker.py --quick    (a smoke run of a few minutes)
 
 Every fit runs in a fresh child process, so each row's peak RSS is its own.
 
@@ -196,9 +196,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
+    sys.stdout.reconfigure(line_buffering=True)  # rows show as they are measured
     start = time.perf_counter()
     if args.quick:
-        cost(images=1200, e=2, probe_counts=(32, 64), rounds=args.rounds)
+        cost(images=1200, e=2, probe_counts=(32,), rounds=args.rounds)
         train_end(images=256, lengths=(4, 12))
         memory(images=64, lengths=(4, 20))
     else:

@@ -40,6 +40,10 @@ _LAZY = {
     "compare_animations": "cam_callback.animate",
     "write_report": "cam_callback.report",
     "inspect_model": "cam_callback.cams",
+    "evaluate": "cam_callback.evaluation",
+    "Evaluation": "cam_callback.evaluation",
+    "load_evaluation": "cam_callback.evaluation",
+    "model_randomisation_test": "cam_callback.evaluation",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import _validate, animate, cams, frames, pipeline
+from cam_callback import _validate, animate, backends, cams, frames, pipeline
 from cam_callback import config as _config
 from cam_callback.record import (
     BASELINE_EPOCH,
@@ -141,8 +141,7 @@ class CAMTracker(keras.callbacks.Callback):
                 "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
                 f"Received: layer={layer!r}"
             )
-        if method not in cams.METHODS:
-            raise ValueError(f"`method` must be one of {cams.METHODS}. Received: method={method!r}")
+        cams._check_method(method)
         if score not in cams.SCORES:
             raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
         self.target = _check_target(target, n, self.probe_labels)
@@ -446,6 +445,9 @@ class CAMTracker(keras.callbacks.Callback):
 
 def _is_chief(model: keras.Model) -> bool:
     """Under a multi-worker strategy only the chief (or worker 0 without one) writes."""
+    index, count = backends.process()  # keras.distribution over several JAX processes
+    if count > 1:
+        return True
     strategy = getattr(model, "distribute_strategy", None)
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:

@@ -123,6 +123,7 @@ def compute_cams(
     score: str = "logit",
     output: int | str | None = None,
     batch_size: int = 32,
+    method_options: dict[str, Any] | None = None,
 ) -> CAMResult:
     """Computes class activation maps and probabilities for a batch of images.
 
@@ -148,6 +149,8 @@ def compute_cams(
             ``"probability"`` explains the model's output.
         output: The head of a multi-output model, by index or name.
         batch_size: Images per compiled call.
+        method_options: Options of a registered method (see :mod:`cam_callback.methods`),
+            e.g. ``{"max_channels": 64}`` for ``"scorecam"``.
 
     Returns:
         A :class:`CAMResult`.
@@ -166,13 +169,31 @@ def compute_cams(
         raise TypeError(
             f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
         )
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+    _check_method(method)
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+        )
+    if method not in METHODS:  # a registered method: cam_callback.methods runs it
+        from cam_callback import methods as _methods
+
+        return _methods.compute(
+            model,
+            images,
+            method=method,
+            layer=layer,
+            target=target,
+            score=score,
+            output=output,
+            batch_size=batch_size,
+            method_options=method_options,
+        )
+    if method_options:
+        raise ValueError(
+            f"`method_options` are for registered methods; {method!r} takes none. "
+            f"Received: method_options={method_options!r}"
         )
 
     x = prepare_images(model, images)
@@ -224,6 +245,7 @@ class ModelCheck:
             cannot be found falls back to the probability, with a warning.
         head: ``"softmax"``, ``"logits"`` (a linear multi-class output), ``"binary"``
             (one sigmoid unit) or ``"multilabel"`` (several sigmoid units).
+        backend: The Keras backend computing the maps.
     """
 
     layer: str
@@ -231,6 +253,7 @@ class ModelCheck:
     map_shape: tuple[int, int]
     score: str = "logit"
     head: str = "softmax"
+    backend: str = "tensorflow"
 
 
 def inspect_model(
@@ -252,19 +275,63 @@ def inspect_model(
         >>> check.layer, check.head, check.score  # doctest: +SKIP
         ('conv2', 'softmax', 'logit')
     """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+    _check_method(method)
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
     x = prepare_images(model, images)
-    info, head, path, target_layer = _inspect(model, x, layer, method, output, score)
-    if target_layer is None:
+    info, head, path, target_layer = _inspect(model, x, layer, _as_builtin(method), output, score)
+    if method not in METHODS:
+        from cam_callback import methods as _methods
+
+        _methods.check(method, info.calls, target_layer, path)
+    if target_layer is None or _input_maps(method):
         shape = x.shape[1:3]
     else:
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
     return ModelCheck(
-        path, head.n_classes, (int(shape[0]), int(shape[1])), score=head.score, head=head.kind
+        path,
+        head.n_classes,
+        (int(shape[0]), int(shape[1])),
+        score=head.score,
+        head=head.kind,
+        backend=backends.name(),
     )
+
+
+def available_methods() -> tuple[str, ...]:
+    """Every method name: the built-ins, then the registry's (:mod:`cam_callback.methods`).
+
+    Example:
+        >>> "scorecam" in available_methods()  # doctest: +SKIP
+        True
+    """
+    from cam_callback import methods as _methods
+
+    return METHODS + tuple(_methods.REGISTRY)
+
+
+def _check_method(method: Any) -> None:
+    if not isinstance(method, str) or method not in available_methods():
+        raise ValueError(
+            f"`method` must be one of {available_methods()}. Received: method={method!r}"
+        )
+
+
+def _as_builtin(method: str) -> str:
+    """The built-in whose layer checks a registered method shares (input-space or layer)."""
+    if method in METHODS:
+        return method
+    from cam_callback import methods as _methods
+
+    return "gradcam" if _methods.REGISTRY[method].explains_layer else "saliency"
+
+
+def _input_maps(method: str) -> bool:
+    """A registered method that explains a layer yet draws at the input's resolution."""
+    from cam_callback import methods as _methods
+
+    spec = _methods.REGISTRY.get(method)
+    return spec is not None and spec.input_maps
 
 
 def _inspect(
@@ -340,7 +407,8 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
         return info
     sample = x[:8]  # a few images: enough to tell probabilities from free logits
     try:
-        calls, out = _layers.discover(model, sample)
+        with backends.inference(model):
+            calls, out = _layers.discover(model, sample)
     except Exception as exc:
         raise ValueError(
             f"`images` could not be run through the model: {exc}. Received: images.shape={x.shape}"

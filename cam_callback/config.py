@@ -103,6 +103,7 @@ class TrackerConfig:
     low_confidence: float
     every_n_epochs: int
     package_version: str
+    backend: str = "tensorflow"  # the Keras backend that computed the maps
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON values (tuples as lists), the keys of ``record.json``."""
@@ -187,4 +188,5 @@ def build_config(
         low_confidence=float(low_confidence),
         every_n_epochs=int(every_n_epochs),
         package_version=__version__,
+        backend=str(getattr(check, "backend", "tensorflow")),
     )

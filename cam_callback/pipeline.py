@@ -228,6 +228,7 @@ class EpochPipeline:
         self.started = False  # bookkeeping of the callback: this fit's first epoch was seen,
         self.offset = 0  # and what it adds to Keras's epoch when one tracker fits again
         self._stop_requested = False  # close() was called on one of our own threads
+        self._handover = False  # drain() draws the queued epochs itself
         self._records: queue.Queue = queue.Queue()
         self._frames: queue.Queue = queue.Queue(maxsize=FRAME_QUEUE)
         self._draws = bool(self.writer is not None or self.streams)
@@ -276,8 +277,31 @@ class EpochPipeline:
             raise RuntimeError(f"{what}{at} failed: {exc}") from exc
 
     def drain(self) -> None:
-        """Waits until every epoch handed over is recorded and drawn, then stops the threads."""
-        self._stop_threads()
+        """Waits until every epoch handed over is recorded and drawn, then stops the threads.
+
+        The frame thread runs at nice 19, so on a busy machine it may be starved: it
+        finishes its current epoch, and the calling thread draws the epochs still
+        queued, in order, at its own priority.
+        """
+        thread, self._record_thread = self._record_thread, None
+        if thread is not None and thread.is_alive():
+            self._records.put(_STOP)
+            thread.join()
+        thread, self._frame_thread = self._frame_thread, None
+        if thread is not None and thread.is_alive():
+            self._handover = True
+            with contextlib.suppress(OSError, AttributeError):  # allowed for root only
+                os.setpriority(os.PRIO_PROCESS, thread.native_id, 0)
+            with contextlib.suppress(queue.Full):  # wakes it when idle; when full, it is busy
+                self._frames.put_nowait(_STOP)
+            thread.join()
+        while True:
+            try:
+                job = self._frames.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                self._frame_job(job)
 
     @property
     def animating(self) -> bool:
@@ -425,20 +449,24 @@ class EpochPipeline:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
             except OSError:
                 pass
-        while True:
+        while not self._handover:  # drain() draws what is left
             job = self._frames.get()
             if job is _STOP:
                 return
-            if not self.frames_failed:  # after a failure, keep draining so fit never blocks
-                try:
-                    if not self._planned:
-                        self._plan(job[0])
-                    self._draw(*job)
-                except BaseException as exc:
-                    self._fail("frames", self.frames_what, job[0], exc)
+            self._frame_job(job)
             if self._stop_requested:
                 self._release()
                 return
+
+    def _frame_job(self, job: tuple) -> None:
+        if self.frames_failed:  # after a failure, keep draining so fit never blocks
+            return
+        try:
+            if not self._planned:
+                self._plan(job[0])
+            self._draw(*job)
+        except BaseException as exc:
+            self._fail("frames", self.frames_what, job[0], exc)
 
     # -------------------------------------------------------------- drawing
 

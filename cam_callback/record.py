@@ -68,7 +68,7 @@ class RecordBusy(ValueError):
 
 
 # Kept in record.json for information; a newer cam-callback may continue an older run.
-_NOT_COMPARED = ("package_version",)
+_NOT_COMPARED = ("package_version", "backend")  # maps agree across backends within 1e-4
 _ABSENT = object()
 
 

@@ -207,6 +207,10 @@ font-size:12px;background:#44444c} .badge.misclassified{background:#8b2230}
 .badge.low_confidence{background:#8a6d12} .badge.non_finite{background:#b3261e}
 .badge.on_cue,.badge.left_mask{background:#5b3a8c}
 .hidden{display:none} #count{color:#a0a0aa}
+.methods{padding:12px 24px 0} .methods h2{font-size:16px;margin:0 0 4px}
+.methods p{color:#a0a0aa;font-size:13px;margin:0 0 6px}
+.methods table{border-collapse:collapse;font-size:13px}
+.methods td,.methods th{padding:3px 10px;border-bottom:1px solid #33333b;text-align:right}
 """
 
 _JS = """
@@ -252,6 +256,53 @@ for (const img of main.querySelectorAll('.card img')) {
 }
 apply();
 """
+
+
+def methods_section(run: Run) -> str:
+    """A table ranking methods when ``evaluate`` results are saved beside the run, else ``""``.
+
+    Looks for ``evaluation.json`` in the run's ``log_dir`` and its ``cam`` folder
+    (``Evaluation.save(log_dir)``). Ranked by deletion AUC (lower is better), the
+    RISE test the tracker's faithfulness shares; the best value of each column is bold.
+    """
+    from cam_callback import evaluation
+
+    for folder in (run.path.parent, run.path):
+        if (folder / evaluation.FILE_NAME).is_file():
+            try:
+                table = evaluation.load_evaluation(folder)
+            except (OSError, ValueError):
+                return '<section class="methods"><p>evaluation.json is damaged.</p></section>'
+            break
+    else:
+        return ""
+    cols = [m for m in evaluation.METRICS if any(m in r for r in table.scores.values())]
+    key = "deletion_auc" if "deletion_auc" in cols else (cols[0] if cols else None)
+    order = table.ranking(key) if key else table.methods
+    order += [m for m in table.methods if m not in order]
+    best = {c: table.ranking(c)[0] for c in cols if table.ranking(c)}
+    arrow = {1: "↑", -1: "↓"}
+    head = "".join(
+        f"<th>{html.escape(c.replace('_', ' '))} {arrow[evaluation.DIRECTION[c]]}</th>"
+        for c in cols
+    )
+    body = ""
+    for rank, name in enumerate(order, 1):
+        cells = ""
+        for c in cols:
+            v = table.scores[name].get(c)
+            text = "–" if v is None else f"{v:.4g}"
+            cells += f"<td><b>{text}</b></td>" if best.get(c) == name else f"<td>{text}</td>"
+        label = html.escape(clean_name(name, limit=60))
+        body += f"<tr><td>{rank}</td><td><code>{label}</code></td>{cells}</tr>"
+    n = table.settings.get("n_images", "?")
+    return (
+        '<section class="methods"><h2>Which map to trust</h2>'
+        f"<p>{len(order)} methods scored by <code>cam_callback.evaluate</code> on "
+        f"{html.escape(str(n))} images, ranked by deletion AUC (↓ lower is better, "
+        "↑ higher is better).</p>"
+        f'<table id="methods"><tr><th>#</th><th>method</th>{head}</tr>{body}</table></section>'
+    )
 
 
 def render_page(
@@ -311,7 +362,7 @@ def render_page(
     <span id="count"></span>
   </div>
 </header>
-<main>{cards}</main>
+{methods_section(run)}<main>{cards}</main>
 <script type="application/json" id="summary">{summary_json}</script>
 <script>{_JS}</script>
 </body></html>

@@ -382,8 +382,8 @@ def test_model_without_spatial_layer_suggests_saliency():
 
 
 def test_unknown_method_and_score(images32):
-    with pytest.raises(ValueError, match=r"`method` must be one of .*'gradcam\+\+'.*method='cam'"):
-        compute_cams(small_cnn(), images32, method="cam")
+    with pytest.raises(ValueError, match=r"`method` must be one of .*'gradcam\+\+'.*method='cams'"):
+        compute_cams(small_cnn(), images32, method="cams")
     with pytest.raises(ValueError, match="`score`"):
         compute_cams(small_cnn(), images32, score="softmax")
 
@@ -715,3 +715,33 @@ def test_compiled_functions_are_freed_with_the_model(images32):
     assert ref() is None
     assert all(k is not None for k in cams._ENGINES.keys())  # the entry went with it
     assert ref not in [weakref.ref(k) for k in cams._ENGINES.keys()]
+
+
+# ---------------------------------------------------------------- PyTorch's training flags
+
+
+@pytest.mark.skipif(backends.name() != "torch", reason="torch modules carry training flags")
+def test_torch_eval_mode_during_the_call_and_flags_restored(images32):
+    from cam_callback import layers as lyr
+
+    model = small_cnn(bn=True)
+    modules = [model, *(layer for _, layer in lyr.iter_layers(model))]
+    model.get_layer("bn").training = False  # a mixed state, to be found again as it was
+    before = [m.training for m in modules]
+    assert True in before and False in before
+    seen = []
+    conv = model.get_layer("conv2")
+    real = type(conv).call
+
+    def spy(self, *args, **kwargs):
+        seen.append(model.training)
+        return real(self, *args, **kwargs)
+
+    type(conv).call = spy
+    try:
+        compute_cams(model, images32)
+        cams.predict_probabilities(model, images32)
+    finally:
+        type(conv).call = real
+    assert seen and not any(seen)  # eval mode while running
+    assert [m.training for m in modules] == before

@@ -201,3 +201,53 @@ def test_hostile_names_and_paths(tmp_path, browser):
     summary = json.loads(page.evaluate("document.getElementById('summary').textContent"))
     assert summary["layer"] == data["layer"] and summary["epochs"] == [0, 1]
     page.close()
+
+
+def _saved_evaluation(folder):
+    from cam_callback.evaluation import Evaluation
+
+    return Evaluation(
+        {
+            "random": {"deletion_auc": 0.61, "insertion_auc": 0.40},
+            "gradcam": {"deletion_auc": 0.22, "insertion_auc": 0.71},
+            "<b>x</b>": {"deletion_auc": 0.35, "insertion_auc": 0.75},
+        },
+        settings={"n_images": 32},
+    ).save(folder)
+
+
+def test_page_ranks_methods_saved_beside_the_run(tmp_path):
+    run = load_run(make_record(tmp_path, n_epochs=2))
+    assert report.methods_section(run) == ""  # nothing saved: no section
+    _saved_evaluation(tmp_path)
+    section = report.methods_section(run)
+    rows = section.split("<tr>")[2:]
+    assert [r.split("<code>")[1].split("</code>")[0] for r in rows] == [
+        "gradcam",
+        "&lt;b&gt;x&lt;/b&gt;",  # a hostile name is escaped
+        "random",
+    ]
+    assert "<td><b>0.22</b></td>" in rows[0] and "<td><b>0.75</b></td>" in rows[1]
+    assert "32 images" in section
+    gifs = dict.fromkeys(range(run.n_probes), "")
+    page = report.render_page(run, report.probe_rows(run, threshold=0.5), gifs, 0.5)
+    assert section in page
+    (tmp_path / "evaluation.json").write_text("{")
+    assert "damaged" in report.methods_section(run)
+
+
+def test_methods_section_imports_no_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    make_record(tmp_path, n_epochs=2)
+    _saved_evaluation(tmp_path)
+    code = (
+        "import sys; from cam_callback import report, record;"
+        f"s = report.methods_section(record.load_run({str(tmp_path)!r}));"
+        "assert 'gradcam' in s;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

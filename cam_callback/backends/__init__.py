@@ -21,6 +21,7 @@ backend library directly:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
 
@@ -61,3 +62,23 @@ def get(backend: str | None = None) -> ModuleType:
             f"installed: pip install '{_EXTRAS[backend]}'"
         ) from exc
     return importlib.import_module(f"cam_callback.backends.{backend}")
+
+
+def process() -> tuple[int, int]:
+    """``(this process's index, process count)`` of a multi-process run (JAX), else ``(0, 1)``.
+
+    Example:
+        >>> process()  # doctest: +SKIP
+        (0, 1)
+    """
+    module = get()
+    return module.process() if hasattr(module, "process") else (0, 1)
+
+
+def inference(model: keras.Model) -> contextlib.AbstractContextManager:
+    """The context in which to run ``model`` outside the compiled functions (discovery).
+
+    PyTorch: eval mode and no autograd graph; elsewhere nothing.
+    """
+    module = get()
+    return module.inference(model) if hasattr(module, "inference") else contextlib.nullcontext()

@@ -73,7 +73,5 @@ def forward_function(
     def fn(images: tf.Tensor) -> tf.Tensor:
         return body(_call, model_ref(), images)
 
-    compiled = tf.function(
-        fn, input_signature=(tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),)
-    )
+    compiled = tf.function(fn, input_signature=(tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),))
     return lambda images: compiled(tf.constant(images)).numpy()

@@ -25,7 +25,12 @@ def _call(model: Any, images: Any) -> Any:
 
 @contextlib.contextmanager
 def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    flags = [(m, m.training) for m in model.modules()]
+    # Keras layers are torch modules but not always registered as children: take both.
+    found = {id(m): m for m in model.modules()}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, torch.nn.Module):
+            found.setdefault(id(layer), layer)
+    flags = [(m, m.training) for m in found.values()]
     try:
         for m, _ in flags:
             m.training = False
@@ -33,6 +38,14 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def inference(model: Any) -> contextlib.AbstractContextManager:
+    """Eval mode and no graph, for a plain run of the model (discovery)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    stack.enter_context(_eval_mode(model))
+    return stack
 
 
 def _capture(out: Any) -> Any:

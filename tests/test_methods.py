@@ -1,0 +1,407 @@
+"""Every registered method against a float64 numpy reference of its paper's equation.
+
+The references take activations from a prefix model and gradients in closed form
+(layer -> GAP -> Dense: d logit_c / d A_ijk = W[k, c] / (h w)), or from an eager
+tape written here, never from the package's own gradient code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import small_cnn
+
+from cam_callback import cams, compute_cams, methods
+
+
+@pytest.fixture(scope="module")
+def setup():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = small_cnn(3, head="layer")  # conv2 -> gap -> dense (logits) -> softmax
+    rng = np.random.default_rng(3)
+    for name in ("conv1", "conv2", "dense"):  # non-zero biases: not positively homogeneous
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([kernel, rng.normal(0, 0.1, bias.shape)])
+    x = np.random.default_rng(2).random((4, 32, 32, 3), dtype=np.float32)
+    prefix = keras.Model(model.inputs, model.get_layer("conv2").output)
+    a = prefix.predict(x, verbose=0).astype(np.float64)  # [N, 13, 13, 12]
+    kernel, bias = (w.astype(np.float64) for w in model.get_layer("dense").get_weights())
+    probs = model.predict(x, verbose=0).astype(np.float64)
+    t = probs.argmax(1)
+    hw = a.shape[1] * a.shape[2]
+    g = np.broadcast_to((kernel[:, t].T / hw)[:, None, None, :], a.shape)  # closed form
+    return model, x, a, g, kernel, bias, t
+
+
+def norm(m):
+    m = np.maximum(m, 0)
+    peak = m.reshape(len(m), -1).max(1)[:, None, None]
+    return np.where(peak > 0, m / np.where(peak > 0, peak, 1), 0)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def pc_reference(m):
+    """First principal component via the eigenvectors of the covariance (not an SVD)."""
+    out = []
+    for mi in m:
+        flat = mi.reshape(-1, mi.shape[-1])
+        c = flat - flat.mean(0)
+        vals, vecs = np.linalg.eigh(c.T @ c)
+        proj = c @ vecs[:, -1]
+        if np.corrcoef(proj, flat.mean(1))[0, 1] < 0:
+            proj = -proj
+        out.append(proj.reshape(mi.shape[:2]))
+    return np.array(out)
+
+
+def check(model, x, method, want, atol=1e-4, **kw):
+    got = compute_cams(model, x, method=method, **kw).heatmaps
+    assert got.shape == want.shape
+    err = np.abs(got - norm(want)).max()
+    r = np.corrcoef(got.ravel(), norm(want).ravel())[0, 1]
+    assert err < atol, f"{method}: max |diff| {err:.2e}, r={r:.6f}"
+    return err, r
+
+
+def test_xgradcam(setup):
+    model, x, a, g, *_ = setup
+    total = a.sum(axis=(1, 2), keepdims=True)
+    share = np.divide(a, total, out=np.zeros_like(a), where=total > 0)  # dead channels: 0
+    w = (share * g).sum(axis=(1, 2))
+    check(model, x, "xgradcam", np.einsum("nk,nhwk->nhw", w, a))
+
+
+def test_gradcam_elementwise(setup):
+    model, x, a, g, *_ = setup
+    check(model, x, "gradcam_elementwise", np.maximum(g * a, 0).sum(-1))
+
+
+def test_eigengradcam(setup):
+    model, x, a, g, *_ = setup
+    check(model, x, "eigengradcam", pc_reference(g * a))
+
+
+def test_eigencam_and_its_sign(setup):
+    model, x, a, *_ = setup
+    check(model, x, "eigencam", pc_reference(a))
+    # the sign is fixed, whatever sign the SVD happens to return
+    rng = np.random.default_rng(0)
+    many = np.concatenate([a, np.maximum(rng.normal(size=(24, *a.shape[1:])), 0)])
+    many = np.concatenate([many, many[..., ::-1], 3 - many])
+    raw = methods.principal_component(many)
+    for i in range(len(many)):
+        assert np.corrcoef(raw[i].ravel(), many[i].mean(-1).ravel())[0, 1] > 0
+
+
+def test_cam_is_the_dense_weights_on_the_activations(setup):
+    model, x, a, _, kernel, _, t = setup
+    check(model, x, "cam", np.einsum("nk,nhwk->nhw", kernel[:, t].T, a))
+    # on a GAP -> Dense head CAM equals Grad-CAM of the logit
+    np.testing.assert_allclose(
+        compute_cams(model, x, method="cam").heatmaps,
+        compute_cams(model, x, method="gradcam").heatmaps,
+        atol=1e-5,
+    )
+
+
+def test_cam_refuses_other_heads():
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    x = np.zeros((1, 16, 16, 3), np.float32)
+    with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense.*Flatten"):
+        compute_cams(model, x, method="cam")
+    with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense.*Flatten"):
+        cams.inspect_model(model, x, method="cam")  # so the tracker fails before epoch 0
+
+
+def test_tracker_refuses_cam_on_another_head_before_an_epoch(tmp_path):
+    import keras
+
+    from cam_callback import CAMTracker
+
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.zeros((4, 16, 16, 3), np.float32)
+    epochs = []
+    track = CAMTracker(x[:2], np.array([0, 1]), log_dir=tmp_path, method="cam", animate=None)
+    spy = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
+    with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense"):
+        model.fit(x, np.array([0, 1, 0, 1]), epochs=1, verbose=0, callbacks=[track, spy])
+    assert epochs == []
+
+
+def _resize(maps, h, w):
+    import tensorflow as tf
+
+    return tf.image.resize(maps[..., None], (h, w)).numpy()[..., 0].astype(np.float64)
+
+
+def test_scorecam_and_max_channels(setup):
+    model, x, a, *_, t = setup
+    n, h, w = x.shape[:3]
+    k = a.shape[-1]
+
+    def reference(top=None):
+        weights = np.zeros((n, k))
+        for i in range(n):
+            chans = range(k)
+            if top is not None:
+                var = a[i].reshape(-1, k).var(0)
+                chans = np.argsort(-var)[:top]
+            for c in chans:
+                up = _resize(a[i][None, ..., c], h, w)[0]
+                span = up.max() - up.min()
+                m = (up - up.min()) / span if span > 0 else np.zeros_like(up)
+                p = model.predict(x[i : i + 1] * m[None, ..., None], verbose=0)
+                weights[i, c] = p[0, t[i]]
+        return np.einsum("nk,nhwk->nhw", weights, a)
+
+    check(model, x, "scorecam", reference())
+    check(model, x, "scorecam", reference(5), method_options={"max_channels": 5})
+    with pytest.raises(ValueError, match="`max_channels`"):
+        compute_cams(model, x, method="scorecam", method_options={"max_channels": 0})
+
+
+def test_ablationcam_in_closed_form(setup):
+    model, x, a, _, kernel, bias, t = setup
+    n, k = len(a), a.shape[-1]
+    pooled = a.mean(axis=(1, 2))
+    y = softmax(pooled @ kernel + bias)[np.arange(n), t]
+    weights = np.zeros((n, k))
+    for c in range(k):
+        p = pooled.copy()
+        p[:, c] = 0
+        weights[:, c] = (y - softmax(p @ kernel + bias)[np.arange(n), t]) / y
+    check(model, x, "ablationcam", np.einsum("nk,nhwk->nhw", weights, a))
+
+
+def _input_grads(model, x, t):
+    """d logit_t / d x by an eager tape on the logits layer, written here."""
+    import keras
+    import tensorflow as tf
+
+    logits = keras.Model(model.inputs, model.get_layer("dense").output)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        out = logits(xt, training=False)
+        total = tf.reduce_sum(tf.gather(out, t, axis=1, batch_dims=1))
+    return tape.gradient(total, xt).numpy().astype(np.float64)
+
+
+def test_gradient_x_input(setup):
+    model, x, *_, t = setup
+    check(model, x, "gradient_x_input", np.abs(x * _input_grads(model, x, t)).sum(-1))
+
+
+def test_integrated_gradients(setup):
+    model, x, *_, t = setup
+    steps = 8
+    total = np.zeros(x.shape)
+    for k in range(1, steps + 1):
+        total += _input_grads(model, (k / steps * x).astype(np.float32), t)
+    want = np.abs(x * total / steps).sum(-1)
+    check(model, x, "integrated_gradients", want, method_options={"steps": steps})
+    # completeness (Sundararajan's axiom): attributions sum to f(x) - f(0), here within
+    # the Riemann error of 8 steps
+    import keras
+
+    logits = keras.Model(model.inputs, model.get_layer("dense").output)
+    fx = logits.predict(x, verbose=0)[np.arange(len(x)), t]
+    f0 = logits.predict(np.zeros_like(x), verbose=0)[np.arange(len(x)), t]
+    attr = (x * total / steps).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(attr, fx - f0, rtol=0.15, atol=0.02)
+
+
+def test_smoothgrad_is_seeded(setup):
+    model, x, *_, t = setup
+    samples, noise = 4, 0.15
+    rng = np.random.default_rng(7)
+    spread = (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
+    eps = rng.standard_normal((samples, *x.shape)) * (noise * spread)[None]
+    g = np.mean([_input_grads(model, (x + e).astype(np.float32), t) for e in eps], 0)
+    opts = {"samples": samples, "seed": 7}
+    check(model, x, "smoothgrad", np.abs(g).max(-1), method_options=opts)
+    a = compute_cams(model, x, method="smoothgrad", method_options=opts).heatmaps
+    b = compute_cams(model, x, method="smoothgrad", method_options=opts).heatmaps
+    np.testing.assert_array_equal(a, b)
+
+
+def test_occlusion_against_one_patch_at_a_time(setup):
+    model, x, *_, t = setup
+    x = x[:2]
+    n, h, w = x.shape[:3]
+    patch, stride = 12, 10
+    y = model.predict(x, verbose=0)[np.arange(n), t[:n]].astype(np.float64)
+    total, cover = np.zeros((n, h, w)), np.zeros((h, w))
+    for top in (0, 10, 20):  # 20 is the last full square: 20 + 12 = 32
+        for left in (0, 10, 20):
+            xo = x.copy()
+            xo[:, top : top + patch, left : left + patch] = 0
+            p = model.predict(xo, verbose=0)[np.arange(n), t[:n]]
+            total[:, top : top + patch, left : left + patch] += (y - p)[:, None, None]
+            cover[top : top + patch, left : left + patch] += 1
+    opts = {"patch": patch, "stride": stride}
+    check(model, x, "occlusion", total / cover, method_options=opts)
+
+
+def test_a_user_registers_a_method_by_name(setup, tmp_path):
+    model, x, a, *_ = setup
+    seen = {}
+
+    def mean_activation(ctx, *, power=1):
+        seen["needs"] = ctx.layer
+        return ctx.activations().mean(-1) ** power
+
+    methods.register_method("mean_act", mean_activation, needs="activations", options={"power": 1})
+    try:
+        assert "mean_act" in cams.available_methods()
+        check(model, x, "mean_act", a.mean(-1) ** 2, method_options={"power": 2})
+        assert seen["needs"] == "conv2"
+        with pytest.raises(ValueError, match="already a method"):
+            methods.register_method("mean_act", mean_activation, needs="activations")
+        with pytest.raises(ValueError, match="already a method"):
+            methods.register_method("gradcam", mean_activation, needs="activations")
+        with pytest.raises(ValueError, match="`needs`"):
+            methods.register_method("x2", mean_activation, needs="magic")
+        with pytest.raises(ValueError, match="takes \\['power'\\].*'powr'"):
+            compute_cams(model, x, method="mean_act", method_options={"powr": 2})
+    finally:
+        methods.REGISTRY.pop("mean_act", None)
+    with pytest.raises(ValueError, match="`method` must be one of.*Received: method='mean_act'"):
+        compute_cams(model, x, method="mean_act")
+
+
+def test_gradient_methods_trace_once(setup):
+    import keras
+
+    model = small_cnn(3)
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    compute_cams(model, x, method="xgradcam")
+    before = cams.trace_count(model)
+    compute_cams(model, x, method="xgradcam")
+    compute_cams(model, x[:2], method="eigengradcam")
+    assert cams.trace_count(model) == before
+    del keras
+
+
+@pytest.mark.parametrize("method", ["scorecam", "integrated_gradients", "eigengradcam"])
+def test_every_kind_of_method_works_in_the_tracker(method, tmp_path):
+    from cam_callback import CAMTracker, load_run
+
+    model = small_cnn(3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 32, 32, 3), dtype=np.float32), rng.integers(0, 3, 16)
+    tracker = CAMTracker(
+        x[:3], y[:3], log_dir=tmp_path, method=method, animate=None, tensorboard=False
+    )
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path)
+    assert run.heatmaps.shape[:2] == (2, 3)
+    want = compute_cams(model, x[:3], method=method, target=run.targets[-1]).heatmaps
+    np.testing.assert_allclose(run.heatmaps[-1], want, atol=2e-3)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_method_gives_the_same_maps_on_jax_and_torch(backend, setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    model, x, *_ = setup
+    model.save_weights(tmp_path / "w.weights.h5")
+    np.save(tmp_path / "x.npy", x)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": f"{here.parent}{os.pathsep}{here}",
+    }
+    out = subprocess.run(
+        [sys.executable, str(here / "_child_methods.py"), str(tmp_path / "w.weights.h5"),
+         str(tmp_path / "x.npy"), str(tmp_path / "out.npz")],
+        capture_output=True, text=True, env=env, timeout=500,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    assert not got["tensorflow_imported"]
+    import _child_methods
+
+    for name in methods.REGISTRY:
+        if name == "mean_act":
+            continue
+        ours = compute_cams(model, x, method=name, method_options=_child_methods.OPTIONS.get(name))
+        np.testing.assert_allclose(got[f"{name}/probs"], ours.probabilities, atol=1e-5)
+        err = np.abs(got[f"{name}/maps"] - ours.heatmaps).max()
+        assert err < 1e-4, f"{name} on {backend}: max |diff| {err:.2e}"
+
+
+def test_guided_gradcam_in_closed_form():
+    """input -> Conv2D(1x1, relu) -> GAP -> Dense: guided backprop is closed form.
+
+    d logit_c / d x_ijc' = sum_k K[c', k] W[k, c] / (HW) [z_ijk > 0], and guided backprop
+    also drops the channels whose gradient at the ReLU, W[k, c] / (HW), is negative."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 3))
+    z = keras.layers.Conv2D(6, 1, activation="relu", name="conv")(inp)
+    h = keras.layers.GlobalAveragePooling2D()(z)
+    model = keras.Model(inp, keras.layers.Dense(2, name="dense")(h))  # linear head: logits
+    rng = np.random.default_rng(5)
+    model.get_layer("conv").set_weights([rng.normal(size=(1, 1, 3, 6)), rng.normal(size=6)])
+    x = rng.normal(size=(3, 8, 8, 3)).astype(np.float32)
+    k = model.get_layer("conv").get_weights()[0][0, 0].astype(np.float64)  # [3, 6]
+    b = model.get_layer("conv").get_weights()[1].astype(np.float64)
+    w = model.get_layer("dense").get_weights()[0].astype(np.float64)  # [6, 2]
+    zz = x.astype(np.float64) @ k + b  # [N, 8, 8, 6]
+    a = np.maximum(zz, 0)
+    t = (a.mean(axis=(1, 2)) @ w).argmax(1)
+    up = w[:, t].T / 64  # [N, 6]: the gradient arriving at the ReLU output
+    gate = (zz > 0) * (up[:, None, None, :] > 0)
+    guided = np.einsum("nhwk,ck->nhwc", gate * up[:, None, None, :], k)
+    grad_cam = norm(np.einsum("nk,nhwk->nhw", up, a))  # mean_ij G = up; 8x8 = input size
+    want = np.abs(guided).max(-1) * grad_cam
+    check(model, x, "guided_gradcam", want, layer="conv")
+    # the plain gradient differs: the guided gate matters here
+    plain = np.einsum("nhwk,ck->nhwc", (zz > 0) * up[:, None, None, :], k)
+    assert np.abs(norm(np.abs(plain).max(-1) * grad_cam) - norm(want)).max() > 0.05
+    # the model is left as found: the activation is relu again, no call override remains
+    assert model.get_layer("conv").activation is keras.activations.relu
+    assert "call" not in model.get_layer("conv").__dict__
+    check_shape = cams.inspect_model(model, x, method="guided_gradcam", layer="conv")
+    assert check_shape.map_shape == (8, 8)
+
+
+def test_guided_relu_layers_are_restored_after_a_failure():
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    h = keras.layers.ReLU(max_value=6.0, name="relu6")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    relu = model.get_layer("relu6")
+    with pytest.raises(RuntimeError, match="boom"), methods._guided([relu]):
+        assert "call" in relu.__dict__
+        raise RuntimeError("boom")
+    assert "call" not in relu.__dict__
+    x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    res = compute_cams(model, x, method="guided_gradcam", layer="conv")
+    assert res.heatmaps.shape == (2, 8, 8) and res.heatmaps.max() == pytest.approx(1.0)
+    assert "call" not in relu.__dict__
