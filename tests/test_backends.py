@@ -90,7 +90,7 @@ def test_fit_on_backend_records_renders_and_never_imports_tensorflow(tmp_path, b
     info = json.loads(run_child("fit", tmp_path, backend).strip().splitlines()[-1])
     assert info["backend"] == backend
     assert info["tensorflow_imported"] is False
-    assert info["epochs"] == [0, 1] and info["config_backend"] == backend
+    assert info["epochs"] == [-1, 0, 1] and info["config_backend"] == backend
     assert info["max_diff_to_compute_cams"] < 1e-5
     run = load_run(tmp_path)  # read back here, whatever this process's backend
     assert run.meta["backend"] == backend and np.isfinite(run.heatmaps).all()
@@ -137,7 +137,7 @@ def test_jax_data_parallel_over_two_host_devices(tmp_path):
     stdout = run_child("dataparallel", tmp_path, "jax", env={"XLA_FLAGS": flags})
     assert json.loads(stdout.strip().splitlines()[-1]) == {"devices": 2, "process": 0}
     run = load_run(tmp_path)
-    assert run.epochs == [0, 1]
+    assert run.epochs == [-1, 0, 1]  # the untrained model first
     single = np.load(tmp_path / "single.npz")
     # The last recorded epoch (final weights, two devices) against one device.
     np.testing.assert_allclose(run.heatmaps[-1], single["maps"], atol=1e-5)
@@ -166,6 +166,6 @@ def test_jax_two_processes_on_loopback_write_one_record(tmp_path):
     events = list((shared / "cam").glob("events.out.tfevents.*"))
     assert len(events) == 1 and f".{infos[0]['pid']}." in events[0].name  # process 0 only
     two, one = load_run(shared), load_run(alone)
-    assert two.epochs == one.epochs == [0, 1]
+    assert two.epochs == one.epochs == [-1, 0, 1]
     np.testing.assert_allclose(two.heatmaps, one.heatmaps, atol=1e-5)
     np.testing.assert_allclose(two.probabilities, one.probabilities, atol=1e-5)
