@@ -90,7 +90,6 @@ def test_fit_on_backend_records_renders_and_never_imports_tensorflow(tmp_path, b
     info = json.loads(run_child("fit", tmp_path, backend).strip().splitlines()[-1])
     assert info["backend"] == backend
     assert info["tensorflow_imported"] is False
-    # -1: the baseline before training, then the two epochs.
     assert info["epochs"] == [-1, 0, 1] and info["config_backend"] == backend
     assert info["max_diff_to_compute_cams"] < 1e-5
     run = load_run(tmp_path)  # read back here, whatever this process's backend
@@ -138,7 +137,7 @@ def test_jax_data_parallel_over_two_host_devices(tmp_path):
     stdout = run_child("dataparallel", tmp_path, "jax", env={"XLA_FLAGS": flags})
     assert json.loads(stdout.strip().splitlines()[-1]) == {"devices": 2, "process": 0}
     run = load_run(tmp_path)
-    assert run.epochs == [-1, 0, 1]
+    assert run.epochs == [-1, 0, 1]  # the untrained model first
     single = np.load(tmp_path / "single.npz")
     # The last recorded epoch (final weights, two devices) against one device.
     np.testing.assert_allclose(run.heatmaps[-1], single["maps"], atol=1e-5)

@@ -356,6 +356,7 @@ def test_resume_with_initial_epoch(tmp_path):
         verbose=0,
         callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate=None)],
     )
+    baseline = (tmp_path / "cam" / "epochs" / "baseline.npz").read_bytes()
     model.fit(
         x,
         y,
@@ -366,6 +367,7 @@ def test_resume_with_initial_epoch(tmp_path):
     )
     run = load_run(tmp_path)
     assert run.epochs == [-1, 0, 1, 2, 3]  # one baseline: the resumed fit records none
+    assert (tmp_path / "cam" / "epochs" / "baseline.npz").read_bytes() == baseline
     assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 5
     # drift at the resumed epoch is measured against the epoch recorded before the restart.
     from cam_callback.metrics import cosine_drift

@@ -311,7 +311,7 @@ def test_every_kind_of_method_works_in_the_tracker(method, tmp_path):
     )
     model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tracker])
     run = load_run(tmp_path)
-    assert run.heatmaps.shape[1] == 3 and run.epochs[-1] == max(run.epochs) >= 1
+    assert run.heatmaps.shape[:2] == (3, 3)  # before training, then 2 epochs
     want = compute_cams(model, x[:3], method=method, target=run.targets[-1]).heatmaps
     np.testing.assert_allclose(run.heatmaps[-1], want, atol=2e-3)
 

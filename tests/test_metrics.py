@@ -64,7 +64,6 @@ def test_summary_scalars():
     assert s == pytest.approx({"misclassified_fraction": 0.5, "mean_drift": 0.2})
 
 
-
 def test_summary_scalars_per_group_tell_the_flagged_story():
     # Two homer probes pulled to the cue, two others not: the overall mean hides it.
     values = {

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 from records import make_record
 from test_report import CHROMIUM, FLAGS
 
