@@ -18,6 +18,7 @@ import numpy as np
 
 from cam_callback import _validate, backends
 from cam_callback import layers as _layers
+from cam_callback._imageops import deletion_blur, resize_bilinear
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "hirescam", "saliency")
 SCORES: tuple[str, ...] = ("logit", "probability")
@@ -821,7 +822,7 @@ def deletion_faithfulness(
     x = prepare_images(model, images)
     _, head, _, _ = _inspect(model, x, None, "saliency", output, "probability")
     n, h, w = x.shape[:3]
-    up = _resize_bilinear(np.asarray(heatmaps, np.float32), h, w)
+    up = resize_bilinear(np.asarray(heatmaps, np.float32), h, w)
     k = max(1, int(round(share * h * w)))
     flat = up.reshape(n, -1)
     top = np.zeros_like(flat, dtype=bool)
@@ -830,45 +831,13 @@ def deletion_faithfulness(
     rand = np.zeros_like(top)
     for i in range(n):
         rand[i, rng.choice(h * w, size=k, replace=False)] = True
-    size = max(3, (min(h, w) // 4) | 1)  # a strong blur: an odd box of a quarter of the side
-    blurred = _box_blur(x.astype(np.float32), size).astype(x.dtype)
+    blurred = deletion_blur(x.astype(np.float32)).astype(x.dtype)
     masks = np.stack([top, rand]).reshape(2, n, h, w, 1)
     variants = np.where(masks, blurred[None], x[None]).reshape(2 * n, *x.shape[1:])
     probs = _probabilities(model, head, np.concatenate([x, variants]), batch_size)
     picked = probs[np.arange(3 * n), np.tile(np.asarray(targets, np.int64), 3)]
     base, after_top, after_rand = picked[:n], picked[n : 2 * n], picked[2 * n :]
     return ((base - after_top) - (base - after_rand)).astype(np.float32)
-
-
-def _resize_bilinear(maps: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``[N, h0, w0]`` to ``[N, h, w]``, bilinear with half-pixel centres (as tf.image.resize)."""
-
-    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, (src - lo).astype(np.float32)
-
-    y0, y1, fy = axis(maps.shape[1], h)
-    x0, x1, fx = axis(maps.shape[2], w)
-    rows = maps[:, y0] * (1 - fy)[None, :, None] + maps[:, y1] * fy[None, :, None]
-    return rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx
-
-
-def _box_blur(x: np.ndarray, size: int) -> np.ndarray:
-    """The mean over an odd ``size`` box around each pixel of ``[N, H, W, C]``, mirrored edges."""
-    r = size // 2
-    padded = np.pad(x, [(0, 0), (r, r), (r, r), (0, 0)], mode="symmetric").astype(np.float64)
-    c = np.cumsum(np.cumsum(padded, axis=1), axis=2)
-    c = np.pad(c, [(0, 0), (1, 0), (1, 0), (0, 0)])
-    h, w = x.shape[1:3]
-    total = (
-        c[:, size : size + h, size : size + w]
-        - c[:, :h, size : size + w]
-        - c[:, size : size + h, :w]
-        + c[:, :h, :w]
-    )
-    return (total / (size * size)).astype(np.float32)
 
 
 def _cached_function(model: keras.Model, key: tuple, x: np.ndarray, body: Any) -> Any:

@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from cam_callback._imageops import deletion_blur, resize_bilinear
+
 METRICS: tuple[str, ...] = (
     "deletion_auc",
     "insertion_auc",
@@ -401,19 +403,7 @@ def upsample_maps(maps: np.ndarray, h: int, w: int) -> np.ndarray:
         >>> upsample_maps(np.ones((1, 2, 2)), 4, 4).shape
         (1, 4, 4)
     """
-    maps = np.asarray(maps, np.float64)
-    if maps.shape[1:] == (h, w):
-        return maps.copy()
-
-    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.floor(src).astype(int)
-        return lo, np.minimum(lo + 1, n_in - 1), src - lo
-
-    y0, y1, fy = axis(maps.shape[1], h)
-    x0, x1, fx = axis(maps.shape[2], w)
-    rows = maps[:, y0] * (1 - fy)[None, :, None] + maps[:, y1] * fy[None, :, None]
-    return rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx
+    return resize_bilinear(np.asarray(maps, np.float64), h, w)
 
 
 def blur(x: np.ndarray) -> np.ndarray:
@@ -423,18 +413,7 @@ def blur(x: np.ndarray) -> np.ndarray:
         >>> blur(np.ones((1, 8, 8, 1), np.float32)).max()
         1.0
     """
-    h, w = x.shape[1:3]
-    size = max(3, (min(h, w) // 4) | 1)
-    r = size // 2
-    padded = np.pad(x.astype(np.float64), [(0, 0), (r, r), (r, r), (0, 0)], mode="symmetric")
-    c = np.pad(np.cumsum(np.cumsum(padded, axis=1), axis=2), [(0, 0), (1, 0), (1, 0), (0, 0)])
-    total = (
-        c[:, size : size + h, size : size + w]
-        - c[:, :h, size : size + w]
-        - c[:, size : size + h, :w]
-        + c[:, :h, :w]
-    )
-    return (total / (size * size)).astype(x.dtype)
+    return deletion_blur(x)
 
 
 def rank_pixels(maps: np.ndarray) -> np.ndarray:
