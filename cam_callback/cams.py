@@ -694,7 +694,6 @@ def _build_engine(
     x: np.ndarray,
 ) -> _Engine:
     backend = backends.get()
-    model_ref = weakref.ref(model)  # the engine is cached on the model: no cycle through it
 
     def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
         return _forward(
@@ -713,13 +712,31 @@ def _build_engine(
         maps = saliency(source, grads) if target_layer is None else combine(source, grads, method)
         return normalize(maps), probs, keras.ops.cast(chosen, "int32")
 
+    fn = build_cam_function(model, info, target_layer, x, forward, finish)
+    return _Engine(fn=fn, errors=backend.ERRORS)
+
+
+def build_cam_function(
+    model: keras.Model,
+    info: _ModelInfo,
+    target_layer: keras.layers.Layer | None,
+    x: np.ndarray,
+    forward: Any,
+    finish: Any,
+) -> Any:
+    """The backend's compiled ``fn(images, targets)`` for ``forward`` and ``finish``.
+
+    Differentiates by ``target_layer``'s output, or by the input when it is ``None``.
+    Shared by the built-in methods and the registry's raw-gradient methods.
+    """
+    backend = backends.get()
     if target_layer is None:
         source_shape = tuple(x.shape[1:])
     else:
         out_shape = next(c.output_shape for c in info.calls if c.layer is target_layer)
         source_shape = tuple(out_shape[1:])
     fn = backend.cam_function(
-        model_ref,
+        weakref.ref(model),  # the engine is cached on the model: no cycle through it
         forward,
         finish,
         wrt_input=target_layer is None,
@@ -728,7 +745,7 @@ def _build_engine(
     )
     if backend.EAGER:
         _count_trace(model)  # built once; runs eagerly
-    return _Engine(fn=fn, errors=backend.ERRORS)
+    return fn
 
 
 def pick_scores(probs: Any, scores: Any, targets: Any) -> tuple[Any, Any]:

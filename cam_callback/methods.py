@@ -279,7 +279,6 @@ def _build_gradients(
     from cam_callback import backends, cams
 
     backend = backends.get()
-    model_ref = weakref.ref(model)
     forward = functools.partial(
         cams._forward, info=info, head=head, target_layer=layer, count=not backend.EAGER
     )
@@ -296,20 +295,7 @@ def _build_gradients(
     def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any]:
         return keras.ops.cast(source, "float32"), keras.ops.cast(grads, "float32")
 
-    if layer is None:
-        source_shape = tuple(x.shape[1:])
-    else:
-        source_shape = tuple(next(c.output_shape for c in info.calls if c.layer is layer)[1:])
-    fn = backend.cam_function(
-        model_ref,
-        forward,
-        finish,
-        wrt_input=layer is None,
-        spec=(tuple(x.shape[1:]), x.dtype.name),
-        source_shape=source_shape,
-    )
-    if backend.EAGER:
-        cams._count_trace(model)  # built once; runs eagerly
+    fn = cams.build_cam_function(model, info, layer, x, forward, finish)
 
     def run(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = fn(images, targets)
