@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -80,6 +81,39 @@ def test_only_the_backends_package_imports_a_backend():
         text = path.read_text()
         for lib in ("tensorflow", "jax", "torch"):
             assert f"import {lib}" not in text, (path, lib)
+
+
+# ---------------------------------------------------------------- TensorFlow: AutoGraph
+
+
+@pytest.mark.skipif(backends.name() != "tensorflow", reason="TensorFlow's AutoGraph")
+def test_tensorflow_compiles_cam_functions_without_autograph(monkeypatch):
+    """AutoGraph costs about 2 s per trace on 2 cores, ten times the trace: never pay it."""
+    import tensorflow as tf
+
+    from cam_callback import compute_cams
+
+    calls, real = [], tf.function
+
+    def spy(fn=None, **kwargs):
+        if getattr(fn, "__module__", "") == "cam_callback.backends.tensorflow":
+            calls.append(kwargs.get("autograph", True))
+        return real(fn, **kwargs)
+
+    monkeypatch.setattr(tf, "function", spy)
+    images = np.random.default_rng(0).random((5, 16, 16, 3), dtype=np.float32)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="feat"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    compute_cams(model, images)
+    compute_cams(model, images, method="saliency")  # gradient of the input
+    compute_cams(model, images, method="scorecam")  # forward only
+    assert calls and not any(calls), calls
 
 
 # ---------------------------------------------------------------- fit on JAX and PyTorch

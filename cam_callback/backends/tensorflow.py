@@ -11,6 +11,10 @@ import tensorflow as tf
 ERRORS: tuple[type[BaseException], ...] = (tf.errors.OpError,)
 PAD_BATCH = False  # one program serves every batch size
 EAGER = False  # the Python body runs once per trace
+# AutoGraph would rewrite our own step functions at every trace (about 2 s on 2 cores, ten
+# times the trace itself) for nothing: they never branch on a tensor, and Keras never lets
+# AutoGraph into a model's ``call``, so a model that branches on a tensor fails in fit too.
+AUTOGRAPH = False
 
 
 def _call(model: Any, images: Any) -> Any:
@@ -52,7 +56,9 @@ def cam_function(
             grads = tf.zeros_like(source)
         return finish(source, grads, probs, chosen)
 
-    compiled = tf.function(step, input_signature=signature, reduce_retracing=True)
+    compiled = tf.function(
+        step, input_signature=signature, reduce_retracing=True, autograph=AUTOGRAPH
+    )
 
     def run(images: np.ndarray, targets: np.ndarray) -> tuple:
         out = compiled(tf.constant(images), tf.constant(targets))
@@ -73,5 +79,6 @@ def forward_function(
     def fn(images: tf.Tensor) -> tf.Tensor:
         return body(_call, model_ref(), images)
 
-    compiled = tf.function(fn, input_signature=(tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),))
+    signature = (tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),)
+    compiled = tf.function(fn, input_signature=signature, autograph=AUTOGRAPH)
     return lambda images: compiled(tf.constant(images)).numpy()
