@@ -5,10 +5,13 @@ level 1, and written with the image plugin's metadata: what ``tf.summary.image``
 writes, at a fifth of its cost on a CPU that is also training (measured in
 ``benchmarks/bench_tracker.py``).
 
-The event file is written with TensorBoard's own writer and protos, the way
+The event file is written with TensorBoard's protos and record framing, the way
 PyTorch's ``SummaryWriter`` does, so no backend imports TensorFlow for it. The
 summaries have the layout of TF2's ``tf.summary`` (tensor values with plugin
-metadata), so a real TensorBoard reads them alike.
+metadata), so a real TensorBoard reads them alike. Each record's CRC-32C comes
+from ``google-crc32c`` (C): TensorBoard's pure-Python fallback, used when
+TensorFlow is not imported, takes about 65 ms per epoch's event on 2 cores,
+three quarters of the writer's time.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ import itertools
 import os
 import re
 import socket
+import struct
 import time
 from collections.abc import Mapping
 
+import google_crc32c
 import numpy as np
 from PIL import Image
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.summary.writer.record_writer import RecordWriter
 
 
 def probe_tag(index: int, name: str | None = None) -> str:
@@ -54,6 +58,33 @@ def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     pal.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C that frames TFRecords (and so TensorBoard event files).
+
+    Example:
+        >>> masked_crc32c(b"")
+        2726488792
+    """
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def record_bytes(data: bytes) -> bytes:
+    """``data`` framed as one TFRecord: length, its masked CRC, data, its masked CRC.
+
+    Example:
+        >>> len(record_bytes(b"abc"))
+        19
+    """
+    header = struct.pack("<Q", len(data))
+    return (
+        header
+        + struct.pack("<I", masked_crc32c(header))
+        + data
+        + struct.pack("<I", masked_crc32c(data))
+    )
 
 
 def _image_value(tag: str, image: np.ndarray) -> summary_pb2.Summary.Value:
@@ -97,11 +128,10 @@ class _EventFile:
         )
         self.path = os.path.join(logdir, name)
         self._file = open(self.path, "wb")  # noqa: SIM115  (closed by close())
-        self._records = RecordWriter(self._file)
         self.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def write(self, event: event_pb2.Event) -> None:
-        self._records.write(event.SerializeToString())
+        self._file.write(record_bytes(event.SerializeToString()))
 
     def flush(self) -> None:
         self._file.flush()
