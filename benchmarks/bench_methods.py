@@ -84,9 +84,7 @@ def peers(model, x, targets):
         o = OPTIONS
         out["scorecam"] = (
             "tf-keras-vis",
-            lambda: sc(
-                score, x, penultimate_layer="out_relu", max_N=o["scorecam"]["max_channels"]
-            ),
+            lambda: sc(score, x, penultimate_layer="out_relu", max_N=o["scorecam"]["max_channels"]),
         )
         out["smoothgrad"] = (
             "tf-keras-vis",
@@ -123,15 +121,17 @@ def peers(model, x, targets):
         ig = IntegratedGradients()
         out["integrated_gradients"] = (
             "tf-explain",
-            lambda: x
-            * ig.get_integrated_gradients(
-                ig.generate_interpolations(
-                    np.asarray(x), OPTIONS["integrated_gradients"]["steps"]
-                ),
-                model,
-                cls,
-                OPTIONS["integrated_gradients"]["steps"],
-            ).numpy(),  # tf-explain leaves out the (x - baseline) factor: put it back
+            lambda: (
+                x
+                * ig.get_integrated_gradients(
+                    ig.generate_interpolations(
+                        np.asarray(x), OPTIONS["integrated_gradients"]["steps"]
+                    ),
+                    model,
+                    cls,
+                    OPTIONS["integrated_gradients"]["steps"],
+                ).numpy()
+            ),  # tf-explain leaves out the (x - baseline) factor: put it back
         )
         out["gradient_x_input"] = (
             "tf-explain",
