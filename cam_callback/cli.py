@@ -48,6 +48,18 @@ def _probes(text: str | None) -> list[int] | None:
         raise CLIError(f"--probes must be comma-separated ids like 0,3,7; got {text!r}") from None
 
 
+def _max_frames(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise CLIError(f"--max-frames must be a whole number >= 2, or 'all'; got {text!r}")
+    return value
+
+
 def _own_dir(path: Path, names: Sequence[str], default: bool = False) -> Path:
     """Creates ``path`` as our output folder; refuses to overwrite files in a folder not ours.
 
@@ -85,6 +97,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     run = _load(args.log_dir)
     probes = _probes(args.probes)
+    max_frames = _max_frames(args.max_frames)
     chosen = probes if probes is not None else range(run.n_probes)
     names = [f"probe_{i:03d}.{args.format}" for i in chosen]
     out = _own_dir(
@@ -105,6 +118,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         fps=args.fps,
         probes=probes,
         grid=args.grid,
+        max_frames=max_frames,
         progress=_progress("rendering"),
     )
     print(f"wrote {_count(len(paths), args.format.upper())} to {out}")
@@ -236,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: LOG_DIR/cam/animations)")
     r.add_argument("--probes", help="comma-separated probe ids, e.g. 0,3,7 (default: all)")
     r.add_argument("--fps", type=float, default=4.0, help=fps_help)
+    r.add_argument(
+        "--max-frames",
+        default="100",
+        help="most frames per file: recorded epochs sampled evenly, first and last kept, "
+        "as the tracker's own animations; 'all' for every epoch",
+    )
     r.add_argument(
         "--grid", action="store_true", help="also write a grid of the chosen probes (default: off)"
     )

@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image
 from records import make_record
 
+from cam_callback.animate import read_gif
+
 
 def cli(*args, cwd=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -59,6 +61,25 @@ def test_render_gif_subset_with_grid_and_progress(tmp_path):
     assert "rendering 3/3" in out.stderr
     again = cli("render", tmp_path, "--probes", "0")  # its own folder: overwriting is fine
     assert again.returncode == 0, again.stderr
+
+
+def test_render_max_frames_samples_epochs_keeping_first_and_last(tmp_path):
+    make_record(tmp_path, n_epochs=9)
+    gif = tmp_path / "cam" / "animations" / "probe_001.gif"
+    out = cli("render", tmp_path, "--probes", "1", "--max-frames", "3")
+    assert out.returncode == 0, out.stderr
+    all_out = tmp_path / "all"
+    want = cli("render", tmp_path, "--probes", "1", "--max-frames", "all", "--out", all_out)
+    assert want.returncode == 0, want.stderr
+    every = read_gif(all_out / "probe_001.gif")
+    assert len(every) == 9
+    kept = read_gif(gif)
+    assert len(kept) == 3
+    # Each kept frame is nearest to epochs 0, 4 and 8 of the full render (palettes differ).
+    nearest = [int(np.argmin([np.abs(k.astype(int) - f).mean() for f in every])) for k in kept]
+    assert nearest == [0, 4, 8]
+    bad = cli("render", tmp_path, "--max-frames", "1")
+    assert bad.returncode != 0 and "--max-frames must be a whole number >= 2" in bad.stderr
 
 
 def test_render_mp4_to_new_out(tmp_path):
