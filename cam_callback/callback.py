@@ -352,6 +352,8 @@ class CAMTracker(keras.callbacks.Callback):
 
     def _check_background(self, session: pipeline.EpochPipeline) -> None:
         """Raises (``on_error="raise"``) or warns once about each failed background stage."""
+        while session.notices:
+            warnings.warn(f"CAMTracker: {session.notices.pop(0)}", TrackerWarning, stacklevel=3)
         while (failure := session.take_error()) is not None:
             stage, what, epoch, exc = failure
             if self.on_error == "raise" and stage == "frames":

@@ -11,7 +11,11 @@ them to an :class:`EpochPipeline`. Two threads do the rest:
   the chosen ``tensorboard_probes``) and the probe's animation, which grows on
   disk by one encoded GIF block per kept epoch (:class:`~cam_callback.animate.GifStream`).
   Which epochs the animations keep (at most ``max_frames``, evenly spread, first
-  and last kept) is planned at the first epoch from ``fit``'s epoch count.
+  and last kept) is planned at the first epoch from ``fit``'s epoch count. When
+  drawing an animated epoch costs more than :data:`ANIMATION_BUDGET` of an
+  epoch (hundreds of probes on short epochs), the rest of the plan is thinned
+  evenly so that it fits, once, with a notice: the record keeps every epoch,
+  and ``cam-callback render`` draws them all after training.
 
 :meth:`EpochPipeline.finish` then only completes the files: one trailer byte per
 GIF, plus the last epoch's frames when ``fit`` stopped early.
@@ -20,9 +24,11 @@ GIF, plus the last epoch's frames when ``fit`` stopped early.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +51,10 @@ _STOP = object()
 DEFAULT_TENSORBOARD_PROBES = 16
 DEFAULT_MAX_FRAMES = 100
 FRAME_QUEUE = 4  # epochs waiting to be drawn; beyond this, training waits (memory stays flat)
+# The live animations may use this share of an epoch's time on one core, and never thin below
+# ANIMATION_FLOOR_S of drawing per epoch: only hundreds of probes on short epochs go over.
+ANIMATION_BUDGET = 0.10
+ANIMATION_FLOOR_S = 0.5
 
 
 def check_tensorboard_probes(value: Any, n_probes: int) -> int | list[int]:
@@ -215,6 +225,10 @@ class EpochPipeline:
         self.fps = fps
         self._keep: set[int] | None = None  # epochs the animations keep; None: all
         self._planned = False
+        self._stride = 1  # with an unknown plan, animate every stride-th epoch (budget)
+        self._since_kept = 0
+        self._submitted: float | None = None  # when the previous epoch was handed over
+        self.notices: list[str] = []  # said once each by the callback, as TrackerWarnings
         # Metric history, owned by the record thread.
         self._previous: np.ndarray | None = None
         self._previous_epoch: int | None = None
@@ -258,7 +272,10 @@ class EpochPipeline:
         self._records.join()  # the promise: at most this epoch is not yet durable
         if self.record_failed or self._record_thread is None:
             return
-        self._records.put((epoch, heatmaps, probabilities, targets, extra_metrics or {}))
+        now = time.monotonic()
+        interval = None if self._submitted is None else now - self._submitted
+        self._submitted = now
+        self._records.put((epoch, heatmaps, probabilities, targets, extra_metrics or {}, interval))
 
     def take_error(self) -> tuple[str, str, int | None, BaseException] | None:
         """The oldest unreported failure as ``(stage, what, epoch, exception)``, or ``None``.
@@ -408,6 +425,7 @@ class EpochPipeline:
         probabilities: np.ndarray,
         targets: np.ndarray,
         extra: dict[str, np.ndarray],
+        interval: float | None = None,
     ) -> None:
         previous, first = self._history(epoch)
         values = metrics.epoch_metrics(
@@ -427,7 +445,7 @@ class EpochPipeline:
             self._first = heatmaps
         self.last = (epoch, heatmaps, probabilities)
         if self._draws:
-            self._hand_to_frames((epoch, heatmaps, probabilities, values))
+            self._hand_to_frames((epoch, heatmaps, probabilities, values, interval))
 
     def _history(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Maps of the previous and first recorded epochs before ``epoch`` (resume-aware)."""
@@ -464,7 +482,11 @@ class EpochPipeline:
         try:
             if not self._planned:
                 self._plan(job[0])
-            self._draw(*job)
+            *args, interval = job
+            start = time.thread_time()
+            animated = self._draw(*args)
+            if animated and interval is not None:
+                self._budget(job[0], time.thread_time() - start, interval)
         except BaseException as exc:
             self._fail("frames", self.frames_what, job[0], exc)
 
@@ -519,6 +541,38 @@ class EpochPipeline:
             if data is not None:
                 self._draw(e, data["heatmaps"], data["probabilities"], None, tensorboard=False)
 
+    def _budget(self, epoch: int, cpu_s: float, interval: float) -> None:
+        """Thins the rest of the animation plan, once, when drawing outruns its budget."""
+        allowed = ANIMATION_BUDGET * interval
+        if self._stride > 1 or cpu_s <= max(ANIMATION_FLOOR_S, allowed):
+            return
+        stride = math.ceil(cpu_s / allowed)
+        if self._keep is None:
+            self._stride = stride
+        else:
+            later = sorted(e for e in self._keep if e > epoch)
+            thinned = set(later[stride - 1 :: stride]) | set(later[-1:])
+            self._keep = {e for e in self._keep if e <= epoch} | thinned
+            self._stride = stride
+        self.notices.append(
+            f"drawing the animation frames of {self.n} probes took {cpu_s:.2f} s of CPU at "
+            f"epoch {epoch}, more than {ANIMATION_BUDGET:.0%} of an epoch ({interval:.2f} s); "
+            f"the live animations now keep one epoch in {stride} (the last one always), so "
+            "training is not slowed. The record keeps every epoch: `cam-callback render "
+            "LOG_DIR --max-frames all` draws them all after training, or pass "
+            "animate=None to skip the live animations."
+        )
+
+    def _animates(self, epoch: int) -> bool:
+        if not self.streams or (self._keep is not None and epoch not in self._keep):
+            return False
+        if self._keep is None and self._stride > 1:  # unknown plan, thinned: count epochs
+            self._since_kept += 1
+            if self._since_kept < self._stride:
+                return False
+            self._since_kept = 0
+        return True
+
     def _draw(
         self,
         epoch: int,
@@ -526,8 +580,9 @@ class EpochPipeline:
         probabilities: np.ndarray,
         values: dict[str, np.ndarray] | None,
         tensorboard: bool = True,
-    ) -> None:
-        animated = bool(self.streams) and (self._keep is None or epoch in self._keep)
+    ) -> bool:
+        """Draws one epoch for TensorBoard and the animations; returns whether it animated."""
+        animated = self._animates(epoch)
         shown = self.writer is not None and tensorboard
         needed = range(self.n) if animated else (self.tb_probes if shown else ())
         # Each frame is drawn once, then used by TensorBoard and by the animation.
@@ -568,6 +623,7 @@ class EpochPipeline:
             for i, stream in enumerate(self.streams):
                 stream.append(epoch, drawn[i])
             self.grid_stream.append(epoch, grid)
+        return animated
 
     def _finish_animations(self) -> list[Path]:
         """Completes each file: O(probes), whatever the number of epochs."""
@@ -577,7 +633,7 @@ class EpochPipeline:
         if not self.streams[0].index or self.streams[0].keys[-1] != epoch:
             # fit stopped before its planned end (or the plan was unknown): always end on
             # the last recorded epoch. Fewer planned epochs ran, so max_frames still holds.
-            self._keep = None
+            self._keep, self._stride = None, 1
             self._draw(epoch, heatmaps, probabilities, None, tensorboard=False)
         streams = [*self.streams, self.grid_stream]
         written = []

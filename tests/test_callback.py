@@ -157,6 +157,22 @@ def test_tensorboard_probes_and_max_frames_in_a_real_fit(tmp_path):
     assert load_run(tmp_path).epochs == [-1, 0, 1, 2]
 
 
+def test_animations_over_budget_thin_with_one_warning_in_a_real_fit(tmp_path, monkeypatch):
+    from cam_callback import pipeline
+
+    # Any drawing is over a zero budget: from epoch 0 (measured against the state before
+    # training) on, the live GIFs keep only the last epoch; the record keeps all.
+    monkeypatch.setattr(pipeline, "ANIMATION_FLOOR_S", 0.0)
+    monkeypatch.setattr(pipeline, "ANIMATION_BUDGET", 1e-12)
+    x, y = data(16)
+    with caught() as seen:
+        fit_with(CAMTracker(x[:4], y[:4], log_dir=tmp_path), epochs=4)
+    said = [m for m in tracker_warnings(seen) if "keep one epoch in" in m]
+    assert len(said) == 1 and "cam-callback render LOG_DIR --max-frames all" in said[0]
+    assert load_run(tmp_path).epochs == [-1, 0, 1, 2, 3]
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3  # -1, 0, 3
+
+
 def test_writer_closed_after_fit(trained):
     log_dir, model, tracker, _ = trained
     # No file of the record or its event file is still open in this process.

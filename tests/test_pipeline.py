@@ -141,6 +141,45 @@ def test_max_frames_samples_evenly_keeping_first_and_last(tmp_path):
     assert not (tmp_path / "c" / "cam" / "animations" / animate.PARTIAL).exists()
 
 
+class FakeClock:
+    """Every epoch looks ``interval`` s long, and drawing one looks ``cpu`` s of CPU."""
+
+    def __init__(self, interval, cpu):
+        self.now, self.cpu, self.step, self.cpu_step = 0.0, 0.0, interval, cpu
+
+    def monotonic(self):
+        self.now += self.step
+        return self.now
+
+    def thread_time(self):  # called twice per drawn epoch, before and after
+        self.cpu += self.cpu_step
+        return self.cpu
+
+
+def test_animations_thin_evenly_once_when_drawing_outruns_its_budget(tmp_path, monkeypatch):
+    # 1 s of drawing per 2 s epoch is 5x the 10% budget: one epoch in 5 from then on.
+    monkeypatch.setattr(pipeline, "time", FakeClock(interval=2.0, cpu=1.0))
+    pipe = open_pipe(tmp_path / "a", total_epochs=12)
+    paths = run_epochs(pipe, range(12))
+    run = load_run(tmp_path / "a")
+    assert run.epochs == list(range(12))  # the record keeps every epoch
+    # Epoch 0 has no interval yet; epoch 1 measures it, then 2..11 keep 6 and 11.
+    assert gif_epochs(paths[0], run) == [0, 1, 6, 11]
+    assert len(pipe.notices) == 1 and "keep one epoch in 5" in pipe.notices[0]
+
+    # fit's length unknown: every 5th epoch after the measured one, and the last.
+    pipe = open_pipe(tmp_path / "b", total_epochs=None)
+    paths = run_epochs(pipe, range(9))
+    assert gif_epochs(paths[0], load_run(tmp_path / "b")) == [0, 1, 6, 8]
+
+    # Within budget (0.4 s, under the 0.5 s floor): every epoch.
+    monkeypatch.setattr(pipeline, "time", FakeClock(interval=2.0, cpu=0.4))
+    pipe = open_pipe(tmp_path / "c", total_epochs=6)
+    paths = run_epochs(pipe, range(6))
+    assert gif_epochs(paths[0], load_run(tmp_path / "c")) == [0, 1, 2, 3, 4, 5]
+    assert pipe.notices == []
+
+
 def test_sample_positions():
     assert animate.sample_positions(5, None) == [0, 1, 2, 3, 4]
     assert animate.sample_positions(300, 100)[:3] == [0, 3, 6]
