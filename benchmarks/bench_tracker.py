@@ -1,14 +1,17 @@
 """What CAMTracker costs inside model.fit: once per fit, and per epoch.
 
-Run: python benchmarks/bench_tracker.py            (about 10 minutes on 2 cores)
-     python benchmarks/bench_tracker.py --quick    (a smoke run of a few minutes)
+Run: python benchmarks/bench_tracker.py --rounds 3     (about 35 minutes on 2 cores)
+     python benchmarks/bench_tracker.py --quick        (a smoke run of a few minutes)
+     python benchmarks/bench_tracker.py --probes 512 --parts cost   (one part)
 
 Every fit runs in a fresh child process, so each row's peak RSS is its own.
 
-1. Cost. A small CNN on 12,000 images of 48 px (epochs of about 2 s on 2 cores),
+1. Cost. A small CNN on 2,500 images of 48 px (epochs of about 2.2 s on 2 cores),
    fitted for E and 3E epochs (E = 4), without the tracker, and with it for
    32 and 512 probes as: defaults (TensorBoard + GIFs), ``animate=None``, and
    record only (``tensorboard=False, animate=None``). The arms alternate.
+   ``spread`` is the range of the 3E fits over the rounds: the noise to read
+   the ratios against.
    The per-epoch cost is the slope between E and 3E, minus the slope without
    the tracker; the one-off cost is what is left at E epochs. Also printed:
    the time spent in ``on_train_end``, peak RSS, TensorBoard bytes per epoch
@@ -141,6 +144,10 @@ def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> Non
     def med(name, n, epochs, key):
         return statistics.median(r[key] for r in results[name, n, epochs])
 
+    def spread(name, n):  # run-to-run range of the long fit, in % of its median
+        fits = [r["fit_s"] for r in results[name, n, 3 * e]]
+        return 100 * (max(fits) - min(fits)) / statistics.median(fits)
+
     base_e, base_3e = med("no tracker", 0, e, "fit_s"), med("no tracker", 0, 3 * e, "fit_s")
     base_slope = (base_3e - base_e) / (2 * e)
     print(
@@ -150,13 +157,13 @@ def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> Non
     head = (
         f"{'arm':>13s} {'probes':>6s} {'fit ' + str(e):>7s} {'fit ' + str(3 * e):>7s} "
         f"{'ratio ' + str(3 * e):>9s} {'per epoch':>9s} {'one-off':>8s} {'train_end':>9s} "
-        f"{'train_end':>9s} {'peak RSS':>8s} {'TB/epoch':>9s} {'GIFs':>8s}"
+        f"{'train_end':>9s} {'peak RSS':>8s} {'TB/epoch':>9s} {'GIFs':>8s} {'spread':>7s}"
     )
     print(head)
     print(
         f"{'':>13s} {'':>6s} {'s':>7s} {'s':>7s} {'x':>9s} {'s':>9s} {'s':>8s} "
         f"{'at ' + str(e) + ', s':>9s} {'at ' + str(3 * e) + ', s':>9s} {'MiB':>8s} "
-        f"{'MB':>9s} {'MB':>8s}"
+        f"{'MB':>9s} {'MB':>8s} {'at ' + str(3 * e):>7s}"
     )
     for name, _, n in arms:
         f1, f3 = med(name, n, e, "fit_s"), med(name, n, 3 * e, "fit_s")
@@ -167,7 +174,7 @@ def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> Non
             f"{per_epoch:9.3f} {one_off:8.2f} {med(name, n, e, 'train_end_s'):9.3f} "
             f"{med(name, n, 3 * e, 'train_end_s'):9.3f} {med(name, n, 3 * e, 'rss_mib'):8.0f} "
             f"{med(name, n, 3 * e, 'tb_bytes_per_epoch') / 1e6:9.3f} "
-            f"{med(name, n, 3 * e, 'animation_bytes') / 1e6:8.2f}"
+            f"{med(name, n, 3 * e, 'animation_bytes') / 1e6:8.2f} {spread(name, n):6.1f}%"
         )
 
 
@@ -191,6 +198,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per arm")
+    parser.add_argument("--images", type=int, default=2500, help="training images (part 1)")
+    parser.add_argument("--probes", default="32,512", help="probe counts (part 1)")
+    parser.add_argument("--parts", default="cost,train_end,memory", help="parts to run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -203,9 +213,14 @@ def main() -> None:
         train_end(images=256, lengths=(4, 12))
         memory(images=64, lengths=(4, 20))
     else:
-        cost(images=12_000, e=4, probe_counts=(32, 512), rounds=args.rounds)
-        train_end(images=3000, lengths=(12, 36))
-        memory(images=64, lengths=(12, 100))
+        parts = set(args.parts.split(","))
+        if "cost" in parts:
+            probes = tuple(int(n) for n in args.probes.split(","))
+            cost(images=args.images, e=4, probe_counts=probes, rounds=args.rounds)
+        if "train_end" in parts:
+            train_end(images=1000, lengths=(12, 36))
+        if "memory" in parts:
+            memory(images=64, lengths=(12, 100))
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
 
