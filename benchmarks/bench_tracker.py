@@ -1,6 +1,6 @@
 """What CAMTracker costs inside model.fit: once per fit, and per epoch.
 
-Run: python benchmarks/bench_tracker.py --rounds 3     (about 35 minutes on 2 cores)
+Run: python benchmarks/bench_tracker.py --rounds 3     (about 25 minutes on 2 cores)
      python benchmarks/bench_tracker.py --quick        (a smoke run of a few minutes)
      python benchmarks/bench_tracker.py --probes 512 --parts cost   (one part)
 
