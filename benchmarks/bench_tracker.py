@@ -178,20 +178,21 @@ def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> Non
         )
 
 
-def train_end(images: int, lengths: tuple[int, ...]) -> None:
-    print(f"\n2. on_train_end with defaults, 32 probes, {images} images per epoch")
-    print(f"{'epochs':>7s} {'train_end s':>12s} {'GIF frames':>11s}")
+def long_runs(title: str, key: str, column: str, images: int, lengths: tuple[int, ...]) -> None:
+    """Fits with defaults and 32 probes at each length; prints ``key`` and the GIF frames."""
+    print(f"\n{title} with defaults, 32 probes, {images} images per epoch")
+    print(f"{'epochs':>7s} {column:>12s} {'GIF frames':>11s}")
     for epochs in lengths:
         r = run_child({"images": images, "epochs": epochs, "probes": 32, "tracker": {}})
-        print(f"{epochs:7d} {r['train_end_s']:12.3f} {r['gif_frames']:11d}")
+        print(f"{epochs:7d} {r[key]:12.3f} {r['gif_frames']:11d}")
+
+
+def train_end(images: int, lengths: tuple[int, ...]) -> None:
+    long_runs("2. on_train_end", "train_end_s", "train_end s", images, lengths)
 
 
 def memory(images: int, lengths: tuple[int, ...]) -> None:
-    print(f"\n3. peak RSS with defaults, 32 probes, {images} images per epoch")
-    print(f"{'epochs':>7s} {'peak MiB':>9s} {'GIF frames':>11s}")
-    for epochs in lengths:
-        r = run_child({"images": images, "epochs": epochs, "probes": 32, "tracker": {}})
-        print(f"{epochs:7d} {r['rss_mib']:9.1f} {r['gif_frames']:11d}")
+    long_runs("3. peak RSS", "rss_mib", "peak MiB", images, lengths)
 
 
 def main() -> None:

@@ -300,10 +300,7 @@ class EpochPipeline:
         finishes its current epoch, and the calling thread draws the epochs still
         queued, in order, at its own priority.
         """
-        thread, self._record_thread = self._record_thread, None
-        if thread is not None and thread.is_alive():
-            self._records.put(_STOP)
-            thread.join()
+        self._stop_record_thread()
         thread, self._frame_thread = self._frame_thread, None
         if thread is not None and thread.is_alive():
             self._handover = True
@@ -375,11 +372,15 @@ class EpochPipeline:
             self.writer.close()
         self.record.close()
 
-    def _stop_threads(self) -> None:
+    def _stop_record_thread(self) -> None:
+        """Lets the record thread write what was handed over, then joins it."""
         thread, self._record_thread = self._record_thread, None
         if thread is not None and thread.is_alive():
             self._records.put(_STOP)
             thread.join()
+
+    def _stop_threads(self) -> None:
+        self._stop_record_thread()
         thread, self._frame_thread = self._frame_thread, None
         if thread is not None and thread.is_alive():
             self._frames.put(_STOP)
@@ -546,14 +547,11 @@ class EpochPipeline:
         allowed = ANIMATION_BUDGET * interval
         if self._stride > 1 or cpu_s <= max(ANIMATION_FLOOR_S, allowed):
             return
-        stride = math.ceil(cpu_s / allowed)
-        if self._keep is None:
-            self._stride = stride
-        else:
+        stride = self._stride = math.ceil(cpu_s / allowed)
+        if self._keep is not None:  # a known plan: thin its later epochs evenly, keep the last
             later = sorted(e for e in self._keep if e > epoch)
             thinned = set(later[stride - 1 :: stride]) | set(later[-1:])
             self._keep = {e for e in self._keep if e <= epoch} | thinned
-            self._stride = stride
         self.notices.append(
             f"drawing the animation frames of {self.n} probes took {cpu_s:.2f} s of CPU at "
             f"epoch {epoch}, more than {ANIMATION_BUDGET:.0%} of an epoch ({interval:.2f} s); "
