@@ -32,7 +32,7 @@ example: venv
 
 # Look at the example's run in TensorBoard, with the CAM tab, keeping every image sample.
 tensorboard: venv
-	$(PY) -m tensorboard.main --logdir runs/spurious --samples_per_plugin images=0
+	$(PY) -m tensorboard.main --logdir runs/spurious --samples_per_plugin images=10000
 
 # Install the package with its test extras and the JAX and PyTorch backends (CPU), a headless
 # browser for the review-page test, and run the whole suite on TensorFlow, then the backend

@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
     )
     print(f"animations:  {run.path / 'animations'}")
     print(f"review page: {page}")
-    print(f"TensorBoard: tensorboard --logdir {args.out} --samples_per_plugin images=0")
+    print(f"TensorBoard: tensorboard --logdir {args.out} --samples_per_plugin images=10000")
     print(f"\nprobes whose attention landed on the TV frame (on_cue): {on_cue.tolist()}")
     for i in on_cue:
         print(

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,3 +59,54 @@ def test_event_file_reads_back_images_and_scalars(tmp_path):
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), want)
     drift = [(e.step, e.tensor_proto.float_val[0]) for e in acc.Tensors("cam/mean_drift")]
     assert drift == [(0, 0.25), (1, 0.5)]
+
+
+def _readme_tensorboard_flags() -> list[str]:
+    """The flags of README's `tensorboard --logdir runs/spurious ...` command, verbatim."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(s for s in readme.splitlines() if s.startswith("tensorboard --logdir "))
+    words = shlex.split(line)
+    return words[3:]  # after `tensorboard --logdir DIR`
+
+
+def test_readme_tensorboard_command_keeps_every_epochs_image(tmp_path):
+    """README's exact flags on a real TensorBoard: the images route returns all 12 epochs.
+
+    (`--samples_per_plugin images=0` keeps them at ingestion but the images route then
+    downsamples to zero and returns `[]`.)"""
+    flags = _readme_tensorboard_flags()
+    assert "--samples_per_plugin" in flags
+    frame = np.zeros((8, 8, 3), np.uint8)
+    writer = SummaryWriter(tmp_path / "cam")
+    for step in range(12):
+        frame[:, :, 0] = step * 20
+        writer.write(step, {"cam/grid": frame}, {})
+    writer.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), *flags]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin/images"
+    steps = None
+    try:
+        deadline = time.monotonic() + 120
+        while steps is None and time.monotonic() < deadline and proc.poll() is None:
+            try:  # once the tag is ingested, the images route answers for good
+                with urllib.request.urlopen(base + "/tags", timeout=5) as r:
+                    tags = json.loads(r.read()).get("cam", {})
+                if "cam/grid" in tags:
+                    route = base + "/images?run=cam&tag=cam/grid&sample=0"
+                    with urllib.request.urlopen(route, timeout=5) as r:
+                        steps = [e["step"] for e in json.loads(r.read())]
+            except OSError:
+                pass
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert steps == list(range(12)), f"images route returned steps {steps}"
