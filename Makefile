@@ -10,7 +10,7 @@ PY ?= $(VENV)/bin/python
 endif
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: example test browser venv tensorboard
+.PHONY: example test browser venv tensorboard torch
 
 # --system-site-packages: what the machine already has (TensorFlow, say) is reused, not fetched
 # again; everything else, and this package itself, goes into the venv.
@@ -27,23 +27,23 @@ venv:
 
 # Train the spurious-background example with CAMTracker: GIFs, TensorBoard logs, review page.
 example: venv
-	$(PIP) -e ".[video]"
+	$(PIP) -e ".[tensorflow,video]"
 	$(PY) examples/spurious_background.py --out runs/spurious
 
 # Look at the example's run in TensorBoard, with the CAM tab, keeping every image sample.
+PORT ?= 6006
 tensorboard: venv
-	$(PY) -m tensorboard.main --logdir runs/spurious --samples_per_plugin images=10000
+	$(PY) -m tensorboard.main --logdir runs/spurious --samples_per_plugin images=10000 --port $(PORT)
 
-# Install the package with its test extras and the JAX and PyTorch backends (CPU), a headless
-# browser for the review-page test, and run the whole suite on TensorFlow, then the backend
-# suite once more under each other Keras backend, each in its own pytest process.
+# Install the package with its test extras and the three backends (PyTorch's CPU build), a
+# headless browser for the review-page test, and run the whole suite on TensorFlow, then the
+# backend suite once more under each other Keras backend, each in its own pytest process.
 # pytest's exit code 5 (nothing collected) is a failure, not silence.
-# torch is pinned to the CPU build these machines ship: a bare `torch` resolves to the newest
-# release, whose CUDA build and its GBs of dependencies the CPU suite never uses.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BACKEND_SUITE = tests/test_cams.py tests/test_probes.py
-test: venv browser
-	$(PIP) -e ".[test,jax,torch]" "$(TORCH)"
+test: venv browser torch
+	$(PIP) -e ".[tensorflow,test,jax,torch]" "$(TORCH)"
 	@for run in "tensorflow:" "jax:$(BACKEND_SUITE)" "torch:$(BACKEND_SUITE)"; do \
 	  backend=$${run%%:*}; files=$${run#*:}; \
 	  echo "== KERAS_BACKEND=$$backend pytest $$files"; \
@@ -51,6 +51,16 @@ test: venv browser
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	  if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	done
+
+# PyTorch's CPU build: a bare `torch` from PyPI is the CUDA build, which pulls triton and
+# 15 nvidia-* packages (GBs) that the CPU suite never uses. A CPU wheel already configured for
+# pip here (find-links, a local index) is used as it is; otherwise PyTorch's CPU index.
+torch: venv
+	@$(PY) -c "import torch" 2>/dev/null || { \
+	  if $(PY) -m pip download -q --no-deps --no-index -d "$$(mktemp -d)" "$(TORCH)" >/dev/null 2>&1; \
+	  then $(PIP) "$(TORCH)"; \
+	  else echo "make: installing $(TORCH) from PyTorch's CPU index ($(TORCH_INDEX))"; \
+	    $(PIP) "$(TORCH)" --index-url "$(TORCH_INDEX)" --extra-index-url https://pypi.org/simple; fi; }
 
 # Debian's chromium: Playwright's own browser download cannot reach its host here.
 browser:
