@@ -546,8 +546,10 @@ def test_baseline_epoch_is_read_back_first(tmp_path):
 def test_readme_states_the_record_guarantees():
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("## The run record", 1)[1].split("\n## ", 1)[0]
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    assert "(docs/record.md)" in readme.split("## The run record", 1)[1].split("\n## ", 1)[0]
+    section = (root / "docs" / "record.md").read_text()
     for promise in (
         'on_error="warn"',
         'on_error="raise"',
