@@ -95,7 +95,7 @@ def split(model: keras.Model, layer: str = LAYER) -> Split:
     The final Dense is applied by hand (``h @ W + b``): its folded softmax, if any, is left
     out, so what the tape differentiates is the logit whatever the head.
     """
-    f1 = keras.Model(model.inputs, model.get_layer(layer).output)
+    f1 = keras.Model(model.input, model.get_layer(layer).output)
     names = [lyr.name for lyr in model.layers]
     after = model.layers[names.index(layer) + 1 : -1]  # a plain chain up to the last Dense
     inp = keras.Input(model.get_layer(layer).output.shape[1:])
