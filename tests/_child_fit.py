@@ -4,7 +4,9 @@ usage: python _child_fit.py MODE LOG_DIR
   slow:     trains many slow epochs with the tracker; in epoch 2 it stops inside the
             record's write, just before the rename, and prints "STOP" (the parent SIGKILLs it)
   slow-gif: many slow epochs with TensorBoard and GIFs on, no stop (the parent SIGKILLs it)
-  mirrored: trains under MirroredStrategy over two logical CPU devices
+  mirrored: trains under MirroredStrategy over two logical CPU devices, then saves the maps
+            of the same weights (first and last epoch) on one device to
+            LOG_DIR/single_device.npz
   mixed:    trains under the mixed_float16 policy, then saves float32 maps of the same
             weights to LOG_DIR/float32_maps.npy
 """
@@ -63,8 +65,18 @@ elif mode == "mirrored":
     with strategy.scope():
         model = small_cnn(3)
         model.compile("adam", "sparse_categorical_crossentropy")
+    initial = model.get_weights()
     tracker = CAMTracker(probes, labels, log_dir=log_dir, animate="gif")
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
+    # The same weights on one device, no strategy: the maps of epoch -1 and of the last epoch.
+    run = load_run(log_dir)
+    single = small_cnn(3)
+    saved = {}
+    for name, weights, epoch in (("first", initial, 0), ("last", model.get_weights(), -1)):
+        single.set_weights(weights)
+        res = compute_cams(single, probes, layer=run.layer, target=run.targets[epoch])
+        saved[f"{name}_maps"], saved[f"{name}_probs"] = res.heatmaps, res.probabilities
+    np.savez(os.path.join(log_dir, "single_device.npz"), **saved)
     print("ok", flush=True)
 elif mode == "mixed":
     keras.mixed_precision.set_global_policy("mixed_float16")

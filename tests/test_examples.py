@@ -120,15 +120,67 @@ def test_readme_api_snippet_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "a" / "cam" / "animations" / "probe_000.gif").is_file()
 
 
-def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path):
+def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    import cam_callback
+    from cam_callback import compute_cams
+
+    example = load("transfer_learning")
+    weights = []  # the model's weights at each recorded epoch: -1, 0, 1
+    build_model, on_epoch_end = example.build_model, cam_callback.CAMTracker.on_epoch_end
+
+    def build_and_keep():
+        model = build_model()
+        weights.append(model.get_weights())
+        return model
+
+    def keep_weights(self, epoch, logs=None):
+        weights.append(self.model.get_weights())
+        return on_epoch_end(self, epoch, logs)
+
+    monkeypatch.setattr(example, "build_model", build_and_keep)
+    monkeypatch.setattr(cam_callback.CAMTracker, "on_epoch_end", keep_weights)
     args = ["--out", str(tmp_path), "--train", "64", "--epochs", "1", "--fine-tune-epochs", "1"]
-    run = load("transfer_learning").main(args)
-    assert run.layer.endswith("/block_13_expand_relu") and run.layer.startswith("mobilenetv2")
+    run = example.main(args)
+    model = build_model()  # a fresh copy of the architecture, to load each epoch into
+    backbone = model.get_layer(run.layer.split("/")[0])
+    assert run.layer == f"{backbone.name}/block_13_expand_relu"
     # Two phases, one continuous record: the untrained model, head-only epoch 0, then
     # fine-tuning epoch 1.
-    assert run.epochs == [-1, 0, 1]
+    assert run.epochs == [-1, 0, 1] and len(weights) == 3
     assert run.heatmaps.shape == (3, 6, 6, 6)
-    assert np.isfinite(run.heatmaps).all()
-    from PIL import Image
-
+    probes, labels = example.make_images(6, 1)
+    assert run.labels.tolist() == labels.tolist() and run.class_names == example.CLASSES
+    assert np.array_equal(run.images, probes.astype(np.uint8))
+    # A softmax head: probabilities are probabilities, and "predicted" is their argmax.
+    assert ((run.probabilities >= 0) & (run.probabilities <= 1)).all()
+    np.testing.assert_allclose(run.probabilities.sum(-1), 1.0, atol=1e-5)
+    assert (run.targets == run.probabilities.argmax(-1)).all()
+    # Each epoch's record holds the maps of that epoch's weights: against compute_cams, and
+    # against a Grad-CAM taken with a tape written here (the backbone cut at the layer, the
+    # head's logit written out as GAP -> x @ W + b).
+    inner = backbone.get_layer("block_13_expand_relu")
+    cut = keras.Model(backbone.input, [inner.output, backbone.output])
+    x = keras.applications.mobilenet_v2.preprocess_input(probes.copy())
+    non_zero = 0
+    for i in range(3):
+        model.set_weights(weights[i])
+        kernel, bias = model.get_layer("head").get_weights()
+        with tf.GradientTape() as tape:
+            a, features = cut(x, training=False)
+            logits = tf.reduce_mean(features, axis=(1, 2)) @ kernel + bias
+            score = tf.reduce_sum(logits * tf.one_hot(run.targets[i], len(example.CLASSES)))
+        a64, g64 = (t.numpy().astype(np.float64) for t in (a, tape.gradient(score, a)))
+        cam = np.maximum((g64.mean(axis=(1, 2), keepdims=True) * a64).sum(-1), 0.0)
+        peak = cam.reshape(6, -1).max(1)[:, None, None]
+        np.testing.assert_allclose(
+            run.heatmaps[i], np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0), atol=1e-4
+        )
+        non_zero += int((peak > 0).sum())
+        res = compute_cams(model, probes, layer=run.layer, target=run.targets[i])
+        np.testing.assert_allclose(run.heatmaps[i], res.heatmaps, atol=1e-5)
+        np.testing.assert_allclose(run.probabilities[i], res.probabilities, atol=1e-5)
+    assert non_zero >= 6  # not a comparison of empty maps
     assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3
