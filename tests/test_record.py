@@ -293,7 +293,7 @@ def test_damaged_record_files_raise_record_error_naming_them(tmp_path):
         "trunc",
         lambda p: (p / probes).write_bytes((p / probes).read_bytes()[:150]),
         probes,
-        "unreadable",
+        "not a zip archive",
     )
     case(
         "no_images",
@@ -320,10 +320,10 @@ def test_damaged_record_files_raise_record_error_naming_them(tmp_path):
     case(
         "huge_fits_config",
         lambda p: replace_member(
-            p / probes, "images.npy", huge_header_npy((2, 10**6, 10**6, 3), "|u1")
+            p / probes, "images.npy", huge_header_npy((2, 4000, 4000, 3), "|u1")
         ),
         probes,
-        "claims 6000000000000 bytes, the file holds 0",
+        "claims 96000000 bytes of uint8 .*, the member holds 0",
     )
     case(
         "huge2",
@@ -331,13 +331,13 @@ def test_damaged_record_files_raise_record_error_naming_them(tmp_path):
             p / probes, "labels.npy", huge_header_npy((2,), "<i8")[:-1] + b"\n"
         ),
         probes,
-        "claims 16 bytes, the file holds 0",
+        "claims 16 bytes of int64 .*, the member holds 0",
     )
     case(
         "object",
         lambda p: npz_with(p / probes, images=np.array([None, 1], dtype=object)),
         probes,
-        "unreadable|dtype object",
+        r"array 'images': dtype '\|O' is not bool, int or float",
     )
 
 
@@ -361,7 +361,7 @@ def test_damaged_epoch_files_are_skipped_with_a_warning_naming_them(tmp_path):
     messages = sorted(str(m.message) for m in seen)
     assert len(messages) == 6
     for epoch, pattern in [
-        (1, "unreadable"),
+        (1, "not a zip archive"),
         (2, "missing array 'heatmaps'"),
         (3, r"shape \(2, 3, 3\), expected \(2, 2, 2\)"),
         (4, r"shape \(3, 3\), expected \(2, 3\)"),
