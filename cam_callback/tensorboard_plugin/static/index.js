@@ -27,8 +27,12 @@ function el(tag, attrs = {}, text) {
 
 async function getJSON(url) {
   const response = await fetch(url);
-  // The server's reason (a 404 says why a record is unreadable) is the message shown.
-  if (!response.ok) throw new Error((await response.text()) || `${url}: ${response.status}`);
+  // The server's reason (a 404 says why a record is unreadable) is the message shown,
+  // without the "Not found: " TensorBoard puts before it.
+  if (!response.ok) {
+    const reason = (await response.text()).replace(/^(Not found|Invalid argument): /, '');
+    throw new Error(reason || `${url}: ${response.status}`);
+  }
   return response.json();
 }
 
