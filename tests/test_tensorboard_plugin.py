@@ -584,7 +584,7 @@ def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
     import shutil
 
     base, logs, _ = server
-    broken = logs / "aaa_damaged" / "cam"
+    broken = logs / "0_damaged" / "cam"
     broken.mkdir(parents=True)
     (broken / "record.json").write_text('{"format": "cam-callback-record", "n_probes": "x"')
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -599,24 +599,24 @@ def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
             "Array.from(document.querySelectorAll('#run-a option'))"
             ".map(o => [o.value, o.textContent, o.title])"
         )
-        assert [o[0] for o in options] == ["a", "aaa_damaged", "b", "other"]
-        damaged = options[1]
-        assert damaged[1] == "aaa_damaged (unreadable)" and "record.json" in damaged[2]
+        assert [o[0] for o in options] == ["0_damaged", "a", "b", "other"]
+        damaged = options[0]
+        assert damaged[1] == "0_damaged (unreadable)" and "record.json" in damaged[2]
         assert frame.evaluate("document.getElementById('run-a').value") == "a"
         assert len(_visible(frame)) == 6
         _loaded(frame)
         listed = frame.inner_text("#broken")
-        assert "aaa_damaged" in listed and "not readable JSON" in listed
+        assert "0_damaged" in listed and "not readable JSON" in listed
 
-        frame.select_option("#run-a", "aaa_damaged")
+        frame.select_option("#run-a", "0_damaged")
         frame.wait_for_function(
             "document.getElementById('status').textContent.includes('cannot be shown')"
         )
         status = frame.inner_text("#status")
-        assert status.startswith("Run aaa_damaged cannot be shown: the record of run")
+        assert status.startswith("Run 0_damaged cannot be shown: the record of run")
         assert "not readable JSON" in status
         assert frame.evaluate("document.querySelectorAll('.card').length") == 0
-        assert frame.evaluate("document.getElementById('run-a').value") == "aaa_damaged"
+        assert frame.evaluate("document.getElementById('run-a').value") == "0_damaged"
         frame.wait_for_timeout(2500)  # a poll later, the choice and the message stay
         assert frame.inner_text("#status") == status
 
@@ -627,5 +627,5 @@ def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
         assert crashes == []
     finally:
         page.close()
-        shutil.rmtree(logs / "aaa_damaged")
+        shutil.rmtree(logs / "0_damaged")
         time.sleep(2.5)  # the other tests see the logdir as it was
