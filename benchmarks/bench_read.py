@@ -66,8 +66,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"{'probes x epochs, image, map':>30} {'MB':>7} {'load_run s':>11} {'np.load s':>10} "
-          f"{'ratio':>6}")
+    print(
+        f"{'probes x epochs, image, map':>30} {'MB':>7} {'load_run s':>11} {'np.load s':>10} "
+        f"{'ratio':>6}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for n, epochs, side, hw in SIZES:
             cam = write(Path(tmp) / f"r{n}_{epochs}", n, epochs, side, hw)

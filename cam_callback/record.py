@@ -22,6 +22,13 @@ Every file is written to a temporary name in the same folder, flushed, fsynced
 and renamed over its final name, so a process killed at any instant leaves
 either the old file or the new one, never a torn one. A reader sees only
 complete epochs, also while training is still writing.
+
+Reading treats the record as untrusted (see :mod:`cam_callback.safe_read`): only
+regular files are read, no symlink inside the record is followed (the log folder
+and its ``cam`` folder may be links), a FIFO is never opened, every file's size is
+capped, each ``.npy`` header is parsed strictly and checked against ``record.json``
+before anything is allocated, and an image or map holds at most
+``MAX_IMAGE_PIXELS`` pixels.
 """
 
 from __future__ import annotations

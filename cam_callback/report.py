@@ -311,8 +311,7 @@ def methods_section(run: Run) -> str:
             except (OSError, UnreadableFile) as exc:
                 why = html.escape(clean_name(" ".join(str(exc).split()), limit=200))
                 return (
-                    '<section class="methods"><p>evaluation.json is damaged: '
-                    f"{why}</p></section>"
+                    f'<section class="methods"><p>evaluation.json is damaged: {why}</p></section>'
                 )
             break
     else:

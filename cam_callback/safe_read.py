@@ -369,5 +369,3 @@ def _check_members(
             raise UnreadableFile(f"members expanding to more than {max_bytes} bytes")
         members.append((name, info))
     return members
-
-

@@ -161,7 +161,9 @@ def run_case(case: dict) -> dict:
             "render", ["render", aaa, "--out", str(out / "gif")], works, problems
         )
         page = out / "page" / "index.html"
-        outcomes["report"] = check_cli("report", ["report", aaa, "--out", str(page)], works, problems)
+        outcomes["report"] = check_cli(
+            "report", ["report", aaa, "--out", str(page)], works, problems
+        )
         if expect.get("evaluation_damaged") and works:
             if "evaluation.json is damaged" not in page.read_text():
                 problems.append("report: the page does not say evaluation.json is damaged")

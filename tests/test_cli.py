@@ -307,7 +307,11 @@ def test_info_shows_layer_method_and_score_without_escapes(tmp_path):
     make_record(tmp_path, n_epochs=1)
     meta = tmp_path / "cam" / "record.json"
     data = json.loads(meta.read_text())
-    data |= {"layer": "\x1b[31mconv2\r", "method": "grad\x1b]0;x\x07cam", "score": "lo\u202egit\x00"}
+    data |= {
+        "layer": "\x1b[31mconv2\r",
+        "method": "grad\x1b]0;x\x07cam",
+        "score": "lo\u202egit\x00",
+    }
     meta.write_text(json.dumps(data))
     out = cli("info", tmp_path)
     assert out.returncode == 0, out.stderr
