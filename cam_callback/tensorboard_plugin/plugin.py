@@ -28,7 +28,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -162,10 +161,8 @@ class CAMPlugin(base_plugin.TBPlugin):
         with self._lock:
             entry = self._runs.get(name)
         if entry is None or entry.signature != signature:
-            try:
-                with warnings.catch_warnings():  # a skipped epoch: the run shows without it
-                    warnings.simplefilter("ignore")
-                    entry = _Entry(signature, load_run(path))
+            try:  # a damaged epoch is skipped with a warning in TensorBoard's log
+                entry = _Entry(signature, load_run(path))
             except _UNREADABLE as exc:
                 why = " ".join(str(exc).split())
                 entry = _Entry(signature, None, f"the record of run {name!r} is unreadable: {why}")
