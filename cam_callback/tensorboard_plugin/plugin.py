@@ -48,7 +48,7 @@ PLUGIN_NAME = "cam"
 STATIC = Path(__file__).parent / "static"
 _STATIC = {"/index.js": ("index.js", "text/javascript"), "/style.css": ("style.css", "text/css")}
 _DISCOVERY_TTL = 2.0  # seconds: TensorBoard asks is_active on every page load
-FRAME_CACHE_BYTES = 64 * 2**20  # PNG frames kept, about 30 KB each
+FRAME_CACHE_BYTES = 32 * 2**20  # PNG frames kept (about 30 KB each): the old 1,024 frames
 RENDERERS = 128  # FrameRenderers kept (about 0.6 MB each), over all runs
 # What reading a record raises: RecordError (a ValueError), FileNotFoundError, OSError.
 _UNREADABLE = (OSError, ValueError)
