@@ -7,10 +7,13 @@ the log folder was copied.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from cam_callback.safe_read import UnreadableFile, open_regular
 
 MARKER = ".cam-callback-output"  # marks folders this tool made and may overwrite
 
@@ -130,7 +133,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     run = _load(args.log_dir)
     page = Path(args.out) if args.out else run.path / "report" / "index.html"
-    if page.exists() and GENERATOR not in page.read_text(errors="replace")[:2000]:
+    if os.path.lexists(page) and GENERATOR not in _page_head(page):
         raise CLIError(f"{page} exists and was not written by cam-callback; choose another --out")
     # Its GIFs go to PAGE_files/: never over files there that another tool or person made.
     gifs = [f"probe_{i:03d}{end}" for i in range(run.n_probes) for end in (".gif", "_last.png")]
@@ -149,6 +152,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     print(written)
     return 0
+
+
+def _page_head(page: Path) -> str:
+    """The first 2,000 characters of an existing page; a FIFO, device or symlink there is
+    refused, never opened."""
+    try:
+        with open_regular(page, max_bytes=2**40) as f:
+            return f.read(2000).decode(errors="replace")
+    except UnreadableFile as exc:
+        raise CLIError(f"--out {page} {exc}; choose another --out") from None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -185,7 +198,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from cam_callback.record import load_run
 
     run = load_run(args.log_dir)
-    # Control and bidi characters in a name could rewrite the terminal line: shown clean.
+    # Everything from record.json is shown clean: control, ANSI escape and bidi characters
+    # in a name could rewrite the terminal line.
     names = ", ".join(map(clean_name, run.class_names)) if run.class_names else "unnamed"
     n_classes = run.meta.get("n_classes", "?")
     print(f"record:  {run.path} (format version {run.meta.get('version')})")
@@ -202,8 +216,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{n_classes} classes ({names})"
     )
     # The score really used (a logit that cannot be found falls back to the probability).
-    score = run.meta.get("score") or "unknown (older record)"
-    print(f"layer:   {run.layer or '(input)'}  method: {run.method}  score: {score}")
+    score = clean_name(run.meta.get("score") or "unknown (older record)", limit=120)
+    layer = clean_name(run.layer or "(input)", limit=120)
+    print(f"layer:   {layer}  method: {clean_name(run.method)}  score: {score}")
     finite = np.isfinite(run.heatmaps).all(axis=(0, 2, 3)) & np.isfinite(run.probabilities).all(
         axis=(0, 2)
     )
@@ -212,7 +227,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         shown = ", ".join(map(str, bad[:20])) + (", ..." if len(bad) > 20 else "")
         print(f"non_finite: probes {shown}: NaN or inf in maps or probabilities (diverged model)")
     if run.epochs and run.labels is not None:
-        right = int((run.probabilities[-1].argmax(1) == run.labels).sum())
+        last = run.probabilities[-1]  # argmax of NaN is 0: a non-finite row is never right
+        right = int(((last.argmax(1) == run.labels) & np.isfinite(last).all(1)).sum())
         print(f"final accuracy on probes: {right / run.n_probes:.2f} ({right}/{run.n_probes})")
     elif run.epochs:
         print("final accuracy on probes: unknown (no labels recorded)")

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 MIN_SIDE, MAX_SIDE = 160, 256  # displayed image height, whatever the probe's size
+MAX_WIDTH = 4 * MAX_SIDE  # displayed image width: a frame is at most 2 * 1024 + 180 px wide
 CAPTION_H = 22
 PANEL_W = 180
 BACKGROUND = (24, 24, 28)
@@ -67,9 +68,16 @@ def to_display(images: np.ndarray) -> np.ndarray:
 
 
 def display_size(height: int, width: int) -> tuple[int, int]:
-    """``(h, w)`` an image is shown at: height clamped to [160, 256], aspect kept."""
+    """``(h, w)`` an image is shown at: height clamped to [160, 256], aspect kept, width
+    at most ``MAX_WIDTH`` (an image wider than 6.4:1 is squeezed), so a frame's size is
+    bounded whatever the probe's shape.
+
+    Example:
+        >>> display_size(32, 32), display_size(1, 16384)
+        ((160, 160), (160, 1024))
+    """
     side = min(max(height, MIN_SIDE), MAX_SIDE)
-    return side, max(1, round(width * side / height))
+    return side, min(MAX_WIDTH, max(1, round(width * side / height)))
 
 
 def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:

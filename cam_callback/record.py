@@ -22,6 +22,13 @@ Every file is written to a temporary name in the same folder, flushed, fsynced
 and renamed over its final name, so a process killed at any instant leaves
 either the old file or the new one, never a torn one. A reader sees only
 complete epochs, also while training is still writing.
+
+Reading treats the record as untrusted (see :mod:`cam_callback.safe_read`): only
+regular files are read, no symlink inside the record is followed (the log folder
+and its ``cam`` folder may be links), a FIFO is never opened, every file's size is
+capped, each ``.npy`` header is parsed strictly and checked against ``record.json``
+before anything is allocated, and an image or map holds at most
+``MAX_IMAGE_PIXELS`` pixels.
 """
 
 from __future__ import annotations
@@ -30,19 +37,21 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import secrets
+import stat
 import warnings
 import weakref
-import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cam_callback.safe_read import UnreadableFile, read_json, read_npz
 
 FORMAT = "cam-callback-record"
 VERSION = 1
@@ -176,14 +185,21 @@ class Run:
         computed from the stored metrics with the thresholds in ``record.json``."""
         computed = compute_flags(self)
         try:
-            data = json.loads((self.path / FLAGS_FILE).read_bytes())
-            stored = {k: np.asarray(data["flags"][k], bool) for k in computed}
-        except (OSError, ValueError, TypeError, KeyError, RecursionError):
-            return computed  # missing, older or damaged: the metrics are the source of truth
-        if data.get("n_epochs") != len(self.epochs) or any(
-            v.shape != (self.n_probes,) for v in stored.values()
-        ):
-            return computed
+            data = read_json(self.path / FLAGS_FILE)
+        except (OSError, UnreadableFile):
+            return computed  # missing or damaged: the metrics are the source of truth
+        table = data.get("flags") if isinstance(data, dict) else None
+        n_epochs = data.get("n_epochs") if isinstance(data, dict) else None
+        if not isinstance(table, dict) or not _is_int(n_epochs) or n_epochs != len(self.epochs):
+            return computed  # older, damaged or of another epoch count
+        stored = {}
+        for key in computed:
+            value = table.get(key)
+            if not isinstance(value, list) or len(value) != self.n_probes:
+                return computed
+            if not all(isinstance(v, bool) for v in value):
+                return computed
+            stored[key] = np.array(value, bool)
         return stored
 
     def class_name(self, cls: int) -> str:
@@ -217,9 +233,9 @@ def write_flags(run: Run) -> Path:
     return path
 
 
-_MAX_JSON_BYTES = 16 * 2**20  # far above any record.json the tracker writes
+MAX_IMAGE_PIXELS = 2**24  # pixels of one probe image, or cells of one map (4096 x 4096)
 _MAX_COUNT = 2**20  # probes or classes
-_MAX_SIDE = 2**14  # pixels of an image or cells of a map
+_MAX_SIDE = 2**14  # pixels of an image side, or cells of a map side
 
 
 def _damaged(file: Path, problem: str) -> RecordError:
@@ -244,12 +260,14 @@ def _check_meta(meta: dict[str, Any], meta_file: Path) -> None:
     need(
         isinstance(shape, list)
         and len(shape) == 2
-        and all(_is_int(v) and 1 <= v <= _MAX_SIDE for v in shape),
+        and all(_is_int(v) and 1 <= v <= _MAX_SIDE for v in shape)
+        and shape[0] * shape[1] <= MAX_IMAGE_PIXELS,
         "map_shape",
-        f"two ints in 1..{_MAX_SIDE}",
+        f"two ints in 1..{_MAX_SIDE}, of at most {MAX_IMAGE_PIXELS} cells",
     )
     for key in ("layer", "method", "fingerprint"):
         need(isinstance(meta.get(key, ""), str), key, "a string")
+    need(isinstance(meta.get("score"), (str, type(None))), "score", "a string")
     names = meta.get("class_names")
     need(
         names is None
@@ -275,21 +293,20 @@ def read_meta(path: Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: No ``record.json`` there.
-        RecordError: It is not a readable cam-callback record of a version this reads.
+        RecordError: It is not a readable cam-callback record of a version this reads
+            (not a regular file, larger than ``MAX_JSON_BYTES``, not JSON, a field wrong).
     """
     meta_file = path / "record.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"no cam-callback record at {path}: {meta_file} does not exist")
     try:
-        with open(meta_file, "rb") as f:
-            raw = f.read(_MAX_JSON_BYTES + 1)
-        if len(raw) > _MAX_JSON_BYTES:
-            raise _damaged(meta_file, f"larger than {_MAX_JSON_BYTES} bytes")
-        meta = json.loads(raw)
-    except RecordError:
-        raise
-    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
-        raise _damaged(meta_file, f"not readable JSON ({type(exc).__name__}: {exc})") from None
+        meta = read_json(meta_file)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no cam-callback record at {path}: {meta_file} does not exist"
+        ) from None
+    except UnreadableFile as exc:
+        raise _damaged(meta_file, str(exc)) from None
+    except OSError as exc:
+        raise _damaged(meta_file, f"cannot be read ({exc.strerror or exc})") from None
     if not isinstance(meta, dict):
         raise _damaged(meta_file, f"must hold a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
@@ -316,82 +333,54 @@ def _read_npz(file: Path, spec: _Spec | None, optional: tuple[str, ...] = ()) ->
     """The arrays of an ``.npz``, each header checked against ``spec`` before allocating.
 
     Keys not in ``spec`` must be ``metric_*`` (float, shaped like ``targets``); with
-    ``spec=None`` any array is read (the writer reading back its own files).
+    ``spec=None`` any array is read (the writer reading back its own files). The
+    ``None`` sides of a shape (an image's height and width) are held to ``_MAX_SIDE``
+    and together to ``MAX_IMAGE_PIXELS``; see :mod:`cam_callback.safe_read` for the
+    file-level caps.
 
     Raises:
-        RecordError: Unreadable, truncated, a missing key, or a dtype or shape not expected.
+        RecordError: Not a regular file, unreadable, truncated, over a cap, a missing
+            key, or a dtype or shape not expected.
     """
-    try:
-        out = {}
-        with zipfile.ZipFile(file) as zf:
-            for info in zf.infolist():
-                key = info.filename.removesuffix(".npy")
-                if spec is None:
-                    expected = None
-                elif key in spec:
-                    expected = spec[key]
-                elif key.startswith("metric_") and "targets" in spec:
-                    expected = ("f", spec["targets"][1])
-                else:
-                    raise _damaged(file, f"unexpected array {info.filename!r:.80}")
-                with zf.open(info) as f:
-                    out[key] = _read_npy(f, info.file_size, expected, key, file)
-        missing = [k for k in (spec or {}) if k not in out and k not in optional]
-        if missing:
-            raise _damaged(file, f"missing array {missing[0]!r}")
-        return out
-    except RecordError:
-        raise
-    # zipfile and numpy's header parser raise all of these on bytes they cannot make sense of.
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        OSError,
-        EOFError,
-        ValueError,
-        TypeError,
-        RuntimeError,
-        NotImplementedError,
-        OverflowError,
-    ) as e:
-        raise _damaged(file, f"unreadable ({type(e).__name__}: {e})") from None
 
-
-def _read_npy(f: Any, size: int, expected: Any, key: str, file: Path) -> np.ndarray:
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise _damaged(file, f"array {key!r} has .npy version {version}")
-    if dtype.hasobject or dtype.kind not in "biuf" or dtype.shape or dtype.names:
-        raise _damaged(file, f"array {key!r} has dtype {dtype}")
-    if expected is not None:
-        kinds, want = expected
+    def check(key: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        if spec is None:
+            return
+        if key in spec:
+            kinds, want = spec[key]
+        elif key.startswith("metric_") and "targets" in spec:
+            kinds, want = "f", spec["targets"][1]
+        else:
+            raise UnreadableFile("not expected in this file")
         if dtype.kind not in kinds:
-            raise _damaged(file, f"array {key!r} has dtype {dtype}, expected kind {kinds!r}")
-        if len(shape) != len(want) or any(
-            w is not None and s != w for s, w in zip(shape, want, strict=True)
+            raise UnreadableFile(f"dtype {dtype}, expected kind {kinds!r}")
+        free = [s for s, w in zip(shape, want, strict=False) if w is None]
+        if (
+            len(shape) != len(want)
+            or any(w is not None and s != w for s, w in zip(shape, want, strict=True))
+            or not all(1 <= s <= _MAX_SIDE for s in free)
+            or math.prod(free) > MAX_IMAGE_PIXELS
         ):
             shown = tuple("?" if w is None else w for w in want)
-            raise _damaged(file, f"array {key!r} has shape {shape}, expected {shown}")
-    # The header's claim is checked against the bytes on disk before anything is allocated.
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if size != f.tell() + nbytes:
-        held = size - f.tell()
-        raise _damaged(file, f"array {key!r} claims {nbytes} bytes, the file holds {held}")
-    data = f.read(nbytes)
-    if len(data) != nbytes:
-        raise _damaged(file, f"array {key!r} is truncated")
-    arr = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+            raise UnreadableFile(
+                f"shape {shape}, expected {shown} "
+                f"(sides 1..{_MAX_SIDE}, at most {MAX_IMAGE_PIXELS} pixels)"
+            )
+
+    try:
+        out = read_npz(file, check)
+    except UnreadableFile as exc:
+        raise _damaged(file, str(exc)) from None
+    except OSError as exc:  # missing, or not readable by this user
+        raise _damaged(file, f"cannot be read ({exc.strerror or exc})") from None
+    missing = [k for k in (spec or {}) if k not in out and k not in optional]
+    if missing:
+        raise _damaged(file, f"missing array {missing[0]!r}")
+    return out
 
 
 def _check_probes(arrays: dict, meta: dict, file: Path) -> None:
     images = arrays["images"]
-    if not (1 <= images.shape[1] <= _MAX_SIDE and 1 <= images.shape[2] <= _MAX_SIDE):
-        raise _damaged(file, f"images of shape {images.shape}")
     masks = arrays.get("masks")
     if masks is not None and masks.shape != images.shape[:3]:
         raise _damaged(file, f"masks of shape {masks.shape} for images {images.shape}")
@@ -426,25 +415,56 @@ def read_epoch_file(file: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray
 
 
 def epoch_files(path: Path) -> dict[int, Path]:
-    """Complete epoch files of the record folder ``path``, by epoch; the baseline is -1."""
+    """Epoch files of the record folder ``path``, by epoch; the baseline is -1.
+
+    Names are listed, not opened: an entry that is not a regular file (a
+    symlink, dangling or not, a FIFO, a folder) is listed here and refused when
+    read, so :func:`load_run` skips it with a warning. An ``epochs`` that is a
+    symlink is not followed: no epochs.
+    """
     folder = path / "epochs"
-    if not folder.is_dir():
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return {}
+        names = os.listdir(folder)
+    except OSError:
         return {}
     found = {}
-    for entry in folder.iterdir():
-        m = _EPOCH_FILE.match(entry.name)
+    for name in names:
+        m = _EPOCH_FILE.match(name)
         if m:
-            found[int(m.group(1))] = entry
-        elif entry.name == BASELINE_FILE:
-            found[BASELINE_EPOCH] = entry
+            found[int(m.group(1))] = folder / name
+        elif name == BASELINE_FILE:
+            found[BASELINE_EPOCH] = folder / name
     return dict(sorted(found.items()))
+
+
+def find_record(log_dir: str | os.PathLike) -> Path:
+    """The record folder of ``log_dir``: ``log_dir/cam``, or ``log_dir`` itself when it
+    holds ``record.json`` (a ``record.json`` that is a symlink or FIFO counts as there,
+    and is refused when read).
+
+    Raises:
+        FileNotFoundError: Neither holds a ``record.json``; both paths are named.
+    """
+    path = Path(log_dir)
+    if os.path.lexists(path / "record.json"):
+        return path
+    if os.path.lexists(path / SUBDIR / "record.json"):
+        return path / SUBDIR
+    raise FileNotFoundError(
+        f"no cam-callback record in {path}: expected {record_dir(log_dir)}/record.json"
+    )
 
 
 def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
     """Reads a run record written by ``CAMTracker``.
 
     Safe while training is still writing, and after a crash: only complete
-    epochs are read.
+    epochs are read. Safe on a hostile record too: only regular files are read,
+    symlinks inside the record are never followed, and every size is capped
+    (``safe_read.MAX_FILE_BYTES`` per ``.npz``, ``MAX_IMAGE_PIXELS`` per image)
+    whatever ``record.json`` claims.
 
     Args:
         log_dir: The ``log_dir`` given to the tracker (or its ``cam`` folder).
@@ -463,13 +483,7 @@ def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
         >>> run.epochs, run.heatmaps.shape  # doctest: +SKIP
         ([0, 1, 2], (3, 16, 6, 6))
     """
-    path = Path(log_dir)
-    if not (path / "record.json").is_file() and (path / SUBDIR / "record.json").is_file():
-        path = path / SUBDIR
-    elif not (path / "record.json").is_file():
-        raise FileNotFoundError(
-            f"no cam-callback record in {Path(log_dir)}: expected {record_dir(log_dir)}/record.json"
-        )
+    path = find_record(log_dir)
     meta = read_meta(path)
     n = meta["n_probes"]
     probes = _read_npz(

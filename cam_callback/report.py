@@ -10,6 +10,7 @@ import html
 import io
 import json
 import os
+import sys
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cam_callback import animate
+from cam_callback import animate, evaluation
 from cam_callback.frames import FrameRenderer, clean_name, epoch_label
 from cam_callback.metrics import FLAG_NAMES
 from cam_callback.record import Run, atomic_write_bytes, compute_flags, load_run
+from cam_callback.safe_read import UnreadableFile, read_json
 
 GENERATOR = "cam-callback report"
 FLAG_HELP = {
@@ -123,6 +125,8 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
                 "label_name": "" if label is None else clean_name(run.class_name(label)),
                 "pred": pred,
                 "pred_name": clean_name(run.class_name(pred)),
+                # argmax of NaN is 0: a non-finite prediction is never counted right.
+                "finite": bool(np.isfinite(last[i]).all()),
                 "confidence": float(last[i, pred]),
                 "true_probability": float(curve[-1]),
                 "curve": curve,
@@ -165,7 +169,7 @@ def _card(row: dict, gif: str, poster: str) -> str:
         for n in row["flags"]
     )
     cls = row["label_name"] or row["pred_name"]
-    right = row["label"] is None or row["label"] == row["pred"]
+    right = row["label"] is None or (row["finite"] and row["label"] == row["pred"])
     verdict = "right" if right else "wrong"
     truth = f"true: <b>{html.escape(row['label_name'])}</b> · " if row["label"] is not None else ""
     return f"""
@@ -258,6 +262,40 @@ apply();
 """
 
 
+def read_evaluation_table(file: str | os.PathLike) -> evaluation.Evaluation:
+    """The scores and settings of an ``evaluation.json``, read as hostile input.
+
+    Only what the page shows is read: ``scores`` (method to metric to a finite-size
+    number) and ``settings``; the per-image lists are left out. The file must be a
+    regular file of at most ``safe_read.MAX_JSON_BYTES``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        UnreadableFile: Not a regular file, too large, not JSON, or not a table of numbers.
+
+    Example:
+        >>> read_evaluation_table("runs/a/evaluation.json").methods  # doctest: +SKIP
+        ['gradcam', 'random']
+    """
+    data = read_json(file)
+    scores = data.get("scores") if isinstance(data, dict) else None
+    if not isinstance(scores, dict):
+        raise UnreadableFile("no `scores` object")
+    table: dict[str, dict[str, float]] = {}
+    for method, row in scores.items():
+        if not isinstance(row, dict):
+            raise UnreadableFile(f"the scores of {method!r:.60} are not an object")
+        for metric, value in row.items():
+            # bool is an int to Python; 10**400 is an int no float holds.
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UnreadableFile(f"{method!r:.60}: {metric!r:.60} is not a number")
+            if isinstance(value, int) and abs(value) > sys.float_info.max:
+                raise UnreadableFile(f"{method!r:.60}: {metric!r:.60} is out of float range")
+        table[method] = {metric: float(value) for metric, value in row.items()}
+    settings = data.get("settings")
+    return evaluation.Evaluation(table, {}, settings if isinstance(settings, dict) else {})
+
+
 def methods_section(run: Run) -> str:
     """A table ranking methods when ``evaluate`` results are saved beside the run, else ``""``.
 
@@ -265,14 +303,16 @@ def methods_section(run: Run) -> str:
     (``Evaluation.save(log_dir)``). Ranked by deletion AUC (lower is better), the
     RISE test the tracker's faithfulness shares; the best value of each column is bold.
     """
-    from cam_callback import evaluation
-
     for folder in (run.path.parent, run.path):
-        if (folder / evaluation.FILE_NAME).is_file():
+        file = folder / evaluation.FILE_NAME
+        if os.path.lexists(file):  # a FIFO or symlink there is damage to report, not skip
             try:
-                table = evaluation.load_evaluation(folder)
-            except (OSError, ValueError):
-                return '<section class="methods"><p>evaluation.json is damaged.</p></section>'
+                table = read_evaluation_table(file)
+            except (OSError, UnreadableFile) as exc:
+                why = html.escape(clean_name(" ".join(str(exc).split()), limit=200))
+                return (
+                    f'<section class="methods"><p>evaluation.json is damaged: {why}</p></section>'
+                )
             break
     else:
         return ""
@@ -295,7 +335,7 @@ def methods_section(run: Run) -> str:
             cells += f"<td><b>{text}</b></td>" if best.get(c) == name else f"<td>{text}</td>"
         label = html.escape(clean_name(name, limit=60))
         body += f"<tr><td>{rank}</td><td><code>{label}</code></td>{cells}</tr>"
-    n = table.settings.get("n_images", "?")
+    n = clean_name(str(table.settings.get("n_images", "?"))[:40], limit=20)
     return (
         '<section class="methods"><h2>Which map to trust</h2>'
         f"<p>{len(order)} methods scored by <code>cam_callback.evaluate</code> on "

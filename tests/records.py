@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import struct
+import zipfile
+import zlib
+
 import numpy as np
 
 from cam_callback.metrics import epoch_metrics
@@ -87,3 +92,74 @@ def _left_quarter(n, size):
     m = np.zeros((n, size, size), bool)
     m[:, :, : size // 4] = True
     return m
+
+
+# ---------------------------------------------------------------------- crafted files
+
+
+def npz_members(path) -> dict[str, bytes]:
+    """The raw bytes of each member of an .npz (its .npy files)."""
+    with zipfile.ZipFile(path) as zf:
+        return {info.filename: zf.read(info) for info in zf.infolist()}
+
+
+def write_members(path, members: dict[str, bytes]) -> None:
+    """An .npz of these raw members, stored, with correct CRCs: only the .npy inside is
+    damaged, never the zip around it."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def npy_header(shape, descr="<f4", fortran=False) -> bytes:
+    """A version 1.0 .npy header as numpy writes it, padded to 64 bytes."""
+    text = f"{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {tuple(shape)!r}, }}"
+    text += " " * (-(len(text) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode("latin-1")
+
+
+def raw_zip(entries) -> bytes:
+    """A zip built by hand, so sizes and methods can lie.
+
+    ``entries``: dicts with ``name``, ``data`` (the bytes stored, already compressed for
+    method 8), ``method`` (0 stored, 8 deflated), ``crc``, ``file_size`` (claimed size
+    once inflated) and optionally ``compress_size`` (claimed, default the true length).
+    """
+    body, central = bytearray(), bytearray()
+    for e in entries:
+        name = e["name"].encode()
+        size = e.get("compress_size", len(e["data"]))
+        fields = (e["method"], 0, 0, e["crc"] & 0xFFFFFFFF, size, e["file_size"], len(name))
+        offset = len(body)
+        body += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, *fields, 0) + name + e["data"]
+        central += struct.pack(
+            "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, *fields, 0, 0, 0, 0, 0, offset
+        )
+        central += name
+    n = len(entries)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), len(body), 0)
+    return bytes(body + central + end)
+
+
+_ZEROS = 16 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _deflated_zeros() -> bytes:
+    """16 MiB of zeros as raw deflate ending in a full flush: repeatable back to back."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(bytes(_ZEROS)) + c.flush(zlib.Z_FULL_FLUSH)
+
+
+def deflate_bomb(name: str, shape, descr="|u1") -> dict:
+    """A ``raw_zip`` entry: an .npy of zeros of ``shape`` (a multiple of 16 MiB of data),
+    deflated about 1,000 times. Its CRC is left wrong: a reader finds that out only after
+    inflating everything, which is the attack."""
+    header = npy_header(shape, descr)
+    nbytes = int(np.prod(shape)) * np.dtype(descr).itemsize
+    assert nbytes % _ZEROS == 0, nbytes
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    end = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = head + _deflated_zeros() * (nbytes // _ZEROS) + end.compress(b"") + end.flush()
+    return {"name": name, "data": data, "method": 8, "crc": 0, "file_size": len(header) + nbytes}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 from records import make_record
 
@@ -300,3 +301,88 @@ def test_counts_are_pluralised_and_piped_progress_has_no_carriage_returns(tmp_pa
     assert "\r" not in many.stderr
     lines = [ln for ln in many.stderr.splitlines() if ln.startswith("rendering")]
     assert lines and lines[-1] == "rendering 6/6" and len(lines) <= 7
+
+
+def test_info_shows_layer_method_and_score_without_escapes(tmp_path):
+    make_record(tmp_path, n_epochs=1)
+    meta = tmp_path / "cam" / "record.json"
+    data = json.loads(meta.read_text())
+    data |= {
+        "layer": "\x1b[31mconv2\r",
+        "method": "grad\x1b]0;x\x07cam",
+        "score": "lo\u202egit\x00",
+    }
+    meta.write_text(json.dumps(data))
+    out = cli("info", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not any(c in out.stdout for c in "\x1b\r\x07\x00\u202e")
+    assert "layer:   [31mconv2  method: grad]0;xcam  score: logit" in out.stdout
+
+
+def test_info_counts_no_non_finite_prediction_as_right(tmp_path):
+    """argmax of a NaN row is 0: the probes of class 0 must not count as right."""
+    make_record(tmp_path, n_probes=6, n_epochs=2, n_classes=3)
+    last = tmp_path / "cam" / "epochs" / "epoch_000001.npz"
+    with np.load(last) as f:
+        arrays = dict(f)
+    arrays["probabilities"][:] = np.nan
+    np.savez(last, **arrays)
+    out = cli("info", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "final accuracy on probes: 0.00 (0/6)" in out.stdout
+    assert "non_finite: probes 0, 1, 2, 3, 4, 5" in out.stdout
+
+
+def _capped():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+
+
+@pytest.mark.parametrize(
+    "file,kind,said",
+    [
+        ("cam/record.json", "fifo", "record.json: is a FIFO (named pipe), not a regular file"),
+        ("cam/probes.npz", "dev_zero", "probes.npz: is a symbolic link, not a regular file"),
+        ("cam/probes.npz", "fifo", "probes.npz: is a FIFO (named pipe), not a regular file"),
+    ],
+)
+def test_every_command_ends_in_one_line_on_special_files(tmp_path, file, kind, said):
+    """The real entry point, in 1 GiB of address space and with a timeout: a FIFO never
+    blocks it, /dev/zero never fills it."""
+    make_record(tmp_path / "run", n_epochs=2)
+    make_record(tmp_path / "other", n_epochs=2, fingerprint="f00d")
+    target = tmp_path / "run" / file
+    target.unlink()
+    os.mkfifo(target) if kind == "fifo" else os.symlink("/dev/zero", target)
+    for args in (
+        ["info", tmp_path / "run"],
+        ["render", tmp_path / "run", "--out", tmp_path / "gif"],
+        ["report", tmp_path / "run", "--out", tmp_path / "page.html"],
+        ["compare", tmp_path / "run", tmp_path / "other", "--out", tmp_path / "cmp"],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "cam_callback", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=_capped,
+        )
+        one_line_error(out, said)
+    fifo = tmp_path / "fifo.html"
+    os.mkfifo(fifo)
+    out = cli("report", tmp_path / "other", "--out", fifo)
+    one_line_error(out, "is a FIFO (named pipe), not a regular file; choose another --out")
+
+
+def test_a_run_of_wide_probes_renders_frames_of_bounded_size(tmp_path):
+    """1 x 16384 px probes: every frame is drawn at most 1,024 px wide per image."""
+    make_record(tmp_path, n_probes=3, n_epochs=2)
+    probes = tmp_path / "cam" / "probes.npz"
+    with np.load(probes) as f:
+        labels = f["labels"]
+    np.savez(probes, images=np.zeros((3, 1, 16384, 3), np.uint8), labels=labels)
+    out = cli("render", tmp_path, "--out", tmp_path / "gif", "--probes", "0")
+    assert out.returncode == 0, out.stderr
+    frames = read_gif(tmp_path / "gif" / "probe_000.gif")
+    assert frames[0].shape == (22 + 160, 2 * 1024 + 180, 3)

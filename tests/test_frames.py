@@ -207,3 +207,25 @@ def test_bad_frame_inputs():
         F.FrameRenderer(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ValueError, match="`alpha`"):
         F.overlay(np.zeros((4, 4, 3), np.uint8), HAND_MAP, 1.5)
+
+
+@pytest.mark.parametrize(
+    "shape,shown",
+    [
+        ((1, 16384), (160, 1024)),  # 160 x 2.6 M px before the cap
+        ((64, 512), (160, 1024)),  # 8:1, squeezed to 6.4:1
+        ((200, 1280), (200, 1024)),
+        ((100, 640), (160, 1024)),  # exactly 6.4:1: kept
+        ((16384, 1), (256, 1)),
+        ((300, 600), (256, 512)),
+    ],
+)
+def test_a_frame_is_bounded_whatever_the_probe_shape(shape, shown):
+    """A frame is at most (22 + 256) x (2 * 1024 + 180) px: a 1 x 16384 probe cannot make
+    the renderer draw 160 x 2.6 M px."""
+    assert F.display_size(*shape) == shown
+    r = F.FrameRenderer(np.full((*shape, 3), 200, np.uint8), label=0, class_names=["a", "b"])
+    frame = r.draw(np.ones((2, 2)), np.array([0.8, 0.2]), epoch=1)
+    assert frame.shape == (F.CAPTION_H + shown[0], 2 * shown[1] + F.PANEL_W, 3)
+    assert frame.shape[0] <= 22 + 256 and frame.shape[1] <= 2 * 1024 + 180
+    np.testing.assert_array_equal(frame[F.CAPTION_H :, : shown[1]], 200)  # the image, resized

@@ -11,12 +11,15 @@ import shutil
 import signal
 import warnings
 import zipfile
+import zlib
+from collections import Counter
 
 import numpy as np
 import pytest
+from records import deflate_bomb, npz_members, raw_zip, write_members
 
-from cam_callback import record
-from cam_callback.record import RecordWriter, fingerprint, load_run
+from cam_callback import record, safe_read
+from cam_callback.record import FLAGS_FILE, RecordWriter, fingerprint, load_run, write_flags
 
 
 def meta(fp: str = "abc", **extra):
@@ -293,7 +296,7 @@ def test_damaged_record_files_raise_record_error_naming_them(tmp_path):
         "trunc",
         lambda p: (p / probes).write_bytes((p / probes).read_bytes()[:150]),
         probes,
-        "unreadable",
+        "not a zip archive",
     )
     case(
         "no_images",
@@ -320,10 +323,10 @@ def test_damaged_record_files_raise_record_error_naming_them(tmp_path):
     case(
         "huge_fits_config",
         lambda p: replace_member(
-            p / probes, "images.npy", huge_header_npy((2, 10**6, 10**6, 3), "|u1")
+            p / probes, "images.npy", huge_header_npy((2, 4000, 4000, 3), "|u1")
         ),
         probes,
-        "claims 6000000000000 bytes, the file holds 0",
+        "claims 96000000 bytes of uint8 .*, the member holds 0",
     )
     case(
         "huge2",
@@ -331,13 +334,13 @@ def test_damaged_record_files_raise_record_error_naming_them(tmp_path):
             p / probes, "labels.npy", huge_header_npy((2,), "<i8")[:-1] + b"\n"
         ),
         probes,
-        "claims 16 bytes, the file holds 0",
+        "claims 16 bytes of int64 .*, the member holds 0",
     )
     case(
         "object",
         lambda p: npz_with(p / probes, images=np.array([None, 1], dtype=object)),
         probes,
-        "unreadable|dtype object",
+        r"array 'images': dtype '\|O' is not bool, int or float",
     )
 
 
@@ -361,7 +364,7 @@ def test_damaged_epoch_files_are_skipped_with_a_warning_naming_them(tmp_path):
     messages = sorted(str(m.message) for m in seen)
     assert len(messages) == 6
     for epoch, pattern in [
-        (1, "unreadable"),
+        (1, "not a zip archive"),
         (2, "missing array 'heatmaps'"),
         (3, r"shape \(2, 3, 3\), expected \(2, 2, 2\)"),
         (4, r"shape \(3, 3\), expected \(2, 3\)"),
@@ -561,3 +564,188 @@ def test_readme_states_the_record_guarantees():
         "fuzz",
     ):
         assert promise in section, promise
+
+
+# ------------------------------------------------------------------ hostile files, one by one
+
+
+def test_npy_headers_are_parsed_strictly_and_read_back_exactly():
+    # Whatever numpy writes for a plain array reads back equal, in native byte order.
+    for value in [
+        np.arange(6, dtype=">f4").reshape(2, 3),
+        np.asfortranarray(np.arange(12, dtype="<i8").reshape(3, 4)),
+        np.array([True, False, True]),
+        np.uint8(7),
+        np.zeros((0, 3), np.float16),
+    ]:
+        buf = io.BytesIO()
+        np.save(buf, value)
+        data = buf.getvalue()
+        got = safe_read.read_npy(io.BytesIO(data), len(data), lambda d, s: None)
+        np.testing.assert_array_equal(got, value)
+        assert got.dtype == value.dtype.newbyteorder("=") and got.dtype.isnative
+    ok = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3,), }"
+    assert safe_read.parse_npy_header(ok) == (np.dtype("<f4"), True, (2, 3))
+    for bad in [
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2), }",  # an int, not a tuple
+        "{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }",
+        "{'descr': '|O', 'fortran_order': False, 'shape': (2,), }",
+        "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }",
+        "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,), }",
+        "{'descr': '<f4', 'shape': (2,), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}",
+        "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2,)}",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, -1), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), ",
+        "{'descr': __import__('os').getcwd(), 'fortran_order': False, 'shape': (2,)}",
+        "(" * 5000,
+    ]:
+        with pytest.raises(safe_read.UnreadableFile):
+            safe_read.parse_npy_header(bad)
+
+
+def _epoch_with_large_members(tmp_path):
+    """A record whose epoch members pass 4 KiB: zipfile then hands the .npy header to the
+    parser before it reads the rest and checks the CRC."""
+    w = RecordWriter(tmp_path)
+    w.open({**meta(), "n_probes": 8, "map_shape": [16, 16]}, images=np.zeros((8, 4, 4, 3), "u1"))
+    for e in (0, 1):
+        w.write_epoch(
+            e,
+            heatmaps=np.full((8, 16, 16), 0.5, np.float32),
+            probabilities=np.full((8, 3), 1 / 3, np.float32),
+            targets=np.zeros(8, int),
+        )
+    return w.path / "epochs" / "epoch_000001.npz"
+
+
+def test_every_header_byte_changed_gives_the_epoch_or_skips_it(tmp_path):
+    """One byte of an .npy header (its length field included), with the zip's CRC kept right
+    so only the header parser stands: the epoch loads unchanged or is skipped with a warning."""
+    file = _epoch_with_large_members(tmp_path)
+    members = npz_members(file)
+    good = members["heatmaps.npy"]
+    end = 10 + int.from_bytes(good[8:10], "little")
+    outcomes = Counter()
+    for pos in range(end):
+        for value in {0x00, 0x20, 0x29, 0x7F, 0xFF, good[pos] ^ 0x01} - {good[pos]}:
+            data = bytearray(good)
+            data[pos] = value
+            write_members(file, {**members, "heatmaps.npy": bytes(data)})
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                run = load_run(tmp_path)
+            if run.epochs == [0, 1]:
+                np.testing.assert_array_equal(run.heatmaps[1], 0.5)
+                outcomes["read"] += 1
+            else:
+                assert run.epochs == [0] and len(seen) == 1, (pos, value, run.epochs)
+                message = str(seen[0].message)
+                assert "epoch_000001.npz: array 'heatmaps'" in message and "\n" not in message
+                outcomes["skipped"] += 1
+    assert outcomes["skipped"] > 6 * end // 2 and outcomes["read"] > 0, outcomes
+
+
+@pytest.mark.timeout(30)  # a FIFO opened for reading would block here forever
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory", "dangling", "outside"])
+def test_special_files_are_refused_and_never_opened(tmp_path, kind):
+    def replace(path):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            os.replace(path, tmp_path / f"outside_{path.name}")  # a good copy, kept outside
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "dev_zero":
+            os.symlink("/dev/zero", path)
+        elif kind == "directory":
+            path.mkdir()
+        elif kind == "dangling":
+            os.symlink(tmp_path / "nothing", path)
+        else:
+            os.symlink(tmp_path / f"outside_{path.name}", path)
+
+    said = {
+        "fifo": "is a FIFO (named pipe), not a regular file",
+        "dev_zero": "is a symbolic link, not a regular file",
+        "directory": "is a directory, not a regular file",
+        "dangling": "is a symbolic link, not a regular file",
+        "outside": "is a symbolic link, not a regular file",
+    }[kind]
+    for name in ("record.json", "probes.npz"):
+        folder = tmp_path / name
+        w, _ = write_run(folder)
+        replace(w.path / name)
+        with pytest.raises(record.RecordError, match=re.escape(f"{name}: {said}")):
+            load_run(folder)
+    w, _ = write_run(tmp_path / "epoch")
+    write_flags(load_run(w.path))
+    replace(w.path / "epochs" / "epoch_000001.npz")
+    replace(w.path / FLAGS_FILE)
+    with pytest.warns(UserWarning, match=re.escape(f"epoch_000001.npz: {said}")):
+        run = load_run(w.path)
+    assert run.epochs == [0, 2]
+    assert {k: v.tolist() for k, v in run.flags.items()} == {
+        k: v.tolist() for k, v in record.compute_flags(run).items()
+    }
+
+
+def test_sizes_are_capped_whatever_record_json_claims(tmp_path):
+    w, _ = write_run(tmp_path)
+    cam = w.path
+    # Sparse files: refused by their size, never read.
+    with open(cam / FLAGS_FILE, "wb") as f:
+        f.truncate(3 * 2**30)
+    run = load_run(tmp_path)
+    computed = {k: v.tolist() for k, v in record.compute_flags(run).items()}
+    assert {k: v.tolist() for k, v in run.flags.items()} == computed
+    with open(cam / "record.json", "r+b") as f:
+        f.truncate(safe_read.MAX_JSON_BYTES + 1)
+    with pytest.raises(record.RecordError, match=f"holds {safe_read.MAX_JSON_BYTES + 1} bytes"):
+        load_run(tmp_path)
+    shutil.rmtree(tmp_path / "cam")
+    w, _ = write_run(tmp_path)
+    sparse = tmp_path / "sparse.npz"
+    with open(sparse, "wb") as f:
+        f.truncate(safe_read.MAX_FILE_BYTES + 1)
+    with pytest.raises(safe_read.UnreadableFile, match="holds 2147483649 bytes, more than the"):
+        safe_read.read_npz(sparse, lambda *a: None)
+    # An image of more pixels than MAX_IMAGE_PIXELS is refused from its header alone.
+    replace_member(cam / "probes.npz", "images.npy", huge_header_npy((2, 8192, 4097, 3), "|u1"))
+    with pytest.raises(record.RecordError, match="at most 16777216 pixels"):
+        load_run(tmp_path)
+    # A deflate bomb is refused from the zip directory, before anything is inflated.
+    bomb = raw_zip([deflate_bomb("images.npy", (2, 4096, 2048, 3))])
+    (cam / "probes.npz").write_bytes(bomb)
+    with pytest.raises(record.RecordError, match=r"would expand from \d+ to 50331776 bytes"):
+        load_run(tmp_path)
+    # All members together, and their count, are capped too: 64 KiB of bits deflate about
+    # 7 times, within the ratio, into a file far below a 20 KiB cap they exceed together.
+    bits = np.random.default_rng(0).integers(0, 2, 2**16).astype(np.uint8)
+    with zipfile.ZipFile(tmp_path / "bits.npz", "w", zipfile.ZIP_DEFLATED) as zf:
+        buf = io.BytesIO()
+        np.save(buf, bits)
+        zf.writestr("bits.npy", buf.getvalue())
+    assert (tmp_path / "bits.npz").stat().st_size < 20_000
+    with pytest.raises(safe_read.UnreadableFile, match="members expanding to more than 20000"):
+        safe_read.read_npz(tmp_path / "bits.npz", lambda *a: None, max_bytes=20_000)
+    got = safe_read.read_npz(tmp_path / "bits.npz", lambda *a: None)  # under the default caps
+    np.testing.assert_array_equal(got["bits"], bits)
+    members = npz_members(cam / "epochs" / "epoch_000000.npz")
+    write_members(tmp_path / "many.npz", {f"m{i}.npy": members["targets.npy"] for i in range(65)})
+    with pytest.raises(safe_read.UnreadableFile, match="65 members"):
+        safe_read.read_npz(tmp_path / "many.npz", lambda *a: None)
+
+
+def test_a_stored_member_claiming_more_than_it_holds_is_refused(tmp_path):
+    w, _ = write_run(tmp_path)
+    file = w.path / "epochs" / "epoch_000000.npz"
+    entries = [
+        {"name": k, "data": v, "method": 0, "crc": zlib.crc32(v), "file_size": len(v)}
+        for k, v in npz_members(file).items()
+    ]
+    entries[0]["file_size"] *= 1000
+    file.write_bytes(raw_zip(entries))
+    with pytest.warns(UserWarning, match="is stored, yet claims"):
+        assert load_run(tmp_path).epochs == [1, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -257,3 +258,76 @@ def test_methods_section_imports_no_tensorflow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+GOOD_SCORES = {"gradcam": {"deletion_auc": 0.2}, "random": {"deletion_auc": 0.5}}
+DAMAGED_EVALUATIONS = {
+    "scores_a_list": json.dumps({"scores": [1, 2]}),
+    "row_a_string": json.dumps({"scores": {"gradcam": "0.2"}}),
+    "value_a_string": json.dumps({"scores": {"gradcam": {"deletion_auc": "0.2"}}}),
+    "value_a_bool": json.dumps({"scores": {"gradcam": {"deletion_auc": True}}}),
+    "value_10_400": '{"scores": {"gradcam": {"deletion_auc": 1' + "0" * 400 + "}}}",
+    "value_5000_digits": '{"scores": {"gradcam": {"deletion_auc": ' + "9" * 5000 + "}}}",
+    "deep": '{"scores": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "not_an_object": "[1, 2, 3]",
+    "bad_utf8": b'{"scores": "\xff\xfe"}',
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", [*DAMAGED_EVALUATIONS, "fifo", "dev_zero", "folder", "sparse"])
+def test_a_damaged_evaluation_json_is_said_on_the_page(tmp_path, case):
+    """Wrong types, 10**400, deep nesting, special files: `report` still writes the page,
+    and its methods section says the file is damaged."""
+    make_record(tmp_path, n_epochs=2)
+    file = tmp_path / "evaluation.json"
+    if case == "fifo":
+        os.mkfifo(file)
+    elif case == "dev_zero":
+        os.symlink("/dev/zero", file)
+    elif case == "folder":
+        file.mkdir()
+    elif case == "sparse":
+        with open(file, "wb") as f:
+            f.truncate(3 * 2**30)
+    else:
+        text = DAMAGED_EVALUATIONS[case]
+        file.write_bytes(text if isinstance(text, bytes) else text.encode())
+    page = report.write_report(tmp_path, tmp_path / "page" / "index.html")
+    html = page.read_text()
+    assert '<section class="methods"><p>evaluation.json is damaged: ' in html
+    assert "<main>" in html and html.count('<article class="card') == 6
+
+
+def test_evaluation_extras_the_page_does_not_show_cannot_break_it(tmp_path):
+    """The page reads only scores and settings: damaged per-image lists or settings, and
+    non-finite scores, still give the ranking."""
+    run = load_run(make_record(tmp_path, n_epochs=2))
+    data = {
+        "scores": {**GOOD_SCORES, "nan": {"deletion_auc": float("nan")}},
+        "per_image": -1,
+        "settings": [1, 2],
+    }
+    (tmp_path / "evaluation.json").write_text(json.dumps(data))
+    section = report.methods_section(run)
+    rows = section.split("<tr>")[2:]
+    names = [r.split("<code>")[1].split("</code>")[0] for r in rows]
+    assert sorted(names) == ["gradcam", "nan", "random"] and names.index("gradcam") < names.index(
+        "random"
+    )
+    assert "on ? images" in section and "<td>nan</td>" in section
+
+
+def test_a_non_finite_prediction_is_never_a_right_card(tmp_path):
+    """argmax of a NaN row is 0: the probes of class 0 must not be drawn right (green)."""
+    make_record(tmp_path, n_probes=6, n_epochs=2)
+    last = tmp_path / "cam" / "epochs" / "epoch_000001.npz"
+    with np.load(last) as f:
+        arrays = dict(f)
+    arrays["probabilities"][:] = np.nan
+    np.savez(last, **arrays)
+    run = load_run(tmp_path)
+    rows = report.probe_rows(run, 0.5)
+    assert [r["pred"] for r in rows] == [0] * 6 and not any(r["finite"] for r in rows)
+    page = report.render_page(run, rows, dict.fromkeys(range(6), ""), 0.5)
+    assert page.count('<article class="card wrong"') == 6

@@ -442,3 +442,191 @@ def test_dashboard_in_chromium(server, browser):
     ]
     assert errors == []
     page.close()
+
+
+# ---------------------------------------------------------------------- hostile logdirs, in-process
+
+
+def _client(logdir):
+    from tensorboard.backend import application
+    from werkzeug.test import Client
+
+    return Client(application.TensorBoardWSGI([CAMPlugin(_Context(str(logdir)))]))
+
+
+def _get(client, route, **args):
+    r = client.get(f"/data/plugin/cam/{route}", query_string=args)
+    return r.status_code, r.data
+
+
+def _break(cam: Path, how: str) -> None:
+    """Damage a record as the issue found them: a flipped header, a FIFO, /dev/zero."""
+    if how == "json":
+        (cam / "record.json").write_text('{"format": "cam-callback-record", "n_probes": "six"}')
+    elif how == "fifo":
+        (cam / "probes.npz").unlink()
+        os.mkfifo(cam / "probes.npz")
+    else:
+        (cam / "probes.npz").unlink()
+        os.symlink("/dev/zero", cam / "probes.npz")
+
+
+@pytest.mark.timeout(60)  # a FIFO opened by a request thread would block it for good
+def test_a_broken_run_is_listed_with_its_reason_and_hides_no_other(tmp_path):
+    for name in ("aaa_json", "aab_fifo", "aac_zero"):
+        make_record(tmp_path / name, n_epochs=1)
+        _break(tmp_path / name / "cam", name[4:])
+    make_record(tmp_path / "b", n_epochs=2)
+    make_record(tmp_path / "c", n_epochs=3, baseline=True)
+    client = _client(tmp_path)
+    status, body = _get(client, "runs")
+    runs = {r["name"]: r for r in json.loads(body)["runs"]}
+    assert status == 200 and list(runs) == ["aaa_json", "aab_fifo", "aac_zero", "b", "c"]
+    assert runs["b"]["epochs"] == [0, 1] and runs["c"]["epochs"] == [-1, 0, 1, 2]
+    said = {
+        "aaa_json": "record.json: `n_probes` must be an int",
+        "aab_fifo": "probes.npz: is a FIFO (named pipe), not a regular file",
+        "aac_zero": "probes.npz: is a symbolic link, not a regular file",
+    }
+    for name, reason in said.items():
+        assert "error" not in runs["b"] and reason in runs[name]["error"], runs[name]
+        assert runs[name]["error"].startswith(f"the record of run '{name}' is unreadable: ")
+        for route, args in (("probes", {}), ("frame", {"probe": "0", "epoch": "0"})):
+            status, body = _get(client, route, run=name, **args)
+            assert status == 404 and reason in body.decode() and b"Traceback" not in body
+
+
+def test_load_run_and_the_plugin_agree_on_symlinks(tmp_path):
+    """No symlink inside a record is followed: a dangling epoch link costs that epoch in both;
+    a record.json linked to a good copy is refused by both."""
+    make_record(tmp_path / "a", n_epochs=3)
+    epoch = tmp_path / "a" / "cam" / "epochs" / "epoch_000001.npz"
+    epoch.unlink()
+    os.symlink(tmp_path / "gone.npz", epoch)
+    make_record(tmp_path / "b", n_epochs=2)
+    meta = tmp_path / "b" / "cam" / "record.json"
+    os.replace(meta, tmp_path / "record.json")
+    os.symlink(tmp_path / "record.json", meta)
+    with pytest.warns(UserWarning, match="epoch_000001.npz: is a symbolic link"):
+        assert load_run(tmp_path / "a").epochs == [0, 2]
+    with pytest.raises(ValueError, match="record.json: is a symbolic link"):
+        load_run(tmp_path / "b")
+    client = _client(tmp_path)
+    with pytest.warns(UserWarning, match="epoch_000001.npz: is a symbolic link"):
+        runs = {r["name"]: r for r in json.loads(_get(client, "runs")[1])["runs"]}
+    assert runs["a"]["epochs"] == [0, 2] and "error" not in runs["a"]
+    assert "record.json: is a symbolic link" in runs["b"]["error"]
+    assert _get(client, "frame", run="a", probe="0", epoch="1")[0] == 404
+    assert _get(client, "frame", run="a", probe="0", epoch="2")[0] == 200
+
+
+def test_frame_renderers_and_png_frames_stay_within_their_caps(tmp_path, monkeypatch):
+    """A long session keeps at most RENDERERS renderers alive and FRAME_CACHE_BYTES of PNG,
+    and frames drawn again after eviction are the same bytes."""
+    import gc
+    import weakref
+
+    from cam_callback.tensorboard_plugin import plugin as module
+
+    live = weakref.WeakSet()
+
+    class Counted(module.FrameRenderer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            live.add(self)
+
+    make_record(tmp_path / "a", n_probes=12, n_epochs=2)
+    monkeypatch.setattr(module, "FrameRenderer", Counted)
+    monkeypatch.setattr(module, "RENDERERS", 4)
+    client = _client(tmp_path)
+    first = _get(client, "frame", run="a", probe="0", epoch="0")[1]
+    monkeypatch.setattr(module, "FRAME_CACHE_BYTES", 3 * len(first))
+    pngs = {}
+    for probe in range(12):
+        for epoch in (0, 1):
+            status, png = _get(client, "frame", run="a", probe=str(probe), epoch=str(epoch))
+            assert status == 200
+            pngs[probe, epoch] = png
+        gc.collect()
+        assert len(live) <= 4
+    assert _get(client, "frame", run="a", probe="0", epoch="0")[1] == first == pngs[0, 0]
+
+
+def test_probes_mark_a_non_finite_prediction_as_no_class(tmp_path):
+    make_record(tmp_path / "a", n_probes=6, n_epochs=2)
+    last = tmp_path / "a" / "cam" / "epochs" / "epoch_000001.npz"
+    with np.load(last) as f:
+        arrays = dict(f)
+    arrays["probabilities"][:3] = np.nan
+    np.savez(last, **arrays)
+    probes = json.loads(_get(_client(tmp_path), "probes", run="a")[1])["probes"]
+    assert [p["pred"][1] for p in probes[:3]] == [-1, -1, -1]
+    assert all(p["pred"][1] >= 0 for p in probes[3:])
+
+
+def test_a_wide_probe_frame_is_drawn_within_a_frame(tmp_path):
+    make_record(tmp_path / "a", n_probes=3, n_epochs=1)
+    probes = tmp_path / "a" / "cam" / "probes.npz"
+    with np.load(probes) as f:
+        labels = f["labels"]
+    np.savez(probes, images=np.zeros((3, 1, 16384, 3), np.uint8), labels=labels)
+    status, png = _get(_client(tmp_path), "frame", run="a", probe="1", epoch="0")
+    from io import BytesIO
+
+    from PIL import Image
+
+    assert status == 200 and Image.open(BytesIO(png)).size == (2 * 1024 + 180, 22 + 160)
+
+
+def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
+    """The issue's case: the alphabetically first run's record.json is damaged. Every readable
+    run is listed and the first of them shown; the broken one is marked with its reason, and
+    choosing it says why on the page and clears the cards of the run shown before."""
+    import shutil
+
+    base, logs, _ = server
+    broken = logs / "0_damaged" / "cam"
+    broken.mkdir(parents=True)
+    (broken / "record.json").write_text('{"format": "cam-callback-record", "n_probes": "x"')
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    crashes = []
+    page.on("pageerror", lambda exc: crashes.append(str(exc)))
+    try:
+        time.sleep(2.5)  # past the discovery cache
+        page.goto(base + "/#cam")
+        page.wait_for_selector("text=CAM", timeout=60000)
+        frame = _plugin_frame(page)
+        options = frame.evaluate(
+            "Array.from(document.querySelectorAll('#run-a option'))"
+            ".map(o => [o.value, o.textContent, o.title])"
+        )
+        assert [o[0] for o in options] == ["0_damaged", "a", "b", "other"]
+        damaged = options[0]
+        assert damaged[1] == "0_damaged (unreadable)" and "record.json" in damaged[2]
+        assert frame.evaluate("document.getElementById('run-a').value") == "a"
+        assert len(_visible(frame)) == 6
+        _loaded(frame)
+        listed = frame.inner_text("#broken")
+        assert "0_damaged" in listed and "not readable JSON" in listed
+
+        frame.select_option("#run-a", "0_damaged")
+        frame.wait_for_function(
+            "document.getElementById('status').textContent.includes('cannot be shown')"
+        )
+        status = frame.inner_text("#status")
+        assert status.startswith("Run 0_damaged cannot be shown: the record of run")
+        assert "not readable JSON" in status
+        assert frame.evaluate("document.querySelectorAll('.card').length") == 0
+        assert frame.evaluate("document.getElementById('run-a').value") == "0_damaged"
+        frame.wait_for_timeout(2500)  # a poll later, the choice and the message stay
+        assert frame.inner_text("#status") == status
+
+        frame.select_option("#run-a", "other")
+        frame.wait_for_function("document.querySelectorAll('.card').length === 3")
+        assert "cannot be shown" not in frame.inner_text("#status")
+        _loaded(frame)
+        assert crashes == []
+    finally:
+        page.close()
+        shutil.rmtree(logs / "0_damaged")
+        time.sleep(2.5)  # the other tests see the logdir as it was

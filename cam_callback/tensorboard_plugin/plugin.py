@@ -12,7 +12,12 @@ Routes, under ``/data/plugin/cam/``:
   training) as a PNG drawn by :class:`cam_callback.frames.FrameRenderer`.
 
 Bad parameters answer 400, unknown runs, probes and epochs 404, and an
-unreadable record 404 with the reason: never a traceback.
+unreadable record 404 with the reason: never a traceback. ``runs`` lists an
+unreadable run too, with its ``error``, so one broken record never hides the
+others. Records are read by :func:`cam_callback.load_run` alone, with its rules:
+only regular files, no symlink inside a record followed, every size capped.
+Memory stays bounded: at most ``RENDERERS`` frame renderers and ``FRAME_CACHE_BYTES``
+of PNG frames are kept, least recently used first out.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import math
 import os
 import threading
 import time
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -35,22 +39,29 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from cam_callback.record import SUBDIR, Run, epoch_files, load_run
+from cam_callback.frames import FrameRenderer
+from cam_callback.metrics import FLAG_NAMES
+from cam_callback.record import FLAGS_FILE, SUBDIR, Run, epoch_files, load_run
+from cam_callback.report import probe_rows
 
 PLUGIN_NAME = "cam"
 STATIC = Path(__file__).parent / "static"
 _STATIC = {"/index.js": ("index.js", "text/javascript"), "/style.css": ("style.css", "text/css")}
 _DISCOVERY_TTL = 2.0  # seconds: TensorBoard asks is_active on every page load
-_FRAME_CACHE = 1024  # PNG frames kept, about 30 KB each
-# What a damaged or half-copied record can raise while it is read.
-_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+FRAME_CACHE_BYTES = 32 * 2**20  # PNG frames kept (about 30 KB each): the old 1,024 frames
+RENDERERS = 128  # FrameRenderers kept (about 0.6 MB each), over all runs
+# What reading a record raises: RecordError (a ValueError), FileNotFoundError, OSError.
+_UNREADABLE = (OSError, ValueError)
+_SIGNED = ("record.json", "probes.npz", FLAGS_FILE)  # with the epoch files
 
 
 def discover_runs(logdir: str | os.PathLike) -> dict[str, Path]:
     """Every run record under ``logdir``: run name (the log folder, relative) to record folder.
 
-    A record is a ``cam/`` folder holding ``record.json``. Symlinks are not
-    followed, hidden folders are skipped, and nothing inside a record is searched.
+    A record is a ``cam/`` folder holding an entry named ``record.json`` (which
+    :func:`cam_callback.load_run` then reads, or refuses when it is not a regular
+    file). Symlinked folders are not descended into, hidden folders are skipped, and
+    nothing inside a record is searched. ``logdir`` itself may be a symlink.
 
     Example:
         >>> discover_runs("runs")  # doctest: +SKIP
@@ -77,13 +88,14 @@ def _finite(values: np.ndarray) -> list[float]:
 
 
 class _Entry:
-    """One loaded run: its signature on disk, the Run, rows and frame renderers."""
+    """One run as last read: its signature on disk, and the Run with its rows, or why it
+    could not be read (kept, so a broken run is not re-read until its files change)."""
 
-    def __init__(self, signature: tuple, run: Run) -> None:
+    def __init__(self, signature: tuple, run: Run | None, error: str = "") -> None:
         self.signature = signature
         self.run = run
+        self.error = error
         self.rows: list[dict] | None = None
-        self.renderers: dict[int, Any] = {}
 
 
 class CAMPlugin(base_plugin.TBPlugin):
@@ -104,6 +116,8 @@ class CAMPlugin(base_plugin.TBPlugin):
         self._lock = threading.Lock()
         self._runs: dict[str, _Entry] = {}
         self._frames: OrderedDict[tuple, bytes] = OrderedDict()
+        self._frame_bytes = 0
+        self._renderers: OrderedDict[tuple, FrameRenderer] = OrderedDict()
         self._discovered: tuple[float, dict[str, Path]] = (-math.inf, {})
 
     # ------------------------------------------------------------------ TensorBoard API
@@ -136,44 +150,57 @@ class CAMPlugin(base_plugin.TBPlugin):
         return found
 
     def _entry(self, name: str) -> _Entry:
-        """The run ``name``, re-read when its files changed on disk."""
+        """The run ``name``, re-read when its files changed on disk; an unreadable run's
+        entry holds the reason instead of a Run."""
         path = self._records().get(name)
         if path is None:
             path = discover_runs(self._logdir).get(name) if self._logdir else None
             if path is None:
                 raise errors.NotFoundError(f"no run record named {name!r} under the logdir")
-        try:
-            signature = self._signature(path)
-            with self._lock:
-                entry = self._runs.get(name)
-                if entry is not None and entry.signature == signature:
-                    return entry
-            run = load_run(path)
-        except _UNREADABLE as exc:
-            raise errors.NotFoundError(f"the record of run {name!r} is unreadable: {exc}") from exc
-        entry = _Entry(signature, run)
+        signature = _signature(path)
         with self._lock:
-            self._runs[name] = entry
+            entry = self._runs.get(name)
+        if entry is None or entry.signature != signature:
+            try:  # a damaged epoch is skipped with a warning in TensorBoard's log
+                entry = _Entry(signature, load_run(path))
+            except _UNREADABLE as exc:
+                why = " ".join(str(exc).split())
+                entry = _Entry(signature, None, f"the record of run {name!r} is unreadable: {why}")
+            with self._lock:
+                self._runs[name] = entry
         return entry
 
-    @staticmethod
-    def _signature(path: Path) -> tuple:
-        """What changes on disk when an epoch is added or rewritten, or flags are stored."""
-        stats = [(e, f.stat().st_mtime_ns) for e, f in epoch_files(path).items()]
-        extra = [
-            (p.name, p.stat().st_mtime_ns)
-            for p in (path / "record.json", path / "flags.json")
-            if p.exists()
-        ]
-        return tuple(stats), tuple(extra)
+    def _run(self, name: str) -> tuple[_Entry, Run]:
+        """The readable run ``name``, or a 404 that says why it cannot be read."""
+        entry = self._entry(name)
+        if entry.run is None:
+            raise errors.NotFoundError(entry.error)
+        return entry, entry.run
+
+    def _renderer(self, name: str, entry: _Entry, probe: int) -> FrameRenderer:
+        """Probe ``probe``'s renderer, from an LRU of at most ``RENDERERS``."""
+        key = (name, entry.signature, probe)
+        with self._lock:
+            renderer = self._renderers.get(key)
+            if renderer is not None:
+                self._renderers.move_to_end(key)
+                return renderer
+        run = entry.run
+        label = None if run.labels is None else int(run.labels[probe])
+        renderer = FrameRenderer(run.images[probe], label=label, class_names=run.class_names)
+        with self._lock:
+            self._renderers[key] = renderer
+            while len(self._renderers) > RENDERERS:
+                self._renderers.popitem(last=False)
+        return renderer
 
     def _rows(self, entry: _Entry) -> list[dict]:
-        from cam_callback.report import probe_rows
-
         if entry.rows is None:
             run = entry.run
             rows = probe_rows(run, float(run.meta.get("low_confidence", 0.5)))
-            preds = run.probabilities.argmax(-1)
+            # argmax of NaN is 0: a non-finite prediction is -1, never the true class.
+            finite = np.isfinite(run.probabilities).all(-1)
+            preds = np.where(finite, run.probabilities.argmax(-1), -1)
             out = []
             for r in rows:
                 i = r["index"]
@@ -204,12 +231,19 @@ class CAMPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_runs(self, request: wrappers.Request) -> wrappers.Response:
+        records = self._records()
+        with self._lock:  # runs removed from the logdir are forgotten
+            for gone in set(self._runs) - set(records):
+                del self._runs[gone]
         runs = []
-        for name in self._records():
+        for name in records:
             try:
-                run = self._entry(name).run
-            except errors.NotFoundError as exc:  # listed, with why it cannot be shown
-                runs.append({"name": name, "error": str(exc), "epochs": []})
+                entry = self._entry(name)
+            except errors.NotFoundError as exc:  # gone since it was discovered
+                entry = _Entry((), None, str(exc))
+            run = entry.run
+            if run is None:  # listed, with why it cannot be shown
+                runs.append({"name": name, "error": entry.error, "epochs": []})
                 continue
             runs.append(
                 {
@@ -224,14 +258,11 @@ class CAMPlugin(base_plugin.TBPlugin):
                     "mask_kind": run.meta.get("mask_kind"),
                 }
             )
-        from cam_callback.metrics import FLAG_NAMES
-
         return _json(request, {"runs": runs, "flags": list(FLAG_NAMES)})
 
     @wrappers.Request.application
     def _serve_probes(self, request: wrappers.Request) -> wrappers.Response:
-        entry = self._entry(_text_arg(request, "run"))
-        run = entry.run
+        entry, run = self._run(_text_arg(request, "run"))
         rows = self._rows(entry) if run.epochs else []
         names = run.class_names or [str(c) for c in range(int(run.meta.get("n_classes") or 0))]
         return _json(
@@ -246,13 +277,10 @@ class CAMPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_frame(self, request: wrappers.Request) -> wrappers.Response:
-        from cam_callback.frames import FrameRenderer
-
         name = _text_arg(request, "run")
         probe = _int_arg(request, "probe")
         epoch = _int_arg(request, "epoch")
-        entry = self._entry(name)
-        run = entry.run
+        entry, run = self._run(name)
         if not 0 <= probe < run.n_probes:
             raise errors.NotFoundError(
                 f"run {name!r} has probes 0..{run.n_probes - 1}; there is no probe {probe}"
@@ -265,23 +293,35 @@ class CAMPlugin(base_plugin.TBPlugin):
             if png is not None:
                 self._frames.move_to_end(key)
         if png is None:
-            renderer = entry.renderers.get(probe)
-            if renderer is None:
-                label = None if run.labels is None else int(run.labels[probe])
-                renderer = FrameRenderer(
-                    run.images[probe], label=label, class_names=run.class_names
-                )
-                entry.renderers[probe] = renderer
+            renderer = self._renderer(name, entry, probe)
             pos = run.epochs.index(epoch)
             frame = renderer.draw(run.heatmaps[pos, probe], run.probabilities[pos, probe], epoch)
             buf = io.BytesIO()
             Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
             png = buf.getvalue()
             with self._lock:
-                self._frames[key] = png
-                while len(self._frames) > _FRAME_CACHE:
-                    self._frames.popitem(last=False)
+                if key not in self._frames:
+                    self._frames[key] = png
+                    self._frame_bytes += len(png)
+                while self._frame_bytes > FRAME_CACHE_BYTES:
+                    self._frame_bytes -= len(self._frames.popitem(last=False)[1])
         return http_util.Respond(request, png, "image/png")
+
+
+def _signature(path: Path) -> tuple:
+    """What changes on disk when an epoch is added, rewritten or removed, or when flags
+    or any record file are replaced. ``lstat`` only: a symlink (dangling or not) or a
+    FIFO is signed as it is, never followed or opened, and never raises."""
+
+    def sign(file: Path) -> tuple | None:
+        try:
+            st = os.lstat(file)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
+
+    epochs = tuple((e, sign(f)) for e, f in epoch_files(path).items())
+    return epochs, tuple(sign(path / name) for name in _SIGNED)
 
 
 def _json(request: wrappers.Request, data: Any) -> wrappers.Response:

@@ -1,6 +1,8 @@
 // The CAM dashboard: one epoch slider moving every probe of a run record, optionally beside a
 // second run of the same probes. Data comes from this plugin's routes only (no network loads);
-// every name from the record is written with textContent, never parsed as HTML.
+// every name from the record is written with textContent, never parsed as HTML. A run that
+// cannot be read is listed with its reason and never hides the others; choosing it says why on
+// the page and clears the cards of the run shown before.
 
 const POLL_MS = 2000;
 const PLAY_MS = 600;
@@ -8,7 +10,8 @@ const SVG = 'http://www.w3.org/2000/svg';
 
 const state = {
   runs: [],
-  a: null, // {name, epochs, probes, class_names}
+  want: null, // the run chosen in the first selector, readable or not
+  a: null, // {name, epochs, probes, class_names}; null while the chosen run cannot be read
   b: null,
   pos: 0,
   timer: null,
@@ -24,7 +27,12 @@ function el(tag, attrs = {}, text) {
 
 async function getJSON(url) {
   const response = await fetch(url);
-  if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+  // The server's reason (a 404 says why a record is unreadable) is the message shown,
+  // without the "Not found: " TensorBoard puts before it.
+  if (!response.ok) {
+    const reason = (await response.text()).replace(/^(Not found|Invalid argument): /, '');
+    throw new Error(reason || `${url}: ${response.status}`);
+  }
   return response.json();
 }
 
@@ -67,7 +75,8 @@ function buildLayout() {
   row3.append(el('span', {}, 'class '), byClass, el('span', {}, ' flag '), byFlag,
       el('span', {}, ' sort '), sort, el('span', {id: 'count'}, ''));
   const status = el('div', {id: 'status'}, 'Loading run records…');
-  header.append(row1, row2, row3, status);
+  const broken = el('ul', {id: 'broken'});
+  header.append(row1, row2, row3, status, broken);
   const main = el('main', {id: 'cards'});
   document.body.append(header, main);
 
@@ -81,9 +90,12 @@ function buildLayout() {
 function fillRunSelects() {
   const runA = document.getElementById('run-a');
   const runB = document.getElementById('run-b');
-  const keepA = state.a ? state.a.name : runA.value;
+  const keepA = state.want !== null ? state.want : runA.value;
   runA.replaceChildren();
-  for (const r of state.runs) option(runA, r.name, r.error ? `${r.name} (unreadable)` : r.name);
+  for (const r of state.runs) {
+    option(runA, r.name, r.error ? `${r.name} (unreadable)` : r.name);
+    if (r.error) runA.lastChild.title = r.error;
+  }
   if (keepA !== null) runA.value = keepA;
   runB.replaceChildren();
   option(runB, '', 'nothing');
@@ -99,11 +111,49 @@ async function loadRun(name) {
   return {name, ...data};
 }
 
+function showUnreadable(name, err) {
+  state.a = null;
+  state.b = null;
+  state.cards = [];
+  document.getElementById('cards').replaceChildren();
+  fillRunSelects();
+  const slider = document.getElementById('epoch');
+  slider.max = '0';
+  slider.value = '0';
+  document.getElementById('epoch-label').textContent = '';
+  document.getElementById('count').textContent = '';
+  const status = document.getElementById('status');
+  status.textContent = `Run ${name} cannot be shown: ${err.message}`;
+  status.className = 'error';
+  document.body.dataset.ready = '1';
+}
+
+function listUnreadable() {
+  const list = document.getElementById('broken');
+  list.replaceChildren();
+  for (const r of state.runs) if (r.error) list.append(el('li', {}, r.error));
+}
+
 async function selectRuns(nameA, nameB) {
   stopPlay();
   const atEnd = !state.a || state.pos >= state.a.epochs.length - 1;
-  const a = await loadRun(nameA);
-  const b = nameB ? await loadRun(nameB) : null;
+  state.want = nameA;
+  let a;
+  try {
+    a = await loadRun(nameA);
+  } catch (err) {
+    return showUnreadable(nameA, err);
+  }
+  let b = null;
+  let note = '';
+  if (nameB) {
+    try {
+      b = await loadRun(nameB);
+    } catch (err) {
+      note = ` · ${nameB} cannot be shown: ${err.message}`;
+    }
+  }
+  if (state.want !== nameA) return; // another run was chosen meanwhile
   const sameRun = state.a && state.a.name === a.name;
   state.a = a;
   state.b = b;
@@ -114,10 +164,11 @@ async function selectRuns(nameA, nameB) {
   buildCards();
   setPos(Math.max(0, pos));
   const status = document.getElementById('status');
-  status.textContent = a.epochs.length ?
+  status.className = note ? 'error' : '';
+  status.textContent = (a.epochs.length ?
     `${a.probes.length} probes · ${a.epochs.length} frames (${epochLabel(a.epochs[0])} to ` +
     `${epochLabel(a.epochs[a.epochs.length - 1])}) · refreshed live` :
-    'No complete epoch recorded yet.';
+    'No complete epoch recorded yet.') + note;
   document.body.dataset.ready = '1';
 }
 
@@ -295,17 +346,21 @@ async function poll() {
   try {
     const {runs, flags} = await getJSON('./runs');
     fillFlags(flags);
-    const before = JSON.stringify(state.runs.map((r) => [r.name, r.epochs, r.fingerprint]));
+    const sign = (list) =>
+      JSON.stringify(list.map((r) => [r.name, r.epochs, r.fingerprint, r.error]));
+    const before = sign(state.runs);
     state.runs = runs;
-    const now = JSON.stringify(runs.map((r) => [r.name, r.epochs, r.fingerprint]));
-    if (!state.a && runs.length) {
-      await selectRuns(runs[0].name, '');
-    } else if (before !== now && state.a) {
-      const stillA = runs.some((r) => r.name === state.a.name);
-      const stillB = state.b && runs.some((r) => r.name === state.b.name);
+    listUnreadable();
+    // The first readable run is shown first; an unreadable one only when chosen.
+    const first = (runs.find((r) => !r.error) || runs[0] || {}).name;
+    if (state.want === null && runs.length) {
+      await selectRuns(first, '');
+    } else if (before !== sign(runs) && state.want !== null) {
+      const stillA = runs.some((r) => r.name === state.want);
+      const stillB = state.b && runs.some((r) => r.name === state.b.name && !r.error);
       const playing = state.timer !== null;
-      await selectRuns(stillA ? state.a.name : runs[0].name, stillB ? state.b.name : '');
-      if (playing) togglePlay();
+      await selectRuns(stillA ? state.want : first, stillB ? state.b.name : '');
+      if (playing && state.a) togglePlay();
     }
     if (!runs.length) {
       document.getElementById('status').textContent = 'No run record (*/cam/record.json) yet.';
