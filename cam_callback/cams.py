@@ -389,8 +389,9 @@ def _inspect(
     score: str,
     head: str = "auto",
 ) -> tuple[_ModelInfo, _heads.Head, str, keras.layers.Layer | None]:
+    check_head(head)
     info = _model_info(model, x)
-    head = _resolve(model, info, _select_output(info, output), score, check_head(head))
+    head = _resolve(model, info, _select_output(info, output), score, head)
     if method == "saliency":
         return info, head, "", None
     path, target_layer = _layers.resolve_layer(model, layer, info.calls)
@@ -914,6 +915,7 @@ def predict_probabilities(
         >>> predict_probabilities(model, x).shape  # doctest: +SKIP
         (100, 10)
     """
+    check_head(head)
     x = prepare_images(model, images)
     _, used, _, _ = _inspect(model, x, None, "saliency", output, "probability", head)
     return _probabilities(model, used, x, batch_size)

@@ -45,6 +45,7 @@ def find_misclassified_with_probabilities(
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`threshold` must be in [0, 1]. Received: threshold={threshold}")
+    check_head(head)
     probs = predict_probabilities(
         model, images, output=output, batch_size=batch_size, head=head
     )
