@@ -418,6 +418,7 @@ def test_loss_squash_reads_objects_names_functions_and_per_output_losses():
     assert ls("mse") == ("", None) and ls(None) == ("", None)
     per = {"cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "tags": "mse"}
     assert ls(per, "cls") == ("softmax", True)
+    assert ls(per, 0, ["cls", "tags"]) == ("softmax", True)  # outputs as a list, losses by name
     assert ls(per, 1, ["cls", "tags"]) == ("", None)
     assert ls(["mse", keras.losses.BinaryCrossentropy(from_logits=True)], "b", ["a", "b"]) == (
         "sigmoid",
@@ -428,9 +429,8 @@ def test_loss_squash_reads_objects_names_functions_and_per_output_losses():
 def test_multi_output_heads_read_their_own_loss(x):
     inp, a, _ = features()
     g = keras.layers.GlobalAveragePooling2D()(a)
-    model = keras.Model(
-        inp, {"cls": keras.layers.Dense(3, name="cls")(g), "tags": keras.layers.Dense(2, name="tags")(g)}
-    )
+    heads_out = [keras.layers.Dense(3, name="cls")(g), keras.layers.Dense(2, name="tags")(g)]
+    model = keras.Model(inp, heads_out)  # outputs as a list, losses by name
     model.compile(
         "adam",
         loss={
@@ -440,7 +440,7 @@ def test_multi_output_heads_read_their_own_loss(x):
     )
     out = model.predict(x, verbose=0)
     cls = compute_cams(model, x, output="cls")
-    tags = compute_cams(model, x, output="tags")
+    tags = compute_cams(model, x, output=1)
     assert (cls.head, tags.head) == ("logits", "multilabel_logits")
-    np.testing.assert_allclose(cls.probabilities, softmax(out["cls"]), atol=1e-6)
-    np.testing.assert_allclose(tags.probabilities, sigmoid(out["tags"]), atol=1e-6)
+    np.testing.assert_allclose(cls.probabilities, softmax(out[0]), atol=1e-6)
+    np.testing.assert_allclose(tags.probabilities, sigmoid(out[1]), atol=1e-6)
