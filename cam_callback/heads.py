@@ -81,12 +81,6 @@ def _numpy(tensor: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
 
 
-def _squash_name(layer: keras.layers.Layer) -> str:
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
-    return _layers.activation_name(getattr(layer, "activation", None))
-
-
 def _is_probability(values: np.ndarray, squash: str) -> bool:
     unit = bool(np.all((values >= 0) & (values <= 1)))
     if squash != "softmax":
@@ -137,7 +131,7 @@ def head_info(calls: list[_layers.LayerCall], tensor: Any, *, single: bool) -> H
                 break
             i = j
         if _layers.head_kind(calls[i].layer) != "linear":
-            name = _squash_name(calls[i].layer)
+            name = _layers.squash_name(calls[i].layer)
             relation = _relation(name, _numpy(calls[i].output), values) if passed else ""
             if not passed or relation:  # an order-breaking layer hides the squash
                 squash, squash_at, after = name, i, relation

@@ -225,16 +225,33 @@ def activation_name(fn: Any) -> str:
     return getattr(fn, "__name__", "") or ""
 
 
+def squash_name(layer: keras.layers.Layer) -> str:
+    """``"softmax"`` or ``"sigmoid"`` where ``layer`` ends in one, else its activation's name.
+
+    Example:
+        >>> squash_name(keras.layers.Dense(3, activation="softmax"))
+        'softmax'
+    """
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    if isinstance(layer, keras.layers.Lambda):  # Lambda(keras.activations.softmax)
+        name = activation_name(getattr(layer, "function", None))
+        return name if name in _SQUASHING else ""
+    return activation_name(getattr(layer, "activation", None))
+
+
 def head_kind(layer: keras.layers.Layer) -> str:
     """How a model's last layer squashes its logits.
 
     Returns:
         ``"input"`` when the layer is itself a softmax or sigmoid (its input is
-        the logit), ``"activation"`` when a softmax or sigmoid is folded into
-        it (e.g. ``Dense(10, activation="softmax")``), else ``"linear"``.
+        the logit: ``Softmax``, ``Activation("softmax")``,
+        ``Lambda(keras.activations.sigmoid)``), ``"activation"`` when a softmax
+        or sigmoid is folded into it (e.g. ``Dense(10, activation="softmax")``),
+        else ``"linear"``.
     """
-    if isinstance(layer, keras.layers.Softmax):
-        return "input"
+    if isinstance(layer, (keras.layers.Softmax, keras.layers.Lambda)):
+        return "input" if squash_name(layer) in _SQUASHING else "linear"
     act = activation_name(getattr(layer, "activation", None))
     if act in _SQUASHING:
         return "input" if isinstance(layer, keras.layers.Activation) else "activation"

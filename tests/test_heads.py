@@ -334,6 +334,24 @@ def test_post_softmax_layer_that_reorders_classes_explains_the_probability(x):
     np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "fn, squash, head",
+    [
+        (keras.activations.softmax, "softmax", "softmax"),
+        (keras.ops.sigmoid, "sigmoid", "multilabel"),
+    ],
+)
+def test_lambda_of_a_softmax_or_sigmoid_is_a_squash_layer(x, fn, squash, head):
+    inp, _, z = features()
+    model = keras.Model(inp, keras.layers.Lambda(fn, name="squash")(z))
+    with no_head_warning():
+        res = compute_cams(model, x)
+    want, p, _ = reference(model, x, squash=squash)
+    np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
+    np.testing.assert_allclose(res.probabilities, p, atol=1e-6)
+    assert (res.head, res.score) == (head, "logit")
+
+
 # ---------------------------------------------------------------- probes and the tracker
 
 
