@@ -486,9 +486,7 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
     return info
 
 
-def _resolve(
-    model: keras.Model, info: _ModelInfo, key: Any, score: str, head: str
-) -> _heads.Head:
+def _resolve(model: keras.Model, info: _ModelInfo, key: Any, score: str, head: str) -> _heads.Head:
     """The head ``key`` read as ``head`` asks, with the compiled loss; warns once per model."""
     loss = getattr(model, "loss", None)
     if loss is None:  # tf.keras-style containers keep the user's losses inside

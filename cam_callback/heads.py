@@ -166,8 +166,10 @@ def loss_squash(loss: Any, key: Any = None, names: list[str] | None = None) -> t
     """
     if isinstance(loss, dict):
         name = names[key] if isinstance(key, int) and names and key < len(names) else key
-        loss = loss.get(name) if name is not None else (
-            next(iter(loss.values())) if len(loss) == 1 else None
+        loss = (
+            loss.get(name)
+            if name is not None
+            else (next(iter(loss.values())) if len(loss) == 1 else None)
         )
     elif isinstance(loss, (list, tuple)):
         index = names.index(key) if isinstance(key, str) and names and key in names else key

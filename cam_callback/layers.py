@@ -284,9 +284,7 @@ def feeder(calls: list[LayerCall], index: int) -> int | None:
         'dense'
     """
     inp = calls[index].input
-    earlier = [
-        j for j in range(index - 1, -1, -1) if not isinstance(calls[j].layer, keras.Model)
-    ]
+    earlier = [j for j in range(index - 1, -1, -1) if not isinstance(calls[j].layer, keras.Model)]
     for j in earlier:
         if calls[j].output is inp:
             return j

@@ -46,9 +46,7 @@ def find_misclassified_with_probabilities(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`threshold` must be in [0, 1]. Received: threshold={threshold}")
     check_head(head)
-    probs = predict_probabilities(
-        model, images, output=output, batch_size=batch_size, head=head
-    )
+    probs = predict_probabilities(model, images, output=output, batch_size=batch_size, head=head)
     y = _labels(labels, len(probs))
     if y.max() >= probs.shape[1]:
         raise ValueError(
