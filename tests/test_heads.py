@@ -76,10 +76,10 @@ def logits_model(n=3, loss="sparse", seed=0):
     return model
 
 
-def with_softmax_layer(model):
-    """The same weights with an explicit Activation("softmax") after the Dense."""
+def with_softmax_layer(model, squash="softmax"):
+    """The same weights with an explicit Activation(squash) after the Dense."""
     inp, _, z = features(model.output.shape[-1])
-    out = keras.Model(inp, keras.layers.Activation("softmax", name="softmax")(z))
+    out = keras.Model(inp, keras.layers.Activation(squash, name=squash)(z))
     out.set_weights(model.get_weights())
     return out
 
@@ -261,6 +261,18 @@ def test_perturbation_methods_on_logits_equal_an_explicit_softmax(x, method):
     np.testing.assert_allclose(got.heatmaps, want.heatmaps, atol=1e-5)
     assert got.targets.tolist() == want.targets.tolist()
     assert got.head == "logits" and want.head == "softmax"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "ablationcam", "guided_gradcam", "xgradcam"])
+def test_head_argument_reaches_every_cached_function_and_suffix(x, method):
+    plain = logits_model(loss=None)
+    kw = {"method": method, "layer": "conv", "score": "probability"}
+    compute_cams(plain, x, head="softmax", **kw)  # its compiled functions must not serve sigmoid
+    got = compute_cams(plain, x, head="sigmoid", **kw)
+    want = compute_cams(with_softmax_layer(plain, "sigmoid"), x, **kw)
+    np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-6)
+    np.testing.assert_allclose(got.heatmaps, want.heatmaps, atol=1e-5)
+    assert got.head == "multilabel_logits"
 
 
 def test_evaluate_on_logits_equals_an_explicit_softmax(x):
