@@ -10,8 +10,11 @@ its score (the logit where one can be found) is what the gradient maps explain.
   only pass its values on: ``Identity``, ``Lambda``, ``Rescaling``, a temperature
   ``Activation``) is used, its input explained as the logit; a linear output is
   read through the compiled loss (``from_logits=True`` in a categorical
-  crossentropy: softmax; in a binary crossentropy: sigmoid); when nothing tells,
-  a linear output with C > 1 units is taken as softmax logits, with one warning.
+  crossentropy: softmax; in a binary crossentropy: sigmoid); an output that
+  already holds probabilities (rows summing to one, or a squash in ``call()``)
+  is used as it is; when nothing tells, a linear output with C > 1 units is
+  taken as softmax logits, with one warning. One linear unit is refused (a
+  regression) unless the loss or ``head=`` says it is a logit.
 - ``"softmax"``: one class out of C. The model's softmax is used where it has one;
   a linear output gets one.
 - ``"sigmoid"``: independent classes (multi-label; one unit is a binary
@@ -21,6 +24,10 @@ its score (the logit where one can be found) is what the gradient maps explain.
   (C > 1) or sigmoid (one unit) applied here.
 - ``"probabilities"``: the output already holds probabilities (for example a
   ``keras.ops.softmax`` in ``call``); used as it is.
+
+There is no ``"binary"``: one unit under ``"sigmoid"`` (or ``"logits"``) is the
+binary classifier. The logit stays the explained score wherever one is found: a
+linear output's own value, or the input of the softmax/sigmoid layer.
 """
 
 from __future__ import annotations
@@ -346,11 +353,10 @@ def _decide(
             )
         if found:
             return "layer", found
-        if h.looks_like and (h.producer is None or h.looks_like == "distribution"):
-            if head == "softmax" and h.looks_like == "distribution":
-                return "given", "softmax"
-            if head == "sigmoid" and h.producer is None:
-                return "given", "sigmoid"
+        if head == "softmax" and h.looks_like == "distribution":  # already sums to one
+            return "given", "softmax"
+        if head == "sigmoid" and h.producer is None and h.looks_like:  # an op we cannot see
+            return "given", "sigmoid"
         if head == "softmax" and c == 1:
             raise ValueError(
                 f"`head`='softmax' needs 2 classes or more; {where} has one unit, a binary "
