@@ -70,6 +70,10 @@ class CAMTracker(keras.callbacks.Callback):
         alpha: Weight of the heatmap in the overlay.
         score: ``"logit"`` or ``"probability"``.
         output: The head of a multi-output model.
+        head: How the output becomes probabilities, as in
+            :func:`cam_callback.compute_cams`: ``"auto"`` (layers and compiled
+            loss), ``"softmax"``, ``"sigmoid"``, ``"logits"`` or ``"probabilities"``.
+            ``record.json`` keeps the head read and the score explained.
         mask_kind: ``"object"`` (flag probes whose attention leaves the mask) or
             ``"cue"`` (flag probes whose attention lands on it).
         low_confidence: Top-1 probability under which a probe is flagged.
@@ -122,6 +126,7 @@ class CAMTracker(keras.callbacks.Callback):
         faithfulness: bool = False,
         batch_size: int = 32,
         on_error: str = "warn",
+        head: str = "auto",
     ) -> None:
         super().__init__()
         self.probe_images = _check_probes(probe_images)
@@ -144,6 +149,7 @@ class CAMTracker(keras.callbacks.Callback):
         cams._check_method(method)
         if score not in cams.SCORES:
             raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
+        self.head = cams.check_head(head)
         self.target = _check_target(target, n, self.probe_labels)
         for name, value in (
             ("every_n_epochs", every_n_epochs),
@@ -224,11 +230,13 @@ class CAMTracker(keras.callbacks.Callback):
             method=self.method,
             output=self.output,
             score=self.score,
+            head=self.head,
         )
         cfg = _config.build_config(
             check=check,
             method=self.method,
             score=self.score,
+            head=self.head,
             target=self._target_arg,
             output=self.output,
             fingerprint=self.fingerprint,
@@ -336,6 +344,7 @@ class CAMTracker(keras.callbacks.Callback):
             score=self.score,
             output=self.output,
             batch_size=self.batch_size,
+            head=self.head,
         )
         extra = {}
         if self.faithfulness:  # needs the model: on this thread
@@ -346,6 +355,7 @@ class CAMTracker(keras.callbacks.Callback):
                 res.targets,
                 output=self.output,
                 batch_size=self.batch_size,
+                head=self.head,
             )
         # Metrics, the record, TensorBoard and the animations run in the background.
         session.submit(epoch, res.heatmaps, res.probabilities, res.targets, extra)

@@ -7,18 +7,41 @@ comes from one small module per Keras backend (:mod:`cam_callback.backends`).
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
 from cam_callback import _validate, backends
+from cam_callback import heads as _heads
 from cam_callback import layers as _layers
 from cam_callback._imageops import deletion_blur, resize_bilinear
+from cam_callback.heads import HEADS, check_head, head_scores
+
+__all__ = [
+    "CAMError",
+    "CAMResult",
+    "HEADS",
+    "METHODS",
+    "ModelCheck",
+    "SCORES",
+    "available_methods",
+    "check_head",
+    "compute_cams",
+    "deletion_faithfulness",
+    "head_scores",
+    "inspect_model",
+    "layer_activations",
+    "predict_probabilities",
+    "prepare_images",
+    "trace_count",
+]
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "hirescam", "saliency")
 SCORES: tuple[str, ...] = ("logit", "probability")
@@ -36,11 +59,16 @@ class CAMResult:
         heatmaps: float32 ``[N, h, w]`` at the explained layer's resolution (input
             resolution for ``"saliency"``), each divided by its own max; an
             all-zero map stays zero.
-        probabilities: float32 ``[N, C]``, what ``model.predict(images)`` returns.
+        probabilities: float32 ``[N, C]``: the model's output where it is a softmax or
+            sigmoid, the softmax (sigmoid) of a linear output (see ``head``);
+            ``[1 - p, p]`` for one sigmoid unit.
         targets: int64 ``[N]``, the class explained for each image.
         layer: The explained layer's path, e.g. ``"mobilenetv2_1.00_96/out_relu"``
             (``""`` for ``"saliency"``).
         method: The method used.
+        head: How the output was read (:attr:`ModelCheck.head`).
+        score: The score the maps really explain: ``"logit"``, ``"probability"``, or
+            ``"none"`` for a class-agnostic method (Eigen-CAM).
     """
 
     heatmaps: np.ndarray
@@ -48,42 +76,15 @@ class CAMResult:
     targets: np.ndarray
     layer: str
     method: str
-
-
-@dataclass(frozen=True)
-class _HeadInfo:
-    """What the discovery pass learned about one output: shapes and indices, no tensors."""
-
-    shape: tuple[int, ...]
-    producer: int | None  # index in calls of the leaf layer whose output *is* this head
-    squash: str  # "softmax", "sigmoid" or "" (none found, or not a layer we can see)
-    looks_like: str  # from the values: "distribution", "unit" (all in [0, 1]) or ""
+    head: str = ""
+    score: str = ""
 
 
 @dataclass
 class _ModelInfo:
     calls: list[_layers.LayerCall]  # without their eager outputs
     output_names: list[str] | None  # None: a single output
-    heads: dict[Any, _HeadInfo]  # keyed like `_select_output`'s result
-    warned: set = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class _Head:
-    """How one output is explained.
-
-    ``kind``: ``"softmax"``, ``"logits"`` (a linear multi-class output),
-    ``"binary"`` (one sigmoid unit: two classes ``[1 - p, p]``) or
-    ``"multilabel"`` (C sigmoid units). ``score``: the score really used.
-    ``hook``: ``"input"``/``"activation"`` where the logit is read off a layer.
-    """
-
-    key: Any
-    kind: str
-    score: str
-    n_classes: int
-    producer: int | None
-    hook: str
+    heads: dict[Any, _heads.HeadInfo]  # keyed like `_select_output`'s result
 
 
 @dataclass
@@ -96,6 +97,8 @@ class _Engine:
 _INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # all traces, ever
+_WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # what was said, per model
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _count_trace(model: keras.Model | None) -> None:
@@ -125,6 +128,7 @@ def compute_cams(
     output: int | str | None = None,
     batch_size: int = 32,
     method_options: dict[str, Any] | None = None,
+    head: str = "auto",
 ) -> CAMResult:
     """Computes class activation maps and probabilities for a batch of images.
 
@@ -146,19 +150,24 @@ def compute_cams(
         target: ``"predicted"`` (argmax), one class id for all images, or one
             class id per image.
         score: ``"logit"`` explains the class score before a final softmax or
-            sigmoid, also when it is folded into the last layer;
-            ``"probability"`` explains the model's output.
+            sigmoid, also when it is folded into the last layer, and a linear
+            output itself; ``"probability"`` explains the probability.
+            ``CAMResult.score`` says which was really explained.
         output: The head of a multi-output model, by index or name.
         batch_size: Images per compiled call.
         method_options: Options of a registered method (see :mod:`cam_callback.methods`),
             e.g. ``{"max_channels": 64}`` for ``"scorecam"``.
+        head: How the output becomes probabilities: ``"auto"``, ``"softmax"``,
+            ``"sigmoid"``, ``"logits"`` or ``"probabilities"`` (see
+            :mod:`cam_callback.heads`). ``"auto"`` reads the layers and the
+            compiled loss.
 
     Returns:
         A :class:`CAMResult`.
 
     Raises:
         TypeError: An argument of the wrong type.
-        ValueError: Bad images, layer, method, target, score or output.
+        ValueError: Bad images, layer, method, target, score, output or head.
         CAMError: TensorFlow failed while computing; the layer and shape are named.
 
     Example:
@@ -173,6 +182,7 @@ def compute_cams(
     _check_method(method)
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
+    check_head(head)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
@@ -180,9 +190,10 @@ def compute_cams(
     if method not in METHODS:  # a registered method: cam_callback.methods runs it
         from cam_callback import methods as _methods
 
-        return _methods.compute(
+        x = prepare_images(model, images)
+        res = _methods.compute(
             model,
-            images,
+            x,
             method=method,
             layer=layer,
             target=target,
@@ -190,7 +201,11 @@ def compute_cams(
             output=output,
             batch_size=batch_size,
             method_options=method_options,
+            head=head,
         )
+        info = _model_info(model, x)
+        used = _resolve(model, info, _select_output(info, output), score, head)
+        return dataclasses.replace(res, head=used.name, score=explained_score(method, used))
     if method_options:
         raise ValueError(
             f"`method_options` are for registered methods; {method!r} takes none. "
@@ -198,17 +213,17 @@ def compute_cams(
         )
 
     x = prepare_images(model, images)
-    info, head, path, target_layer = _inspect(model, x, layer, method, output, score)
-    targets = _prepare_targets(target, len(x), head.n_classes)
+    info, used, path, target_layer = _inspect(model, x, layer, method, output, score, head)
+    targets = _prepare_targets(target, len(x), used.n_classes)
 
-    key = (path, method, head.score, head.key, x.shape[1:], x.dtype.str)
+    key = (path, method, used, x.shape[1:], x.dtype.str)
     engines = _ENGINES.setdefault(model, {})
     engine = engines.get(key)
     if engine is None:
-        engine = _build_engine(model, info, target_layer, method, head, x)
+        engine = _build_engine(model, info, target_layer, method, used, x)
         engines[key] = engine
 
-    maps, probs, used = [], [], []
+    maps, probs, chosen = [], [], []
     for chunk, chunk_targets, n in _chunks(x, targets, batch_size=batch_size):
         try:
             m, p, t, connected = engine.fn(chunk, chunk_targets)
@@ -224,13 +239,15 @@ def compute_cams(
             )
         maps.append(m[:n])
         probs.append(p[:n])
-        used.append(t[:n])
+        chosen.append(t[:n])
     return CAMResult(
         heatmaps=np.concatenate(maps).astype(np.float32, copy=False),
         probabilities=np.concatenate(probs).astype(np.float32, copy=False),
-        targets=np.concatenate(used).astype(np.int64, copy=False),
+        targets=np.concatenate(chosen).astype(np.int64, copy=False),
         layer=path,
         method=method,
+        head=used.name,
+        score=used.score,
     )
 
 
@@ -242,10 +259,15 @@ class ModelCheck:
         layer: The explained layer's path (``""`` for ``"saliency"``).
         n_classes: Classes as the maps see them (2 for a one-unit sigmoid head).
         map_shape: ``(h, w)`` of the maps.
-        score: The score really used, ``"logit"`` or ``"probability"``: a logit that
-            cannot be found falls back to the probability, with a warning.
-        head: ``"softmax"``, ``"logits"`` (a linear multi-class output), ``"binary"``
-            (one sigmoid unit) or ``"multilabel"`` (several sigmoid units).
+        score: The score the method really explains: ``"logit"`` or
+            ``"probability"`` (a logit that cannot be found falls back to the
+            probability, with a warning; some methods explain the probability
+            whatever ``score`` asks), or ``"none"`` for a class-agnostic method.
+        head: How the output is read: ``"softmax"`` (the model's softmax),
+            ``"logits"`` (a linear multi-class output, softmaxed here), ``"binary"``
+            (one sigmoid unit), ``"multilabel"`` (several sigmoid units),
+            ``"binary_logits"`` or ``"multilabel_logits"`` (linear units, sigmoid
+            applied here).
         backend: The Keras backend computing the maps.
     """
 
@@ -265,6 +287,7 @@ def inspect_model(
     method: str = "gradcam",
     output: int | str | None = None,
     score: str = "logit",
+    head: str = "auto",
 ) -> ModelCheck:
     """Runs every check of :func:`compute_cams` without computing maps.
 
@@ -279,8 +302,11 @@ def inspect_model(
     _check_method(method)
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
+    check_head(head)
     x = prepare_images(model, images)
-    info, head, path, target_layer = _inspect(model, x, layer, _as_builtin(method), output, score)
+    info, used, path, target_layer = _inspect(
+        model, x, layer, _as_builtin(method), output, score, head
+    )
     if method not in METHODS:
         from cam_callback import methods as _methods
 
@@ -291,12 +317,31 @@ def inspect_model(
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
     return ModelCheck(
         path,
-        head.n_classes,
+        used.n_classes,
         (int(shape[0]), int(shape[1])),
-        score=head.score,
-        head=head.kind,
+        score=explained_score(method, used),
+        head=used.name,
         backend=backends.name(),
     )
+
+
+def explained_score(method: str, head: _heads.Head) -> str:
+    """The score ``method`` really explains on ``head``.
+
+    The built-ins explain the head's score; a registered method says what it
+    explains (its ``explains``: ``"score"`` honours it, ``"probability"`` or
+    ``"none"``, class-agnostic).
+
+    Example:
+        >>> explained_score("eigencam", head)  # doctest: +SKIP
+        'none'
+    """
+    if method in METHODS:
+        return head.score
+    from cam_callback import methods as _methods
+
+    explains = getattr(_methods.get(method), "explains", "score")
+    return head.score if explains == "score" else str(explains)
 
 
 def available_methods() -> tuple[str, ...]:
@@ -336,10 +381,17 @@ def _input_maps(method: str) -> bool:
 
 
 def _inspect(
-    model: keras.Model, x: np.ndarray, layer: Any, method: str, output: Any, score: str
-) -> tuple[_ModelInfo, _Head, str, keras.layers.Layer | None]:
+    model: keras.Model,
+    x: np.ndarray,
+    layer: Any,
+    method: str,
+    output: Any,
+    score: str,
+    head: str = "auto",
+) -> tuple[_ModelInfo, _heads.Head, str, keras.layers.Layer | None]:
+    check_head(head)
     info = _model_info(model, x)
-    head = _resolve_head(info, _select_output(info, output), score)
+    head = _resolve(model, info, _select_output(info, output), score, head)
     if method == "saliency":
         return info, head, "", None
     path, target_layer = _layers.resolve_layer(model, layer, info.calls)
@@ -423,10 +475,10 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
         outs = dict(enumerate(out))
     else:
         outs = {None: out[0] if isinstance(out, (list, tuple)) else out}
-    heads = {k: _head_info(calls, v, single=k is None) for k, v in outs.items()}
+    heads = {k: _heads.head_info(calls, v, single=k is None) for k, v in outs.items()}
     # Keep shapes and indices only: eager outputs would pin memory for the model's lifetime.
     info = _ModelInfo(
-        calls=[dataclasses.replace(c, output=None) for c in calls],
+        calls=[dataclasses.replace(c, output=None, input=None) for c in calls],
         output_names=names,
         heads=heads,
     )
@@ -434,81 +486,37 @@ def _model_info(model: keras.Model, x: np.ndarray) -> _ModelInfo:
     return info
 
 
-def _head_info(calls: list[_layers.LayerCall], tensor: Any, *, single: bool) -> _HeadInfo:
-    """Finds the leaf layer that produced ``tensor`` and what its values look like."""
-    values = np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
-    leaves = [i for i, c in enumerate(calls) if not isinstance(c.layer, keras.Model)]
-    producer = next((i for i in reversed(leaves) if calls[i].output is tensor), None)
-    if producer is None and single and leaves:
-        # Subclassed models may re-wrap the final tensor: accept the last leaf only when
-        # its values are the output's, so an op after it (keras.ops.softmax) is not missed.
-        last = calls[leaves[-1]]
-        if last.output_shape == values.shape and np.allclose(
-            keras.ops.convert_to_numpy(last.output), values, rtol=1e-6, atol=1e-7
-        ):
-            producer = leaves[-1]
-    squash = ""
-    if producer is not None:
-        layer = calls[producer].layer
-        if _layers.head_kind(layer) != "linear":
-            squash = (
-                "softmax"
-                if isinstance(layer, keras.layers.Softmax)
-                else _layers.activation_name(layer.activation)
-            )
-    looks_like = ""
-    if values.ndim == 2 and np.all((values >= 0) & (values <= 1)):
-        looks_like = "unit"
-        if values.shape[1] > 1 and np.allclose(values.sum(1), 1.0, atol=1e-3):
-            looks_like = "distribution"
-    return _HeadInfo(tuple(values.shape), producer, squash, looks_like)
+def _resolve(model: keras.Model, info: _ModelInfo, key: Any, score: str, head: str) -> _heads.Head:
+    """The head ``key`` read as ``head`` asks, with the compiled loss; warns once per model."""
+    loss = getattr(model, "loss", None)
+    if loss is None:  # tf.keras-style containers keep the user's losses inside
+        compiled = getattr(model, "compiled_loss", None)
+        loss = getattr(compiled, "_user_losses", None) or getattr(compiled, "_losses", None)
+    said = _WARNED.setdefault(model, set())
+
+    def warn(topic: Any, message: str) -> None:
+        if topic not in said:
+            said.add(topic)
+            warnings.warn(message, UserWarning, stacklevel=_user_stacklevel())
+
+    return _heads.resolve_head(
+        info.heads[key],
+        key,
+        score=score,
+        head=head,
+        loss=loss,
+        names=info.output_names,
+        calls=info.calls,
+        warn=warn,
+    )
 
 
-def _resolve_head(info: _ModelInfo, key: Any, score: str) -> _Head:
-    """Decides how a head is explained; refuses an output that is not a classifier."""
-    h = info.heads[key]
-    where = "the model's output" if key is None else f"output {key!r}"
-    if len(h.shape) != 2:
-        raise ValueError(
-            f"{where} has shape {('N', *h.shape[1:])}, not [batch, classes]: class activation "
-            "maps explain classifiers (a softmax or sigmoid head). Received: an output of "
-            f"rank {len(h.shape)}"
-        )
-    c = h.shape[1]
-    squash, found = h.squash, bool(h.squash)
-    if not found and h.producer is None:
-        # No layer squashes it, yet it holds probabilities: an op we cannot see did it.
-        squash = {"distribution": "softmax", "unit": "sigmoid"}.get(h.looks_like, "")
-    if squash == "softmax":
-        kind = "softmax"
-    elif squash == "sigmoid":
-        kind = "binary" if c == 1 else "multilabel"
-    elif c > 1:
-        kind = "logits"
-    else:
-        raise ValueError(
-            f"{where} is one unit with no sigmoid, which reads as a regression, not a "
-            "classifier. For a binary classifier end the model with Dense(1, "
-            'activation="sigmoid") (a logit is still explained). Received: an output of '
-            f"shape (N, {c}) and no softmax or sigmoid"
-        )
-    used = score
-    if score == "logit" and squash and not found:
-        used = "probability"
-        if key not in info.warned:
-            info.warned.add(key)
-            warnings.warn(
-                f"score='logit': {where} is a {squash} applied outside any layer (for example "
-                "keras.ops.softmax in call()), so its logit cannot be read; explaining the "
-                "probability instead. Use a Dense(..., activation=...) or Activation layer "
-                "to explain the logit.",
-                UserWarning,
-                stacklevel=4,
-            )
-    hook = ""
-    if used == "logit" and found:
-        hook = _layers.head_kind(info.calls[h.producer].layer)
-    return _Head(key, kind, used, 2 if kind == "binary" else c, h.producer, hook)
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package (2 = our caller's caller)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _select_output(info: _ModelInfo, output: int | str | None) -> int | str | None:
@@ -604,49 +612,6 @@ def _check_spatial(path: str, layer: keras.layers.Layer, calls: list[_layers.Lay
         )
 
 
-def _logit_hooks(info: _ModelInfo, head: _Head, store: dict) -> dict[keras.layers.Layer, Any]:
-    """Hooks that capture the head's pre-softmax/sigmoid value into ``store``."""
-    if not head.hook:
-        return {}
-    kind = head.hook
-    layer = info.calls[head.producer].layer
-
-    def hook(call: Any, args: tuple, kwargs: dict) -> Any:
-        if kind == "input":
-            store["logits"] = args[0] if args else next(iter(kwargs.values()))
-            return call(*args, **kwargs)
-        squash = layer.activation
-        object.__setattr__(layer, "activation", keras.activations.linear)
-        try:
-            logits = call(*args, **kwargs)
-        finally:
-            object.__setattr__(layer, "activation", squash)
-        store["logits"] = logits
-        return squash(logits)
-
-    return {layer: hook}
-
-
-def head_scores(outputs: Any, logits: Any, head: _Head) -> tuple[Any, Any]:
-    """The probabilities ``[B, C]`` and the per-class scores ``[B, C]`` of a head.
-
-    Written once in ``keras.ops`` for every backend. A binary head becomes two
-    classes: probabilities ``[1 - p, p]`` and scores ``[-z, z]`` (logit) or
-    ``[1 - p, p]`` (probability). Multi-label probabilities are not renormalised.
-    """
-    ops = keras.ops
-    probs = ops.cast(outputs, "float32")
-    scores = ops.cast(logits, "float32") if head.score == "logit" and logits is not None else probs
-    if head.kind == "binary":
-        probs = ops.concatenate([1.0 - probs, probs], axis=-1)
-        scores = (
-            ops.concatenate([-scores, scores], axis=-1)
-            if head.score == "logit"
-            else ops.concatenate([1.0 - scores, scores], axis=-1)
-        )
-    return probs, scores
-
-
 def _forward(
     call: Any,
     model: keras.Model,
@@ -655,7 +620,7 @@ def _forward(
     capture: Any,
     *,
     info: _ModelInfo,
-    head: _Head,
+    head: _heads.Head,
     target_layer: keras.layers.Layer | None,
     count: bool,
 ) -> tuple[Any, Any, Any, Any]:
@@ -667,7 +632,7 @@ def _forward(
     if count:
         _count_trace(model)
     store: dict[str, Any] = {}
-    hooks = _logit_hooks(info, head, store)
+    hooks = _heads.logit_hooks(info.calls, head, store)
     activations: list[Any] = []
     if target_layer is not None:
         previous = hooks.get(target_layer)
@@ -690,7 +655,7 @@ def _build_engine(
     info: _ModelInfo,
     target_layer: keras.layers.Layer | None,
     method: str,
-    head: _Head,
+    head: _heads.Head,
     x: np.ndarray,
 ) -> _Engine:
     backend = backends.get()
@@ -823,6 +788,7 @@ def deletion_faithfulness(
     share: float = 0.2,
     batch_size: int = 32,
     seed: int = 0,
+    head: str = "auto",
 ) -> np.ndarray:
     """The deletion test: is a map telling the truth?
 
@@ -837,7 +803,7 @@ def deletion_faithfulness(
         array([0.31, 0.02, ...], dtype=float32)
     """
     x = prepare_images(model, images)
-    _, head, _, _ = _inspect(model, x, None, "saliency", output, "probability")
+    _, used, _, _ = _inspect(model, x, None, "saliency", output, "probability", head)
     n, h, w = x.shape[:3]
     up = resize_bilinear(np.asarray(heatmaps, np.float32), h, w)
     k = max(1, int(round(share * h * w)))
@@ -851,7 +817,7 @@ def deletion_faithfulness(
     blurred = deletion_blur(x.astype(np.float32)).astype(x.dtype)
     masks = np.stack([top, rand]).reshape(2, n, h, w, 1)
     variants = np.where(masks, blurred[None], x[None]).reshape(2 * n, *x.shape[1:])
-    probs = _probabilities(model, head, np.concatenate([x, variants]), batch_size)
+    probs = _probabilities(model, used, np.concatenate([x, variants]), batch_size)
     picked = probs[np.arange(3 * n), np.tile(np.asarray(targets, np.int64), 3)]
     base, after_top, after_rand = picked[:n], picked[n : 2 * n], picked[2 * n :]
     return ((base - after_top) - (base - after_rand)).astype(np.float32)
@@ -912,29 +878,45 @@ def _in_chunks(fn: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     )
 
 
-def _probabilities(model: keras.Model, head: _Head, x: np.ndarray, batch_size: int) -> np.ndarray:
+def _probabilities(
+    model: keras.Model, head: _heads.Head, x: np.ndarray, batch_size: int
+) -> np.ndarray:
     """The selected head's probabilities as float32 ``[N, C]`` (``[1 - p, p]`` for binary)."""
-    forward = _cached_function(
-        model,
-        ("forward", head.key, head.kind, x.shape[1:], x.dtype.str),
-        x,
-        lambda call, m, images: head_scores(_pick(call(m, images), head.key), None, head)[0],
-    )
+    # Probabilities computed from a hooked logit need the hook in this forward too.
+    calls = _model_info(model, x).calls if head.squash and head.hook else []
+
+    def body(call: Any, m: keras.Model, images: Any) -> Any:
+        store: dict[str, Any] = {}
+        with _layers.intercepted(_heads.logit_hooks(calls, head, store) if calls else {}):
+            outputs = _pick(call(m, images), head.key)
+        return head_scores(outputs, store.get("logits"), head)[0]
+
+    forward = _cached_function(model, ("forward", head, x.shape[1:], x.dtype.str), x, body)
     return _in_chunks(forward, x, batch_size)
 
 
 def predict_probabilities(
-    model: keras.Model, images: Any, *, output: int | str | None = None, batch_size: int = 64
+    model: keras.Model,
+    images: Any,
+    *,
+    output: int | str | None = None,
+    batch_size: int = 64,
+    head: str = "auto",
 ) -> np.ndarray:
-    """The model's output for ``images`` through one cached compiled forward, ``[N, C]``.
+    """The model's probabilities for ``images`` through one cached compiled forward, ``[N, C]``.
+
+    What ``model.predict`` returns for a softmax or sigmoid model; the softmax
+    (sigmoid) of a linear output, read as ``head`` says (see :func:`compute_cams`);
+    ``[1 - p, p]`` for one sigmoid unit.
 
     Example:
         >>> predict_probabilities(model, x).shape  # doctest: +SKIP
         (100, 10)
     """
+    check_head(head)
     x = prepare_images(model, images)
-    _, head, _, _ = _inspect(model, x, None, "saliency", output, "probability")
-    return _probabilities(model, head, x, batch_size)
+    _, used, _, _ = _inspect(model, x, None, "saliency", output, "probability", head)
+    return _probabilities(model, used, x, batch_size)
 
 
 def layer_activations(

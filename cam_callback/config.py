@@ -74,6 +74,9 @@ def mask_fingerprint(masks: np.ndarray | None) -> str | None:
 class TrackerConfig:
     """Everything that decides what a record's maps mean.
 
+    ``head`` is how the output was read (``ModelCheck.head``: ``"softmax"``,
+    ``"logits"``, ``"binary"``, ...) and ``score`` the score the maps really
+    explain (``"logit"``, ``"probability"`` or ``"none"``), whatever was asked.
     Two ``fit`` calls may write one record only when their configs are equal
     (``package_version`` aside); ``RecordWriter.open`` compares them.
 
@@ -120,6 +123,7 @@ def build_config(
     method: str,
     score: str,
     target: Any,
+    head: str = "auto",
     output: int | str | None,
     fingerprint: str,
     probe_images: np.ndarray,
@@ -136,6 +140,7 @@ def build_config(
     Args:
         check: What ``cams.inspect_model`` found (layer, ``n_classes``, ``map_shape``,
             and ``score``/``head`` where the cams module reports them).
+        head: The ``head=`` asked for; recorded where ``check`` reports no head.
         target: The user's ``target`` argument: ``"predicted"``, ``"label"``, or ids.
 
     Raises:
@@ -174,7 +179,7 @@ def build_config(
         layer=str(check.layer),
         method=method,
         score=str(getattr(check, "score", score)),
-        head=getattr(check, "head", None),
+        head=getattr(check, "head", None) or (None if head == "auto" else head),
         target=frozen_target,
         output=output,
         fingerprint=fingerprint,

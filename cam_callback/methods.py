@@ -217,6 +217,7 @@ class MethodContext:
             a,
             output=self._output if key is not None else None,
             batch_size=self._batch_size,
+            head=self._head.request,
         )
         return out
 
@@ -258,7 +259,7 @@ def _gradient_function(
     from cam_callback import cams
 
     path = "" if layer is None else next(c.path for c in info.calls if c.layer is layer)
-    key = ("raw_gradients", path, head.score, head.key, x.shape[1:], x.dtype.str, guided)
+    key = ("raw_gradients", path, head, x.shape[1:], x.dtype.str, guided)
     engines = cams._ENGINES.setdefault(model, {})
     engine = engines.get(key)
     if engine is None:
@@ -383,6 +384,7 @@ def compute(
     output: Any,
     batch_size: int,
     method_options: Mapping[str, Any] | None = None,
+    head: str = "auto",
 ) -> Any:
     """``compute_cams`` for a registered method: checks, runs ``fn``, normalises."""
     from cam_callback import cams
@@ -398,7 +400,7 @@ def compute(
         options[k] = v
     x = cams.prepare_images(model, images)
     info, head, path, target_layer = cams._inspect(
-        model, x, layer, "saliency" if not spec.explains_layer else "gradcam", output, score
+        model, x, layer, "saliency" if not spec.explains_layer else "gradcam", output, score, head
     )
     targets = cams._prepare_targets(target, len(x), head.n_classes)
     ctx = MethodContext(
@@ -665,6 +667,7 @@ def guided_gradcam(ctx: MethodContext) -> np.ndarray:
         score=ctx.score,
         output=ctx._output,
         batch_size=ctx._batch_size,
+        head=ctx._head.request,
     ).heatmaps
     h, w = ctx.images.shape[1:3]
     return np.abs(g.astype(np.float64)).max(-1) * upsample_maps(grad_cam, h, w)

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from cam_callback import _validate
-from cam_callback.cams import layer_activations, predict_probabilities
+from cam_callback.cams import check_head, layer_activations, predict_probabilities
 
 __all__ = [
     "find_misclassified",
@@ -30,6 +30,7 @@ def find_misclassified_with_probabilities(
     *,
     batch_size: int = 64,
     output: int | str | None = None,
+    head: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`find_misclassified`, also returning every image's probabilities.
 
@@ -44,7 +45,8 @@ def find_misclassified_with_probabilities(
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`threshold` must be in [0, 1]. Received: threshold={threshold}")
-    probs = predict_probabilities(model, images, output=output, batch_size=batch_size)
+    check_head(head)
+    probs = predict_probabilities(model, images, output=output, batch_size=batch_size, head=head)
     y = _labels(labels, len(probs))
     if y.max() >= probs.shape[1]:
         raise ValueError(
@@ -67,6 +69,7 @@ def find_misclassified(
     *,
     batch_size: int = 64,
     output: int | str | None = None,
+    head: str = "auto",
 ) -> np.ndarray:
     """Indices of images that are misclassified or whose top probability is below ``threshold``.
 
@@ -77,6 +80,9 @@ def find_misclassified(
         threshold: Top-1 probability under which a right answer is still doubtful.
         batch_size: Images per compiled call.
         output: The head of a multi-output model.
+        head: How its output becomes probabilities (see
+            :func:`cam_callback.compute_cams`); a linear ``from_logits`` output is
+            softmaxed, so ``threshold`` is always on a probability.
 
     Returns:
         int64 indices, most doubtful (least probability on the true class) first.
@@ -86,7 +92,7 @@ def find_misclassified(
         >>> tracker = CAMTracker(x_val[bad], y_val[bad], log_dir="runs/a")  # doctest: +SKIP
     """
     idx, _ = find_misclassified_with_probabilities(
-        model, images, labels, threshold, batch_size=batch_size, output=output
+        model, images, labels, threshold, batch_size=batch_size, output=output, head=head
     )
     return idx
 
@@ -100,6 +106,7 @@ def select_probes(
     *,
     seed: int = 0,
     threshold: float = 0.8,
+    head: str = "auto",
 ) -> np.ndarray:
     """Builds a probe set: a stratified pick per class, plus the hardest images.
 
@@ -112,6 +119,7 @@ def select_probes(
         hard: How many doubtful images to add.
         seed: Seeds the per-class pick, so a rerun selects the same probes.
         threshold: Passed to :func:`find_misclassified`.
+        head: Passed to :func:`find_misclassified`.
 
     Returns:
         int64 indices: per class in class order, then the hard ones.
@@ -126,6 +134,7 @@ def select_probes(
         raise ValueError(f"`per_class` must be an int >= 0. Received: per_class={per_class!r}")
     if isinstance(hard, bool) or not isinstance(hard, int) or hard < 0:
         raise ValueError(f"`hard` must be an int >= 0. Received: hard={hard!r}")
+    check_head(head)
     if hard and model is None:
         raise ValueError(f"`hard`={hard} needs a `model` to find doubtful images. Received: none")
     rng = np.random.default_rng(seed)
@@ -136,6 +145,7 @@ def select_probes(
         picked.extend(sorted(int(i) for i in take))
     if hard:
         chosen = set(picked)
-        extra = [int(i) for i in find_misclassified(model, x, y, threshold) if i not in chosen]
+        doubtful = find_misclassified(model, x, y, threshold, head=head)
+        extra = [int(i) for i in doubtful if i not in chosen]
         picked.extend(extra[:hard])
     return np.asarray(picked, dtype=np.int64)
