@@ -656,9 +656,10 @@ def test_memory_follows_batch_size_not_the_perturbations(method, few, many):
         large = peak(many)
     finally:
         cams.predict_scores = real_scores
-    assert max(seen, default=0) <= 4
-    # all the copies at once would be 10-60 MB here; four at a time is a few hundred kB
-    assert large < small + 2**20, f"{method}: {small / 2**20:.2f} MiB -> {large / 2**20:.2f} MiB"
+    # all the copies at once would be 8-60 MB here; four at a time is a few hundred kB
+    msg = f"{method}: {small / 2**20:.2f} MiB -> {large / 2**20:.2f} MiB"
+    assert large < small + 2**20 and large < 6 * 2**20, msg
+    assert max(seen, default=0) <= 4  # and the model sees batches of batch_size
 
 
 def _twins():
