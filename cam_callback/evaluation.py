@@ -28,7 +28,8 @@ by what the model does when the map's pixels are removed or kept:
   better): 1 when the map's maximum (upsampled) falls inside the mask, and the
   share of the map's sum inside the mask (Score-CAM's energy-based pointing game).
 - ``seconds_per_image``: wall time of the maps alone, after one warm-up call on
-  the first image (so the first trace and compile are not counted).
+  the first image (one full batch on JAX, which compiles per batch shape), so
+  the first trace and compile are not counted.
 
 The baseline of deletion and insertion is the image blurred by the tracker's
 box blur (an odd box of a quarter of the shorter side, mirrored edges): a
@@ -250,7 +251,9 @@ def evaluate(
         >>> table.ranking("deletion_auc")  # doctest: +SKIP
         ['gradcam', 'random']
     """
-    from cam_callback import _validate, cams, methods as _methods  # Keras: not at import
+    # Keras-bound modules load here: load_evaluation (the CLI) needs only numpy.
+    from cam_callback import _validate, backends, cams
+    from cam_callback import methods as _methods
 
     x = cams.prepare_images(model, images)
     n, h, w = x.shape[:3]
@@ -310,9 +313,11 @@ def evaluate(
     scores: dict[str, dict[str, float]] = {}
     per_image: dict[str, dict[str, np.ndarray]] = {}
     explains: dict[str, str] = {}
+    # Warm-up input: one image, or one full batch where programs are per batch shape (JAX).
+    warm = min(n, batch_size) if backends.get().PAD_BATCH else 1
     for name, fn in entries:
         if "seconds_per_image" in metrics and name != "random":
-            explain(name, fn, x[:1], targets[:1])  # warm-up: traces and compiles
+            explain(name, fn, x[:warm], targets[:warm])  # traces and compiles, not timed
         start = time.perf_counter()
         maps = explain(name, fn, x, targets)
         seconds = time.perf_counter() - start

@@ -731,14 +731,26 @@ def integrated_gradients(
         raise ValueError(f"`steps` must be a positive int. Received: steps={steps!r}")
     x = ctx.images.astype(np.float64)
     n = len(x)
-    x0 = np.broadcast_to(np.asarray(baseline, np.float64), x.shape)
+    x0 = np.asarray(baseline, np.float64)
+    try:
+        fits = np.broadcast_shapes(x0.shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"`baseline` must be a scalar or broadcast to the images {x.shape}. "
+            f"Received: baseline of shape {x0.shape}"
+        )
+    diff = x - x0
     total = np.zeros(x.shape)
     for part in _batches(steps * n, ctx.batch_size):  # (step, image) pairs, step-major
         img, alpha = part % n, (part // n + 1) / steps
-        path = x0[img] + alpha[:, None, None, None] * (x[img] - x0[img])
+        path = diff[img]  # x0 + alpha (x - x0), built in place: one batch of copies
+        path *= alpha[:, None, None, None]
+        path += x0[img] if x0.ndim == 4 else x0
         _, g = ctx.gradients(path, ctx.targets[img], wrt="input")
-        np.add.at(total, img, g.astype(np.float64))
-    return np.abs(((x - x0) * total / steps).sum(-1))
+        np.add.at(total, img, g)
+    return np.abs((diff * total / steps).sum(-1))
 
 
 def smoothgrad(ctx: MethodContext, *, samples: int = 16, noise: float = 0.15, seed: int = 0):
@@ -757,10 +769,11 @@ def smoothgrad(ctx: MethodContext, *, samples: int = 16, noise: float = 0.15, se
     total = np.zeros(x.shape)
     for part in _batches(samples * n, ctx.batch_size):  # (sample, image) pairs, sample-major
         img = part % n
-        eps = rng.standard_normal((len(part), *x.shape[1:]))
-        noisy = x[img] + eps * spread[img][:, None, None, None]
+        noisy = rng.standard_normal((len(part), *x.shape[1:]))  # in place: one batch
+        noisy *= spread[img][:, None, None, None]
+        noisy += x[img]
         _, g = ctx.gradients(noisy, ctx.targets[img], wrt="input")
-        np.add.at(total, img, g.astype(np.float64))
+        np.add.at(total, img, g)
     return np.abs(total / samples).max(-1)
 
 

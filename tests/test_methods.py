@@ -301,6 +301,16 @@ def test_integrated_gradients(setup):
     f0 = logits.predict(np.zeros_like(x), verbose=0)[np.arange(len(x)), t]
     attr = (x * total / steps).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(attr, fx - f0, rtol=0.15, atol=0.02)
+    # an image baseline x0: the path runs from x0 to x
+    x0 = np.random.default_rng(9).random(x.shape[1:]).astype(np.float32)
+    total = sum(_input_grads(model, (x0 + k / steps * (x - x0)).astype(np.float32), t)
+                for k in range(1, steps + 1))  # fmt: skip
+    want = np.abs(((x - x0) * total / steps).sum(-1))
+    opts = {"steps": steps, "baseline": x0}
+    check(model, x, "integrated_gradients", want, method_options=opts, batch_size=5)
+    with pytest.raises(ValueError, match="`baseline` must be a scalar or broadcast"):
+        compute_cams(model, x, method="integrated_gradients",
+                     method_options={"baseline": np.zeros((5, 5, 3))})  # fmt: skip
 
 
 @pytest.mark.parametrize("batch_size", [32, 3])
