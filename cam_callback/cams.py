@@ -966,3 +966,34 @@ def layer_activations(
         raise CAMError(
             f"reading activations of layer {path!r} failed on input of shape {x.shape}: {exc}"
         ) from exc
+
+
+def predict_scores(
+    model: keras.Model,
+    images: Any,
+    *,
+    score: str = "logit",
+    output: int | str | None = None,
+    batch_size: int = 64,
+    head: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(probabilities, scores, score used)``: the head's ``[N, C]`` outputs, one forward.
+
+    ``scores`` are what :func:`compute_cams` explains for ``score`` (see
+    :func:`head_scores`); the third item is the score really used (``"probability"``
+    where no logit can be read). Example: ``predict_scores(model, x)[1].shape == (N, C)``.
+    """
+    if score not in SCORES:
+        raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
+    x = prepare_images(model, images)
+    info, used, _, _ = _inspect(model, x, None, "saliency", output, score, head)
+
+    def body(call: Any, m: keras.Model, batch: Any) -> Any:
+        store: dict[str, Any] = {}  # the logit hooks of _forward, without a gradient
+        with _layers.intercepted(_heads.logit_hooks(info.calls, used, store)):
+            out = _pick(call(m, batch), used.key)
+        return keras.ops.concatenate(head_scores(out, store.get("logits"), used), axis=-1)
+
+    key = ("scores", used, x.shape[1:], x.dtype.str)
+    both = _in_chunks(_cached_function(model, key, x, body), x, batch_size)
+    return both[:, : both.shape[1] // 2], both[:, both.shape[1] // 2 :], used.score

@@ -2,8 +2,8 @@
 
 Each method is a function ``fn(ctx, **options) -> maps`` over a :class:`MethodContext`,
 which offers only backend-neutral primitives: the explained layer's activations and
-their gradients (or the input's), the model's probabilities for any batch, and the
-probabilities from the explained layer onwards. The maths is numpy. Each method
+their gradients (or the input's), the model's probabilities and explained scores for
+any batch, and both from the explained layer onwards. The maths is numpy. Each method
 states what it ``needs``:
 
 - ``"layer_gradients"``: ``A`` and ``G = d score / d A`` of the explained layer.
@@ -11,13 +11,24 @@ states what it ``needs``:
 - ``"activations"``: ``A`` only (and, for ``"cam"``, the head's weights).
 - ``"forwards"``: forward passes only (masked or occluded inputs, ablated channels).
 
+and what it ``explains`` (:data:`EXPLAINS`; :func:`explained_score` resolves it):
+``"score"`` honours ``compute_cams(score=...)`` (the logit or the probability),
+``"logit"`` is always the logit (CAM reads the Dense kernel), ``"none"`` is
+class-agnostic (Eigen-CAM). Score-CAM, Ablation-CAM and occlusion weigh by the
+explained score of their perturbed inputs, so they honour ``score`` too.
+
+Memory follows ``batch_size``: perturbed copies (masked, occluded, ablated, noisy,
+interpolated inputs) are made ``batch_size`` at a time, never all at once.
+
 Input-space maps are reduced over channels as follows. ``gradient_x_input`` and
-``integrated_gradients`` by the absolute **sum**: their attributions are additive
-over input dimensions (IG's completeness), so a pixel's share is the sum of its
-channels'. ``smoothgrad`` (and ``"saliency"``) by the **max** of ``|gradient|``,
-as Simonyan et al. and tf-keras-vis do: a gradient is a sensitivity, not a share,
-and the most sensitive channel says how much the pixel matters.
-``guided_gradcam`` by the max of ``|guided gradient|``, then times Grad-CAM.
+``integrated_gradients`` by the absolute value of the **sum**, ``|sum_c|`` (as
+captum's visualisation): their attributions are additive over input dimensions
+(IG's completeness), so a pixel's share is the sum of its channels' shares, and
+channels that cancel give the pixel nothing. ``smoothgrad`` (and ``"saliency"``)
+by the **max** of ``|gradient|``, as Simonyan et al. and tf-keras-vis do: a
+gradient is a sensitivity, not a share, and the most sensitive channel says how
+much the pixel matters. ``guided_gradcam`` by the max of ``|guided gradient|``,
+then times Grad-CAM.
 
 A user adds a method by name with :func:`register_method`; it then works in
 ``compute_cams``, ``CAMTracker`` and ``evaluate``.
@@ -26,7 +37,7 @@ Example:
     >>> def edges(ctx):
     ...     a = ctx.activations()  # [N, h, w, K]
     ...     return np.abs(np.diff(a.mean(-1), axis=1, append=0))
-    >>> register_method("edges", edges, needs="activations")  # doctest: +SKIP
+    >>> register_method("edges", edges, needs="activations", explains="none")  # doctest: +SKIP
     >>> compute_cams(model, x, method="edges").heatmaps.shape  # doctest: +SKIP
     (8, 6, 6)
 """
@@ -35,15 +46,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
+from cam_callback import backends, cams
+from cam_callback import layers as _layers
+from cam_callback._imageops import resize_bilinear
+
 NEEDS: tuple[str, ...] = ("layer_gradients", "input_gradients", "activations", "forwards")
+EXPLAINS: tuple[str, ...] = ("score", "logit", "probability", "none")
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,9 @@ class Method:
         needs: One of :data:`NEEDS`.
         explains_layer: Needs the explained layer (``True``) or explains the input.
         options: Default options, overridable by ``compute_cams(..., method_options=...)``.
+        input_maps: Maps at the input's resolution although a layer is explained.
+        explains: One of :data:`EXPLAINS`: ``"score"`` (the requested ``score``),
+            ``"logit"``, ``"probability"`` or ``"none"`` (class-agnostic).
     """
 
     name: str
@@ -63,7 +84,8 @@ class Method:
     needs: str
     explains_layer: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
-    input_maps: bool = False  # maps at the input's resolution although a layer is explained
+    input_maps: bool = False
+    explains: str = "score"
 
 
 REGISTRY: dict[str, Method] = {}
@@ -77,6 +99,7 @@ def register_method(
     explains_layer: bool | None = None,
     options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    explains: str = "score",
 ) -> Method:
     """Adds a method by name, for ``compute_cams``, ``CAMTracker`` and ``evaluate``.
 
@@ -87,23 +110,26 @@ def register_method(
         explains_layer: ``None``: ``True`` unless ``needs == "input_gradients"``.
         options: Default keyword options of ``fn``.
         overwrite: Replace a method registered earlier under ``name``.
+        explains: What the maps explain, one of :data:`EXPLAINS`: ``"score"`` when
+            ``fn`` uses ``ctx.gradients``/``ctx.scores`` (the requested score),
+            ``"probability"`` when it reads ``ctx.predict``, ``"none"`` when no class is used.
 
     Raises:
         TypeError: ``fn`` not callable, or ``name`` not a str.
-        ValueError: A taken name or an unknown ``needs``.
+        ValueError: A taken name, an unknown ``needs`` or ``explains``.
 
     Example:
         >>> register_method("mean_act", lambda ctx: ctx.activations().mean(-1),
-        ...                 needs="activations")  # doctest: +SKIP
+        ...                 needs="activations", explains="none")  # doctest: +SKIP
     """
-    from cam_callback import cams
-
     if not isinstance(name, str) or not name:
         raise TypeError(f"`name` must be a non-empty str. Received: name={name!r}")
     if not callable(fn):
         raise TypeError(f"`fn` must be callable. Received: fn of type {type(fn).__name__}")
     if needs not in NEEDS:
         raise ValueError(f"`needs` must be one of {NEEDS}. Received: needs={needs!r}")
+    if explains not in EXPLAINS:
+        raise ValueError(f"`explains` must be one of {EXPLAINS}. Received: explains={explains!r}")
     if name in cams.METHODS or (name in REGISTRY and not overwrite):
         raise ValueError(
             f"`name` {name!r} is already a method; pick another name"
@@ -112,7 +138,7 @@ def register_method(
         )
     if explains_layer is None:
         explains_layer = needs != "input_gradients"
-    method = Method(name, fn, needs, bool(explains_layer), dict(options or {}))
+    method = Method(name, fn, needs, bool(explains_layer), dict(options or {}), explains=explains)
     REGISTRY[name] = method
     return method
 
@@ -122,15 +148,48 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
+def explained_score(method: str, score: str) -> str:
+    """What ``method``'s maps explain when ``score`` is the score really used.
+
+    ``"logit"`` or ``"probability"``, or ``"none"`` for a class-agnostic method.
+    The built-in gradient methods explain ``score``.
+
+    Raises:
+        ValueError: An unknown method or score.
+
+    Example:
+        >>> explained_score("eigencam", "logit"), explained_score("scorecam", "probability")
+        ('none', 'probability')
+    """
+    if score not in cams.SCORES:
+        raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
+    if method in cams.METHODS:
+        return score
+    if method not in REGISTRY:
+        raise ValueError(
+            f"`method` must be one of {cams.available_methods()}. Received: method={method!r}"
+        )
+    explains = REGISTRY[method].explains
+    return score if explains == "score" else explains
+
+
 class MethodContext:
     """What a method may ask for, the same on every backend (numpy in, numpy out).
 
     Attributes:
+        model: The model explained.
         images: ``[N, H, W, C]`` in the model's input space.
         targets: int ``[N]``, the class explained per image (resolved from "predicted").
         probabilities: ``[N, C]`` on ``images``.
         layer: The explained layer's path (``""`` for input-space methods).
-        score: The score really used, ``"logit"`` or ``"probability"``.
+        target_layer: The explained layer itself (``None`` for input-space methods).
+        score: The score really used, ``"logit"`` or ``"probability"``: what
+            :meth:`gradients` differentiates and :meth:`scores` returns.
+        output: The head of a multi-output model, as given to ``compute_cams``.
+        batch_size: Images per forward pass; perturbed copies are made this many at a time.
+        info: What inspecting the model found (its layer calls, ``info.calls``).
+        head: How the output is explained (``head.kind``: ``"softmax"``, ``"logits"``,
+            ``"binary"`` or ``"multilabel"``).
     """
 
     def __init__(
@@ -150,30 +209,37 @@ class MethodContext:
         self.images = images
         self.layer = layer
         self.score = head.score
-        self._info = info
-        self._head = head
-        self._target_layer = target_layer
-        self._output = output
-        self._batch_size = batch_size
+        self.info = info
+        self.head = head
+        self.target_layer = target_layer
+        self.output = output
+        self.batch_size = batch_size
         self.probabilities = self.predict(images)
         predicted = self.probabilities.argmax(1)
         self.targets = np.where(targets < 0, predicted, targets).astype(np.int64)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The head's probabilities ``[B, C]`` for any batch in the input space."""
-        from cam_callback import cams
+        return cams.predict_probabilities(
+            self.model, self._input(images), output=self.output, batch_size=self.batch_size
+        )
 
-        x = np.ascontiguousarray(images, dtype=self.images.dtype)
-        return cams._probabilities(self.model, self._head, x, self._batch_size)
+    def scores(self, images: np.ndarray | None = None) -> np.ndarray:
+        """The explained score ``[B, C]`` (:attr:`score`: logits or probabilities) of any batch.
+
+        Example:
+            >>> drop = ctx.scores()[0, ctx.targets[0]] - ctx.scores(occluded)[:, ctx.targets[0]]
+            ... # doctest: +SKIP
+        """
+        x = self.images if images is None else self._input(images)
+        return self._checked(cams.predict_scores(
+            self.model, x, score=self.score, output=self.output, batch_size=self.batch_size
+        ))  # fmt: skip
 
     def activations(self, images: np.ndarray | None = None) -> np.ndarray:
         """The explained layer's output ``[B, h, w, K]`` (float32)."""
-        from cam_callback import cams
-
         x = self.images if images is None else images
-        return cams.layer_activations(
-            self.model, x, self._target_layer, batch_size=self._batch_size
-        )
+        return cams.layer_activations(self.model, x, self.target_layer, batch_size=self.batch_size)
 
     def gradients(
         self,
@@ -190,13 +256,13 @@ class MethodContext:
         guided backpropagation (Springenberg et al.), every ReLU passing back only
         positive gradients where its input is positive.
         """
-        x = self.images if images is None else np.asarray(images, self.images.dtype)
+        x = self.images if images is None else self._input(images)
         t = self.targets if targets is None else np.asarray(targets)
-        layer = None if wrt == "input" else self._target_layer
-        fn = _gradient_function(self.model, self._info, self._head, layer, x, guided=guided)
+        layer = None if wrt == "input" else self.target_layer
+        fn = _gradient_function(self.model, self.info, self.head, layer, x, guided=guided)
         src, grads = [], []
-        for i in range(0, len(x), self._batch_size):
-            s, g = fn(x[i : i + self._batch_size], t[i : i + self._batch_size].astype(np.int32))
+        for i in range(0, len(x), self.batch_size):
+            s, g = fn(x[i : i + self.batch_size], t[i : i + self.batch_size].astype(np.int32))
             src.append(s)
             grads.append(g)
         return np.concatenate(src), np.concatenate(grads)
@@ -207,19 +273,43 @@ class MethodContext:
         Runs only the part of the model after the layer. Needs a layer in the
         top-level graph of a Functional or Sequential model.
         """
-        from cam_callback import cams
-
-        suffix = _suffix_model(self.model, self._target_layer, self.layer)
+        suffix = _suffix_model(self.model, self.target_layer, self.layer)
         a = np.ascontiguousarray(activations, np.float32)
-        key = self._head.key
-        out = cams.predict_probabilities(
-            suffix,
-            a,
-            output=self._output if key is not None else None,
-            batch_size=self._batch_size,
-            head=self._head.request,
+        output = self.output if self.head.key is not None else None
+        return cams.predict_probabilities(
+            suffix, a, output=output, batch_size=self.batch_size, head=self.head.request
         )
-        return out
+
+    def scores_from_layer(self, activations: np.ndarray) -> np.ndarray:
+        """The explained score ``[B, C]`` with the explained layer's output replaced.
+
+        As :meth:`predict_from_layer`, for :attr:`score` (logits or probabilities).
+        """
+        suffix = _suffix_model(self.model, self.target_layer, self.layer)
+        a = np.ascontiguousarray(activations, np.float32)
+        output = self.output if self.head.key is not None else None
+        return self._checked(cams.predict_scores(
+            suffix, a, score=self.score, output=output, batch_size=self.batch_size,
+            head=self.head.request,
+        ))  # fmt: skip
+
+    def _input(self, images: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(images, dtype=self.images.dtype)
+
+    def _checked(self, result: tuple[np.ndarray, np.ndarray, str]) -> np.ndarray:
+        _, scores, used = result
+        if used != self.score:  # never weigh by one score and record another
+            raise ValueError(
+                f"the model's {self.score} could not be read for perturbed inputs (got the "
+                f"{used}); pass score={used!r}. Received: score={self.score!r}"
+            )
+        return scores
+
+
+def _batches(n: int, size: int) -> Iterator[np.ndarray]:
+    """Index arrays ``[0, size), [size, 2 size), ...`` covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield np.arange(start, min(start + size, n))
 
 
 _SUFFIX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -256,8 +346,6 @@ def _gradient_function(
     guided: bool = False,
 ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``fn(images, targets) -> (source, grads)``, compiled once per model and key."""
-    from cam_callback import cams
-
     path = "" if layer is None else next(c.path for c in info.calls if c.layer is layer)
     key = ("raw_gradients", path, head, x.shape[1:], x.dtype.str, guided)
     engines = cams._ENGINES.setdefault(model, {})
@@ -277,8 +365,6 @@ def _build_gradients(
     guided: bool = False,
 ) -> Callable:
     """The shared backend interface (:mod:`cam_callback.backends`), returning raw ``(A, G)``."""
-    from cam_callback import backends, cams
-
     backend = backends.get()
     forward = functools.partial(
         cams._forward, info=info, head=head, target_layer=layer, count=not backend.EAGER
@@ -287,11 +373,10 @@ def _build_gradients(
         plain, relus = forward, [c.layer for c in info.calls if _relu_kind(c.layer)]
 
         def forward(call: Any, m: Any, images: Any, targets: Any, capture: Any) -> tuple:
-            def guided_call(mm: Any, xx: Any) -> Any:
-                with _guided(relus):
-                    return call(mm, xx)
-
-            return plain(guided_call, m, images, targets, capture)
+            # Guided ReLUs go in first, the capture hooks on top of them: a ReLU layer
+            # that is also the explained layer is then both guided and recorded.
+            with _guided(relus):
+                return plain(call, m, images, targets, capture)
 
     def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any]:
         return keras.ops.cast(source, "float32"), keras.ops.cast(grads, "float32")
@@ -321,8 +406,6 @@ def guided_relu(x: Any) -> Any:
 
 def _relu_kind(layer: Any) -> str:
     """``"layer"`` for a ReLU layer, ``"activation"`` for a layer with ``activation=relu``."""
-    from cam_callback import layers as _layers
-
     if isinstance(layer, keras.layers.ReLU):
         plain = not layer.negative_slope and not layer.threshold
         return "layer" if plain else ""
@@ -387,10 +470,13 @@ def compute(
     head: str = "auto",
 ) -> Any:
     """``compute_cams`` for a registered method: checks, runs ``fn``, normalises."""
-    from cam_callback import cams
-
     spec = REGISTRY[method]
     options = dict(spec.options)
+    if method_options is not None and not isinstance(method_options, Mapping):
+        raise TypeError(
+            f"`method_options` must be a dict of {method!r}'s options. "
+            f"Received: method_options={method_options!r}"
+        )
     for k, v in (method_options or {}).items():
         if k not in options:
             raise ValueError(
@@ -496,7 +582,8 @@ def eigengradcam(ctx: MethodContext) -> np.ndarray:
 def eigencam(ctx: MethodContext) -> np.ndarray:
     """Eigen-CAM (Muhammad & Yeasin 2020): first principal component of ``A``.
 
-    Class-agnostic. The sign makes the map correlate positively with the mean activation.
+    Class-agnostic (explains ``"none"``). The sign makes the map correlate
+    positively with the mean activation.
     """
     return principal_component(ctx.activations())
 
@@ -504,13 +591,14 @@ def eigencam(ctx: MethodContext) -> np.ndarray:
 def cam(ctx: MethodContext) -> np.ndarray:
     """CAM (Zhou et al. 2016): ``sum_k W[k, c] A_k`` for a layer -> GAP -> Dense head.
 
-    ``W`` is the Dense kernel (the logit's weights; the bias does not vary in space).
+    ``W`` is the Dense kernel: the map explains the logit whatever ``score`` asks
+    (the bias does not vary in space).
     """
-    dense = _gap_dense_head(ctx._info.calls, ctx._target_layer, ctx.layer)
+    dense = _gap_dense_head(ctx.info.calls, ctx.target_layer, ctx.layer)
     kernel = keras.ops.convert_to_numpy(dense.kernel).astype(np.float64)
     a = ctx.activations()
     weights = kernel[:, ctx.targets].T  # [N, K]
-    if ctx._head.kind == "binary":  # one unit: class 0's logit is -z
+    if ctx.head.kind == "binary":  # one unit: class 0's logit is -z
         weights = np.where((ctx.targets == 0)[:, None], -kernel[:, 0], kernel[:, 0])
     return _weighted(weights, a)
 
@@ -541,23 +629,29 @@ def _gap_dense_head(calls: list, target_layer: Any, path: str) -> Any:
     return leaves[idx + 2].layer
 
 
-def _upsampled_masks(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Each channel upsampled to the image and min-max scaled to [0, 1]: ``[K, H, W]``."""
-    from cam_callback.evaluation import upsample_maps
+def _upsampled_masks(a: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """``([K, H, W] masks, bool [K] varies)``: channels upsampled and min-max scaled to [0, 1].
 
-    up = upsample_maps(np.moveaxis(a, -1, 0), h, w)
+    A channel constant after upsampling has no mask (all zeros, ``varies`` False).
+    """
+    up = resize_bilinear(np.moveaxis(a, -1, 0).astype(np.float64), h, w)
     lo = up.min(axis=(1, 2), keepdims=True)
     span = up.max(axis=(1, 2), keepdims=True) - lo
-    return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0)
+    masks = np.where(span > 0, (up - lo) / np.where(span > 0, span, 1.0), 0.0)
+    return masks, span.reshape(-1) > 0
 
 
 def scorecam(ctx: MethodContext, *, max_channels: int | None = None) -> np.ndarray:
-    """Score-CAM (Wang et al. 2020): ``ReLU(sum_k p_c(X * M_k) A_k)``.
+    """Score-CAM (Wang et al. 2020): ``ReLU(sum_k s_c(X * M_k) A_k)``.
 
-    ``M_k`` is channel ``k`` upsampled to the image and scaled to [0, 1];
-    ``p_c`` the target's softmax probability (the paper's score). The masked
-    inputs of an image run as batches. ``max_channels``: only the top-k channels
-    by spatial variance (Faster Score-CAM); the others weigh 0.
+    ``M_k`` is channel ``k`` upsampled bilinearly to the image and scaled to [0, 1];
+    ``s_c`` the target's explained score on the masked image: its softmax
+    probability with ``score="probability"`` (the paper's and the authors' code's
+    weight), its logit with ``score="logit"`` (the class score pytorch-grad-cam's
+    ScoreCAM reads). As in the authors' code, a channel that is constant after
+    upsampling gets no mask and weighs 0. The masked copies are made
+    ``batch_size`` at a time. ``max_channels``: only the top-k channels by spatial
+    variance (Faster Score-CAM); the others weigh 0.
     """
     if max_channels is not None and (
         isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1
@@ -575,29 +669,45 @@ def scorecam(ctx: MethodContext, *, max_channels: int | None = None) -> np.ndarr
         if max_channels is not None and max_channels < k:
             var = a[i].reshape(-1, k).var(0)
             chans = np.sort(np.argsort(-var, kind="stable")[:max_channels])
-        masks = _upsampled_masks(a[i][..., chans], h, w)  # [k', H, W]
-        masked = ctx.images[i][None] * masks[..., None].astype(ctx.images.dtype)
-        p = ctx.predict(masked)
-        weights[i, chans] = p[:, ctx.targets[i]]
+        for part in _batches(len(chans), ctx.batch_size):
+            masks, varies = _upsampled_masks(a[i][..., chans[part]], h, w)
+            if not varies.any():
+                continue
+            masked = ctx.images[i][None] * masks[varies][..., None].astype(ctx.images.dtype)
+            weights[i, chans[part][varies]] = ctx.scores(masked)[:, ctx.targets[i]]
     return _weighted(weights, a)
 
 
 def ablationcam(ctx: MethodContext) -> np.ndarray:
     """Ablation-CAM (Desai & Ramaswamy 2020): ``w_k = (y - y_k) / y``, ``ReLU(sum w_k A_k)``.
 
-    ``y`` is the target's probability, ``y_k`` with channel ``k`` of the layer set
-    to zero; only the model after the layer runs, all channels of an image in batches.
+    ``y`` is the target's explained score, ``y_k`` the same with channel ``k`` of
+    the layer set to zero. With ``score="logit"`` (the default) ``y`` is the class
+    score before the softmax, as in the paper and pytorch-grad-cam's AblationCAM;
+    ``score="probability"`` uses the softmax probability in the same formula.
+    Where ``y <= 0`` (a negative logit) the division flips the weights' sign, as
+    the formula does in both; a warning says so, and ``y = 0`` gives a zero map.
+    Only the model after the layer runs, on ``batch_size`` ablated copies at a time.
     """
     a = ctx.activations()
     n, _, _, k = a.shape
-    base = ctx.predict_from_layer(a)
-    y = base[np.arange(n), ctx.targets].astype(np.float64)
+    y = ctx.scores_from_layer(a)[np.arange(n), ctx.targets].astype(np.float64)
+    if np.any(y <= 0):
+        warnings.warn(
+            f"ablationcam: the target's {ctx.score} y is <= 0 for {int(np.sum(y <= 0))} of {n} "
+            "images; the weights (y - y_k) / y change sign there (a zero map where y = 0). "
+            "score='probability' keeps y > 0.",
+            UserWarning,
+            stacklevel=3,
+        )
     weights = np.zeros((n, k))
-    keep = 1.0 - np.eye(k, dtype=np.float32)  # row k zeroes channel k
     for i in range(n):
-        ablated = a[i][None] * keep[:, None, None, :]
-        yk = ctx.predict_from_layer(ablated)[:, ctx.targets[i]].astype(np.float64)
-        weights[i] = (y[i] - yk) / y[i] if y[i] > 0 else 0.0
+        yk = np.empty(k)
+        for part in _batches(k, ctx.batch_size):
+            ablated = np.repeat(a[i][None], len(part), 0)
+            ablated[np.arange(len(part)), :, :, part] = 0.0  # copy j loses channel part[j]
+            yk[part] = ctx.scores_from_layer(ablated)[:, ctx.targets[i]]
+        weights[i] = (y[i] - yk) / y[i] if y[i] != 0 else 0.0
     return _weighted(weights, a)
 
 
@@ -605,48 +715,70 @@ def ablationcam(ctx: MethodContext) -> np.ndarray:
 
 
 def gradient_x_input(ctx: MethodContext) -> np.ndarray:
-    """``sum_c |x_c * d score / d x_c|`` (absolute sum over channels, see the module doc)."""
+    """``|sum_c x_c * d score / d x_c|`` (absolute sum over channels, see the module doc)."""
     x, g = ctx.gradients(wrt="input")
-    return np.abs(x.astype(np.float64) * g).sum(-1)
+    return np.abs((x.astype(np.float64) * g).sum(-1))
 
 
 def integrated_gradients(
     ctx: MethodContext, *, steps: int = 32, baseline: float | np.ndarray = 0.0
 ) -> np.ndarray:
-    """Integrated Gradients (Sundararajan et al. 2017), absolute sum over channels.
+    """Integrated Gradients (Sundararajan et al. 2017), ``|sum_c|`` over channels.
 
     ``(x - x0) * mean_{k=1..steps} G(x0 + k/steps (x - x0))``: a right Riemann sum
-    from the ``baseline`` ``x0`` (zeros by default; a scalar or an image).
+    from the ``baseline`` ``x0`` (zeros by default; a scalar or an image). Summed
+    over channels before the absolute value, so the map's total is the attribution
+    that completeness ties to ``f(x) - f(x0)``. The path images are made
+    ``batch_size`` at a time.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive int. Received: steps={steps!r}")
     x = ctx.images.astype(np.float64)
-    x0 = np.broadcast_to(np.asarray(baseline, np.float64), x.shape)
-    alphas = np.arange(1, steps + 1) / steps
-    path = (x0[None] + alphas[:, None, None, None, None] * (x - x0)[None]).reshape(
-        steps * len(x), *x.shape[1:]
-    )
-    _, g = ctx.gradients(path, np.tile(ctx.targets, steps), wrt="input")
-    mean = g.reshape(steps, *x.shape).astype(np.float64).mean(0)
-    return np.abs((x - x0) * mean).sum(-1)
+    n = len(x)
+    x0 = np.asarray(baseline, np.float64)
+    try:
+        fits = np.broadcast_shapes(x0.shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"`baseline` must be a scalar or broadcast to the images {x.shape}. "
+            f"Received: baseline of shape {x0.shape}"
+        )
+    diff = x - x0
+    total = np.zeros(x.shape)
+    for part in _batches(steps * n, ctx.batch_size):  # (step, image) pairs, step-major
+        img, alpha = part % n, (part // n + 1) / steps
+        path = diff[img]  # x0 + alpha (x - x0), built in place: one batch of copies
+        path *= alpha[:, None, None, None]
+        path += x0[img] if x0.ndim == 4 else x0
+        _, g = ctx.gradients(path, ctx.targets[img], wrt="input")
+        np.add.at(total, img, g)
+    return np.abs((diff * total / steps).sum(-1))
 
 
 def smoothgrad(ctx: MethodContext, *, samples: int = 16, noise: float = 0.15, seed: int = 0):
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies, max ``|.|``.
 
     Noise: Gaussian, standard deviation ``noise * (max - min)`` of each image,
-    drawn from ``numpy.random.default_rng(seed)``, so a map is reproducible.
+    drawn from ``numpy.random.default_rng(seed)`` sample by sample, so a map is
+    reproducible. The noisy copies are made ``batch_size`` at a time.
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"`samples` must be a positive int. Received: samples={samples!r}")
     x = ctx.images.astype(np.float64)
-    spread = (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
+    n = len(x)
+    spread = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
     rng = np.random.default_rng(seed)
-    noisy = x[None] + rng.standard_normal((samples, *x.shape)) * (noise * spread)[None]
-    _, g = ctx.gradients(
-        noisy.reshape(samples * len(x), *x.shape[1:]), np.tile(ctx.targets, samples), wrt="input"
-    )
-    return np.abs(g.reshape(samples, *x.shape).astype(np.float64).mean(0)).max(-1)
+    total = np.zeros(x.shape)
+    for part in _batches(samples * n, ctx.batch_size):  # (sample, image) pairs, sample-major
+        img = part % n
+        noisy = rng.standard_normal((len(part), *x.shape[1:]))  # in place: one batch
+        noisy *= spread[img][:, None, None, None]
+        noisy += x[img]
+        _, g = ctx.gradients(noisy, ctx.targets[img], wrt="input")
+        np.add.at(total, img, g)
+    return np.abs(total / samples).max(-1)
 
 
 def guided_gradcam(ctx: MethodContext) -> np.ndarray:
@@ -655,30 +787,30 @@ def guided_gradcam(ctx: MethodContext) -> np.ndarray:
     Grad-CAM at the explained layer, upsampled bilinearly to the input and scaled
     to [0, 1], times the guided-backpropagation saliency (max over channels).
     """
-    from cam_callback import cams
-    from cam_callback.evaluation import upsample_maps
-
     _, g = ctx.gradients(wrt="input", guided=True)
     grad_cam = cams.compute_cams(
         ctx.model,
         ctx.images,
-        layer=ctx._target_layer,
+        layer=ctx.target_layer,
         target=ctx.targets,
         score=ctx.score,
-        output=ctx._output,
-        batch_size=ctx._batch_size,
-        head=ctx._head.request,
+        output=ctx.output,
+        batch_size=ctx.batch_size,
+        head=ctx.head.request,
     ).heatmaps
     h, w = ctx.images.shape[1:3]
-    return np.abs(g.astype(np.float64)).max(-1) * upsample_maps(grad_cam, h, w)
+    return np.abs(g.astype(np.float64)).max(-1) * resize_bilinear(
+        grad_cam.astype(np.float64), h, w
+    )
 
 
 def occlusion(ctx: MethodContext, *, patch: int = 8, stride: int = 4, value: float = 0.0):
-    """Occlusion sensitivity (Zeiler & Fergus 2014): the target's probability drop.
+    """Occlusion sensitivity (Zeiler & Fergus 2014): the drop of the target's explained score.
 
     Each ``patch`` x ``patch`` square, moved by ``stride``, is set to ``value``;
-    a pixel's map is the mean drop over the squares covering it. All the
-    occluded copies of an image run as batches.
+    a pixel's map is the mean drop over the squares covering it. The score is the
+    logit or the probability as ``score`` asks (captum's Occlusion reads whatever
+    the model returns). The occluded copies are made ``batch_size`` at a time.
     """
     for arg, v in (("patch", patch), ("stride", stride)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -695,37 +827,42 @@ def occlusion(ctx: MethodContext, *, patch: int = 8, stride: int = 4, value: flo
     for t, lf in boxes:
         cover[t : t + patch, lf : lf + patch] += 1
     out = np.zeros((n, h, w))
-    y = ctx.probabilities[np.arange(n), ctx.targets].astype(np.float64)
+    y = ctx.scores()[np.arange(n), ctx.targets].astype(np.float64)
     for i in range(n):
-        batch = np.repeat(ctx.images[i][None], len(boxes), 0)
-        for j, (t, lf) in enumerate(boxes):
-            batch[j, t : t + patch, lf : lf + patch] = value
-        drop = y[i] - ctx.predict(batch)[:, ctx.targets[i]]
-        for j, (t, lf) in enumerate(boxes):
-            out[i, t : t + patch, lf : lf + patch] += drop[j]
+        for part in _batches(len(boxes), ctx.batch_size):
+            batch = np.repeat(ctx.images[i][None], len(part), 0)
+            for j, b in enumerate(part):
+                t, lf = boxes[b]
+                batch[j, t : t + patch, lf : lf + patch] = value
+            drop = y[i] - ctx.scores(batch)[:, ctx.targets[i]]
+            for j, b in enumerate(part):
+                t, lf = boxes[b]
+                out[i, t : t + patch, lf : lf + patch] += drop[j]
     return out / np.maximum(cover, 1)
 
 
-for _name, _fn, _needs, _layer in (
-    ("xgradcam", xgradcam, "layer_gradients", True),
-    ("gradcam_elementwise", gradcam_elementwise, "layer_gradients", True),
-    ("eigengradcam", eigengradcam, "layer_gradients", True),
-    ("cam", cam, "activations", True),
-    ("eigencam", eigencam, "activations", True),
-    ("scorecam", scorecam, "forwards", True),
-    ("ablationcam", ablationcam, "forwards", True),
-    ("gradient_x_input", gradient_x_input, "input_gradients", False),
-    ("integrated_gradients", integrated_gradients, "input_gradients", False),
-    ("smoothgrad", smoothgrad, "input_gradients", False),
-    ("occlusion", occlusion, "forwards", False),
-    ("guided_gradcam", guided_gradcam, "input_gradients", True),
+for _name, _fn, _needs, _layer, _explains in (
+    ("xgradcam", xgradcam, "layer_gradients", True, "score"),
+    ("gradcam_elementwise", gradcam_elementwise, "layer_gradients", True, "score"),
+    ("eigengradcam", eigengradcam, "layer_gradients", True, "score"),
+    ("cam", cam, "activations", True, "logit"),
+    ("eigencam", eigencam, "activations", True, "none"),
+    ("scorecam", scorecam, "forwards", True, "score"),
+    ("ablationcam", ablationcam, "forwards", True, "score"),
+    ("gradient_x_input", gradient_x_input, "input_gradients", False, "score"),
+    ("integrated_gradients", integrated_gradients, "input_gradients", False, "score"),
+    ("smoothgrad", smoothgrad, "input_gradients", False, "score"),
+    ("occlusion", occlusion, "forwards", False, "score"),
+    ("guided_gradcam", guided_gradcam, "input_gradients", True, "score"),
 ):
     _sig = {
         k: p.default
-        for k, p in __import__("inspect").signature(_fn).parameters.items()
+        for k, p in inspect.signature(_fn).parameters.items()
         if p.kind is p.KEYWORD_ONLY
     }
-    register_method(_name, _fn, needs=_needs, explains_layer=_layer, options=_sig)
+    register_method(
+        _name, _fn, needs=_needs, explains_layer=_layer, options=_sig, explains=_explains
+    )
 # guided_gradcam explains a layer (its Grad-CAM) but draws at the input's resolution
 REGISTRY["guided_gradcam"] = dataclasses.replace(REGISTRY["guided_gradcam"], input_maps=True)
 
