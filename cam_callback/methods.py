@@ -221,7 +221,11 @@ class MethodContext:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The head's probabilities ``[B, C]`` for any batch in the input space."""
         return cams.predict_probabilities(
-            self.model, self._input(images), output=self.output, batch_size=self.batch_size
+            self.model,
+            self._input(images),
+            output=self.output,
+            batch_size=self.batch_size,
+            head=self.head.request,
         )
 
     def scores(self, images: np.ndarray | None = None) -> np.ndarray:
@@ -233,7 +237,8 @@ class MethodContext:
         """
         x = self.images if images is None else self._input(images)
         return self._checked(cams.predict_scores(
-            self.model, x, score=self.score, output=self.output, batch_size=self.batch_size
+            self.model, x, score=self.score, output=self.output, batch_size=self.batch_size,
+            head=self.head.request,
         ))  # fmt: skip
 
     def activations(self, images: np.ndarray | None = None) -> np.ndarray:

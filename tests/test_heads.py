@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import types
 import warnings
 
 import keras
@@ -119,8 +118,7 @@ def no_head_warning():
 
 def declared(spec, explains):
     """A registry entry like ``spec`` that declares what it explains."""
-    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
-    return types.SimpleNamespace(**fields, explains=explains)
+    return dataclasses.replace(spec, explains=explains)
 
 
 # ---------------------------------------------------------------- a logits head
