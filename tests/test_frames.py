@@ -139,7 +139,7 @@ def test_class_names_lose_hidden_characters_and_long_ones_cost_linear(monkeypatc
     )
     assert r.name(0) == "evil"
     assert r.name(1) == "x" * (F.MAX_NAME - 1) + "…"
-    font = F._font(13)
+    font = F.font(13)
     calls = []
     real = type(font).getlength
     monkeypatch.setattr(
@@ -147,8 +147,8 @@ def test_class_names_lose_hidden_characters_and_long_ones_cost_linear(monkeypatc
         "getlength",
         lambda self, text, *a, **k: calls.append(len(text)) or real(self, text, *a, **k),
     )
-    F._fit.cache_clear()
-    cut = F._fit("y" * 5000, 13, 120)
+    F.fit_text.cache_clear()
+    cut = F.fit_text("y" * 5000, 13, 120)
     assert cut.endswith("…") and font.getlength(cut) <= 120 < font.getlength(cut[:-1] + "y…")
     assert len(calls) <= 16 and sum(calls) <= 2 * 5000 + 16 * 60  # a binary search, not a loop
 
