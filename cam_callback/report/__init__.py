@@ -1,0 +1,40 @@
+"""The review page: one HTML file, its animations beside it by relative path.
+
+Zip the folder and mail it: the page uses no CDN and no server, and its
+filters and sorting are plain JavaScript. The package is split by job:
+:mod:`~cam_callback.report.rows` (what each card shows),
+:mod:`~cam_callback.report.methods` (the methods table from ``evaluation.json``),
+:mod:`~cam_callback.report.assets` (style sheet and script),
+:mod:`~cam_callback.report.page` (the HTML) and
+:mod:`~cam_callback.report.write` (:func:`write_report`). Every name is
+re-exported here, so ``cam_callback.report.write_report`` keeps working.
+
+Example:
+    >>> from cam_callback.report import write_report
+    >>> write_report("runs/a")  # doctest: +SKIP
+    PosixPath('runs/a/cam/report/index.html')
+"""
+
+from cam_callback.report.assets import CSS, JS
+from cam_callback.report.methods import methods_section, read_evaluation_table
+from cam_callback.report.page import FLAG_HELP, GENERATOR, card, render_page, sortable, sparkline
+from cam_callback.report.rows import badge_text, probe_rows, true_class_curve
+from cam_callback.report.write import last_frame_png, write_report
+
+__all__ = [
+    "CSS",
+    "FLAG_HELP",
+    "GENERATOR",
+    "JS",
+    "badge_text",
+    "card",
+    "last_frame_png",
+    "methods_section",
+    "probe_rows",
+    "read_evaluation_table",
+    "render_page",
+    "sortable",
+    "sparkline",
+    "true_class_curve",
+    "write_report",
+]

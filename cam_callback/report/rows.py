@@ -1,0 +1,100 @@
+"""What a review card shows, one row per probe: prediction, true-class curve, flags and the
+figures behind them, and the keys the page sorts by."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cam_callback.frames import clean_name
+from cam_callback.metrics import FLAG_NAMES
+from cam_callback.record import Run, compute_flags
+
+
+def true_class_curve(run: Run, index: int) -> np.ndarray:
+    """Per-epoch probability of the true class (of the explained class without labels)."""
+    if run.labels is not None:
+        cls = np.full(len(run.epochs), int(run.labels[index]))
+    else:
+        cls = run.targets[:, index]
+    return run.probabilities[np.arange(len(run.epochs)), index, cls]
+
+
+def badge_text(flag: str, figures: dict) -> str:
+    """A flag's badge with its figure, e.g. ``"on cue 1.9x"`` or ``"low confidence 0.41"``.
+
+    Example:
+        >>> badge_text("on_cue", {"lift": 1.93})
+        'on cue 1.9x'
+    """
+    name = flag.replace("_", " ")
+    if flag in ("on_cue", "left_mask") and figures.get("lift") is not None:
+        return f"{name} {figures['lift']:.1f}x"
+    if flag == "misclassified":
+        return f"{name}: p(true) {figures['true_probability']:.2f}"
+    if flag == "low_confidence":
+        return f"{name} {figures['confidence']:.2f}"
+    if flag == "unstable" and figures.get("drift") is not None:
+        return f"{name}: drift {figures['drift']:.2f}"
+    if flag == "flipped":
+        return f"{name} {figures['flips']}x"
+    return name
+
+
+def probe_rows(run: Run, threshold: float) -> list[dict]:
+    """Everything a card shows, one dict per probe, in probe order.
+
+    Besides the flags, each row carries the figures behind them, a ``priority``
+    (doubt: misclassified, then low confidence, then the least sure) and an
+    ``attention`` key (``on_cue``/``left_mask`` first, then the strongest pull
+    towards a cue or away from the object).
+    """
+    f = compute_flags(run, low_confidence=threshold)
+    rows = []
+    last = run.probabilities[-1]
+    lifts = run.metrics.get("mask_lift")
+    cue = run.meta.get("mask_kind", "object") == "cue"
+    late = slice(max(0, len(run.epochs) - max(2, len(run.epochs) // 2)), len(run.epochs))
+    preds = run.probabilities.argmax(-1)
+    for i in range(run.n_probes):
+        pred = int(last[i].argmax())
+        label = None if run.labels is None else int(run.labels[i])
+        curve = true_class_curve(run, i)
+        raised = [name for name in FLAG_NAMES if f[name][i]]
+        lift = None if lifts is None else float(lifts[-1, i])
+        drift = run.metrics.get("drift")
+        late_drift = None if drift is None or len(run.epochs) < 2 else drift[late][1:, i].mean()
+        figures = {
+            "lift": lift,
+            "true_probability": float(curve[-1]),
+            "confidence": float(last[i, pred]),
+            "drift": None if late_drift is None else float(late_drift),
+            "flips": int((np.diff(preds[late, i]) != 0).sum()),
+        }
+        attention_flag = f["on_cue"][i] or f["left_mask"][i]
+        rows.append(
+            {
+                "index": i,
+                "label": label,
+                "label_name": "" if label is None else clean_name(run.class_name(label)),
+                "pred": pred,
+                "pred_name": clean_name(run.class_name(pred)),
+                # argmax of NaN is 0: a non-finite prediction is never counted right.
+                "finite": bool(np.isfinite(last[i]).all()),
+                "confidence": float(last[i, pred]),
+                "true_probability": float(curve[-1]),
+                "curve": curve,
+                "flags": raised,
+                "badges": {name: badge_text(name, figures) for name in raised},
+                "lift": lift,
+                "attention": (
+                    0 if attention_flag else 1,
+                    0.0 if lift is None else (-lift if cue else lift),
+                ),
+                # Doubt first: misclassified, then low confidence, then the least sure.
+                "priority": (
+                    -int(f["misclassified"][i]) * 2 - int(f["low_confidence"][i]),
+                    float(curve[-1]),
+                ),
+            }
+        )
+    return rows
