@@ -38,6 +38,27 @@ def test_cli_imports_no_tensorflow():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("args", [["--version"], ["info", "LOG"]])
+def test_version_and_info_import_no_keras(tmp_path, args):
+    """The commands themselves, run to the end, load no TensorFlow, Keras, JAX or torch."""
+    make_record(tmp_path, n_probes=3, n_epochs=2)
+    argv = [str(tmp_path) if a == "LOG" else a for a in args]
+    code = (
+        "import sys\n"
+        "from cam_callback.cli import main\n"
+        "try:\n"
+        f"    rc = main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    rc = exc.code\n"
+        "heavy = ('tensorflow', 'keras', 'jax', 'torch')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+        "print('LOADED', rc, bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LOADED 0 []"
+
+
 def test_info(tmp_path):
     make_record(tmp_path, n_probes=6, n_epochs=5)
     out = cli("info", tmp_path)
