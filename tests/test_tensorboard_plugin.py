@@ -526,7 +526,7 @@ def test_frame_renderers_and_png_frames_stay_within_their_caps(tmp_path, monkeyp
     import gc
     import weakref
 
-    from cam_callback.tensorboard_plugin import plugin as module
+    from cam_callback.tensorboard_plugin import store as module
 
     live = weakref.WeakSet()
 

@@ -11,6 +11,7 @@ Example:
     'cam'
 """
 
-from cam_callback.tensorboard_plugin.plugin import CAMPlugin, discover_runs
+from cam_callback.tensorboard_plugin.plugin import CAMPlugin
+from cam_callback.tensorboard_plugin.runs import discover_runs
 
 __all__ = ["CAMPlugin", "discover_runs"]

@@ -1,0 +1,106 @@
+"""The runs the CAM dashboard shows: record folders found under the logdir, a signature of
+their files on disk, and a run's probes as JSON-ready rows."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cam_callback.record import FLAGS_FILE, SUBDIR, Run, epoch_files
+from cam_callback.report import probe_rows
+
+SIGNED = ("record.json", "probes.npz", FLAGS_FILE)  # with the epoch files
+
+
+def discover_runs(logdir: str | os.PathLike) -> dict[str, Path]:
+    """Every run record under ``logdir``: run name (the log folder, relative) to record folder.
+
+    A record is a ``cam/`` folder holding an entry named ``record.json`` (which
+    :func:`cam_callback.load_run` then reads, or refuses when it is not a regular
+    file). Symlinked folders are not descended into, hidden folders are skipped, and
+    nothing inside a record is searched. ``logdir`` itself may be a symlink.
+
+    Example:
+        >>> discover_runs("runs")  # doctest: +SKIP
+        {'inception': PosixPath('runs/inception/cam'), 'vgg19': PosixPath('runs/vgg19/cam')}
+    """
+    root = Path(logdir)
+    found: dict[str, Path] = {}
+    if not root.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here.name == SUBDIR and "record.json" in filenames:
+            name = "." if here == root else here.parent.relative_to(root).as_posix() or "."
+            found[name] = here
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return dict(sorted(found.items()))
+
+
+def signature(path: Path) -> tuple:
+    """What changes on disk when an epoch is added, rewritten or removed, or when flags
+    or any record file are replaced. ``lstat`` only: a symlink (dangling or not) or a
+    FIFO is signed as it is, never followed or opened, and never raises.
+
+    Example:
+        >>> signature(Path("runs/a/cam")) == signature(Path("runs/a/cam"))  # doctest: +SKIP
+        True
+    """
+
+    def sign(file: Path) -> tuple | None:
+        try:
+            st = os.lstat(file)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
+
+    epochs = tuple((e, sign(f)) for e, f in epoch_files(path).items())
+    return epochs, tuple(sign(path / name) for name in SIGNED)
+
+
+def finite_floats(values: np.ndarray) -> list[float]:
+    """Floats for JSON: NaN and infinities (a diverged model) become 0, rounded to 5 digits.
+
+    Example:
+        >>> finite_floats(np.array([0.123456, np.nan, np.inf]))
+        [0.12346, 0.0, 0.0]
+    """
+    return [round(float(v), 5) if math.isfinite(v) else 0.0 for v in np.ravel(values)]
+
+
+def probe_table(run: Run) -> list[dict]:
+    """The ``probes`` route's rows: the review page's rows (:func:`probe_rows`) with the
+    prediction at every epoch, and only finite numbers.
+
+    Example:
+        >>> probe_table(load_run("runs/a"))[0]["pred"]  # doctest: +SKIP
+        [2, 2, 0]
+    """
+    rows = probe_rows(run, float(run.meta.get("low_confidence", 0.5)))
+    # argmax of NaN is 0: a non-finite prediction is -1, never the true class.
+    finite = np.isfinite(run.probabilities).all(-1)
+    preds = np.where(finite, run.probabilities.argmax(-1), -1)
+    out = []
+    for r in rows:
+        i = r["index"]
+        out.append(
+            {
+                "index": i,
+                "label": r["label"],
+                "label_name": r["label_name"],
+                "class": r["label_name"] or r["pred_name"],
+                "pred": [int(p) for p in preds[:, i]],
+                "curve": finite_floats(r["curve"]),
+                "flags": r["flags"],
+                "badges": r["badges"],
+                "priority": [r["priority"][0], finite_floats([r["priority"][1]])[0]],
+                "attention": [r["attention"][0], finite_floats([r["attention"][1]])[0]],
+                "true_probability": finite_floats([r["true_probability"]])[0],
+            }
+        )
+    return out
