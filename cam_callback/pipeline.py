@@ -40,6 +40,7 @@ from cam_callback import animate, metrics
 from cam_callback import frames as F
 from cam_callback.record import (
     BASELINE_EPOCH,
+    RecordDeleted,
     RecordWriter,
     epoch_files,
     load_run,
@@ -136,16 +137,20 @@ def planned_epochs(
     first: int, total: int | None, every_n: int, earlier: Sequence[int]
 ) -> list[int] | None:
     """The epochs a record will hold when ``fit`` runs to its end: ``earlier`` ones
-    already recorded, then the due epochs from ``first`` to ``total - 1``.
-    ``None`` when ``fit``'s epoch count is unknown.
+    already recorded, then the due epochs from ``first`` to ``total - 1`` (the
+    last one always). ``None`` when ``fit``'s epoch count is unknown.
 
     Example:
         >>> planned_epochs(2, 6, 1, [0, 1])
         [0, 1, 2, 3, 4, 5]
+        >>> planned_epochs(1, 5, 2, [])
+        [1, 3, 4]
     """
     if total is None or first >= total:
         return None
-    due = [first] + [e for e in range(first + 1, total) if (e + 1) % every_n == 0]
+    due = [first] + [
+        e for e in range(first + 1, total) if (e + 1) % every_n == 0 or e == total - 1
+    ]
     return [e for e in earlier if e < first] + due
 
 
@@ -239,6 +244,7 @@ class EpochPipeline:
         self._errors: list[tuple[str, str, int | None, BaseException]] = []
         self.record_failed = False
         self.frames_failed = False
+        self.record_gone = False  # the record folder was deleted: nothing more is written
         self.started = False  # bookkeeping of the callback: this fit's first epoch was seen,
         self.offset = 0  # and what it adds to Keras's epoch when one tracker fits again
         self._stop_requested = False  # close() was called on one of our own threads
@@ -320,7 +326,12 @@ class EpochPipeline:
     @property
     def animating(self) -> bool:
         """Whether the animations received every kept frame so far."""
-        return bool(self.streams) and not self.frames_failed and not self.record_failed
+        return (
+            bool(self.streams)
+            and not self.frames_failed
+            and not self.record_failed
+            and not self.record_gone
+        )
 
     def finish_animations(self) -> list[Path]:
         """Completes the animation files (after :meth:`drain`): O(probes), whatever the epochs.
@@ -402,6 +413,7 @@ class EpochPipeline:
                 if not self.record_failed:  # after a failure, keep draining so fit never blocks
                     self._record(*job)
             except BaseException as exc:
+                self.record_gone = self.record_gone or isinstance(exc, RecordDeleted)
                 self._fail("record", "writing the record", job[0], exc)
             finally:
                 self._records.task_done()
@@ -428,6 +440,8 @@ class EpochPipeline:
         extra: dict[str, np.ndarray],
         interval: float | None = None,
     ) -> None:
+        # A probe whose probabilities are not finite has no map: NaN, not an all-zero map.
+        heatmaps = metrics.mark_not_computed(heatmaps, probabilities)
         previous, first = self._history(epoch)
         values = metrics.epoch_metrics(
             heatmaps,
@@ -478,7 +492,10 @@ class EpochPipeline:
                 return
 
     def _frame_job(self, job: tuple) -> None:
-        if self.frames_failed:  # after a failure, keep draining so fit never blocks
+        if self.frames_failed or self.record_gone:  # keep draining so fit never blocks
+            return
+        if not (self.record.path / "record.json").is_file():
+            self.record_gone = True  # deleted: drawing would recreate the folders
             return
         try:
             if not self._planned:

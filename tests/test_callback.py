@@ -401,7 +401,7 @@ def test_resume_with_initial_epoch(tmp_path):
 def test_every_n_epochs(tmp_path):
     x, y = data(8)
     fit_with(CAMTracker(x, y, log_dir=tmp_path, every_n_epochs=2, animate=None), epochs=5)
-    assert load_run(tmp_path).epochs == [-1, 1, 3]
+    assert load_run(tmp_path).epochs == [-1, 1, 3, 4]  # the last epoch always
 
 
 # ------------------------------------------------------------------ one run per record
@@ -653,10 +653,10 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
 
     real = record.atomic_write_bytes
 
-    def full_from_epoch_2(path, data):
+    def full_from_epoch_2(path, data, *args):
         if path.name >= "epoch_000002.npz" and path.name.startswith("epoch_"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, data)
+        real(path, data, *args)
 
     monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
     x, y = data(32)
@@ -727,7 +727,7 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
     monkeypatch.setattr(
         record,
         "atomic_write_bytes",
-        lambda path, data: full(path, data) if path.name == "flags.json" else real(path, data),
+        lambda path, data, *a: full(path, data) if path.name == "flags.json" else real(path, data, *a),
     )
     with caught() as seen:
         history = compiled().fit(
@@ -906,17 +906,36 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
     assert (tmp_path / "cam" / ".writer.lock").is_file()
     rng = np.random.default_rng(0)  # the child's data and probes
     x, y = rng.random((64, 32, 32, 3), dtype=np.float32), rng.integers(0, 3, 64)
+    # Other weights (another seed) than any epoch of the record: refused before any batch.
+    keras.utils.set_random_seed(1)
+    trained = Trained()
+    with pytest.raises(ValueError, match="not those of any epoch.*overwrite=True"):
+        compiled().fit(
+            x,
+            y,
+            epochs=4,
+            initial_epoch=2,
+            verbose=0,
+            callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None), trained],
+        )
+    assert trained.batches == 0 and load_run(tmp_path).epochs == [-1, 0, 1]
+    # The child's seed gives the child's initial weights: the record's state before training.
+    # The fit continues from there; the killed run's epochs are set aside, not mixed in.
+    keras.utils.set_random_seed(0)
     model = compiled()
-    last = run.epochs[-1]
     model.fit(
         x,
         y,
-        epochs=last + 2,
-        initial_epoch=last + 1,
+        epochs=1,
         verbose=0,
         callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
     )
-    assert load_run(tmp_path).epochs == list(range(-1, last + 2))
+    assert load_run(tmp_path).epochs == [-1, 0]
+    (aside,) = (tmp_path / "cam" / "set_aside").iterdir()
+    assert sorted(p.name for p in (aside / "epochs").iterdir()) == [
+        "epoch_000000.npz",
+        "epoch_000001.npz",
+    ]
 
 
 def run_child(mode, log_dir):
