@@ -492,10 +492,7 @@ class EpochPipeline:
                 return
 
     def _frame_job(self, job: tuple) -> None:
-        if self.frames_failed or self.record_gone:  # keep draining so fit never blocks
-            return
-        if not (self.record.path / "record.json").is_file():
-            self.record_gone = True  # deleted: drawing would recreate the folders
+        if self.frames_failed or not self._present():  # keep draining so fit never blocks
             return
         try:
             if not self._planned:
@@ -509,6 +506,12 @@ class EpochPipeline:
             self._fail("frames", self.frames_what, job[0], exc)
 
     # -------------------------------------------------------------- drawing
+
+    def _present(self) -> bool:
+        """Whether the record is still there (a deleted one is never written to again)."""
+        if not self.record_gone and not (self.record.path / "record.json").is_file():
+            self.record_gone = True
+        return not self.record_gone
 
     @property
     def frames_what(self) -> str:
@@ -621,6 +624,8 @@ class EpochPipeline:
                 ],
                 title=F.epoch_label(epoch),
             )
+        if not self._present():  # deleted while drawing: writing would recreate its folders
+            return False
         if shown and epoch == BASELINE_EPOCH:  # its own tag: TensorBoard's steps stay Keras's
             self.writer.write(0, {"cam/before_training": grid}, {})
         elif shown:
