@@ -215,7 +215,7 @@ class EpochPipeline:
         self.max_frames = max_frames
         self.every_n = every_n_epochs
         self.total_epochs = total_epochs
-        self.writer = SummaryWriter(record.path) if tensorboard else None
+        self.writer = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
         self.grid_side, self.grid_captions = animate.grid_layout(self.n)
         self.tags = {i: probe_tag(i, self._label_name(i)) for i in self.tb_probes}
         self._renderers: dict[int, F.FrameRenderer] = {}
@@ -223,10 +223,14 @@ class EpochPipeline:
         self.streams: list[animate.GifStream] = []
         self.grid_stream: animate.GifStream | None = None
         if self.formats:
+            # Made here, while the record exists; the streams never create it (a record
+            # deleted during training is not recreated by its animations).
+            folder.mkdir(exist_ok=True)
             self.streams = [
-                animate.GifStream(folder / f"probe_{i:03d}.gif", fps) for i in range(self.n)
+                animate.GifStream(folder / f"probe_{i:03d}.gif", fps, make_dirs=False)
+                for i in range(self.n)
             ]
-            self.grid_stream = animate.GifStream(folder / "grid.gif", fps)
+            self.grid_stream = animate.GifStream(folder / "grid.gif", fps, make_dirs=False)
         self.fps = fps
         self._keep: set[int] | None = None  # epochs the animations keep; None: all
         self._planned = False
@@ -503,7 +507,8 @@ class EpochPipeline:
             if animated and interval is not None:
                 self._budget(job[0], time.thread_time() - start, interval)
         except BaseException as exc:
-            self._fail("frames", self.frames_what, job[0], exc)
+            if self._present():  # a deleted record is reported once, by the record's stage
+                self._fail("frames", self.frames_what, job[0], exc)
 
     # -------------------------------------------------------------- drawing
 
