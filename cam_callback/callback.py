@@ -316,12 +316,13 @@ class CAMTracker(keras.callbacks.Callback):
             except OSError as exc:
                 self._fail("setting aside later epochs", None, exc, "Recording stopped", stop=True)
                 return
+            held = "the state before training" if plan.after < 0 else f"epoch {plan.after}"
             self._warn(
-                f"the model holds the weights of epoch {plan.after} of the record, not of its "
-                f"last epoch ({plan.set_aside[-1]}): a checkpoint older than the record "
-                f"(BackupAndRestore after a crash, for one). {_epochs_text(plan.set_aside)} "
-                f"of that other line of weights were set aside in {folder} (never mixed in), "
-                f"and the record continues from epoch {plan.after}."
+                f"the model holds the weights of {held} of the record, not of its last "
+                f"epoch ({plan.set_aside[-1]}): a checkpoint older than the record "
+                f"(BackupAndRestore after a crash, for one), or a seeded script run again. "
+                f"{_epochs_text(plan.set_aside)} of that other line of weights were set aside "
+                f"in {folder} (never mixed in), and the record continues from {held}."
             )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -725,32 +725,36 @@ class Score(keras.callbacks.Callback):
         logs["score"] = [5.0, 4.0, 3.0, 3.5, 4.0, 4.5, 5.0][epoch]
 
 
-@pytest.mark.parametrize("stopper_first", [True, False])
-def test_early_stopping_epoch_is_recorded_and_its_restored_weights_noted(tmp_path, stopper_first):
+@pytest.mark.parametrize(("stopper_first", "every"), [(True, 4), (False, 4), (False, 1)])
+def test_early_stopping_epoch_is_recorded_and_its_restored_weights_noted(
+    tmp_path, stopper_first, every
+):
     x, y = data(32)
     model = compiled()
     stopper = keras.callbacks.EarlyStopping(
         "score", patience=2, mode="min", restore_best_weights=True
     )
-    every = 4 if stopper_first else 1
     tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, every_n_epochs=every)
     order = [stopper, tracker] if stopper_first else [tracker, stopper]
     history = model.fit(x, y, epochs=7, verbose=0, callbacks=[Score(), *order])
     assert history.epoch == [0, 1, 2, 3, 4] and stopper.best_epoch == 2
     run = load_run(tmp_path)
-    # Due every 4th epoch (3), and the epoch EarlyStopping stopped at (4), whatever the order.
-    assert run.epochs == ([-1, 3, 4] if stopper_first else [-1, 0, 1, 2, 3, 4])
+    # Due every 4th epoch (3), and the epoch EarlyStopping stopped at (4), whatever the order:
+    # listed first it stops before the tracker's on_epoch_end, listed after, once it is done.
+    assert run.epochs == ([-1, 3, 4] if every == 4 else [-1, 0, 1, 2, 3, 4])
     assert run.meta["final_weights_epoch"] == 2  # the model keeps epoch 2's weights
-    if not stopper_first:
+    if every == 1:
         np.testing.assert_allclose(
             run.heatmaps[3], compute_cams(model, x[:3]).heatmaps, atol=1e-5
         )
-        # Fitting on from those weights: the record continues from epoch 2, and its epochs
-        # 3 and 4 (of weights the model no longer holds) are set aside.
-        with caught() as seen:
-            model.fit(x, y, epochs=1, verbose=0, callbacks=[tracker])
-        assert any("Epochs 3 to 4" in w for w in tracker_warnings(seen))
-        assert load_run(tmp_path).epochs == [-1, 0, 1, 2, 3]
+    # Fitting on from those weights: the record continues from epoch 2, and its epochs 3
+    # and 4 (of weights the model no longer holds) are set aside.
+    with caught() as seen:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[tracker])
+    assert any("Epochs 3 to 4" in w for w in tracker_warnings(seen)), tracker_warnings(seen)
+    run = load_run(tmp_path)
+    assert run.epochs == ([-1, 3] if every == 4 else [-1, 0, 1, 2, 3])
+    np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
 
 
 def fine_tune_model():
@@ -1267,13 +1271,17 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
     # The fit continues from there; the killed run's epochs are set aside, not mixed in.
     keras.utils.set_random_seed(0)
     model = compiled()
-    model.fit(
-        x,
-        y,
-        epochs=1,
-        verbose=0,
-        callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
-    )
+    with caught() as seen:
+        model.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
+        )
+    (notice,) = tracker_warnings(seen)
+    assert "weights of the state before training of the record" in notice
+    assert "Epochs 0 to 1" in notice and "set_aside" in notice
     assert load_run(tmp_path).epochs == [-1, 0]
     (aside,) = (tmp_path / "cam" / "set_aside").iterdir()
     assert sorted(p.name for p in (aside / "epochs").iterdir()) == [
