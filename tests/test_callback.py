@@ -757,6 +757,20 @@ def test_early_stopping_epoch_is_recorded_and_its_restored_weights_noted(
     np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
 
 
+def test_last_epoch_is_recorded_before_an_earlier_callback_restores_weights(tmp_path):
+    # Listed first, EarlyStopping never stops here, but restores its best weights in its
+    # on_train_end, before the tracker's: the last epoch must be recorded at its own end.
+    x, y = data(32)
+    model = compiled()
+    stopper = keras.callbacks.EarlyStopping(
+        "score", patience=10, mode="min", restore_best_weights=True
+    )
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, every_n_epochs=4, animate=None)
+    model.fit(x, y, epochs=6, verbose=0, callbacks=[Score(), stopper, tracker])
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 3, 5] and run.meta["final_weights_epoch"] == 2
+
+
 def fine_tune_model():
     """A classifier around a nested backbone, as in transfer learning."""
     b_in = keras.Input((32, 32, 3))
