@@ -675,6 +675,11 @@ def test_weights_of_an_earlier_epoch_set_the_later_epochs_aside(tmp_path):
     assert moved == {k: before[k] for k in ("epoch_000002.npz", "epoch_000003.npz")}
     old = json.loads((aside / "weights.json").read_text())["weights"]
     assert old == {"2": ledger[2], "3": ledger[3]}
+    # The record's own fingerprints are its line only: the old epoch 3 cannot be resumed.
+    now = weights_ledger(tmp_path)
+    assert sorted(now) == [-1, 0, 1, 2] and {e: now[e] for e in (-1, 0, 1)} == {
+        e: ledger[e] for e in (-1, 0, 1)
+    }
     np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
     from cam_callback.metrics import cosine_drift  # measured against epoch 1, not the old 3
 
