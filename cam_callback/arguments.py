@@ -242,7 +242,9 @@ def target(value: Any, n: int, probe_labels: np.ndarray | None) -> Any:
             f"`target` must be one class id >= 0 or one per probe ({n}). Received: {value!r}"
         )
     if arr.dtype.kind == "u" and int(arr.max()) > _INT64_MAX:
-        raise ValueError(f"`target` holds {int(arr.max())}, which is no class id. Received: {value!r}")
+        raise ValueError(
+            f"`target` holds {int(arr.max())}, which is no class id. Received: {value!r}"
+        )
     return int(arr) if arr.ndim == 0 else arr.astype(np.int64)
 
 

@@ -425,7 +425,7 @@ class CAMTracker(keras.callbacks.Callback):
         if isinstance(exc, RecordDeleted):  # nothing is kept there: say so, not "keeps"
             self._warn(
                 f"{exc} (noticed while {what}{at}). Recording stopped and the folder is not "
-                f"recreated; training goes on. Pass on_error=\"raise\" to stop training instead."
+                f'recreated; training goes on. Pass on_error="raise" to stop training instead.'
             )
             return
         self._warn(

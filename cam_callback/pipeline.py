@@ -148,9 +148,7 @@ def planned_epochs(
     """
     if total is None or first >= total:
         return None
-    due = [first] + [
-        e for e in range(first + 1, total) if (e + 1) % every_n == 0 or e == total - 1
-    ]
+    due = [first] + [e for e in range(first + 1, total) if (e + 1) % every_n == 0 or e == total - 1]
     return [e for e in earlier if e < first] + due
 
 

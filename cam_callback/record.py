@@ -283,8 +283,11 @@ def _check_meta(meta: dict[str, Any], meta_file: Path) -> None:
     )
     need(meta.get("mask_kind", "object") in ("object", "cue"), "mask_kind", '"object" or "cue"')
     final = meta.get("final_weights_epoch")  # optional: which epoch's weights fit returned with
-    need(final is None or (_is_int(final) and final >= BASELINE_EPOCH), "final_weights_epoch",
-         "null or an epoch >= -1")
+    need(
+        final is None or (_is_int(final) and final >= BASELINE_EPOCH),
+        "final_weights_epoch",
+        "null or an epoch >= -1",
+    )
 
 
 def read_meta(path: Path) -> dict[str, Any]:

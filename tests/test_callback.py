@@ -436,9 +436,7 @@ def test_any_channel_count_records_a_readable_run(tmp_path):
         want = np.broadcast_to(want, (3, 32, 32, 3))
         assert run.images.shape == (3, 32, 32, 3)
         np.testing.assert_array_equal(run.images, want)
-        np.testing.assert_allclose(
-            run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5
-        )
+        np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
         gif = Image.open(log_dir / "cam" / "animations" / "probe_000.gif")
         assert gif.n_frames == 2
     # Grey display images of the user's are drawn as RGB too.
@@ -636,7 +634,8 @@ def test_weights_of_an_earlier_epoch_set_the_later_epochs_aside(tmp_path):
         def on_epoch_end(self, epoch, logs=None):
             saved[epoch] = self.model.get_weights()
 
-    model.fit(x, y, epochs=4, verbose=0, callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path), Keep()])
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path)
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[tracker, Keep()])
     before = record_bytes(tmp_path)
     ledger = weights_ledger(tmp_path)
     model.set_weights(saved[1])  # a checkpoint older than the record
@@ -749,9 +748,7 @@ def test_early_stopping_epoch_is_recorded_and_its_restored_weights_noted(
     assert run.epochs == ([-1, 3, 4] if every == 4 else [-1, 0, 1, 2, 3, 4])
     assert run.meta["final_weights_epoch"] == 2  # the model keeps epoch 2's weights
     if every == 1:
-        np.testing.assert_allclose(
-            run.heatmaps[3], compute_cams(model, x[:3]).heatmaps, atol=1e-5
-        )
+        np.testing.assert_allclose(run.heatmaps[3], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
     # Fitting on from those weights: the record continues from epoch 2, and its epochs 3
     # and 4 (of weights the model no longer holds) are set aside.
     with caught() as seen:
@@ -887,9 +884,7 @@ def test_second_writer_is_refused(tmp_path):
     assert trained.batches == 0
     # It says the holder is this process, and which tracker it is.
     assert f"another tracker in this process (pid {os.getpid()})" in str(refused.value)
-    assert f"CAMTracker at 0x{id(a):x} with log_dir={str(tmp_path / 'two')!r}" in str(
-        refused.value
-    )
+    assert f"CAMTracker at 0x{id(a):x} with log_dir={str(tmp_path / 'two')!r}" in str(refused.value)
     a.close()
     fit_with(b)  # the lock went with a's session
     assert load_run(tmp_path / "two").epochs == [-1, 0]
@@ -1048,7 +1043,9 @@ def test_deleted_log_dir_stops_recording_and_is_not_recreated(tmp_path):
 def test_colliding_class_names_keep_every_class_scalars(tmp_path):
     x, y = data(32)
     names = ["Cat!", "cat?", "dog"]
-    probes = np.r_[np.flatnonzero(y == 0)[:2], np.flatnonzero(y == 1)[:1], np.flatnonzero(y == 2)[:1]]
+    probes = np.r_[
+        np.flatnonzero(y == 0)[:2], np.flatnonzero(y == 1)[:1], np.flatnonzero(y == 2)[:1]
+    ]
     fit_with(CAMTracker(x[probes], y[probes], log_dir=tmp_path, class_names=names), epochs=2)
     run = load_run(tmp_path)
     acc = events(tmp_path / "cam")
@@ -1094,7 +1091,9 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
     monkeypatch.setattr(
         record,
         "atomic_write_bytes",
-        lambda path, data, *a: full(path, data) if path.name == "flags.json" else real(path, data, *a),
+        lambda path, data, *a: (
+            full(path, data) if path.name == "flags.json" else real(path, data, *a)
+        ),
     )
     with caught() as seen:
         history = compiled().fit(
