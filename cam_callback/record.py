@@ -6,9 +6,16 @@ Layout (format version 1), under ``LOG_DIR/cam/`` beside Keras's ``train/``::
                              training, with the number of epochs they cover
     record.json              format, version, layer, method, fingerprint, class names,
                              probe count, image shape; written last, so its presence
-                             means the probes are complete
-    probes.npz               images (uint8 [N, H, W, 3] display images), labels
-                             (int64 [N], -1 where unknown), masks (bool [N, H, W], optional)
+                             means the probes are complete. ``final_weights_epoch``
+                             (optional): the epoch whose weights the model held when
+                             ``fit`` returned (null: none the record knows)
+    probes.npz               images (uint8 [N, H, W, 3] display images, whatever the
+                             model's channel count), labels (int64 [N], -1 where
+                             unknown), masks (bool [N, H, W], optional)
+    weights.json             the writer's: a fingerprint of the model's weights at
+                             every epoch the tracker saw (see ``cam_callback.lineage``)
+    set_aside/               epochs of another line of weights, moved out of the
+                             record when a fit continued it from an earlier epoch
     epochs/epoch_000012.npz  one recorded epoch: heatmaps (float32 [N, h, w] at the
                              layer's native resolution), probabilities (float32 [N, C]),
                              targets (int64 [N]), and metric_<name> (float32 [N]) arrays

@@ -588,6 +588,30 @@ def weights_ledger(log_dir):
     return {int(e): f for e, f in data.items()}
 
 
+def test_final_weights_epoch_is_checked_when_read(tmp_path):
+    from cam_callback.record import RecordError, RecordWriter
+
+    writer = RecordWriter(tmp_path)
+    meta = {
+        "layer": "conv2",
+        "method": "gradcam",
+        "fingerprint": "f",
+        "n_probes": 1,
+        "n_classes": 2,
+        "map_shape": [2, 2],
+    }
+    writer.open(meta, images=np.zeros((1, 4, 4, 3), np.uint8))
+    writer.note_final_weights(-1)
+    assert load_run(tmp_path).meta["final_weights_epoch"] == -1
+    writer.note_final_weights(None)
+    assert load_run(tmp_path).meta["final_weights_epoch"] is None
+    for bad in ("2", -2, True):
+        writer.note_final_weights(bad)
+        with pytest.raises(RecordError, match="`final_weights_epoch` must be null or an epoch"):
+            load_run(tmp_path)
+    writer.close()
+
+
 def test_fresh_model_on_an_old_record_is_refused_before_any_batch(tmp_path):
     from cam_callback.lineage import weights_fingerprint
 
