@@ -12,11 +12,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import _validate, animate, backends, cams, frames, pipeline
+from cam_callback import arguments as A
+from cam_callback import backends, cams, lineage, pipeline
 from cam_callback import config as _config
 from cam_callback.record import (
     BASELINE_EPOCH,
+    RecordDeleted,
     RecordWriter,
+    epoch_files,
     fingerprint,
     load_run,
     record_dir,
@@ -46,8 +49,10 @@ class CAMTracker(keras.callbacks.Callback):
         probe_labels: True classes as int ids ``[N]`` or one-hot ``[N, C]``.
         log_dir: The run's log folder (the same as Keras's TensorBoard callback).
         class_names: One name per class.
-        display_images: uint8 RGB ``[N, H', W', 3]`` to draw instead of a min-max
-            rescale of the probes.
+        display_images: uint8 RGB ``[N, H', W', 3]`` (or grey ``[N, H', W']``) to
+            draw instead of a min-max rescale of the probes. Without it, probes
+            of 1 channel are drawn grey, 3 as RGB, 4 as RGB without the fourth,
+            and 2 or 5+ (multispectral) as their first channel in grey.
         probe_masks: bool ``[N, H', W']`` regions (the object, or a suspected cue),
             at the display images' size; see ``mask_kind``.
         layer: The explained layer, as in :func:`cam_callback.compute_cams`.
@@ -55,7 +60,9 @@ class CAMTracker(keras.callbacks.Callback):
             ``"saliency"``.
         target: ``"predicted"``, ``"label"`` (the true class; needs labels), one
             class id, or one per probe.
-        every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``).
+        every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``), and
+            always the last epoch of a ``fit`` (its ``epochs``, or the epoch
+            ``EarlyStopping`` stops at).
         top_k: Classes in the probability bars.
         tensorboard: Write image and scalar summaries to ``log_dir/cam``.
         tensorboard_probes: How many probes get their own TensorBoard image
@@ -79,18 +86,27 @@ class CAMTracker(keras.callbacks.Callback):
         low_confidence: Top-1 probability under which a probe is flagged.
         faithfulness: Also record the deletion-test number each epoch (one
             extra forward pass over ``2 N`` images).
-        batch_size: Probes per compiled call.
+        batch_size: Probes per compiled call (at most the number of probes).
         on_error: What a failure inside the tracker during ``fit`` does (a full
             disk, a write, render or TensorBoard error). ``"warn"``: warn once
             with the cause, stop the part that failed and let training go on;
             what was recorded stays readable. ``"raise"``: raise it out of
             ``fit``. Bad arguments always raise, in ``__init__`` or before the
             first epoch.
+        overwrite: Start over a record already in ``log_dir`` (what the tracker
+            wrote there is removed at the first ``fit``), instead of continuing it.
 
-    Calling ``fit`` again with the same tracker continues the record's epoch
-    numbering; a new tracker on a record that already holds the epochs a
-    ``fit`` would write is refused before that ``fit``'s first epoch (use
-    ``initial_epoch=history.epoch[-1] + 1``, Keras's fine-tuning idiom).
+    One record describes one line of weights (:mod:`cam_callback.lineage`): the
+    fingerprint of the weights is stored at each recorded epoch, and a ``fit``
+    continues a record only from the weights of a recorded epoch. From the last
+    one it continues; from an earlier one (``BackupAndRestore`` after a crash, an
+    older checkpoint) the later epochs are set aside in ``cam/set_aside/``; from
+    other weights (a freshly initialised model) it is refused before the first
+    batch. Calling ``fit`` again with the same tracker continues the record's
+    epoch numbering; a new tracker must continue it with ``initial_epoch``
+    (``history.epoch[-1] + 1``, Keras's fine-tuning idiom). ``record.json``'s
+    ``final_weights_epoch`` says which epoch's weights the model holds when
+    ``fit`` returns (an earlier one after ``EarlyStopping(restore_best_weights=True)``).
 
     Example:
         >>> tracker = CAMTracker(x_probe, y_probe, log_dir="runs/a",  # doctest: +SKIP
@@ -127,20 +143,16 @@ class CAMTracker(keras.callbacks.Callback):
         batch_size: int = 32,
         on_error: str = "warn",
         head: str = "auto",
+        overwrite: bool = False,
     ) -> None:
         super().__init__()
-        self.probe_images = _check_probes(probe_images)
+        self.probe_images = A.probes(probe_images)
         n = len(self.probe_images)
-        self.probe_labels, self._one_hot_width = _check_labels(probe_labels, n)
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(
-                f"`log_dir` must be a path. Received: log_dir={log_dir!r} of type "
-                f"{type(log_dir).__name__}"
-            )
-        self.log_dir = Path(log_dir)
-        self.class_names = _check_class_names(class_names)
-        self.display_images = _check_display(display_images, n, self.probe_images)
-        self.probe_masks = _check_masks(probe_masks, n, self.display_images.shape[1:3])
+        self.probe_labels, self._one_hot_width = A.labels(probe_labels, n)
+        self.log_dir = A.log_dir(log_dir)
+        self.class_names = A.class_names(class_names)
+        self.display_images = A.display(display_images, n, self.probe_images)
+        self.probe_masks = A.masks(probe_masks, n, self.display_images.shape[1:3])
         if layer is not None and not isinstance(layer, (str, keras.layers.Layer)):
             raise TypeError(
                 "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
@@ -150,63 +162,40 @@ class CAMTracker(keras.callbacks.Callback):
         if score not in cams.SCORES:
             raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
         self.head = cams.check_head(head)
-        self.target = _check_target(target, n, self.probe_labels)
-        for name, value in (
-            ("every_n_epochs", every_n_epochs),
-            ("top_k", top_k),
-            ("batch_size", batch_size),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-        if not isinstance(tensorboard, bool):
-            raise TypeError(f"`tensorboard` must be a bool. Received: tensorboard={tensorboard!r}")
+        self.target = A.target(target, n, self.probe_labels)
+        self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
+        self.top_k = A.positive_int(top_k, "top_k")
+        # More than the probes would only allocate padding.
+        self.batch_size = min(A.positive_int(batch_size, "batch_size"), n)
+        self.tensorboard = A.flag(tensorboard, "tensorboard")
         self.tensorboard_probes = pipeline.check_tensorboard_probes(tensorboard_probes, n)
-        self.formats = _check_formats(animate)
-        if max_frames is not None and (
-            isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2
-        ):
-            raise ValueError(
-                f"`max_frames` must be an int >= 2 (first and last epoch) or None. "
-                f"Received: max_frames={max_frames!r}"
-            )
-        self.max_frames = max_frames
-        fps = _config.check_fps(fps, self.formats)
+        self.formats = A.formats(animate)
+        self.max_frames = A.max_frames(max_frames)
+        self.fps = _config.check_fps(fps, self.formats)
         _config.check_video(self.formats)
-        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}")
+        self.alpha = A.unit_float(alpha, "alpha")
         if mask_kind not in ("object", "cue"):
             raise ValueError(
                 f'`mask_kind` must be "object" or "cue". Received: mask_kind={mask_kind!r}'
             )
-        if not isinstance(low_confidence, (int, float)) or not 0.0 <= low_confidence <= 1.0:
-            raise ValueError(
-                f"`low_confidence` must be in [0, 1]. Received: low_confidence={low_confidence!r}"
-            )
-        if output is not None and (isinstance(output, bool) or not isinstance(output, (int, str))):
+        self.low_confidence = A.unit_float(low_confidence, "low_confidence")
+        if output is not None and (
+            isinstance(output, (bool, np.bool_)) or not isinstance(output, (int, np.integer, str))
+        ):
             raise TypeError(
                 f"`output` must be None, an output index or name. Received: output={output!r}"
             )
-        if not isinstance(faithfulness, bool):
-            raise TypeError(
-                f"`faithfulness` must be a bool. Received: faithfulness={faithfulness!r}"
-            )
+        self.faithfulness = A.flag(faithfulness, "faithfulness")
         if on_error not in ON_ERROR:
             raise ValueError(
                 f"`on_error` must be one of {ON_ERROR}. Received: on_error={on_error!r}"
             )
+        self.overwrite = A.flag(overwrite, "overwrite")
         self.layer = layer
         self.method = method
-        self.every_n_epochs = every_n_epochs
-        self.top_k = top_k
-        self.tensorboard = tensorboard
-        self.fps = float(fps)
-        self.alpha = float(alpha)
         self.score = score
-        self.output = output
+        self.output = output if output is None or isinstance(output, str) else int(output)
         self.mask_kind = mask_kind
-        self.low_confidence = float(low_confidence)
-        self.faithfulness = bool(faithfulness)
-        self.batch_size = batch_size
         self.on_error = on_error
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
@@ -215,14 +204,23 @@ class CAMTracker(keras.callbacks.Callback):
         self._finalizer: weakref.finalize | None = None
         self._next_epoch: int | None = None  # after the last epoch an earlier fit trained
         self._offset = 0  # added to Keras's epochs in this fit (see on_epoch_begin)
+        self._wrote = False  # this tracker wrote the record: overwrite=True applies no more
+        self._chief = False
+        self._later: list | None = None  # the callbacks after this one in fit's list
+        self._own: tuple[int, str] | None = None  # (epoch, weights) at the last fit's end
+        self._seen: dict[int, str] = {}  # this fit's epochs (record numbers) to their weights
+        self._recorded: set[int] = set()  # this fit's recorded epochs
 
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Checks the probes against the model and opens the record, before epoch 0."""
         self.close()
-        if not _is_chief(self.model):
+        self._seen, self._recorded = {}, set()
+        self._chief = _is_chief(self.model)
+        if not self._chief:
             return
+        self._later = lineage.later_callbacks(self)
         check = cams.inspect_model(
             self.model,
             self.probe_images,
@@ -249,21 +247,25 @@ class CAMTracker(keras.callbacks.Callback):
             low_confidence=self.low_confidence,
             every_n_epochs=self.every_n_epochs,
         )
-        _check_log_dir(self.log_dir)
+        A.writable_log_dir(self.log_dir)
         self._offset = 0
         if self._next_epoch is not None and self.config != cfg:
-            self._next_epoch = None  # another model or setting: not a continuation
-        writer = RecordWriter(self.log_dir)
+            self._next_epoch = self._own = None  # another model or setting: not a continuation
+        writer = RecordWriter(
+            self.log_dir, owner=f"CAMTracker at 0x{id(self):x} with log_dir={str(self.log_dir)!r}"
+        )
         try:
-            resumed = writer.open(
+            writer.open(
                 cfg.to_json(),
                 images=self.display_images,
                 labels=self.probe_labels,
                 masks=self.probe_masks,
+                overwrite=self.overwrite and not self._wrote,
             )
         except OSError as exc:  # a full or failing disk; checks above raise ValueError
             self._fail("opening the record", None, exc, "Nothing is recorded in this fit")
             return
+        self._wrote = True
         self.config = cfg
         self._session = session = pipeline.EpochPipeline(
             writer,
@@ -287,52 +289,90 @@ class CAMTracker(keras.callbacks.Callback):
         )
         # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
         self._finalizer = weakref.finalize(self, session.close)
-        if not resumed:  # where attention was before any learning: every animation starts here
-            try:
-                self._record_epoch(session, BASELINE_EPOCH)
-            except Exception as exc:
-                self._fail(
-                    "recording the state before training", None, exc, "Recording stopped", stop=True
-                )
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        """At a fit's first epoch, refuses to overwrite epochs an earlier fit recorded."""
+        """At a fit's first epoch (every ``on_train_begin`` has run: ``BackupAndRestore``
+        restored its weights), decides how this fit continues the record, before any batch."""
         session = self._session
         if session is None or session.started:
             return
         session.started = True
-        if self._next_epoch is not None and epoch < self._next_epoch:
-            # The same tracker fit again from epoch 0: its epochs follow the earlier ones.
-            session.offset = self._offset = self._next_epoch - epoch
-            return
-        last = session.record.last_epoch()
-        if last is not None and epoch <= last:
+        writer = session.record
+        weights = lineage.weights_fingerprint(self.model)
+        plan = lineage.decide(
+            weights,
+            writer.fingerprints() or {},
+            list(epoch_files(writer.path)),
+            epoch,
+            log_dir=str(self.log_dir),
+            own=self._own,
+            renumber=self._next_epoch is not None,
+        )
+        if plan.kind == "refuse":
             self.close()
-            where = str(self.log_dir)
-            raise ValueError(
-                f"`log_dir` {where} already holds epochs up to {last} from an earlier fit, and "
-                f"this fit starts at epoch {epoch}: recording it would overwrite them. Continue "
-                f"the numbering with model.fit(..., initial_epoch={last + 1}) (to fine-tune: "
-                f"initial_epoch=history.epoch[-1] + 1), or use a new `log_dir`. "
-                f"Received: initial_epoch={epoch}, log_dir={where!r}"
+            raise ValueError(plan.message)
+        if plan.kind == "new":  # where attention was before any learning: animations start here
+            if self._keep(session, BASELINE_EPOCH, weights, "recording the state before training"):
+                self._record(session, BASELINE_EPOCH, "recording the state before training")
+            return
+        session.offset = self._offset = plan.next_epoch - epoch
+        if plan.message:
+            self._warn(plan.message)
+        if plan.set_aside:
+            try:
+                folder = writer.set_aside(plan.set_aside, plan.after)
+            except OSError as exc:
+                self._fail("setting aside later epochs", None, exc, "Recording stopped", stop=True)
+                return
+            held = "the state before training" if plan.after < 0 else f"epoch {plan.after}"
+            self._warn(
+                f"the model holds the weights of {held} of the record, not of its last "
+                f"epoch ({plan.set_aside[-1]}): a checkpoint older than the record "
+                f"(BackupAndRestore after a crash, for one), or a seeded script run again. "
+                f"{_epochs_text(plan.set_aside)} of that other line of weights were set aside "
+                f"in {folder} (never mixed in), and the record continues from {held}."
             )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Computes the maps when the epoch is due and hands them to the background."""
+        """Stores the weights' fingerprint; computes the maps when the epoch is due (every
+        ``every_n_epochs``, the fit's last, or stopping) and hands them to the background."""
+        keras_epoch = epoch
         epoch += self._offset  # the record's numbering (see on_epoch_begin)
         self._next_epoch = epoch + 1  # counted also after recording stopped, for a next fit
-        session = self._session
-        if session is None:
+        if not self._chief:
             return
-        if (epoch + 1) % self.every_n_epochs:
+        weights = lineage.weights_fingerprint(self.model)
+        self._seen[epoch] = weights
+        session = self._session
+        if session is None or not self._keep(session, epoch, weights, "recording"):
+            return
+        total = (self.params or {}).get("epochs")
+        last = total is not None and keras_epoch == total - 1
+        if (epoch + 1) % self.every_n_epochs and not last and not self.model.stop_training:
             return
         self._check_background(session)
-        if self._session is None:  # recording failed earlier, and stopped
-            return
+        if self._session is not None:  # else recording failed earlier, and stopped
+            self._record(session, epoch, "recording")
+
+    def _keep(self, session: pipeline.EpochPipeline, epoch: int, weights: str, what: str) -> bool:
+        """Stores the fingerprint of every epoch's weights, durably before the next callback
+        runs: a ``BackupAndRestore`` listed after the tracker backs up only known weights."""
+        try:
+            session.record.add_fingerprint(epoch, weights)
+            return True
+        except Exception as exc:
+            at = None if epoch == BASELINE_EPOCH else epoch
+            self._fail(what, at, exc, "Recording stopped", stop=True)
+            return False
+
+    def _record(self, session: pipeline.EpochPipeline, epoch: int, what: str) -> None:
+        """Computes the maps of ``epoch`` and hands them over."""
         try:
             self._record_epoch(session, epoch)
+            self._recorded.add(epoch)
         except Exception as exc:
-            self._fail("recording", epoch, exc, "Recording stopped", stop=True)
+            at = None if epoch == BASELINE_EPOCH else epoch
+            self._fail(what, at, exc, "Recording stopped", stop=True)
 
     def _record_epoch(self, session: pipeline.EpochPipeline, epoch: int) -> None:
         res = cams.compute_cams(
@@ -392,25 +432,50 @@ class CAMTracker(keras.callbacks.Callback):
         if stop:
             self.close()
         at = "" if epoch is None else f" at epoch {epoch}" if epoch >= 0 else " before training"
-        warnings.warn(
-            f"CAMTracker: {what}{at} failed: {type(exc).__name__}: {exc}. {consequence}; "
+        if isinstance(exc, RecordDeleted):  # nothing is kept there: say so, not "keeps"
+            self._warn(
+                f"{exc} (noticed while {what}{at}). Recording stopped and the folder is not "
+                f'recreated; training goes on. Pass on_error="raise" to stop training instead.'
+            )
+            return
+        self._warn(
+            f"{what}{at} failed: {type(exc).__name__}: {exc}. {consequence}; "
             f"training goes on, and the record in {self.record_path} keeps what was written. "
-            f'Pass on_error="raise" to stop training instead.',
-            TrackerWarning,
-            stacklevel=3,
+            f'Pass on_error="raise" to stop training instead.'
         )
 
+    @staticmethod
+    def _warn(message: str) -> None:
+        warnings.warn(f"CAMTracker: {message}", TrackerWarning, stacklevel=4)
+
     def on_train_end(self, logs: dict | None = None) -> None:
-        """Waits for the background work, writes the flags and finishes the animations."""
+        """Records the last epoch if it was not due, notes which epoch's weights the model
+        holds, waits for the background work, writes the flags and finishes the animations."""
+        if not self._chief:
+            return
+        weights = lineage.weights_fingerprint(self.model)
         session = self._session
+        known = {**((session.record.fingerprints() or {}) if session else {}), **self._seen}
+        held = lineage.final_weights_epoch(weights, known, self._later, self._offset)
+        self._own = None if held is None else (held, known.get(held, weights))
         if session is None:
             return
         try:  # the writer lock is held until the animations are written
+            last = max(self._seen, default=None)
+            if last is not None and last not in self._recorded and self._seen[last] == weights:
+                # Stopped before a due epoch (EarlyStopping after this tracker, or another
+                # callback): the model still holds the last epoch's weights, so record it.
+                self._check_background(session)
+                if self._session is not None:
+                    self._record(session, last, "recording")
+            if self._session is None:
+                return
             session.drain()
             self._check_background(session)
             if self._session is None:  # recording failed and stopped
                 return
             try:
+                session.record.note_final_weights(held)
                 run = load_run(self.log_dir)
             except Exception as exc:
                 self._fail("reading back the record", None, exc, "No flags or animations")
@@ -476,100 +541,7 @@ def _is_chief(model: keras.Model) -> bool:
     return False
 
 
-def _check_probes(images: Any) -> np.ndarray:
-    x = _validate.image_batch(images, "probe_images")
-    if x.ndim != 4:
-        raise ValueError(
-            f"`probe_images` must be a non-empty [N, H, W, C] batch. Received: shape {x.shape}"
-        )
-    return x
-
-
-def _check_labels(labels: Any, n: int) -> tuple[np.ndarray | None, int | None]:
-    if labels is None:
-        return None, None
-    return _validate.class_ids(labels, n, "probe_labels")
-
-
-def _check_class_names(names: Any) -> list[str] | None:
-    if names is None:
-        return None
-    if isinstance(names, str) or not all(isinstance(c, str) for c in names):
-        raise TypeError(f"`class_names` must be a sequence of str. Received: class_names={names!r}")
-    return list(names)
-
-
-def _check_display(display: Any, n: int, probes: np.ndarray) -> np.ndarray:
-    if display is None:
-        return frames.to_display(probes)
-    d = np.asarray(display)
-    if d.dtype != np.uint8:
-        raise TypeError(
-            f"`display_images` must be uint8 RGB [N, H, W, 3]. Received: dtype {d.dtype}"
-        )
-    if d.ndim != 4 or d.shape[-1] != 3 or len(d) != n:
-        raise ValueError(
-            f"`display_images` must be [{n}, H, W, 3], one per probe. Received: shape {d.shape}"
-        )
-    return d
-
-
-def _check_masks(masks: Any, n: int, size: tuple[int, int]) -> np.ndarray | None:
-    if masks is None:
-        return None
-    m = np.asarray(masks)
-    if m.dtype != bool and not (np.issubdtype(m.dtype, np.integer) and np.isin(m, (0, 1)).all()):
-        raise TypeError(f"`probe_masks` must be boolean [N, H, W]. Received: dtype {m.dtype}")
-    if m.shape != (n, *size):
-        raise ValueError(
-            f"`probe_masks` must be [{n}, {size[0]}, {size[1]}], the display images' size. "
-            f"Received: shape {m.shape}"
-        )
-    return m.astype(bool)
-
-
-def _check_target(target: Any, n: int, labels: np.ndarray | None) -> Any:
-    if isinstance(target, str):
-        if target == "label":
-            if labels is None:
-                raise ValueError('`target="label"` needs `probe_labels`. Received: none')
-            return labels
-        if target != "predicted":
-            raise ValueError(
-                '`target` must be "predicted", "label", a class id or one per probe. '
-                f"Received: target={target!r}"
-            )
-        return target
-    arr = np.asarray(target)
-    if isinstance(target, bool) or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"`target` must be integer class ids. Received: target={target!r}")
-    if arr.ndim not in (0, 1) or (arr.ndim == 1 and len(arr) != n) or (arr < 0).any():
-        raise ValueError(
-            f"`target` must be one class id >= 0 or one per probe ({n}). Received: {target!r}"
-        )
-    return int(arr) if arr.ndim == 0 else arr
-
-
-def _check_formats(value: Any) -> tuple[str, ...]:
-    try:
-        return animate.normalize_formats(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f'`animate` must be "gif", "mp4", ("gif", "mp4") or None. Received: animate={value!r}'
-        ) from exc
-
-
-def _check_log_dir(log_dir: Path) -> None:
-    if log_dir.exists() and not log_dir.is_dir():
-        raise ValueError(
-            f"`log_dir` {str(log_dir)!r} exists and is a file; a folder is needed. "
-            f"Received: log_dir={str(log_dir)!r}"
-        )
-    probe = log_dir
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"`log_dir` {str(log_dir)!r} is not writable ({probe} is read-only). "
-            f"Received: log_dir={str(log_dir)!r}"
-        )
+def _epochs_text(epochs: tuple[int, ...]) -> str:
+    if len(epochs) == 1:
+        return f"Epoch {epochs[0]}"
+    return f"Epochs {epochs[0]} to {epochs[-1]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,19 +21,32 @@ import numpy as np
 # 2/100 s at 10 fps: only this range of fps plays as asked.
 GIF_MIN_FPS = 100 / 65535
 GIF_MAX_FPS = 50.0
+# The live MP4 is staged as GIF frames, so a frame lasts at most 655 s there too. ffmpeg writes
+# no playable file much below 1e-4 fps (no duration) and refuses 1e-9; above 240 fps no screen
+# shows every frame.
+MP4_MIN_FPS = GIF_MIN_FPS
+MP4_MAX_FPS = 240.0
 
 
 def check_fps(fps: Any, formats: Sequence[str] = ("gif",), name: str = "fps") -> float:
     """``fps`` as a float, checked to be a speed every format in ``formats`` can hold.
 
+    numpy numbers (``np.float32(4.0)``) are accepted.
+
     Raises:
-        ValueError: Not a finite positive number, or outside what a GIF can hold.
+        ValueError: Not a finite positive number, or outside what a GIF
+            (``GIF_MIN_FPS`` to ``GIF_MAX_FPS``) or an MP4 (``MP4_MIN_FPS`` to
+            ``MP4_MAX_FPS``) can hold.
 
     Example:
         >>> check_fps(4)
         4.0
     """
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps):
+    if (
+        isinstance(fps, (bool, np.bool_))
+        or not isinstance(fps, numbers.Real)
+        or not math.isfinite(fps)
+    ):
         raise ValueError(f"`{name}` must be a finite positive number. Received: {name}={fps!r}")
     if fps <= 0:
         raise ValueError(f"`{name}` must be positive. Received: {name}={fps!r}")
@@ -40,6 +54,11 @@ def check_fps(fps: Any, formats: Sequence[str] = ("gif",), name: str = "fps") ->
         raise ValueError(
             f"`{name}` must be between {GIF_MIN_FPS:.4f} and {GIF_MAX_FPS:g} for a GIF (a frame "
             f"lasts between 1/50 s and 655 s). Received: {name}={fps!r}"
+        )
+    if "mp4" in formats and not MP4_MIN_FPS <= fps <= MP4_MAX_FPS:
+        raise ValueError(
+            f"`{name}` must be between {MP4_MIN_FPS:.4f} and {MP4_MAX_FPS:g} for an MP4 (a "
+            f"frame lasts between 1/240 s and 655 s). Received: {name}={fps!r}"
         )
     return float(fps)
 

@@ -125,6 +125,12 @@ def discover(model: keras.Model, sample: np.ndarray) -> tuple[list[LayerCall], A
         >>> calls, out = discover(model, x[:1])  # doctest: +SKIP
     """
     paths = list(iter_layers(model))
+    if not model.built or not all(layer.built for _, layer in paths):
+        # An unbuilt model (a subclassed one before its first call) builds by running
+        # `call` once symbolically inside its first call: built first, unhooked, so each
+        # layer is seen once and no layer looks shared.
+        model(sample, training=False)
+        paths = list(iter_layers(model))
     calls: list[LayerCall] = []
 
     def make_hook(path: str, layer: keras.layers.Layer) -> Hook:

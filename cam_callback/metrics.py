@@ -3,9 +3,11 @@
 Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``):
 
 - ``true_class_probability`` = ``p[label]`` (only with labels).
-- ``predicted_class`` = ``argmax p``.
-- ``margin`` = top-1 minus top-2 probability (``|2p - 1|`` for a single output).
-- ``correct`` = 1 where ``predicted_class == label``, else 0 (only with labels).
+- ``predicted_class`` = ``argmax p``; NaN where ``p`` is not finite (no prediction).
+- ``margin`` = top-1 minus top-2 probability (``|2p - 1|`` for a single output);
+  NaN where ``p`` is not finite.
+- ``correct`` = 1 where ``predicted_class == label``, else 0 (only with labels). A
+  non-finite ``p`` is never correct (``argmax`` of NaN is 0, which is no prediction).
 - ``drift`` = ``1 - cos(m_t, m_prev)``, the maps flattened, against the previous
   recorded epoch; 0 at the first. Two all-zero maps have drift 0, one all-zero map 1.
 - ``drift_from_first`` = ``1 - cos(m_t, m_first)``.
@@ -18,6 +20,10 @@ Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``
 - ``faithfulness`` (opt-in, computed by the tracker with the model) = drop of the
   target's probability when the most-attended 20% is blurred, minus the drop
   when a random 20% is blurred.
+
+A map whose probabilities are not finite (a diverged model) could not be
+computed: :func:`mark_not_computed` stores it as NaN, not as the all-zero map
+the normalisation makes of NaN, and every map metric of a NaN map is NaN.
 
 Flags per probe over the whole record (see :func:`flags`): ``flipped``,
 ``left_mask``, ``on_cue``, ``low_confidence``, ``unstable``, ``misclassified``.
@@ -35,8 +41,36 @@ from cam_callback.frames import upsample
 TOP_SHARE = 0.10
 
 
+def finite_rows(values: np.ndarray) -> np.ndarray:
+    """bool ``[N]``: whether row ``i`` of ``values`` (any shape ``[N, ...]``) is all finite.
+
+    Example:
+        >>> finite_rows(np.array([[0.5, 0.5], [np.nan, 1.0]])).tolist()
+        [True, False]
+    """
+    v = np.asarray(values)
+    return np.isfinite(v.reshape(len(v), -1)).all(axis=1)
+
+
+def mark_not_computed(heatmaps: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """The maps, with NaN for each probe whose probabilities are not finite.
+
+    The score of such a probe is NaN, so its gradient and its map are too; the
+    normalisation would turn them into an all-zero map that looks computed.
+
+    Example:
+        >>> m = mark_not_computed(np.zeros((2, 1, 1)), np.array([[1.0, 0.0], [np.nan, 0.0]]))
+        >>> m[:, 0, 0].tolist()
+        [0.0, nan]
+    """
+    maps = np.array(heatmaps, np.float32)
+    maps[~finite_rows(probabilities)] = np.nan
+    return maps
+
+
 def cosine_drift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``1 - cos`` between paired maps ``[N, h, w]``; see the module doc for zero maps.
+    NaN where either map is not finite.
 
     Example:
         >>> cosine_drift(np.ones((1, 2, 2)), np.ones((1, 2, 2))).tolist()
@@ -49,6 +83,7 @@ def cosine_drift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     cos = np.where(both, (a * b).sum(1) / np.where(both, na * nb, 1.0), 0.0)
     drift = 1.0 - cos
     drift[(na == 0) & (nb == 0)] = 0.0
+    drift[~(finite_rows(a) & finite_rows(b))] = np.nan
     return np.clip(drift, 0.0, 2.0).astype(np.float32)
 
 
@@ -63,7 +98,9 @@ def concentration(maps: np.ndarray) -> np.ndarray:
     k = max(1, int(np.ceil(TOP_SHARE * flat.shape[1])))
     top = -np.sort(-flat, axis=1)[:, :k].sum(1)
     total = flat.sum(1)
-    return np.where(total > 0, top / np.where(total > 0, total, 1.0), 0.0).astype(np.float32)
+    out = np.where(total > 0, top / np.where(total > 0, total, 1.0), 0.0)
+    out[~finite_rows(flat)] = np.nan
+    return out.astype(np.float32)
 
 
 def mask_focus(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -76,6 +113,9 @@ def mask_focus(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """
     out = np.zeros(len(maps), np.float32)
     for i, (m, mask) in enumerate(zip(maps, masks, strict=True)):
+        if not np.isfinite(m).all():
+            out[i] = np.nan
+            continue
         up = upsample(m, mask.shape).astype(np.float64)
         total = up.sum()
         out[i] = up[mask].sum() / total if total > 0 else 0.0
@@ -110,14 +150,16 @@ def epoch_metrics(
         (0.6000000238418579, 1.0)
     """
     p = np.asarray(probabilities, np.float64)
+    finite = finite_rows(p)
     pred = p.argmax(1)
     if p.shape[1] >= 2:
         top2 = -np.sort(-p, axis=1)[:, :2]
         margin = top2[:, 0] - top2[:, 1]
     else:
         margin = np.abs(2 * p[:, 0] - 1)
+    margin[~finite] = np.nan
     out = {
-        "predicted_class": pred.astype(np.float32),
+        "predicted_class": np.where(finite, pred, np.nan).astype(np.float32),
         "margin": margin.astype(np.float32),
         "drift": np.zeros(len(p), np.float32)
         if previous is None
@@ -130,7 +172,7 @@ def epoch_metrics(
     if labels is not None:
         labels = np.asarray(labels)
         out["true_class_probability"] = p[np.arange(len(p)), labels].astype(np.float32)
-        out["correct"] = (pred == labels).astype(np.float32)
+        out["correct"] = ((pred == labels) & finite).astype(np.float32)
     if masks is not None:
         out["mask_focus"] = mask_focus(heatmaps, masks)
         area = np.asarray(masks, bool).reshape(len(masks), -1).mean(1)
@@ -179,10 +221,9 @@ def summary_scalars(
     groups: dict[str, np.ndarray] = {}
     if labels is not None:
         labels = np.asarray(labels)
-        for cls in np.unique(labels[labels >= 0]):
-            name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
-            slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or str(cls)
-            groups[f"class_{slug}"] = labels == cls
+        keys = class_group_keys(labels, class_names)
+        for cls, key in keys.items():
+            groups[key] = labels == cls
     if "mask_lift" in metrics:
         lift = np.asarray(metrics["mask_lift"])
         flagged, group = (
@@ -197,6 +238,32 @@ def summary_scalars(
             if name in metrics:
                 out[f"{group}/mean_{name}"] = float(np.mean(np.asarray(metrics[name])[members]))
     return out
+
+
+def class_group_keys(labels: np.ndarray, class_names: Sequence[str] | None) -> dict[int, str]:
+    """One TensorBoard group per true class present, ``class_<slug>``, unique.
+
+    Names that give the same slug (``"Cat!"`` and ``"cat?"``, or duplicates)
+    get their class id in it, ``class_<id>_<slug>``, so no class's scalars are lost.
+
+    Example:
+        >>> class_group_keys(np.array([0, 1, 2]), ["Cat!", "cat?", "dog"])
+        {0: 'class_0_cat', 1: 'class_1_cat', 2: 'class_dog'}
+    """
+    present = [int(c) for c in np.unique(np.asarray(labels)[np.asarray(labels) >= 0])]
+    every = range(len(class_names)) if class_names else present
+    slugs = {}
+    for cls in sorted(set(every) | set(present)):
+        name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
+        slugs[cls] = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or str(cls)
+    counts: dict[str, int] = {}
+    for slug in slugs.values():
+        counts[slug] = counts.get(slug, 0) + 1
+    keys = {}
+    for cls in present:
+        slug = slugs[cls]
+        keys[cls] = f"class_{cls}_{slug}" if counts[slug] > 1 else f"class_{slug}"
+    return keys
 
 
 FLAG_NAMES = (
@@ -255,7 +322,12 @@ def flags(
     late = slice(max(0, e - max(2, e // 2)), e)
     pred = probs.argmax(-1)
     out = {
-        "misclassified": (metrics["correct"][-1] < 0.5) if "correct" in metrics else none.copy(),
+        # A non-finite prediction is never correct, also in records written before this rule.
+        "misclassified": (
+            (metrics["correct"][-1] < 0.5) | ~finite_rows(probs[-1])
+            if "correct" in metrics
+            else none.copy()
+        ),
         "low_confidence": probs[-1].max(-1) < low_confidence,
         "flipped": (pred[late] != pred[late][-1]).any(0),
         "unstable": (

@@ -40,6 +40,7 @@ from cam_callback import animate, metrics
 from cam_callback import frames as F
 from cam_callback.record import (
     BASELINE_EPOCH,
+    RecordDeleted,
     RecordWriter,
     epoch_files,
     load_run,
@@ -136,16 +137,18 @@ def planned_epochs(
     first: int, total: int | None, every_n: int, earlier: Sequence[int]
 ) -> list[int] | None:
     """The epochs a record will hold when ``fit`` runs to its end: ``earlier`` ones
-    already recorded, then the due epochs from ``first`` to ``total - 1``.
-    ``None`` when ``fit``'s epoch count is unknown.
+    already recorded, then the due epochs from ``first`` to ``total - 1`` (the
+    last one always). ``None`` when ``fit``'s epoch count is unknown.
 
     Example:
         >>> planned_epochs(2, 6, 1, [0, 1])
         [0, 1, 2, 3, 4, 5]
+        >>> planned_epochs(1, 5, 2, [])
+        [1, 3, 4]
     """
     if total is None or first >= total:
         return None
-    due = [first] + [e for e in range(first + 1, total) if (e + 1) % every_n == 0]
+    due = [first] + [e for e in range(first + 1, total) if (e + 1) % every_n == 0 or e == total - 1]
     return [e for e in earlier if e < first] + due
 
 
@@ -210,7 +213,7 @@ class EpochPipeline:
         self.max_frames = max_frames
         self.every_n = every_n_epochs
         self.total_epochs = total_epochs
-        self.writer = SummaryWriter(record.path) if tensorboard else None
+        self.writer = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
         self.grid_side, self.grid_captions = animate.grid_layout(self.n)
         self.tags = {i: probe_tag(i, self._label_name(i)) for i in self.tb_probes}
         self._renderers: dict[int, F.FrameRenderer] = {}
@@ -218,10 +221,14 @@ class EpochPipeline:
         self.streams: list[animate.GifStream] = []
         self.grid_stream: animate.GifStream | None = None
         if self.formats:
+            # Made here, while the record exists; the streams never create it (a record
+            # deleted during training is not recreated by its animations).
+            folder.mkdir(exist_ok=True)
             self.streams = [
-                animate.GifStream(folder / f"probe_{i:03d}.gif", fps) for i in range(self.n)
+                animate.GifStream(folder / f"probe_{i:03d}.gif", fps, make_dirs=False)
+                for i in range(self.n)
             ]
-            self.grid_stream = animate.GifStream(folder / "grid.gif", fps)
+            self.grid_stream = animate.GifStream(folder / "grid.gif", fps, make_dirs=False)
         self.fps = fps
         self._keep: set[int] | None = None  # epochs the animations keep; None: all
         self._planned = False
@@ -239,6 +246,7 @@ class EpochPipeline:
         self._errors: list[tuple[str, str, int | None, BaseException]] = []
         self.record_failed = False
         self.frames_failed = False
+        self.record_gone = False  # the record folder was deleted: nothing more is written
         self.started = False  # bookkeeping of the callback: this fit's first epoch was seen,
         self.offset = 0  # and what it adds to Keras's epoch when one tracker fits again
         self._stop_requested = False  # close() was called on one of our own threads
@@ -320,7 +328,12 @@ class EpochPipeline:
     @property
     def animating(self) -> bool:
         """Whether the animations received every kept frame so far."""
-        return bool(self.streams) and not self.frames_failed and not self.record_failed
+        return (
+            bool(self.streams)
+            and not self.frames_failed
+            and not self.record_failed
+            and not self.record_gone
+        )
 
     def finish_animations(self) -> list[Path]:
         """Completes the animation files (after :meth:`drain`): O(probes), whatever the epochs.
@@ -402,6 +415,7 @@ class EpochPipeline:
                 if not self.record_failed:  # after a failure, keep draining so fit never blocks
                     self._record(*job)
             except BaseException as exc:
+                self.record_gone = self.record_gone or isinstance(exc, RecordDeleted)
                 self._fail("record", "writing the record", job[0], exc)
             finally:
                 self._records.task_done()
@@ -428,6 +442,8 @@ class EpochPipeline:
         extra: dict[str, np.ndarray],
         interval: float | None = None,
     ) -> None:
+        # A probe whose probabilities are not finite has no map: NaN, not an all-zero map.
+        heatmaps = metrics.mark_not_computed(heatmaps, probabilities)
         previous, first = self._history(epoch)
         values = metrics.epoch_metrics(
             heatmaps,
@@ -478,7 +494,7 @@ class EpochPipeline:
                 return
 
     def _frame_job(self, job: tuple) -> None:
-        if self.frames_failed:  # after a failure, keep draining so fit never blocks
+        if self.frames_failed or not self._present():  # keep draining so fit never blocks
             return
         try:
             if not self._planned:
@@ -489,9 +505,16 @@ class EpochPipeline:
             if animated and interval is not None:
                 self._budget(job[0], time.thread_time() - start, interval)
         except BaseException as exc:
-            self._fail("frames", self.frames_what, job[0], exc)
+            if self._present():  # a deleted record is reported once, by the record's stage
+                self._fail("frames", self.frames_what, job[0], exc)
 
     # -------------------------------------------------------------- drawing
+
+    def _present(self) -> bool:
+        """Whether the record is still there (a deleted one is never written to again)."""
+        if not self.record_gone and not (self.record.path / "record.json").is_file():
+            self.record_gone = True
+        return not self.record_gone
 
     @property
     def frames_what(self) -> str:
@@ -604,6 +627,8 @@ class EpochPipeline:
                 ],
                 title=F.epoch_label(epoch),
             )
+        if not self._present():  # deleted while drawing: writing would recreate its folders
+            return False
         if shown and epoch == BASELINE_EPOCH:  # its own tag: TensorBoard's steps stay Keras's
             self.writer.write(0, {"cam/before_training": grid}, {})
         elif shown:

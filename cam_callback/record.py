@@ -6,9 +6,16 @@ Layout (format version 1), under ``LOG_DIR/cam/`` beside Keras's ``train/``::
                              training, with the number of epochs they cover
     record.json              format, version, layer, method, fingerprint, class names,
                              probe count, image shape; written last, so its presence
-                             means the probes are complete
-    probes.npz               images (uint8 [N, H, W, 3] display images), labels
-                             (int64 [N], -1 where unknown), masks (bool [N, H, W], optional)
+                             means the probes are complete. ``final_weights_epoch``
+                             (optional): the epoch whose weights the model held when
+                             ``fit`` returned (null: none the record knows)
+    probes.npz               images (uint8 [N, H, W, 3] display images, whatever the
+                             model's channel count), labels (int64 [N], -1 where
+                             unknown), masks (bool [N, H, W], optional)
+    weights.json             the writer's: a fingerprint of the model's weights at
+                             every epoch the tracker saw (see ``cam_callback.lineage``)
+    set_aside/               epochs of another line of weights, moved out of the
+                             record when a fit continued it from an earlier epoch
     epochs/epoch_000012.npz  one recorded epoch: heatmaps (float32 [N, h, w] at the
                              layer's native resolution), probabilities (float32 [N, C]),
                              targets (int64 [N]), and metric_<name> (float32 [N]) arrays
@@ -41,7 +48,10 @@ import math
 import os
 import re
 import secrets
+import shutil
 import stat
+import threading
+import time
 import warnings
 import weakref
 from collections.abc import Mapping
@@ -61,6 +71,8 @@ LOCK_FILE = ".writer.lock"
 _EPOCH_FILE = re.compile(r"^epoch_(\d{6,})\.npz$")
 BASELINE_EPOCH = -1  # the state before training, recorded at on_train_begin
 BASELINE_FILE = "baseline.npz"
+WEIGHTS_FILE = "weights.json"  # the weights fingerprint of each recorded epoch (the writer's)
+SET_ASIDE = "set_aside"  # epochs of another line of weights, moved out of the record
 
 try:
     import fcntl
@@ -74,6 +86,10 @@ class RecordError(ValueError):
 
 class RecordBusy(ValueError):
     """Another tracker or process is writing this record."""
+
+
+class RecordDeleted(OSError):
+    """The record's folder disappeared while it was being written; nothing more is written."""
 
 
 # Kept in record.json for information; a newer cam-callback may continue an older run.
@@ -102,9 +118,14 @@ def fingerprint(images: np.ndarray, labels: np.ndarray | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` by write-then-rename, durable on return."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write_bytes(path: Path, data: bytes, make_dirs: bool = True) -> None:
+    """Writes ``data`` to ``path`` by write-then-rename, durable on return.
+
+    ``make_dirs=False`` writes only into an existing folder (``FileNotFoundError``
+    otherwise), so a record deleted mid-run is never recreated in part.
+    """
+    if make_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     # 0o666 through os.open: the kernel applies the live umask, as for any file the user makes.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -286,6 +307,12 @@ def _check_meta(meta: dict[str, Any], meta_file: Path) -> None:
         "a number in [0, 1]",
     )
     need(meta.get("mask_kind", "object") in ("object", "cue"), "mask_kind", '"object" or "cue"')
+    final = meta.get("final_weights_epoch")  # optional: which epoch's weights fit returned with
+    need(
+        final is None or (_is_int(final) and final >= BASELINE_EPOCH),
+        "final_weights_epoch",
+        "null or an epoch >= -1",
+    )
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -536,11 +563,29 @@ def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
     )
 
 
+# Records this process writes, by real path: who holds each (the flock cannot say).
+_HELD: dict[str, str] = {}
+_HELD_LOCK = threading.Lock()
+# What the tracker writes in the record folder; overwrite=True removes exactly these.
+_WRITTEN = (
+    "record.json",
+    "probes.npz",
+    FLAGS_FILE,
+    WEIGHTS_FILE,
+    "evaluation.json",
+    "epochs",
+    "animations",
+    "report",
+    SET_ASIDE,
+)
+
+
 class RecordWriter:
     """Creates or continues a record and appends epochs atomically.
 
     Args:
         log_dir: The run's log folder; the record goes into ``log_dir/cam``.
+        owner: Who writes, named when another writer in this process is refused.
 
     Example:
         >>> w = RecordWriter("runs/a")  # doctest: +SKIP
@@ -548,9 +593,12 @@ class RecordWriter:
         >>> w.write_epoch(0, heatmaps=m, probabilities=p, targets=t)  # doctest: +SKIP
     """
 
-    def __init__(self, log_dir: str | os.PathLike) -> None:
+    def __init__(self, log_dir: str | os.PathLike, owner: str | None = None) -> None:
         self.path = record_dir(log_dir)
+        self.owner = owner or f"a RecordWriter for log_dir {os.fspath(log_dir)!r}"
         self._lock: weakref.finalize | None = None  # closes the lock's descriptor
+        self._held: str | None = None  # our key in _HELD
+        self._ledger: dict[int, str] | None = None
 
     def open(
         self,
@@ -559,11 +607,16 @@ class RecordWriter:
         images: np.ndarray,
         labels: np.ndarray | None = None,
         masks: np.ndarray | None = None,
+        overwrite: bool = False,
     ) -> bool:
         """Locks the record, then writes the probes and config or checks them against it.
 
         The lock (``flock`` on ``cam/.writer.lock``) is held until :meth:`close`;
         the OS releases it when the process dies, so a killed run can resume.
+
+        Args:
+            overwrite: Remove an existing record first (what the tracker wrote
+                there: see ``_WRITTEN`` and the TensorBoard event files) and start over.
 
         Returns:
             ``True`` when an existing record is continued.
@@ -574,10 +627,24 @@ class RecordWriter:
         """
         self.lock()
         try:
+            if overwrite:
+                self._remove_record()
             return self._open(meta, images=images, labels=labels, masks=masks)
         except BaseException:
             self.close()
             raise
+
+    def _remove_record(self) -> None:
+        # record.json first: a run killed half-way leaves no record that claims to be whole.
+        for name in _WRITTEN:
+            entry = self.path / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+        for entry in self.path.glob("events.out.tfevents.*"):
+            entry.unlink()
+        self._ledger = None
 
     def _open(
         self,
@@ -597,7 +664,8 @@ class RecordWriter:
                 raise ValueError(
                     f"`log_dir` {where} already holds a record of different probes "
                     f"(fingerprint {old.get('fingerprint')}, these are {meta['fingerprint']}). "
-                    f"Use a new `log_dir` for a new probe set. Received: log_dir={where!r}"
+                    f"Use a new `log_dir` for a new probe set, or start the record over with "
+                    f"overwrite=True. Received: log_dir={where!r}"
                 )
             now = json.loads(json.dumps(dict(meta)))  # tuples as lists, as stored
             differ = [k for k in now if k not in _NOT_COMPARED and old.get(k, _ABSENT) != now[k]]
@@ -607,8 +675,9 @@ class RecordWriter:
                 )
                 raise ValueError(
                     f"`{differ[0]}` differs from the record in {where} ({shown}): continuing "
-                    f"would mix maps of both settings in one record. Use a new `log_dir`, or "
-                    f"the record's settings. Received: {differ[0]}={now[differ[0]]!r}"
+                    f"would mix maps of both settings in one record. Use a new `log_dir`, "
+                    f"the record's settings, or overwrite=True to start the record over. "
+                    f"Received: {differ[0]}={now[differ[0]]!r}"
                 )
             return True
         arrays: dict[str, np.ndarray] = {"images": np.asarray(images, np.uint8)}
@@ -625,33 +694,61 @@ class RecordWriter:
 
     def lock(self) -> None:
         """Takes the record's writer lock, or raises :class:`RecordBusy` naming the holder."""
-        if self._lock is not None or fcntl is None:
+        if self._lock is not None or self._held is not None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            where = str(self.path.parent)
+        key = os.path.realpath(self.path)
+        where = str(self.path.parent)
+        with _HELD_LOCK:
+            holder = _HELD.get(key)
+            if holder is None:
+                _HELD[key] = self.owner
+                self._held = key
+        if holder is not None:  # flock would refuse too, but could not say who
             raise RecordBusy(
-                f"`log_dir` {where} is being written by another tracker (process {holder}); "
-                f"one record has one writer. Wait for that fit to end, close that tracker, or "
-                f"use a new `log_dir`. Received: log_dir={where!r}"
-            ) from None
-        with contextlib.suppress(OSError):  # the pid is only for the message above
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                f"`log_dir` {where} is being written by another tracker in this process "
+                f"(pid {os.getpid()}): {holder}; one record has one writer. Close that "
+                f"tracker (tracker.close(), or let its fit end), or use a new `log_dir`. "
+                f"Received: log_dir={where!r}"
+            )
+        fd = None
+        if fcntl is not None:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                _unlock(None, key)
+                self._held = None
+                raise RecordBusy(
+                    f"`log_dir` {where} is being written by another tracker (process "
+                    f"{holder}); one record has one writer. Wait for that fit to end, close "
+                    f"that tracker, or use a new `log_dir`. Received: log_dir={where!r}"
+                ) from None
+            with contextlib.suppress(OSError):  # the pid is only for the message above
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         # Closing the descriptor releases the flock: on close(), or when the writer is dropped.
-        self._lock = weakref.finalize(self, os.close, fd)
+        self._lock = weakref.finalize(self, _unlock, fd, key)
 
     def close(self) -> None:
         """Releases the writer lock; safe to repeat."""
         lock, self._lock = self._lock, None
+        self._held = None
         if lock is not None:
             with contextlib.suppress(OSError):
                 lock()
+
+    # -------------------------------------------------------------- epochs
+
+    def _check_present(self) -> None:
+        """Raises :class:`RecordDeleted` when the record folder (or its record.json) is gone."""
+        if not (self.path / "record.json").is_file():
+            raise RecordDeleted(
+                f"the record folder {self.path} (or its record.json) was deleted during "
+                f"training; nothing more is written there"
+            )
 
     def write_epoch(
         self,
@@ -663,7 +760,11 @@ class RecordWriter:
         metrics: Mapping[str, np.ndarray] | None = None,
     ) -> Path:
         """Writes one epoch (``BASELINE_EPOCH`` for the state before training); writing an
-        epoch again replaces it with the newest data."""
+        epoch again replaces it with the newest data.
+
+        Raises:
+            RecordDeleted: The record folder was deleted; nothing is recreated.
+        """
         arrays = {
             "heatmaps": np.asarray(heatmaps, np.float32),
             "probabilities": np.asarray(probabilities, np.float32),
@@ -673,7 +774,13 @@ class RecordWriter:
             arrays[f"metric_{name}"] = np.asarray(value, np.float32)
         name = BASELINE_FILE if epoch == BASELINE_EPOCH else f"epoch_{epoch:06d}.npz"
         file = self.path / "epochs" / name
-        atomic_write_bytes(file, _npz_bytes(arrays))
+        self._check_present()
+        try:
+            file.parent.mkdir(exist_ok=True)  # never its parents: a deleted record stays deleted
+            atomic_write_bytes(file, _npz_bytes(arrays), False)
+        except FileNotFoundError:
+            self._check_present()
+            raise
         return file
 
     def read_epoch(self, epoch: int) -> dict[str, np.ndarray] | None:
@@ -700,3 +807,83 @@ class RecordWriter:
         """The first recorded epoch."""
         files = epoch_files(self.path)
         return next(iter(files)) if files else None
+
+    # -------------------------------------------------------------- weights
+
+    def fingerprints(self) -> dict[int, str] | None:
+        """Recorded epoch to the fingerprint of its weights; ``None`` when the record
+        keeps none (written by an older cam-callback) or ``weights.json`` is damaged."""
+        if self._ledger is None:
+            self._ledger = _read_ledger(self.path / WEIGHTS_FILE)
+        return None if self._ledger is None else dict(self._ledger)
+
+    def add_fingerprint(self, epoch: int, weights: str) -> None:
+        """Stores the fingerprint of ``epoch``'s weights, durably, before its maps are written.
+
+        Raises:
+            RecordDeleted: The record folder was deleted; nothing is recreated.
+        """
+        ledger = self.fingerprints() or {}
+        ledger[epoch] = weights
+        self._write_ledger(ledger)
+
+    def _write_ledger(self, ledger: dict[int, str]) -> None:
+        self._check_present()
+        data = {"weights": {str(e): f for e, f in sorted(ledger.items())}}
+        try:
+            atomic_write_bytes(self.path / WEIGHTS_FILE, json.dumps(data).encode(), False)
+        except FileNotFoundError:
+            self._check_present()
+            raise
+        self._ledger = dict(ledger)
+
+    def set_aside(self, epochs: list[int] | tuple[int, ...], after: int) -> Path:
+        """Moves ``epochs`` (files and fingerprints) to ``cam/set_aside/after_epoch_<after>_*/``.
+
+        Returns:
+            The folder they were moved to.
+        """
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = self.path / SET_ASIDE / f"after_epoch_{after}_{stamp}"
+        while folder.exists():
+            folder = folder.with_name(f"{folder.name}_{secrets.token_hex(2)}")
+        (folder / "epochs").mkdir(parents=True)
+        files = epoch_files(self.path)
+        ledger = self.fingerprints() or {}
+        moved = {e: ledger.pop(e) for e in epochs if e in ledger}
+        atomic_write_bytes(
+            folder / WEIGHTS_FILE,
+            json.dumps({"weights": {str(e): f for e, f in sorted(moved.items())}}).encode(),
+        )
+        for e in epochs:
+            if e in files:
+                os.replace(files[e], folder / "epochs" / files[e].name)
+        self._write_ledger(ledger)
+        return folder
+
+    def note_final_weights(self, epoch: int | None) -> None:
+        """Stores in ``record.json`` which recorded epoch's weights the model holds when
+        ``fit`` returns (``final_weights_epoch``; ``None`` when they match none)."""
+        self._check_present()
+        meta = json.loads((self.path / "record.json").read_bytes())
+        meta["final_weights_epoch"] = epoch
+        atomic_write_bytes(self.path / "record.json", json.dumps(meta, indent=2).encode(), False)
+
+
+def _unlock(fd: int | None, key: str) -> None:
+    with _HELD_LOCK:
+        _HELD.pop(key, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _read_ledger(file: Path) -> dict[int, str] | None:
+    if not file.is_file():  # missing, or not a regular file: no fingerprints to go by
+        return None
+    try:
+        with open(file, "rb") as f:
+            data = json.loads(f.read(_MAX_JSON_BYTES + 1))
+        weights = data["weights"]
+        return {int(e): str(fp) for e, fp in weights.items() if isinstance(fp, str)}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None

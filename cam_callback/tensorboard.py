@@ -120,8 +120,9 @@ class _EventFile:
 
     _count = itertools.count()
 
-    def __init__(self, logdir: str) -> None:
-        os.makedirs(logdir, exist_ok=True)
+    def __init__(self, logdir: str, make_dirs: bool = True) -> None:
+        if make_dirs:
+            os.makedirs(logdir, exist_ok=True)
         name = (
             f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
             f"{os.getpid()}.{next(self._count)}"
@@ -148,6 +149,8 @@ class SummaryWriter:
 
     Args:
         logdir: The run folder, e.g. ``LOG_DIR/cam``, beside Keras's ``train/``.
+        make_dirs: Create ``logdir`` at the first write; ``False``: it must exist (a run
+            record deleted during training is not recreated).
 
     Example:
         >>> w = SummaryWriter("runs/a/cam")  # doctest: +SKIP
@@ -155,8 +158,9 @@ class SummaryWriter:
         >>> w.close()  # doctest: +SKIP
     """
 
-    def __init__(self, logdir: str | os.PathLike) -> None:
+    def __init__(self, logdir: str | os.PathLike, make_dirs: bool = True) -> None:
         self.logdir = os.fspath(logdir)
+        self.make_dirs = make_dirs
         self._writer = None
 
     @property
@@ -171,7 +175,7 @@ class SummaryWriter:
         values = [_image_value(tag, image) for tag, image in images.items()]
         values += [_scalar_value(tag, value) for tag, value in scalars.items()]
         if self._writer is None:
-            self._writer = _EventFile(self.logdir)
+            self._writer = _EventFile(self.logdir, self.make_dirs)
         event = event_pb2.Event(
             wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)
         )

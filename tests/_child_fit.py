@@ -9,6 +9,11 @@ usage: python _child_fit.py MODE LOG_DIR
             LOG_DIR/single_device.npz
   mixed:    trains under the mixed_float16 policy, then saves float32 maps of the same
             weights to LOG_DIR/float32_maps.npy
+  backup:   [tracker, stop, BackupAndRestore]: once epoch 2 is in the record, and before
+            BackupAndRestore backs it up, prints "STOP" (the parent SIGKILLs it)
+  backup-resume: the same fit again: BackupAndRestore restores epoch 1's weights and starts
+            at epoch 2; saves the final maps to LOG_DIR/final_maps.npy and prints the final
+            weights' fingerprint as "weights <fp>"
 """
 
 import os
@@ -25,6 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest import small_cnn  # noqa: E402
 
 from cam_callback import CAMTracker, compute_cams, load_run  # noqa: E402
+from cam_callback.lineage import weights_fingerprint  # noqa: E402
 
 mode, log_dir = sys.argv[1], sys.argv[2]
 keras.utils.set_random_seed(0)
@@ -90,4 +96,32 @@ elif mode == "mixed":
     full.set_weights(model.get_weights())
     res = compute_cams(full, probes, method="gradcam++", target=load_run(log_dir).targets[-1])
     np.save(os.path.join(log_dir, "float32_maps.npy"), res.heatmaps)
+    print("ok", flush=True)
+elif mode in ("backup", "backup-resume"):
+
+    class StopAfterTheTracker(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch != 2 or mode != "backup":
+                return
+            recorded = os.path.join(log_dir, "cam", "epochs", "epoch_000002.npz")
+            deadline = time.monotonic() + 120
+            while not os.path.exists(recorded) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the record thread writes it in the background
+            print("STOP", flush=True)
+            time.sleep(600)
+
+    model = small_cnn(3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tracker = CAMTracker(probes, labels, log_dir=log_dir, animate="gif")
+    backup = keras.callbacks.BackupAndRestore(os.path.join(log_dir, "backup"))
+    model.fit(
+        x,
+        y,
+        epochs=4,
+        batch_size=16,
+        verbose=0,
+        callbacks=[tracker, StopAfterTheTracker(), backup],
+    )
+    np.save(os.path.join(log_dir, "final_maps.npy"), compute_cams(model, probes).heatmaps)
+    print("weights", weights_fingerprint(model), flush=True)
     print("ok", flush=True)

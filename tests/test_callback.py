@@ -224,6 +224,15 @@ def test_init_errors_name_the_argument(tmp_path):
         (dict(alpha=2.0), ValueError, "`alpha`"),
         (dict(tensorboard="yes"), TypeError, "`tensorboard`"),
         (dict(mask_kind="edge"), ValueError, "`mask_kind`"),
+        # A frame must last what the format can hold: a GIF or MP4 delay is a uint16 of 1/100 s.
+        (dict(animate="mp4", fps=1e-6), ValueError, "`fps` must be between .* for an MP4"),
+        (dict(animate="mp4", fps=1000), ValueError, "`fps` must be between .* for an MP4"),
+        (dict(probe_labels=np.full(8, 2**63, np.uint64)), ValueError, "holds 9223372036854775808"),
+        (dict(log_dir=""), ValueError, "`log_dir` is empty"),
+        (dict(every_n_epochs=np.float32(2.0)), ValueError, "`every_n_epochs` must be a positive"),
+        (dict(alpha=np.float32(1.5)), ValueError, "`alpha` must be in"),
+        (dict(overwrite="yes"), TypeError, "`overwrite` must be a bool"),
+        (dict(class_names=(c for c in [1, 2])), TypeError, r"`class_names`.*\[1, 2\]"),
     ]
     for overrides, kind, pattern in cases:
         kwargs = dict(probe_images=x, probe_labels=y, log_dir=tmp_path)
@@ -232,6 +241,36 @@ def test_init_errors_name_the_argument(tmp_path):
             CAMTracker(**kwargs)
     assert not any(tmp_path.iterdir()), "__init__ must create nothing"
     CAMTracker(x, y, log_dir=tmp_path, fps=60, animate="mp4")  # an MP4 plays 60 fps
+
+
+def test_numpy_scalars_generators_and_huge_batches_are_accepted(tmp_path):
+    x, y = data(8)
+    tracker = CAMTracker(
+        x[:4],
+        y[:4].astype(np.uint64),
+        log_dir=tmp_path,
+        class_names=(name for name in CLASSES),  # read once, before any check
+        fps=np.float32(4.0),
+        alpha=np.float32(0.5),
+        low_confidence=np.float64(0.25),
+        every_n_epochs=np.int64(2),
+        top_k=np.int32(2),
+        max_frames=np.int64(10),
+        tensorboard=np.bool_(True),
+        batch_size=10**9,
+        output=None,
+    )
+    assert tracker.class_names == CLASSES
+    assert (tracker.fps, tracker.alpha, tracker.low_confidence) == (4.0, 0.5, 0.25)
+    assert type(tracker.fps) is float and type(tracker.every_n_epochs) is int
+    assert (tracker.every_n_epochs, tracker.top_k, tracker.max_frames) == (2, 2, 10)
+    assert tracker.batch_size == 4  # capped at the probes: nothing padded to 10**9
+    assert tracker.probe_labels.tolist() == y[:4].tolist()
+    assert tracker.probe_labels.dtype == np.int64
+    fit_with(tracker, epochs=2)
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 1] and run.class_names == CLASSES
+    assert run.meta["every_n_epochs"] == 2 and run.meta["low_confidence"] == 0.25
 
 
 def test_mp4_without_ffmpeg_names_the_video_extra(tmp_path, monkeypatch):
@@ -359,6 +398,82 @@ def test_read_only_log_dir_is_refused_even_for_root(tmp_path, monkeypatch):
         fit_with(CAMTracker(x, y, log_dir=tmp_path / "run"))
 
 
+# ------------------------------------------------------------------ model shapes
+
+
+def channel_model(channels):
+    inp = keras.Input((32, 32, channels))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_any_channel_count_records_a_readable_run(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 16)
+    for channels in (1, 2, 4, 13):
+        x = rng.normal(size=(16, 32, 32, channels)).astype(np.float32)
+        model = channel_model(channels)
+        log_dir = tmp_path / f"c{channels}"
+        with caught() as seen:
+            model.fit(
+                x,
+                y,
+                epochs=1,
+                verbose=0,
+                callbacks=[CAMTracker(x[:3], y[:3], log_dir=log_dir, animate="gif")],
+            )
+        assert tracker_warnings(seen) == [], (channels, tracker_warnings(seen))
+        run = load_run(log_dir)
+        assert run.epochs == [-1, 0] and run.meta["probe_shape"] == [32, 32, channels]
+        # Drawn as: 1 channel grey, 4 RGB without the fourth, 2 or 13 the first in grey.
+        shown = x[:3, ..., :3] if channels == 4 else x[:3, ..., :1]
+        lo = shown.min(axis=(1, 2, 3), keepdims=True)
+        hi = shown.max(axis=(1, 2, 3), keepdims=True)
+        want = ((shown.astype(np.float64) - lo) / (hi - lo) * 255 + 0.5).astype(np.uint8)
+        want = np.broadcast_to(want, (3, 32, 32, 3))
+        assert run.images.shape == (3, 32, 32, 3)
+        np.testing.assert_array_equal(run.images, want)
+        np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
+        gif = Image.open(log_dir / "cam" / "animations" / "probe_000.gif")
+        assert gif.n_frames == 2
+    # Grey display images of the user's are drawn as RGB too.
+    grey = (np.arange(3 * 32 * 32) % 256).astype(np.uint8).reshape(3, 32, 32)
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path / "g", display_images=grey)
+    np.testing.assert_array_equal(tracker.display_images[..., 1], grey)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv_a = keras.layers.Conv2D(8, 3, activation="relu", name="conv_a")
+        self.conv_b = keras.layers.Conv2D(8, 3, activation="relu", name="conv_b")
+        self.gap = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.head(self.gap(self.conv_b(self.conv_a(x))))
+
+
+def test_unbuilt_subclassed_model_records_without_a_false_shared_layer(tmp_path):
+    x, y = data(32)
+    model = Subclassed()  # the usual idiom: never called before fit
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert not model.built
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate=None)],
+    )
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0, 1] and run.layer == "conv_b"
+    np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
+
+
 # ------------------------------------------------------------------ resume, cadence, crashes
 
 
@@ -401,7 +516,7 @@ def test_resume_with_initial_epoch(tmp_path):
 def test_every_n_epochs(tmp_path):
     x, y = data(8)
     fit_with(CAMTracker(x, y, log_dir=tmp_path, every_n_epochs=2, animate=None), epochs=5)
-    assert load_run(tmp_path).epochs == [-1, 1, 3]
+    assert load_run(tmp_path).epochs == [-1, 1, 3, 4]  # the last epoch always
 
 
 # ------------------------------------------------------------------ one run per record
@@ -466,6 +581,220 @@ def test_a_new_fit_never_overwrites_recorded_epochs(tmp_path):
         callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate=None)],
     )
     assert load_run(tmp_path).epochs == [-1, 0, 1, 2, 3]
+
+
+def weights_ledger(log_dir):
+    data = json.loads((Path(log_dir) / "cam" / "weights.json").read_text())["weights"]
+    return {int(e): f for e, f in data.items()}
+
+
+def test_final_weights_epoch_is_checked_when_read(tmp_path):
+    from cam_callback.record import RecordError, RecordWriter
+
+    writer = RecordWriter(tmp_path)
+    meta = {
+        "layer": "conv2",
+        "method": "gradcam",
+        "fingerprint": "f",
+        "n_probes": 1,
+        "n_classes": 2,
+        "map_shape": [2, 2],
+    }
+    writer.open(meta, images=np.zeros((1, 4, 4, 3), np.uint8))
+    writer.note_final_weights(-1)
+    assert load_run(tmp_path).meta["final_weights_epoch"] == -1
+    writer.note_final_weights(None)
+    assert load_run(tmp_path).meta["final_weights_epoch"] is None
+    for bad in ("2", -2, True):
+        writer.note_final_weights(bad)
+        with pytest.raises(RecordError, match="`final_weights_epoch` must be null or an epoch"):
+            load_run(tmp_path)
+    writer.close()
+
+
+def test_fresh_model_on_an_old_record_is_refused_before_any_batch(tmp_path):
+    from cam_callback.lineage import weights_fingerprint
+
+    x, y = data(32)
+    model = compiled()
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, animate=None)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
+    before = record_bytes(tmp_path)
+    ledger = weights_ledger(tmp_path)
+    assert sorted(ledger) == [-1, 0, 1] and ledger[1] == weights_fingerprint(model)
+    keras.utils.set_random_seed(7)  # a freshly initialised model: other weights
+    trained = Trained()
+    for make, kwargs in (
+        (lambda: tracker, {}),  # the same tracker fit again on another model
+        (lambda: CAMTracker(x[:3], y[:3], log_dir=tmp_path), {"initial_epoch": 2}),
+    ):
+        with pytest.raises(ValueError, match="not those of any epoch") as refused:
+            compiled().fit(x, y, epochs=4, verbose=0, callbacks=[make(), trained], **kwargs)
+        assert "overwrite=True" in str(refused.value) and "new `log_dir`" in str(refused.value)
+    assert trained.batches == 0 and record_bytes(tmp_path) == before
+    # overwrite=True starts the record over: the old epochs, events and animations are gone.
+    fresh = compiled()
+    at_start = compute_cams(fresh, x[:3])
+    fresh.fit(
+        x,
+        y,
+        epochs=1,
+        verbose=0,
+        callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path, overwrite=True, animate=None)],
+    )
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0] and len(list((tmp_path / "cam").glob("events.*"))) == 1
+    np.testing.assert_allclose(run.heatmaps[0], at_start.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(run.heatmaps[1], compute_cams(fresh, x[:3]).heatmaps, atol=1e-5)
+    assert weights_ledger(tmp_path)[0] == weights_fingerprint(fresh)
+
+
+def test_weights_of_an_earlier_epoch_set_the_later_epochs_aside(tmp_path):
+    x, y = data(32)
+    model = compiled()
+    saved = {}
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            saved[epoch] = self.model.get_weights()
+
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path)
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[tracker, Keep()])
+    before = record_bytes(tmp_path)
+    ledger = weights_ledger(tmp_path)
+    model.set_weights(saved[1])  # a checkpoint older than the record
+    trained = Trained()
+    for initial_epoch, pattern in (
+        (1, r"already holds epochs up to 1 .*initial_epoch=2"),
+        (3, r"claim 1 epoch\(s\) of training that did not happen.*initial_epoch=2"),
+    ):
+        with pytest.raises(ValueError, match=pattern):
+            model.fit(
+                x,
+                y,
+                epochs=5,
+                initial_epoch=initial_epoch,
+                verbose=0,
+                callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path), trained],
+            )
+    assert trained.batches == 0 and record_bytes(tmp_path) == before
+    with caught() as seen:
+        model.fit(
+            x,
+            y,
+            epochs=3,
+            initial_epoch=2,
+            verbose=0,
+            callbacks=[CAMTracker(x[:3], y[:3], log_dir=tmp_path)],
+        )
+    (notice,) = tracker_warnings(seen)
+    assert "weights of epoch 1 of the record" in notice and "Epochs 2 to 3" in notice
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0, 1, 2]  # epoch 2 of the new line; its epoch 3 never mixed in
+    kept = {k: v for k, v in record_bytes(tmp_path).items() if k < "epoch_000002.npz"}
+    assert kept == {k: v for k, v in before.items() if k < "epoch_000002.npz"}
+    (aside,) = (tmp_path / "cam" / "set_aside").iterdir()
+    moved = {p.name: p.read_bytes() for p in (aside / "epochs").iterdir()}
+    assert moved == {k: before[k] for k in ("epoch_000002.npz", "epoch_000003.npz")}
+    old = json.loads((aside / "weights.json").read_text())["weights"]
+    assert old == {"2": ledger[2], "3": ledger[3]}
+    # The record's own fingerprints are its line only: the old epoch 3 cannot be resumed.
+    now = weights_ledger(tmp_path)
+    assert sorted(now) == [-1, 0, 1, 2] and {e: now[e] for e in (-1, 0, 1)} == {
+        e: ledger[e] for e in (-1, 0, 1)
+    }
+    np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
+    from cam_callback.metrics import cosine_drift  # measured against epoch 1, not the old 3
+
+    np.testing.assert_allclose(
+        run.metrics["drift"][-1], cosine_drift(run.heatmaps[-1], run.heatmaps[-2]), atol=1e-6
+    )
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 4
+
+
+def test_backup_and_restore_resumes_after_a_sigkill_between_tracker_and_backup(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "_child_fit.py"), "backup", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in child.stdout:
+            if line.startswith("STOP"):  # epoch 2 recorded; BackupAndRestore still holds 1
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    killed = record_bytes(tmp_path)
+    assert load_run(tmp_path).epochs == [-1, 0, 1, 2]
+    ledger = weights_ledger(tmp_path)
+    stdout = run_child("backup-resume", tmp_path)
+    assert "ok" in stdout
+    final = stdout.split("weights ")[1].split()[0]
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0, 1, 2, 3]
+    (aside,) = (tmp_path / "cam" / "set_aside").iterdir()
+    assert [p.name for p in (aside / "epochs").iterdir()] == ["epoch_000002.npz"]
+    assert (aside / "epochs" / "epoch_000002.npz").read_bytes() == killed["epoch_000002.npz"]
+    assert json.loads((aside / "weights.json").read_text())["weights"] == {"2": ledger[2]}
+    now = weights_ledger(tmp_path)
+    assert {e: now[e] for e in (-1, 0, 1)} == {e: ledger[e] for e in (-1, 0, 1)}
+    assert now[3] == final and run.meta["final_weights_epoch"] == 3
+    np.testing.assert_allclose(run.heatmaps[-1], np.load(tmp_path / "final_maps.npy"), atol=1e-5)
+    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 5
+
+
+class Score(keras.callbacks.Callback):
+    """Puts a made-up validation score in the logs: best at epoch 2, worse after."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = [5.0, 4.0, 3.0, 3.5, 4.0, 4.5, 5.0][epoch]
+
+
+@pytest.mark.parametrize(("stopper_first", "every"), [(True, 4), (False, 4), (False, 1)])
+def test_early_stopping_epoch_is_recorded_and_its_restored_weights_noted(
+    tmp_path, stopper_first, every
+):
+    x, y = data(32)
+    model = compiled()
+    stopper = keras.callbacks.EarlyStopping(
+        "score", patience=2, mode="min", restore_best_weights=True
+    )
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, every_n_epochs=every)
+    order = [stopper, tracker] if stopper_first else [tracker, stopper]
+    history = model.fit(x, y, epochs=7, verbose=0, callbacks=[Score(), *order])
+    assert history.epoch == [0, 1, 2, 3, 4] and stopper.best_epoch == 2
+    run = load_run(tmp_path)
+    # Due every 4th epoch (3), and the epoch EarlyStopping stopped at (4), whatever the order:
+    # listed first it stops before the tracker's on_epoch_end, listed after, once it is done.
+    assert run.epochs == ([-1, 3, 4] if every == 4 else [-1, 0, 1, 2, 3, 4])
+    assert run.meta["final_weights_epoch"] == 2  # the model keeps epoch 2's weights
+    if every == 1:
+        np.testing.assert_allclose(run.heatmaps[3], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
+    # Fitting on from those weights: the record continues from epoch 2, and its epochs 3
+    # and 4 (of weights the model no longer holds) are set aside.
+    with caught() as seen:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[tracker])
+    assert any("Epochs 3 to 4" in w for w in tracker_warnings(seen)), tracker_warnings(seen)
+    run = load_run(tmp_path)
+    assert run.epochs == ([-1, 3] if every == 4 else [-1, 0, 1, 2, 3])
+    np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
+
+
+def test_last_epoch_is_recorded_before_an_earlier_callback_restores_weights(tmp_path):
+    # Listed first, EarlyStopping never stops here, but restores its best weights in its
+    # on_train_end, before the tracker's: the last epoch must be recorded at its own end.
+    x, y = data(32)
+    model = compiled()
+    stopper = keras.callbacks.EarlyStopping(
+        "score", patience=10, mode="min", restore_best_weights=True
+    )
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, every_n_epochs=4, animate=None)
+    model.fit(x, y, epochs=6, verbose=0, callbacks=[Score(), stopper, tracker])
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 3, 5] and run.meta["final_weights_epoch"] == 2
 
 
 def fine_tune_model():
@@ -574,9 +903,12 @@ def test_second_writer_is_refused(tmp_path):
     # Two trackers on one log_dir in one fit: the second is refused before any epoch.
     a = CAMTracker(x[:3], y[:3], log_dir=tmp_path / "two", animate=None)
     b = CAMTracker(x[:3], y[:3], log_dir=tmp_path / "two", animate=None)
-    with pytest.raises(ValueError, match="being written by another tracker"):
+    with pytest.raises(ValueError, match="being written by another tracker") as refused:
         fit_with(a, extra=[b, trained])
     assert trained.batches == 0
+    # It says the holder is this process, and which tracker it is.
+    assert f"another tracker in this process (pid {os.getpid()})" in str(refused.value)
+    assert f"CAMTracker at 0x{id(a):x} with log_dir={str(tmp_path / 'two')!r}" in str(refused.value)
     a.close()
     fit_with(b)  # the lock went with a's session
     assert load_run(tmp_path / "two").epochs == [-1, 0]
@@ -621,7 +953,8 @@ def test_nan_diverging_model_trains_to_the_end_and_is_recorded_as_is(tmp_path):
     x, y = data(32)
     model = small_cnn(3)
     model.compile(keras.optimizers.SGD(1e10), "mse")  # diverges to NaN in the first epoch
-    tracker = CAMTracker(x[:4], y[:4], log_dir=tmp_path, class_names=CLASSES)
+    probes = np.r_[np.flatnonzero(y == 0)[:2], np.flatnonzero(y != 0)[:2]]  # class 0: argmax(NaN)
+    tracker = CAMTracker(x[probes], y[probes], log_dir=tmp_path, class_names=CLASSES)
     with caught() as seen:
         history = model.fit(
             x, np.eye(3)[y] * 1e6, epochs=3, batch_size=8, verbose=0, callbacks=[tracker]
@@ -632,6 +965,17 @@ def test_nan_diverging_model_trains_to_the_end_and_is_recorded_as_is(tmp_path):
     assert run.epochs == [-1, 0, 1, 2]
     assert not np.isfinite(run.probabilities[-1]).any()
     assert run.flags["non_finite"].all()
+    # A NaN score has no map: stored as NaN ("not computed"), not as an all-zero finite map.
+    assert np.isfinite(run.heatmaps[0]).all()  # before training the model was finite
+    assert np.isnan(run.heatmaps[1:]).all()
+    for name in ("concentration", "drift", "margin", "predicted_class"):
+        assert np.isnan(run.metrics[name][1:]).all(), name
+    # argmax(NaN) is 0, but a non-finite prediction is never correct.
+    assert (run.labels == 0).any()
+    assert run.metrics["correct"][1:].max() == 0.0
+    assert run.flags["misclassified"].all()
+    flags = json.loads((tmp_path / "cam" / "flags.json").read_text())["flags"]
+    assert flags["misclassified"] == [True] * 4
     gif = Image.open(tmp_path / "cam" / "animations" / "probe_000.gif")
     assert gif.n_frames == 4
     acc = events(tmp_path / "cam")
@@ -653,10 +997,10 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
 
     real = record.atomic_write_bytes
 
-    def full_from_epoch_2(path, data):
+    def full_from_epoch_2(path, data, *args):
         if path.name >= "epoch_000002.npz" and path.name.startswith("epoch_"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, data)
+        real(path, data, *args)
 
     monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
     x, y = data(32)
@@ -697,6 +1041,50 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
         )
 
 
+def test_deleted_log_dir_stops_recording_and_is_not_recreated(tmp_path):
+    import shutil
+
+    x, y = data(32)
+    log_dir = tmp_path / "run"
+    tracker = CAMTracker(x[:3], y[:3], log_dir=log_dir, animate=("gif", "mp4"))
+
+    class Delete(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            while epoch == 1 and log_dir.exists():  # while epoch 1 is handed to the background
+                shutil.rmtree(log_dir, ignore_errors=True)  # files may come and go meanwhile
+
+    with caught() as seen:
+        history = compiled().fit(x, y, epochs=5, verbose=0, callbacks=[tracker, Delete()])
+    assert history.epoch == [0, 1, 2, 3, 4]
+    found = tracker_warnings(seen)
+    assert len(found) == 1, found
+    assert "was deleted during training" in found[0] and "not recreated" in found[0]
+    assert "keeps what was written" not in found[0]
+    assert not log_dir.exists(), [str(p) for p in log_dir.rglob("*")]  # no orphan cam/epochs/
+    assert tracker._session is None
+
+
+def test_colliding_class_names_keep_every_class_scalars(tmp_path):
+    x, y = data(32)
+    names = ["Cat!", "cat?", "dog"]
+    probes = np.r_[
+        np.flatnonzero(y == 0)[:2], np.flatnonzero(y == 1)[:1], np.flatnonzero(y == 2)[:1]
+    ]
+    fit_with(CAMTracker(x[probes], y[probes], log_dir=tmp_path, class_names=names), epochs=2)
+    run = load_run(tmp_path)
+    acc = events(tmp_path / "cam")
+    tags = set(acc.Tags()["tensors"])
+    want = {0: "cam/class_0_cat", 1: "cam/class_1_cat", 2: "cam/class_dog"}
+    for cls, group in want.items():
+        tag = f"{group}/mean_true_class_probability"
+        assert tag in tags, sorted(t for t in tags if "class" in t)
+        values = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+        members = run.labels == cls
+        expected = run.metrics["true_class_probability"][1:, members].mean(1)
+        np.testing.assert_allclose(values, expected, rtol=1e-5)
+    assert not any(t.startswith("cam/class_cat/") for t in tags)
+
+
 def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatch):
     import errno
 
@@ -727,7 +1115,9 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
     monkeypatch.setattr(
         record,
         "atomic_write_bytes",
-        lambda path, data: full(path, data) if path.name == "flags.json" else real(path, data),
+        lambda path, data, *a: (
+            full(path, data) if path.name == "flags.json" else real(path, data, *a)
+        ),
     )
     with caught() as seen:
         history = compiled().fit(
@@ -906,17 +1296,40 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
     assert (tmp_path / "cam" / ".writer.lock").is_file()
     rng = np.random.default_rng(0)  # the child's data and probes
     x, y = rng.random((64, 32, 32, 3), dtype=np.float32), rng.integers(0, 3, 64)
+    # Other weights (another seed) than any epoch of the record: refused before any batch.
+    keras.utils.set_random_seed(1)
+    trained = Trained()
+    with pytest.raises(ValueError, match="not those of any epoch.*overwrite=True"):
+        compiled().fit(
+            x,
+            y,
+            epochs=4,
+            initial_epoch=2,
+            verbose=0,
+            callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None), trained],
+        )
+    assert trained.batches == 0 and load_run(tmp_path).epochs == [-1, 0, 1]
+    # The child's seed gives the child's initial weights: the record's state before training.
+    # The fit continues from there; the killed run's epochs are set aside, not mixed in.
+    keras.utils.set_random_seed(0)
     model = compiled()
-    last = run.epochs[-1]
-    model.fit(
-        x,
-        y,
-        epochs=last + 2,
-        initial_epoch=last + 1,
-        verbose=0,
-        callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
-    )
-    assert load_run(tmp_path).epochs == list(range(-1, last + 2))
+    with caught() as seen:
+        model.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[CAMTracker(x[:5], y[:5], log_dir=tmp_path, animate=None)],
+        )
+    (notice,) = tracker_warnings(seen)
+    assert "weights of the state before training of the record" in notice
+    assert "Epochs 0 to 1" in notice and "set_aside" in notice
+    assert load_run(tmp_path).epochs == [-1, 0]
+    (aside,) = (tmp_path / "cam" / "set_aside").iterdir()
+    assert sorted(p.name for p in (aside / "epochs").iterdir()) == [
+        "epoch_000000.npz",
+        "epoch_000001.npz",
+    ]
 
 
 def run_child(mode, log_dir):

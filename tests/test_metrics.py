@@ -108,3 +108,42 @@ def test_flags_on_constructed_record():
     assert cue["on_cue"].tolist() == [True, False, False, True] and not cue["left_mask"].any()
     empty = M.flags({}, np.zeros((0, 3, 2)))
     assert set(empty) == set(M.FLAG_NAMES) and not any(v.any() for v in empty.values())
+
+
+def test_a_non_finite_prediction_is_never_correct_and_its_map_is_not_computed():
+    probs = np.array([[np.nan, np.nan, np.nan], [0.1, 0.7, 0.2], [np.inf, 0.0, 0.0]])
+    maps = np.zeros((3, 2, 2))  # what normalising a NaN map gives: looks computed, is not
+    maps[1, 0, 0] = 1.0
+    marked = M.mark_not_computed(maps, probs)
+    assert np.isnan(marked[[0, 2]]).all() and marked[1].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    out = M.epoch_metrics(marked, probs, labels=np.array([0, 1, 0]), previous=marked)
+    # argmax(NaN) and argmax(inf, 0, 0) are 0, the label: neither counts as correct.
+    assert out["correct"].tolist() == [0.0, 1.0, 0.0]
+    assert np.isnan(out["predicted_class"][[0, 2]]).all() and out["predicted_class"][1] == 1
+    assert np.isnan(out["margin"][[0, 2]]).all()
+    np.testing.assert_allclose(out["margin"][1], 0.5, atol=1e-6)
+    for name in ("concentration", "drift"):
+        assert np.isnan(out[name][[0, 2]]).all() and np.isfinite(out[name][1]), name
+    assert np.isnan(M.mask_focus(marked, np.ones((3, 4, 4), bool))[[0, 2]]).all()
+    np.testing.assert_allclose(M.cosine_drift(marked[1:2], maps[1:2]), [0.0])
+    # A record written before this rule, with correct=1 for a NaN probe: still misclassified.
+    f = M.flags({"correct": np.array([[1.0, 1.0, 1.0]])}, probs[None])
+    assert f["misclassified"].tolist() == [True, False, True]
+    assert f["non_finite"].tolist() == [True, False, True]
+
+
+def test_class_groups_stay_unique_when_names_collide():
+    keys = M.class_group_keys(np.array([0, 1, 2, 2]), ["Cat!", "cat?", "dog"])
+    assert keys == {0: "class_0_cat", 1: "class_1_cat", 2: "class_dog"}
+    assert M.class_group_keys(np.array([1, 0]), ["a", "a"]) == {0: "class_0_a", 1: "class_1_a"}
+    # A class absent from the probes still makes its twin's tag carry the id: tags are stable.
+    assert M.class_group_keys(np.array([1]), ["x", "X"]) == {1: "class_1_x"}
+    assert M.class_group_keys(np.array([2, 0]), None) == {0: "class_0", 2: "class_2"}
+    s = M.summary_scalars(
+        {"true_class_probability": np.array([0.9, 0.1, 0.5])},
+        labels=np.array([0, 1, 2]),
+        class_names=["Cat!", "cat?", "dog"],
+    )
+    assert s["class_0_cat/mean_true_class_probability"] == pytest.approx(0.9)
+    assert s["class_1_cat/mean_true_class_probability"] == pytest.approx(0.1)
+    assert s["class_dog/mean_true_class_probability"] == pytest.approx(0.5)

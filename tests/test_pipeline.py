@@ -80,7 +80,7 @@ class Spy:
             return real_append(stream, key, frame)
 
         class Writer:
-            def __init__(self, logdir):
+            def __init__(self, logdir, **kwargs):
                 self.is_open = False
 
             def write(self, step, images, scalars):
@@ -332,6 +332,9 @@ def test_planned_epochs_follow_cadence_resume_and_unknown_length():
     assert pipeline.planned_epochs(3, 5, 1, [0, 1, 2, 7]) == [0, 1, 2, 3, 4]
     assert pipeline.planned_epochs(4, 3, 1, [0, 1]) is None  # past fit's end: unknown
     assert pipeline.planned_epochs(0, None, 1, []) is None
+    # The fit's last epoch is always recorded, whatever the cadence.
+    assert pipeline.planned_epochs(1, 5, 2, []) == [1, 3, 4]
+    assert pipeline.planned_epochs(2, 7, 3, [-1]) == [-1, 2, 5, 6]
 
 
 def test_drain_draws_the_queued_epochs_itself_in_order(tmp_path, monkeypatch):
@@ -361,3 +364,37 @@ def test_drain_draws_the_queued_epochs_itself_in_order(tmp_path, monkeypatch):
         3,
         4,
     ]
+
+
+def test_a_deleted_record_stops_the_background_and_is_never_recreated(tmp_path):
+    import shutil
+
+    from cam_callback.record import RecordDeleted
+
+    pipe = open_pipe(tmp_path, record_epochs=1, tensorboard=True)
+    pipe.submit(1, *maps_for(1))
+    pipe._records.join()  # epoch 1 on disk
+    shutil.rmtree(tmp_path / "cam")
+    pipe.submit(2, *maps_for(2))
+    pipe.submit(3, *maps_for(3))
+    pipe.drain()
+    stage, what, epoch, exc = pipe.take_error()
+    assert (stage, epoch) == ("record", 2) and isinstance(exc, RecordDeleted)
+    assert pipe.take_error() is None  # said once
+    assert "was deleted during training" in str(exc)
+    assert pipe.record_gone and not pipe.animating and pipe.finish_animations() == []
+    pipe.close()
+    assert not (tmp_path / "cam").exists()
+
+
+def test_non_finite_probabilities_are_recorded_with_nan_maps(tmp_path):
+    pipe = open_pipe(tmp_path, formats=())
+    maps, probs, targets = maps_for(1)
+    probs[[1, 4]] = np.nan
+    pipe.submit(1, maps, probs, targets)
+    pipe.finish()
+    run = load_run(tmp_path)
+    assert np.isnan(run.heatmaps[-1, [1, 4]]).all()
+    others = [0, 2, 3, 5]
+    np.testing.assert_array_equal(run.heatmaps[-1, others], maps[others])
+    assert run.metrics["correct"][-1, [1, 4]].tolist() == [0.0, 0.0]

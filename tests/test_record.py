@@ -704,6 +704,7 @@ def test_sizes_are_capped_whatever_record_json_claims(tmp_path):
         f.truncate(safe_read.MAX_JSON_BYTES + 1)
     with pytest.raises(record.RecordError, match=f"holds {safe_read.MAX_JSON_BYTES + 1} bytes"):
         load_run(tmp_path)
+    w.close()  # one writer per record in a process
     shutil.rmtree(tmp_path / "cam")
     w, _ = write_run(tmp_path)
     sparse = tmp_path / "sparse.npz"

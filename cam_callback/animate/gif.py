@@ -149,6 +149,9 @@ class GifStream:
     Args:
         path: The finished file, e.g. ``LOG_DIR/cam/animations/probe_000.gif``.
         fps: Frames per second.
+        make_dirs: Create the missing folders at the first frame. ``False``: only
+            the ``.partial`` folder, inside an existing ``path.parent`` (a run record
+            deleted during training is never recreated in part).
 
     Example:
         >>> s = GifStream("out/probe_000.gif", fps=4)  # doctest: +SKIP
@@ -157,8 +160,9 @@ class GifStream:
         PosixPath('out/probe_000.gif')
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = 4.0) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float = 4.0, make_dirs: bool = True) -> None:
         self.path = Path(path)
+        self.make_dirs = make_dirs
         self.part = self.path.parent / PARTIAL / f"{self.path.name}.part"
         self.delay = delay_ms(fps)
         self.index: list[tuple[int, int, int]] = []  # (key, offset, length) of each block
@@ -174,7 +178,7 @@ class GifStream:
         """Encodes ``frame`` and appends it; ``key`` names it (its epoch)."""
         block = gif_frame(frame, self.delay, self._previous if self.index else None)
         if not self.index:
-            self.part.parent.mkdir(parents=True, exist_ok=True)
+            self.part.parent.mkdir(parents=self.make_dirs, exist_ok=True)
             head = gif_header(frame.shape[1], frame.shape[0])
             with open(self.part, "wb") as f:
                 f.write(head)

@@ -1,0 +1,211 @@
+"""Which weights a record describes: a fingerprint per recorded epoch, and the rule
+for continuing a record.
+
+A fit may continue a record only from the weights of a recorded epoch:
+
+- from the last recorded epoch, it continues (the usual case);
+- from an earlier one (a checkpoint older than the record, or
+  ``BackupAndRestore`` after a crash between the tracker and its backup), the
+  later epochs are set aside in ``cam/set_aside/`` and the record continues from
+  there;
+- from weights the record never held (a freshly initialised or another model),
+  it is refused before the first batch. ``overwrite=True`` starts the record over.
+
+The fingerprint hashes the exact bytes of an evenly strided sample (at most
+:data:`SAMPLE` values) of every weight array, with its shape and dtype: cheap
+on any model, and equal only for the same weights bit for bit (a checkpoint
+restores them so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+SAMPLE = 4096  # values read from each weight array
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """A short hash of ``model.weights`` (trainable and not, e.g. BatchNorm statistics).
+
+    Example:
+        >>> a = weights_fingerprint(model)  # doctest: +SKIP
+        >>> model.set_weights([w * 0 for w in model.get_weights()])  # doctest: +SKIP
+        >>> a == weights_fingerprint(model)  # doctest: +SKIP
+        False
+    """
+    h = hashlib.sha256()
+    for variable in model.weights:
+        size = int(np.prod(variable.shape, dtype=np.int64))
+        h.update(f"{variable.dtype}{tuple(variable.shape)};".encode())
+        if size == 0:
+            continue
+        flat = keras.ops.reshape(variable.value, (-1,))
+        if size > SAMPLE:  # the slice is taken where the weights live: only SAMPLE values move
+            flat = flat[:: math.ceil(size / SAMPLE)]
+        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(flat)).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """How a fit relates to the record it writes.
+
+    Attributes:
+        kind: ``"new"`` (an empty record: record the state before training),
+            ``"continue"``, or ``"refuse"``.
+        after: The recorded epoch whose weights the model holds (``"continue"``).
+        set_aside: Recorded epochs after ``after``, to move out of the record.
+        next_epoch: The record's number for this fit's first epoch.
+        message: Why a fit is refused, with the fix; or a notice to warn about.
+    """
+
+    kind: str
+    after: int | None = None
+    set_aside: tuple[int, ...] = field(default=())
+    next_epoch: int | None = None
+    message: str = ""
+
+
+def decide(
+    weights: str,
+    ledger: Mapping[int, str],
+    recorded: Sequence[int],
+    start: int,
+    *,
+    log_dir: str,
+    own: tuple[int, str] | None = None,
+    renumber: bool = False,
+) -> Continuation:
+    """Applies the continuation rule at a fit's first epoch.
+
+    Args:
+        weights: Fingerprint of the model's weights now.
+        ledger: Recorded epoch to the fingerprint of its weights.
+        recorded: Epochs with a file in the record (the baseline is ``-1``).
+        start: Keras's number of this fit's first epoch.
+        log_dir: For messages.
+        own: ``(last epoch, fingerprint)`` of the weights this tracker saw at the
+            end of its previous fit in this process, recorded or not.
+        renumber: The same tracker fits again: its epochs follow the record's, whatever
+            Keras counts from.
+
+    Example:
+        >>> decide("b", {-1: "a", 0: "b", 1: "c"}, [-1, 0, 1], 1, log_dir="r").set_aside
+        (1,)
+    """
+    if not ledger and not recorded:
+        return Continuation("new", next_epoch=start)
+    matches = [e for e, f in ledger.items() if f == weights]
+    if own is not None and own[1] == weights and (not matches or own[0] >= max(matches)):
+        after = own[0]
+    elif matches:
+        after = max(matches)  # weights unchanged over epochs (all frozen): the latest
+    elif not ledger:  # a record written before fingerprints were kept: numbering only
+        after = max(recorded)
+        return _numbered(after, start, (), log_dir, renumber, checked=False)
+    else:
+        last = max(ledger)
+        return Continuation(
+            "refuse",
+            message=(
+                f"the model's weights are not those of any epoch of the record in `log_dir` "
+                f"{log_dir} (it goes up to epoch {last}): a freshly initialised or another "
+                f"model would mix two runs in one record. Start the record over with "
+                f"CAMTracker(..., overwrite=True), keep it and use a new `log_dir`, or "
+                f"continue it from the weights of one of its epochs (a checkpoint, or "
+                f"keras.callbacks.BackupAndRestore listed after the tracker). "
+                f"Received: log_dir={log_dir!r}"
+            ),
+        )
+    later = tuple(e for e in sorted(set(recorded) | set(ledger)) if e > after)
+    return _numbered(after, start, later, log_dir, renumber, checked=True)
+
+
+def _numbered(
+    after: int, start: int, later: tuple[int, ...], log_dir: str, renumber: bool, checked: bool
+) -> Continuation:
+    if renumber:
+        return Continuation("continue", after, later, max(start, after + 1))
+    if checked and start > after + 1:
+        return Continuation(
+            "refuse",
+            message=(
+                f"the model holds the weights of epoch {after} of the record in `log_dir` "
+                f"{log_dir}, and this fit starts at epoch {start}: the record would claim "
+                f"{start - after - 1} epoch(s) of training that did not happen. Continue with "
+                f"model.fit(..., initial_epoch={after + 1}), start the record over with "
+                f"CAMTracker(..., overwrite=True), or use a new `log_dir`. "
+                f"Received: initial_epoch={start}, log_dir={log_dir!r}"
+            ),
+        )
+    if start <= after:
+        return Continuation(
+            "refuse",
+            message=(
+                f"`log_dir` {log_dir} already holds epochs up to {after} from an earlier fit"
+                f"{' (the weights of its epoch ' + str(after) + ')' if checked else ''}, and "
+                f"this fit starts at epoch {start}: recording it would overwrite them. "
+                f"Continue the numbering with model.fit(..., initial_epoch={after + 1}) (to "
+                f"fine-tune: initial_epoch=history.epoch[-1] + 1), start the record over with "
+                f"CAMTracker(..., overwrite=True), or use a new `log_dir`. "
+                f"Received: initial_epoch={start}, log_dir={log_dir!r}"
+            ),
+        )
+    notice = "" if checked else "no weights fingerprints (an older cam-callback): not checked"
+    return Continuation("continue", after, later, start, notice)
+
+
+def later_callbacks(callback: keras.callbacks.Callback) -> list[Any] | None:
+    """The callbacks after ``callback`` in the running ``fit``'s list, read from the
+    ``CallbackList`` calling it (``None`` when called otherwise).
+
+    Keras calls callbacks in list order, so an ``EarlyStopping`` listed after the
+    tracker restores its best weights after the tracker's ``on_train_end``.
+    """
+    frame = sys._getframe(1)
+    for _ in range(8):  # the hook's caller, through at most a few wrappers
+        frame = frame.f_back
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList):
+            listed = list(owner.callbacks)
+            for i, other in enumerate(listed):
+                if other is callback:
+                    return listed[i + 1 :]
+            return None
+    return None
+
+
+def final_weights_epoch(
+    weights: str, known: Mapping[int, str], later: Sequence[Any] | None, offset: int
+) -> int | None:
+    """The epoch whose weights the model holds when ``fit`` returns, or ``None``.
+
+    Args:
+        weights: Fingerprint of the weights at the tracker's ``on_train_end``.
+        known: Epoch (record numbers) to the fingerprint of its weights.
+        later: The callbacks after the tracker (see :func:`later_callbacks`).
+        offset: Added to Keras's epochs in this fit.
+
+    Example:
+        >>> final_weights_epoch("b", {0: "a", 1: "b", 2: "c"}, [], 0)
+        1
+    """
+    for other in reversed(later or ()):  # the last one to restore wins
+        if (
+            isinstance(other, keras.callbacks.EarlyStopping)
+            and getattr(other, "restore_best_weights", False)
+            and getattr(other, "best_weights", None) is not None
+        ):
+            return int(other.best_epoch) + offset
+    matches = [e for e, f in known.items() if f == weights]
+    return max(matches) if matches else None
