@@ -70,11 +70,13 @@ def main() -> None:
             y = np.zeros(32, np.int64)
             params = model.count_params()
             fp = median_ms(lambda m=model: weights_fingerprint(m), args.repeats)
-            epoch = iter(range(10**6))
+            epochs = iter(range(10**6))
             ledger = median_ms(
-                lambda: writer.add_fingerprint(next(epoch), "0123456789abcdef"), args.repeats
+                lambda e=epochs: writer.add_fingerprint(next(e), "0123456789abcdef"), args.repeats
             )
-            step = median_ms(lambda m=model: m.train_on_batch(x, y), max(3, args.repeats // 3))
+            step = median_ms(
+                lambda m=model, x=x, y=y: m.train_on_batch(x, y), max(3, args.repeats // 3)
+            )
             rows.append((name, params, len(model.weights), fp, ledger, step))
         writer.close()
     print(f"backend: {keras.backend.backend()}, {os.cpu_count()} CPUs")
