@@ -96,13 +96,13 @@ class CAMTracker(keras.callbacks.Callback):
         overwrite: Start over a record already in ``log_dir`` (what the tracker
             wrote there is removed at the first ``fit``), instead of continuing it.
 
-    One record describes one line of weights (:mod:`cam_callback.lineage`): the
-    fingerprint of the weights is stored at each recorded epoch, and a ``fit``
-    continues a record only from the weights of a recorded epoch. From the last
-    one it continues; from an earlier one (``BackupAndRestore`` after a crash, an
-    older checkpoint) the later epochs are set aside in ``cam/set_aside/``; from
-    other weights (a freshly initialised model) it is refused before the first
-    batch. Calling ``fit`` again with the same tracker continues the record's
+    One record describes one line of weights (:mod:`cam_callback.lineage`): a
+    fingerprint of the weights is stored at every epoch the tracker sees, and a
+    ``fit`` continues a record only from the weights of one of its epochs. From
+    the last one it continues; from an earlier one (``BackupAndRestore`` after a
+    crash, an older checkpoint) the later epochs are set aside in
+    ``cam/set_aside/``; from other weights (a freshly initialised model) it is
+    refused before the first batch. Calling ``fit`` again with the same tracker continues the record's
     epoch numbering; a new tracker must continue it with ``initial_epoch``
     (``history.epoch[-1] + 1``, Keras's fine-tuning idiom). ``record.json``'s
     ``final_weights_epoch`` says which epoch's weights the model holds when
@@ -457,6 +457,7 @@ class CAMTracker(keras.callbacks.Callback):
         session = self._session
         known = {**((session.record.fingerprints() or {}) if session else {}), **self._seen}
         held = lineage.final_weights_epoch(weights, known, self._later, self._offset)
+        self._later = None  # holds the other callbacks (EarlyStopping's best weights)
         self._own = None if held is None else (held, known.get(held, weights))
         if session is None:
             return

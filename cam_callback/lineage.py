@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 SAMPLE = 4096  # values read from each weight array
+DEVICE_SLICE = 2**20  # arrays above this many values are sliced before they are copied
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -47,10 +48,13 @@ def weights_fingerprint(model: keras.Model) -> str:
         h.update(f"{variable.dtype}{tuple(variable.shape)};".encode())
         if size == 0:
             continue
-        flat = keras.ops.reshape(variable.value, (-1,))
-        if size > SAMPLE:  # the slice is taken where the weights live: only SAMPLE values move
-            flat = flat[:: math.ceil(size / SAMPLE)]
-        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(flat)).tobytes())
+        stride = math.ceil(size / SAMPLE)
+        if size <= DEVICE_SLICE:  # one copy, sliced here: cheaper than device ops per array
+            flat = np.asarray(variable.numpy()).reshape(-1)[::stride]
+        else:  # a large array is sliced where it lives: only SAMPLE values move
+            flat = keras.ops.reshape(keras.ops.stop_gradient(variable.value), (-1,))[::stride]
+            flat = keras.ops.convert_to_numpy(flat)
+        h.update(np.ascontiguousarray(flat).tobytes())
     return h.hexdigest()[:16]
 
 

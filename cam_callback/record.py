@@ -721,10 +721,13 @@ class RecordWriter:
                 os.close(fd)
                 _unlock(None, key)
                 self._held = None
+                who = f"process {holder}"
+                if holder == str(os.getpid()):
+                    who = f"in this process, pid {holder}: a writer not closed"
                 raise RecordBusy(
-                    f"`log_dir` {where} is being written by another tracker (process "
-                    f"{holder}); one record has one writer. Wait for that fit to end, close "
-                    f"that tracker, or use a new `log_dir`. Received: log_dir={where!r}"
+                    f"`log_dir` {where} is being written by another tracker ({who}); one "
+                    f"record has one writer. Wait for that fit to end, close that tracker, or "
+                    f"use a new `log_dir`. Received: log_dir={where!r}"
                 ) from None
             with contextlib.suppress(OSError):  # the pid is only for the message above
                 os.ftruncate(fd, 0)

@@ -35,17 +35,17 @@ def test_fingerprint_is_the_weights_bit_for_bit():
 def test_fingerprint_reads_a_strided_sample_of_large_arrays(monkeypatch):
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Dense(3000)(inp))  # a 12,000-value kernel
+    copied = weights_fingerprint(model)  # both arrays copied whole, sliced on the host
+    monkeypatch.setattr(lineage, "DEVICE_SLICE", 5000)  # the kernel is sliced on the device
     seen = []
     real = keras.ops.convert_to_numpy
     monkeypatch.setattr(lineage.keras.ops, "convert_to_numpy", lambda t: seen.append(t) or real(t))
-    weights_fingerprint(model)
-    kernel, bias = (np.asarray(s).size for s in seen)
-    assert kernel == 12000 // 3 and bias == 3000  # stride ceil(12000 / 4096) = 3; bias whole
-    before = weights_fingerprint(model)
+    assert weights_fingerprint(model) == copied  # the same sample either way
+    assert [np.asarray(t).size for t in seen] == [12000 // 3]  # stride ceil(12000 / 4096) = 3
     w = model.get_weights()
     w[0].reshape(-1)[3] += 1.0  # on the stride: seen
     model.set_weights(w)
-    assert weights_fingerprint(model) != before
+    assert weights_fingerprint(model) != copied
 
 
 LEDGER = {-1: "w_init", 0: "w0", 1: "w1", 2: "w2"}
