@@ -229,3 +229,16 @@ def test_a_frame_is_bounded_whatever_the_probe_shape(shape, shown):
     assert frame.shape == (F.CAPTION_H + shown[0], 2 * shown[1] + F.PANEL_W, 3)
     assert frame.shape[0] <= 22 + 256 and frame.shape[1] <= 2 * 1024 + 180
     np.testing.assert_array_equal(frame[F.CAPTION_H :, : shown[1]], 200)  # the image, resized
+
+
+def test_a_non_finite_prediction_is_never_drawn_right():
+    """argmax(NaN) is 0: a label-0 probe of a diverged model is framed and captioned wrong."""
+    nan = np.array([np.nan, np.nan])
+    t = F.tile(np.zeros((10, 20, 3), np.uint8), HAND_MAP, nan, 0, side=40)
+    assert t[0, 0].tolist() == list(F.WRONG)
+    r = F.FrameRenderer(np.zeros((32, 32, 3), np.uint8), label=0, class_names=["a", "b"])
+    caption = r.draw(HAND_MAP, nan, 1)[: F.CAPTION_H]
+    fine = r.draw(HAND_MAP, np.array([0.9, 0.1]), 1)[: F.CAPTION_H]
+    # A right prediction's caption is drawn in green; the NaN one has no green at all.
+    assert (fine == np.array(F.RIGHT)).all(-1).sum() > 0
+    assert (caption == np.array(F.RIGHT)).all(-1).sum() == 0

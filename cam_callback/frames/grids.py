@@ -44,7 +44,8 @@ def tile(
     if label is None:
         out[:] = OTHER
     else:
-        out[:] = RIGHT if int(np.argmax(probabilities)) == label else WRONG
+        finite = bool(np.isfinite(probabilities).all())  # argmax(NaN) is 0, never right
+        out[:] = RIGHT if finite and int(np.argmax(probabilities)) == label else WRONG
     out[2 : 2 + h, 2 : 2 + w] = overlay(small, heatmap, alpha)
     if caption is not None:
         out[side + 4 :] = BACKGROUND

@@ -90,7 +90,8 @@ class FrameRenderer:
         non_finite = not (np.isfinite(probs).all() and np.isfinite(heatmap).all())
         order = np.argsort(-probs, kind="stable")[: self.top_k]
         pred = int(order[0])
-        correct = self.label is not None and pred == self.label
+        # argmax(NaN) is 0: a non-finite prediction is never right.
+        correct = self.label is not None and bool(np.isfinite(probs).all()) and pred == self.label
         size = self.font_size
 
         # The caption is drawn in pieces so each piece's rendering is cached across frames.
