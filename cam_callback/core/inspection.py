@@ -139,6 +139,10 @@ def _input_dtype(model: keras.Model) -> str:
 
 
 def model_info(model: keras.Model, x: np.ndarray) -> ModelInfo:
+    """What a few images through ``model`` show (layer calls, outputs, heads), cached.
+
+    Example: ``model_info(model, x).calls[0].path``.
+    """
     per_model = INFO.setdefault(model, {})
     key = (x.shape[1:], x.dtype.str)
     info = per_model.get(key)
@@ -206,6 +210,10 @@ def _user_stacklevel() -> int:
 
 
 def select_output(info: ModelInfo, output: int | str | None) -> int | str | None:
+    """The key of the explained output (``None`` for a single output), checked.
+
+    Example: ``select_output(info, "b")`` on a two-output model.
+    """
     names = info.output_names
     if names is None:
         if output not in (None, 0):
@@ -238,45 +246,20 @@ def select_output(info: ModelInfo, output: int | str | None) -> int | str | None
 
 
 def pick_output(out: Any, key: int | str | None) -> Any:
+    """The output ``key`` (from :func:`select_output`) of a model's outputs ``out``.
+
+    Example: ``pick_output([y], None) is y``.
+    """
     if key is None:
         return out[0] if isinstance(out, (list, tuple)) else out
     return out[key]
 
 
-def prepare_targets(target: Any, n: int, n_classes: int) -> np.ndarray:
-    if isinstance(target, str):
-        if target != "predicted":
-            raise ValueError(
-                '`target` must be "predicted", a class id or one class id per image. '
-                f"Received: target={target!r}"
-            )
-        return np.full(n, -1, dtype=np.int32)
-    if isinstance(target, bool):
-        raise TypeError(
-            f"`target` must be an int class id, not a bool. Received: target={target!r}"
-        )
-    arr = np.asarray(target)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(
-            f"`target` must be integer class ids. Received: target with dtype {arr.dtype}"
-        )
-    if arr.ndim == 0:
-        arr = np.full(n, int(arr))
-    elif arr.shape != (n,):
-        raise ValueError(
-            f"`target` must hold one class id per image: expected shape ({n},). "
-            f"Received: target.shape={arr.shape}"
-        )
-    bad = arr[(arr < 0) | (arr >= n_classes)]
-    if bad.size:
-        raise ValueError(
-            f"`target` class {int(bad[0])} is outside the model's {n_classes} classes "
-            f"(0..{n_classes - 1}). Received: target={target!r}"
-        )
-    return arr.astype(np.int32)
-
-
 def check_spatial(path: str, layer: keras.layers.Layer, calls: list[_layers.LayerCall]) -> None:
+    """A ValueError unless ``layer`` runs once with a ``[B, h, w, K]`` output, h, w > 1.
+
+    Example: ``check_spatial("conv2", layer, info.calls)``.
+    """
     seen = [c for c in calls if c.layer is layer]
     if not seen:
         raise ValueError(

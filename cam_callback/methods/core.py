@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from cam_callback.core.inspection import SCORES, check_score, inspect, prepare_images
-from cam_callback.core.inspection import prepare_targets
+from cam_callback.core.targets import prepare_targets
 from cam_callback.core.results import CAMResult
 from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
