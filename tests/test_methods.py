@@ -110,6 +110,18 @@ def test_cam_is_the_dense_weights_on_the_activations(setup):
     )
 
 
+def test_cam_explains_the_logit_whatever_score_asks(setup):
+    # CAM runs fused on the logit's gradient (W[:, c] / (h w) on this head): asked for the
+    # probability, it must still give the kernel's map, not the softmax gradient's.
+    model, x, a, _, kernel, _, t = setup
+    want = np.einsum("nk,nhwk->nhw", kernel[:, t].T, a)
+    check(model, x, "cam", want, score="probability")
+    assert compute_cams(model, x, method="cam", score="probability").score == "logit"
+    assert cams.inspect_model(model, x, method="cam", score="probability").score == "logit"
+    prob = compute_cams(model, x, method="gradcam", score="probability").heatmaps
+    assert np.abs(prob - norm(want)).max() > 1e-3  # the probability's map differs here
+
+
 def test_cam_refuses_other_heads():
     import keras
 
