@@ -8,6 +8,8 @@ import pytest
 from conftest import nested_cnn, small_cnn
 
 from cam_callback import backends, cams
+from cam_callback.core import engine as core_engine
+from cam_callback.core import inspection
 from cam_callback.cams import CAMError, compute_cams
 
 # ---------------------------------------------------------------- a map on paper
@@ -437,7 +439,7 @@ def backend_error(message: str) -> BaseException:
 def test_backend_failure_is_wrapped_with_context(images32):
     model = small_cnn()
     compute_cams(model, images32)
-    engine = next(iter(cams._ENGINES[model].values()))
+    engine = next(iter(core_engine.ENGINES[model].values()))
     real = engine.fn
 
     def failing(x, t):
@@ -616,7 +618,7 @@ def test_shared_layer_is_refused_before_any_map(images32):
     model = keras.Model(inp, out)
     with pytest.raises(ValueError, match=r"`layer` 'shared' runs 2 times in one forward pass"):
         cams.inspect_model(model, images32, layer="shared")
-    assert model not in cams._ENGINES  # nothing was traced
+    assert model not in core_engine.ENGINES  # nothing was traced
 
 
 def test_disconnected_layer_is_refused(images32):
@@ -638,7 +640,7 @@ def test_disconnected_layer_is_refused(images32):
 def test_our_value_errors_are_not_wrapped(images32):
     model = small_cnn()
     compute_cams(model, images32)
-    engine = next(iter(cams._ENGINES[model].values()))
+    engine = next(iter(core_engine.ENGINES[model].values()))
     real, mine = engine.fn, ValueError("`layer` ours")
 
     def failing(x, t):
@@ -699,7 +701,7 @@ def _tensors_in(obj, seen=None):
 def test_model_info_keeps_no_tensors(images32):
     model = nested_cnn()
     compute_cams(model, images32)
-    infos = list(cams._INFO[model].values())
+    infos = list(inspection.INFO[model].values())
     assert infos and infos[0].calls and _tensors_in(infos) == []
     assert all(c.output is None for c in infos[0].calls)
 
@@ -712,12 +714,12 @@ def test_compiled_functions_are_freed_with_the_model(images32):
     compute_cams(model, images32)
     cams.predict_probabilities(model, images32)
     ref = weakref.ref(model)
-    assert len(cams._ENGINES[model]) == 2
+    assert len(core_engine.ENGINES[model]) == 2
     del model
     gc.collect()
     assert ref() is None
-    assert all(k is not None for k in cams._ENGINES.keys())  # the entry went with it
-    assert ref not in [weakref.ref(k) for k in cams._ENGINES.keys()]
+    assert all(k is not None for k in core_engine.ENGINES.keys())  # the entry went with it
+    assert ref not in [weakref.ref(k) for k in core_engine.ENGINES.keys()]
 
 
 # ---------------------------------------------------------------- PyTorch's training flags

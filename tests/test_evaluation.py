@@ -156,6 +156,7 @@ def test_model_randomisation_honours_output_and_score(monkeypatch):
     import keras
 
     from cam_callback import cams
+    from cam_callback.evaluation import sanity
 
     inp = keras.Input((16, 16, 3))
     h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
@@ -170,7 +171,7 @@ def test_model_randomisation_honours_output_and_score(monkeypatch):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cams, "compute_cams", spy)
+    monkeypatch.setattr(sanity, "compute_cams", spy)  # where the check looks it up
     ev.model_randomisation_test(
         model, x, methods=("gradcam", ("t", lambda m, xx, t: targets.append(t) or xx[..., 0])),
         output="b", score="probability",

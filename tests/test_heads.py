@@ -27,6 +27,7 @@ from cam_callback import (
     methods,
     select_probes,
 )
+from cam_callback.core import engine
 from cam_callback.evaluation import evaluate
 
 SIZE = 16
@@ -243,7 +244,7 @@ def test_bad_head_is_refused_early_naming_head(x, bad):
     for call in calls:
         with pytest.raises(ValueError, match=msg + rf".*Received: head={bad!r}"):
             call()
-    assert model not in cams._ENGINES  # refused before anything was traced
+    assert model not in engine.ENGINES  # refused before anything was traced
 
 
 # ---------------------------------------------------------------- perturbation methods

@@ -110,6 +110,18 @@ def test_cam_is_the_dense_weights_on_the_activations(setup):
     )
 
 
+def test_cam_explains_the_logit_whatever_score_asks(setup):
+    # CAM runs fused on the logit's gradient (W[:, c] / (h w) on this head): asked for the
+    # probability, it must still give the kernel's map, not the softmax gradient's.
+    model, x, a, _, kernel, _, t = setup
+    want = np.einsum("nk,nhwk->nhw", kernel[:, t].T, a)
+    check(model, x, "cam", want, score="probability")
+    assert compute_cams(model, x, method="cam", score="probability").score == "logit"
+    assert cams.inspect_model(model, x, method="cam", score="probability").score == "logit"
+    prob = compute_cams(model, x, method="gradcam", score="probability").heatmaps
+    assert np.abs(prob - norm(want)).max() > 1e-3  # the probability's map differs here
+
+
 def test_cam_refuses_other_heads():
     import keras
 
@@ -384,11 +396,14 @@ def test_gradient_methods_trace_once(setup):
 
     model = small_cnn(3)
     x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
-    compute_cams(model, x, method="xgradcam")
+    compute_cams(model, x, method="xgradcam")  # fused: one compiled call of its own
+    assert cams.trace_count(model) == 1
+    compute_cams(model, x[:2], method="eigengradcam")  # raw gradients + the forward
     before = cams.trace_count(model)
     compute_cams(model, x, method="xgradcam")
     compute_cams(model, x[:2], method="eigengradcam")
-    assert cams.trace_count(model) == before
+    compute_cams(model, x, method="gradcam_elementwise")  # a new finish: one more trace
+    assert cams.trace_count(model) == before + 1
     del keras
 
 
@@ -502,7 +517,7 @@ def test_guided_relu_layers_are_restored_after_a_failure():
     h = keras.layers.GlobalAveragePooling2D()(h)
     model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
     relu = model.get_layer("relu6")
-    with pytest.raises(RuntimeError, match="boom"), methods._guided([relu]):
+    with pytest.raises(RuntimeError, match="boom"), methods.guided_relus([relu]):
         assert "call" in relu.__dict__
         raise RuntimeError("boom")
     assert "call" not in relu.__dict__

@@ -1,0 +1,181 @@
+"""The public API: class activation maps for a batch of images, no I/O.
+
+Every method runs through the one pipeline of :mod:`cam_callback.methods`; the
+Grad-CAM family runs fused into one compiled call per batch, and the gradient
+itself comes from one small module per Keras backend (:mod:`cam_callback.backends`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback import backends
+from cam_callback.core.engine import trace_count
+from cam_callback.core.heads import HEADS, check_head, head_scores
+from cam_callback.core.inspection import SCORES, check_score, inspect, prepare_images
+from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
+from cam_callback.core.results import CAMError, CAMResult, ModelCheck
+from cam_callback.methods import METHODS, available_methods, check_method, compute
+from cam_callback.methods import explained_score as _explained
+
+__all__ = [
+    "CAMError",
+    "CAMResult",
+    "HEADS",
+    "METHODS",
+    "ModelCheck",
+    "SCORES",
+    "available_methods",
+    "check_head",
+    "check_method",
+    "compute_cams",
+    "explained_score",
+    "head_scores",
+    "inspect_model",
+    "layer_activations",
+    "predict_probabilities",
+    "predict_scores",
+    "prepare_images",
+    "trace_count",
+]
+
+
+def compute_cams(
+    model: keras.Model,
+    images: Any,
+    *,
+    layer: str | keras.layers.Layer | None = None,
+    method: str = "gradcam",
+    target: str | int | Sequence[int] | np.ndarray = "predicted",
+    score: str = "logit",
+    output: int | str | None = None,
+    batch_size: int = 32,
+    method_options: dict[str, Any] | None = None,
+    head: str = "auto",
+) -> CAMResult:
+    """Computes class activation maps and probabilities for a batch of images.
+
+    One compiled TensorFlow call (forward plus gradient) runs per chunk of
+    ``batch_size`` images. The compiled function is built once per model,
+    layer, method, score, output and input signature, and reused. The model
+    runs with ``training=False`` and is left exactly as it was.
+
+    Args:
+        model: A Keras 3 model: Sequential, Functional, nested (transfer
+            learning), subclassed (name the layer) or multi-output (see ``output``).
+        images: ``[N, H, W, C]`` in the model's input space, what
+            ``model.predict`` takes.
+        layer: ``None`` for the last layer with a spatial output, searched into
+            nested models; a layer name found anywhere; an ``"outer/inner"``
+            path; or a ``keras.layers.Layer``.
+        method: A name of :func:`available_methods`: ``"gradcam"``, ``"gradcam++"``,
+            ``"layercam"``, ``"hirescam"``, ``"xgradcam"``, ``"saliency"``, ``"scorecam"``, ...
+        target: ``"predicted"`` (argmax), one class id for all images, or one
+            class id per image.
+        score: ``"logit"`` explains the class score before a final softmax or
+            sigmoid, also when it is folded into the last layer, and a linear
+            output itself; ``"probability"`` explains the probability.
+            ``CAMResult.score`` says which was really explained.
+        output: The head of a multi-output model, by index or name.
+        batch_size: Images per compiled call.
+        method_options: Options of a registered method (see :mod:`cam_callback.methods`),
+            e.g. ``{"max_channels": 64}`` for ``"scorecam"``.
+        head: How the output becomes probabilities: ``"auto"``, ``"softmax"``,
+            ``"sigmoid"``, ``"logits"`` or ``"probabilities"`` (see
+            :mod:`cam_callback.heads`). ``"auto"`` reads the layers and the
+            compiled loss.
+
+    Returns:
+        A :class:`CAMResult`.
+
+    Raises:
+        TypeError: An argument of the wrong type.
+        ValueError: Bad images, layer, method, target, score, output or head.
+        CAMError: TensorFlow failed while computing; the layer and shape are named.
+
+    Example:
+        >>> res = compute_cams(model, x_probe, layer="backbone/out_relu")  # doctest: +SKIP
+        >>> res.heatmaps.shape, res.targets[:3]  # doctest: +SKIP
+        ((8, 3, 3), array([2, 0, 1]))
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
+        )
+    check_method(method)
+    check_score(score)
+    check_head(head)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+        )
+    return compute(
+        model,
+        images,
+        method=method,
+        layer=layer,
+        target=target,
+        score=score,
+        output=output,
+        batch_size=batch_size,
+        method_options=method_options,
+        head=head,
+    )
+
+
+def inspect_model(
+    model: keras.Model,
+    images: Any,
+    *,
+    layer: str | keras.layers.Layer | None = None,
+    method: str = "gradcam",
+    output: int | str | None = None,
+    score: str = "logit",
+    head: str = "auto",
+) -> ModelCheck:
+    """Runs every check of :func:`compute_cams` without computing maps.
+
+    Lets a caller (``CAMTracker.on_train_begin``) fail before an epoch is spent:
+    a head that is not a classifier, a missing or shared layer, bad images.
+
+    Example:
+        >>> check = inspect_model(model, x_probe)  # doctest: +SKIP
+        >>> check.layer, check.head, check.score  # doctest: +SKIP
+        ('conv2', 'softmax', 'logit')
+    """
+    spec = check_method(method)
+    check_score(score)
+    check_head(head)
+    x = prepare_images(model, images)
+    asked = "logit" if spec.explains == "logit" else score
+    info, used, path, target_layer = inspect(
+        model, x, layer, spec.explains_layer, output, asked, head
+    )
+    if spec.check is not None:
+        spec.check(info.calls, target_layer, path)
+    if target_layer is None or spec.input_maps:
+        shape = x.shape[1:3]
+    else:
+        shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
+    return ModelCheck(
+        path,
+        used.n_classes,
+        (int(shape[0]), int(shape[1])),
+        score=_explained(method, used.score),
+        head=used.name,
+        backend=backends.name(),
+    )
+
+
+def explained_score(method: str, head: Any) -> str:
+    """The score ``method`` really explains on ``head`` (a resolved head, or its score).
+
+    Example:
+        >>> explained_score("eigencam", "logit")
+        'none'
+    """
+    return _explained(method, getattr(head, "score", head))

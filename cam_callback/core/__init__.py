@@ -1,0 +1,1 @@
+"""The model core: heads, inspection and the compiled engine."""

@@ -1,0 +1,201 @@
+"""How a head is read: the compiled loss, ``head=`` and what the layers show.
+
+:func:`resolve_head` turns a :class:`~cam_callback.core.heads.HeadInfo` (what the
+layers showed) into a :class:`~cam_callback.core.heads.Head` (how to read it).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import keras
+
+from cam_callback import layers as _layers
+from cam_callback.core.heads import Head, HeadInfo
+
+def loss_squash(loss: Any, key: Any = None, names: list[str] | None = None) -> tuple[str, Any]:
+    """``(squash, from_logits)`` a compiled loss says for the output ``key``.
+
+    ``squash`` is ``"softmax"`` for a categorical crossentropy, ``"sigmoid"`` for a
+    binary one, ``""`` for any other loss or none; ``from_logits`` is ``True``,
+    ``False`` or ``None`` (not said). Reads loss objects, names and functions,
+    also ``functools.partial`` ones, and per-output lists and dicts.
+
+    Example:
+        >>> loss_squash(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        ('softmax', True)
+    """
+    if isinstance(loss, dict):
+        name = names[key] if isinstance(key, int) and names and key < len(names) else key
+        loss = (
+            loss.get(name)
+            if name is not None
+            else (next(iter(loss.values())) if len(loss) == 1 else None)
+        )
+    elif isinstance(loss, (list, tuple)):
+        index = names.index(key) if isinstance(key, str) and names and key in names else key
+        index = 0 if index is None else index
+        loss = loss[index] if isinstance(index, int) and index < len(loss) else None
+    if loss is None:
+        return "", None
+    from_logits = None
+    if isinstance(loss, str):
+        label, from_logits = loss, False
+    elif isinstance(loss, functools.partial):
+        label, from_logits = getattr(loss.func, "__name__", ""), loss.keywords.get("from_logits")
+    elif isinstance(loss, keras.losses.Loss):
+        label = type(loss).__name__
+        try:
+            from_logits = loss.get_config().get("from_logits")
+        except (NotImplementedError, TypeError, AttributeError):
+            from_logits = getattr(loss, "from_logits", None)
+    else:
+        label = getattr(loss, "__name__", "")
+    label = label.lower().replace("_", "")
+    if "crossentropy" not in label:
+        return "", None
+    if "categorical" in label:
+        return "softmax", from_logits
+    if "binary" in label:
+        return "sigmoid", from_logits
+    return "", None
+
+
+def resolve_head(
+    h: HeadInfo,
+    key: Any,
+    *,
+    score: str,
+    head: str = "auto",
+    loss: Any = None,
+    names: list[str] | None = None,
+    calls: list[_layers.LayerCall],
+    warn: Any,
+) -> Head:
+    """Decides how a head is read; refuses an output that is not a classifier.
+
+    ``warn(topic, message)`` is called for what the caller should say once.
+    """
+    where = "the model's output" if key is None else f"output {key!r}"
+    if len(h.shape) != 2:
+        raise ValueError(
+            f"{where} has shape {('N', *h.shape[1:])}, not [batch, classes]: class activation "
+            "maps explain classifiers (a softmax or sigmoid head). Received: an output of "
+            f"rank {len(h.shape)}"
+        )
+    c = h.shape[1]
+    how, squash = _decide(h, c, head, loss_squash(loss, key, names), where, calls, warn)
+    hook, producer, applied = "", h.producer, ""
+    if how == "apply":
+        applied = squash
+    elif h.squash and (how == "layer" or h.after != "other"):
+        producer, hook = h.squash_at, _layers.head_kind(calls[h.squash_at].layer)
+        if how == "layer" and h.after == "other":
+            applied = squash  # the output is not a probability: the squash's values are
+            warn(
+                ("after", key),
+                f"{where} comes from {', '.join(map(repr, h.through))} after the {squash} of "
+                f"layer {calls[h.squash_at].path!r}, and is not a probability: the "
+                f"probabilities are that {squash}'s, and the logit explained is its input.",
+            )
+    if squash == "softmax":
+        kind = "logits" if how == "apply" else "softmax"
+    else:
+        kind = "binary" if c == 1 else "multilabel"
+    used = score
+    if score == "logit" and not hook and how != "apply":
+        used = "probability"
+        warn(
+            ("logit", key),
+            f"score='logit': {where} holds probabilities made outside any softmax or sigmoid "
+            "layer (for example keras.ops.softmax in call()), so its logit cannot be read; "
+            "explaining the probability instead. Use a Dense(..., activation=...) or "
+            "Activation layer to explain the logit.",
+        )
+    if used == "probability" and not applied:
+        hook = ""  # the logit is not needed
+    name = f"{kind}_logits" if how == "apply" and kind in ("binary", "multilabel") else kind
+    return Head(key, kind, used, 2 if kind == "binary" else c, producer, hook, applied, name)
+
+
+def _decide(
+    h: HeadInfo, c: int, head: str, hint: tuple[str, Any], where: str, calls: list, warn: Any
+) -> tuple[str, str]:
+    """``(how, squash)``: ``how`` is ``"layer"`` (the model's squash layer), ``"apply"``
+    (squash the output here) or ``"given"`` (the output holds the probabilities)."""
+    found = h.squash
+    at = "" if h.squash_at is None else f" {calls[h.squash_at].path!r}"
+    given = "softmax" if h.looks_like == "distribution" else "sigmoid"
+    if head == "auto":
+        loss_kind, from_logits = hint
+        if found:
+            return "layer", found
+        if h.producer is None and h.looks_like:  # an op we cannot see squashed it
+            return "given", given
+        if loss_kind and from_logits and (c > 1 or loss_kind == "sigmoid"):
+            return "apply", loss_kind
+        if h.looks_like == "distribution":
+            return "given", "softmax"
+        if loss_kind == "sigmoid" and h.looks_like == "unit":
+            return "given", "sigmoid"
+        if c == 1 and loss_kind != "sigmoid":
+            raise ValueError(
+                f"{where} is one unit with no sigmoid, which reads as a regression, not a "
+                "classifier. For a binary classifier end the model with Dense(1, "
+                'activation="sigmoid") (a logit is still explained), or pass head="sigmoid" '
+                "for a one-unit logit. Received: an output of "
+                f"shape (N, {c}) and no softmax or sigmoid"
+            )
+        squash = loss_kind or "softmax"
+        why = (
+            f"the compiled loss expects probabilities (from_logits=False), yet {where} is a "
+            "linear output"
+            if loss_kind
+            else f"{where} is linear ({c} units), and neither a softmax or sigmoid layer nor "
+            "the compiled loss says how to read it"
+        )
+        warn(
+            ("auto", where),
+            f"head='auto': {why}; taking its {squash} as the probabilities and the output as the "
+            f"logit. Pass head='softmax', 'sigmoid' or 'logits' (or compile with "
+            "from_logits=True) to say so.",
+        )
+        return "apply", squash
+    if head in ("softmax", "sigmoid"):
+        other = "sigmoid" if head == "softmax" else "softmax"
+        if found == other:
+            raise ValueError(
+                f"`head`={head!r} contradicts the model: {where} comes from the {found} of "
+                f"layer{at}. Use head='auto' or {found!r}. Received: head={head!r}"
+            )
+        if found:
+            return "layer", found
+        if head == "softmax" and h.looks_like == "distribution":  # already sums to one
+            return "given", "softmax"
+        if head == "sigmoid" and h.producer is None and h.looks_like:  # an op we cannot see
+            return "given", "sigmoid"
+        if head == "softmax" and c == 1:
+            raise ValueError(
+                f"`head`='softmax' needs 2 classes or more; {where} has one unit, a binary "
+                "classifier: use head='sigmoid'. Received: head='softmax'"
+            )
+        return "apply", head
+    if head == "logits":
+        if found and not h.through:
+            raise ValueError(
+                f"`head`='logits' says {where} is a logit, but it is the output of the {found} "
+                f"of layer{at}, a probability. Use head='auto' or {found!r}. "
+                "Received: head='logits'"
+            )
+        return "apply", "softmax" if c > 1 else "sigmoid"
+    if not h.looks_like:  # head == "probabilities"
+        raise ValueError(
+            f"`head`='probabilities' says {where} holds probabilities, but it holds values "
+            "outside [0, 1]. Use head='auto', 'softmax', 'sigmoid' or 'logits'. "
+            "Received: head='probabilities'"
+        )
+    keep = found and h.after != "other"
+    return "given", found if keep else given
+
+

@@ -1,0 +1,199 @@
+"""evaluate(): explain the same images with each method and score every map."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from cam_callback import _validate, backends
+from cam_callback.api import compute_cams, predict_probabilities, predict_scores, prepare_images
+from cam_callback.evaluation.checks import check_methods, check_metrics, check_options
+from cam_callback.evaluation.curves import auc, blur, perturbation_curve, rank_pixels, unit_maps
+from cam_callback.evaluation.curves import upsample_maps
+from cam_callback.evaluation.faithfulness import deletion_faithfulness
+from cam_callback.evaluation.results import METRICS, ROAD_FRACTIONS, ROAD_NOISE, Evaluation, MapFn
+from cam_callback.evaluation.road import road
+from cam_callback.methods import explained_score
+
+def evaluate(
+    model: Any,
+    images: Any,
+    labels: Any = None,
+    *,
+    methods: Sequence[str | tuple[str, MapFn]] = ("gradcam", "random"),
+    metrics: Sequence[str] = METRICS,
+    probe_masks: Any = None,
+    layer: Any = None,
+    score: str = "logit",
+    output: int | str | None = None,
+    steps: int = 20,
+    batch_size: int = 32,
+    seed: int = 0,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Evaluation:
+    """Explains ``images`` with each method and scores how faithful each map is.
+
+    Args:
+        model: A Keras classifier.
+        images: ``[N, H, W, C]`` in the model's input space.
+        labels: Class ids ``[N]`` to explain; ``None`` explains the predicted class.
+        methods: Names known to :func:`cam_callback.compute_cams`, the control
+            ``"random"`` (seeded uniform maps), or ``(name, fn)`` pairs where
+            ``fn(model, images, targets)`` returns maps ``[N, h, w]``.
+        metrics: Which of :data:`METRICS` to compute (``pointing_game`` and
+            ``energy`` need ``probe_masks``).
+        probe_masks: bool ``[N, H, W]`` object masks, or ``None``.
+        layer: The explained layer, as in ``compute_cams``.
+        score: ``"logit"`` or ``"probability"``, as in ``compute_cams``.
+        output: The head of a multi-output model.
+        steps: Steps of the deletion and insertion curves (``steps + 1`` points).
+        batch_size: Images per forward pass.
+        seed: Seeds the ``"random"`` control, ROAD's noise and the tracker's
+            random deletion.
+        method_options: Options per method name, each passed as
+            ``compute_cams(method_options=...)``: ``{"scorecam": {"max_channels": 64}}``.
+
+    Returns:
+        An :class:`Evaluation`; ``print`` it for the table.
+
+    Raises:
+        TypeError: An argument of the wrong type.
+        ValueError: Unknown methods or metrics, masks without the images' size, ...
+
+    Example:
+        >>> table = evaluate(model, x[:16], methods=("gradcam", "random"))  # doctest: +SKIP
+        >>> table.ranking("deletion_auc")  # doctest: +SKIP
+        ['gradcam', 'random']
+    """
+    x = prepare_images(model, images)
+    n, h, w = x.shape[:3]
+    metrics = check_metrics(metrics, probe_masks is not None)
+    entries = check_methods(methods)
+    options = check_options(method_options, entries)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"`steps` must be an int >= 2. Received: steps={steps!r}")
+    masks = None
+    if probe_masks is not None:
+        masks = np.asarray(probe_masks)
+        if masks.shape != (n, h, w):
+            raise ValueError(
+                f"`probe_masks` must be bool [N, H, W] = {(n, h, w)}. "
+                f"Received: probe_masks.shape={masks.shape}"
+            )
+        masks = masks.astype(bool)
+
+    base, _, used = predict_scores(
+        model, x, score=score, output=output, batch_size=batch_size
+    )
+    if labels is None:
+        targets = base.argmax(1).astype(np.int64)
+    else:
+        targets, _ = _validate.class_ids(labels, n, "labels")
+        targets = np.asarray(targets, np.int64)
+        if targets.max() >= base.shape[1]:
+            raise ValueError(
+                f"`labels` holds class {int(targets.max())} but the model has "
+                f"{base.shape[1]} classes. Received: labels={labels!r}"
+            )
+    y = base[np.arange(n), targets].astype(np.float64)
+
+    def probs(batch: np.ndarray) -> np.ndarray:
+        p = predict_probabilities(model, batch, output=output, batch_size=batch_size)
+        return p.astype(np.float64)
+
+    def explain(name: str, fn: MapFn | None, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        if fn is not None:
+            return np.asarray(fn(model, xs, ts), np.float64)
+        if name == "random":
+            return np.random.default_rng(seed).random((len(xs), h, w))
+        res = compute_cams(
+            model,
+            xs,
+            layer=layer,
+            method=name,
+            target=ts,
+            score=score,
+            output=output,
+            batch_size=batch_size,
+            method_options=options.get(name),
+        )
+        return res.heatmaps.astype(np.float64)
+
+    blurred = blur(x)
+    scores: dict[str, dict[str, float]] = {}
+    per_image: dict[str, dict[str, np.ndarray]] = {}
+    explains: dict[str, str] = {}
+    # Warm-up input: one image, or one full batch where programs are per batch shape (JAX).
+    warm = min(n, batch_size) if backends.get().PAD_BATCH else 1
+    for name, fn in entries:
+        if "seconds_per_image" in metrics and name != "random":
+            explain(name, fn, x[:warm], targets[:warm])  # traces and compiles, not timed
+        start = time.perf_counter()
+        maps = explain(name, fn, x, targets)
+        seconds = time.perf_counter() - start
+        if fn is None:
+            explains[name] = "none" if name == "random" else explained_score(name, used)
+        if maps.ndim != 3 or len(maps) != n:
+            raise ValueError(
+                f"method {name!r} returned maps of shape {maps.shape}; expected [N, h, w] with "
+                f"N={n}. Received: methods entry {name!r}"
+            )
+        up = upsample_maps(maps, h, w)
+        per: dict[str, np.ndarray] = {}
+        if "deletion_auc" in metrics or "insertion_auc" in metrics:
+            order = rank_pixels(up)
+            if "deletion_auc" in metrics:
+                curve = perturbation_curve(x, blurred, order, targets, probs, steps, "deletion")
+                per["deletion_auc"] = auc(curve)
+            if "insertion_auc" in metrics:
+                curve = perturbation_curve(x, blurred, order, targets, probs, steps, "insertion")
+                per["insertion_auc"] = auc(curve)
+        if "average_drop" in metrics or "increase_in_confidence" in metrics:
+            o = probs((x * unit_maps(up)[..., None]).astype(x.dtype))[np.arange(n), targets]
+            if "average_drop" in metrics:
+                per["average_drop"] = 100.0 * np.maximum(0.0, y - o) / np.maximum(y, 1e-12)
+            if "increase_in_confidence" in metrics:
+                per["increase_in_confidence"] = 100.0 * (o > y)
+        if "road" in metrics:
+            per["road"] = road(x, up, targets, probs, seed=seed)
+        if "faithfulness" in metrics:
+            per["faithfulness"] = deletion_faithfulness(
+                model,
+                x,
+                maps.astype(np.float32),
+                targets,
+                output=output,
+                batch_size=batch_size,
+                seed=seed,
+            ).astype(np.float64)
+        if masks is not None and "pointing_game" in metrics:
+            peak = up.reshape(n, -1).argmax(1)
+            per["pointing_game"] = masks.reshape(n, -1)[np.arange(n), peak].astype(np.float64)
+        if masks is not None and "energy" in metrics:
+            pos = np.maximum(up, 0.0)
+            total = pos.reshape(n, -1).sum(1)
+            inside = (pos * masks).reshape(n, -1).sum(1)
+            per["energy"] = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
+        row = {k: float(np.mean(v)) for k, v in per.items()}
+        if "seconds_per_image" in metrics:
+            row["seconds_per_image"] = seconds / n
+        scores[name] = {k: row[k] for k in METRICS if k in row}
+        per_image[name] = per
+    settings = {
+        "n_images": n,
+        "steps": steps,
+        "baseline": "box blur (tracker's)",
+        "road_fractions": list(ROAD_FRACTIONS),
+        "road_imputation": f"noisy linear (8 neighbours, exact sparse solve, noise {ROAD_NOISE})",
+        "targets": "labels" if labels is not None else "predicted",
+        "score": used,
+        "explains": explains,
+        "method_options": {k: dict(v) for k, v in options.items()},
+        "seed": seed,
+    }
+    return Evaluation(scores, per_image, settings)
+
+

@@ -1,0 +1,156 @@
+"""The metrics' names and directions, and the :class:`Evaluation` table: numpy only.
+
+:func:`load_evaluation` reads a saved table back without TensorFlow or Keras (the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METRICS: tuple[str, ...] = (
+    "deletion_auc",
+    "insertion_auc",
+    "average_drop",
+    "increase_in_confidence",
+    "road",
+    "faithfulness",
+    "pointing_game",
+    "energy",
+    "seconds_per_image",
+)
+# +1: higher is better; -1: lower is better. Used to rank methods.
+DIRECTION: dict[str, int] = {
+    "deletion_auc": -1,
+    "insertion_auc": 1,
+    "average_drop": -1,
+    "increase_in_confidence": 1,
+    "road": -1,
+    "faithfulness": 1,
+    "pointing_game": 1,
+    "energy": 1,
+    "seconds_per_image": -1,
+}
+CONTROLS: tuple[str, ...] = ("random",)  # seeded uniform maps: the chance line
+ROAD_FRACTIONS: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))
+ROAD_NOISE = 0.01
+# Rong et al. 2022 (and their road_evaluation code): (row, column) offset and weight.
+ROAD_NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
+    (-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6),
+    (0, 1, 1 / 6), (1, -1, 1 / 12), (1, 0, 1 / 6), (1, 1, 1 / 12),
+)  # fmt: skip
+FILE_NAME = "evaluation.json"
+
+MapFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The table :func:`evaluate` returns.
+
+    Attributes:
+        scores: Method name to metric name to the mean over images.
+        per_image: Method name to metric name to float ``[N]`` (not for
+            ``seconds_per_image``).
+        settings: How the numbers were made (steps, baseline, imputation, ...).
+    """
+
+    scores: dict[str, dict[str, float]]
+    per_image: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods, in the order given."""
+        return list(self.scores)
+
+    def ranking(self, metric: str = "deletion_auc") -> list[str]:
+        """Methods from best to worst by ``metric`` (its direction is known).
+
+        Example:
+            >>> Evaluation({"a": {"deletion_auc": 0.3}, "b": {"deletion_auc": 0.1}}).ranking()
+            ['b', 'a']
+        """
+        if metric not in DIRECTION:
+            raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
+        have = [m for m in self.scores if metric in self.scores[m]]
+        return sorted(have, key=lambda m: -DIRECTION[metric] * self.scores[m][metric])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: scores, per-image lists and settings."""
+        return {
+            "scores": self.scores,
+            "per_image": {
+                m: {k: [float(v) for v in arr] for k, arr in d.items()}
+                for m, d in self.per_image.items()
+            },
+            "settings": self.settings,
+        }
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Writes the table as JSON; a directory (a run's ``log_dir``) gets ``evaluation.json``.
+
+        Saved beside a run, ``cam-callback report`` ranks the methods on the page.
+        """
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, FILE_NAME)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+        os.replace(tmp, path)
+        return path
+
+    def __str__(self) -> str:
+        cols = [m for m in METRICS if any(m in s for s in self.scores.values())]
+        width = max([6, *map(len, self.scores)])
+        lines = ["method".ljust(width) + "".join(f"  {c:>22}" for c in cols)]
+        for name, row in self.scores.items():
+            cells = "".join(f"  {row[c]:>22.4g}" if c in row else f"  {'-':>22}" for c in cols)
+            lines.append(name.ljust(width) + cells)
+        return "\n".join(lines)
+
+
+def load_evaluation(path: str | os.PathLike) -> Evaluation:
+    """Reads a table written by :meth:`Evaluation.save` (a file, or a run directory).
+
+    Needs only numpy: the CLI uses it.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is not an evaluation table.
+
+    Example:
+        >>> load_evaluation("runs/a").ranking("insertion_auc")  # doctest: +SKIP
+        ['gradcam++', 'gradcam', 'random']
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, FILE_NAME)
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path!r} is not an evaluation table: {exc}") from exc
+    scores = data.get("scores") if isinstance(data, dict) else None
+    if not isinstance(scores, dict) or not all(
+        isinstance(r, dict) and all(isinstance(v, (int, float)) for v in r.values())
+        for r in scores.values()
+    ):
+        raise ValueError(f"{path!r} is not an evaluation table: no 'scores' of numbers")
+    per_image = {
+        m: {k: np.asarray(v, np.float64) for k, v in d.items()}
+        for m, d in (data.get("per_image") or {}).items()
+    }
+    return Evaluation(
+        {str(m): {str(k): float(v) for k, v in r.items()} for m, r in scores.items()},
+        per_image,
+        dict(data.get("settings") or {}),
+    )
+
+

@@ -1,0 +1,318 @@
+"""The one method registry, its one normalisation and its one dispatch.
+
+Every method, the built-in Grad-CAM family too, is a :class:`Method` entry that
+says what it ``needs`` and what score it ``explains``. It runs either
+
+- **fused** (``fused=True``): ``fn(activations, gradients)`` in ``keras.ops``,
+  finished inside the one compiled forward-and-gradient call per batch; or
+- over a :class:`~cam_callback.methods.context.MethodContext`: ``fn(ctx, **options)``
+  with numpy maths over backend-neutral primitives.
+
+Either way :func:`compute` normalises the maps once (:func:`normalize`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect as inspect_module
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback.core.inspection import SCORES, check_score, inspect, prepare_images
+from cam_callback.core.targets import prepare_targets
+from cam_callback.core.results import CAMResult
+from cam_callback.methods.context import MethodContext
+from cam_callback.methods.fused import run_fused
+
+NEEDS: tuple[str, ...] = ("layer_gradients", "input_gradients", "activations", "forwards")
+EXPLAINS: tuple[str, ...] = ("score", "logit", "probability", "none")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method.
+
+    Attributes:
+        name: The name ``compute_cams(method=...)`` takes.
+        fn: ``fn(ctx, **options) -> maps [N, h, w]`` (any scale; negatives are cut),
+            or, when ``fused``, ``fn(activations, gradients) -> maps`` in ``keras.ops``.
+        needs: One of :data:`NEEDS`.
+        explains_layer: Needs the explained layer (``True``) or explains the input.
+        options: Default options, overridable by ``compute_cams(..., method_options=...)``.
+        input_maps: Maps at the input's resolution although a layer is explained.
+        explains: One of :data:`EXPLAINS`: ``"score"`` (the requested ``score``),
+            ``"logit"``, ``"probability"`` or ``"none"`` (class-agnostic).
+        fused: ``fn`` runs inside the compiled call (a ``keras.ops`` finish).
+        check: ``check(calls, target_layer, path)`` raising a ValueError where the
+            model does not suit the method (run by ``inspect_model`` too), or ``None``.
+        builtin: Shipped with the package; cannot be replaced.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    needs: str
+    explains_layer: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+    input_maps: bool = False
+    explains: str = "score"
+    fused: bool = False
+    check: Callable[..., None] | None = None
+    builtin: bool = False
+
+
+REGISTRY: dict[str, Method] = {}
+"""Every method by name: :func:`available_methods` lists it."""
+
+
+def register_method(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    needs: str,
+    explains_layer: bool | None = None,
+    options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    explains: str = "score",
+    fused: bool = False,
+) -> Method:
+    """Adds a method by name, for ``compute_cams``, ``CAMTracker`` and ``evaluate``.
+
+    Args:
+        name: A new name (the built-ins cannot be replaced).
+        fn: ``fn(ctx, **options)`` returning maps ``[N, h, w]``; see
+            :class:`~cam_callback.methods.context.MethodContext`. With ``fused``,
+            ``fn(activations, gradients)`` in ``keras.ops``, run in the compiled call.
+        needs: One of :data:`NEEDS` (``fused`` needs a kind of gradients).
+        explains_layer: ``None``: ``True`` unless ``needs == "input_gradients"``.
+        options: Default keyword options of ``fn`` (none for a fused method).
+        overwrite: Replace a method registered earlier under ``name``.
+        explains: What the maps explain, one of :data:`EXPLAINS`: ``"score"`` when
+            ``fn`` uses ``ctx.gradients``/``ctx.scores`` (the requested score),
+            ``"probability"`` when it reads ``ctx.predict``, ``"none"`` when no class is used.
+        fused: Run ``fn`` as a ``keras.ops`` finish inside the one compiled call.
+
+    Raises:
+        TypeError: ``fn`` not callable, or ``name`` not a str.
+        ValueError: A taken name, an unknown ``needs`` or ``explains``.
+
+    Example:
+        >>> register_method("mean_act", lambda ctx: ctx.activations().mean(-1),
+        ...                 needs="activations", explains="none")  # doctest: +SKIP
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"`name` must be a non-empty str. Received: name={name!r}")
+    if not callable(fn):
+        raise TypeError(f"`fn` must be callable. Received: fn of type {type(fn).__name__}")
+    if needs not in NEEDS:
+        raise ValueError(f"`needs` must be one of {NEEDS}. Received: needs={needs!r}")
+    if explains not in EXPLAINS:
+        raise ValueError(f"`explains` must be one of {EXPLAINS}. Received: explains={explains!r}")
+    if fused and (needs not in NEEDS[:2] or options):
+        raise ValueError(
+            "a fused method needs 'layer_gradients' or 'input_gradients' and takes no options. "
+            f"Received: needs={needs!r}, options={options!r}"
+        )
+    taken = REGISTRY.get(name)
+    if taken is not None and (taken.builtin or not overwrite):
+        raise ValueError(
+            f"`name` {name!r} is already a method; pick another name"
+            + ("" if taken.builtin else " or pass overwrite=True")
+            + f". Received: name={name!r}"
+        )
+    if explains_layer is None:
+        explains_layer = needs != "input_gradients"
+    method = Method(
+        name, fn, needs, bool(explains_layer), dict(options or {}), explains=explains, fused=fused
+    )
+    REGISTRY[name] = method
+    return method
+
+
+def get(name: str) -> Method:
+    """The registered method ``name``; ``KeyError`` when there is none.
+
+    Example:
+        >>> get("gradcam").fused
+        True
+    """
+    return REGISTRY[name]
+
+
+def available_methods() -> tuple[str, ...]:
+    """Every method name, in registration order: the registry itself.
+
+    Example:
+        >>> "scorecam" in available_methods()
+        True
+    """
+    return tuple(REGISTRY)
+
+
+def check_method(method: Any) -> Method:
+    """The entry of ``method``; a ValueError naming the choices when there is none.
+
+    Example:
+        >>> check_method("gradcam").name
+        'gradcam'
+    """
+    if not isinstance(method, str) or method not in REGISTRY:
+        raise ValueError(
+            f"`method` must be one of {available_methods()}. Received: method={method!r}"
+        )
+    return REGISTRY[method]
+
+
+def explained_score(method: str, score: str) -> str:
+    """What ``method``'s maps explain when ``score`` is the score really used.
+
+    ``"logit"`` or ``"probability"``, or ``"none"`` for a class-agnostic method.
+
+    Raises:
+        ValueError: An unknown method or score.
+
+    Example:
+        >>> explained_score("eigencam", "logit"), explained_score("scorecam", "probability")
+        ('none', 'probability')
+    """
+    if score not in SCORES:
+        raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
+    explains = check_method(method).explains
+    return score if explains == "score" else explains
+
+
+def normalize(maps: np.ndarray) -> np.ndarray:
+    """ReLU, then each map divided by its own max (an all-zero map stays zero): float32.
+
+    The one normalisation of every method, fused or not.
+
+    Example:
+        >>> normalize(np.array([[[-1.0, 2.0]]])).tolist()
+        [[[0.0, 1.0]]]
+    """
+    maps = np.maximum(np.nan_to_num(np.asarray(maps, np.float64), nan=0.0), 0.0)
+    peak = maps.reshape(len(maps), -1).max(1)[:, None, None] if maps.size else maps
+    return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
+
+
+def _options(spec: Method, method_options: Any) -> dict[str, Any]:
+    options = dict(spec.options)
+    if method_options is not None and not isinstance(method_options, Mapping):
+        raise TypeError(
+            f"`method_options` must be a dict of {spec.name!r}'s options. "
+            f"Received: method_options={method_options!r}"
+        )
+    for k, v in (method_options or {}).items():
+        if k not in options:
+            raise ValueError(
+                f"`method_options` for {spec.name!r} takes {sorted(options) or 'no options'}. "
+                f"Received: {k!r}"
+            )
+        options[k] = v
+    return options
+
+
+def compute(
+    model: keras.Model,
+    images: Any,
+    *,
+    method: str,
+    layer: Any = None,
+    target: Any = "predicted",
+    score: str = "logit",
+    output: Any = None,
+    batch_size: int = 32,
+    method_options: Mapping[str, Any] | None = None,
+    head: str = "auto",
+) -> CAMResult:
+    """The one dispatch: checks, runs the entry (fused or over a context), normalises.
+
+    Example:
+        >>> compute(model, x, method="xgradcam").heatmaps.shape  # doctest: +SKIP
+        (8, 6, 6)
+    """
+    spec = check_method(method)
+    check_score(score)
+    options = _options(spec, method_options)
+    x = prepare_images(model, images)
+    # A method that always explains the logit reads the head as a logit head.
+    asked = "logit" if spec.explains == "logit" else score
+    info, used, path, target_layer = inspect(
+        model, x, layer, spec.explains_layer, output, asked, head
+    )
+    if spec.check is not None:
+        spec.check(info.calls, target_layer, path)
+    targets = prepare_targets(target, len(x), used.n_classes)
+    if spec.explains == "logit" and used.score != "logit":
+        raise ValueError(
+            f"`method` {method!r} explains the logit, which cannot be read from this head "
+            f"(head {used.name!r}). Received: method={method!r}, head={head!r}"
+        )
+    explained = used.score if spec.explains == "score" else spec.explains
+    if spec.fused:
+        wrt_layer = target_layer if spec.needs == "layer_gradients" else None
+        maps, probs, chosen = run_fused(model, x, targets, spec.name, spec.fn, info, used,
+                                        path, wrt_layer, output, batch_size)  # fmt: skip
+    else:
+        ctx = MethodContext(model, x, targets, info=info, head=used, layer=path,
+                            target_layer=target_layer, output=output, batch_size=batch_size)  # fmt: skip
+        maps = np.asarray(spec.fn(ctx, **options), np.float64)
+        probs, chosen = ctx.probabilities, ctx.targets
+    input_res = not spec.explains_layer or spec.input_maps
+    want = (len(x), *(x.shape[1:3] if input_res else maps.shape[1:3]))
+    if maps.ndim != 3 or maps.shape != want:
+        raise ValueError(
+            f"method {method!r} returned maps of shape {maps.shape}; expected [N, h, w] = "
+            f"{want}. Received: method={method!r}"
+        )
+    return CAMResult(
+        heatmaps=normalize(maps),
+        probabilities=np.asarray(probs).astype(np.float32, copy=False),
+        targets=np.asarray(chosen).astype(np.int64, copy=False),
+        layer=path,
+        method=method,
+        head=used.name,
+        score=explained,
+    )
+
+
+def register_builtin(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    check: Callable[..., None] | None = None,
+    input_maps: bool = False,
+    **kwargs: Any,
+) -> Method:
+    """Registers a method shipped with the package: it cannot be replaced later.
+
+    Options default to ``fn``'s keyword-only parameters.
+
+    Example:
+        >>> register_builtin("gradcam", gradcam, needs="layer_gradients", fused=True)  # doctest: +SKIP
+    """
+    if not kwargs.get("fused"):
+        kwargs.setdefault("options", {
+            k: p.default for k, p in inspect_module.signature(fn).parameters.items()
+            if p.kind is p.KEYWORD_ONLY
+        })  # fmt: skip
+    method = dataclasses.replace(
+        register_method(name, fn, **kwargs), check=check, input_maps=input_maps, builtin=True
+    )
+    REGISTRY[name] = method
+    return method
+
+
+def with_options(name: str, **options: Any) -> Callable[..., np.ndarray]:
+    """A registered method with other defaults, to register under a new name.
+
+    Example:
+        >>> register_method("scorecam64", with_options("scorecam", max_channels=64),
+        ...                 needs="forwards")  # doctest: +SKIP
+    """
+    base = REGISTRY[name]
+    return functools.partial(base.fn, **{**base.options, **options})
