@@ -998,7 +998,10 @@ def predict_scores(
 
     ``scores`` are what :func:`compute_cams` explains for ``score`` (see
     :func:`head_scores`); the third item is the score really used (``"probability"``
-    where no logit can be read). Example: ``predict_scores(model, x)[1].shape == (N, C)``.
+    where no logit can be read). The registry's perturbation methods weigh by it.
+
+    Example:
+        >>> probs, logits, used = predict_scores(model, x)  # doctest: +SKIP
     """
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
