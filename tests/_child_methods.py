@@ -19,6 +19,8 @@ OPTIONS = {
 }
 
 
+# Weighted by the explained score of perturbed inputs: also run for the probability.
+BY_SCORE = ("scorecam", "ablationcam", "occlusion")
 EVALUATED = ("gradcam", "eigencam", "random")
 METRICS = ("deletion_auc", "insertion_auc", "average_drop", "road", "faithfulness")
 
@@ -32,6 +34,10 @@ def main(weights: str, images: str, out: str) -> None:
         res = compute_cams(model, x, method=name, method_options=OPTIONS.get(name))
         result[f"{name}/maps"] = res.heatmaps
         result[f"{name}/probs"] = res.probabilities
+    for name in BY_SCORE:
+        res = compute_cams(model, x, method=name, score="probability",
+                           method_options=OPTIONS.get(name))  # fmt: skip
+        result[f"{name}/probability_maps"] = res.heatmaps
     table = evaluate(model, x, methods=EVALUATED, metrics=METRICS, steps=4)
     for name in EVALUATED:
         for metric in METRICS:

@@ -458,6 +458,11 @@ def test_every_method_gives_the_same_maps_on_jax_and_torch(backend, setup, tmp_p
         np.testing.assert_allclose(got[f"{name}/probs"], ours.probabilities, atol=1e-5)
         err = np.abs(got[f"{name}/maps"] - ours.heatmaps).max()
         assert err < 1e-4, f"{name} on {backend}: max |diff| {err:.2e}"
+    for name in _child_methods.BY_SCORE:
+        ours = compute_cams(model, x, method=name, score="probability",
+                            method_options=_child_methods.OPTIONS.get(name))  # fmt: skip
+        err = np.abs(got[f"{name}/probability_maps"] - ours.heatmaps).max()
+        assert err < 1e-4, f"{name} (probability) on {backend}: max |diff| {err:.2e}"
     # evaluate() (and the tracker's faithfulness inside it) gives the same scores
     from cam_callback import evaluate
 
