@@ -158,7 +158,7 @@ class CAMTracker(keras.callbacks.Callback):
                 "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
                 f"Received: layer={layer!r}"
             )
-        cams._check_method(method)
+        cams.check_method(method)
         if score not in cams.SCORES:
             raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
         self.head = cams.check_head(head)

@@ -28,8 +28,6 @@ from cam_callback.api import (
 )
 from cam_callback.evaluation.faithfulness import deletion_faithfulness
 
-_check_method = check_method  # the tracker's old spelling, until it moves to check_method
-
 __all__ = [
     "CAMError", "CAMResult", "HEADS", "METHODS", "ModelCheck", "SCORES", "available_methods",
     "check_head", "check_method", "compute_cams", "deletion_faithfulness", "explained_score",
