@@ -21,8 +21,6 @@ import numpy as np
 
 Hook = Callable[[Callable[..., Any], tuple, dict], Any]
 
-_SQUASHING = ("softmax", "sigmoid")
-
 
 def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
     """Yields ``(path, layer)`` for every layer of ``model``, depth first.
@@ -224,86 +222,6 @@ def resolve_layer(
         f"`layer` {layer!r} not found. Layers with spatial output: {listed}. "
         f"Received: layer={layer!r}"
     )
-
-
-def activation_name(fn: Any) -> str:
-    """The name of a Keras activation function, or ``""``."""
-    return getattr(fn, "__name__", "") or ""
-
-
-def squash_name(layer: keras.layers.Layer) -> str:
-    """``"softmax"`` or ``"sigmoid"`` where ``layer`` ends in one, else its activation's name.
-
-    Example:
-        >>> squash_name(keras.layers.Dense(3, activation="softmax"))
-        'softmax'
-    """
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
-    if isinstance(layer, keras.layers.Lambda):  # Lambda(keras.activations.softmax)
-        name = activation_name(getattr(layer, "function", None))
-        return name if name in _SQUASHING else ""
-    return activation_name(getattr(layer, "activation", None))
-
-
-def head_kind(layer: keras.layers.Layer) -> str:
-    """How a model's last layer squashes its logits.
-
-    Returns:
-        ``"input"`` when the layer is itself a softmax or sigmoid (its input is
-        the logit: ``Softmax``, ``Activation("softmax")``,
-        ``Lambda(keras.activations.sigmoid)``), ``"activation"`` when a softmax
-        or sigmoid is folded into it (e.g. ``Dense(10, activation="softmax")``),
-        else ``"linear"``.
-    """
-    if isinstance(layer, (keras.layers.Softmax, keras.layers.Lambda)):
-        return "input" if squash_name(layer) in _SQUASHING else "linear"
-    act = activation_name(getattr(layer, "activation", None))
-    if act in _SQUASHING:
-        return "input" if isinstance(layer, keras.layers.Activation) else "activation"
-    return "linear"
-
-
-def passes_through(call: LayerCall) -> bool:
-    """Whether a call can only reshape values, not mix in learned ones: a leaf layer
-    without weights whose one input has the output's shape (``Identity``, ``Lambda``,
-    ``Rescaling``, ``Activation(fn)``, ``Dropout`` at inference).
-
-    Example:
-        >>> passes_through(calls[-1])  # doctest: +SKIP
-        True
-    """
-    layer, inp = call.layer, call.input
-    if isinstance(layer, keras.Model) or layer.weights or not hasattr(inp, "shape"):
-        return False
-    return tuple(int(d) for d in inp.shape) == call.output_shape
-
-
-def feeder(calls: list[LayerCall], index: int) -> int | None:
-    """The index of the leaf call whose output is ``calls[index]``'s input, or ``None``.
-
-    Matched by identity, else by value: the latest earlier leaf call whose output has
-    the input's shape and values. Needs a discovery pass's tensors (see :func:`discover`).
-
-    Example:
-        >>> calls[feeder(calls, len(calls) - 1)].path  # doctest: +SKIP
-        'dense'
-    """
-    inp = calls[index].input
-    earlier = [j for j in range(index - 1, -1, -1) if not isinstance(calls[j].layer, keras.Model)]
-    for j in earlier:
-        if calls[j].output is inp:
-            return j
-    if not hasattr(inp, "shape"):
-        return None
-    want = np.asarray(keras.ops.convert_to_numpy(inp))
-    for j in earlier:
-        out = calls[j].output
-        if calls[j].output_shape == want.shape and np.array_equal(
-            np.asarray(keras.ops.convert_to_numpy(out)), want
-        ):
-            return j
-    return None
 
 
 def feeds(model: keras.Model, layer: keras.layers.Layer, output: int | str | None) -> bool | None:

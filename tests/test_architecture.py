@@ -30,7 +30,9 @@ NOT_YET_SPLIT = frozenset(
 
 
 def module_name(path: Path, root: Path) -> str:
-    """``cam_callback/core/engine.py`` -> ``cam_callback.core.engine`` (packages: no ``__init__``)."""
+    """``cam_callback/core/engine.py`` -> ``cam_callback.core.engine``.
+
+    Packages map to their name, without ``__init__``."""
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -112,7 +114,9 @@ def private_imports(known: dict[str, Path]) -> list[str]:
         for module, imported, line in imports(path, name, known):
             private = imported.startswith("_") and not imported.startswith("__")
             if private and module.split(".")[0] == "cam_callback":
-                bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: from {module} import {imported}")
+                bad.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line}: from {module} import {imported}"
+                )
     return bad
 
 
@@ -162,7 +166,9 @@ def toy(tmp_path):
     (root / "__init__.py").write_text("")
     (root / "sub" / "__init__.py").write_text("")
     (root / "a.py").write_text("from cam_callback import b\n")
-    (root / "b.py").write_text("def f():\n    from cam_callback.sub import c  # inside a function\n")
+    (root / "b.py").write_text(
+        "def f():\n    from cam_callback.sub import c  # inside a function\n"
+    )
     (root / "sub" / "c.py").write_text("from .. import a\nfrom cam_callback.b import _hidden\n")
     return root
 

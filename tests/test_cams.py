@@ -8,9 +8,9 @@ import pytest
 from conftest import nested_cnn, small_cnn
 
 from cam_callback import backends, cams
+from cam_callback.cams import CAMError, compute_cams
 from cam_callback.core import engine as core_engine
 from cam_callback.core import inspection
-from cam_callback.cams import CAMError, compute_cams
 
 # ---------------------------------------------------------------- a map on paper
 

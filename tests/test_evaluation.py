@@ -162,7 +162,8 @@ def test_model_randomisation_honours_output_and_score(monkeypatch):
     h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
     g = keras.layers.GlobalAveragePooling2D()(h)
     model = keras.Model(inp, {"a": keras.layers.Dense(2, activation="softmax", name="a")(g),
-                              "b": keras.layers.Dense(3, activation="softmax", name="b")(g)})  # fmt: skip
+                              "b": keras.layers.Dense(3, activation="softmax",
+                                                      name="b")(g)})  # fmt: skip
     x = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
     calls, targets = [], []
     real = cams.compute_cams
@@ -388,9 +389,11 @@ def test_method_options_reach_the_method(images32):
     model = small_cnn(3)  # untrained: probabilities near 1/3 react to every map
 
     def scorecam(channels):
-        return lambda m, xx, t: compute_cams(
-            m, xx, target=t, method="scorecam", method_options={"max_channels": channels}
-        ).heatmaps
+        return lambda m, xx, t: (
+            compute_cams(
+                m, xx, target=t, method="scorecam", method_options={"max_channels": channels}
+            ).heatmaps
+        )
 
     metrics = ("deletion_auc", "average_drop")
     table = ev.evaluate(

@@ -348,7 +348,11 @@ def test_occlusion_against_one_patch_at_a_time(setup, score):
     x = x[:2]
     n, h, w = x.shape[:3]
     patch, stride = 12, 10
-    f = model if score == "probability" else keras.Model(model.inputs, model.get_layer("dense").output)
+    f = (
+        model
+        if score == "probability"
+        else keras.Model(model.inputs, model.get_layer("dense").output)
+    )
     y = f.predict(x, verbose=0)[np.arange(n), t[:n]].astype(np.float64)
     total, cover = np.zeros((n, h, w)), np.zeros((h, w))
     for top in (0, 10, 20):  # 20 is the last full square: 20 + 12 = 32
@@ -548,6 +552,7 @@ def test_every_method_declares_what_it_explains(strided):
                                 explains="logits")  # fmt: skip
     with pytest.raises(ValueError, match="`method`.*'nope'"):
         methods.explained_score("nope", "logit")
+
     # the class-agnostic map is the same whatever the score; the score-weighted ones are not
     def maps(method, score):
         return compute_cams(model, x, method=method, score=score, layer="conv").heatmaps
@@ -583,7 +588,10 @@ def test_the_context_is_public_and_gives_the_explained_score(strided):
             np.testing.assert_allclose(seen["from_layer"], want, atol=1e-5)
             np.testing.assert_allclose(seen["probs"], softmax(z), atol=1e-5)
         assert (seen["head"], seen["layer"], seen["output"], seen["batch_size"]) == (
-            "softmax", "conv", None, 2
+            "softmax",
+            "conv",
+            None,
+            2,
         )
         assert seen["calls"] >= 4
     finally:

@@ -38,9 +38,11 @@ def test_sdist_and_wheel_pass_twine_check_and_hold_the_plugin(dist):
     for static in (ROOT / "cam_callback/tensorboard_plugin/static").iterdir():
         assert f"cam_callback/tensorboard_plugin/static/{static.name}" in names
     assert "cam_callback/py.typed" in names
-    meta = zipfile.ZipFile(wheels[0]).read(
-        next(n for n in names if n.endswith(".dist-info/METADATA"))
-    ).decode()
+    meta = (
+        zipfile.ZipFile(wheels[0])
+        .read(next(n for n in names if n.endswith(".dist-info/METADATA")))
+        .decode()
+    )
     requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     base = [r for r in requires if "extra ==" not in r]
     assert not any("tensorflow" in r for r in base), base  # TensorFlow is an extra

@@ -150,6 +150,7 @@ def test_the_split_reproduces_the_model_and_the_gradient_varies_in_space(ref):
     else:
         assert (a < 0).mean() > 0.1  # signed: GradCAMElementWise differs from LayerCAM
 
+
 @pytest.mark.parametrize("method", list(REFERENCES))
 def test_method_matches_its_paper_reference(ref, method):
     kind, model, x, a, g, _ = ref

@@ -124,6 +124,7 @@ def load_recorded(log_dir: str) -> Run:
         raise CLIError(f"the record in {log_dir} has no complete epoch yet: nothing to show")
     return run
 
+
 def page_head(page: Path) -> str:
     """The first 2,000 characters of an existing page; a FIFO, device or symlink there is
     refused, never opened."""

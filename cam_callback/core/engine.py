@@ -68,6 +68,7 @@ def cached_engine(model: keras.Model, key: tuple, build: Callable[[], Engine]) -
         engines[key] = engine
     return engine
 
+
 def hooked_forward(
     call: Any,
     model: keras.Model,
@@ -104,7 +105,6 @@ def hooked_forward(
     probs, scores = head_scores(outputs, store.get("logits"), head)
     chosen, total = pick_scores(probs, scores, targets)
     return total, probs, chosen, activations[0] if activations else None
-
 
 
 def build_cam_function(
@@ -149,7 +149,6 @@ def pick_scores(probs: Any, scores: Any, targets: Any) -> tuple[Any, Any]:
     chosen = ops.where(targets < 0, predicted, targets)
     picked = ops.take_along_axis(scores, chosen[:, None], axis=1)
     return chosen, ops.sum(picked)
-
 
 
 def cached_function(model: keras.Model, key: tuple, x: np.ndarray, body: Any) -> Any:
@@ -207,9 +206,7 @@ def in_chunks(fn: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     )
 
 
-def probabilities(
-    model: keras.Model, head: Head, x: np.ndarray, batch_size: int
-) -> np.ndarray:
+def probabilities(model: keras.Model, head: Head, x: np.ndarray, batch_size: int) -> np.ndarray:
     """The selected head's probabilities as float32 ``[N, C]`` (``[1 - p, p]`` for binary)."""
     # Probabilities computed from a hooked logit need the hook in this forward too.
     calls = model_info(model, x).calls if head.squash and head.hook else []
@@ -222,4 +219,3 @@ def probabilities(
 
     forward = cached_function(model, ("forward", head, x.shape[1:], x.dtype.str), x, body)
     return in_chunks(forward, x, batch_size)
-

@@ -38,6 +38,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from cam_callback import layer_roles
 from cam_callback import layers as _layers
 
 HEADS: tuple[str, ...] = ("auto", "softmax", "sigmoid", "logits", "probabilities")
@@ -127,17 +128,17 @@ def head_info(calls: list[_layers.LayerCall], tensor: Any, *, single: bool) -> H
     if producer is not None:
         i, passed = producer, []
         while (
-            _layers.head_kind(calls[i].layer) == "linear"
-            and _layers.passes_through(calls[i])
+            layer_roles.head_kind(calls[i].layer) == "linear"
+            and layer_roles.passes_through(calls[i])
             and len(passed) < 16
         ):
             passed.append(i)
-            j = _layers.feeder(calls, i)
+            j = layer_roles.feeder(calls, i)
             if j is None:
                 break
             i = j
-        if _layers.head_kind(calls[i].layer) != "linear":
-            name = _layers.squash_name(calls[i].layer)
+        if layer_roles.head_kind(calls[i].layer) != "linear":
+            name = layer_roles.squash_name(calls[i].layer)
             relation = _relation(name, _numpy(calls[i].output), values) if passed else ""
             if not passed or relation:  # an order-breaking layer hides the squash
                 squash, squash_at, after = name, i, relation

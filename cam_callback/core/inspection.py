@@ -279,4 +279,3 @@ def check_spatial(path: str, layer: keras.layers.Layer, calls: list[_layers.Laye
             "spatial [batch, h, w, channels] map with h, w > 1. Layers with spatial output: "
             f"{', '.join(_layers.spatial_paths(calls))}. Received: layer={path!r}"
         )
-

@@ -11,8 +11,10 @@ from typing import Any
 
 import keras
 
+from cam_callback import layer_roles
 from cam_callback import layers as _layers
 from cam_callback.core.heads import Head, HeadInfo
+
 
 def loss_squash(loss: Any, key: Any = None, names: list[str] | None = None) -> tuple[str, Any]:
     """``(squash, from_logits)`` a compiled loss says for the output ``key``.
@@ -90,7 +92,7 @@ def resolve_head(
     if how == "apply":
         applied = squash
     elif h.squash and (how == "layer" or h.after != "other"):
-        producer, hook = h.squash_at, _layers.head_kind(calls[h.squash_at].layer)
+        producer, hook = h.squash_at, layer_roles.head_kind(calls[h.squash_at].layer)
         if how == "layer" and h.after == "other":
             applied = squash  # the output is not a probability: the squash's values are
             warn(
@@ -197,5 +199,3 @@ def _decide(
         )
     keep = found and h.after != "other"
     return "given", found if keep else given
-
-

@@ -23,6 +23,7 @@ from cam_callback.core.inspection import (
 )
 from cam_callback.core.results import CAMError
 
+
 def predict_probabilities(
     model: keras.Model,
     images: Any,

@@ -10,6 +10,7 @@ import numpy as np
 class CAMError(RuntimeError):
     """A backend failure while computing maps, with the layer and input shape named."""
 
+
 @dataclass(frozen=True)
 class CAMResult:
     """Maps and predictions for a batch.
@@ -39,7 +40,6 @@ class CAMResult:
     score: str = ""
 
 
-
 @dataclass(frozen=True)
 class ModelCheck:
     """What :func:`inspect_model` found.
@@ -66,4 +66,3 @@ class ModelCheck:
     score: str = "logit"
     head: str = "softmax"
     backend: str = "tensorflow"
-

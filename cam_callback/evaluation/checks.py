@@ -8,6 +8,7 @@ from typing import Any
 from cam_callback.evaluation.results import CONTROLS, METRICS, MapFn
 from cam_callback.methods import available_methods
 
+
 def check_metrics(metrics: Any, have_masks: bool) -> list[str]:
     """The metrics to compute (``pointing_game`` and ``energy`` only with masks).
 
@@ -78,5 +79,3 @@ def check_methods(methods: Any) -> list[tuple[str, MapFn | None]]:
     if len(set(names)) != len(names):
         raise ValueError(f"`methods` names must be unique. Received: {names}")
     return out
-
-

@@ -8,6 +8,7 @@ import numpy as np
 
 from cam_callback._imageops import deletion_blur, resize_bilinear
 
+
 def upsample_maps(maps: np.ndarray, h: int, w: int) -> np.ndarray:
     """``[N, h0, w0]`` to ``[N, h, w]``, bilinear with half-pixel centres, float64.
 
@@ -66,7 +67,6 @@ def auc(curve: np.ndarray) -> np.ndarray:
     return (curve[:, 1:] + curve[:, :-1]).sum(1) * dx / 2
 
 
-
 def unit_maps(maps: np.ndarray) -> np.ndarray:
     """Each map scaled to [0, 1] by its max (negative parts cut): the Grad-CAM++ mask.
 
@@ -77,5 +77,3 @@ def unit_maps(maps: np.ndarray) -> np.ndarray:
     pos = np.maximum(maps, 0.0)
     peak = pos.reshape(len(pos), -1).max(1)[:, None, None]
     return np.where(peak > 0, pos / np.where(peak > 0, peak, 1.0), 0.0)
-
-

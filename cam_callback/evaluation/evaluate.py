@@ -11,12 +11,19 @@ import numpy as np
 from cam_callback import _validate, backends
 from cam_callback.api import compute_cams, predict_probabilities, predict_scores, prepare_images
 from cam_callback.evaluation.checks import check_methods, check_metrics, check_options
-from cam_callback.evaluation.curves import auc, blur, perturbation_curve, rank_pixels, unit_maps
-from cam_callback.evaluation.curves import upsample_maps
+from cam_callback.evaluation.curves import (
+    auc,
+    blur,
+    perturbation_curve,
+    rank_pixels,
+    unit_maps,
+    upsample_maps,
+)
 from cam_callback.evaluation.faithfulness import deletion_faithfulness
 from cam_callback.evaluation.results import METRICS, ROAD_FRACTIONS, ROAD_NOISE, Evaluation, MapFn
 from cam_callback.evaluation.road import road
 from cam_callback.methods import explained_score
+
 
 def evaluate(
     model: Any,
@@ -85,9 +92,7 @@ def evaluate(
             )
         masks = masks.astype(bool)
 
-    base, _, used = predict_scores(
-        model, x, score=score, output=output, batch_size=batch_size
-    )
+    base, _, used = predict_scores(model, x, score=score, output=output, batch_size=batch_size)
     if labels is None:
         targets = base.argmax(1).astype(np.int64)
     else:
@@ -195,5 +200,3 @@ def evaluate(
         "seed": seed,
     }
     return Evaluation(scores, per_image, settings)
-
-

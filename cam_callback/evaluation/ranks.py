@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..M within each row of ``[N, ...]`` (flattened), ties sharing their mean rank.
 
@@ -35,5 +36,3 @@ def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     rb -= rb.mean(1, keepdims=True)
     den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
     return np.where(den == 0, 0.0, (ra * rb).sum(1) / np.where(den == 0, 1.0, den))
-
-

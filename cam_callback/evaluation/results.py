@@ -152,5 +152,3 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation:
         per_image,
         dict(data.get("settings") or {}),
     )
-
-

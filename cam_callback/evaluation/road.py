@@ -9,6 +9,7 @@ import numpy as np
 from cam_callback.evaluation.curves import rank_pixels
 from cam_callback.evaluation.results import ROAD_FRACTIONS, ROAD_NEIGHBOURS, ROAD_NOISE
 
+
 def impute(
     x: np.ndarray, removed: np.ndarray, *, seed: int = 0, noise: float = ROAD_NOISE
 ) -> np.ndarray:
@@ -92,5 +93,3 @@ def road(
         filled = impute(x, (rank < int(round(f * h * w))).reshape(n, h, w), seed=seed + i)
         total += probs(filled)[np.arange(n), targets]
     return total / len(ROAD_FRACTIONS)
-
-

@@ -17,6 +17,7 @@ from cam_callback.evaluation.curves import upsample_maps
 from cam_callback.evaluation.ranks import spearman
 from cam_callback.evaluation.results import MapFn
 
+
 @dataclass(frozen=True)
 class RandomisationCheck:
     """What :func:`model_randomisation_test` found for one method.
@@ -66,9 +67,9 @@ def model_randomisation_test(
     if not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise ValueError(f"`threshold` must be in [-1, 1]. Received: threshold={threshold!r}")
     entries = check_methods(methods)
-    targets = predict_scores(model, x, score=score, output=output, batch_size=batch_size)[
-        0
-    ].argmax(1)
+    targets = predict_scores(model, x, score=score, output=output, batch_size=batch_size)[0].argmax(
+        1
+    )
     path = layer
     if layer is None:
         path = inspect_model(model, x, output=output, score=score).layer

@@ -52,6 +52,7 @@ from cam_callback.methods.gradient import (
     xgradcam,
 )
 from cam_callback.methods.guided import guided_relu, guided_relus
+
 # isort: off
 from cam_callback.methods.activation import ablationcam, eigencam, scorecam  # after gradient
 from cam_callback.methods.input import (
@@ -61,6 +62,7 @@ from cam_callback.methods.input import (
     occlusion,
     smoothgrad,
 )
+
 # isort: on
 from cam_callback.methods.maths import principal_component
 

@@ -20,7 +20,6 @@ def eigencam(ctx: MethodContext) -> np.ndarray:
     return principal_component(ctx.activations())
 
 
-
 def scorecam(ctx: MethodContext, *, max_channels: int | None = None) -> np.ndarray:
     """Score-CAM (Wang et al. 2020): ``ReLU(sum_k s_c(X * M_k) A_k)``.
 
@@ -89,7 +88,6 @@ def ablationcam(ctx: MethodContext) -> np.ndarray:
             yk[part] = ctx.scores_from_layer(ablated)[:, ctx.targets[i]]
         weights[i] = (y[i] - yk) / y[i] if y[i] != 0 else 0.0
     return weighted(weights, a)
-
 
 
 register_builtin("eigencam", eigencam, needs="activations", explains="none")

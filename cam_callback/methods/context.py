@@ -17,8 +17,7 @@ import numpy as np
 from cam_callback import backends
 from cam_callback.core.engine import Engine, build_cam_function, cached_engine, hooked_forward
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
-from cam_callback.methods.guided import guided_relus
-from cam_callback.methods.guided import relu_kind
+from cam_callback.methods.guided import guided_relus, relu_kind
 
 
 class MethodContext:
@@ -242,4 +241,3 @@ def _build_gradients(
         return out[0], out[1]
 
     return run
-

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 
 from cam_callback.core.inspection import SCORES, check_score, inspect, prepare_images
-from cam_callback.core.targets import prepare_targets
 from cam_callback.core.results import CAMResult
+from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
 
@@ -259,7 +259,8 @@ def compute(
                                         path, wrt_layer, output, batch_size)  # fmt: skip
     else:
         ctx = MethodContext(model, x, targets, info=info, head=used, layer=path,
-                            target_layer=target_layer, output=output, batch_size=batch_size)  # fmt: skip
+                            target_layer=target_layer, output=output,
+                            batch_size=batch_size)  # fmt: skip
         maps = np.asarray(spec.fn(ctx, **options), np.float64)
         probs, chosen = ctx.probabilities, ctx.targets
     input_res = not spec.explains_layer or spec.input_maps
@@ -293,7 +294,8 @@ def register_builtin(
     Options default to ``fn``'s keyword-only parameters.
 
     Example:
-        >>> register_builtin("gradcam", gradcam, needs="layer_gradients", fused=True)  # doctest: +SKIP
+        >>> register_builtin("gradcam", gradcam, needs="layer_gradients", fused=True)
+        ... # doctest: +SKIP
     """
     if not kwargs.get("fused"):
         kwargs.setdefault("options", {

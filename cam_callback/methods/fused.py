@@ -47,7 +47,9 @@ def run_fused(  # noqa: PLR0913
         >>> maps, probs, chosen = run_fused(model, x, t, "gradcam", gradcam, ...)  # doctest: +SKIP
     """
     key = (path, name, used, x.shape[1:], x.dtype.str)
-    engine = cached_engine(model, key, lambda: _fused_engine(model, info, layer, finish_fn, used, x))
+    engine = cached_engine(
+        model, key, lambda: _fused_engine(model, info, layer, finish_fn, used, x)
+    )
     maps, probs, chosen = [], [], []
     for chunk, chunk_targets, n in chunks(x, targets, batch_size=batch_size):
         try:

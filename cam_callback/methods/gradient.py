@@ -154,7 +154,6 @@ def gap_dense_head(calls: list, target_layer: Any, path: str) -> Any:
     return leaves[idx + 2].layer
 
 
-
 for _name, _fn in (
     ("gradcam", gradcam),
     ("gradcam++", gradcam_plus_plus),

@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from cam_callback import layers as _layers
+from cam_callback import layer_roles
 
 
 @keras.ops.custom_gradient
@@ -40,7 +40,7 @@ def relu_kind(layer: Any) -> str:
     if isinstance(layer, keras.layers.Activation) or hasattr(layer, "activation"):
         return (
             "activation"
-            if _layers.activation_name(getattr(layer, "activation", None)) == "relu"
+            if layer_roles.activation_name(getattr(layer, "activation", None)) == "relu"
             else ""
         )
     return ""
@@ -81,4 +81,3 @@ class guided_relus:
             else:
                 object.__setattr__(layer, attr, value)
         self.saved = []
-

@@ -107,9 +107,7 @@ def guided_gradcam(ctx: MethodContext) -> np.ndarray:
         head=ctx.head.request,
     ).heatmaps
     h, w = ctx.images.shape[1:3]
-    return np.abs(g.astype(np.float64)).max(-1) * resize_bilinear(
-        grad_cam.astype(np.float64), h, w
-    )
+    return np.abs(g.astype(np.float64)).max(-1) * resize_bilinear(grad_cam.astype(np.float64), h, w)
 
 
 def occlusion(ctx: MethodContext, *, patch: int = 8, stride: int = 4, value: float = 0.0):
@@ -147,7 +145,6 @@ def occlusion(ctx: MethodContext, *, patch: int = 8, stride: int = 4, value: flo
                 t, lf = boxes[b]
                 out[i, t : t + patch, lf : lf + patch] += drop[j]
     return out / np.maximum(cover, 1)
-
 
 
 register_builtin("gradient_x_input", gradient_x_input, needs="input_gradients")

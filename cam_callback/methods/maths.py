@@ -37,7 +37,9 @@ def principal_component(m: np.ndarray) -> np.ndarray:
         _, _, vt = np.linalg.svd(centred[live], full_matrices=False)
         proj = np.einsum("npk,nk->np", centred[live], vt[:, 0])
         mean = flat[live].mean(2)
-        agree = np.sum((proj - proj.mean(1, keepdims=True)) * (mean - mean.mean(1, keepdims=True)), 1)
+        agree = np.sum(
+            (proj - proj.mean(1, keepdims=True)) * (mean - mean.mean(1, keepdims=True)), 1
+        )
         out[live] = np.where((agree < 0)[:, None], -proj, proj)
     return out.reshape(n, h, w)
 
