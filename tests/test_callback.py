@@ -995,14 +995,14 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
 
     from cam_callback import record
 
-    real = record.atomic_write_bytes
+    real = record.writer.atomic_write_bytes  # epoch files are written there
 
     def full_from_epoch_2(path, data, *args):
         if path.name >= "epoch_000002.npz" and path.name.startswith("epoch_"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data, *args)
 
-    monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
+    monkeypatch.setattr(record.writer, "atomic_write_bytes", full_from_epoch_2)
     x, y = data(32)
     tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path)
     stopped = []
@@ -1031,7 +1031,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
     assert load_run(tmp_path).epochs == [-1, 0, 1, 6, 7]
     with pytest.raises(OSError, match="No space left"):
-        monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
+        monkeypatch.setattr(record.writer, "atomic_write_bytes", full_from_epoch_2)
         compiled().fit(
             x,
             y,
@@ -1111,9 +1111,9 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
     # The disk full for flags.json too: each part warns once, and fit still returns.
     from cam_callback import record
 
-    real = record.atomic_write_bytes
+    real = record.run.atomic_write_bytes  # flags.json is written there
     monkeypatch.setattr(
-        record,
+        record.run,
         "atomic_write_bytes",
         lambda path, data, *a: (
             full(path, data) if path.name == "flags.json" else real(path, data, *a)
