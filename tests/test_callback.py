@@ -162,8 +162,8 @@ def test_animations_over_budget_thin_with_one_warning_in_a_real_fit(tmp_path, mo
 
     # Any drawing is over a zero budget: from epoch 0 (measured against the state before
     # training) on, the live GIFs keep only the last epoch; the record keeps all.
-    monkeypatch.setattr(pipeline, "ANIMATION_FLOOR_S", 0.0)
-    monkeypatch.setattr(pipeline, "ANIMATION_BUDGET", 1e-12)
+    monkeypatch.setattr(pipeline.drawing, "ANIMATION_FLOOR_S", 0.0)
+    monkeypatch.setattr(pipeline.drawing, "ANIMATION_BUDGET", 1e-12)
     x, y = data(16)
     with caught() as seen:
         fit_with(CAMTracker(x[:4], y[:4], log_dir=tmp_path), epochs=4)
