@@ -21,7 +21,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cam_callback import CAMTracker, compute_cams, load_run
-from cam_callback.callback import _is_chief
+from cam_callback.session import is_chief
 
 HERE = Path(__file__).parent
 CLASSES = ["homer", "bart", "lisa"]
@@ -1391,18 +1391,18 @@ def test_only_the_chief_writes_under_multi_worker():
 
     with_chief = {"chief": ["a"], "worker": ["b", "c"]}
     workers = {"worker": ["b", "c"]}
-    assert _is_chief(Model(None))
-    assert _is_chief(Model(_Resolver("chief", 0, with_chief)))
-    assert not _is_chief(Model(_Resolver("worker", 0, with_chief)))
-    assert _is_chief(Model(_Resolver("worker", 0, workers)))
-    assert not _is_chief(Model(_Resolver("worker", 1, workers)))
-    assert not _is_chief(Model(_Resolver("evaluator", 0, workers)))
+    assert is_chief(Model(None))
+    assert is_chief(Model(_Resolver("chief", 0, with_chief)))
+    assert not is_chief(Model(_Resolver("worker", 0, with_chief)))
+    assert is_chief(Model(_Resolver("worker", 0, workers)))
+    assert not is_chief(Model(_Resolver("worker", 1, workers)))
+    assert not is_chief(Model(_Resolver("evaluator", 0, workers)))
 
 
 def test_non_chief_writes_nothing(tmp_path, monkeypatch):
     from cam_callback import callback
 
-    monkeypatch.setattr(callback, "_is_chief", lambda model: False)
+    monkeypatch.setattr(callback, "is_chief", lambda model: False)
     x, y = data(8)
     fit_with(CAMTracker(x, y, log_dir=tmp_path / "w1"), epochs=2)
     assert not (tmp_path / "w1").exists()
