@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -14,8 +13,14 @@ import numpy as np
 from cam_callback import arguments as A
 from cam_callback import cams, lineage, pipeline
 from cam_callback import config as _config
-from cam_callback.record import BASELINE_EPOCH, RecordWriter, epoch_files, fingerprint, record_dir
-from cam_callback.session import is_chief, open_pipeline
+from cam_callback.record import BASELINE_EPOCH, RecordWriter, epoch_files, fingerprint
+from cam_callback.session import (
+    check_layer,
+    check_method,
+    is_chief,
+    open_pipeline,
+    tracker_config,
+)
 from cam_callback.steps import ON_ERROR, TrackerSteps, TrackerWarning
 
 __all__ = ["CAMTracker", "TrackerWarning"]
@@ -141,15 +146,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.class_names = A.class_names(class_names)
         self.display_images = A.display(display_images, n, self.probe_images)
         self.probe_masks = A.masks(probe_masks, n, self.display_images.shape[1:3])
-        if layer is not None and not isinstance(layer, (str, keras.layers.Layer)):
-            raise TypeError(
-                "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
-                f"Received: layer={layer!r}"
-            )
-        if not isinstance(method, str) or method not in cams.available_methods():
-            raise ValueError(
-                f"`method` must be one of {cams.available_methods()}. Received: method={method!r}"
-            )
+        self.layer = check_layer(layer)
+        self.method = check_method(method)
         self.score = A.choice(score, cams.SCORES, "score")
         self.head = cams.check_head(head)
         self.target = A.target(target, n, self.probe_labels)
@@ -170,8 +168,6 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.faithfulness = A.flag(faithfulness, "faithfulness")
         self.on_error = A.choice(on_error, ON_ERROR, "on_error")
         self.overwrite = A.flag(overwrite, "overwrite")
-        self.layer = layer
-        self.method = method
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
@@ -196,32 +192,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         if not self._chief:
             return
         self._later = lineage.later_callbacks(self)
-        check = cams.inspect_model(
-            self.model,
-            self.probe_images,
-            layer=self.layer,
-            method=self.method,
-            output=self.output,
-            score=self.score,
-            head=self.head,
-        )
-        cfg = _config.build_config(
-            check=check,
-            method=self.method,
-            score=self.score,
-            head=self.head,
-            target=self._target_arg,
-            output=self.output,
-            fingerprint=self.fingerprint,
-            probe_images=self.probe_images,
-            probe_labels=self.probe_labels,
-            one_hot_width=self._one_hot_width,
-            class_names=self.class_names,
-            probe_masks=self.probe_masks,
-            mask_kind=self.mask_kind,
-            low_confidence=self.low_confidence,
-            every_n_epochs=self.every_n_epochs,
-        )
+        cfg = tracker_config(self, target=self._target_arg, one_hot_width=self._one_hot_width)
         A.writable_log_dir(self.log_dir)
         self._offset = 0
         if self._next_epoch is not None and self.config != cfg:
@@ -319,30 +290,3 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             self._finish(session, held)
         finally:
             self.close()
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        """Stops the background threads and closes the TensorBoard writer; safe to repeat.
-
-        ``fit`` calls no callback when it raises, so use the tracker as a
-        context manager (or call this) to close at once; otherwise it closes
-        when the tracker is garbage-collected or the interpreter exits.
-        """
-        session, self._session = self._session, None
-        finalizer, self._finalizer = self._finalizer, None
-        if finalizer is not None:
-            finalizer.detach()  # the tracker's session is closed here, not again when collected
-        if session is not None:
-            session.close()
-
-    def __enter__(self) -> CAMTracker:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    @property
-    def record_path(self) -> Path:
-        """The record folder, ``log_dir/cam``."""
-        return record_dir(self.log_dir)

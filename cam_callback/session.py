@@ -14,7 +14,76 @@ import keras
 import numpy as np
 
 from cam_callback import backends, cams, pipeline
+from cam_callback.config import TrackerConfig, build_config
 from cam_callback.record import RecordWriter
+
+
+def check_layer(layer: Any) -> str | keras.layers.Layer | None:
+    """The ``layer`` argument: ``None``, a layer name, an ``'outer/inner'`` path or a Layer.
+
+    Example:
+        >>> check_layer("conv2")
+        'conv2'
+    """
+    if layer is not None and not isinstance(layer, (str, keras.layers.Layer)):
+        raise TypeError(
+            "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
+            f"Received: layer={layer!r}"
+        )
+    return layer
+
+
+def check_method(method: Any) -> str:
+    """The ``method`` argument, one of :func:`cam_callback.available_methods`.
+
+    Example:
+        >>> check_method("gradcam")
+        'gradcam'
+    """
+    if not isinstance(method, str) or method not in cams.available_methods():
+        raise ValueError(
+            f"`method` must be one of {cams.available_methods()}. Received: method={method!r}"
+        )
+    return method
+
+
+def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> TrackerConfig:
+    """Checks the probes against ``tracker.model`` and builds the record's frozen config.
+
+    Args:
+        tracker: The ``CAMTracker``; its public settings are read.
+        target: The ``target`` argument as given (``"predicted"``, ``"label"`` or ids).
+        one_hot_width: The width of one-hot probe labels, or ``None``.
+
+    Example:
+        >>> cfg = tracker_config(tracker, target="predicted", one_hot_width=None)  # doctest: +SKIP
+    """
+    check = cams.inspect_model(
+        tracker.model,
+        tracker.probe_images,
+        layer=tracker.layer,
+        method=tracker.method,
+        output=tracker.output,
+        score=tracker.score,
+        head=tracker.head,
+    )
+    return build_config(
+        check=check,
+        method=tracker.method,
+        score=tracker.score,
+        head=tracker.head,
+        target=target,
+        output=tracker.output,
+        fingerprint=tracker.fingerprint,
+        probe_images=tracker.probe_images,
+        probe_labels=tracker.probe_labels,
+        one_hot_width=one_hot_width,
+        class_names=tracker.class_names,
+        probe_masks=tracker.probe_masks,
+        mask_kind=tracker.mask_kind,
+        low_confidence=tracker.low_confidence,
+        every_n_epochs=tracker.every_n_epochs,
+    )
 
 
 def is_chief(model: keras.Model) -> bool:

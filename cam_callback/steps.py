@@ -7,10 +7,11 @@ steps; the maps themselves come from :func:`cam_callback.session.epoch_maps`.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 from cam_callback.pipeline import EpochPipeline
-from cam_callback.record import BASELINE_EPOCH, RecordDeleted, load_run, write_flags
+from cam_callback.record import BASELINE_EPOCH, RecordDeleted, load_run, record_dir, write_flags
 from cam_callback.session import epoch_maps, set_aside_notice
 
 ON_ERROR = ("warn", "raise")
@@ -21,7 +22,7 @@ class TrackerWarning(UserWarning):
 
 
 class TrackerSteps:
-    """The per-epoch and failure steps of ``CAMTracker`` (a mixin over its state).
+    """The per-epoch, failure and closing steps of ``CAMTracker`` (a mixin over its state).
 
     Example:
         >>> issubclass(CAMTracker, TrackerSteps)  # doctest: +SKIP
@@ -134,3 +135,28 @@ class TrackerSteps:
                 session.finish_animations()  # O(probes): the frames are on disk already
             except Exception as exc:
                 self._fail("writing the animations", None, exc, "Animations stopped")
+
+    def close(self) -> None:
+        """Stops the background threads and closes the TensorBoard writer; safe to repeat.
+
+        ``fit`` calls no callback when it raises, so use the tracker as a
+        context manager (or call this) to close at once; otherwise it closes
+        when the tracker is garbage-collected or the interpreter exits.
+        """
+        session, self._session = self._session, None
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer.detach()  # the tracker's session is closed here, not again when collected
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def record_path(self) -> Path:
+        """The record folder, ``log_dir/cam``."""
+        return record_dir(self.log_dir)
