@@ -172,8 +172,6 @@ class RecordWriter:
         if lock is not None:
             lock.release()
 
-    # -------------------------------------------------------------- epochs
-
     def _check_present(self) -> None:
         """Raises :class:`RecordDeleted` when the record folder (or its record.json) is gone."""
         if not (self.path / "record.json").is_file():
@@ -239,8 +237,6 @@ class RecordWriter:
         """The first recorded epoch."""
         files = epoch_files(self.path)
         return next(iter(files)) if files else None
-
-    # -------------------------------------------------------------- weights
 
     def fingerprints(self) -> dict[int, str] | None:
         """Recorded epoch to the fingerprint of its weights; ``None`` when the record
