@@ -3,37 +3,30 @@
 from __future__ import annotations
 
 import os
-import warnings
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from cam_callback import arguments as A
-from cam_callback import backends, cams, lineage, pipeline
+from cam_callback import cams, lineage, pipeline
 from cam_callback import config as _config
-from cam_callback.record import (
-    BASELINE_EPOCH,
-    RecordDeleted,
-    RecordWriter,
-    epoch_files,
-    fingerprint,
-    load_run,
-    record_dir,
-    write_flags,
+from cam_callback.record import BASELINE_EPOCH, RecordWriter, epoch_files, fingerprint
+from cam_callback.session import (
+    check_layer,
+    check_method,
+    is_chief,
+    open_pipeline,
+    tracker_config,
 )
+from cam_callback.steps import ON_ERROR, TrackerSteps, TrackerWarning
 
-ON_ERROR = ("warn", "raise")
-
-
-class TrackerWarning(UserWarning):
-    """A part of the tracker failed and stopped; training went on."""
+__all__ = ["CAMTracker", "TrackerWarning"]
 
 
-class CAMTracker(keras.callbacks.Callback):
+class CAMTracker(TrackerSteps, keras.callbacks.Callback):
     """Records a Grad-CAM and the class probabilities of fixed probes at every epoch.
 
     Each recorded epoch is appended atomically to a run record in
@@ -102,8 +95,8 @@ class CAMTracker(keras.callbacks.Callback):
     the last one it continues; from an earlier one (``BackupAndRestore`` after a
     crash, an older checkpoint) the later epochs are set aside in
     ``cam/set_aside/``; from other weights (a freshly initialised model) it is
-    refused before the first batch. Calling ``fit`` again with the same tracker continues the record's
-    epoch numbering; a new tracker must continue it with ``initial_epoch``
+    refused before the first batch. Calling ``fit`` again with the same tracker
+    continues the record's epoch numbering; a new tracker must continue it with ``initial_epoch``
     (``history.epoch[-1] + 1``, Keras's fine-tuning idiom). ``record.json``'s
     ``final_weights_epoch`` says which epoch's weights the model holds when
     ``fit`` returns (an earlier one after ``EarlyStopping(restore_best_weights=True)``).
@@ -153,14 +146,9 @@ class CAMTracker(keras.callbacks.Callback):
         self.class_names = A.class_names(class_names)
         self.display_images = A.display(display_images, n, self.probe_images)
         self.probe_masks = A.masks(probe_masks, n, self.display_images.shape[1:3])
-        if layer is not None and not isinstance(layer, (str, keras.layers.Layer)):
-            raise TypeError(
-                "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
-                f"Received: layer={layer!r}"
-            )
-        cams.check_method(method)
-        if score not in cams.SCORES:
-            raise ValueError(f"`score` must be one of {cams.SCORES}. Received: score={score!r}")
+        self.layer = check_layer(layer)
+        self.method = check_method(method)
+        self.score = A.choice(score, cams.SCORES, "score")
         self.head = cams.check_head(head)
         self.target = A.target(target, n, self.probe_labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
@@ -174,29 +162,12 @@ class CAMTracker(keras.callbacks.Callback):
         self.fps = _config.check_fps(fps, self.formats)
         _config.check_video(self.formats)
         self.alpha = A.unit_float(alpha, "alpha")
-        if mask_kind not in ("object", "cue"):
-            raise ValueError(
-                f'`mask_kind` must be "object" or "cue". Received: mask_kind={mask_kind!r}'
-            )
+        self.mask_kind = A.choice(mask_kind, ("object", "cue"), "mask_kind", '"object" or "cue"')
         self.low_confidence = A.unit_float(low_confidence, "low_confidence")
-        if output is not None and (
-            isinstance(output, (bool, np.bool_)) or not isinstance(output, (int, np.integer, str))
-        ):
-            raise TypeError(
-                f"`output` must be None, an output index or name. Received: output={output!r}"
-            )
+        self.output = A.output(output)
         self.faithfulness = A.flag(faithfulness, "faithfulness")
-        if on_error not in ON_ERROR:
-            raise ValueError(
-                f"`on_error` must be one of {ON_ERROR}. Received: on_error={on_error!r}"
-            )
+        self.on_error = A.choice(on_error, ON_ERROR, "on_error")
         self.overwrite = A.flag(overwrite, "overwrite")
-        self.layer = layer
-        self.method = method
-        self.score = score
-        self.output = output if output is None or isinstance(output, str) else int(output)
-        self.mask_kind = mask_kind
-        self.on_error = on_error
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
@@ -217,36 +188,11 @@ class CAMTracker(keras.callbacks.Callback):
         """Checks the probes against the model and opens the record, before epoch 0."""
         self.close()
         self._seen, self._recorded = {}, set()
-        self._chief = _is_chief(self.model)
+        self._chief = is_chief(self.model)
         if not self._chief:
             return
         self._later = lineage.later_callbacks(self)
-        check = cams.inspect_model(
-            self.model,
-            self.probe_images,
-            layer=self.layer,
-            method=self.method,
-            output=self.output,
-            score=self.score,
-            head=self.head,
-        )
-        cfg = _config.build_config(
-            check=check,
-            method=self.method,
-            score=self.score,
-            head=self.head,
-            target=self._target_arg,
-            output=self.output,
-            fingerprint=self.fingerprint,
-            probe_images=self.probe_images,
-            probe_labels=self.probe_labels,
-            one_hot_width=self._one_hot_width,
-            class_names=self.class_names,
-            probe_masks=self.probe_masks,
-            mask_kind=self.mask_kind,
-            low_confidence=self.low_confidence,
-            every_n_epochs=self.every_n_epochs,
-        )
+        cfg = tracker_config(self, target=self._target_arg, one_hot_width=self._one_hot_width)
         A.writable_log_dir(self.log_dir)
         self._offset = 0
         if self._next_epoch is not None and self.config != cfg:
@@ -267,26 +213,7 @@ class CAMTracker(keras.callbacks.Callback):
             return
         self._wrote = True
         self.config = cfg
-        self._session = session = pipeline.EpochPipeline(
-            writer,
-            display=self.display_images,
-            labels=self.probe_labels,
-            masks=self.probe_masks,
-            class_names=self.class_names,
-            top_k=self.top_k,
-            alpha=self.alpha,
-            tensorboard=self.tensorboard,
-            # Chosen once per fit from the probes alone: the same tags at every epoch.
-            tensorboard_probes=pipeline.choose_tensorboard_probes(
-                self.tensorboard_probes, len(self.probe_images), self.probe_labels
-            ),
-            formats=self.formats,
-            fps=self.fps,
-            max_frames=self.max_frames,
-            every_n_epochs=self.every_n_epochs,
-            total_epochs=(self.params or {}).get("epochs"),
-            mask_kind=self.mask_kind,
-        )
+        self._session = session = open_pipeline(self, writer)
         # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
         self._finalizer = weakref.finalize(self, session.close)
 
@@ -315,23 +242,7 @@ class CAMTracker(keras.callbacks.Callback):
             if self._keep(session, BASELINE_EPOCH, weights, "recording the state before training"):
                 self._record(session, BASELINE_EPOCH, "recording the state before training")
             return
-        session.offset = self._offset = plan.next_epoch - epoch
-        if plan.message:
-            self._warn(plan.message)
-        if plan.set_aside:
-            try:
-                folder = writer.set_aside(plan.set_aside, plan.after)
-            except OSError as exc:
-                self._fail("setting aside later epochs", None, exc, "Recording stopped", stop=True)
-                return
-            held = "the state before training" if plan.after < 0 else f"epoch {plan.after}"
-            self._warn(
-                f"the model holds the weights of {held} of the record, not of its last "
-                f"epoch ({plan.set_aside[-1]}): a checkpoint older than the record "
-                f"(BackupAndRestore after a crash, for one), or a seeded script run again. "
-                f"{_epochs_text(plan.set_aside)} of that other line of weights were set aside "
-                f"in {folder} (never mixed in), and the record continues from {held}."
-            )
+        self._continue(session, plan, epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Stores the weights' fingerprint; computes the maps when the epoch is due (every
@@ -353,100 +264,6 @@ class CAMTracker(keras.callbacks.Callback):
         self._check_background(session)
         if self._session is not None:  # else recording failed earlier, and stopped
             self._record(session, epoch, "recording")
-
-    def _keep(self, session: pipeline.EpochPipeline, epoch: int, weights: str, what: str) -> bool:
-        """Stores the fingerprint of every epoch's weights, durably before the next callback
-        runs: a ``BackupAndRestore`` listed after the tracker backs up only known weights."""
-        try:
-            session.record.add_fingerprint(epoch, weights)
-            return True
-        except Exception as exc:
-            at = None if epoch == BASELINE_EPOCH else epoch
-            self._fail(what, at, exc, "Recording stopped", stop=True)
-            return False
-
-    def _record(self, session: pipeline.EpochPipeline, epoch: int, what: str) -> None:
-        """Computes the maps of ``epoch`` and hands them over."""
-        try:
-            self._record_epoch(session, epoch)
-            self._recorded.add(epoch)
-        except Exception as exc:
-            at = None if epoch == BASELINE_EPOCH else epoch
-            self._fail(what, at, exc, "Recording stopped", stop=True)
-
-    def _record_epoch(self, session: pipeline.EpochPipeline, epoch: int) -> None:
-        res = cams.compute_cams(
-            self.model,
-            self.probe_images,
-            layer=self.layer,
-            method=self.method,
-            target=self.target,
-            score=self.score,
-            output=self.output,
-            batch_size=self.batch_size,
-            head=self.head,
-        )
-        extra = {}
-        if self.faithfulness:  # needs the model: on this thread
-            extra["faithfulness"] = cams.deletion_faithfulness(
-                self.model,
-                self.probe_images,
-                res.heatmaps,
-                res.targets,
-                output=self.output,
-                batch_size=self.batch_size,
-                head=self.head,
-            )
-        # Metrics, the record, TensorBoard and the animations run in the background.
-        session.submit(epoch, res.heatmaps, res.probabilities, res.targets, extra)
-
-    def _check_background(self, session: pipeline.EpochPipeline) -> None:
-        """Raises (``on_error="raise"``) or warns once about each failed background stage."""
-        while session.notices:
-            warnings.warn(f"CAMTracker: {session.notices.pop(0)}", TrackerWarning, stacklevel=3)
-        while (failure := session.take_error()) is not None:
-            stage, what, epoch, exc = failure
-            if self.on_error == "raise" and stage == "frames":
-                at = f"of epoch {epoch}" if epoch is None or epoch >= 0 else "before training"
-                raise RuntimeError(f"{what} {at} failed: {exc}") from exc
-            if stage == "record":
-                self._fail("recording", epoch, exc, "Recording stopped", stop=True)
-                return
-            consequence = "TensorBoard frames stopped"
-            if self.formats:
-                consequence = (
-                    "TensorBoard frames and animations stopped (cam-callback render "
-                    "LOG_DIR draws the animations from the record)"
-                )
-            self._fail(what, epoch, exc, consequence)
-
-    def _fail(
-        self, what: str, epoch: int | None, exc: BaseException, consequence: str, stop: bool = False
-    ) -> None:
-        """One failure inside the tracker: re-raised, or warned about and contained.
-
-        ``stop`` ends all recording for this fit (and releases the record's lock).
-        """
-        if self.on_error == "raise":
-            raise exc
-        if stop:
-            self.close()
-        at = "" if epoch is None else f" at epoch {epoch}" if epoch >= 0 else " before training"
-        if isinstance(exc, RecordDeleted):  # nothing is kept there: say so, not "keeps"
-            self._warn(
-                f"{exc} (noticed while {what}{at}). Recording stopped and the folder is not "
-                f'recreated; training goes on. Pass on_error="raise" to stop training instead.'
-            )
-            return
-        self._warn(
-            f"{what}{at} failed: {type(exc).__name__}: {exc}. {consequence}; "
-            f"training goes on, and the record in {self.record_path} keeps what was written. "
-            f'Pass on_error="raise" to stop training instead.'
-        )
-
-    @staticmethod
-    def _warn(message: str) -> None:
-        warnings.warn(f"CAMTracker: {message}", TrackerWarning, stacklevel=4)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         """Records the last epoch if it was not due, notes which epoch's weights the model
@@ -471,78 +288,6 @@ class CAMTracker(keras.callbacks.Callback):
                     self._record(session, last, "recording")
             if self._session is None:
                 return
-            session.drain()
-            self._check_background(session)
-            if self._session is None:  # recording failed and stopped
-                return
-            try:
-                session.record.note_final_weights(held)
-                run = load_run(self.log_dir)
-            except Exception as exc:
-                self._fail("reading back the record", None, exc, "No flags or animations")
-                return
-            if run.epochs:
-                try:
-                    write_flags(run)
-                except Exception as exc:  # the flags are recomputed from the metrics on read
-                    self._fail("writing flags.json", None, exc, "flags.json is not updated")
-            if self.formats and run.epochs:
-                try:
-                    session.finish_animations()  # O(probes): the frames are on disk already
-                except Exception as exc:
-                    self._fail("writing the animations", None, exc, "Animations stopped")
+            self._finish(session, held)
         finally:
             self.close()
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        """Stops the background threads and closes the TensorBoard writer; safe to repeat.
-
-        ``fit`` calls no callback when it raises, so use the tracker as a
-        context manager (or call this) to close at once; otherwise it closes
-        when the tracker is garbage-collected or the interpreter exits.
-        """
-        session, self._session = self._session, None
-        finalizer, self._finalizer = self._finalizer, None
-        if finalizer is not None:
-            finalizer.detach()  # the tracker's session is closed here, not again when collected
-        if session is not None:
-            session.close()
-
-    def __enter__(self) -> CAMTracker:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    @property
-    def record_path(self) -> Path:
-        """The record folder, ``log_dir/cam``."""
-        return record_dir(self.log_dir)
-
-
-# ---------------------------------------------------------------------- validation
-
-
-def _is_chief(model: keras.Model) -> bool:
-    """Under a multi-worker strategy only the chief (or worker 0 without one) writes."""
-    index, count = backends.process()  # keras.distribution over several JAX processes
-    if count > 1:
-        return index == 0
-    strategy = getattr(model, "distribute_strategy", None)
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type in (None, "chief"):
-        return True
-    if task_type == "worker":
-        return task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-    return False
-
-
-def _epochs_text(epochs: tuple[int, ...]) -> str:
-    if len(epochs) == 1:
-        return f"Epoch {epochs[0]}"
-    return f"Epochs {epochs[0]} to {epochs[-1]}"

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from cam_callback import __version__
+
 # A GIF stores each frame's delay as a uint16 count of 1/100 s, and browsers play delays under
 # 2/100 s at 10 fps: only this range of fps plays as asked.
 GIF_MIN_FPS = 100 / 65535
@@ -165,8 +167,6 @@ def build_config(
     Raises:
         ValueError: Class names, labels or targets that do not fit the model's classes.
     """
-    from cam_callback import __version__
-
     n_classes = int(check.n_classes)
     if class_names is not None and len(class_names) != n_classes:
         raise ValueError(

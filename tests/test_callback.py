@@ -21,7 +21,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cam_callback import CAMTracker, compute_cams, load_run
-from cam_callback.callback import _is_chief
+from cam_callback.session import is_chief
 
 HERE = Path(__file__).parent
 CLASSES = ["homer", "bart", "lisa"]
@@ -162,8 +162,8 @@ def test_animations_over_budget_thin_with_one_warning_in_a_real_fit(tmp_path, mo
 
     # Any drawing is over a zero budget: from epoch 0 (measured against the state before
     # training) on, the live GIFs keep only the last epoch; the record keeps all.
-    monkeypatch.setattr(pipeline, "ANIMATION_FLOOR_S", 0.0)
-    monkeypatch.setattr(pipeline, "ANIMATION_BUDGET", 1e-12)
+    monkeypatch.setattr(pipeline.drawing, "ANIMATION_FLOOR_S", 0.0)
+    monkeypatch.setattr(pipeline.drawing, "ANIMATION_BUDGET", 1e-12)
     x, y = data(16)
     with caught() as seen:
         fit_with(CAMTracker(x[:4], y[:4], log_dir=tmp_path), epochs=4)
@@ -995,14 +995,14 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
 
     from cam_callback import record
 
-    real = record.atomic_write_bytes
+    real = record.writer.atomic_write_bytes  # epoch files are written there
 
     def full_from_epoch_2(path, data, *args):
         if path.name >= "epoch_000002.npz" and path.name.startswith("epoch_"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data, *args)
 
-    monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
+    monkeypatch.setattr(record.writer, "atomic_write_bytes", full_from_epoch_2)
     x, y = data(32)
     tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path)
     stopped = []
@@ -1031,7 +1031,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     model.fit(x, y, epochs=2, verbose=0, callbacks=[tracker])
     assert load_run(tmp_path).epochs == [-1, 0, 1, 6, 7]
     with pytest.raises(OSError, match="No space left"):
-        monkeypatch.setattr(record, "atomic_write_bytes", full_from_epoch_2)
+        monkeypatch.setattr(record.writer, "atomic_write_bytes", full_from_epoch_2)
         compiled().fit(
             x,
             y,
@@ -1111,9 +1111,9 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
     # The disk full for flags.json too: each part warns once, and fit still returns.
     from cam_callback import record
 
-    real = record.atomic_write_bytes
+    real = record.run.atomic_write_bytes  # flags.json is written there
     monkeypatch.setattr(
-        record,
+        record.run,
         "atomic_write_bytes",
         lambda path, data, *a: (
             full(path, data) if path.name == "flags.json" else real(path, data, *a)
@@ -1391,18 +1391,18 @@ def test_only_the_chief_writes_under_multi_worker():
 
     with_chief = {"chief": ["a"], "worker": ["b", "c"]}
     workers = {"worker": ["b", "c"]}
-    assert _is_chief(Model(None))
-    assert _is_chief(Model(_Resolver("chief", 0, with_chief)))
-    assert not _is_chief(Model(_Resolver("worker", 0, with_chief)))
-    assert _is_chief(Model(_Resolver("worker", 0, workers)))
-    assert not _is_chief(Model(_Resolver("worker", 1, workers)))
-    assert not _is_chief(Model(_Resolver("evaluator", 0, workers)))
+    assert is_chief(Model(None))
+    assert is_chief(Model(_Resolver("chief", 0, with_chief)))
+    assert not is_chief(Model(_Resolver("worker", 0, with_chief)))
+    assert is_chief(Model(_Resolver("worker", 0, workers)))
+    assert not is_chief(Model(_Resolver("worker", 1, workers)))
+    assert not is_chief(Model(_Resolver("evaluator", 0, workers)))
 
 
 def test_non_chief_writes_nothing(tmp_path, monkeypatch):
     from cam_callback import callback
 
-    monkeypatch.setattr(callback, "_is_chief", lambda model: False)
+    monkeypatch.setattr(callback, "is_chief", lambda model: False)
     x, y = data(8)
     fit_with(CAMTracker(x, y, log_dir=tmp_path / "w1"), epochs=2)
     assert not (tmp_path / "w1").exists()

@@ -91,7 +91,7 @@ class Spy:
 
         monkeypatch.setattr(F.FrameRenderer, "draw", draw)
         monkeypatch.setattr(animate.GifStream, "append", append)
-        monkeypatch.setattr(pipeline, "SummaryWriter", Writer)
+        monkeypatch.setattr(pipeline.core, "SummaryWriter", Writer)
 
 
 def test_each_frame_is_drawn_once_and_feeds_tensorboard_and_the_gif(tmp_path, monkeypatch):
@@ -158,7 +158,9 @@ class FakeClock:
 
 def test_animations_thin_evenly_once_when_drawing_outruns_its_budget(tmp_path, monkeypatch):
     # 1 s of drawing per 2 s epoch is 5x the 10% budget: one epoch in 5 from then on.
-    monkeypatch.setattr(pipeline, "time", FakeClock(interval=2.0, cpu=1.0))
+    clock = FakeClock(interval=2.0, cpu=1.0)
+    monkeypatch.setattr(pipeline.core, "time", clock)  # epoch intervals
+    monkeypatch.setattr(pipeline.drawing, "time", clock)  # drawing time
     pipe = open_pipe(tmp_path / "a", total_epochs=12)
     paths = run_epochs(pipe, range(12))
     run = load_run(tmp_path / "a")
@@ -173,7 +175,9 @@ def test_animations_thin_evenly_once_when_drawing_outruns_its_budget(tmp_path, m
     assert gif_epochs(paths[0], load_run(tmp_path / "b")) == [0, 1, 6, 8]
 
     # Within budget (0.4 s, under the 0.5 s floor): every epoch.
-    monkeypatch.setattr(pipeline, "time", FakeClock(interval=2.0, cpu=0.4))
+    clock = FakeClock(interval=2.0, cpu=0.4)
+    monkeypatch.setattr(pipeline.core, "time", clock)  # epoch intervals
+    monkeypatch.setattr(pipeline.drawing, "time", clock)  # drawing time
     pipe = open_pipe(tmp_path / "c", total_epochs=6)
     paths = run_epochs(pipe, range(6))
     assert gif_epochs(paths[0], load_run(tmp_path / "c")) == [0, 1, 2, 3, 4, 5]

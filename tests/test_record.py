@@ -95,7 +95,7 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(record.os, "replace", crash)
+    monkeypatch.setattr(record.paths.os, "replace", crash)
     with pytest.raises(OSError, match="disk gone"):
         w.write_epoch(
             0, heatmaps=np.zeros((2, 2, 2)), probabilities=np.zeros((2, 3)), targets=np.zeros(2)

@@ -1,0 +1,58 @@
+"""Per-epoch numbers and per-probe flags from maps and probabilities: pure numpy.
+
+Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``):
+
+- ``true_class_probability`` = ``p[label]`` (only with labels).
+- ``predicted_class`` = ``argmax p``; NaN where ``p`` is not finite (no prediction).
+- ``margin`` = top-1 minus top-2 probability (``|2p - 1|`` for a single output);
+  NaN where ``p`` is not finite.
+- ``correct`` = 1 where ``predicted_class == label``, else 0 (only with labels). A
+  non-finite ``p`` is never correct (``argmax`` of NaN is 0, which is no prediction).
+- ``drift`` = ``1 - cos(m_t, m_prev)``, the maps flattened, against the previous
+  recorded epoch; 0 at the first. Two all-zero maps have drift 0, one all-zero map 1.
+- ``drift_from_first`` = ``1 - cos(m_t, m_first)``.
+- ``concentration`` = share of the map's energy (sum) in its top 10% of cells;
+  0.1 for a flat map, 1 when one cell in ten or fewer holds everything.
+- ``mask_focus`` (with masks) = ``sum(up(m) * mask) / sum(up(m))``, the map
+  upsampled bilinearly to the mask's size: the share of attention inside the mask.
+- ``mask_lift`` (with masks) = ``mask_focus / mean(mask)``: attention inside the
+  mask relative to chance (1 = no more than the mask's share of the image).
+- ``faithfulness`` (opt-in, computed by the tracker with the model) = drop of the
+  target's probability when the most-attended 20% is blurred, minus the drop
+  when a random 20% is blurred.
+
+A map whose probabilities are not finite (a diverged model) could not be
+computed: :func:`mark_not_computed` stores it as NaN, not as the all-zero map
+the normalisation makes of NaN, and every map metric of a NaN map is NaN.
+
+Flags per probe over the whole record (see :func:`flags`): ``flipped``,
+``left_mask``, ``on_cue``, ``low_confidence``, ``unstable``, ``misclassified``.
+
+Modules: ``epoch`` (the per-epoch numbers) and ``summary`` (TensorBoard scalars and
+the flags). Every name is re-exported here.
+"""
+
+from cam_callback.metrics.epoch import (
+    TOP_SHARE,
+    concentration,
+    cosine_drift,
+    epoch_metrics,
+    finite_rows,
+    mark_not_computed,
+    mask_focus,
+)
+from cam_callback.metrics.summary import FLAG_NAMES, class_group_keys, flags, summary_scalars
+
+__all__ = [
+    "FLAG_NAMES",
+    "TOP_SHARE",
+    "class_group_keys",
+    "concentration",
+    "cosine_drift",
+    "epoch_metrics",
+    "finite_rows",
+    "flags",
+    "mark_not_computed",
+    "mask_focus",
+    "summary_scalars",
+]

@@ -1,0 +1,182 @@
+"""TensorBoard scalars per group of probes, and the per-probe flags over a record.
+
+Pure numpy; see :mod:`cam_callback.metrics` for the flags' meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cam_callback.metrics.epoch import finite_rows
+
+
+def summary_scalars(
+    metrics: Mapping[str, np.ndarray],
+    *,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    mask_kind: str = "object",
+    cue_lift: float = 1.5,
+) -> dict[str, float]:
+    """Aggregates over probes for TensorBoard: means, the misclassified fraction, and
+    per-group means, so the live curves tell the same story as the flags.
+
+    Groups (each ``<group>/mean_<metric>``): every true class
+    (``class_<name>/...``), and with masks the probes flagged at this epoch:
+    ``on_cue/...`` (``mask_kind="cue"``: ``mask_lift >= cue_lift``) or
+    ``left_mask/...`` (object masks: ``mask_lift < 1``), with their count.
+
+    Example:
+        >>> s = summary_scalars({"mask_lift": np.array([2.0, 1.0]),
+        ...                      "mask_focus": np.array([0.6, 0.3])}, mask_kind="cue")
+        >>> s["on_cue/mean_mask_focus"], s["on_cue/count"], s["mean_mask_lift"]
+        (0.6, 1.0, 1.5)
+    """
+    names = (
+        "true_class_probability",
+        "margin",
+        "drift",
+        "concentration",
+        "mask_focus",
+        "mask_lift",
+        "faithfulness",
+    )
+    out = {}
+    for name in names:
+        if name in metrics:
+            out[f"mean_{name}"] = float(np.mean(metrics[name]))
+    if "correct" in metrics:
+        out["misclassified_fraction"] = float(1.0 - np.mean(metrics["correct"]))
+    groups: dict[str, np.ndarray] = {}
+    if labels is not None:
+        labels = np.asarray(labels)
+        keys = class_group_keys(labels, class_names)
+        for cls, key in keys.items():
+            groups[key] = labels == cls
+    if "mask_lift" in metrics:
+        lift = np.asarray(metrics["mask_lift"])
+        flagged, group = (
+            (lift >= cue_lift, "on_cue") if mask_kind == "cue" else (lift < 1.0, "left_mask")
+        )
+        out[f"{group}/count"] = float(flagged.sum())
+        groups[group] = flagged
+    for group, members in groups.items():
+        if not members.any():
+            continue
+        for name in ("true_class_probability", "mask_focus", "mask_lift"):
+            if name in metrics:
+                out[f"{group}/mean_{name}"] = float(np.mean(np.asarray(metrics[name])[members]))
+    return out
+
+
+def class_group_keys(labels: np.ndarray, class_names: Sequence[str] | None) -> dict[int, str]:
+    """One TensorBoard group per true class present, ``class_<slug>``, unique.
+
+    Names that give the same slug (``"Cat!"`` and ``"cat?"``, or duplicates)
+    get their class id in it, ``class_<id>_<slug>``, so no class's scalars are lost.
+
+    Example:
+        >>> class_group_keys(np.array([0, 1, 2]), ["Cat!", "cat?", "dog"])
+        {0: 'class_0_cat', 1: 'class_1_cat', 2: 'class_dog'}
+    """
+    present = [int(c) for c in np.unique(np.asarray(labels)[np.asarray(labels) >= 0])]
+    every = range(len(class_names)) if class_names else present
+    slugs = {}
+    for cls in sorted(set(every) | set(present)):
+        name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
+        slugs[cls] = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or str(cls)
+    counts: dict[str, int] = {}
+    for slug in slugs.values():
+        counts[slug] = counts.get(slug, 0) + 1
+    keys = {}
+    for cls in present:
+        slug = slugs[cls]
+        keys[cls] = f"class_{cls}_{slug}" if counts[slug] > 1 else f"class_{slug}"
+    return keys
+
+
+FLAG_NAMES = (
+    "misclassified",
+    "low_confidence",
+    "flipped",
+    "unstable",
+    "left_mask",
+    "on_cue",
+    "non_finite",
+)
+
+
+def flags(
+    metrics: Mapping[str, np.ndarray],
+    probabilities: np.ndarray,
+    *,
+    low_confidence: float = 0.5,
+    unstable_drift: float = 0.3,
+    mask_kind: str = "object",
+    cue_lift: float = 1.5,
+    heatmaps: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-probe bool flags over a whole record.
+
+    Args:
+        metrics: Name to ``[E, N]``, as in ``Run.metrics``.
+        probabilities: ``[E, N, C]``.
+        low_confidence: ``low_confidence`` when the last top-1 probability is below this.
+        unstable_drift: ``unstable`` when the mean drift over the last half of the
+            epochs (at least two) is above this.
+        mask_kind: ``"object"``: masks cover the object, and ``left_mask`` flags a
+            last ``mask_lift`` below 1 (no more attention on the object than chance).
+            ``"cue"``: masks cover a suspected cue (a frame, a watermark), and
+            ``on_cue`` flags a last ``mask_lift`` of ``cue_lift`` or more.
+        cue_lift: See ``mask_kind``.
+        heatmaps: ``[E, N, h, w]`` maps, checked for ``non_finite``.
+
+    Returns:
+        Flag name to bool ``[N]``: ``misclassified`` (last epoch wrong),
+        ``low_confidence``, ``flipped`` (the predicted class changed within the
+        last half of the epochs), ``unstable``, ``left_mask``, ``on_cue``, and
+        ``non_finite`` (NaN or inf in a probability, or in a map when ``heatmaps``
+        is given, at any epoch: a diverged model).
+
+    Example:
+        >>> f = flags({"drift": np.zeros((2, 1))}, np.array([[[0.9, 0.1]], [[0.4, 0.6]]]))
+        >>> f["flipped"].tolist(), f["low_confidence"].tolist()
+        ([True], [False])
+    """
+    probs = np.asarray(probabilities)
+    e, n = probs.shape[:2]
+    none = np.zeros(n, bool)
+    if e == 0:
+        return {name: none.copy() for name in FLAG_NAMES}
+    late = slice(max(0, e - max(2, e // 2)), e)
+    pred = probs.argmax(-1)
+    out = {
+        # A non-finite prediction is never correct, also in records written before this rule.
+        "misclassified": (
+            (metrics["correct"][-1] < 0.5) | ~finite_rows(probs[-1])
+            if "correct" in metrics
+            else none.copy()
+        ),
+        "low_confidence": probs[-1].max(-1) < low_confidence,
+        "flipped": (pred[late] != pred[late][-1]).any(0),
+        "unstable": (
+            metrics["drift"][late][1:].mean(0) > unstable_drift
+            if e >= 2 and "drift" in metrics
+            else none.copy()
+        ),
+        "left_mask": none.copy(),
+        "on_cue": none.copy(),
+        "non_finite": ~np.isfinite(probs).reshape(e, n, -1).all(axis=(0, 2)),
+    }
+    if heatmaps is not None and len(heatmaps):
+        out["non_finite"] |= ~np.isfinite(heatmaps).reshape(e, n, -1).all(axis=(0, 2))
+    if "mask_lift" in metrics:
+        last = metrics["mask_lift"][-1]
+        if mask_kind == "cue":
+            out["on_cue"] = last >= cue_lift
+        else:
+            out["left_mask"] = last < 1.0
+    return {k: np.asarray(v, bool) for k, v in out.items()}

@@ -1,0 +1,52 @@
+"""The tracker's work off the training thread: the record, then frames drawn once.
+
+``CAMTracker.on_epoch_end`` computes the maps (that needs the model) and hands
+them to an :class:`EpochPipeline`. Two threads do the rest:
+
+- the *record* thread computes the epoch's metrics and appends it to the run
+  record. The training thread hands over epoch ``k`` only once epoch ``k - 1``
+  is on disk, so a run killed at any instant loses at most the epoch in flight.
+- the *frame* thread, at nice 19 so it only takes CPU that training leaves idle,
+  draws each probe's frame once and uses it twice: the TensorBoard image (for
+  the chosen ``tensorboard_probes``) and the probe's animation, which grows on
+  disk by one encoded GIF block per kept epoch (:class:`~cam_callback.animate.GifStream`).
+  Which epochs the animations keep (at most ``max_frames``, evenly spread, first
+  and last kept) is planned at the first epoch from ``fit``'s epoch count. When
+  drawing an animated epoch costs more than :data:`ANIMATION_BUDGET` of an
+  epoch (hundreds of probes on short epochs), the rest of the plan is thinned
+  evenly so that it fits, once, with a notice: the record keeps every epoch,
+  and ``cam-callback render`` draws them all after training.
+
+:meth:`EpochPipeline.finish` then only completes the files: one trailer byte per
+GIF, plus the last epoch's frames when ``fit`` stopped early.
+
+Modules: ``plan`` (defaults, TensorBoard probe choice, the animation plan), ``core``
+(:class:`EpochPipeline`: hand-over, stopping, errors), ``recording`` (the record thread)
+and ``drawing`` (the frame thread, the budget, the animation files).
+"""
+
+from cam_callback.pipeline.core import EpochPipeline
+from cam_callback.pipeline.drawing import ANIMATION_BUDGET, ANIMATION_FLOOR_S, FrameStage
+from cam_callback.pipeline.plan import (
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_TENSORBOARD_PROBES,
+    FRAME_QUEUE,
+    check_tensorboard_probes,
+    choose_tensorboard_probes,
+    planned_epochs,
+)
+from cam_callback.pipeline.recording import RecordStage
+
+__all__ = [
+    "ANIMATION_BUDGET",
+    "ANIMATION_FLOOR_S",
+    "DEFAULT_MAX_FRAMES",
+    "DEFAULT_TENSORBOARD_PROBES",
+    "FRAME_QUEUE",
+    "EpochPipeline",
+    "FrameStage",
+    "RecordStage",
+    "check_tensorboard_probes",
+    "choose_tensorboard_probes",
+    "planned_epochs",
+]

@@ -1,0 +1,199 @@
+"""What one ``fit`` of ``CAMTracker`` runs on: the chief check, its pipeline, an epoch's maps.
+
+:class:`~cam_callback.callback.CAMTracker` decides *when* (which hook, which epoch);
+this module holds *how*: whether this process writes the record, the
+:class:`~cam_callback.pipeline.EpochPipeline` a fit opens over the record, and the maps
+of one epoch, computed on the training thread because they need the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback import backends, cams, pipeline
+from cam_callback.config import TrackerConfig, build_config
+from cam_callback.record import RecordWriter
+
+
+def check_layer(layer: Any) -> str | keras.layers.Layer | None:
+    """The ``layer`` argument: ``None``, a layer name, an ``'outer/inner'`` path or a Layer.
+
+    Example:
+        >>> check_layer("conv2")
+        'conv2'
+    """
+    if layer is not None and not isinstance(layer, (str, keras.layers.Layer)):
+        raise TypeError(
+            "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
+            f"Received: layer={layer!r}"
+        )
+    return layer
+
+
+def check_method(method: Any) -> str:
+    """The ``method`` argument, one of :func:`cam_callback.available_methods`.
+
+    Example:
+        >>> check_method("gradcam")
+        'gradcam'
+    """
+    if not isinstance(method, str) or method not in cams.available_methods():
+        raise ValueError(
+            f"`method` must be one of {cams.available_methods()}. Received: method={method!r}"
+        )
+    return method
+
+
+def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> TrackerConfig:
+    """Checks the probes against ``tracker.model`` and builds the record's frozen config.
+
+    Args:
+        tracker: The ``CAMTracker``; its public settings are read.
+        target: The ``target`` argument as given (``"predicted"``, ``"label"`` or ids).
+        one_hot_width: The width of one-hot probe labels, or ``None``.
+
+    Example:
+        >>> cfg = tracker_config(tracker, target="predicted", one_hot_width=None)  # doctest: +SKIP
+    """
+    check = cams.inspect_model(
+        tracker.model,
+        tracker.probe_images,
+        layer=tracker.layer,
+        method=tracker.method,
+        output=tracker.output,
+        score=tracker.score,
+        head=tracker.head,
+    )
+    return build_config(
+        check=check,
+        method=tracker.method,
+        score=tracker.score,
+        head=tracker.head,
+        target=target,
+        output=tracker.output,
+        fingerprint=tracker.fingerprint,
+        probe_images=tracker.probe_images,
+        probe_labels=tracker.probe_labels,
+        one_hot_width=one_hot_width,
+        class_names=tracker.class_names,
+        probe_masks=tracker.probe_masks,
+        mask_kind=tracker.mask_kind,
+        low_confidence=tracker.low_confidence,
+        every_n_epochs=tracker.every_n_epochs,
+    )
+
+
+def is_chief(model: keras.Model) -> bool:
+    """Whether this process writes the record: under a multi-worker strategy only the
+    chief (or worker 0 without one) does; a single process always does.
+
+    Example:
+        >>> is_chief(model)  # doctest: +SKIP
+        True
+    """
+    index, count = backends.process()  # keras.distribution over several JAX processes
+    if count > 1:
+        return index == 0
+    strategy = getattr(model, "distribute_strategy", None)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type in (None, "chief"):
+        return True
+    if task_type == "worker":
+        return task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    return False
+
+
+def set_aside_notice(set_aside: tuple[int, ...], after: int, folder: Any) -> str:
+    """The warning when a fit continues the record from an earlier epoch's weights.
+
+    Example:
+        >>> set_aside_notice((3, 4), 2, "runs/a/cam/set_aside/x")[:44]
+        'the model holds the weights of epoch 2 of th'
+    """
+    held = "the state before training" if after < 0 else f"epoch {after}"
+    if len(set_aside) == 1:
+        epochs = f"Epoch {set_aside[0]}"
+    else:
+        epochs = f"Epochs {set_aside[0]} to {set_aside[-1]}"
+    return (
+        f"the model holds the weights of {held} of the record, not of its last "
+        f"epoch ({set_aside[-1]}): a checkpoint older than the record "
+        f"(BackupAndRestore after a crash, for one), or a seeded script run again. "
+        f"{epochs} of that other line of weights were set aside "
+        f"in {folder} (never mixed in), and the record continues from {held}."
+    )
+
+
+def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
+    """The background pipeline of one ``fit`` over the opened record ``writer``.
+
+    Args:
+        tracker: The ``CAMTracker``; its public settings (probes, labels, animation
+            and TensorBoard options, ``params``) are read.
+        writer: The record, opened and locked.
+
+    Example:
+        >>> session = open_pipeline(tracker, writer)  # doctest: +SKIP
+    """
+    return pipeline.EpochPipeline(
+        writer,
+        display=tracker.display_images,
+        labels=tracker.probe_labels,
+        masks=tracker.probe_masks,
+        class_names=tracker.class_names,
+        top_k=tracker.top_k,
+        alpha=tracker.alpha,
+        tensorboard=tracker.tensorboard,
+        # Chosen once per fit from the probes alone: the same tags at every epoch.
+        tensorboard_probes=pipeline.choose_tensorboard_probes(
+            tracker.tensorboard_probes, len(tracker.probe_images), tracker.probe_labels
+        ),
+        formats=tracker.formats,
+        fps=tracker.fps,
+        max_frames=tracker.max_frames,
+        every_n_epochs=tracker.every_n_epochs,
+        total_epochs=(tracker.params or {}).get("epochs"),
+        mask_kind=tracker.mask_kind,
+    )
+
+
+def epoch_maps(
+    tracker: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The maps of ``tracker.model`` now: heatmaps, probabilities, targets, extra metrics.
+
+    Runs on the training thread (it needs the model); ``faithfulness`` is the only
+    extra metric computed here, the rest are computed in the background.
+
+    Example:
+        >>> heatmaps, probabilities, targets, extra = epoch_maps(tracker)  # doctest: +SKIP
+    """
+    res = cams.compute_cams(
+        tracker.model,
+        tracker.probe_images,
+        layer=tracker.layer,
+        method=tracker.method,
+        target=tracker.target,
+        score=tracker.score,
+        output=tracker.output,
+        batch_size=tracker.batch_size,
+        head=tracker.head,
+    )
+    extra = {}
+    if tracker.faithfulness:  # needs the model: on this thread
+        extra["faithfulness"] = cams.deletion_faithfulness(
+            tracker.model,
+            tracker.probe_images,
+            res.heatmaps,
+            res.targets,
+            output=tracker.output,
+            batch_size=tracker.batch_size,
+            head=tracker.head,
+        )
+    return res.heatmaps, res.probabilities, res.targets, extra
