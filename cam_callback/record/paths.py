@@ -43,7 +43,6 @@ class RecordDeleted(OSError):
     """The record's folder disappeared while it was being written; nothing more is written."""
 
 
-
 def record_dir(log_dir: str | os.PathLike) -> Path:
     """The record's folder inside ``log_dir``."""
     return Path(log_dir) / SUBDIR
@@ -92,7 +91,6 @@ def atomic_write_bytes(path: Path, data: bytes, make_dirs: bool = True) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:

@@ -269,7 +269,6 @@ def find_record(log_dir: str | os.PathLike) -> Path:
     )
 
 
-
 def read_ledger(file: Path) -> dict[int, str] | None:
     """Epoch to weights fingerprint from ``weights.json``; ``None`` when it is missing,
     not a regular file, or damaged (no fingerprints to go by).

@@ -204,4 +204,3 @@ def load_run(log_dir: str | os.PathLike, *, epochs: slice | None = None) -> Run:
         metrics={k: np.stack(v) for k, v in metrics.items() if len(v) == len(kept)},
         meta=meta,
     )
-

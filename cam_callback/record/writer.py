@@ -296,4 +296,3 @@ class RecordWriter:
         meta = json.loads((self.path / "record.json").read_bytes())
         meta["final_weights_epoch"] = epoch
         atomic_write_bytes(self.path / "record.json", json.dumps(meta, indent=2).encode(), False)
-
