@@ -11,8 +11,8 @@ The whole story runs offline:
    transfer starts from that file, as it would from downloaded weights.
 2. Transfer (task 2): discs vs bars again, but smaller, in cool colours only, and from a
    few hundred labelled images. Keras's two phases: a new head on the frozen backbone,
-   then the whole model at a lower learning rate, continued with
-   ``initial_epoch=history.epoch[-1] + 1``.
+   then the whole model (BatchNorm statistics kept frozen) at a lower learning rate,
+   continued with ``initial_epoch=history.epoch[-1] + 1``.
 
 One ``CAMTracker`` watches both phases of the transfer (not the pretraining): the record,
 and each GIF, runs from the pretrained backbone under its untrained head (epoch -1) to the
@@ -24,7 +24,7 @@ learns nothing (accuracy stays near chance). ``--weights imagenet`` replaces ste
 Keras's ImageNet weights, cut at the same layer; it needs to download them, and if that
 fails the script says so and exits with status 2 rather than train something else.
 
-Run: python examples/transfer_learning.py --out runs/transfer   (about 50 s of CPU time)
+Run: python examples/transfer_learning.py --out runs/transfer   (about a minute of CPU)
 """
 
 from __future__ import annotations
