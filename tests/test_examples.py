@@ -120,7 +120,7 @@ def test_readme_api_snippet_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "a" / "cam" / "animations" / "probe_000.gif").is_file()
 
 
-def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch):
+def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch, capsys):
     import keras
     import tensorflow as tf
 
@@ -128,11 +128,11 @@ def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkey
     from cam_callback import compute_cams
 
     example = load("transfer_learning")
-    weights = []  # the model's weights at each recorded epoch: -1, 0, 1
+    weights = []  # the classifier's weights at each recorded epoch: -1, 0, 1
     build_model, on_epoch_end = example.build_model, cam_callback.CAMTracker.on_epoch_end
 
-    def build_and_keep():
-        model = build_model()
+    def build_and_keep(backbone):
+        model = build_model(backbone)
         weights.append(model.get_weights())
         return model
 
@@ -142,18 +142,42 @@ def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkey
 
     monkeypatch.setattr(example, "build_model", build_and_keep)
     monkeypatch.setattr(cam_callback.CAMTracker, "on_epoch_end", keep_weights)
-    args = ["--out", str(tmp_path), "--train", "64", "--epochs", "1", "--fine-tune-epochs", "1"]
-    run = example.main(args)
-    model = build_model()  # a fresh copy of the architecture, to load each epoch into
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--pretrain", "1280", "--pretrain-epochs", "2", "--train", "160"]
+    story = example.main([*args, "--epochs", "1", "--fine-tune-epochs", "1", "--probes", "6"])
+    run = story["run"]
+    model = build_model(example.build_backbone())  # the architecture, to load each epoch into
     backbone = model.get_layer(run.layer.split("/")[0])
-    assert run.layer == f"{backbone.name}/block_13_expand_relu"
-    # Two phases, one continuous record: the untrained model, head-only epoch 0, then
-    # fine-tuning epoch 1.
+    assert isinstance(backbone, keras.Model)  # the explained layer is inside a nested model
+    assert run.layer == f"{backbone.name}/{example.LAYER}"
+    # The tracker watched the transfer only: the pretrained backbone under its untrained
+    # head (-1), head-only epoch 0, then fine-tuning epoch 1, in one continuous record.
     assert run.epochs == [-1, 0, 1] and len(weights) == 3
-    assert run.heatmaps.shape == (3, 6, 6, 6)
-    probes, labels = example.make_images(6, 1)
+    assert run.heatmaps.shape == (3, 6, 8, 8)
+    # ...and it started from the pretrained backbone the script saved, not a random one.
+    model.set_weights(weights[0])
+    saved = keras.saving.load_model(out / "pretrained_backbone.keras")
+    for a, b in zip(backbone.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # The two phases did what they say: the head alone moved in phase 1; in phase 2 every
+    # convolution of the backbone moved, but no BatchNorm statistic (frozen, in inference).
+    def backbone_weights(i):
+        model.set_weights(weights[i])
+        return {layer.name: layer.get_weights() for layer in backbone.layers if layer.weights}
+
+    def moved(a, b):
+        return any(not np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+    before, head_only, fine_tuned = (backbone_weights(i) for i in range(3))
+    assert not any(moved(before[k], head_only[k]) for k in before)
+    bn = {k for k in before if isinstance(backbone.get_layer(k), keras.layers.BatchNormalization)}
+    assert bn and not any(moved(head_only[k], fine_tuned[k]) for k in bn)
+    assert all(moved(head_only[k], fine_tuned[k]) for k in set(before) - bn)
+    probes, labels, masks = example.make_images(6, 4)  # seed 0 + 4: the probes
     assert run.labels.tolist() == labels.tolist() and run.class_names == example.CLASSES
     assert np.array_equal(run.images, probes.astype(np.uint8))
+    assert np.array_equal(run.masks, masks)
     # A softmax head: probabilities are probabilities, and "predicted" is their argmax.
     assert ((run.probabilities >= 0) & (run.probabilities <= 1)).all()
     np.testing.assert_allclose(run.probabilities.sum(-1), 1.0, atol=1e-5)
@@ -161,10 +185,10 @@ def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkey
     # Each epoch's record holds the maps of that epoch's weights: against compute_cams, and
     # against a Grad-CAM taken with a tape written here (the backbone cut at the layer, the
     # head's logit written out as GAP -> x @ W + b).
-    inner = backbone.get_layer("block_13_expand_relu")
+    inner = backbone.get_layer(example.LAYER)
     cut = keras.Model(backbone.input, [inner.output, backbone.output])
     x = keras.applications.mobilenet_v2.preprocess_input(probes.copy())
-    non_zero = 0
+    non_zero = []
     for i in range(3):
         model.set_weights(weights[i])
         kernel, bias = model.get_layer("head").get_weights()
@@ -178,9 +202,33 @@ def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkey
         np.testing.assert_allclose(
             run.heatmaps[i], np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0), atol=1e-4
         )
-        non_zero += int((peak > 0).sum())
+        non_zero.append(int((peak > 0).sum()))
         res = compute_cams(model, probes, layer=run.layer, target=run.targets[i])
         np.testing.assert_allclose(run.heatmaps[i], res.heatmaps, atol=1e-5)
         np.testing.assert_allclose(run.probabilities[i], res.probabilities, atol=1e-5)
-    assert non_zero >= 6  # not a comparison of empty maps
-    assert Image.open(tmp_path / "cam" / "animations" / "probe_000.gif").n_frames == 3
+    assert non_zero[-1] == 6  # no blank map at the end: not a comparison of empty maps
+    assert Image.open(out / "cam" / "animations" / "probe_000.gif").n_frames == 3
+    # The story, at this reduced size (seeds fixed; margins from seeds 0-3): pretraining
+    # learnt task 1 (chance 0.25), the transfer learnt task 2 (chance 0.50; 0.95-1.00 seen),
+    # and the last maps land on the shapes well above a flat map's share (2.0-4.6x seen).
+    assert story["pretrain_accuracy"] > 0.5
+    assert story["accuracy_final"] > 0.8
+    focus = run.metrics["mask_focus"]
+    assert story["chance"] == pytest.approx(masks.mean())
+    assert story["focus_last"] == pytest.approx(focus[-1].mean())
+    assert story["focus_last"] > 1.5 * story["chance"]
+    # --weights imagenet asks Keras for the ImageNet weights; offline, the script says so
+    # and exits with status 2 before training anything.
+    asked = []
+
+    def offline(**kwargs):
+        asked.append(kwargs["weights"])
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(["--out", str(tmp_path / "imagenet"), "--weights", "imagenet"])
+    assert exit_info.value.code == 2 and asked == ["imagenet"]
+    assert "Could not load MobileNetV2's ImageNet weights" in capsys.readouterr().err
+    assert not (tmp_path / "imagenet").exists()
