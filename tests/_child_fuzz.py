@@ -186,7 +186,10 @@ def main() -> None:
     cases = json.loads(Path(sys.argv[1]).read_text())
     for case in cases:
         print(json.dumps(run_case(case)), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM is this process's own peak: ru_maxrss keeps the parent's peak across fork and
+    # exec, so under a large pytest process it reads the parent, not the readers.
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:"))) / 1024
     limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     print(json.dumps({"peak_rss_mb": round(peak, 1), "rlimit_as": limit}), flush=True)
 
