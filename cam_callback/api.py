@@ -16,11 +16,12 @@ import numpy as np
 from cam_callback import backends
 from cam_callback.core.engine import trace_count
 from cam_callback.core.heads import HEADS, check_head, head_scores
-from cam_callback.core.inspection import SCORES, check_score, inspect, prepare_images
+from cam_callback.core.inspection import SCORES, check_score, prepare_images
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
 from cam_callback.core.results import CAMError, CAMResult, ModelCheck
 from cam_callback.methods import METHODS, available_methods, check_method, compute
 from cam_callback.methods import explained_score as _explained
+from cam_callback.methods.core import resolve
 
 __all__ = [
     "CAMError",
@@ -148,15 +149,8 @@ def inspect_model(
         ('conv2', 'softmax', 'logit')
     """
     spec = check_method(method)
-    check_score(score)
     check_head(head)
-    x = prepare_images(model, images)
-    asked = "logit" if spec.explains == "logit" else score
-    info, used, path, target_layer = inspect(
-        model, x, layer, spec.explains_layer, output, asked, head
-    )
-    if spec.check is not None:
-        spec.check(info.calls, target_layer, path)
+    x, info, used, path, target_layer = resolve(model, images, spec, layer, output, score, head)
     if target_layer is None or spec.input_maps:
         shape = x.shape[1:3]
     else:

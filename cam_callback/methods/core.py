@@ -216,6 +216,30 @@ def _options(spec: Method, method_options: Any) -> dict[str, Any]:
     return options
 
 
+def resolve(
+    model: keras.Model, images: Any, spec: Method, layer: Any, output: Any, score: str, head: str
+) -> tuple[np.ndarray, Any, Any, str, Any]:
+    """Checks ``score``, prepares the images and inspects the model for ``spec``.
+
+    Returns ``(images, model info, resolved head, layer path, layer)``; runs the
+    entry's own layer check. Shared by :func:`compute` and ``inspect_model``.
+
+    Example:
+        >>> x, info, head, path, layer = resolve(model, x, get("gradcam"), None, None,
+        ...                                      "logit", "auto")  # doctest: +SKIP
+    """
+    check_score(score)
+    x = prepare_images(model, images)
+    # A method that always explains the logit reads the head as a logit head.
+    asked = "logit" if spec.explains == "logit" else score
+    info, used, path, target_layer = inspect(
+        model, x, layer, spec.explains_layer, output, asked, head
+    )
+    if spec.check is not None:
+        spec.check(info.calls, target_layer, path)
+    return x, info, used, path, target_layer
+
+
 def compute(
     model: keras.Model,
     images: Any,
@@ -236,16 +260,8 @@ def compute(
         (8, 6, 6)
     """
     spec = check_method(method)
-    check_score(score)
     options = _options(spec, method_options)
-    x = prepare_images(model, images)
-    # A method that always explains the logit reads the head as a logit head.
-    asked = "logit" if spec.explains == "logit" else score
-    info, used, path, target_layer = inspect(
-        model, x, layer, spec.explains_layer, output, asked, head
-    )
-    if spec.check is not None:
-        spec.check(info.calls, target_layer, path)
+    x, info, used, path, target_layer = resolve(model, images, spec, layer, output, score, head)
     targets = prepare_targets(target, len(x), used.n_classes)
     if spec.explains == "logit" and used.score != "logit":
         raise ValueError(
