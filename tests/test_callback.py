@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from children import kill_child_at, run_child
 from conftest import small_cnn
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -713,20 +713,7 @@ def test_weights_of_an_earlier_epoch_set_the_later_epochs_aside(tmp_path):
 
 
 def test_backup_and_restore_resumes_after_a_sigkill_between_tracker_and_backup(tmp_path):
-    child = subprocess.Popen(
-        [sys.executable, str(HERE / "_child_fit.py"), "backup", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for line in child.stdout:
-            if line.startswith("STOP"):  # epoch 2 recorded; BackupAndRestore still holds 1
-                break
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    kill_child_at("backup", tmp_path, "STOP")  # epoch 2 recorded; BackupAndRestore still holds 1
     killed = record_bytes(tmp_path)
     assert load_run(tmp_path).epochs == [-1, 0, 1, 2]
     ledger = weights_ledger(tmp_path)
@@ -1267,20 +1254,7 @@ def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
 
 
 def test_sigkill_mid_training_leaves_readable_record(tmp_path):
-    child = subprocess.Popen(
-        [sys.executable, str(HERE / "_child_fit.py"), "slow", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for line in child.stdout:
-            if line.startswith("STOP"):  # inside epoch 2's record write, before the rename
-                break
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    kill_child_at("slow", tmp_path, "STOP")  # inside epoch 2's record write, before the rename
     run = load_run(tmp_path)
     assert run.epochs == [-1, 0, 1]
     assert np.isfinite(run.heatmaps).all() and run.heatmaps.shape[1] == 5
@@ -1330,17 +1304,6 @@ def test_sigkill_mid_training_leaves_readable_record(tmp_path):
         "epoch_000000.npz",
         "epoch_000001.npz",
     ]
-
-
-def run_child(mode, log_dir):
-    out = subprocess.run(
-        [sys.executable, str(HERE / "_child_fit.py"), mode, str(log_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
 
 
 def test_mirrored_strategy_two_logical_cpus(tmp_path):

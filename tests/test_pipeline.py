@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from children import kill_child_at
 from PIL import Image
 from records import make_record
 
@@ -288,26 +289,10 @@ def test_grid_of_512_probes_stays_bounded(tmp_path, monkeypatch):
 
 
 def test_killed_run_leaves_partial_animations_that_render_rebuilds(tmp_path):
-    import signal
     import subprocess
     import sys
-    from pathlib import Path
 
-    here = Path(__file__).parent
-    child = subprocess.Popen(
-        [sys.executable, str(here / "_child_fit.py"), "slow-gif", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for line in child.stdout:
-            if line.startswith("epoch 3 done"):
-                break
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    kill_child_at("slow-gif", tmp_path, "epoch 3 done")
     folder = tmp_path / "cam" / "animations"
     # The kill came before on_train_end: GIFs exist only as partial files, never torn.
     assert not list(folder.glob("*.gif"))
