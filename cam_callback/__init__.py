@@ -9,6 +9,17 @@ Example:
     >>> model.fit(x, y, epochs=10, callbacks=[tracker])  # doctest: +SKIP
     >>> cam_callback.load_run("runs/a").heatmaps.shape  # doctest: +SKIP
     (10, 16, 6, 6)
+
+In a notebook, draw one map over its image with :func:`overlay` (uint8 RGB image,
+map in [0, 1] at any size):
+
+    >>> import numpy as np
+    >>> res = cam_callback.compute_cams(model, x[:1])  # doctest: +SKIP
+    >>> rgb = (x[0] * 255).astype(np.uint8)  # doctest: +SKIP
+    >>> cam_callback.overlay(rgb, res.heatmaps[0], alpha=0.5).shape  # doctest: +SKIP
+    (32, 32, 3)
+    >>> cam_callback.overlay(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2)), 1.0)[0, 0].tolist()
+    [122, 4, 3]
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ _LAZY = {
     "select_probes": "cam_callback.probes",
     "layer_activations": "cam_callback.api",
     "activation_grid": "cam_callback.frames",
+    "overlay": "cam_callback.frames",
     "render_animations": "cam_callback.animate",
     "compare_animations": "cam_callback.animate",
     "write_report": "cam_callback.report",

@@ -12,6 +12,7 @@ import numpy as np
 
 from cam_callback import arguments as A
 from cam_callback import cams, lineage, pipeline
+from cam_callback.probes import take_probes
 from cam_callback import config as _config
 from cam_callback.record import BASELINE_EPOCH, RecordWriter, epoch_files, fingerprint
 from cam_callback.session import (
@@ -38,8 +39,12 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
     (:mod:`cam_callback.pipeline`).
 
     Args:
-        probe_images: ``[N, H, W, C]`` in the model's input space.
-        probe_labels: True classes as int ids ``[N]`` or one-hot ``[N, C]``.
+        probe_images: ``[N, H, W, C]`` in the model's input space; or a
+            ``tf.data.Dataset`` (or any iterable of batches, of ``(x, y)`` tuples or
+            of single images), whose first ``num_probes`` examples are taken once,
+            with their labels (see :func:`cam_callback.probes.take_probes`).
+        probe_labels: True classes as int ids ``[N]`` or one-hot ``[N, C]``; taken
+            from a dataset's ``(x, y)`` elements when not given.
         log_dir: The run's log folder (the same as Keras's TensorBoard callback).
         class_names: One name per class.
         display_images: uint8 RGB ``[N, H', W', 3]`` (or grey ``[N, H', W']``) to
@@ -88,6 +93,11 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             first epoch.
         overwrite: Start over a record already in ``log_dir`` (what the tracker
             wrote there is removed at the first ``fit``), instead of continuing it.
+        report: Write the review page (``log_dir/cam/report/index.html``, see
+            :func:`cam_callback.write_report`) in ``on_train_end``; its path is
+            printed once and kept in ``report_page``. A failure there only warns.
+        num_probes: How many examples to take when ``probe_images`` is a dataset
+            (default 32); arrays are used whole.
 
     One record describes one line of weights (:mod:`cam_callback.lineage`): a
     fingerprint of the weights is stored at every epoch the tracker sees, and a
@@ -137,10 +147,15 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         on_error: str = "warn",
         head: str = "auto",
         overwrite: bool = False,
+        report: bool = True,
+        num_probes: int | None = None,
     ) -> None:
         super().__init__()
+        probe_images, data_labels = take_probes(probe_images, num_probes)
         self.probe_images = A.probes(probe_images)
         n = len(self.probe_images)
+        if probe_labels is None:
+            probe_labels = data_labels
         self.probe_labels, self._one_hot_width = A.labels(probe_labels, n)
         self.log_dir = A.log_dir(log_dir)
         self.class_names = A.class_names(class_names)
@@ -168,6 +183,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.faithfulness = A.flag(faithfulness, "faithfulness")
         self.on_error = A.choice(on_error, ON_ERROR, "on_error")
         self.overwrite = A.flag(overwrite, "overwrite")
+        self.report = A.flag(report, "report")
+        self.report_page: os.PathLike | None = None  # the page written, once it is
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import keras
@@ -11,11 +14,119 @@ from cam_callback import _validate
 from cam_callback.cams import check_head, layer_activations, predict_probabilities
 
 __all__ = [
+    "DEFAULT_NUM_PROBES",
     "find_misclassified",
     "find_misclassified_with_probabilities",
     "layer_activations",
     "select_probes",
+    "take_probes",
 ]
+
+DEFAULT_NUM_PROBES = 32
+"""Examples :func:`take_probes` takes from a dataset when ``num_probes`` is not given."""
+
+
+def _is_batch_source(value: Any) -> bool:
+    # Arrays and tensors (numpy, tf, jax, torch) have a shape; lists and tuples are read as
+    # arrays, as before. Anything else iterable (a tf.data.Dataset, a generator, a
+    # PyDataset, a DataLoader) yields batches.
+    if isinstance(value, (np.ndarray, list, tuple, str, bytes, Mapping)):
+        return False
+    if hasattr(value, "shape") or hasattr(value, "__array__"):
+        return False
+    return isinstance(value, Iterable)
+
+
+def _split(element: Any, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(element, Mapping):
+        raise TypeError(
+            f"`probe_images` yielded a dict ({where}); probes are images. Pass arrays "
+            f"(probe_images=x, probe_labels=y). Received: keys {sorted(map(str, element))}"
+        )
+    if isinstance(element, (tuple, list)):
+        if not 1 <= len(element) <= 3:
+            raise ValueError(
+                f"`probe_images` yielded a tuple of {len(element)} ({where}); expected x, "
+                "(x, y) or (x, y, sample_weight). Pass arrays instead."
+            )
+        x, y = element[0], (element[1] if len(element) > 1 else None)
+    else:
+        x, y = element, None
+    x = np.asarray(x)
+    y = None if y is None else np.asarray(y)
+    if x.ndim == 3:  # one example, not a batch (an unbatched dataset)
+        x, y = x[None], None if y is None else y[None]
+    return x, y
+
+
+def take_probes(data: Any, num_probes: int | None = None) -> tuple[Any, np.ndarray | None]:
+    """The first ``num_probes`` examples of a dataset, and their labels; arrays unchanged.
+
+    A ``tf.data.Dataset`` (batched or not), a generator, a ``keras.utils.PyDataset``
+    or any iterable of batches is read once, in order, until ``num_probes``
+    examples are taken (``DEFAULT_NUM_PROBES`` when ``None``). Elements may be
+    ``x``, ``(x, y)`` or ``(x, y, sample_weight)``; the labels are returned when
+    every element has them. A shuffled dataset gives other probes at each
+    iteration, so the examples are taken once, here.
+
+    Returns:
+        ``(images, labels)``: numpy arrays (labels ``None`` without them), or
+        ``(data, None)`` when ``data`` is not a dataset (an array, a list, a tensor).
+
+    Raises:
+        TypeError: Elements are dicts of features.
+        ValueError: ``num_probes`` given with arrays, or more asked than the
+            dataset holds, or an empty dataset.
+
+    Example:
+        >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # doctest: +SKIP
+        >>> images, labels = take_probes(ds, 12)  # doctest: +SKIP
+        >>> images.shape, labels.shape  # doctest: +SKIP
+        ((12, 32, 32, 3), (12,))
+    """
+    if not _is_batch_source(data):
+        if num_probes is not None:
+            raise ValueError(
+                "`num_probes` takes the first examples of a dataset; with arrays, pass the "
+                f"probes you want (x[:n]). Received: num_probes={num_probes!r} with "
+                f"probe_images of type {type(data).__name__}"
+            )
+        return data, None
+    asked = num_probes is not None
+    if asked and (
+        isinstance(num_probes, (bool, np.bool_))
+        or not isinstance(num_probes, numbers.Integral)
+        or num_probes < 1
+    ):
+        raise ValueError(f"`num_probes` must be a positive int. Received: num_probes={num_probes!r}")
+    n = int(num_probes) if asked else DEFAULT_NUM_PROBES
+    source = data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else iter(data)
+    xs, ys, got = [], [], 0
+    for i, element in enumerate(source):
+        x, y = _split(element, f"element {i}")
+        xs.append(x[: n - got])
+        ys.append(None if y is None else y[: n - got])
+        got += len(xs[-1])
+        if got >= n:
+            break
+    if not got:
+        raise ValueError(
+            f"`probe_images` is a {type(data).__name__} that yielded no examples. "
+            "Pass arrays, or a dataset that holds the probes."
+        )
+    if asked and got < n:
+        raise ValueError(
+            f"`num_probes`={n} but `probe_images` (a {type(data).__name__}) holds only {got} "
+            f"examples. Received: num_probes={num_probes!r}"
+        )
+    try:
+        images = np.concatenate(xs)
+        labels = None if any(y is None for y in ys) else np.concatenate(ys)
+    except ValueError as exc:
+        raise ValueError(
+            f"`probe_images` yielded batches of different shapes ({exc}). Pass arrays."
+        ) from exc
+    return images, labels
 
 
 def _labels(labels: Any, n: int) -> np.ndarray:
@@ -97,6 +208,22 @@ def find_misclassified(
     return idx
 
 
+def _warn_if_untrained(model: keras.Model, hard: int) -> None:
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    if iterations is None:  # not compiled: nothing tells whether its weights were trained
+        return
+    if int(keras.ops.convert_to_numpy(iterations)) == 0:
+        warnings.warn(
+            f"select_probes(hard={hard}): `model` has not been trained yet (its optimizer has "
+            "taken no step), so its doubtful images are arbitrary, not hard ones. Select the "
+            "hard probes after training, or after a first fit of one epoch; if the weights "
+            "were loaded trained, ignore this.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def select_probes(
     images: Any,
     labels: Any,
@@ -116,7 +243,10 @@ def select_probes(
         per_class: Images per class (fewer where a class has fewer).
         model: When given, ``hard`` more images are added, most doubtful first
             (see :func:`find_misclassified`), skipping ones already picked.
-        hard: How many doubtful images to add.
+        hard: How many doubtful images to add. They are doubtful for ``model`` as it
+            is now: on a model not trained yet (its optimizer has taken no step) they
+            are arbitrary, and a ``UserWarning`` says so. Select them after training,
+            or after a first ``fit`` of one epoch.
         seed: Seeds the per-class pick, so a rerun selects the same probes.
         threshold: Passed to :func:`find_misclassified`.
         head: Passed to :func:`find_misclassified`.
@@ -144,6 +274,7 @@ def select_probes(
         take = rng.choice(members, size=min(per_class, len(members)), replace=False)
         picked.extend(sorted(int(i) for i in take))
     if hard:
+        _warn_if_untrained(model, hard)
         chosen = set(picked)
         doubtful = find_misclassified(model, x, y, threshold, head=head)
         extra = [int(i) for i in doubtful if i not in chosen]

@@ -10,8 +10,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from cam_callback.metrics import empty_map_notice
 from cam_callback.pipeline import EpochPipeline
 from cam_callback.record import BASELINE_EPOCH, RecordDeleted, load_run, record_dir, write_flags
+from cam_callback.report import write_report
 from cam_callback.session import epoch_maps, set_aside_notice
 
 ON_ERROR = ("warn", "raise")
@@ -130,11 +132,42 @@ class TrackerSteps:
                 write_flags(run)
             except Exception as exc:  # the flags are recomputed from the metrics on read
                 self._fail("writing flags.json", None, exc, "flags.json is not updated")
+            self._warn_empty(run)
         if self.formats and run.epochs:
             try:
                 session.finish_animations()  # O(probes): the frames are on disk already
             except Exception as exc:
                 self._fail("writing the animations", None, exc, "Animations stopped")
+        if self.report and run.epochs:
+            self._write_report(run)
+
+    def _warn_empty(self, run: Any) -> None:
+        """Warns once per fit when most probes end with an empty map (``empty_map``)."""
+        try:
+            empty = run.flags["empty_map"]
+        except Exception:  # the flags are the record's; reading them is best effort here
+            return
+        notice = empty_map_notice(
+            empty, layer=run.layer, method=run.method, score=run.meta.get("score", "?")
+        )
+        if notice is not None:
+            warnings.warn(f"CAMTracker: {notice}", UserWarning, stacklevel=4)
+
+    def _write_report(self, run: Any) -> None:
+        """Writes the review page; a failure warns (even with ``on_error="raise"``): the
+        record is complete, and ``cam-callback report LOG_DIR`` writes the page from it."""
+        try:
+            page = write_report(run, threshold=self.low_confidence, fps=self.fps)
+        except Exception as exc:
+            self._warn(
+                f"writing the review page failed: {type(exc).__name__}: {exc}. The record in "
+                f"{self.record_path} is complete; `cam-callback report {self.log_dir}` "
+                "writes the page from it."
+            )
+            return
+        if self.report_page is None:  # once per tracker: the path stays the same
+            print(f"CAMTracker: review page {page}")
+        self.report_page = page
 
     def close(self) -> None:
         """Stops the background threads and closes the TensorBoard writer; safe to repeat.

@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
         verbose=2,
         callbacks=[tracker, keras.callbacks.TensorBoard(args.out)],
     )
-    page = cam_callback.write_report(args.out)
+    page = tracker.report_page  # the tracker wrote the review page at the end of fit
 
     run = cam_callback.load_run(args.out)
     on_cue = np.flatnonzero(run.flags["on_cue"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,14 @@ EAGER = False  # the Python body runs once per trace
 # times the trace itself) for nothing: they never branch on a tensor, and Keras never lets
 # AutoGraph into a model's ``call``, so a model that branches on a tensor fails in fit too.
 AUTOGRAPH = False
+
+
+def _compile(fn: Callable, **options: Any) -> Any:
+    # TensorFlow counts retracing per code object: every model's (or layer's) function is a
+    # closure of the same code, so several trackers in one process looked like one function
+    # retraced and logged its warning. A partial has no code object: TensorFlow keys the count
+    # on each compiled function, which traces once.
+    return tf.function(functools.partial(fn), autograph=AUTOGRAPH, **options)
 
 
 def _call(model: Any, images: Any) -> Any:
@@ -56,9 +65,7 @@ def cam_function(
             grads = tf.zeros_like(source)
         return finish(source, grads, probs, chosen)
 
-    compiled = tf.function(
-        step, input_signature=signature, reduce_retracing=True, autograph=AUTOGRAPH
-    )
+    compiled = _compile(step, input_signature=signature, reduce_retracing=True)
 
     def run(images: np.ndarray, targets: np.ndarray) -> tuple:
         out = compiled(tf.constant(images), tf.constant(targets))
@@ -80,5 +87,5 @@ def forward_function(
         return body(_call, model_ref(), images)
 
     signature = (tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),)
-    compiled = tf.function(fn, input_signature=signature, autograph=AUTOGRAPH)
+    compiled = _compile(fn, input_signature=signature)
     return lambda images: compiled(tf.constant(images)).numpy()

@@ -26,7 +26,8 @@ computed: :func:`mark_not_computed` stores it as NaN, not as the all-zero map
 the normalisation makes of NaN, and every map metric of a NaN map is NaN.
 
 Flags per probe over the whole record (see :func:`flags`): ``flipped``,
-``left_mask``, ``on_cue``, ``low_confidence``, ``unstable``, ``misclassified``.
+``left_mask``, ``on_cue``, ``low_confidence``, ``unstable``, ``misclassified``,
+``non_finite`` and ``empty_map`` (zero everywhere at the last epoch; see ``EMPTY_MAP_PEAK``).
 
 Modules: ``epoch`` (the per-epoch numbers) and ``summary`` (TensorBoard scalars and
 the flags). Every name is re-exported here.
@@ -41,14 +42,23 @@ from cam_callback.metrics.epoch import (
     mark_not_computed,
     mask_focus,
 )
-from cam_callback.metrics.summary import FLAG_NAMES, class_group_keys, flags, summary_scalars
+from cam_callback.metrics.summary import (
+    EMPTY_MAP_PEAK,
+    FLAG_NAMES,
+    class_group_keys,
+    empty_map_notice,
+    flags,
+    summary_scalars,
+)
 
 __all__ = [
+    "EMPTY_MAP_PEAK",
     "FLAG_NAMES",
     "TOP_SHARE",
     "class_group_keys",
     "concentration",
     "cosine_drift",
+    "empty_map_notice",
     "epoch_metrics",
     "finite_rows",
     "flags",

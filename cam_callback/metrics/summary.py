@@ -106,7 +106,13 @@ FLAG_NAMES = (
     "left_mask",
     "on_cue",
     "non_finite",
+    "empty_map",
 )
+
+# A map is empty when no cell of it rises above this at the last recorded epoch. Maps are
+# divided by their own peak, so a map peaks at 1 or is zero throughout (the ReLU removed all
+# of its evidence); the tolerance only absorbs float rounding and unnormalised maps.
+EMPTY_MAP_PEAK = 1e-6
 
 
 def flags(
@@ -139,7 +145,10 @@ def flags(
         ``low_confidence``, ``flipped`` (the predicted class changed within the
         last half of the epochs), ``unstable``, ``left_mask``, ``on_cue``, and
         ``non_finite`` (NaN or inf in a probability, or in a map when ``heatmaps``
-        is given, at any epoch: a diverged model).
+        is given, at any epoch: a diverged model), and ``empty_map`` (with
+        ``heatmaps``: the map at the last recorded epoch is finite and nowhere above
+        ``EMPTY_MAP_PEAK``; the layer holds no positive evidence for the explained
+        class, see :func:`empty_map_notice`).
 
     Example:
         >>> f = flags({"drift": np.zeros((2, 1))}, np.array([[[0.9, 0.1]], [[0.4, 0.6]]]))
@@ -170,9 +179,14 @@ def flags(
         "left_mask": none.copy(),
         "on_cue": none.copy(),
         "non_finite": ~np.isfinite(probs).reshape(e, n, -1).all(axis=(0, 2)),
+        "empty_map": none.copy(),
     }
     if heatmaps is not None and len(heatmaps):
         out["non_finite"] |= ~np.isfinite(heatmaps).reshape(e, n, -1).all(axis=(0, 2))
+        last_maps = np.asarray(heatmaps[-1], np.float64).reshape(n, -1)
+        # A NaN or inf map is non_finite, not empty: counted as above the threshold.
+        peak = np.where(np.isfinite(last_maps), last_maps, np.inf).max(1, initial=-np.inf)
+        out["empty_map"] = peak <= EMPTY_MAP_PEAK
     if "mask_lift" in metrics:
         last = metrics["mask_lift"][-1]
         if mask_kind == "cue":
@@ -180,3 +194,25 @@ def flags(
         else:
             out["left_mask"] = last < 1.0
     return {k: np.asarray(v, bool) for k, v in out.items()}
+
+
+def empty_map_notice(empty: np.ndarray, *, layer: str, method: str, score: str) -> str | None:
+    """The warning when most probes' maps are empty (``empty_map``), or ``None``.
+
+    Example:
+        >>> empty_map_notice(np.array([True, True, False]), layer="conv2",
+        ...                  method="gradcam", score="logit")[:38]
+        '2 of 3 probes end with an empty map at'
+    """
+    empty = np.asarray(empty, bool)
+    if not empty.size or empty.sum() * 2 <= empty.size:
+        return None
+    return (
+        f"{int(empty.sum())} of {empty.size} probes end with an empty map at layer "
+        f"{layer!r} ({method}, score={score!r}): zero everywhere. The map keeps only "
+        "positive evidence for the explained class (a ReLU), so it is empty where every "
+        "position of the layer speaks against that class, or where the layer lies past the "
+        "point where the decision is made (its gradient no longer depends on where things are). "
+        'Try score="probability" (or "logit"), an earlier `layer=`, or another method '
+        '("layercam", "gradcam++", "scorecam").'
+    )

@@ -23,6 +23,7 @@ FLAG_HELP = {
     "left_mask": "attention on the object mask ended no higher than chance",
     "on_cue": "attention on the suspected cue ended at 1.5x chance or more",
     "non_finite": "NaN or inf in the maps or probabilities: the model diverged",
+    "empty_map": "the map is zero everywhere at the last epoch: no positive evidence there",
 }
 
 
