@@ -18,8 +18,9 @@ map in [0, 1] at any size):
     >>> rgb = (x[0] * 255).astype(np.uint8)  # doctest: +SKIP
     >>> cam_callback.overlay(rgb, res.heatmaps[0], alpha=0.5).shape  # doctest: +SKIP
     (32, 32, 3)
-    >>> cam_callback.overlay(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2)), 1.0)[0, 0].tolist()
-    [122, 4, 3]
+    >>> orange = np.full((4, 4, 3), (200, 100, 0), np.uint8)
+    >>> cam_callback.overlay(orange, np.zeros((2, 2)), 0.5)[0, 0].tolist()
+    [77, 71, 73]
 """
 
 from __future__ import annotations

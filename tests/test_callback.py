@@ -1428,3 +1428,125 @@ def test_real_tensorboard_server_shows_train_validation_and_cam(trained):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# ------------------------------------------------------------------ what a new user meets
+
+
+def test_fit_writes_the_review_page_of_the_record(trained, tmp_path):
+    from cam_callback import write_report
+
+    log_dir, _, tracker, _ = trained
+    page = log_dir / "cam" / "report" / "index.html"
+    assert tracker.report_page == page and page.is_file()
+    # The page is the record rendered: the same bytes as write_report over the record.
+    again = write_report(log_dir, out=tmp_path / "index.html")
+    assert page.read_bytes() == again.read_bytes()
+    assert page.read_text().count("<article") == 4
+    for i in range(4):
+        with Image.open(log_dir / "cam" / "report" / "index_files" / f"probe_{i:03d}.gif") as gif:
+            assert gif.n_frames == 4  # before training and epochs 0 to 2
+
+
+def _negative_head_model():
+    """Every class's Dense weights negative and frozen (lr 0): Grad-CAM at conv2 weighs its
+    ReLU activations with negative gradients only, so every map is ReLU(< 0) = 0."""
+    model = small_cnn(3)
+    conv = model.get_layer("conv2")
+    kernel, _ = conv.get_weights()
+    conv.set_weights([np.abs(kernel), np.full(12, 0.1, np.float32)])  # activations > 0
+    dense = model.get_layer("dense")
+    dense.set_weights([-np.ones((12, 3), np.float32), np.zeros(3, np.float32)])
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_empty_maps_are_flagged_and_warned_about_once_per_fit(tmp_path, capsys):
+    x, y = data(8)
+    model = _negative_head_model()
+    tracker = CAMTracker(x[:4], y[:4], log_dir=tmp_path, animate=None, tensorboard=False)
+    with pytest.warns(UserWarning, match="empty map") as caught:
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tracker])
+    notices = [w for w in caught if "empty map" in str(w.message)]
+    assert len(notices) == 1
+    message = str(notices[0].message)
+    assert "4 of 4 probes" in message and "'conv2'" in message
+    for advice in ("ReLU", "past the point", 'score="probability"', "`layer=`", "method"):
+        assert advice in message
+    run = load_run(tmp_path)
+    assert np.all(run.heatmaps == 0)
+    assert run.flags["empty_map"].tolist() == [True] * 4
+    stored = json.loads((tmp_path / "cam" / "flags.json").read_text())["flags"]
+    assert stored["empty_map"] == [True] * 4
+    assert "empty map" in (tmp_path / "cam" / "report" / "index.html").read_text()
+    assert capsys.readouterr().out.count("review page") == 1
+    # A second fit of the same tracker warns again (once), and prints the path no more.
+    with pytest.warns(UserWarning, match="empty map") as caught:
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[tracker])
+    assert len([w for w in caught if "empty map" in str(w.message)]) == 1
+    assert "review page" not in capsys.readouterr().out
+
+
+def test_a_failing_review_page_warns_and_never_stops_fit(tmp_path, monkeypatch):
+    from cam_callback import steps
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(steps, "write_report", broken)
+    x, y = data(8)
+    model = compiled()
+    tracker = CAMTracker(x[:2], y[:2], log_dir=tmp_path, animate=None, on_error="raise")
+    with pytest.warns(UserWarning, match="review page failed") as caught:
+        history = model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[tracker])
+    notices = [w for w in caught if "review page" in str(w.message)]
+    assert len(notices) == 1 and "cam-callback report" in str(notices[0].message)
+    assert history.epoch == [0] and tracker.report_page is None
+    assert load_run(tmp_path).epochs == [-1, 0]
+    off = CAMTracker(x[:2], y[:2], log_dir=tmp_path / "off", animate=None, report=False)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[off])
+    assert not (tmp_path / "off" / "cam" / "report").exists()
+
+
+def test_several_models_log_no_tensorflow_retracing(tmp_path):
+    import logging
+
+    from cam_callback import cams
+
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Catch()
+    tf.get_logger().addHandler(handler)
+    try:
+        x, y = data(8)
+        models = [compiled() for _ in range(6)]  # TensorFlow warns from 5 traces in 10 calls
+        for model in models:
+            for _ in range(2):
+                compute_cams(model, x[:4])
+        model = models[0]
+        trackers = [
+            CAMTracker(x[:4], y[:4], log_dir=tmp_path / name, layer=name, animate=None)
+            for name in ("conv1", "conv2")
+        ]
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=trackers)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [m for m in seen if "retracing" in m]
+    assert [cams.trace_count(m) for m in models[1:]] == [1] * 5
+    assert cams.trace_count(models[0]) == 2  # one function per layer, each traced once
+
+
+def test_overlay_is_public():
+    import cam_callback
+    from cam_callback import frames
+
+    assert "overlay" in cam_callback.__all__ and cam_callback.overlay is frames.overlay
+    # By hand: the image's luma (200*77 + 100*150 + 128) >> 8 = 119 and the colormap's bottom
+    # (35, 23, 27), half and half in integers: (35*128 + 119*128 + 128) >> 8 = 77, ...
+    image = np.full((4, 4, 3), (200, 100, 0), np.uint8)
+    out = cam_callback.overlay(image, np.zeros((2, 2)), 0.5)
+    assert out.shape == (4, 4, 3) and out[0, 0].tolist() == [77, 71, 73]
