@@ -98,7 +98,9 @@ def take_probes(data: Any, num_probes: int | None = None) -> tuple[Any, np.ndarr
         or not isinstance(num_probes, numbers.Integral)
         or num_probes < 1
     ):
-        raise ValueError(f"`num_probes` must be a positive int. Received: num_probes={num_probes!r}")
+        raise ValueError(
+            f"`num_probes` must be a positive int. Received: num_probes={num_probes!r}"
+        )
     n = int(num_probes) if asked else DEFAULT_NUM_PROBES
     source = data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else iter(data)
     xs, ys, got = [], [], 0
@@ -213,7 +215,7 @@ def _warn_if_untrained(model: keras.Model, hard: int) -> None:
     iterations = getattr(optimizer, "iterations", None)
     if iterations is None:  # not compiled: nothing tells whether its weights were trained
         return
-    if int(keras.ops.convert_to_numpy(iterations)) == 0:
+    if int(np.asarray(iterations.numpy())) == 0:
         warnings.warn(
             f"select_probes(hard={hard}): `model` has not been trained yet (its optimizer has "
             "taken no step), so its doubtful images are arbitrary, not hard ones. Select the "

@@ -387,3 +387,23 @@ def test_non_finite_probabilities_are_recorded_with_nan_maps(tmp_path):
     others = [0, 2, 3, 5]
     np.testing.assert_array_equal(run.heatmaps[-1, others], maps[others])
     assert run.metrics["correct"][-1, [1, 4]].tolist() == [0.0, 0.0]
+
+
+def test_empty_map_flag_reads_the_last_epoch_with_its_tolerance():
+    from cam_callback.metrics import EMPTY_MAP_PEAK, empty_map_notice, flags
+
+    probs = np.full((2, 4, 3), 1 / 3, np.float32)
+    maps = np.zeros((2, 4, 2, 2), np.float32)
+    maps[0] = 1.0  # an earlier epoch does not count
+    maps[1, 1, 0, 0] = EMPTY_MAP_PEAK / 2  # nearly zero: float rounding, empty
+    maps[1, 2, 1, 1] = 1e-3  # a small but real peak: not empty
+    maps[1, 3, 0, 0] = np.nan  # not computed: non_finite, not empty
+    f = flags({}, probs, heatmaps=maps)
+    assert f["empty_map"].tolist() == [True, True, False, False]
+    assert f["non_finite"].tolist() == [False, False, False, True]
+    assert not flags({}, probs)["empty_map"].any()  # without maps, nothing is said
+    notice = dict(layer="conv2", method="gradcam", score="logit")
+    assert empty_map_notice(np.array([True, True, False, False]), **notice) is None  # half
+    assert empty_map_notice(np.array([True, True, True, False]), **notice).startswith(
+        "3 of 4 probes end with an empty map at layer 'conv2'"
+    )

@@ -147,3 +147,89 @@ def test_find_misclassified_on_a_binary_sigmoid_model():
     assert sorted(idx.tolist()) == np.flatnonzero((p > 0.5).astype(int) != y).tolist()
     with pytest.raises(ValueError, match="`labels` holds class 2 but the model has 2 classes"):
         find_misclassified(model, x, np.full(20, 2))
+
+
+def test_select_probes_warns_that_an_untrained_model_picks_arbitrary_hard_probes():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 3), dtype=np.float32)
+    y = np.arange(16) % 3
+    model = small_cnn(3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.warns(UserWarning, match="has not been trained yet") as caught:
+        untrained = select_probes(x, y, per_class=2, model=model, hard=2)
+    assert len(caught) == 1 and "arbitrary" in str(caught[0].message)
+    assert len(untrained) == 8  # still picked, as asked
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        select_probes(x, y, per_class=2)  # no model, no hard: nothing to say
+        select_probes(x, y, per_class=2, model=small_cnn(3), hard=2)  # not compiled: unknown
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # one step taken
+        select_probes(x, y, per_class=2, model=model, hard=2)
+
+
+def _dataset_cases(x, y):
+    import tensorflow as tf
+
+    def generator():
+        for start in range(0, len(x), 5):
+            yield x[start : start + 5], y[start : start + 5]
+
+    return {
+        "batched (x, y)": tf.data.Dataset.from_tensor_slices((x, y)).batch(4),
+        "unbatched (x, y, w)": tf.data.Dataset.from_tensor_slices((x, y, np.ones(len(x)))),
+        "generator of (x, y)": generator(),
+        "repeated forever": tf.data.Dataset.from_tensor_slices((x, y)).batch(3).repeat(),
+    }
+
+
+def test_datasets_give_the_probes_the_arrays_give(tmp_path):
+    import tensorflow as tf
+
+    from cam_callback.probes import DEFAULT_NUM_PROBES, take_probes
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 40)
+    for name, ds in _dataset_cases(x, y).items():
+        images, labels = take_probes(ds, 11)
+        np.testing.assert_array_equal(images, x[:11], err_msg=name)
+        np.testing.assert_array_equal(labels, y[:11], err_msg=name)
+    images, labels = take_probes(tf.data.Dataset.from_tensor_slices(x).batch(8))
+    assert len(images) == DEFAULT_NUM_PROBES == 32 and labels is None
+    np.testing.assert_array_equal(images, x[:32])
+    arrays = CAMTracker(x[:12], y[:12], log_dir=tmp_path / "a")
+    shuffled = tf.data.Dataset.from_tensor_slices((x, y))
+    shuffled = shuffled.shuffle(40, seed=1, reshuffle_each_iteration=False)
+    ds = shuffled.batch(5)
+    first = next(iter(ds.unbatch().batch(12)))  # the order the tracker reads, once
+    tracker = CAMTracker(ds, log_dir=tmp_path / "d", num_probes=12)
+    np.testing.assert_array_equal(tracker.probe_images, first[0].numpy())
+    np.testing.assert_array_equal(tracker.probe_labels, first[1].numpy())
+    plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
+    tracker = CAMTracker(plain, log_dir=tmp_path / "p", num_probes=12)
+    np.testing.assert_array_equal(tracker.probe_images, arrays.probe_images)
+    np.testing.assert_array_equal(tracker.probe_labels, arrays.probe_labels)
+    assert tracker.fingerprint == arrays.fingerprint  # the same probe set, the same record
+    # Labels passed explicitly win over the dataset's.
+    tracker = CAMTracker(plain, (y[:12] + 1) % 3, log_dir=tmp_path / "l", num_probes=12)
+    np.testing.assert_array_equal(tracker.probe_labels, (y[:12] + 1) % 3)
+
+
+def test_dataset_probes_errors_say_what_to_pass(tmp_path):
+    import tensorflow as tf
+
+    x = np.zeros((6, 32, 32, 3), np.float32)
+    y = np.zeros(6, np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    with pytest.raises(ValueError, match=r"`num_probes`=8 .* holds only 6 examples"):
+        CAMTracker(ds, log_dir=tmp_path, num_probes=8)
+    with pytest.raises(ValueError, match=r"`num_probes` must be a positive int"):
+        CAMTracker(ds, log_dir=tmp_path, num_probes=0)
+    with pytest.raises(ValueError, match=r"with arrays, pass the probes you want"):
+        CAMTracker(x, y, log_dir=tmp_path, num_probes=4)
+    with pytest.raises(TypeError, match=r"yielded a dict .* Pass arrays"):
+        CAMTracker(tf.data.Dataset.from_tensor_slices({"image": x}), log_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"yielded no examples"):
+        CAMTracker(tf.data.Dataset.from_tensor_slices(x).take(0), log_dir=tmp_path)
