@@ -19,6 +19,15 @@ Every fit runs in a fresh child process, so each row's peak RSS is its own.
 2. ``on_train_end`` and frames per GIF at 12 and 36 epochs (32 probes, short
    epochs): finishing the animations must not grow with epochs.
 3. Peak RSS at 12 and 100 epochs (defaults, short epochs): memory stays flat.
+4. Start-up, profiled (``--parts startup``): a fit of 4 epochs of about 1 s
+   (1,200 images), defaults and 32 probes, with the tracker's hooks and its two
+   background stages timed inside the fit, wall and CPU seconds (CPU: the
+   thread's own, so it holds on a loaded machine). The one-off cost is
+   ``on_train_begin``, the state before training (its maps: the one trace of the
+   CAM function), the first epoch's extras over a later epoch's, and the
+   background work of the state before training; the per-epoch cost is a later
+   epoch's hook and background work. ``on_train_end`` (flags, animations and the
+   review page) is shown apart.
 """
 
 from __future__ import annotations
@@ -90,6 +99,8 @@ def child(spec: dict) -> dict:
                 ends.append(time.perf_counter() - start)
 
             tracker.on_train_end = timed_end
+            if spec.get("profile"):
+                hooks = profiled(tracker)
             callbacks.append(tracker)
         start = time.perf_counter()
         model.fit(x, y, epochs=spec["epochs"], batch_size=32, verbose=0, callbacks=callbacks)
@@ -113,7 +124,34 @@ def child(spec: dict) -> dict:
             if animations.is_dir()
             else 0,
             "gif_frames": frames,
+            "hooks": hooks if spec.get("profile") else None,
         }
+
+
+def profiled(tracker) -> dict[str, list[tuple[float, float]]]:
+    """Times ``tracker``'s hooks and its pipeline's two stages: ``{part: [(wall, cpu)]}``."""
+    from cam_callback.pipeline import drawing, recording
+
+    times: dict[str, list[tuple[float, float]]] = {}
+
+    def timed(owner, name, part):
+        real = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spent = (time.perf_counter() - wall, time.thread_time() - cpu)
+                times.setdefault(part, []).append(spent)
+
+        setattr(owner, name, wrapper)
+
+    for hook in ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end"):
+        timed(tracker, hook, hook)
+    timed(recording.RecordStage, "_record", "record thread")  # once per recorded epoch
+    timed(drawing.FrameStage, "_frame_job", "frame thread")  # once per drawn epoch
+    return times
 
 
 def run_child(spec: dict) -> dict:
@@ -195,13 +233,68 @@ def memory(images: int, lengths: tuple[int, ...]) -> None:
     long_runs("3. peak RSS", "rss_mib", "peak MiB", images, lengths)
 
 
+def startup(images: int, rounds: int, e: int = 4) -> None:
+    """Part 4: the tracker's one-off and per-epoch cost, profiled inside the fit.
+
+    Rows on the training thread have a wall time; the background threads (the frame
+    thread at nice 19 takes only CPU that training leaves idle) have their CPU only.
+    """
+    runs = [
+        run_child({"images": images, "epochs": e, "probes": 32, "tracker": {}, "profile": True})
+        for _ in range(rounds)
+    ]
+
+    def parts(h: dict) -> dict[str, tuple[float | None, float]]:
+        def first(part):
+            return h[part][0] if h.get(part) else (0.0, 0.0)
+
+        def later(part):  # a later epoch: the median of epochs 1 to E-1
+            rows = h.get(part, [])[1:]
+            if not rows:
+                return (0.0, 0.0)
+            return tuple(statistics.median(r[k] for r in rows) for k in (0, 1))
+
+        epoch_end = later("on_epoch_end")
+        extras = tuple(a - b for a, b in zip(first("on_epoch_end"), epoch_end, strict=True))
+        out: dict[str, tuple[float | None, float]] = {
+            "on_train_begin": first("on_train_begin"),
+            "before training: maps (the trace)": first("on_epoch_begin"),
+            "first epoch's extras": extras,
+            "before training: record thread": (None, first("record thread")[1]),
+            "before training: frame thread": (None, first("frame thread")[1]),
+        }
+        out["one-off"] = (
+            sum(w for w, _ in out.values() if w is not None),
+            sum(c for _, c in out.values()),
+        )
+        out["per epoch: on_epoch_end"] = epoch_end
+        out["per epoch: record + frame threads"] = (
+            None,
+            later("record thread")[1] + later("frame thread")[1],
+        )
+        out["on_train_end (flags, animations, page)"] = first("on_train_end")
+        return out
+
+    table = [parts(r["hooks"]) for r in runs]
+    epoch_s = statistics.median(r["fit_s"] for r in runs) / e
+    print(
+        f"\n4. start-up, profiled in a fit of {e} epochs on {images:,} images, defaults, "
+        f"32 probes (median of {rounds}; an epoch lasted {epoch_s:.2f} s with the tracker)"
+    )
+    print(f"{'part':>40s} {'wall s':>8s} {'CPU s':>8s}")
+    for part, (wall, _) in table[0].items():
+        walls = "-" if wall is None else f"{statistics.median(t[part][0] for t in table):.3f}"
+        cpu = statistics.median(t[part][1] for t in table)
+        print(f"{part:>40s} {walls:>8s} {cpu:8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per arm")
     parser.add_argument("--images", type=int, default=2500, help="training images (part 1)")
     parser.add_argument("--probes", default="32,512", help="probe counts (part 1)")
-    parser.add_argument("--parts", default="cost,train_end,memory", help="parts to run")
+    parser.add_argument("--parts", default="cost,train_end,memory,startup", help="parts to run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -213,6 +306,7 @@ def main() -> None:
         cost(images=1200, e=2, probe_counts=(32,), rounds=args.rounds)
         train_end(images=256, lengths=(4, 12))
         memory(images=64, lengths=(4, 20))
+        startup(images=600, rounds=1)
     else:
         parts = set(args.parts.split(","))
         if "cost" in parts:
@@ -222,6 +316,8 @@ def main() -> None:
             train_end(images=1000, lengths=(12, 36))
         if "memory" in parts:
             memory(images=64, lengths=(12, 100))
+        if "startup" in parts:
+            startup(images=1200, rounds=max(3, args.rounds))
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
 
