@@ -1444,8 +1444,13 @@ def test_fit_writes_the_review_page_of_the_record(trained, tmp_path):
     assert page.read_bytes() == again.read_bytes()
     assert page.read_text().count("<article") == 4
     for i in range(4):
-        with Image.open(log_dir / "cam" / "report" / "index_files" / f"probe_{i:03d}.gif") as gif:
+        name = f"probe_{i:03d}.gif"
+        with Image.open(log_dir / "cam" / "report" / "index_files" / name) as gif:
             assert gif.n_frames == 4  # before training and epochs 0 to 2
+        # The tracker's own GIF (top_k=2), not drawn again from every epoch at train end.
+        ours = (log_dir / "cam" / "report" / "index_files" / name).read_bytes()
+        assert ours == (log_dir / "cam" / "animations" / name).read_bytes()
+        assert ours != (tmp_path / "index_files" / name).read_bytes()
 
 
 def _negative_head_model():
