@@ -23,7 +23,9 @@ def _compile(fn: Callable, **options: Any) -> Any:
     # closure of the same code, so several trackers in one process looked like one function
     # retraced and logged its warning. A partial has no code object: TensorFlow keys the count
     # on each compiled function, which traces once.
-    return tf.function(functools.partial(fn), autograph=AUTOGRAPH, **options)
+    own = functools.partial(fn)
+    own.__module__, own.__name__ = fn.__module__, fn.__name__  # no __wrapped__: that is the key
+    return tf.function(own, autograph=AUTOGRAPH, **options)
 
 
 def _call(model: Any, images: Any) -> Any:
