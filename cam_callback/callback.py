@@ -79,6 +79,12 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         low_confidence: Top-1 probability under which a probe is flagged.
         faithfulness: Also record the deletion-test number each epoch (one
             extra forward pass over ``2 N`` images).
+        interventions: With ``probe_masks``, record ``reliance``, ``sufficiency`` and
+            (cue masks) ``transplant`` each epoch: forward passes over altered probes
+            built once (:mod:`cam_callback.metrics.interventions`), no backward.
+        fragility: ``True`` or options ``{"copies", "noise", "seed", "threshold"}``:
+            record each map's ``fragility`` (Ghorbani et al. 2019) each epoch, at the
+            cost of the maps of ``copies * N`` perturbed probes.
         batch_size: Probes per compiled call (at most the number of probes).
         on_error: What a failure inside the tracker during ``fit`` does (a full
             disk, a write, render or TensorBoard error). ``"warn"``: warn once
@@ -137,6 +143,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         on_error: str = "warn",
         head: str = "auto",
         overwrite: bool = False,
+        interventions: bool = True,
+        fragility: bool | dict = False,
     ) -> None:
         super().__init__()
         self.probe_images = A.probes(probe_images)
@@ -168,6 +176,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.faithfulness = A.flag(faithfulness, "faithfulness")
         self.on_error = A.choice(on_error, ON_ERROR, "on_error")
         self.overwrite = A.flag(overwrite, "overwrite")
+        self.interventions = A.flag(interventions, "interventions")
+        self.fragility = pipeline.fragility_options(fragility)
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
