@@ -24,6 +24,7 @@ METRICS: tuple[str, ...] = (
     "faithfulness",
     "pointing_game",
     "energy",
+    "fragility",
     "seconds_per_image",
 )
 # +1: higher is better; -1: lower is better. Used to rank methods.
@@ -36,6 +37,7 @@ DIRECTION: dict[str, int] = {
     "faithfulness": 1,
     "pointing_game": 1,
     "energy": 1,
+    "fragility": -1,
     "seconds_per_image": -1,
 }
 CONTROLS: tuple[str, ...] = ("random",)  # seeded uniform maps: the chance line
