@@ -204,3 +204,19 @@ def test_masks_at_another_size_and_bad_fragility_options():
         fragility_options("yes")
     with pytest.raises(ValueError, match="noise"):
         fragility_options({"noise": 2.0})
+
+
+def test_badges_state_the_figures_on_the_page_and_the_cam_tab(cue_run):
+    from cam_callback.report import probe_rows
+    from cam_callback.tensorboard_plugin.runs import probe_table
+
+    _, x, _, _, run = cue_run
+    rows = probe_rows(run, 0.5)
+    rel = run.metrics["reliance"][-1, 3]
+    want = f"removing the cue drops p(homer) by {rel:.2f}; the cue alone makes 50% of other "
+    want += "probes homer"
+    assert rows[3]["badges"]["relies_on_cue"] == want
+    page = cam_callback.write_report(run.path.parent)
+    assert want in page.read_text()
+    assert "noise too small to change the prediction" in page.read_text()  # fragile, explained
+    assert probe_table(run)[3]["badges"]["relies_on_cue"] == want  # the CAM tab's rows
