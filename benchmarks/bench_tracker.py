@@ -3,6 +3,7 @@
 Run: python benchmarks/bench_tracker.py --rounds 3     (about 25 minutes on 2 cores)
      python benchmarks/bench_tracker.py --quick        (a smoke run of a few minutes)
      python benchmarks/bench_tracker.py --probes 512 --parts cost   (one part)
+     python benchmarks/bench_tracker.py --probes 32 --parts interventions
 
 Every fit runs in a fresh child process, so each row's peak RSS is its own.
 
@@ -19,6 +20,9 @@ Every fit runs in a fresh child process, so each row's peak RSS is its own.
 2. ``on_train_end`` and frames per GIF at 12 and 36 epochs (32 probes, short
    epochs): finishing the animations must not grow with epochs.
 3. Peak RSS at 12 and 100 epochs (defaults, short epochs): memory stays flat.
+4. (``--parts interventions``) As 1, record only, with a frame as every probe's cue
+   mask, interventions off and on (reliance, sufficiency, transplant: forward passes
+   over 2N + 8N altered probes), and with ``fragility=True`` (the maps of 3N copies).
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ ARMS = {
     "animate=None": {"animate": None},
     "record only": {"animate": None, "tensorboard": False},
 }
+# Interventions and fragility (--parts interventions): record only, a 4-pixel frame as the
+# cue mask of every probe; "frame" is replaced by the masks in the child.
+INTERVENTION_ARMS = {
+    "mask, no int.": {"animate": None, "tensorboard": False, "probe_masks": "frame",
+                         "mask_kind": "cue", "interventions": False},
+    "mask + interv": {"animate": None, "tensorboard": False, "probe_masks": "frame",
+                        "mask_kind": "cue"},
+    "fragility": {"animate": None, "tensorboard": False, "fragility": True},
+}  # fmt: skip
 
 
 def small_cnn(size=48, n_classes=10):
@@ -81,7 +94,14 @@ def child(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as log_dir:
         callbacks = []
         if spec["tracker"] is not None:
-            tracker = CAMTracker(px, py, log_dir=log_dir, **spec["tracker"])
+            kwargs = dict(spec["tracker"])
+            if kwargs.get("probe_masks") == "frame":
+                import numpy as np
+
+                frame = np.ones(px.shape[1:3], bool)
+                frame[4:-4, 4:-4] = False
+                kwargs["probe_masks"] = np.repeat(frame[None], len(px), axis=0)
+            tracker = CAMTracker(px, py, log_dir=log_dir, **kwargs)
             real_end = tracker.on_train_end
 
             def timed_end(logs=None):
@@ -127,11 +147,13 @@ def run_child(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> None:
+def cost(
+    images: int, e: int, probe_counts: tuple[int, ...], rounds: int, table: dict = ARMS
+) -> None:
     arms = [("no tracker", None, 0)] + [
         (name, tracker, n)
         for n in probe_counts
-        for name, tracker in ARMS.items()
+        for name, tracker in table.items()
         if tracker is not None
     ]
     results: dict[tuple[str, int, int], list[dict]] = {}
@@ -218,6 +240,10 @@ def main() -> None:
         if "cost" in parts:
             probes = tuple(int(n) for n in args.probes.split(","))
             cost(images=args.images, e=4, probe_counts=probes, rounds=args.rounds)
+        if "interventions" in parts:
+            probes = tuple(int(n) for n in args.probes.split(","))
+            cost(args.images, 4, probes, args.rounds, {"record only": ARMS["record only"],
+                                                       **INTERVENTION_ARMS})  # fmt: skip
         if "train_end" in parts:
             train_end(images=1000, lengths=(12, 36))
         if "memory" in parts:
