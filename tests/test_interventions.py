@@ -11,6 +11,7 @@ learning rate of 0, so every epoch has the same numbers.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ import cam_callback
 from cam_callback import metrics as M
 from cam_callback.imputation import impute
 from cam_callback.pipeline import ProbeInterventions, fragility_options
+from cam_callback.record import compute_flags
 
 SIDE, A, B = 8, 4.0, 2.0
 R = np.zeros((SIDE, SIDE), bool)
@@ -137,6 +139,8 @@ def test_flags_thresholds_and_scalars_are_recorded(cue_run):
     assert run.flags["relies_on_cue"].tolist() == (rel >= M.RELIANCE_THRESHOLD).tolist()
     assert run.flags["relies_on_cue"][[3, 4]].all() and not run.flags["relies_on_cue"][6]
     assert not run.flags["ignores_object"].any()  # cue masks: the object flag stays off
+    strict = {**run.meta, "interventions": {**meta["interventions"], "reliance_threshold": 0.999}}
+    assert not compute_flags(replace(run, meta=strict))["relies_on_cue"].any()  # read back
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run.path), size_guidance={"tensors": 0})
