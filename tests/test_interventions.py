@@ -224,3 +224,26 @@ def test_badges_state_the_figures_on_the_page_and_the_cam_tab(cue_run):
     assert want in page.read_text()
     assert "noise too small to change the prediction" in page.read_text()  # fragile, explained
     assert probe_table(run)[3]["badges"]["relies_on_cue"] == want  # the CAM tab's rows
+
+
+def test_a_logits_head_is_measured_by_its_softmax(tmp_path):
+    """The score is the explained target's probability as the head gives it: the softmax."""
+    x, labels, masks = probes()
+    model = region_model()
+    linear = keras.Model(model.input, model.get_layer("dense").output)
+    linear.get_layer("dense").activation = keras.activations.linear
+    linear.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    tracker = cam_callback.CAMTracker(
+        x, labels, log_dir=tmp_path, probe_masks=masks, mask_kind="object", layer="conv",
+        target="label", animate=None, tensorboard=False, head="logits",
+    )  # fmt: skip
+    linear.fit(x, labels, epochs=1, batch_size=8, verbose=0, callbacks=[tracker])
+    run = cam_callback.load_run(tmp_path)
+    removed = x.copy()
+    removed[:7] = impute(x[:7], masks[:7], seed=0)
+    p, q = p1(x), p1(removed)  # softmax of [0, A (s - B)] is the sigmoid
+    want = np.where(labels == 1, p - q, (1 - p) - (1 - q))
+    np.testing.assert_allclose(run.metrics["reliance"][-1], want, atol=2e-6)
+    assert "transplant" not in run.metrics  # object masks: no transplant
+    # Object masks: probe 6's mask misses what the model reads, so it ignores that "object".
+    assert run.flags["ignores_object"][6] and not run.flags["ignores_object"][3]
