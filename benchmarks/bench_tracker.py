@@ -22,7 +22,8 @@ Every fit runs in a fresh child process, so each row's peak RSS is its own.
 3. Peak RSS at 12 and 100 epochs (defaults, short epochs): memory stays flat.
 4. (``--parts interventions``) As 1, record only, with a frame as every probe's cue
    mask, interventions off and on (reliance, sufficiency, transplant: forward passes
-   over 2N + 8N altered probes), and with ``fragility=True`` (the maps of 3N copies).
+   over 2N + 8N altered probes), and with ``fragility=True`` (the maps of 3N copies);
+   first (4b) the same costs timed directly in one process, which epoch noise hides less.
 """
 
 from __future__ import annotations
@@ -200,6 +201,56 @@ def cost(
         )
 
 
+def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
+    """In one process, per epoch: the maps alone, then what interventions and fragility add
+    (median of ``repeats`` warm calls), and the one-off build of the altered probes."""
+    import numpy as np
+
+    from cam_callback import cams
+    from cam_callback.pipeline import FragilityOptions, ProbeInterventions
+
+    model = small_cnn()
+    print(f"\n4b. per-epoch cost in one process (median of {repeats} warm calls), small CNN 48 px")
+    print(f"{'probes':>6s} {'maps s':>8s} {'interv s':>9s} {'images':>7s} {'fragility s':>11s} "
+          f"{'build s':>8s} {'build frag s':>12s}")  # fmt: skip
+    for n in probe_counts:
+        px, py = dataset(n)
+        frame = np.ones((48, 48), bool)
+        frame[4:-4, 4:-4] = False
+        masks = np.repeat(frame[None], n, axis=0)
+        start = time.perf_counter()
+        interv = ProbeInterventions(px, masks, py, "cue")
+        build = time.perf_counter() - start
+        start = time.perf_counter()
+        frag = ProbeInterventions(px, None, py, "cue", FragilityOptions())
+        build_frag = time.perf_counter() - start
+        batch = min(32, n)
+
+        def probs(images):
+            return cams.predict_probabilities(model, images, batch_size=batch)
+
+        def maps(images, targets):
+            r = cams.compute_cams(model, images, target=targets, batch_size=batch)
+            return r.heatmaps, r.probabilities
+
+        def timed(fn):
+            fn()  # traces and compiles
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                runs.append(time.perf_counter() - start)
+            return statistics.median(runs)
+
+        res = cams.compute_cams(model, px, batch_size=batch)
+        args = (res.heatmaps, res.probabilities, res.targets)
+        t_maps = timed(lambda: cams.compute_cams(model, px, batch_size=batch))  # noqa: B023
+        t_interv = timed(lambda: interv.measure(probs, maps, *args))  # noqa: B023
+        t_frag = timed(lambda: frag.measure(probs, maps, *args))  # noqa: B023
+        print(f"{n:6d} {t_maps:8.3f} {t_interv:9.3f} {interv.passes:7d} {t_frag:11.3f} "
+              f"{build:8.2f} {build_frag:12.2f}")  # fmt: skip
+
+
 def long_runs(title: str, key: str, column: str, images: int, lengths: tuple[int, ...]) -> None:
     """Fits with defaults and 32 probes at each length; prints ``key`` and the GIF frames."""
     print(f"\n{title} with defaults, 32 probes, {images} images per epoch")
@@ -242,6 +293,7 @@ def main() -> None:
             cost(images=args.images, e=4, probe_counts=probes, rounds=args.rounds)
         if "interventions" in parts:
             probes = tuple(int(n) for n in args.probes.split(","))
+            intervention_cost(probes)
             cost(args.images, 4, probes, args.rounds, {"record only": ARMS["record only"],
                                                        **INTERVENTION_ARMS})  # fmt: skip
         if "train_end" in parts:

@@ -103,6 +103,7 @@ def intervention_settings(tracker: Any) -> dict[str, Any] | None:
         "reliance_threshold": metrics.RELIANCE_THRESHOLD,
         "ignore_threshold": metrics.IGNORE_THRESHOLD,
         "transplant_recipients": metrics.TRANSPLANT_RECIPIENTS,
+        "transplant_budget": metrics.TRANSPLANT_BUDGET,
         "imputation": f"ROAD noisy linear (noise {ROAD_NOISE}; seed 0 removed, 1 kept)",
         "score": "the explained target's probability, as the head gives it",
     }

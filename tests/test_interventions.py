@@ -121,13 +121,18 @@ def test_transplant_rate_is_the_share_of_bright_donors(cue_run):
 def test_pairing_rule_by_hand():
     labels = np.array([0, 0, 1, 1, 1, 2])
     donors = np.array([True, True, True, False, True, True])
-    d, r = M.transplant_pairs(labels, donors, recipients=2)
+    d, r = M.transplant_pairs(labels, donors, recipients=2, budget=None)
     # class 0: others [2, 3, 4, 5]; donor 0 -> 2, 3; donor 1 -> 4, 5
     # class 1: others [0, 1, 5]; donor 2 -> 0, 1; donor 4 -> 5, 0 (round robin)
     # class 2: others [0, 1, 2, 3, 4]; donor 5 -> 0, 1
     assert list(zip(d.tolist(), r.tolist(), strict=True)) == [
         (0, 2), (0, 3), (1, 4), (1, 5), (2, 0), (2, 1), (4, 5), (4, 0), (5, 0), (5, 1),
     ]  # fmt: skip
+    # The budget: about 2 N = 12 images for 5 donors -> 2 each; 1 donor -> 8 (the cap), ...
+    assert len(M.transplant_pairs(labels, donors, recipients=8)[0]) == 10
+    one = np.array([True, False, False, False, False, False])
+    assert len(M.transplant_pairs(labels, one)[0]) == 4  # ... or fewer when fewer others
+    assert len(M.transplant_pairs(labels, donors, 8, budget=None)[0]) == 2 * 4 + 2 * 3 + 5
 
 
 def test_flags_thresholds_and_scalars_are_recorded(cue_run):

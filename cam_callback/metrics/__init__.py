@@ -68,6 +68,7 @@ from cam_callback.metrics.fragility import (
 from cam_callback.metrics.interventions import (
     IGNORE_THRESHOLD,
     RELIANCE_THRESHOLD,
+    TRANSPLANT_BUDGET,
     TRANSPLANT_RECIPIENTS,
     InterventionImages,
     build_interventions,
@@ -86,6 +87,7 @@ __all__ = [
     "FRAGILITY_THRESHOLD",
     "IGNORE_THRESHOLD",
     "RELIANCE_THRESHOLD",
+    "TRANSPLANT_BUDGET",
     "TRANSPLANT_RECIPIENTS",
     "InterventionImages",
     "build_interventions",

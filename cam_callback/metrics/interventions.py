@@ -20,12 +20,15 @@ softmax of the logits for a logit head):
   NaN for a probe that is no donor. Pairing rule: the recipients of class ``c`` are
   the probes of the other classes in probe order, ``r_0 .. r_{R-1}``; the ``k``-th
   donor of ``c`` (probe order) pastes onto ``r_{(k*m + j) mod R}`` for ``j < m``,
-  ``m = min(recipients, R)``. Every donor has ``m`` recipients, so the class's
-  **transplant rate** (:func:`transplant_rates`, the mean over its donors) is exactly
-  the share of all its pasted images predicted as ``c``.
+  ``m = min(R, 8, max(1, floor(2 N / D)))`` with ``D`` the donors of every class (so
+  about ``2 N`` transplant images in all). Every donor of ``c`` has ``m`` recipients,
+  so the class's **transplant rate** (:func:`transplant_rates`, the mean over its
+  donors) is exactly the share of all its pasted images predicted as ``c``.
 
-Forward passes per recorded epoch: ``2 N + sum_c D_c * m`` images (``D_c`` donors of
-class ``c``), no backward pass; ``p(x)`` is the epoch's own forward.
+Forward passes per recorded epoch: ``2 N + M`` images, ``M = sum_c D_c * m`` (about
+``2 N``, at most ``max(2 N, D)``), in the tracker's batches; no backward pass, and
+``p(x)`` is the epoch's own forward. The altered images stay in memory: ``2 N + M``
+probes' worth, built once.
 """
 
 from __future__ import annotations
@@ -40,38 +43,47 @@ from cam_callback.imputation import impute
 RELIANCE_THRESHOLD = 0.5  # relies_on_cue: removing the cue drops p(target) by this or more
 IGNORE_THRESHOLD = 0.1  # ignores_object: removing the object drops p(target) by less
 TRANSPLANT_RECIPIENTS = 8  # recipients per donor (``m`` above, at most)
+TRANSPLANT_BUDGET = 2  # transplant images per probe, about: the per-epoch cost
 
 
 @dataclass(frozen=True)
 class InterventionImages:
-    """The altered probes, built once; see the module doc.
+    """The altered probes, built once, in one array; see the module doc.
 
     Attributes:
-        removed: ``[N, H, W, C]`` each probe with its mask's region filled in.
-        kept: ``[N, H, W, C]`` each probe with everything but its mask's region filled in.
-        transplant: ``[M, H, W, C]`` recipients with a donor's region pasted on.
+        altered: ``[2 N + M, H, W, C]``: the removed, kept and transplant images, in
+            that order (one array, so each epoch runs it as it is, with no copy).
         donor: int ``[M]`` the donor probe of each transplant image.
         recipient: int ``[M]`` its recipient probe.
         removable: bool ``[N]`` the mask is not the whole image (reliance defined).
         keepable: bool ``[N]`` the mask is not empty (sufficiency defined).
     """
 
-    removed: np.ndarray
-    kept: np.ndarray
-    transplant: np.ndarray
+    altered: np.ndarray
     donor: np.ndarray
     recipient: np.ndarray
     removable: np.ndarray
     keepable: np.ndarray
 
     @property
+    def removed(self) -> np.ndarray:
+        """``[N, H, W, C]`` each probe with its mask's region filled in."""
+        return self.altered[: len(self.removable)]
+
+    @property
+    def kept(self) -> np.ndarray:
+        """``[N, H, W, C]`` each probe with everything but its mask's region filled in."""
+        return self.altered[len(self.removable) : 2 * len(self.removable)]
+
+    @property
+    def transplant(self) -> np.ndarray:
+        """``[M, H, W, C]`` recipients with a donor's region pasted on."""
+        return self.altered[2 * len(self.removable) :]
+
+    @property
     def passes(self) -> int:
         """Images the model runs on per epoch: ``2 N + M``."""
-        return len(self.removed) + len(self.kept) + len(self.transplant)
-
-    def stacked(self) -> np.ndarray:
-        """Every altered image, in the order :func:`intervention_metrics` splits them."""
-        return np.concatenate([self.removed, self.kept, self.transplant])
+        return len(self.altered)
 
 
 def masks_at(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -88,7 +100,10 @@ def masks_at(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def transplant_pairs(
-    labels: np.ndarray, donors: np.ndarray, recipients: int = TRANSPLANT_RECIPIENTS
+    labels: np.ndarray,
+    donors: np.ndarray,
+    recipients: int = TRANSPLANT_RECIPIENTS,
+    budget: int | None = TRANSPLANT_BUDGET,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(donor, recipient)`` probe ids by the pairing rule of the module doc.
 
@@ -96,6 +111,7 @@ def transplant_pairs(
         labels: int ``[N]`` true classes.
         donors: bool ``[N]`` probes whose region may be pasted (a non-empty mask).
         recipients: Recipients per donor, at most.
+        budget: About ``budget * N`` transplant images in all (``None``: no limit).
 
     Example:
         >>> d, r = transplant_pairs(np.array([0, 0, 1]), np.ones(3, bool), 1)
@@ -103,6 +119,8 @@ def transplant_pairs(
         ([0, 1, 2], [2, 2, 0])
     """
     labels = np.asarray(labels)
+    if budget is not None and donors.any():
+        recipients = min(recipients, max(1, budget * len(labels) // int(donors.sum())))
     pairs_d, pairs_r = [], []
     for c in np.unique(labels[donors]):
         others = np.flatnonzero(labels != c)
@@ -146,17 +164,18 @@ def build_interventions(
     m = masks_at(masks, x.shape[1:3])
     area = m.reshape(n, -1).sum(1)
     removable, keepable = area < m[0].size, area > 0
-    removed, kept = x.copy(), x.copy()
+    donor = recipient = np.zeros(0, np.int64)
+    if mask_kind == "cue" and labels is not None:
+        donor, recipient = transplant_pairs(np.asarray(labels), keepable, recipients)
+    altered = np.empty((2 * n + len(donor), *x.shape[1:]), x.dtype)
+    removed, kept, transplant = altered[:n], altered[n : 2 * n], altered[2 * n :]
+    removed[:], kept[:] = x, x
     if removable.any():
         removed[removable] = impute(x[removable], m[removable], seed=seed)
     if keepable.any():
         kept[keepable] = impute(x[keepable], ~m[keepable], seed=seed + 1)
-    donor = recipient = np.zeros(0, np.int64)
-    if mask_kind == "cue" and labels is not None:
-        donor, recipient = transplant_pairs(np.asarray(labels), keepable, recipients)
-    paste = m[donor][..., None]
-    transplant = np.where(paste, x[donor], x[recipient]).astype(x.dtype)
-    return InterventionImages(removed, kept, transplant, donor, recipient, removable, keepable)
+    transplant[:] = np.where(m[donor][..., None], x[donor], x[recipient])
+    return InterventionImages(altered, donor, recipient, removable, keepable)
 
 
 def intervention_metrics(
@@ -171,7 +190,7 @@ def intervention_metrics(
     Args:
         images: What :func:`build_interventions` made.
         probabilities: ``[N, C]`` on the probes themselves (the epoch's forward).
-        altered: ``[2 N + M, C]`` on ``images.stacked()``.
+        altered: ``[2 N + M, C]`` on ``images.altered``.
         targets: int ``[N]`` the explained class of each probe this epoch.
         labels: int ``[N]`` true classes (the donors' classes).
 

@@ -148,7 +148,7 @@ class ProbeInterventions:
         """
         out: dict[str, np.ndarray] = {}
         if self.images is not None:
-            altered = probs(self.images.stacked())
+            altered = probs(self.images.altered)
             out.update(
                 metrics.intervention_metrics(
                     self.images, probabilities, altered, targets, self.labels
