@@ -26,8 +26,8 @@ def impute(
     Each removed pixel is the weighted mean of its 8 neighbours, weights
     :data:`ROAD_NEIGHBOURS` (1/6 edge-adjacent, 1/12 diagonal; neighbours
     outside the image left out), kept pixels fixed: one sparse linear system per
-    image, every channel a right-hand side, solved exactly by SciPy's SuperLU (the
-    fill of a linear ramp is the ramp). Then Gaussian noise of ``noise`` times the
+    mask, every image with that mask and every channel a right-hand side, solved
+    exactly by SciPy's SuperLU (the fill of a linear ramp is the ramp). Then Gaussian noise of ``noise`` times the
     image's value range, seeded by ``seed``. Kept pixels are untouched.
 
     Raises:
@@ -48,7 +48,11 @@ def impute(
     n, h, w, c = xf.shape
     removed = np.asarray(removed, bool).reshape(n, h * w)
     out = xf.reshape(n, h * w, c).copy()
+    groups: dict[bytes, list[int]] = {}  # images sharing a mask share one factorisation
     for i in range(n):
+        groups.setdefault(removed[i].tobytes(), []).append(i)
+    for members in groups.values():
+        i = members[0]
         idx = np.flatnonzero(removed[i])
         if len(idx) == h * w:
             raise ValueError(
@@ -57,10 +61,11 @@ def impute(
             )
         if not len(idx):
             continue
+        images = xf[members].reshape(len(members), h * w, c)
         var = np.full(h * w, -1)
         var[idx] = np.arange(len(idx))  # pixel -> unknown's index
         row, col = np.divmod(idx, w)
-        diag, rhs = np.zeros(len(idx)), np.zeros((len(idx), c))
+        diag, rhs = np.zeros(len(idx)), np.zeros((len(idx), len(members), c))
         rows, cols, vals = [np.arange(len(idx))], [np.arange(len(idx))], []
         for dr, dc, weight in ROAD_NEIGHBOURS:
             r, q = row + dr, col + dc
@@ -71,12 +76,13 @@ def impute(
             rows.append(eq[unknown])
             cols.append(var[nb[unknown]])
             vals.append(np.full(int(unknown.sum()), -weight))
-            rhs[eq[~unknown]] += weight * xf[i].reshape(h * w, c)[nb[~unknown]]
+            rhs[eq[~unknown]] += weight * images[:, nb[~unknown]].transpose(1, 0, 2)
         a = coo_matrix(
             (np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))),
             shape=(len(idx), len(idx)),
         ).tocsc()
-        out[i, idx] = splu(a).solve(rhs)
+        solved = splu(a).solve(rhs.reshape(len(idx), -1)).reshape(rhs.shape)
+        out[np.ix_(members, idx)] = solved.transpose(1, 0, 2)
     spread = (xf.max(axis=(1, 2, 3)) - xf.min(axis=(1, 2, 3)))[:, None, None, None]
     jitter = np.random.default_rng(seed).normal(0.0, noise, size=x.shape) * spread
     filled = out.reshape(x.shape) + jitter

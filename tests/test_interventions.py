@@ -252,3 +252,14 @@ def test_a_logits_head_is_measured_by_its_softmax(tmp_path):
     assert "transplant" not in run.metrics  # object masks: no transplant
     # Object masks: probe 6's mask misses what the model reads, so it ignores that "object".
     assert run.flags["ignores_object"][6] and not run.flags["ignores_object"][3]
+
+
+def test_images_sharing_a_mask_are_filled_as_each_alone():
+    """impute() solves once per distinct mask, every image of it a right-hand side."""
+    rng = np.random.default_rng(1)
+    x = rng.random((6, 12, 10, 3))
+    m = rng.random((6, 12, 10)) < 0.4
+    m[3] = m[5] = m[1]
+    alone = np.concatenate([impute(x[i : i + 1], m[i : i + 1], noise=0.0) for i in range(6)])
+    np.testing.assert_allclose(impute(x, m, noise=0.0), alone, atol=1e-12)
+    assert not np.allclose(alone[1][m[1]], x[1][m[1]])  # something was filled
