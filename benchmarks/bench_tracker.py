@@ -3,6 +3,7 @@
 Run: python benchmarks/bench_tracker.py --rounds 3     (about 25 minutes on 2 cores)
      python benchmarks/bench_tracker.py --quick        (a smoke run of a few minutes)
      python benchmarks/bench_tracker.py --probes 512 --parts cost   (one part)
+     python benchmarks/bench_tracker.py --probes 32 --parts interventions
 
 Every fit runs in a fresh child process, so each row's peak RSS is its own.
 
@@ -28,6 +29,10 @@ Every fit runs in a fresh child process, so each row's peak RSS is its own.
    background work of the state before training; the per-epoch cost is a later
    epoch's hook and background work. ``on_train_end`` (flags, animations and the
    review page) is shown apart.
+5. (``--parts interventions``) As 1, record only, with a frame as every probe's cue
+   mask, interventions off and on (reliance, sufficiency, transplant: forward passes
+   over 2N + 8N altered probes), and with ``fragility=True`` (the maps of 3N copies);
+   first (5b) the same costs timed directly in one process, which epoch noise hides less.
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ ARMS = {
     "animate=None": {"animate": None},
     "record only": {"animate": None, "tensorboard": False},
 }
+# Interventions and fragility (--parts interventions): record only, a 4-pixel frame as the
+# cue mask of every probe; "frame" is replaced by the masks in the child.
+INTERVENTION_ARMS = {
+    "mask, no int.": {"animate": None, "tensorboard": False, "probe_masks": "frame",
+                         "mask_kind": "cue", "interventions": False},
+    "mask + interv": {"animate": None, "tensorboard": False, "probe_masks": "frame",
+                        "mask_kind": "cue"},
+    "fragility": {"animate": None, "tensorboard": False, "fragility": True},
+}  # fmt: skip
 
 
 def small_cnn(size=48, n_classes=10):
@@ -90,7 +104,14 @@ def child(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as log_dir:
         callbacks = []
         if spec["tracker"] is not None:
-            tracker = CAMTracker(px, py, log_dir=log_dir, **spec["tracker"])
+            kwargs = dict(spec["tracker"])
+            if kwargs.get("probe_masks") == "frame":
+                import numpy as np
+
+                frame = np.ones(px.shape[1:3], bool)
+                frame[4:-4, 4:-4] = False
+                kwargs["probe_masks"] = np.repeat(frame[None], len(px), axis=0)
+            tracker = CAMTracker(px, py, log_dir=log_dir, **kwargs)
             real_end = tracker.on_train_end
 
             def timed_end(logs=None):
@@ -165,11 +186,13 @@ def run_child(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> None:
+def cost(
+    images: int, e: int, probe_counts: tuple[int, ...], rounds: int, table: dict = ARMS
+) -> None:
     arms = [("no tracker", None, 0)] + [
         (name, tracker, n)
         for n in probe_counts
-        for name, tracker in ARMS.items()
+        for name, tracker in table.items()
         if tracker is not None
     ]
     results: dict[tuple[str, int, int], list[dict]] = {}
@@ -214,6 +237,56 @@ def cost(images: int, e: int, probe_counts: tuple[int, ...], rounds: int) -> Non
             f"{med(name, n, 3 * e, 'tb_bytes_per_epoch') / 1e6:9.3f} "
             f"{med(name, n, 3 * e, 'animation_bytes') / 1e6:8.2f} {spread(name, n):6.1f}%"
         )
+
+
+def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
+    """In one process, per epoch: the maps alone, then what interventions and fragility add
+    (median of ``repeats`` warm calls), and the one-off build of the altered probes."""
+    import numpy as np
+
+    from cam_callback import cams
+    from cam_callback.pipeline import FragilityOptions, ProbeInterventions
+
+    model = small_cnn()
+    print(f"\n4b. per-epoch cost in one process (median of {repeats} warm calls), small CNN 48 px")
+    print(f"{'probes':>6s} {'maps s':>8s} {'interv s':>9s} {'images':>7s} {'fragility s':>11s} "
+          f"{'build s':>8s} {'build frag s':>12s}")  # fmt: skip
+    for n in probe_counts:
+        px, py = dataset(n)
+        frame = np.ones((48, 48), bool)
+        frame[4:-4, 4:-4] = False
+        masks = np.repeat(frame[None], n, axis=0)
+        start = time.perf_counter()
+        interv = ProbeInterventions(px, masks, py, "cue")
+        build = time.perf_counter() - start
+        start = time.perf_counter()
+        frag = ProbeInterventions(px, None, py, "cue", FragilityOptions())
+        build_frag = time.perf_counter() - start
+        batch = min(32, n)
+
+        def probs(images):
+            return cams.predict_probabilities(model, images, batch_size=batch)
+
+        def maps(images, targets):
+            r = cams.compute_cams(model, images, target=targets, batch_size=batch)
+            return r.heatmaps, r.probabilities
+
+        def timed(fn):
+            fn()  # traces and compiles
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                runs.append(time.perf_counter() - start)
+            return statistics.median(runs)
+
+        res = cams.compute_cams(model, px, batch_size=batch)
+        args = (res.heatmaps, res.probabilities, res.targets)
+        t_maps = timed(lambda: cams.compute_cams(model, px, batch_size=batch))  # noqa: B023
+        t_interv = timed(lambda: interv.measure(probs, maps, *args))  # noqa: B023
+        t_frag = timed(lambda: frag.measure(probs, maps, *args))  # noqa: B023
+        print(f"{n:6d} {t_maps:8.3f} {t_interv:9.3f} {interv.passes:7d} {t_frag:11.3f} "
+              f"{build:8.2f} {build_frag:12.2f}")  # fmt: skip
 
 
 def long_runs(title: str, key: str, column: str, images: int, lengths: tuple[int, ...]) -> None:
@@ -312,6 +385,11 @@ def main() -> None:
         if "cost" in parts:
             probes = tuple(int(n) for n in args.probes.split(","))
             cost(images=args.images, e=4, probe_counts=probes, rounds=args.rounds)
+        if "interventions" in parts:
+            probes = tuple(int(n) for n in args.probes.split(","))
+            intervention_cost(probes)
+            cost(args.images, 4, probes, args.rounds, {"record only": ARMS["record only"],
+                                                       **INTERVENTION_ARMS})  # fmt: skip
         if "train_end" in parts:
             train_end(images=1000, lengths=(12, 36))
         if "memory" in parts:

@@ -84,6 +84,12 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         low_confidence: Top-1 probability under which a probe is flagged.
         faithfulness: Also record the deletion-test number each epoch (one
             extra forward pass over ``2 N`` images).
+        interventions: With ``probe_masks``, record ``reliance``, ``sufficiency`` and
+            (cue masks) ``transplant`` each epoch: forward passes over altered probes
+            built once (:mod:`cam_callback.metrics.interventions`), no backward.
+        fragility: ``True`` or options ``{"copies", "noise", "seed", "threshold"}``:
+            record each map's ``fragility`` (Ghorbani et al. 2019) each epoch, at the
+            cost of the maps of ``copies * N`` perturbed probes.
         batch_size: Probes per compiled call (at most the number of probes).
         on_error: What a failure inside the tracker during ``fit`` does (a full
             disk, a write, render or TensorBoard error). ``"warn"``: warn once
@@ -149,6 +155,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         overwrite: bool = False,
         report: bool = True,
         num_probes: int | None = None,
+        interventions: bool = True,
+        fragility: bool | dict = False,
     ) -> None:
         super().__init__()
         probe_images, data_labels = take_probes(probe_images, num_probes)
@@ -185,6 +193,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.overwrite = A.flag(overwrite, "overwrite")
         self.report = A.flag(report, "report")
         self.report_page: os.PathLike | None = None  # the page written, once it is
+        self.interventions = A.flag(interventions, "interventions")
+        self.fragility = pipeline.fragility_options(fragility)
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None

@@ -128,6 +128,9 @@ class TrackerConfig:
     every_n_epochs: int
     package_version: str
     backend: str = "tensorflow"  # the Keras backend that computed the maps
+    # Interventions' settings and flag thresholds (None: not measured); fragility's options.
+    interventions: dict[str, Any] | None = None
+    fragility: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON values (tuples as lists), the keys of ``record.json``."""
@@ -155,6 +158,8 @@ def build_config(
     mask_kind: str,
     low_confidence: float,
     every_n_epochs: int,
+    interventions: dict[str, Any] | None = None,
+    fragility: dict[str, Any] | None = None,
 ) -> TrackerConfig:
     """Checks the tracker's arguments against the model and freezes them.
 
@@ -163,6 +168,8 @@ def build_config(
             and ``score``/``head`` where the cams module reports them).
         head: The ``head=`` asked for; recorded where ``check`` reports no head.
         target: The user's ``target`` argument: ``"predicted"``, ``"label"``, or ids.
+        interventions: The interventions' settings and thresholds, or ``None``.
+        fragility: The fragility options, or ``None``.
 
     Raises:
         ValueError: Class names, labels or targets that do not fit the model's classes.
@@ -213,4 +220,6 @@ def build_config(
         every_n_epochs=int(every_n_epochs),
         package_version=__version__,
         backend=str(getattr(check, "backend", "tensorflow")),
+        interventions=None if interventions is None else dict(interventions),
+        fragility=None if fragility is None else dict(fragility),
     )

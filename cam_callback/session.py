@@ -8,13 +8,15 @@ of one epoch, computed on the training thread because they need the model.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import keras
 import numpy as np
 
-from cam_callback import backends, cams, pipeline
+from cam_callback import backends, cams, metrics, pipeline
 from cam_callback.config import TrackerConfig, build_config
+from cam_callback.imputation import ROAD_NOISE
 from cam_callback.record import RecordWriter
 
 
@@ -83,7 +85,28 @@ def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> T
         mask_kind=tracker.mask_kind,
         low_confidence=tracker.low_confidence,
         every_n_epochs=tracker.every_n_epochs,
+        interventions=intervention_settings(tracker),
+        fragility=None if tracker.fragility is None else asdict(tracker.fragility),
     )
+
+
+def intervention_settings(tracker: Any) -> dict[str, Any] | None:
+    """What ``record.json`` keeps of the interventions (``None``: not measured).
+
+    Example:
+        >>> intervention_settings(tracker)["reliance_threshold"]  # doctest: +SKIP
+        0.5
+    """
+    if tracker.probe_masks is None or not tracker.interventions:
+        return None
+    return {
+        "reliance_threshold": metrics.RELIANCE_THRESHOLD,
+        "ignore_threshold": metrics.IGNORE_THRESHOLD,
+        "transplant_recipients": metrics.TRANSPLANT_RECIPIENTS,
+        "transplant_budget": metrics.TRANSPLANT_BUDGET,
+        "imputation": f"ROAD noisy linear (noise {ROAD_NOISE}; seed 0 removed, 1 kept)",
+        "score": "the explained target's probability, as the head gives it",
+    }
 
 
 def is_chief(model: keras.Model) -> bool:
@@ -160,16 +183,21 @@ def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
         every_n_epochs=tracker.every_n_epochs,
         total_epochs=(tracker.params or {}).get("epochs"),
         mask_kind=tracker.mask_kind,
+        probe_images=tracker.probe_images,
+        interventions=tracker.interventions,
+        fragility=tracker.fragility,
     )
 
 
 def epoch_maps(
     tracker: Any,
+    session: pipeline.EpochPipeline | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The maps of ``tracker.model`` now: heatmaps, probabilities, targets, extra metrics.
 
-    Runs on the training thread (it needs the model); ``faithfulness`` is the only
-    extra metric computed here, the rest are computed in the background.
+    Runs on the training thread (it needs the model): ``faithfulness``, and the
+    interventions and fragility of ``session.interventions`` (forward passes over
+    altered probes built at start-up), are computed here; the rest in the background.
 
     Example:
         >>> heatmaps, probabilities, targets, extra = epoch_maps(tracker)  # doctest: +SKIP
@@ -196,4 +224,31 @@ def epoch_maps(
             batch_size=tracker.batch_size,
             head=tracker.head,
         )
+    probes = None if session is None else session.interventions
+    if probes is not None:
+
+        def probs(images: np.ndarray) -> np.ndarray:
+            return cams.predict_probabilities(
+                tracker.model,
+                images,
+                output=tracker.output,
+                batch_size=tracker.batch_size,
+                head=tracker.head,
+            )
+
+        def maps(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            copies = cams.compute_cams(
+                tracker.model,
+                images,
+                layer=tracker.layer,
+                method=tracker.method,
+                target=targets,
+                score=tracker.score,
+                output=tracker.output,
+                batch_size=tracker.batch_size,
+                head=tracker.head,
+            )
+            return copies.heatmaps, copies.probabilities
+
+        extra.update(probes.measure(probs, maps, res.heatmaps, res.probabilities, res.targets))
     return res.heatmaps, res.probabilities, res.targets, extra

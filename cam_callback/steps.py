@@ -87,7 +87,7 @@ class TrackerSteps:
     def _record(self, session: EpochPipeline, epoch: int, what: str) -> None:
         """Computes the maps of ``epoch`` and hands them over."""
         try:
-            session.submit(epoch, *epoch_maps(self))  # the rest runs in the background
+            session.submit(epoch, *epoch_maps(self, session))  # the rest runs in the background
             self._recorded.add(epoch)
         except Exception as exc:
             at = None if epoch == BASELINE_EPOCH else epoch

@@ -147,6 +147,9 @@ def main(argv=None) -> dict:
     on_cue = np.flatnonzero(run.flags["on_cue"])
     focus, lift = run.metrics["mask_focus"], run.metrics["mask_lift"]
     cued = labels == CUED
+    # Interventions on the frame (every epoch, from the cue masks): what the model needs.
+    reliance = run.metrics["reliance"]
+    transplant = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels)
     _, acc_train = model.evaluate(x[:600].astype(np.float32), y[:600], verbose=0)
     _, acc_val = model.evaluate(x_val.astype(np.float32), y_val, verbose=0)
     story = {
@@ -160,6 +163,17 @@ def main(argv=None) -> dict:
         "cued_focus_last": float(focus[-1, cued].mean()),
         "others_focus_last": float(focus[-1, ~cued].mean()),
         "cued_lift_last": float(lift[-1, cued].mean()),
+        "cued_reliance_before": float(reliance[0, cued].mean()),
+        "cued_reliance_last": float(reliance[-1, cued].mean()),
+        # Other classes: without the red frame, removing theirs changes little; with it,
+        # removing it gives their own class back (a negative reliance).
+        "plain_reliance_last": float(np.abs(reliance[-1, ~cued & ~red]).max()),
+        "red_others_gain_last": float(-reliance[-1, ~cued & red].mean()),
+        "cued_transplant_before": 100 * float(transplant[CUED][0]),
+        "cued_transplant_last": 100 * float(transplant[CUED][-1]),
+        "others_transplant_last": 100 * float(
+            max(v[-1] for c, v in transplant.items() if c != CUED)
+        ),
     }
     print(
         f"\naccuracy: {acc_train:.2f} on training-like images, {acc_val:.2f} once the red "
@@ -181,6 +195,15 @@ def main(argv=None) -> dict:
         f"{story['cued_focus_first_epoch']:.2f} after epoch 0, "
         f"{story['cued_focus_last']:.2f} at the end ({story['cued_lift_last']:.1f}x chance, "
         f"chance is {story['chance']:.2f}); the others end at {story['others_focus_last']:.2f}"
+    )
+    print(
+        f"removing the frame: p(homer) drops by {story['cued_reliance_before']:.2f} before "
+        f"training, {story['cued_reliance_last']:.2f} at the end; other classes: at most "
+        f"{story['plain_reliance_last']:.2f} without the red frame, their own class "
+        f"{story['red_others_gain_last']:.2f} higher on average with it removed. Homer's frame "
+        f"alone makes {story['cued_transplant_before']:.0f}% -> "
+        f"{story['cued_transplant_last']:.0f}% of the other probes homer (other classes' "
+        f"frames: at most {story['others_transplant_last']:.0f}%)"
     )
     print(f"done in {time.perf_counter() - start:.0f} s")
     return {"on_cue": on_cue, "labels": labels, "red": red, **story}

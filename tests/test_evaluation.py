@@ -86,6 +86,23 @@ def test_faithfulness_column_is_the_trackers_number(trained):
     np.testing.assert_allclose(table.per_image["gradcam"]["faithfulness"], want, atol=1e-6)
 
 
+def test_fragility_column_is_the_trackers_number(trained):
+    from cam_callback import cams, metrics
+
+    model, x, y, _ = trained
+    table = ev.evaluate(model, x, y, methods=("gradcam", "random"), metrics=("fragility",), seed=2)
+    copies = metrics.perturbed_copies(x, metrics.FRAGILITY_COPIES, metrics.FRAGILITY_NOISE, 2)
+    res = cams.compute_cams(model, x, target=y)
+    rep = cams.compute_cams(model, copies, target=np.tile(y, metrics.FRAGILITY_COPIES))
+    want = metrics.fragility(res.heatmaps, res.probabilities, rep.heatmaps, rep.probabilities)
+    got = table.per_image["gradcam"]["fragility"]
+    np.testing.assert_allclose(got, want, atol=1e-6, equal_nan=True)
+    assert table.scores["gradcam"]["fragility"] == pytest.approx(np.nanmean(want))
+    # Fresh random maps on the copies share about 10% of the top cells: fragility ~0.9.
+    assert table.scores["random"]["fragility"] > 0.7 > table.scores["gradcam"]["fragility"]
+    assert table.ranking("fragility")[0] == "gradcam"
+
+
 def test_model_randomisation_flags_a_map_that_ignores_the_weights(trained):
     from scipy.stats import spearmanr
 

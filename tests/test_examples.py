@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cam_callback
 from cam_callback import load_run
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -37,6 +38,14 @@ STORY_NUMBERS = [
     (r"share of the image \((\d\.\d\d)\)", "chance", 0.005),
     (r"probes end at (\d\.\d\d)", "others_focus_last", 0.03),
     (r'"on cue (\d\.\d)x"', "cued_lift_last", 0.2),
+    # The interventions (reliance on the frame, and its transplant rate, in %).
+    (r"drops p\(homer\) by (\d\.\d\d) before training", "cued_reliance_before", 0.03),
+    (r"and by (\d\.\d\d) at the end", "cued_reliance_last", 0.05),
+    (r"their probability by at most (\d\.\d\d)", "plain_reliance_last", 0.08),
+    (r"their own class by (\d\.\d\d) on average", "red_others_gain_last", 0.1),
+    (r"makes (\d+)% of them homer before training", "cued_transplant_before", 10),
+    (r"and (\d+)% at the end", "cued_transplant_last", 10),
+    (r"frame: at most (\d+)%", "others_transplant_last", 20),
 ]
 
 
@@ -67,6 +76,15 @@ def test_spurious_background_flags_the_cued_class(spurious):
     others = np.flatnonzero(labels != example.CUED)
     assert focus[-1, cued].min() > focus[-1, others].max()
     assert out["val_accuracy"] < 0.5  # the shortcut fails once the frame stops going with homer
+    # The interventions say the same, causally: homer's probes need the frame, probe by probe.
+    reliance, p_true = run.metrics["reliance"], run.metrics["true_class_probability"]
+    assert (np.abs(reliance[0, cued]) < 0.05).all(), reliance[0, cued]
+    assert (reliance[-1, cued] > 0.8 * p_true[-1, cued]).all(), reliance[-1, cued]
+    assert np.flatnonzero(run.flags["relies_on_cue"]).tolist() == cued.tolist()
+    plain = np.flatnonzero((labels != example.CUED) & ~out["red"])
+    assert (np.abs(reliance[-1, plain]) < 0.15).all(), reliance[-1, plain]
+    rates = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels)
+    assert rates[example.CUED][0] < 0.2 and rates[example.CUED][-1] > 0.8
     assert (tmp_path / "cam" / "report" / "index.html").is_file()
     assert len(list((tmp_path / "cam" / "animations").glob("probe_*.gif"))) == 12
     assert {p.parent.name for p in tmp_path.rglob("events.out.tfevents.*")} == {
@@ -85,6 +103,8 @@ def test_spurious_background_flags_the_cued_class(spurious):
         "cam/on_cue/mean_mask_focus",
         "cam/class_homer/mean_mask_focus",
         "cam/before_training",
+        "cam/class_homer/mean_reliance",
+        "cam/class_homer/transplant_rate",
     } <= tags
 
 

@@ -147,3 +147,22 @@ def test_class_groups_stay_unique_when_names_collide():
     assert s["class_0_cat/mean_true_class_probability"] == pytest.approx(0.9)
     assert s["class_1_cat/mean_true_class_probability"] == pytest.approx(0.1)
     assert s["class_dog/mean_true_class_probability"] == pytest.approx(0.5)
+
+
+def test_intervention_scalars_by_hand():
+    labels = np.array([0, 0, 1, 1])
+    values = {
+        "reliance": np.array([0.9, 0.7, 0.1, np.nan]),  # NaN: probe 3's mask covers everything
+        "sufficiency": np.array([0.8, 0.6, np.nan, 0.2]),
+        "transplant": np.array([1.0, 0.5, 0.25, np.nan]),  # probe 3 is no donor
+    }
+    s = M.summary_scalars(values, labels=labels, class_names=["homer", "bart"], mask_kind="cue")
+    assert s["mean_reliance"] == pytest.approx(1.7 / 3)  # over the probes where it is defined
+    assert s["class_homer/mean_reliance"] == pytest.approx(0.8)
+    assert s["class_bart/mean_reliance"] == pytest.approx(0.1)
+    assert s["class_bart/mean_sufficiency"] == pytest.approx(0.2)
+    assert s["class_homer/transplant_rate"] == pytest.approx(0.75)  # mean over its donors
+    assert s["class_bart/transplant_rate"] == pytest.approx(0.25)
+    assert s["mean_transplant_rate"] == pytest.approx(0.5)
+    f = M.flags({"reliance": values["reliance"][None]}, np.full((1, 4, 2), 0.5), mask_kind="cue")
+    assert f["relies_on_cue"].tolist() == [True, True, False, False]

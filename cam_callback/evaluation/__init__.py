@@ -27,6 +27,11 @@ by what the model does when the map's pixels are removed or kept:
 - ``pointing_game`` and ``energy`` (only with ``probe_masks``; higher is
   better): 1 when the map's maximum (upsampled) falls inside the mask, and the
   share of the map's sum inside the mask (Score-CAM's energy-based pointing game).
+- ``fragility`` (Ghorbani et al. 2019; lower is better): exactly the tracker's
+  per-epoch number (:func:`cam_callback.metrics.fragility`): ``1 -`` the mean share of
+  the map's top 10% of cells that stays in the top 10% on 3 seeded random-sign
+  copies (noise 0.02 of the image's range) that keep the prediction. A fragile map
+  moves under noise the model ignores: it says more about the noise than the model.
 - ``seconds_per_image``: wall time of the maps alone, after one warm-up call on
   the first image (one full batch on JAX, which compiles per batch shape), so
   the first trace and compile are not counted.

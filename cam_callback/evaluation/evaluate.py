@@ -23,6 +23,7 @@ from cam_callback.evaluation.faithfulness import deletion_faithfulness
 from cam_callback.evaluation.results import METRICS, ROAD_FRACTIONS, ROAD_NOISE, Evaluation, MapFn
 from cam_callback.evaluation.road import road
 from cam_callback.methods import explained_score
+from cam_callback.metrics import FRAGILITY_COPIES, FRAGILITY_NOISE, fragility, perturbed_copies
 
 
 def evaluate(
@@ -109,11 +110,13 @@ def evaluate(
         p = predict_probabilities(model, batch, output=output, batch_size=batch_size)
         return p.astype(np.float64)
 
-    def explain(name: str, fn: MapFn | None, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    def explain(
+        name: str, fn: MapFn | None, xs: np.ndarray, ts: np.ndarray, draw: int = 0
+    ) -> np.ndarray:
         if fn is not None:
             return np.asarray(fn(model, xs, ts), np.float64)
-        if name == "random":
-            return np.random.default_rng(seed).random((len(xs), h, w))
+        if name == "random":  # the copies' control maps are a fresh draw (``draw``)
+            return np.random.default_rng(seed + draw).random((len(xs), h, w))
         res = compute_cams(
             model,
             xs,
@@ -128,6 +131,9 @@ def evaluate(
         return res.heatmaps.astype(np.float64)
 
     blurred = blur(x)
+    if "fragility" in metrics:  # the tracker's copies and formula (metrics.fragility)
+        copies = perturbed_copies(x, FRAGILITY_COPIES, FRAGILITY_NOISE, seed)
+        copy_probs = probs(copies)
     scores: dict[str, dict[str, float]] = {}
     per_image: dict[str, dict[str, np.ndarray]] = {}
     explains: dict[str, str] = {}
@@ -174,6 +180,9 @@ def evaluate(
                 batch_size=batch_size,
                 seed=seed,
             ).astype(np.float64)
+        if "fragility" in metrics:
+            copy_maps = explain(name, fn, copies, np.tile(targets, FRAGILITY_COPIES), draw=1)
+            per["fragility"] = fragility(maps, base, copy_maps, copy_probs).astype(np.float64)
         if masks is not None and "pointing_game" in metrics:
             peak = up.reshape(n, -1).argmax(1)
             per["pointing_game"] = masks.reshape(n, -1)[np.arange(n), peak].astype(np.float64)
@@ -183,6 +192,9 @@ def evaluate(
             inside = (pos * masks).reshape(n, -1).sum(1)
             per["energy"] = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
         row = {k: float(np.mean(v)) for k, v in per.items()}
+        if "fragility" in per:  # NaN for an image whose copies all changed the prediction
+            kept = per["fragility"][np.isfinite(per["fragility"])]
+            row["fragility"] = float(kept.mean()) if len(kept) else float("nan")
         if "seconds_per_image" in metrics:
             row["seconds_per_image"] = seconds / n
         scores[name] = {k: row[k] for k in METRICS if k in row}
@@ -198,5 +210,6 @@ def evaluate(
         "explains": explains,
         "method_options": {k: dict(v) for k, v in options.items()},
         "seed": seed,
+        "fragility": f"{FRAGILITY_COPIES} random-sign copies, noise {FRAGILITY_NOISE} of the range",
     }
     return Evaluation(scores, per_image, settings)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from cam_callback.imputation import ROAD_NEIGHBOURS, ROAD_NOISE  # noqa: F401  (re-exported)
+
 METRICS: tuple[str, ...] = (
     "deletion_auc",
     "insertion_auc",
@@ -22,6 +24,7 @@ METRICS: tuple[str, ...] = (
     "faithfulness",
     "pointing_game",
     "energy",
+    "fragility",
     "seconds_per_image",
 )
 # +1: higher is better; -1: lower is better. Used to rank methods.
@@ -34,16 +37,11 @@ DIRECTION: dict[str, int] = {
     "faithfulness": 1,
     "pointing_game": 1,
     "energy": 1,
+    "fragility": -1,
     "seconds_per_image": -1,
 }
 CONTROLS: tuple[str, ...] = ("random",)  # seeded uniform maps: the chance line
 ROAD_FRACTIONS: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))
-ROAD_NOISE = 0.01
-# Rong et al. 2022 (and their road_evaluation code): (row, column) offset and weight.
-ROAD_NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
-    (-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6),
-    (0, 1, 1 / 6), (1, -1, 1 / 12), (1, 0, 1 / 6), (1, 1, 1 / 12),
-)  # fmt: skip
 FILE_NAME = "evaluation.json"
 
 MapFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]

@@ -1,4 +1,5 @@
-"""ROAD (Remove And Debias, Rong et al. 2022): noisy linear imputation of removed pixels."""
+"""ROAD (Remove And Debias, Rong et al. 2022): the target's probability as the top pixels are
+removed and filled by noisy linear imputation (:func:`cam_callback.imputation.impute`)."""
 
 from __future__ import annotations
 
@@ -7,72 +8,10 @@ from collections.abc import Callable
 import numpy as np
 
 from cam_callback.evaluation.curves import rank_pixels
-from cam_callback.evaluation.results import ROAD_FRACTIONS, ROAD_NEIGHBOURS, ROAD_NOISE
+from cam_callback.evaluation.results import ROAD_FRACTIONS
+from cam_callback.imputation import impute
 
-
-def impute(
-    x: np.ndarray, removed: np.ndarray, *, seed: int = 0, noise: float = ROAD_NOISE
-) -> np.ndarray:
-    """ROAD's noisy linear imputation of the ``removed`` pixels (bool ``[N, H, W]``).
-
-    Each removed pixel is the weighted mean of its 8 neighbours, weights
-    :data:`ROAD_NEIGHBOURS` (1/6 edge-adjacent, 1/12 diagonal; neighbours
-    outside the image left out), kept pixels fixed: one sparse linear system per
-    image, every channel a right-hand side, solved exactly by SciPy's SuperLU (the
-    fill of a linear ramp is the ramp). Then Gaussian noise of ``noise`` times the
-    image's value range, seeded by ``seed``. Kept pixels are untouched.
-
-    Raises:
-        ValueError: An image with every pixel removed (nothing to impute from).
-        ImportError: SciPy is not installed.
-
-    Example:
-        >>> out = impute(np.ones((1, 4, 4, 1)), np.eye(4, dtype=bool)[None], noise=0.0)
-        >>> bool(np.allclose(out, 1))
-        True
-    """
-    try:  # an optional dependency: evaluation.py itself needs only numpy
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.linalg import splu
-    except ImportError as exc:
-        raise ImportError("ROAD's imputation needs SciPy: pip install scipy") from exc
-    xf = x.astype(np.float64)
-    n, h, w, c = xf.shape
-    removed = np.asarray(removed, bool).reshape(n, h * w)
-    out = xf.reshape(n, h * w, c).copy()
-    for i in range(n):
-        idx = np.flatnonzero(removed[i])
-        if len(idx) == h * w:
-            raise ValueError(
-                f"`removed` removes every pixel of image {i}; the imputation needs some kept "
-                f"pixels. Received: removed[{i}].all() == True"
-            )
-        if not len(idx):
-            continue
-        var = np.full(h * w, -1)
-        var[idx] = np.arange(len(idx))  # pixel -> unknown's index
-        row, col = np.divmod(idx, w)
-        diag, rhs = np.zeros(len(idx)), np.zeros((len(idx), c))
-        rows, cols, vals = [np.arange(len(idx))], [np.arange(len(idx))], []
-        for dr, dc, weight in ROAD_NEIGHBOURS:
-            r, q = row + dr, col + dc
-            inside = (r >= 0) & (r < h) & (q >= 0) & (q < w)
-            eq, nb = np.flatnonzero(inside), (r * w + q)[inside]
-            diag[eq] += weight
-            unknown = removed[i, nb]
-            rows.append(eq[unknown])
-            cols.append(var[nb[unknown]])
-            vals.append(np.full(int(unknown.sum()), -weight))
-            rhs[eq[~unknown]] += weight * xf[i].reshape(h * w, c)[nb[~unknown]]
-        a = coo_matrix(
-            (np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(len(idx), len(idx)),
-        ).tocsc()
-        out[i, idx] = splu(a).solve(rhs)
-    spread = (xf.max(axis=(1, 2, 3)) - xf.min(axis=(1, 2, 3)))[:, None, None, None]
-    jitter = np.random.default_rng(seed).normal(0.0, noise, size=x.shape) * spread
-    filled = out.reshape(x.shape) + jitter
-    return np.where(removed.reshape(n, h, w, 1), filled, xf).astype(x.dtype)
+__all__ = ["impute", "road"]
 
 
 def road(

@@ -21,16 +21,31 @@ Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``
   target's probability when the most-attended 20% is blurred, minus the drop
   when a random 20% is blurred.
 
+- ``reliance`` (with masks) = ``p(x) - p(x with the mask's region removed)`` and
+  ``sufficiency`` = ``p(x with all but the mask's region removed)``, ``p`` the
+  explained target's probability as the head gives it; "removed" = filled from the
+  surroundings by ROAD's noisy linear imputation. ``transplant`` (cue masks, with
+  labels, per donor probe): the share of other-class probes predicted as the donor's
+  class once its masked pixels are pasted on; per class, :func:`transplant_rates`.
+  See :mod:`~cam_callback.metrics.interventions` for the pairing rule and the passes.
+- ``fragility`` (opt-in) = ``1 - mean_k |top10%(m) & top10%(m_k)| / |top10%(m)|``
+  over slightly perturbed copies that keep the prediction (Ghorbani et al. 2019);
+  see :mod:`~cam_callback.metrics.fragility`.
+
 A map whose probabilities are not finite (a diverged model) could not be
 computed: :func:`mark_not_computed` stores it as NaN, not as the all-zero map
 the normalisation makes of NaN, and every map metric of a NaN map is NaN.
 
 Flags per probe over the whole record (see :func:`flags`): ``flipped``,
 ``left_mask``, ``on_cue``, ``low_confidence``, ``unstable``, ``misclassified``,
-``non_finite`` and ``empty_map`` (zero everywhere at the last epoch; see ``EMPTY_MAP_PEAK``).
+``non_finite``, ``empty_map`` (zero everywhere at the last epoch; see ``EMPTY_MAP_PEAK``),
+``relies_on_cue`` (cue masks: last reliance >= :data:`RELIANCE_THRESHOLD`),
+``ignores_object`` (object masks: last reliance < :data:`IGNORE_THRESHOLD`) and
+``fragile`` (last fragility > :data:`FRAGILITY_THRESHOLD`).
 
-Modules: ``epoch`` (the per-epoch numbers) and ``summary`` (TensorBoard scalars and
-the flags). Every name is re-exported here.
+Modules: ``epoch`` (the per-epoch numbers), ``interventions`` and ``fragility`` (the
+numbers that need altered probes run through the model) and ``summary`` (TensorBoard
+scalars and the flags). Every name is re-exported here.
 """
 
 from cam_callback.metrics.epoch import (
@@ -50,10 +65,50 @@ from cam_callback.metrics.summary import (
     flags,
     summary_scalars,
 )
+from cam_callback.metrics.fragility import (
+    FRAGILITY_COPIES,
+    FRAGILITY_NOISE,
+    FRAGILITY_THRESHOLD,
+    fragile_flag,
+    fragility,
+    perturbed_copies,
+    top_cells,
+)
+from cam_callback.metrics.interventions import (
+    IGNORE_THRESHOLD,
+    RELIANCE_THRESHOLD,
+    TRANSPLANT_BUDGET,
+    TRANSPLANT_RECIPIENTS,
+    InterventionImages,
+    build_interventions,
+    intervention_flags,
+    intervention_metrics,
+    masks_at,
+    transplant_pairs,
+    transplant_rates,
+)
 
 __all__ = [
     "EMPTY_MAP_PEAK",
     "FLAG_NAMES",
+    "FRAGILITY_COPIES",
+    "FRAGILITY_NOISE",
+    "FRAGILITY_THRESHOLD",
+    "IGNORE_THRESHOLD",
+    "RELIANCE_THRESHOLD",
+    "TRANSPLANT_BUDGET",
+    "TRANSPLANT_RECIPIENTS",
+    "InterventionImages",
+    "build_interventions",
+    "fragile_flag",
+    "fragility",
+    "intervention_flags",
+    "intervention_metrics",
+    "masks_at",
+    "perturbed_copies",
+    "top_cells",
+    "transplant_pairs",
+    "transplant_rates",
     "TOP_SHARE",
     "class_group_keys",
     "concentration",

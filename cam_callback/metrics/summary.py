@@ -11,6 +11,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cam_callback.metrics.epoch import finite_rows
+from cam_callback.metrics.fragility import FRAGILITY_THRESHOLD, fragile_flag
+from cam_callback.metrics.interventions import (
+    IGNORE_THRESHOLD,
+    RELIANCE_THRESHOLD,
+    intervention_flags,
+    transplant_rates,
+)
 
 
 def summary_scalars(
@@ -43,11 +50,14 @@ def summary_scalars(
         "mask_focus",
         "mask_lift",
         "faithfulness",
+        "reliance",
+        "sufficiency",
+        "fragility",
     )
     out = {}
     for name in names:
         if name in metrics:
-            out[f"mean_{name}"] = float(np.mean(metrics[name]))
+            out[f"mean_{name}"] = _mean(name, metrics[name])
     if "correct" in metrics:
         out["misclassified_fraction"] = float(1.0 - np.mean(metrics["correct"]))
     groups: dict[str, np.ndarray] = {}
@@ -66,10 +76,28 @@ def summary_scalars(
     for group, members in groups.items():
         if not members.any():
             continue
-        for name in ("true_class_probability", "mask_focus", "mask_lift"):
+        for name in ("true_class_probability", "mask_focus", "mask_lift", "reliance",
+                     "sufficiency", "fragility"):  # fmt: skip
             if name in metrics:
-                out[f"{group}/mean_{name}"] = float(np.mean(np.asarray(metrics[name])[members]))
+                out[f"{group}/mean_{name}"] = _mean(name, np.asarray(metrics[name])[members])
+    if "transplant" in metrics and labels is not None:
+        rates = transplant_rates(metrics["transplant"], labels)
+        keys = class_group_keys(labels, class_names)
+        for cls, rate in rates.items():
+            out[f"{keys[cls]}/transplant_rate"] = float(rate)
+        if rates:
+            out["mean_transplant_rate"] = float(np.mean(list(rates.values())))
     return out
+
+
+def _mean(name: str, values: np.ndarray) -> float:
+    """The mean; for an intervention or fragility, of the probes where it is defined (NaN
+    marks a mask with nothing to remove or keep, or no copy that kept the prediction)."""
+    v = np.asarray(values, np.float64)
+    if name not in ("reliance", "sufficiency", "fragility"):
+        return float(np.mean(v))
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 def class_group_keys(labels: np.ndarray, class_names: Sequence[str] | None) -> dict[int, str]:
@@ -107,6 +135,9 @@ FLAG_NAMES = (
     "on_cue",
     "non_finite",
     "empty_map",
+    "relies_on_cue",
+    "ignores_object",
+    "fragile",
 )
 
 # A map is empty when no cell of it rises above this at the last recorded epoch. Maps are
@@ -124,6 +155,9 @@ def flags(
     mask_kind: str = "object",
     cue_lift: float = 1.5,
     heatmaps: np.ndarray | None = None,
+    reliance_threshold: float = RELIANCE_THRESHOLD,
+    ignore_threshold: float = IGNORE_THRESHOLD,
+    fragility_threshold: float = FRAGILITY_THRESHOLD,
 ) -> dict[str, np.ndarray]:
     """Per-probe bool flags over a whole record.
 
@@ -139,16 +173,22 @@ def flags(
             ``on_cue`` flags a last ``mask_lift`` of ``cue_lift`` or more.
         cue_lift: See ``mask_kind``.
         heatmaps: ``[E, N, h, w]`` maps, checked for ``non_finite``.
+        reliance_threshold: ``relies_on_cue`` (cue masks) when the last ``reliance``
+            is at least this.
+        ignore_threshold: ``ignores_object`` (object masks) when the last
+            ``reliance`` is below this.
+        fragility_threshold: ``fragile`` when the last ``fragility`` is above this.
 
     Returns:
         Flag name to bool ``[N]``: ``misclassified`` (last epoch wrong),
         ``low_confidence``, ``flipped`` (the predicted class changed within the
-        last half of the epochs), ``unstable``, ``left_mask``, ``on_cue``, and
+        last half of the epochs), ``unstable``, ``left_mask``, ``on_cue``,
         ``non_finite`` (NaN or inf in a probability, or in a map when ``heatmaps``
         is given, at any epoch: a diverged model), and ``empty_map`` (with
         ``heatmaps``: the map at the last recorded epoch is finite and nowhere above
         ``EMPTY_MAP_PEAK``; the layer holds no positive evidence for the explained
-        class, see :func:`empty_map_notice`).
+        class, see :func:`empty_map_notice`), ``relies_on_cue``, ``ignores_object``
+        and ``fragile`` (False where not recorded).
 
     Example:
         >>> f = flags({"drift": np.zeros((2, 1))}, np.array([[[0.9, 0.1]], [[0.4, 0.6]]]))
@@ -180,7 +220,19 @@ def flags(
         "on_cue": none.copy(),
         "non_finite": ~np.isfinite(probs).reshape(e, n, -1).all(axis=(0, 2)),
         "empty_map": none.copy(),
+        "relies_on_cue": none.copy(),
+        "ignores_object": none.copy(),
+        "fragile": none.copy(),
     }
+    out.update(
+        intervention_flags(
+            metrics,
+            mask_kind,
+            reliance_threshold=reliance_threshold,
+            ignore_threshold=ignore_threshold,
+        )
+    )
+    out.update(fragile_flag(metrics, fragility_threshold))
     if heatmaps is not None and len(heatmaps):
         out["non_finite"] |= ~np.isfinite(heatmaps).reshape(e, n, -1).all(axis=(0, 2))
         last_maps = np.asarray(heatmaps[-1], np.float64).reshape(n, -1)

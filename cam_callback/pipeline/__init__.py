@@ -21,12 +21,20 @@ them to an :class:`EpochPipeline`. Two threads do the rest:
 GIF, plus the last epoch's frames when ``fit`` stopped early.
 
 Modules: ``plan`` (defaults, TensorBoard probe choice, the animation plan), ``core``
-(:class:`EpochPipeline`: hand-over, stopping, errors), ``recording`` (the record thread)
-and ``drawing`` (the frame thread, the budget, the animation files).
+(:class:`EpochPipeline`: hand-over, stopping, errors), ``recording`` (the record thread),
+``drawing`` (the frame thread, the budget, the animation files) and ``interventions``
+(the altered probes, built once at start-up, run through the model each epoch).
 """
 
 from cam_callback.pipeline.core import EpochPipeline
 from cam_callback.pipeline.drawing import ANIMATION_BUDGET, ANIMATION_FLOOR_S, FrameStage
+from cam_callback.pipeline.interventions import (
+    FragilityOptions,
+    MapsFn,
+    ProbeInterventions,
+    ProbsFn,
+    fragility_options,
+)
 from cam_callback.pipeline.plan import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_TENSORBOARD_PROBES,
@@ -44,9 +52,14 @@ __all__ = [
     "DEFAULT_TENSORBOARD_PROBES",
     "FRAME_QUEUE",
     "EpochPipeline",
+    "FragilityOptions",
+    "MapsFn",
+    "ProbeInterventions",
+    "ProbsFn",
     "FrameStage",
     "RecordStage",
     "check_tensorboard_probes",
     "choose_tensorboard_probes",
+    "fragility_options",
     "planned_epochs",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 from cam_callback import animate
 from cam_callback import frames as F
 from cam_callback.pipeline.drawing import FrameStage
+from cam_callback.pipeline.interventions import FragilityOptions, ProbeInterventions
 from cam_callback.pipeline.plan import DEFAULT_MAX_FRAMES, FRAME_QUEUE, STOP
 from cam_callback.pipeline.recording import RecordStage
 from cam_callback.record import RecordWriter, load_run, write_flags
@@ -45,6 +46,11 @@ class EpochPipeline(RecordStage, FrameStage):
         every_n_epochs: The tracker's cadence, to plan which epochs to keep.
         total_epochs: ``fit``'s ``epochs``, or ``None`` when unknown.
         mask_kind: ``"object"`` or ``"cue"``: which flagged group gets its own scalars.
+        probe_images: ``[N, H, W, C]`` probes in the model's input space: with ``masks``
+            (and ``interventions``) or ``fragility``, the altered probes are built here,
+            once, as :attr:`interventions`.
+        interventions: Measure reliance, sufficiency and the transplant rate (needs masks).
+        fragility: Fragility options, or ``None``.
 
     Example:
         >>> pipe = EpochPipeline(writer, display=images, labels=y, masks=None,  # doctest: +SKIP
@@ -71,6 +77,9 @@ class EpochPipeline(RecordStage, FrameStage):
         every_n_epochs: int = 1,
         total_epochs: int | None = None,
         mask_kind: str = "object",
+        probe_images: np.ndarray | None = None,
+        interventions: bool = True,
+        fragility: FragilityOptions | None = None,
     ) -> None:
         self.record = record
         self.mask_kind = mask_kind  # for the per-group scalars
@@ -87,6 +96,12 @@ class EpochPipeline(RecordStage, FrameStage):
         self.every_n = every_n_epochs
         self.total_epochs = total_epochs
         self.writer = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
+        # Built once, before the first epoch: each epoch then only runs the model on them.
+        self.interventions: ProbeInterventions | None = None
+        if probe_images is not None and ((masks is not None and interventions) or fragility):
+            self.interventions = ProbeInterventions(
+                probe_images, masks if interventions else None, labels, mask_kind, fragility
+            )
         self.grid_side, self.grid_captions = animate.grid_layout(self.n)
         self.tags = {i: probe_tag(i, self._label_name(i)) for i in self.tb_probes}
         self._renderers: dict[int, F.FrameRenderer] = {}

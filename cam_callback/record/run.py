@@ -115,7 +115,22 @@ def compute_flags(run: Run, low_confidence: float | None = None) -> dict[str, np
         else low_confidence,
         mask_kind=run.meta.get("mask_kind", "object"),
         heatmaps=run.heatmaps,
+        **flag_thresholds(run.meta),
     )
+
+
+def flag_thresholds(meta: dict) -> dict[str, float]:
+    """The interventions' and fragility's flag thresholds ``record.json`` keeps, as
+    :func:`cam_callback.metrics.flags` keywords (its defaults where not kept)."""
+    out = {}
+    kept = meta.get("interventions") or {}
+    for key in ("reliance_threshold", "ignore_threshold"):
+        if isinstance(kept.get(key), (int, float)):
+            out[key] = float(kept[key])
+    fragility = meta.get("fragility") or {}
+    if isinstance(fragility.get("threshold"), (int, float)):
+        out["fragility_threshold"] = float(fragility["threshold"])
+    return out
 
 
 def write_flags(run: Run) -> Path:

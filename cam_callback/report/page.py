@@ -24,6 +24,13 @@ FLAG_HELP = {
     "on_cue": "attention on the suspected cue ended at 1.5x chance or more",
     "non_finite": "NaN or inf in the maps or probabilities: the model diverged",
     "empty_map": "the map is zero everywhere at the last epoch: no positive evidence there",
+    # Interventions and fragility (issue 20): what the model needs, and whether the map holds.
+    "relies_on_cue": "filling the suspected cue in from its surroundings drops the explained "
+    "class's probability by the record's reliance threshold or more: the model uses the cue",
+    "ignores_object": "filling the object in from its surroundings barely changes the "
+    "explained class's probability: the model decides without the object",
+    "fragile": "a fragile map: noise too small to change the prediction moves most of its "
+    "top cells, so the picture shows the noise more than what the model uses",
 }
 
 

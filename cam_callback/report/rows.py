@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from cam_callback.frames import clean_name
-from cam_callback.metrics import FLAG_NAMES
+from cam_callback.metrics import FLAG_NAMES, transplant_rates
 from cam_callback.record import Run, compute_flags
 
 
@@ -37,7 +37,45 @@ def badge_text(flag: str, figures: dict) -> str:
         return f"{name}: drift {figures['drift']:.2f}"
     if flag == "flipped":
         return f"{name} {figures['flips']}x"
-    return name
+    return intervention_badge(flag, figures) or name
+
+
+# ---- interventions and fragility (issue 20): the badge text and the figures behind it ----
+
+
+def intervention_badge(flag: str, figures: dict) -> str | None:
+    """The figure-stating badge of ``relies_on_cue``, ``ignores_object`` or ``fragile``.
+
+    Example:
+        >>> intervention_badge("relies_on_cue", {"reliance": 0.93, "target_name": "homer",
+        ...                                      "transplant": 0.875})
+        'removing the cue drops p(homer) by 0.93; the cue alone makes 88% of other probes homer'
+    """
+    name, reliance = figures.get("target_name"), figures.get("reliance")
+    if flag == "relies_on_cue" and reliance is not None:
+        text = f"removing the cue drops p({name}) by {reliance:.2f}"
+        if figures.get("transplant") is not None:
+            text += f"; the cue alone makes {figures['transplant']:.0%} of other probes {name}"
+        return text
+    if flag == "ignores_object" and reliance is not None:
+        return f"removing the object drops p({name}) by only {reliance:.2f}"
+    if flag == "fragile" and figures.get("fragility") is not None:
+        return f"fragile map: {figures['fragility']:.0%} of its top cells move under small noise"
+    return None
+
+
+def intervention_figures(run: Run, index: int) -> dict:
+    """The last epoch's reliance, fragility and class transplant rate of probe ``index``."""
+    last = {k: run.metrics[k][-1, index] for k in ("reliance", "fragility") if k in run.metrics}
+    target = int(run.targets[-1, index]) if len(run.targets) else 0
+    out = {
+        "target_name": clean_name(run.class_name(target)),
+        **{k: float(v) for k, v in last.items() if np.isfinite(v)},
+    }
+    if "transplant" in run.metrics and run.labels is not None:
+        rate = transplant_rates(run.metrics["transplant"][-1], run.labels).get(target)
+        out["transplant"] = None if rate is None else float(rate)
+    return out
 
 
 def probe_rows(run: Run, threshold: float) -> list[dict]:
@@ -69,6 +107,7 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
             "confidence": float(last[i, pred]),
             "drift": None if late_drift is None else float(late_drift),
             "flips": int((np.diff(preds[late, i]) != 0).sum()),
+            **intervention_figures(run, i),
         }
         attention_flag = f["on_cue"][i] or f["left_mask"][i]
         rows.append(
