@@ -22,7 +22,7 @@ from cam_callback.core.results import CAMError, CAMResult, ModelCheck
 from cam_callback.core.token_layers import default_layer
 from cam_callback.methods import METHODS, available_methods, check_method, compute
 from cam_callback.methods import explained_score as _explained
-from cam_callback.methods.core import resolve
+from cam_callback.methods.resolve import resolve
 
 __all__ = [
     "CAMError",

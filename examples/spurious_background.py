@@ -154,6 +154,9 @@ def main(argv=None) -> dict:
         mask_kind="cue",  # the mask is the suspected cue: flag attention that lands on it
         target="label",  # explain the true class: what makes this homer, for the model?
         layer=None if args.model == "vit" else LAYER,  # a ViT: the patch grid it picks
+        # On this ViT's LayerNorm output Grad-CAM's one weight per channel comes out negative
+        # for homer (zero maps); Layer-CAM weighs each patch by its own positive gradient.
+        method="layercam" if args.model == "vit" else "gradcam",
     )
     model.fit(
         x.astype(np.float32),

@@ -95,11 +95,11 @@ def test_layers_inside_keras_hub_encoder(hvit, x):
     res = compute_cams(hvit, x, layer=path)
     assert res.layer == path and res.heatmaps.shape == (3, 4, 4)
     assert res.heatmaps.max() == 1.0
-    by_object = compute_cams(hvit, x, layer=hvit.backbone.get_layer("vit_encoder").encoder_layers[0])
+    block = hvit.backbone.get_layer("vit_encoder").encoder_layers[0]
+    by_object = compute_cams(hvit, x, layer=block)
     np.testing.assert_array_equal(by_object.heatmaps, res.heatmaps)
     # A layer inside the block, and the model left as found (no hook stays installed).
     compute_cams(hvit, x, layer=f"{path}/ln_2", method="layercam")
-    block = hvit.backbone.get_layer("vit_encoder").encoder_layers[0]
     assert "call" not in block.__dict__ and "call" not in block.layer_norm_2.__dict__
     # The map sits on the patch grid: the class token is not in it.
     tokens = layer_activations(hvit, x, path)
@@ -210,3 +210,4 @@ def test_tracker_records_a_vit(tmp_path):
     assert list((tmp_path / "cam").glob("events.out.tfevents.*"))
     page = write_report(run)
     assert "block2_ln1" in Path(page).read_text()
+

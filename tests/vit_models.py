@@ -174,7 +174,8 @@ def hub_swin(*, image: int = 32, classes: int = 3, seed: int = 0) -> keras.Model
         if len(feats.shape) == 3
         else keras.layers.GlobalAveragePooling2D(name="pool")
     )
-    return keras.Model(inp, keras.layers.Dense(classes, name="logits")(pool(feats)), name="swin_clf")
+    out = keras.layers.Dense(classes, name="logits")(pool(feats))
+    return keras.Model(inp, out, name="swin_clf")
 
 
 def images(n: int = 4, size: int = 32, seed: int = 1) -> np.ndarray:

@@ -179,7 +179,8 @@ def default_layer(
         ('vi_t_backbone/vit_encoder/transformer_block_2/ln_1', 'the last layer whose ...')
     """
     cache = _DEFAULTS.setdefault(model, {})
-    ckey = (x.shape[1:], x.dtype.str, key, grid, prefix_tokens)
+    # repr: the arguments are checked later, and a list is not hashable.
+    ckey = (x.shape[1:], x.dtype.str, key, repr(grid), repr(prefix_tokens))
     if ckey in cache:
         return cache[ckey]
     by_path: dict[str, list[_layers.LayerCall]] = {}
@@ -188,11 +189,11 @@ def default_layer(
     skipped, grid_error, clean = [], None, None
     for path in reversed(_layers.spatial_paths(calls)):
         seen = by_path[path]
-        if len(seen) > 1 or not isinstance(seen[0].layer, keras.layers.Layer):
-            continue  # a shared layer cannot be explained
-        if seen[0].is_spatial:
+        if seen[-1].is_spatial:  # as before tokens: shared or not (check_spatial says why not)
             found = (path, "the last layer with a spatial output")
             break
+        if len(seen) > 1:
+            continue  # a shared token layer (keras-hub's MLP runs its Dropout twice)
         try:
             tokens = layer_tokens(model, seen[0], x.shape[1:3], grid=grid,
                                   prefix_tokens=prefix_tokens)  # fmt: skip

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback.core.inspection import SCORES, check_score
+from cam_callback.core.inspection import SCORES
 from cam_callback.core.results import CAMResult
 from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
