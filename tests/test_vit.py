@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -73,6 +74,41 @@ def test_gradcam_on_tokens_matches_float64_reference(class_token, fvit, x):
         res = compute_cams(model, x, layer="block1_out", target=c)
         assert res.heatmaps.shape == (3, 4, 4)
         np.testing.assert_allclose(res.heatmaps, maps, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the reference splits the model on TF")
+def test_ablationcam_on_tokens_keeps_each_images_class_token(fvit, x):
+    """Ablation-CAM runs the model after the layer: each ablated grid goes back into tokens
+    behind its own image's class token (zeroing channel k of the patches only). At
+    block1_out the class token differs per image, so a wrong pairing changes the maps."""
+    lyr = fvit.get_layer("block1_out")
+    tokens = keras.ops.convert_to_numpy(keras.Model(fvit.inputs, lyr.output)(x))
+    logits = keras.Model(lyr.output, fvit.outputs)
+
+    def tail(t):  # the probabilities: y > 0, as score="probability" explains
+        return keras.ops.softmax(logits(t), axis=-1)
+
+    n, _, d = tokens.shape
+    a = tokens[:, 1:].astype(np.float64).reshape(n, 4, 4, d)
+    peaks = 0.0
+    for c in range(3):
+        y = keras.ops.convert_to_numpy(tail(tokens))[:, c].astype(np.float64)
+        weights = np.zeros((n, d))
+        for i in range(n):
+            ablated = np.repeat(tokens[i][None], d, 0)
+            ablated[np.arange(d), 1:, np.arange(d)] = 0.0  # copy k loses channel k of the patches
+            yk = keras.ops.convert_to_numpy(tail(ablated))[:, c].astype(np.float64)
+            weights[i] = (y[i] - yk) / y[i]
+        cam = np.maximum((a * weights[:, None, None]).sum(-1), 0)
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        want = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+        peaks += want.max()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the head is linear: a warning says it is read
+            got = compute_cams(fvit, x, layer="block1_out", method="ablationcam", target=c,
+                               score="probability")
+        np.testing.assert_allclose(got.heatmaps, want, atol=1e-4)
+    assert peaks > 0  # not a zero-vs-zero check
 
 
 def test_class_token_vit_last_block_is_zero_and_default_is_not(hvit, x):
