@@ -105,6 +105,9 @@ def guided_gradcam(ctx: MethodContext) -> np.ndarray:
         output=ctx.output,
         batch_size=ctx.batch_size,
         head=ctx.head.request,
+        # The same patch grid on a token layer, also where grid= or prefix_tokens= chose it.
+        grid=None if ctx.tokens is None else (ctx.tokens.height, ctx.tokens.width),
+        prefix_tokens=None if ctx.tokens is None else ctx.tokens.prefix,
     ).heatmaps
     h, w = ctx.images.shape[1:3]
     return np.abs(g.astype(np.float64)).max(-1) * resize_bilinear(grad_cam.astype(np.float64), h, w)
