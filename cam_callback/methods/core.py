@@ -29,7 +29,9 @@ from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
 
-NEEDS: tuple[str, ...] = ("layer_gradients", "input_gradients", "activations", "forwards")
+NEEDS: tuple[str, ...] = (
+    "layer_gradients", "input_gradients", "activations", "forwards", "attention"
+)
 EXPLAINS: tuple[str, ...] = ("score", "logit", "probability", "none")
 
 

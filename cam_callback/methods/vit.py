@@ -1,0 +1,257 @@
+"""Attention rollouts for Vision Transformers, written once in ``keras.ops``.
+
+- ``"rollout"`` (Abnar & Zuidema 2020, "Quantifying Attention Flow in
+  Transformers"): per block the heads' mean attention ``A``, optionally with its
+  lowest ``discard_ratio`` entries dropped (vit-explain's option), plus the
+  identity for the residual, rows renormalised: ``Ã = (A + I) / rowsum``; then
+  ``R = Ã_L ... Ã_1``. Class-agnostic: it explains ``"none"``.
+- ``"gradient_rollout"`` (Chefer, Gur & Wolf 2021, "Generic Attention-model
+  Explainability"): ``Ā = mean_h (∂y/∂A ⊙ A)^+`` per block, ``R = I``, then
+  ``R = R + Ā R`` block by block; ``y`` the explained score (logit or probability).
+
+The map is the class token's row of ``R`` over the patch tokens, on the patch grid
+(:func:`~cam_callback.core.tokens.token_grid`). A model without a class token
+(no prefix tokens: a global-average-pooling head) gets the mean of the patch
+tokens' rows instead, the relevance that reaches the pooled tokens.
+
+Both read every ``keras.layers.MultiHeadAttention`` the model runs, through
+:func:`~cam_callback.core.attention.captured_attention`, inside one compiled call
+per batch. ``layer`` only says on which token grid the map is laid out (its
+default is the model's default layer); the rollout always spans every block.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback import backends
+from cam_callback.core.attention import (
+    attention_shape,
+    captured_attention,
+    check_attention_calls,
+)
+from cam_callback.core.engine import (
+    Engine,
+    cached_engine,
+    cached_function,
+    chunks,
+    count_trace,
+    hooked_forward,
+    in_chunks,
+)
+from cam_callback.core.tokens import TokenGrid, token_grid
+from cam_callback.layers import LayerCall
+from cam_callback.methods.context import MethodContext
+from cam_callback.methods.core import register_builtin
+
+
+def discard_lowest(a: Any, ratio: float) -> Any:
+    """``[B, T, T]`` with each map's lowest ``int(ratio T^2)`` entries set to 0.
+
+    The class token's attention to itself (entry ``[0, 0]``) is never dropped, as
+    in vit-explain. Ties are broken by position (a stable rank).
+
+    Example:
+        >>> np.asarray(discard_lowest(np.array([[[0.5, 0.1], [0.3, 0.2]]]), 0.5)).tolist()
+        [[[0.5, 0.0], [0.3, 0.0]]]
+    """
+    t = int(a.shape[-1])
+    k = int(t * t * ratio)
+    if k == 0:
+        return a
+    ops = keras.ops
+    flat = ops.reshape(a, (-1, t * t))
+    rank = ops.argsort(ops.argsort(flat, axis=-1), axis=-1)  # each entry's rank, 0 = lowest
+    keep = ops.logical_or(rank >= k, ops.arange(t * t)[None, :] == 0)
+    return ops.reshape(ops.where(keep, flat, ops.zeros_like(flat)), (-1, t, t))
+
+
+def rollout_matrix(attentions: Sequence[Any], discard_ratio: float = 0.0) -> Any:
+    """Attention rollout ``R = Ã_L ... Ã_1``, ``Ã = (mean_h A + I) / rowsum``: ``[B, T, T]``.
+
+    Args:
+        attentions: Each block's attention ``[B, heads, T, T]``, in call order.
+        discard_ratio: Share of each head-mean map's lowest entries set to 0 first.
+
+    Example:
+        >>> a = np.full((1, 1, 2, 2), 0.5)
+        >>> np.asarray(rollout_matrix([a, a])).round(3).tolist()
+        [[[0.625, 0.375], [0.375, 0.625]]]
+    """
+    ops = keras.ops
+    result = None
+    for a in attentions:
+        a = discard_lowest(ops.mean(ops.cast(a, "float32"), axis=1), discard_ratio)
+        a = a + ops.eye(int(a.shape[-1]), dtype="float32")[None]
+        a = a / ops.sum(a, axis=-1, keepdims=True)
+        result = a if result is None else ops.matmul(a, result)
+    return result
+
+
+def gradient_rollout_matrix(attentions: Sequence[Any], grads: Sequence[Any]) -> Any:
+    """Chefer et al.'s rule ``R = I``, ``R = R + mean_h (G ⊙ A)^+ R`` per block: ``[B, T, T]``.
+
+    Example:
+        >>> a, g = np.full((1, 1, 2, 2), 0.5), np.ones((1, 1, 2, 2))
+        >>> np.asarray(gradient_rollout_matrix([a], [g])).tolist()
+        [[[1.5, 0.5], [0.5, 1.5]]]
+    """
+    ops = keras.ops
+    result = None
+    for a, g in zip(attentions, grads, strict=True):
+        cam = ops.mean(ops.relu(ops.cast(g, "float32") * ops.cast(a, "float32")), axis=1)
+        if result is None:
+            result = ops.eye(int(a.shape[-1]), dtype="float32")[None] + ops.zeros_like(cam)
+        result = result + ops.matmul(cam, result)
+    return result
+
+
+def token_map(relevance: Any, grid: TokenGrid) -> Any:
+    """The class token's row of ``[B, T, T]`` relevance over the patches, ``[B, h, w]``.
+
+    Without prefix tokens (no class token) the mean of the patches' rows.
+
+    Example:
+        >>> tuple(token_map(np.ones((2, 5, 5)), TokenGrid(1, 2, 2)).shape)
+        (2, 2, 2)
+    """
+    ops = keras.ops
+    p = grid.prefix
+    row = relevance[:, 0, p:] if p else ops.mean(relevance, axis=1)
+    return ops.reshape(row, (-1, grid.height, grid.width))
+
+
+def rollout(ctx: MethodContext, *, discard_ratio: float = 0.0) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020) on the patch grid, ``[N, h, w]``.
+
+    ``discard_ratio`` in ``[0, 1)``: share of each block's lowest head-mean
+    attention set to 0 before the identity is added (0: the paper's recursion).
+
+    Example:
+        >>> compute_cams(vit, x, method="rollout",
+        ...              method_options={"discard_ratio": 0.9})  # doctest: +SKIP
+    """
+    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not (
+        0.0 <= discard_ratio < 1.0
+    ):
+        raise ValueError(
+            f"`discard_ratio` must be a float in [0, 1). Received: discard_ratio={discard_ratio!r}"
+        )
+    calls = check_attention_calls(ctx.info.calls, "rollout")
+    grid = _grid(ctx, calls)
+    x = ctx.images
+    layers = [c.layer for c in calls]
+
+    def body(call: Any, m: keras.Model, images: Any) -> Any:
+        seen: list[Any] = []
+        with captured_attention(layers, lambda i, a, q: seen.append(a) or a):
+            call(m, images)
+        return token_map(rollout_matrix(seen, float(discard_ratio)), grid)
+
+    key = ("rollout", grid, float(discard_ratio), x.shape[1:], x.dtype.str)
+    return in_chunks(cached_function(ctx.model, key, x, body), x, ctx.batch_size)
+
+
+def gradient_rollout(ctx: MethodContext) -> np.ndarray:
+    """Gradient-weighted rollout (Chefer, Gur & Wolf 2021) on the patch grid, ``[N, h, w]``.
+
+    Example:
+        >>> compute_cams(vit, x, method="gradient_rollout").heatmaps.shape  # doctest: +SKIP
+        (8, 6, 6)
+    """
+    calls = check_attention_calls(ctx.info.calls, "gradient_rollout")
+    grid = _grid(ctx, calls)
+    x = ctx.images
+    key = ("gradient_rollout", grid, ctx.head, x.shape[1:], x.dtype.str)
+    engine = cached_engine(ctx.model, key, lambda: _gradient_engine(ctx, calls, grid))
+    maps = [
+        engine.fn(chunk, t)[0][:n]
+        for chunk, t, n in chunks(x, ctx.targets.astype(np.int32), batch_size=ctx.batch_size)
+    ]
+    return np.concatenate(maps)
+
+
+def _grid(ctx: MethodContext, calls: list[LayerCall]) -> TokenGrid:
+    tokens = {attention_shape(c)[1] for c in calls}
+    if len(tokens) != 1:
+        raise ValueError(
+            f"rollout multiplies the attention of every block, which needs one token count; "
+            f"the attention layers have {sorted(tokens)}. Received: layers="
+            f"{[c.path for c in calls]}"
+        )
+    n = tokens.pop()
+    return token_grid((None, n, 1), tuple(ctx.images.shape[1:3]), layer=calls[-1].path)
+
+
+def _gradient_engine(ctx: MethodContext, calls: list[LayerCall], grid: TokenGrid) -> Engine:
+    """``fn(images, targets) -> (maps, probs, chosen, connected)``, compiled once."""
+    backend = backends.get()
+    shapes = [attention_shape(c) for c in calls]
+    sizes = [int(np.prod(s)) for s in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    info, head, layers = ctx.info, ctx.head, [c.layer for c in calls]
+    ops = keras.ops
+
+    def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
+        held: dict[str, Any] = {}
+        seen: list[Any] = []
+
+        def sink(i: int, a: Any, query: Any) -> Any:
+            if i == 0:
+                # One zero [B, sum of sizes] to differentiate by, added to every block's
+                # attention. Tied to the query because TensorFlow's tape only follows
+                # tensors derived from watched ones; the tie is exactly zero.
+                tie = ops.mean(ops.cast(query, "float32"), axis=(1, 2, 3))[:, None]
+                tie = ops.where(ops.isfinite(tie), tie, ops.zeros_like(tie)) * 0.0
+                held["zero"] = capture(tie + ops.zeros((1, offsets[-1]), "float32"))
+            seen.append(ops.reshape(ops.cast(a, "float32"), (-1, sizes[i])))
+            part = held["zero"][:, offsets[i] : offsets[i + 1]]
+            return a + ops.cast(ops.reshape(part, (-1, *shapes[i])), a.dtype)
+
+        with captured_attention(layers, sink):
+            total, probs, chosen, _ = hooked_forward(
+                call, m, images, targets, capture, info=info, head=head, target_layer=None,
+                count=not backend.EAGER,
+            )  # fmt: skip
+        # The attention values ride along with `chosen`, which every backend hands to
+        # `finish` untouched (JAX's auxiliary output): only the zero is differentiated.
+        return total, probs, (chosen, ops.concatenate(seen, axis=1)), held["zero"]
+
+    def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
+        chosen, flat = chosen
+        parts = [(flat[:, a:b], grads[:, a:b]) for a, b in zip(offsets, offsets[1:])]
+        a = [ops.reshape(v, (-1, *s)) for (v, _), s in zip(parts, shapes, strict=True)]
+        g = [ops.reshape(ops.cast(d, "float32"), (-1, *s)) for (_, d), s in zip(parts, shapes)]
+        maps = token_map(gradient_rollout_matrix(a, g), grid)
+        return ops.cast(maps, "float32"), probs, ops.cast(chosen, "int32")
+
+    x = ctx.images
+    fn = backend.cam_function(
+        weakref.ref(ctx.model),  # the engine is cached on the model: no cycle through it
+        forward,
+        finish,
+        wrt_input=False,
+        spec=(tuple(x.shape[1:]), x.dtype.name),
+        source_shape=(offsets[-1],),
+    )
+    if backend.EAGER:
+        count_trace(ctx.model)
+    return Engine(fn=fn, errors=backend.ERRORS)
+
+
+def _check(method: str) -> Any:
+    def check(calls: list[LayerCall], target_layer: Any, path: str) -> None:
+        check_attention_calls(calls, method)
+
+    return check
+
+
+register_builtin("rollout", rollout, needs="attention", explains="none", check=_check("rollout"))
+register_builtin(
+    "gradient_rollout", gradient_rollout, needs="attention", check=_check("gradient_rollout")
+)
