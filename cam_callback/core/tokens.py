@@ -1,0 +1,206 @@
+"""Token layers on their patch grid: which tokens are patches, and how they tile the image.
+
+A Vision Transformer layer outputs ``[batch, tokens, dim]``: a few *prefix* tokens
+(the class token, DeiT's distillation token, DINOv2's register tokens) and then
+one token per patch, row by row. :func:`token_grid` decides how many prefix tokens
+to drop and the ``(h, w)`` grid of the rest; :func:`tokens_to_grid` and
+:func:`grid_to_tokens` reshape between ``[b, tokens, dim]`` and ``[b, h, w, dim]``
+in ``keras.ops`` on every backend. Shapes only: no model logic lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+MAX_PREFIX = 16
+"""The most prefix tokens guessed when neither ``grid`` nor ``prefix_tokens`` is given."""
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How a token layer's output tiles the image.
+
+    Attributes:
+        prefix: Tokens before the patches (class, distillation, register tokens).
+        height: Patch rows.
+        width: Patch columns.
+
+    Example:
+        >>> TokenGrid(1, 4, 4).tokens
+        17
+    """
+
+    prefix: int
+    height: int
+    width: int
+
+    @property
+    def tokens(self) -> int:
+        """The layer's token count: prefix plus patches."""
+        return self.prefix + self.height * self.width
+
+
+def is_token_shape(shape: Sequence[int | None] | None) -> bool:
+    """True for a ``[batch, tokens, dim]`` output with more than one token.
+
+    Example:
+        >>> is_token_shape((None, 17, 32)), is_token_shape((None, 4, 4, 32))
+        (True, False)
+    """
+    return shape is not None and len(shape) == 3 and shape[1] is not None and shape[1] > 1
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        value = (value, value)
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair of positive ints (h, w). "
+            f"Received: {name}={value!r}"
+        )
+    return int(value[0]), int(value[1])
+
+
+def _check_prefix(prefix_tokens: Any) -> int | None:
+    if prefix_tokens is None:
+        return None
+    if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+        raise ValueError(
+            "`prefix_tokens` must be None or an int >= 0 (1 for a class token, 2 with "
+            f"DeiT's distillation token, 1 + registers for DINOv2). "
+            f"Received: prefix_tokens={prefix_tokens!r}"
+        )
+    return prefix_tokens
+
+
+def _fits_image(n: int, image: tuple[int, int]) -> tuple[int, int] | None:
+    """The ``(h, w)`` grid of ``n`` patches with the image's aspect ratio and whole patches."""
+    big_h, big_w = image
+    h = math.isqrt(n * big_h // big_w) if big_w else 0
+    for cand in (h, h + 1):  # isqrt rounds down; the exact root is one of these
+        if cand > 1 and n % cand == 0:
+            w = n // cand
+            if w > 1 and cand * big_w == w * big_h and big_h % cand == 0 and big_w % w == 0:
+                return cand, w
+    return None
+
+
+def token_grid(
+    shape: Sequence[int | None],
+    image: tuple[int, int],
+    *,
+    patch_size: int | tuple[int, int] | None = None,
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
+    layer: str = "",
+) -> TokenGrid:
+    """Decides the prefix tokens and the patch grid of a ``[batch, tokens, dim]`` output.
+
+    In order: an explicit ``grid`` (prefix = the tokens left over); the image
+    size over ``patch_size``; else the fewest prefix tokens (``prefix_tokens``
+    when given, else 0 to :data:`MAX_PREFIX`) that leave a grid of whole square
+    patches with the image's aspect ratio: 17 tokens on a 32-pixel image are a
+    class token and 4 x 4 patches of 8 pixels. A ``patch_size`` that does not fit
+    this layer (a later Swin stage) falls back to that search.
+
+    Args:
+        shape: The layer's output shape, ``(batch, tokens, dim)``.
+        image: The input image's ``(H, W)``.
+        patch_size: Pixels per patch (int or ``(ph, pw)``), or ``None``.
+        grid: The patch grid ``(h, w)``, or ``None`` to find it.
+        prefix_tokens: Tokens before the patches, or ``None`` to find them.
+        layer: The layer's path, for error messages.
+
+    Returns:
+        A :class:`TokenGrid`.
+
+    Raises:
+        ValueError: Not a token shape, bad arguments, or a grid that cannot be known;
+            the message names ``grid=`` and ``prefix_tokens=``.
+
+    Example:
+        >>> token_grid((None, 17, 32), (32, 32))
+        TokenGrid(prefix=1, height=4, width=4)
+        >>> token_grid((None, 261, 8), (64, 64), patch_size=4)
+        TokenGrid(prefix=5, height=16, width=16)
+    """
+    if not is_token_shape(shape):
+        raise ValueError(
+            f"`layer` {layer!r} has output shape {tuple(shape or ())}, not [batch, tokens, dim] "
+            f"with more than one token. Received: layer={layer!r}"
+        )
+    n_tokens = int(shape[1])  # type: ignore[arg-type]
+    prefix = _check_prefix(prefix_tokens)
+    received = f"Received: layer={layer!r}, tokens={n_tokens}, image={tuple(image)}"
+    if grid is not None:
+        h, w = _pair(grid, "grid")
+        left = n_tokens - h * w
+        if left < 0 or (prefix is not None and prefix != left):
+            raise ValueError(
+                f"`grid` {(h, w)} does not fit layer {layer!r}: {n_tokens} tokens minus "
+                f"{h * w} patches leaves {left} prefix tokens"
+                + ("" if prefix is None else f", not prefix_tokens={prefix}")
+                + f". {received}, grid={grid!r}, prefix_tokens={prefix_tokens!r}"
+            )
+        return TokenGrid(left, h, w)
+    if patch_size is not None:
+        ph, pw = _pair(patch_size, "patch_size")
+        h, w = image[0] // ph, image[1] // pw
+        left = n_tokens - h * w
+        if h > 1 and w > 1 and 0 <= left <= MAX_PREFIX and prefix in (None, left):
+            return TokenGrid(left, h, w)
+    options = range(MAX_PREFIX + 1) if prefix is None else (prefix,)
+    for p in options:
+        found = _fits_image(n_tokens - p, image) if n_tokens - p > 0 else None
+        if found is not None:
+            return TokenGrid(p, *found)
+    raise ValueError(
+        f"the patch grid of token layer {layer!r} cannot be known: {n_tokens} tokens "
+        + ("" if prefix is None else f"minus prefix_tokens={prefix} ")
+        + "leave no grid of whole patches with the image's aspect ratio. Pass grid=(h, w) "
+        "(the patch rows and columns) and/or prefix_tokens=n (class, distillation and register "
+        f"tokens before the patches). {received}"
+    )
+
+
+def tokens_to_grid(tokens: Any, grid: TokenGrid) -> Any:
+    """``[b, tokens, dim]`` to ``[b, h, w, dim]`` in ``keras.ops``: prefix dropped, rows kept.
+
+    Example:
+        >>> import numpy as np
+        >>> tuple(tokens_to_grid(np.zeros((2, 17, 3)), TokenGrid(1, 4, 4)).shape)
+        (2, 4, 4, 3)
+    """
+    dim = tokens.shape[-1]
+    return keras.ops.reshape(tokens[:, grid.prefix :], (-1, grid.height, grid.width, dim))
+
+
+def grid_to_tokens(grid_map: Any, prefix: Any, grid: TokenGrid) -> Any:
+    """``[b, h, w, dim]`` back to ``[b, tokens, dim]``, with ``prefix`` ``[b, p, dim]`` in front.
+
+    The inverse of :func:`tokens_to_grid` given the prefix tokens it dropped.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.arange(34.0).reshape(1, 17, 2)
+        >>> g = TokenGrid(1, 4, 4)
+        >>> bool((np.asarray(grid_to_tokens(tokens_to_grid(t, g), t[:, :1], g)) == t).all())
+        True
+    """
+    dim = grid_map.shape[-1]
+    patches = keras.ops.reshape(grid_map, (-1, grid.height * grid.width, dim))
+    if grid.prefix == 0:
+        return patches
+    return keras.ops.concatenate([keras.ops.cast(prefix, patches.dtype), patches], axis=1)
