@@ -19,6 +19,7 @@ from cam_callback.core.heads import HEADS, check_head, head_scores
 from cam_callback.core.inspection import SCORES, check_score, prepare_images
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
 from cam_callback.core.results import CAMError, CAMResult, ModelCheck
+from cam_callback.core.token_layers import default_layer
 from cam_callback.methods import METHODS, available_methods, check_method, compute
 from cam_callback.methods import explained_score as _explained
 from cam_callback.methods.core import resolve
@@ -57,6 +58,8 @@ def compute_cams(
     batch_size: int = 32,
     method_options: dict[str, Any] | None = None,
     head: str = "auto",
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> CAMResult:
     """Computes class activation maps and probabilities for a batch of images.
 
@@ -67,12 +70,17 @@ def compute_cams(
 
     Args:
         model: A Keras 3 model: Sequential, Functional, nested (transfer
-            learning), subclassed (name the layer) or multi-output (see ``output``).
+            learning), subclassed (name the layer), multi-output (see ``output``)
+            or a Vision Transformer (keras-hub's ViT, DINOv2, Swin; a Functional ViT).
         images: ``[N, H, W, C]`` in the model's input space, what
             ``model.predict`` takes.
         layer: ``None`` for the last layer with a spatial output, searched into
-            nested models; a layer name found anywhere; an ``"outer/inner"``
-            path; or a ``keras.layers.Layer``.
+            nested models and subclassed layers (on a ViT: the last layer whose
+            patch tokens reach the score, see :func:`inspect_model`); a layer name
+            found anywhere; an ``"outer/inner"`` path
+            (``"vi_t_backbone/vit_encoder/transformer_block_1"``); or a
+            ``keras.layers.Layer``. A ``[batch, tokens, dim]`` layer is explained on
+            its patch grid, its prefix tokens (class, distillation, registers) dropped.
         method: A name of :func:`available_methods`: ``"gradcam"``, ``"gradcam++"``,
             ``"layercam"``, ``"hirescam"``, ``"xgradcam"``, ``"saliency"``, ``"scorecam"``, ...
         target: ``"predicted"`` (argmax), one class id for all images, or one
@@ -89,6 +97,10 @@ def compute_cams(
             ``"sigmoid"``, ``"logits"`` or ``"probabilities"`` (see
             :mod:`cam_callback.heads`). ``"auto"`` reads the layers and the
             compiled loss.
+        grid: A token layer's patch grid ``(h, w)``, where the image, the model's
+            ``patch_size`` and the token count do not tell it.
+        prefix_tokens: Tokens before a token layer's patches (1 for a class token,
+            2 with DeiT's distillation token, 1 + registers for DINOv2).
 
     Returns:
         A :class:`CAMResult`.
@@ -125,6 +137,8 @@ def compute_cams(
         batch_size=batch_size,
         method_options=method_options,
         head=head,
+        grid=grid,
+        prefix_tokens=prefix_tokens,
     )
 
 
@@ -137,24 +151,43 @@ def inspect_model(
     output: int | str | None = None,
     score: str = "logit",
     head: str = "auto",
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> ModelCheck:
     """Runs every check of :func:`compute_cams` without computing maps.
 
     Lets a caller (``CAMTracker.on_train_begin``) fail before an epoch is spent:
-    a head that is not a classifier, a missing or shared layer, bad images.
+    a head that is not a classifier, a missing or shared layer, bad images, a
+    token layer whose patch grid cannot be known. ``ModelCheck.note`` says why the
+    default layer was chosen and how a token layer tiles the image.
 
     Example:
         >>> check = inspect_model(model, x_probe)  # doctest: +SKIP
         >>> check.layer, check.head, check.score  # doctest: +SKIP
         ('conv2', 'softmax', 'logit')
+        >>> inspect_model(vit, x_probe).note  # doctest: +SKIP
+        'the last token layer whose patch tokens reach the output (4 x 4 patches, ...'
     """
     spec = check_method(method)
     check_head(head)
-    x, info, used, path, target_layer = resolve(model, images, spec, layer, output, score, head)
+    x, info, used, path, target_layer, tokens = resolve(
+        model, images, spec, layer, output, score, head, grid=grid, prefix_tokens=prefix_tokens
+    )
+    note = ""
     if target_layer is None or spec.input_maps:
         shape = x.shape[1:3]
+    elif tokens is not None:
+        shape = (tokens.height, tokens.width)
+        note = (
+            f"token layer: {tokens.prefix} prefix tokens dropped, "
+            f"{tokens.height} x {tokens.width} patch grid"
+        )
     else:
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
+    if layer is None and target_layer is not None:
+        why = default_layer(model, info.calls, x, used.key, grid=grid,
+                            prefix_tokens=prefix_tokens)[1]  # fmt: skip
+        note = f"default layer: {why}" + (f"; {note}" if note else "")
     return ModelCheck(
         path,
         used.n_classes,
@@ -162,6 +195,7 @@ def inspect_model(
         score=_explained(method, used.score),
         head=used.name,
         backend=backends.name(),
+        note=note,
     )
 
 

@@ -22,11 +22,31 @@ import numpy as np
 Hook = Callable[[Callable[..., Any], tuple, dict], Any]
 
 
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers directly inside ``layer``: a model's layers, or those a subclassed layer owns.
+
+    Keras's own layers (``MultiHeadAttention``, ``Dense``...) count as leaves; any other
+    layer that owns layers (keras-hub's ``ViTEncoder``, which creates its
+    ``transformer_block_{i}`` in ``build()``) is opened like a nested model.
+
+    Example:
+        >>> [l.name for l in sublayers(vit.backbone.get_layer("vit_encoder"))][:2]
+        ... # doctest: +SKIP
+        ['transformer_block_1', 'transformer_block_2']
+    """
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    if type(layer).__module__.startswith("keras."):
+        return []
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
     """Yields ``(path, layer)`` for every layer of ``model``, depth first.
 
-    Nested models are yielded themselves and then their own layers, with
-    their name as the path prefix.
+    Nested models, and subclassed layers that own layers (see :func:`sublayers`),
+    are yielded themselves and then their own layers, with their name as the path
+    prefix: ``"vi_t_backbone/vit_encoder/transformer_block_1"``.
 
     Args:
         model: A built Keras model.
@@ -36,13 +56,12 @@ def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, ker
         >>> [p for p, _ in iter_layers(model)]  # doctest: +SKIP
         ['conv1', 'backbone', 'backbone/conv_a', 'dense']
     """
-    for layer in model.layers:
+    for layer in sublayers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         path = f"{prefix}{layer.name}"
         yield path, layer
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer, prefix=path + "/")
+        yield from iter_layers(layer, prefix=path + "/")
 
 
 @contextlib.contextmanager
@@ -105,6 +124,12 @@ class LayerCall:
         s = self.output_shape
         return s is not None and len(s) == 4 and s[1] > 1 and s[2] > 1
 
+    @property
+    def is_tokens(self) -> bool:
+        """True for a ``[batch, tokens, dim]`` output with several tokens (a ViT layer)."""
+        s = self.output_shape
+        return s is not None and len(s) == 3 and s[1] > 1
+
 
 def discover(model: keras.Model, sample: np.ndarray) -> tuple[list[LayerCall], Any]:
     """Runs ``model`` once on ``sample`` and records every layer call in order.
@@ -151,10 +176,14 @@ def discover(model: keras.Model, sample: np.ndarray) -> tuple[list[LayerCall], A
 
 
 def spatial_paths(calls: list[LayerCall]) -> list[str]:
-    """Paths of the leaf layers with a spatial output, in call order, each once."""
+    """Paths of the layers (not models) with a spatial or token output, in call order, once.
+
+    A token output ``[batch, tokens, dim]`` is explained on its patch grid
+    (:mod:`cam_callback.core.tokens`).
+    """
     seen: dict[str, None] = {}
     for c in calls:
-        if c.is_spatial and not isinstance(c.layer, keras.Model):
+        if (c.is_spatial or c.is_tokens) and not isinstance(c.layer, keras.Model):
             seen.setdefault(c.path, None)
     return list(seen)
 
@@ -186,7 +215,8 @@ def resolve_layer(
     if layer is None:
         if not candidates:
             raise ValueError(
-                "`layer`: the model has no layer with a spatial output (4-D, h and w > 1), "
+                "`layer`: the model has no layer with a spatial output (4-D, h and w > 1) "
+                "or token output ([batch, tokens, dim]), "
                 "so there is nothing for a class activation map to explain. "
                 'Use method="saliency" for an input-gradient map instead. Received: layer=None'
             )
@@ -261,8 +291,9 @@ def feeds(model: keras.Model, layer: keras.layers.Layer, output: int | str | Non
         op = history.operation
         if op is layer:
             return True
-        if isinstance(op, keras.Model) and any(obj is layer for _, obj in iter_layers(op)):
-            inner = feeds(op, layer, history.tensor_index)
+        if isinstance(op, keras.layers.Layer) and any(obj is layer for _, obj in iter_layers(op)):
+            # Inside a subclassed layer (keras-hub's ViTEncoder) there is no graph to read.
+            inner = feeds(op, layer, history.tensor_index) if isinstance(op, keras.Model) else None
             if inner is not False:
                 return inner
         nodes = getattr(op, "_inbound_nodes", None) or []

@@ -18,6 +18,7 @@ from cam_callback import backends
 from cam_callback import layers as _layers
 from cam_callback.core.heads import Head, head_scores, logit_hooks
 from cam_callback.core.inspection import ModelInfo, model_info, pick_output
+from cam_callback.core.tokens import TokenGrid, grid_to_tokens, tokens_to_grid
 
 
 @dataclass
@@ -80,11 +81,15 @@ def hooked_forward(
     head: Head,
     target_layer: keras.layers.Layer | None,
     count: bool,
+    tokens: TokenGrid | None = None,
 ) -> tuple[Any, Any, Any, Any]:
     """One forward pass with hooks: ``(summed score, probabilities, chosen, activation)``.
 
     Shared by every backend: ``call`` runs the model, ``capture`` sees the explained
     layer's output and returns what flows on (JAX adds a zero to differentiate by).
+    A token layer's output (``tokens`` given) is captured as its ``[b, h, w, dim]``
+    patch grid and rebuilt into tokens for the rest of the model, so the gradient
+    and every method see a spatial map.
     """
     if count:
         count_trace(model)
@@ -95,9 +100,14 @@ def hooked_forward(
         previous = hooks.get(target_layer)
 
         def record(c: Any, args: tuple, kwargs: dict) -> Any:
-            out = capture(previous(c, args, kwargs) if previous else c(*args, **kwargs))
-            activations.append(out)
-            return out
+            out = previous(c, args, kwargs) if previous else c(*args, **kwargs)
+            if tokens is None:
+                out = capture(out)
+                activations.append(out)
+                return out
+            grid = capture(tokens_to_grid(out, tokens))
+            activations.append(grid)
+            return grid_to_tokens(grid, out[:, : tokens.prefix], tokens)
 
         hooks[target_layer] = record
     with _layers.intercepted(hooks):
@@ -114,11 +124,13 @@ def build_cam_function(
     x: np.ndarray,
     forward: Any,
     finish: Any,
+    tokens: TokenGrid | None = None,
 ) -> Any:
     """The backend's compiled ``fn(images, targets)`` for ``forward`` and ``finish``.
 
-    Differentiates by ``target_layer``'s output, or by the input when it is ``None``.
-    Shared by the built-in methods and the registry's raw-gradient methods.
+    Differentiates by ``target_layer``'s output (its patch grid when ``tokens`` is
+    given), or by the input when it is ``None``. Shared by the built-in methods and
+    the registry's raw-gradient methods.
     """
     backend = backends.get()
     if target_layer is None:
@@ -126,6 +138,8 @@ def build_cam_function(
     else:
         out_shape = next(c.output_shape for c in info.calls if c.layer is target_layer)
         source_shape = tuple(out_shape[1:])
+        if tokens is not None:
+            source_shape = (tokens.height, tokens.width, out_shape[-1])
     fn = backend.cam_function(
         weakref.ref(model),  # the engine is cached on the model: no cycle through it
         forward,

@@ -21,6 +21,7 @@ from cam_callback import _validate, backends
 from cam_callback import layers as _layers
 from cam_callback.core.heads import Head, HeadInfo, check_head, head_info
 from cam_callback.core.loss import resolve_head
+from cam_callback.core.token_layers import default_layer, explained_tokens
 
 SCORES: tuple[str, ...] = ("logit", "probability")
 
@@ -67,10 +68,16 @@ def inspect(
     output: Any,
     score: str,
     head: str = "auto",
+    *,
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> tuple[ModelInfo, Head, str, keras.layers.Layer | None]:
     """``(info, head, layer path, layer)`` for prepared images ``x``, every check run.
 
     ``explains_layer=False`` explains the input: the path is ``""`` and the layer ``None``.
+    ``layer=None`` takes :func:`~cam_callback.core.token_layers.default_layer`; a token
+    layer's grid is checked (``grid``/``prefix_tokens``, see
+    :func:`~cam_callback.core.token_layers.explained_tokens`).
 
     Example:
         >>> info, head, path, lyr = inspect(model, x, None, True, None, "logit")  # doctest: +SKIP
@@ -80,8 +87,12 @@ def inspect(
     used = resolve(model, info, select_output(info, output), score, head)
     if not explains_layer:
         return info, used, "", None
+    if layer is None:
+        layer = default_layer(model, info.calls, x, used.key, grid=grid,
+                              prefix_tokens=prefix_tokens)[0]  # fmt: skip
     path, target_layer = _layers.resolve_layer(model, layer, info.calls)
     check_spatial(path, target_layer, info.calls)
+    explained_tokens(model, info.calls, x, target_layer, grid=grid, prefix_tokens=prefix_tokens)
     if _layers.feeds(model, target_layer, used.key) is False:
         raise ValueError(
             f"`layer` {path!r} does not feed the explained output, so its gradient is "
@@ -256,7 +267,8 @@ def pick_output(out: Any, key: int | str | None) -> Any:
 
 
 def check_spatial(path: str, layer: keras.layers.Layer, calls: list[_layers.LayerCall]) -> None:
-    """A ValueError unless ``layer`` runs once with a ``[B, h, w, K]`` output, h, w > 1.
+    """A ValueError unless ``layer`` runs once with a ``[B, h, w, K]`` output, h, w > 1,
+    or a ``[B, tokens, dim]`` output (explained on its patch grid).
 
     Example: ``check_spatial("conv2", layer, info.calls)``.
     """
@@ -273,9 +285,10 @@ def check_spatial(path: str, layer: keras.layers.Layer, calls: list[_layers.Laye
             "its map is ambiguous; pick a layer that runs once. Layers with spatial output: "
             f"{', '.join(_layers.spatial_paths(calls))}. Received: layer={path!r}"
         )
-    if not seen[-1].is_spatial:
+    if not (seen[-1].is_spatial or seen[-1].is_tokens):
         raise ValueError(
             f"`layer` {path!r} has output shape {(None, *seen[-1].output_shape[1:])}, not a "
-            "spatial [batch, h, w, channels] map with h, w > 1. Layers with spatial output: "
+            "spatial [batch, h, w, channels] map with h, w > 1 nor [batch, tokens, dim]. "
+            "Layers with spatial output: "
             f"{', '.join(_layers.spatial_paths(calls))}. Received: layer={path!r}"
         )

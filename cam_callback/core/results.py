@@ -58,6 +58,8 @@ class ModelCheck:
             ``"binary_logits"`` or ``"multilabel_logits"`` (linear units, sigmoid
             applied here).
         backend: The Keras backend computing the maps.
+        note: Why this layer and grid: for a token layer, its patch grid and the prefix
+            tokens dropped; for a default layer, why it was chosen.
     """
 
     layer: str
@@ -66,3 +68,4 @@ class ModelCheck:
     score: str = "logit"
     head: str = "softmax"
     backend: str = "tensorflow"
+    note: str = ""

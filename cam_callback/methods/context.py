@@ -17,6 +17,7 @@ import numpy as np
 from cam_callback import backends
 from cam_callback.core.engine import Engine, build_cam_function, cached_engine, hooked_forward
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
+from cam_callback.core.tokens import TokenGrid
 from cam_callback.methods.guided import guided_relus, relu_kind
 
 
@@ -37,6 +38,9 @@ class MethodContext:
         info: What inspecting the model found (its layer calls, ``info.calls``).
         head: How the output is explained (``head.kind``: ``"softmax"``, ``"logits"``,
             ``"binary"`` or ``"multilabel"``).
+        tokens: The patch grid of a token layer ``[batch, tokens, dim]`` (prefix tokens
+            dropped), or ``None``: :meth:`activations`, :meth:`gradients` and the
+            ``*_from_layer`` methods then work on ``[B, h, w, dim]`` patch grids.
     """
 
     def __init__(
@@ -51,8 +55,12 @@ class MethodContext:
         target_layer: keras.layers.Layer | None,
         output: int | str | None,
         batch_size: int,
+        tokens: TokenGrid | None = None,
     ) -> None:
         self.model = model
+        self.tokens = tokens
+        self._prefix: np.ndarray | None = None  # the images' prefix tokens, once read
+        self._grids: np.ndarray | None = None  # and their patch grids
         self.images = images
         self.layer = layer
         self.score = head.score
@@ -89,9 +97,15 @@ class MethodContext:
         ))  # fmt: skip
 
     def activations(self, images: np.ndarray | None = None) -> np.ndarray:
-        """The explained layer's output ``[B, h, w, K]`` (float32)."""
+        """The explained layer's output ``[B, h, w, K]`` (float32); a token layer's patch grid."""
         x = self.images if images is None else images
-        return layer_activations(self.model, x, self.target_layer, batch_size=self.batch_size)
+        a = layer_activations(self.model, x, self.target_layer, batch_size=self.batch_size)
+        if self.tokens is None:
+            return a
+        t = self.tokens
+        if images is None:
+            self._prefix = a[:, : t.prefix]
+        return np.ascontiguousarray(a[:, t.prefix :].reshape(len(a), t.height, t.width, -1))
 
     def gradients(
         self,
@@ -111,7 +125,9 @@ class MethodContext:
         x = self.images if images is None else self._input(images)
         t = self.targets if targets is None else np.asarray(targets)
         layer = None if wrt == "input" else self.target_layer
-        fn = _gradient_function(self.model, self.info, self.head, layer, x, guided=guided)
+        tokens = None if layer is None else self.tokens
+        fn = _gradient_function(self.model, self.info, self.head, layer, x, guided=guided,
+                                tokens=tokens)  # fmt: skip
         src, grads = [], []
         for i in range(0, len(x), self.batch_size):
             s, g = fn(x[i : i + self.batch_size], t[i : i + self.batch_size].astype(np.int32))
@@ -123,10 +139,12 @@ class MethodContext:
         """The head's probabilities ``[B, C]`` with the explained layer's output replaced.
 
         Runs only the part of the model after the layer. Needs a layer in the
-        top-level graph of a Functional or Sequential model.
+        top-level graph of a Functional or Sequential model. A token layer's grid
+        goes back into tokens, each row with the prefix tokens of the context's
+        image it matches best (an ablated copy of image ``i`` gets image ``i``'s).
         """
         suffix = _suffix_model(self.model, self.target_layer, self.layer)
-        a = np.ascontiguousarray(activations, np.float32)
+        a = self._as_layer_output(activations)
         output = self.output if self.head.key is not None else None
         return predict_probabilities(
             suffix, a, output=output, batch_size=self.batch_size, head=self.head.request
@@ -138,12 +156,27 @@ class MethodContext:
         As :meth:`predict_from_layer`, for :attr:`score` (logits or probabilities).
         """
         suffix = _suffix_model(self.model, self.target_layer, self.layer)
-        a = np.ascontiguousarray(activations, np.float32)
+        a = self._as_layer_output(activations)
         output = self.output if self.head.key is not None else None
         return self._checked(predict_scores(
             suffix, a, score=self.score, output=output, batch_size=self.batch_size,
             head=self.head.request,
         ))  # fmt: skip
+
+    def _as_layer_output(self, activations: np.ndarray) -> np.ndarray:
+        a = np.ascontiguousarray(activations, np.float32)
+        t = self.tokens
+        if t is None:
+            return a
+        patches = a.reshape(len(a), t.height * t.width, a.shape[-1])
+        if t.prefix == 0:
+            return patches
+        if self._grids is None:
+            self._grids = self.activations()  # keeps the images' prefix tokens too
+        flat = self._grids.reshape(len(self._grids), -1)
+        # The image whose own patch grid agrees with the row in the most entries.
+        owner = [int(np.argmax((flat == row).sum(1))) for row in a.reshape(len(a), -1)]
+        return np.ascontiguousarray(np.concatenate([self._prefix[owner], patches], axis=1))
 
     def _input(self, images: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(images, dtype=self.images.dtype)
@@ -201,11 +234,13 @@ def _gradient_function(
     x: np.ndarray,
     *,
     guided: bool = False,
+    tokens: TokenGrid | None = None,
 ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``fn(images, targets) -> (source, grads)``, compiled once per model and key."""
     path = "" if layer is None else next(c.path for c in info.calls if c.layer is layer)
-    key = ("raw_gradients", path, head, x.shape[1:], x.dtype.str, guided)
-    build = functools.partial(_build_gradients, model, info, head, layer, x, use_guided=guided)
+    key = ("raw_gradients", path, head, tokens, x.shape[1:], x.dtype.str, guided)
+    build = functools.partial(_build_gradients, model, info, head, layer, x, use_guided=guided,
+                              tokens=tokens)  # fmt: skip
     return cached_engine(model, key, lambda: Engine(fn=build())).fn
 
 
@@ -216,12 +251,14 @@ def _build_gradients(
     layer: keras.layers.Layer | None,
     x: np.ndarray,
     use_guided: bool = False,
+    tokens: TokenGrid | None = None,
 ) -> Callable:
     """The shared backend interface (:mod:`cam_callback.backends`), returning raw ``(A, G)``."""
     backend = backends.get()
     forward = functools.partial(
-        hooked_forward, info=info, head=head, target_layer=layer, count=not backend.EAGER
-    )
+        hooked_forward, info=info, head=head, target_layer=layer, count=not backend.EAGER,
+        tokens=tokens,
+    )  # fmt: skip
     if use_guided:
         plain, relus = forward, [c.layer for c in info.calls if relu_kind(c.layer)]
 
@@ -234,7 +271,7 @@ def _build_gradients(
     def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any]:
         return keras.ops.cast(source, "float32"), keras.ops.cast(grads, "float32")
 
-    fn = build_cam_function(model, info, layer, x, forward, finish)
+    fn = build_cam_function(model, info, layer, x, forward, finish, tokens)
 
     def run(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = fn(images, targets)

@@ -23,11 +23,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback.core.inspection import SCORES, check_score, inspect, prepare_images
+from cam_callback.core.inspection import SCORES, check_score
 from cam_callback.core.results import CAMResult
 from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
+from cam_callback.methods.resolve import resolve
 
 NEEDS: tuple[str, ...] = (
     "layer_gradients", "input_gradients", "activations", "forwards", "attention"
@@ -218,30 +219,6 @@ def _options(spec: Method, method_options: Any) -> dict[str, Any]:
     return options
 
 
-def resolve(
-    model: keras.Model, images: Any, spec: Method, layer: Any, output: Any, score: str, head: str
-) -> tuple[np.ndarray, Any, Any, str, Any]:
-    """Checks ``score``, prepares the images and inspects the model for ``spec``.
-
-    Returns ``(images, model info, resolved head, layer path, layer)``; runs the
-    entry's own layer check. Shared by :func:`compute` and ``inspect_model``.
-
-    Example:
-        >>> x, info, head, path, layer = resolve(model, x, get("gradcam"), None, None,
-        ...                                      "logit", "auto")  # doctest: +SKIP
-    """
-    check_score(score)
-    x = prepare_images(model, images)
-    # A method that always explains the logit reads the head as a logit head.
-    asked = "logit" if spec.explains == "logit" else score
-    info, used, path, target_layer = inspect(
-        model, x, layer, spec.explains_layer, output, asked, head
-    )
-    if spec.check is not None:
-        spec.check(info.calls, target_layer, path)
-    return x, info, used, path, target_layer
-
-
 def compute(
     model: keras.Model,
     images: Any,
@@ -254,8 +231,13 @@ def compute(
     batch_size: int = 32,
     method_options: Mapping[str, Any] | None = None,
     head: str = "auto",
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> CAMResult:
     """The one dispatch: checks, runs the entry (fused or over a context), normalises.
+
+    A token layer is explained on its patch grid (``grid``/``prefix_tokens``, see
+    :func:`cam_callback.core.tokens.token_grid`).
 
     Example:
         >>> compute(model, x, method="xgradcam").heatmaps.shape  # doctest: +SKIP
@@ -263,7 +245,9 @@ def compute(
     """
     spec = check_method(method)
     options = _options(spec, method_options)
-    x, info, used, path, target_layer = resolve(model, images, spec, layer, output, score, head)
+    x, info, used, path, target_layer, tokens = resolve(
+        model, images, spec, layer, output, score, head, grid=grid, prefix_tokens=prefix_tokens
+    )
     targets = prepare_targets(target, len(x), used.n_classes)
     if spec.explains == "logit" and used.score != "logit":
         raise ValueError(
@@ -273,12 +257,12 @@ def compute(
     explained = used.score if spec.explains == "score" else spec.explains
     if spec.fused:
         wrt_layer = target_layer if spec.needs == "layer_gradients" else None
-        maps, probs, chosen = run_fused(model, x, targets, spec.name, spec.fn, info, used,
-                                        path, wrt_layer, output, batch_size)  # fmt: skip
+        maps, probs, chosen = run_fused(model, x, targets, spec.name, spec.fn, info, used, path,
+                                        wrt_layer, output, batch_size, tokens)  # fmt: skip
     else:
         ctx = MethodContext(model, x, targets, info=info, head=used, layer=path,
                             target_layer=target_layer, output=output,
-                            batch_size=batch_size)  # fmt: skip
+                            batch_size=batch_size, tokens=tokens)  # fmt: skip
         maps = np.asarray(spec.fn(ctx, **options), np.float64)
         probs, chosen = ctx.probabilities, ctx.targets
     input_res = not spec.explains_layer or spec.input_maps

@@ -23,6 +23,7 @@ from cam_callback.core.engine import (
 from cam_callback.core.heads import Head
 from cam_callback.core.inspection import ModelInfo
 from cam_callback.core.results import CAMError
+from cam_callback.core.tokens import TokenGrid
 
 
 def run_fused(  # noqa: PLR0913
@@ -37,18 +38,20 @@ def run_fused(  # noqa: PLR0913
     layer: keras.layers.Layer | None,
     output: Any,
     batch_size: int,
+    tokens: TokenGrid | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(maps, probs, chosen)``: ``finish_fn(A, G)`` run in the compiled call, chunk by chunk.
 
-    The compiled function is cached per (layer, method, head, input signature), so
-    it is traced once. ``layer=None`` differentiates by the input.
+    The compiled function is cached per (layer, method, head, token grid, input
+    signature), so it is traced once. ``layer=None`` differentiates by the input;
+    a token layer (``tokens``) is explained on its patch grid.
 
     Example:
         >>> maps, probs, chosen = run_fused(model, x, t, "gradcam", gradcam, ...)  # doctest: +SKIP
     """
-    key = (path, name, used, x.shape[1:], x.dtype.str)
+    key = (path, name, used, tokens, x.shape[1:], x.dtype.str)
     engine = cached_engine(
-        model, key, lambda: _fused_engine(model, info, layer, finish_fn, used, x)
+        model, key, lambda: _fused_engine(model, info, layer, finish_fn, used, x, tokens)
     )
     maps, probs, chosen = [], [], []
     for chunk, chunk_targets, n in chunks(x, targets, batch_size=batch_size):
@@ -70,19 +73,26 @@ def run_fused(  # noqa: PLR0913
     return np.concatenate(maps), np.concatenate(probs), np.concatenate(chosen)
 
 
-def _fused_engine(
-    model: keras.Model, info: ModelInfo, layer: Any, finish_fn: Callable, head: Head, x: np.ndarray
+def _fused_engine(  # noqa: PLR0913
+    model: keras.Model,
+    info: ModelInfo,
+    layer: Any,
+    finish_fn: Callable,
+    head: Head,
+    x: np.ndarray,
+    tokens: TokenGrid | None,
 ) -> Engine:
     backend = backends.get()
 
     def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
         return hooked_forward(call, m, images, targets, capture, info=info, head=head,
-                              target_layer=layer, count=not backend.EAGER)  # fmt: skip
+                              target_layer=layer, count=not backend.EAGER,
+                              tokens=tokens)  # fmt: skip
 
     def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
         a = keras.ops.cast(source, "float32")
         g = keras.ops.cast(grads, "float32")
         return keras.ops.cast(finish_fn(a, g), "float32"), probs, keras.ops.cast(chosen, "int32")
 
-    return Engine(fn=build_cam_function(model, info, layer, x, forward, finish),
+    return Engine(fn=build_cam_function(model, info, layer, x, forward, finish, tokens),
                   errors=backend.ERRORS)  # fmt: skip

@@ -1,0 +1,212 @@
+"""Token layers of a model: their patch grid, and the default layer of a Vision Transformer.
+
+A class-token ViT reads only token 0 after its last attention, so the patch tokens
+of every later layer (the last block's output, the final norm) never reach the
+score: Grad-CAM there is zero. :func:`default_layer` walks back from the end and
+picks the last layer whose patch tokens do reach the output, found by perturbing
+them in one eager forward; on keras-hub's ViT that is the last block's first
+LayerNorm, pytorch-grad-cam's advice for ViTs.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback import backends
+from cam_callback import layers as _layers
+from cam_callback.core.tokens import TokenGrid, token_grid
+
+_DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # {model: {key: (path, why)}}
+
+
+def patch_size_hint(model: keras.Model) -> int | tuple[int, int] | None:
+    """The ``patch_size`` a model or one of its layers declares (keras-hub's and keras.io's do).
+
+    Example:
+        >>> patch_size_hint(vit)  # doctest: +SKIP
+        8
+    """
+    for obj in (model, *(layer for _, layer in _layers.iter_layers(model))):
+        size = getattr(obj, "patch_size", None)
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+        if (
+            isinstance(size, (tuple, list))
+            and len(size) == 2
+            and all(isinstance(s, int) and s > 0 for s in size)
+        ):
+            return int(size[0]), int(size[1])
+    return None
+
+
+def layer_tokens(
+    model: keras.Model,
+    call: _layers.LayerCall,
+    image: tuple[int, int],
+    *,
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
+) -> TokenGrid | None:
+    """The patch grid of ``call``'s token output, or ``None`` for a spatial (4-D) layer.
+
+    Raises:
+        ValueError: A grid that cannot be known (naming ``grid=`` and ``prefix_tokens=``),
+            or ``grid``/``prefix_tokens`` given for a layer that has no tokens.
+
+    Example:
+        >>> layer_tokens(vit, call, (32, 32))  # doctest: +SKIP
+        TokenGrid(prefix=1, height=4, width=4)
+    """
+    if not call.is_tokens:
+        if grid is not None or prefix_tokens is not None:
+            raise ValueError(
+                f"`grid` and `prefix_tokens` apply to token layers ([batch, tokens, dim]); layer "
+                f"{call.path!r} has output shape {(None, *call.output_shape[1:])}. "
+                f"Received: grid={grid!r}, prefix_tokens={prefix_tokens!r}"
+            )
+        return None
+    return token_grid(
+        call.output_shape,
+        image,
+        patch_size=patch_size_hint(model),
+        grid=grid,
+        prefix_tokens=prefix_tokens,
+        layer=call.path,
+    )
+
+
+def explained_tokens(
+    model: keras.Model,
+    calls: list[_layers.LayerCall],
+    x: np.ndarray,
+    target_layer: keras.layers.Layer | None,
+    *,
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
+) -> TokenGrid | None:
+    """The patch grid of the explained layer when it outputs tokens, else ``None``.
+
+    Raises:
+        ValueError: The grid cannot be known (the message names ``grid=`` and
+            ``prefix_tokens=``), or those were given for a layer without tokens.
+
+    Example:
+        >>> explained_tokens(vit, info.calls, x, layer)  # doctest: +SKIP
+        TokenGrid(prefix=1, height=4, width=4)
+    """
+    if target_layer is None:
+        if grid is not None or prefix_tokens is not None:
+            raise ValueError(
+                "`grid` and `prefix_tokens` apply to a token layer; this method explains the "
+                f"input. Received: grid={grid!r}, prefix_tokens={prefix_tokens!r}"
+            )
+        return None
+    call = next(c for c in calls if c.layer is target_layer)
+    return layer_tokens(model, call, x.shape[1:3], grid=grid, prefix_tokens=prefix_tokens)
+
+
+def reaches_output(
+    model: keras.Model, layer: keras.layers.Layer, tokens: TokenGrid, sample: np.ndarray, key: Any
+) -> bool:
+    """Whether ``layer``'s patch tokens change the model's output ``key`` on ``sample``.
+
+    One eager forward with random noise added to the patch tokens (prefix tokens
+    untouched), compared with a clean one. Noise, not a constant shift, which the
+    next LayerNorm would remove.
+
+    Example:
+        >>> reaches_output(vit, last_block, TokenGrid(1, 4, 4), x[:1], None)  # doctest: +SKIP
+        False
+    """
+    def run(noisy: bool) -> np.ndarray:
+        def hook(call: Any, args: tuple, kwargs: dict) -> Any:
+            out = call(*args, **kwargs)
+            if not noisy:
+                return out
+            t, d = int(out.shape[1]), int(out.shape[2])
+            noise = np.random.default_rng(0).standard_normal((1, t, d)).astype(np.float32)
+            noise[:, : tokens.prefix] = 0.0
+            scale = keras.ops.std(keras.ops.cast(out, "float32")) + 1.0
+            return out + keras.ops.cast(keras.ops.convert_to_tensor(noise) * scale, out.dtype)
+
+        with backends.inference(model), _layers.intercepted({layer: hook}):
+            out = model(sample, training=False)
+        out = out[0] if isinstance(out, (list, tuple)) and key is None else out
+        out = out if key is None else out[key]
+        return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+
+    clean, noisy = run(False), run(True)
+    return bool(np.abs(noisy - clean).max() > 1e-6 * (1.0 + np.abs(clean).max()))
+
+
+def default_layer(
+    model: keras.Model,
+    calls: list[_layers.LayerCall],
+    x: np.ndarray,
+    key: Any,
+    *,
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
+) -> tuple[str, str]:
+    """``(path, why)``: the layer explained when none is named, cached per model and input.
+
+    The last layer with a spatial output, or with a token output whose patch grid
+    is known and whose patch tokens reach the explained output ``key``.
+
+    Raises:
+        ValueError: No such layer; where token layers were skipped because their
+            grid cannot be known, that error (naming ``grid=``/``prefix_tokens=``).
+
+    Example:
+        >>> default_layer(vit, info.calls, x, None)  # doctest: +SKIP
+        ('vi_t_backbone/vit_encoder/transformer_block_2/ln_1', 'the last layer whose ...')
+    """
+    cache = _DEFAULTS.setdefault(model, {})
+    ckey = (x.shape[1:], x.dtype.str, key, grid, prefix_tokens)
+    if ckey in cache:
+        return cache[ckey]
+    by_path: dict[str, list[_layers.LayerCall]] = {}
+    for c in calls:
+        by_path.setdefault(c.path, []).append(c)
+    skipped, grid_error = [], None
+    for path in reversed(_layers.spatial_paths(calls)):
+        seen = by_path[path]
+        if len(seen) > 1 or not isinstance(seen[0].layer, keras.layers.Layer):
+            continue  # a shared layer cannot be explained
+        if seen[0].is_spatial:
+            found = (path, "the last layer with a spatial output")
+            break
+        try:
+            tokens = layer_tokens(model, seen[0], x.shape[1:3], grid=grid,
+                                  prefix_tokens=prefix_tokens)  # fmt: skip
+        except ValueError as exc:
+            grid_error = grid_error or exc
+            continue
+        if tokens.prefix == 0 or reaches_output(model, seen[0].layer, tokens, x[:1], key):
+            why = (
+                f"the last token layer whose patch tokens reach the output ({tokens.height} x "
+                f"{tokens.width} patches, {tokens.prefix} prefix tokens dropped)"
+            )
+            if skipped:
+                why += (
+                    f"; the patch tokens of {len(skipped)} later layers (from {skipped[0]!r}) "
+                    "do not reach it (only the class token is read), so their Grad-CAM is zero"
+                )
+            found = (path, why)
+            break
+        skipped.insert(0, path)
+    else:
+        if grid_error is not None:
+            raise grid_error
+        raise ValueError(
+            "`layer`: the model has no layer with a spatial output (4-D, h and w > 1) or a "
+            "token output whose patches reach the output, so there is nothing for a class "
+            'activation map to explain. Use method="saliency" for an input-gradient map '
+            "instead. Received: layer=None"
+        )
+    cache[ckey] = found
+    return found
