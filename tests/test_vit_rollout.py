@@ -29,6 +29,7 @@ from cam_callback import compute_cams, inspect_model  # noqa: E402
 from cam_callback.core.attention import captured_attention  # noqa: E402
 
 DEPTH = 2
+pytestmark = pytest.mark.filterwarnings("ignore:head='auto'")  # the test ViTs have linear heads
 OPTIONS = ({}, {"discard_ratio": 0.5})
 
 
@@ -91,7 +92,8 @@ def as_map(r: np.ndarray, prefix: int = 1, side: int = 4) -> np.ndarray:
     """The class token's row over the patches (the patch rows' mean without one), normalised."""
     row = r[:, 0, prefix:] if prefix else r.mean(1)
     m = np.maximum(row.reshape(len(r), side, side), 0)
-    return m / m.reshape(len(m), -1).max(1)[:, None, None]
+    peak = m.reshape(len(m), -1).max(1)[:, None, None]
+    return np.where(peak > 0, m / np.where(peak > 0, peak, 1), 0)  # an all-zero map stays 0
 
 
 def tape_gradients(model: keras.Model, x: np.ndarray, targets: np.ndarray):

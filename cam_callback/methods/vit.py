@@ -44,6 +44,7 @@ from cam_callback.core.engine import (
     hooked_forward,
     in_chunks,
 )
+from cam_callback.core.token_layers import patch_size_hint
 from cam_callback.core.tokens import TokenGrid, token_grid
 from cam_callback.layers import LayerCall
 from cam_callback.methods.context import MethodContext
@@ -177,15 +178,20 @@ def gradient_rollout(ctx: MethodContext) -> np.ndarray:
 
 
 def _grid(ctx: MethodContext, calls: list[LayerCall]) -> TokenGrid:
+    """The explained layer's grid where its tokens are the attention's, else found afresh."""
     tokens = {attention_shape(c)[1] for c in calls}
     if len(tokens) != 1:
         raise ValueError(
-            f"rollout multiplies the attention of every block, which needs one token count; "
+            "rollout multiplies the attention of every block, which needs one token count; "
             f"the attention layers have {sorted(tokens)}. Received: layers="
             f"{[c.path for c in calls]}"
         )
     n = tokens.pop()
-    return token_grid((None, n, 1), tuple(ctx.images.shape[1:3]), layer=calls[-1].path)
+    if ctx.tokens is not None and ctx.tokens.tokens == n:
+        return ctx.tokens  # grid= and prefix_tokens= given to compute_cams are in it
+    image = (int(ctx.images.shape[1]), int(ctx.images.shape[2]))
+    return token_grid((None, n, 1), image, patch_size=patch_size_hint(ctx.model),
+                      layer=calls[-1].path)  # fmt: skip
 
 
 def _gradient_engine(ctx: MethodContext, calls: list[LayerCall], grid: TokenGrid) -> Engine:
