@@ -44,10 +44,10 @@ from cam_callback.core.engine import (
     hooked_forward,
     in_chunks,
 )
+from cam_callback.core.results import CAMError
 from cam_callback.core.token_layers import patch_size_hint
 from cam_callback.core.tokens import TokenGrid, token_grid
 from cam_callback.layers import LayerCall
-from cam_callback.methods.context import MethodContext
 from cam_callback.methods.core import register_builtin
 
 
@@ -127,11 +127,22 @@ def token_map(relevance: Any, grid: TokenGrid) -> Any:
     return ops.reshape(row, (-1, grid.height, grid.width))
 
 
-def rollout(ctx: MethodContext, *, discard_ratio: float = 0.0) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema 2020) on the patch grid, ``[N, h, w]``.
+def rollout(
+    model: keras.Model,
+    images: np.ndarray,
+    targets: np.ndarray,
+    info: Any,
+    head: Any,
+    tokens: TokenGrid | None,
+    batch_size: int,
+    *,
+    discard_ratio: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Attention rollout (Abnar & Zuidema 2020): ``(maps [N, h, w], probabilities, classes)``.
 
-    ``discard_ratio`` in ``[0, 1)``: share of each block's lowest head-mean
-    attention set to 0 before the identity is added (0: the paper's recursion).
+    One compiled forward per batch gives the attention, the maps and the head's
+    probabilities. ``discard_ratio`` in ``[0, 1)``: share of each block's lowest
+    head-mean attention set to 0 before the identity is added (0: the paper's recursion).
 
     Example:
         >>> compute_cams(vit, x, method="rollout",
@@ -143,64 +154,111 @@ def rollout(ctx: MethodContext, *, discard_ratio: float = 0.0) -> np.ndarray:
         raise ValueError(
             f"`discard_ratio` must be a float in [0, 1). Received: discard_ratio={discard_ratio!r}"
         )
-    calls = check_attention_calls(ctx.info.calls, "rollout")
-    grid = _grid(ctx, calls)
-    x = ctx.images
+    calls = check_attention_calls(info.calls, "rollout")
+    grid = _grid(model, images, tokens, calls)
     layers = [c.layer for c in calls]
+    ops = keras.ops
 
-    def body(call: Any, m: keras.Model, images: Any) -> Any:
+    def body(call: Any, m: keras.Model, batch: Any) -> Any:
         seen: list[Any] = []
+        unset = -ops.ones((ops.shape(batch)[0],), "int32")  # classes are picked outside
         with captured_attention(layers, lambda i, a, q: seen.append(a) or a):
-            call(m, images)
-        return token_map(rollout_matrix(seen, float(discard_ratio)), grid)
+            _, probs, _, _ = hooked_forward(call, m, batch, unset, _same, info=info, head=head,
+                                            target_layer=None, count=False)  # fmt: skip
+        maps = token_map(rollout_matrix(seen, float(discard_ratio)), grid)
+        flat = ops.reshape(maps, (-1, grid.height * grid.width))
+        return ops.concatenate([flat, ops.cast(probs, "float32")], axis=1)
 
-    key = ("rollout", grid, float(discard_ratio), x.shape[1:], x.dtype.str)
-    return in_chunks(cached_function(ctx.model, key, x, body), x, ctx.batch_size)
+    key = ("rollout", grid, head, float(discard_ratio), images.shape[1:], images.dtype.str)
+    both = _guarded("rollout", images, lambda: in_chunks(
+        cached_function(model, key, images, body), images, batch_size
+    ))  # fmt: skip
+    n_maps = grid.height * grid.width
+    probs = both[:, n_maps:]
+    chosen = np.where(targets < 0, probs.argmax(1), targets).astype(np.int64)
+    return both[:, :n_maps].reshape(-1, grid.height, grid.width), probs, chosen
 
 
-def gradient_rollout(ctx: MethodContext) -> np.ndarray:
-    """Gradient-weighted rollout (Chefer, Gur & Wolf 2021) on the patch grid, ``[N, h, w]``.
+def gradient_rollout(
+    model: keras.Model,
+    images: np.ndarray,
+    targets: np.ndarray,
+    info: Any,
+    head: Any,
+    tokens: TokenGrid | None,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradient-weighted rollout (Chefer, Gur & Wolf 2021): ``(maps, probabilities, classes)``.
+
+    One compiled forward and gradient per batch.
 
     Example:
         >>> compute_cams(vit, x, method="gradient_rollout").heatmaps.shape  # doctest: +SKIP
         (8, 6, 6)
     """
-    calls = check_attention_calls(ctx.info.calls, "gradient_rollout")
-    grid = _grid(ctx, calls)
-    x = ctx.images
-    key = ("gradient_rollout", grid, ctx.head, x.shape[1:], x.dtype.str)
-    engine = cached_engine(ctx.model, key, lambda: _gradient_engine(ctx, calls, grid))
-    maps = [
-        engine.fn(chunk, t)[0][:n]
-        for chunk, t, n in chunks(x, ctx.targets.astype(np.int32), batch_size=ctx.batch_size)
-    ]
-    return np.concatenate(maps)
+    calls = check_attention_calls(info.calls, "gradient_rollout")
+    grid = _grid(model, images, tokens, calls)
+    key = ("gradient_rollout", grid, head, images.shape[1:], images.dtype.str)
+    engine = cached_engine(model, key, lambda: _gradient_engine(model, images, info, head,
+                                                                calls, grid))  # fmt: skip
+    maps, probs, chosen = [], [], []
+    for chunk, t, n in chunks(images, targets.astype(np.int32), batch_size=batch_size):
+        m, p, c, connected = _guarded("gradient_rollout", images, lambda: engine.fn(chunk, t))
+        if not connected:
+            raise ValueError(
+                "`method` 'gradient_rollout': the explained score does not depend on the "
+                "attention (no gradient reaches it), so the map cannot be computed. "
+                "Received: method='gradient_rollout'"
+            )
+        maps.append(m[:n])
+        probs.append(p[:n])
+        chosen.append(c[:n])
+    return np.concatenate(maps), np.concatenate(probs), np.concatenate(chosen).astype(np.int64)
 
 
-def _grid(ctx: MethodContext, calls: list[LayerCall]) -> TokenGrid:
+def _same(out: Any) -> Any:
+    return out
+
+
+def _guarded(method: str, images: np.ndarray, run: Any) -> Any:
+    """``run()``, with the backend's own failures re-raised as a CAMError in context."""
+    try:
+        return run()
+    except backends.get().ERRORS as exc:
+        raise CAMError(
+            f"computing {method} maps failed on input of shape {images.shape}: {exc}"
+        ) from exc
+
+
+def _grid(
+    model: keras.Model, images: np.ndarray, tokens: TokenGrid | None, calls: list[LayerCall]
+) -> TokenGrid:
     """The explained layer's grid where its tokens are the attention's, else found afresh."""
-    tokens = {attention_shape(c)[1] for c in calls}
-    if len(tokens) != 1:
+    counts = {attention_shape(c)[1] for c in calls}
+    if len(counts) != 1:
         raise ValueError(
             "rollout multiplies the attention of every block, which needs one token count; "
-            f"the attention layers have {sorted(tokens)}. Received: layers="
+            f"the attention layers have {sorted(counts)}. Received: layers="
             f"{[c.path for c in calls]}"
         )
-    n = tokens.pop()
-    if ctx.tokens is not None and ctx.tokens.tokens == n:
-        return ctx.tokens  # grid= and prefix_tokens= given to compute_cams are in it
-    image = (int(ctx.images.shape[1]), int(ctx.images.shape[2]))
-    return token_grid((None, n, 1), image, patch_size=patch_size_hint(ctx.model),
+    n = counts.pop()
+    if tokens is not None and tokens.tokens == n:
+        return tokens  # grid= and prefix_tokens= given to compute_cams are in it
+    image = (int(images.shape[1]), int(images.shape[2]))
+    return token_grid((None, n, 1), image, patch_size=patch_size_hint(model),
                       layer=calls[-1].path)  # fmt: skip
 
 
-def _gradient_engine(ctx: MethodContext, calls: list[LayerCall], grid: TokenGrid) -> Engine:
+def _gradient_engine(
+    model: keras.Model, x: np.ndarray, info: Any, head: Any, calls: list[LayerCall],
+    grid: TokenGrid,
+) -> Engine:
     """``fn(images, targets) -> (maps, probs, chosen, connected)``, compiled once."""
     backend = backends.get()
     shapes = [attention_shape(c) for c in calls]
     sizes = [int(np.prod(s)) for s in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    info, head, layers = ctx.info, ctx.head, [c.layer for c in calls]
+    layers = [c.layer for c in calls]
     ops = keras.ops
 
     def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
@@ -236,9 +294,8 @@ def _gradient_engine(ctx: MethodContext, calls: list[LayerCall], grid: TokenGrid
         maps = token_map(gradient_rollout_matrix(a, g), grid)
         return ops.cast(maps, "float32"), probs, ops.cast(chosen, "int32")
 
-    x = ctx.images
     fn = backend.cam_function(
-        weakref.ref(ctx.model),  # the engine is cached on the model: no cycle through it
+        weakref.ref(model),  # the engine is cached on the model: no cycle through it
         forward,
         finish,
         wrt_input=False,
@@ -246,7 +303,7 @@ def _gradient_engine(ctx: MethodContext, calls: list[LayerCall], grid: TokenGrid
         source_shape=(offsets[-1],),
     )
     if backend.EAGER:
-        count_trace(ctx.model)
+        count_trace(model)
     return Engine(fn=fn, errors=backend.ERRORS)
 
 
