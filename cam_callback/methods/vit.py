@@ -22,7 +22,6 @@ default is the model's default layer); the rollout always spans every block.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,16 +30,15 @@ import numpy as np
 
 from cam_callback import backends
 from cam_callback.core.attention import (
+    attention_gradients,
     attention_shape,
     captured_attention,
     check_attention_calls,
 )
 from cam_callback.core.engine import (
-    Engine,
     cached_engine,
     cached_function,
     chunks,
-    count_trace,
     hooked_forward,
     in_chunks,
 )
@@ -199,8 +197,12 @@ def gradient_rollout(
     calls = check_attention_calls(info.calls, "gradient_rollout")
     grid = _grid(model, images, tokens, calls)
     key = ("gradient_rollout", grid, head, images.shape[1:], images.dtype.str)
-    engine = cached_engine(model, key, lambda: _gradient_engine(model, images, info, head,
-                                                                calls, grid))  # fmt: skip
+
+    def finish(attentions: list[Any], grads: list[Any]) -> Any:
+        return token_map(gradient_rollout_matrix(attentions, grads), grid)
+
+    engine = cached_engine(model, key, lambda: attention_gradients(model, images, info, head,
+                                                                   calls, finish))  # fmt: skip
     maps, probs, chosen = [], [], []
     for chunk, t, n in chunks(images, targets.astype(np.int32), batch_size=batch_size):
         m, p, c, connected = _guarded("gradient_rollout", images, lambda: engine.fn(chunk, t))
@@ -247,64 +249,6 @@ def _grid(
     image = (int(images.shape[1]), int(images.shape[2]))
     return token_grid((None, n, 1), image, patch_size=patch_size_hint(model),
                       layer=calls[-1].path)  # fmt: skip
-
-
-def _gradient_engine(
-    model: keras.Model, x: np.ndarray, info: Any, head: Any, calls: list[LayerCall],
-    grid: TokenGrid,
-) -> Engine:
-    """``fn(images, targets) -> (maps, probs, chosen, connected)``, compiled once."""
-    backend = backends.get()
-    shapes = [attention_shape(c) for c in calls]
-    sizes = [int(np.prod(s)) for s in shapes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    layers = [c.layer for c in calls]
-    ops = keras.ops
-
-    def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
-        held: dict[str, Any] = {}
-        seen: list[Any] = []
-
-        def sink(i: int, a: Any, query: Any) -> Any:
-            if i == 0:
-                # One zero [B, sum of sizes] to differentiate by, added to every block's
-                # attention. Tied to the query because TensorFlow's tape only follows
-                # tensors derived from watched ones; the tie is exactly zero.
-                tie = ops.mean(ops.cast(query, "float32"), axis=(1, 2, 3))[:, None]
-                tie = ops.where(ops.isfinite(tie), tie, ops.zeros_like(tie)) * 0.0
-                held["zero"] = capture(tie + ops.zeros((1, offsets[-1]), "float32"))
-            seen.append(ops.reshape(ops.cast(a, "float32"), (-1, sizes[i])))
-            part = held["zero"][:, offsets[i] : offsets[i + 1]]
-            return a + ops.cast(ops.reshape(part, (-1, *shapes[i])), a.dtype)
-
-        with captured_attention(layers, sink):
-            total, probs, chosen, _ = hooked_forward(
-                call, m, images, targets, capture, info=info, head=head, target_layer=None,
-                count=not backend.EAGER,
-            )  # fmt: skip
-        # The attention values ride along with `chosen`, which every backend hands to
-        # `finish` untouched (JAX's auxiliary output): only the zero is differentiated.
-        return total, probs, (chosen, ops.concatenate(seen, axis=1)), held["zero"]
-
-    def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
-        chosen, flat = chosen
-        parts = [(flat[:, a:b], grads[:, a:b]) for a, b in zip(offsets, offsets[1:])]
-        a = [ops.reshape(v, (-1, *s)) for (v, _), s in zip(parts, shapes, strict=True)]
-        g = [ops.reshape(ops.cast(d, "float32"), (-1, *s)) for (_, d), s in zip(parts, shapes)]
-        maps = token_map(gradient_rollout_matrix(a, g), grid)
-        return ops.cast(maps, "float32"), probs, ops.cast(chosen, "int32")
-
-    fn = backend.cam_function(
-        weakref.ref(model),  # the engine is cached on the model: no cycle through it
-        forward,
-        finish,
-        wrt_input=False,
-        spec=(tuple(x.shape[1:]), x.dtype.name),
-        source_shape=(offsets[-1],),
-    )
-    if backend.EAGER:
-        count_trace(model)
-    return Engine(fn=fn, errors=backend.ERRORS)
 
 
 def _check(method: str) -> Any:
