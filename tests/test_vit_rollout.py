@@ -248,15 +248,20 @@ def test_the_same_weights_give_the_same_rollouts_on_jax_and_torch(vit, tmp_path)
 
 
 def maps_of(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    # `layer` only picks the token grid; naming it skips the default-layer search.
+    kw = {"layer": f"block{DEPTH}_ln1", "head": "logits"}
     out = {}
     for i, options in enumerate(OPTIONS):
-        out[f"rollout{i}"] = compute_cams(model, x, method="rollout", method_options=options).heatmaps
-    out["gradient_rollout"] = compute_cams(model, x, method="gradient_rollout").heatmaps
+        out[f"rollout{i}"] = compute_cams(model, x, method="rollout", method_options=options,
+                                          **kw).heatmaps  # fmt: skip
+    out["gradient_rollout"] = compute_cams(model, x, method="gradient_rollout", **kw).heatmaps
     return out
 
 
 if __name__ == "__main__":
     weights, images_file, out_file = sys.argv[1:4]
+    # The weights come from the file; seeding would only import TensorFlow (seconds).
+    keras.utils.set_random_seed = lambda seed: None
     child_model = functional_vit(depth=DEPTH)
     child_model.load_weights(weights)
     np.savez(out_file, **maps_of(child_model, np.load(images_file)))
