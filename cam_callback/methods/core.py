@@ -4,11 +4,13 @@ Every method, the built-in Grad-CAM family too, is a :class:`Method` entry that
 says what it ``needs`` and what score it ``explains``. It runs either
 
 - **fused** (``fused=True``): ``fn(activations, gradients)`` in ``keras.ops``,
-  finished inside the one compiled forward-and-gradient call per batch; or
+  finished inside the one compiled forward-and-gradient call per batch;
 - over a :class:`~cam_callback.methods.context.MethodContext`: ``fn(ctx, **options)``
-  with numpy maths over backend-neutral primitives.
+  with numpy maths over backend-neutral primitives; or,
+- for ``needs="attention"`` (the attention rollouts), as its own compiled call
+  that returns the maps with the probabilities and classes it read on the way.
 
-Either way :func:`compute` normalises the maps once (:func:`normalize`).
+Every way :func:`compute` normalises the maps once (:func:`normalize`).
 """
 
 from __future__ import annotations
