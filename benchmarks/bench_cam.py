@@ -11,7 +11,11 @@ TensorFlow code, so it is timed on the TensorFlow backend only.
 ``--per-backend`` runs MobileNetV2 (96 px, 32 images) once under each of
 ``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch``, each in its own process, and
 prints ``compute_cams`` against that backend's ``predict_on_batch`` and one
-training step.
+training step. ``--model vit`` does the same for a small keras-hub ViT (96 px,
+patches of 8, 4 blocks of width 64, class-token head), explained at its default
+layer (the last block's first LayerNorm) on its 12 x 12 patch grid.
+
+     python benchmarks/bench_cam.py --per-backend --model vit
 """
 
 from __future__ import annotations
@@ -76,6 +80,22 @@ def mobilenet(size=96, n_classes=10):
     return model, "out_relu"
 
 
+def vit(size=96, n_classes=10):
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(size, size, 3), patch_size=8, num_layers=4, num_heads=4,
+        hidden_dim=64, mlp_dim=128,
+    )  # fmt: skip
+    model = keras_hub.models.ViTImageClassifier(
+        backbone=backbone, num_classes=n_classes, activation="softmax", preprocessor=None
+    )
+    return model, None  # None: the default layer, whose patch tokens reach the score
+
+
+MODELS = {"mobilenet": ("MobileNetV2(weights=None)", mobilenet), "vit": ("keras-hub ViT", vit)}
+
+
 def median_ms(fns, repeats):
     """Median ms of each function, timed round-robin so drift hits all rows alike."""
     for fn in fns.values():  # warm-up: tracing and first-call allocation are not measured
@@ -120,9 +140,9 @@ def bench(name, model, layer, repeats, size, example=True):
     return rows
 
 
-def per_backend(repeats):
-    """One MobileNetV2 row per backend, each measured in its own process."""
-    print(f"MobileNetV2(weights=None), 96 px, 32 images; {os.cpu_count()} CPU cores")
+def per_backend(repeats, model="mobilenet"):
+    """One row per backend for ``model``, each measured in its own process."""
+    print(f"{MODELS[model][0]}, 96 px, 32 images; {os.cpu_count()} CPU cores")
     print(
         f"{'backend':12s} {'compute_cams':>13s} {'predict_on_batch':>17s} {'train step':>11s} "
         f"{'cams/predict':>13s} {'cams/train':>11s}"
@@ -130,7 +150,7 @@ def per_backend(repeats):
     for backend in ("tensorflow", "jax", "torch"):
         env = {**os.environ, "KERAS_BACKEND": backend}
         out = subprocess.run(
-            [sys.executable, __file__, "--row", "--repeats", str(repeats)],
+            [sys.executable, __file__, "--row", "--repeats", str(repeats), "--model", model],
             capture_output=True,
             text=True,
             env=env,
@@ -150,14 +170,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--per-backend", action="store_true", help="a row per Keras backend")
+    parser.add_argument("--model", choices=sorted(MODELS), default="mobilenet",
+                        help="the model of --per-backend rows")  # fmt: skip
     parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.per_backend:
-        per_backend(args.repeats)
+        per_backend(args.repeats, args.model)
         return
     keras.utils.set_random_seed(0)
     if args.row:
-        rows = bench("MobileNetV2", *mobilenet(), args.repeats, 96, example=False)
+        name, build = MODELS[args.model]
+        rows = bench(name, *build(), args.repeats, 96, example=False)
         print(json.dumps({"backend": keras.backend.backend(), **rows}))
         return
     import tensorflow as tf

@@ -8,6 +8,7 @@ as a suspected-cue mask, and the run ends with animations, a review page, and
 a list of the probes whose attention landed on the frame.
 
 Run: python examples/spurious_background.py --out runs/spurious   (about 35 s on 2 CPU cores)
+     add --model vit for a tiny keras-hub Vision Transformer (pip install cam-callback[vit])
 Then: tensorboard --logdir runs/spurious
 """
 
@@ -103,6 +104,26 @@ def build_model(learning_rate: float = 1e-3) -> keras.Model:
     return model
 
 
+def build_vit(learning_rate: float = 1e-3) -> keras.Model:
+    """A tiny keras-hub ViT (12 x 12 patches of 4 pixels, class-token head), random weights."""
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(SIZE, SIZE, 3), patch_size=4, num_layers=2, num_heads=4,
+        hidden_dim=32, mlp_dim=64,
+    )  # fmt: skip
+    inp = keras.Input((SIZE, SIZE, 3))
+    tokens = backbone(keras.layers.Rescaling(1 / 255)(inp))
+    out = keras.layers.Dense(len(CLASSES), activation="softmax", name="classes")(tokens[:, 0])
+    model = keras.Model(inp, out, name="figure_vit")
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/spurious", help="log_dir for everything")
@@ -111,6 +132,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--per-class", type=int, default=4, help="probes per class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--model", choices=("cnn", "vit"), default="cnn",
+                        help="vit: a tiny keras-hub ViT, explained at its default layer")  # fmt: skip
     args = parser.parse_args(argv)
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
@@ -120,7 +143,7 @@ def main(argv=None) -> dict:
     x_val, y_val, _ = make_split(max(300, args.train // 8), 0.0, 1.0, args.seed + 1)
     probes, labels, red = make_probes(args.per_class, args.seed + 2)
 
-    model = build_model(args.lr)
+    model = build_vit(args.lr) if args.model == "vit" else build_model(args.lr)
     tracker = cam_callback.CAMTracker(
         probes.astype(np.float32),
         labels,
@@ -130,7 +153,7 @@ def main(argv=None) -> dict:
         probe_masks=np.repeat(frame_mask()[None], len(probes), axis=0),
         mask_kind="cue",  # the mask is the suspected cue: flag attention that lands on it
         target="label",  # explain the true class: what makes this homer, for the model?
-        layer=LAYER,
+        layer=None if args.model == "vit" else LAYER,  # a ViT: the patch grid it picks
     )
     model.fit(
         x.astype(np.float32),

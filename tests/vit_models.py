@@ -59,20 +59,22 @@ def functional_vit(
     heads: int = 2,
     classes: int = 3,
     class_token: bool = True,
-    seed: int = 0,
+    seed: int | None = 0,
 ) -> keras.Model:
     """A keras.io-style ViT: patches -> (class token) -> blocks -> class token or GAP -> Dense.
 
     Layer names: ``patches``, ``tokens``, ``block{i}_ln1``, ``block{i}_mha``,
     ``block{i}_add1``, ``block{i}_ln2``, ``block{i}_mlp1``, ``block{i}_mlp2``,
     ``block{i}_out`` (i from 1), ``final_ln``, ``pool``, ``logits``.
-    The head is linear (logits); with ``class_token`` it reads token 0.
+    The head is linear (logits); with ``class_token`` it reads token 0. ``seed=None``
+    leaves the seed alone (``keras.utils.set_random_seed`` imports TensorFlow).
 
     Example:
         >>> functional_vit().get_layer("block2_out").output.shape  # doctest: +SKIP
         (None, 17, 16)
     """
-    keras.utils.set_random_seed(seed)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     n = (image // patch) ** 2
     inp = keras.Input((image, image, 3))
     x = keras.layers.Conv2D(dim, patch, strides=patch, name="patches")(inp)

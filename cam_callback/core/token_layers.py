@@ -109,37 +109,50 @@ def explained_tokens(
     return layer_tokens(model, call, x.shape[1:3], grid=grid, prefix_tokens=prefix_tokens)
 
 
+def output_of(model: keras.Model, sample: np.ndarray, key: Any, hooks: dict | None = None) -> Any:
+    """The model's output ``key`` on ``sample`` as float64 numpy, one eager forward with ``hooks``.
+
+    Example:
+        >>> output_of(model, x[:1], None).shape  # doctest: +SKIP
+        (1, 3)
+    """
+    with backends.inference(model), _layers.intercepted(hooks or {}):
+        out = model(sample, training=False)
+    out = out[0] if isinstance(out, (list, tuple)) and key is None else out
+    out = out if key is None else out[key]
+    return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+
+
 def reaches_output(
-    model: keras.Model, layer: keras.layers.Layer, tokens: TokenGrid, sample: np.ndarray, key: Any
+    model: keras.Model,
+    layer: keras.layers.Layer,
+    tokens: TokenGrid,
+    sample: np.ndarray,
+    key: Any,
+    clean: np.ndarray | None = None,
 ) -> bool:
     """Whether ``layer``'s patch tokens change the model's output ``key`` on ``sample``.
 
     One eager forward with random noise added to the patch tokens (prefix tokens
-    untouched), compared with a clean one. Noise, not a constant shift, which the
-    next LayerNorm would remove.
+    untouched), compared with ``clean`` (the unperturbed output, computed when not
+    given). Noise, not a constant shift, which the next LayerNorm would remove.
 
     Example:
         >>> reaches_output(vit, last_block, TokenGrid(1, 4, 4), x[:1], None)  # doctest: +SKIP
         False
     """
-    def run(noisy: bool) -> np.ndarray:
-        def hook(call: Any, args: tuple, kwargs: dict) -> Any:
-            out = call(*args, **kwargs)
-            if not noisy:
-                return out
-            t, d = int(out.shape[1]), int(out.shape[2])
-            noise = np.random.default_rng(0).standard_normal((1, t, d)).astype(np.float32)
-            noise[:, : tokens.prefix] = 0.0
-            scale = keras.ops.std(keras.ops.cast(out, "float32")) + 1.0
-            return out + keras.ops.cast(keras.ops.convert_to_tensor(noise) * scale, out.dtype)
 
-        with backends.inference(model), _layers.intercepted({layer: hook}):
-            out = model(sample, training=False)
-        out = out[0] if isinstance(out, (list, tuple)) and key is None else out
-        out = out if key is None else out[key]
-        return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+    def hook(call: Any, args: tuple, kwargs: dict) -> Any:
+        out = call(*args, **kwargs)
+        t, d = int(out.shape[1]), int(out.shape[2])
+        noise = np.random.default_rng(0).standard_normal((1, t, d)).astype(np.float32)
+        noise[:, : tokens.prefix] = 0.0
+        scale = keras.ops.std(keras.ops.cast(out, "float32")) + 1.0
+        return out + keras.ops.cast(keras.ops.convert_to_tensor(noise) * scale, out.dtype)
 
-    clean, noisy = run(False), run(True)
+    if clean is None:
+        clean = output_of(model, sample, key)
+    noisy = output_of(model, sample, key, {layer: hook})
     return bool(np.abs(noisy - clean).max() > 1e-6 * (1.0 + np.abs(clean).max()))
 
 
@@ -172,7 +185,7 @@ def default_layer(
     by_path: dict[str, list[_layers.LayerCall]] = {}
     for c in calls:
         by_path.setdefault(c.path, []).append(c)
-    skipped, grid_error = [], None
+    skipped, grid_error, clean = [], None, None
     for path in reversed(_layers.spatial_paths(calls)):
         seen = by_path[path]
         if len(seen) > 1 or not isinstance(seen[0].layer, keras.layers.Layer):
@@ -186,7 +199,9 @@ def default_layer(
         except ValueError as exc:
             grid_error = grid_error or exc
             continue
-        if tokens.prefix == 0 or reaches_output(model, seen[0].layer, tokens, x[:1], key):
+        if tokens.prefix > 0 and clean is None:
+            clean = output_of(model, x[:1], key)
+        if tokens.prefix == 0 or reaches_output(model, seen[0].layer, tokens, x[:1], key, clean):
             why = (
                 f"the last token layer whose patch tokens reach the output ({tokens.height} x "
                 f"{tokens.width} patches, {tokens.prefix} prefix tokens dropped)"

@@ -1,0 +1,212 @@
+"""Vision Transformers: token layers on their patch grid, subclassed encoders, the default
+layer, a float64 reference, every backend, and the tracker on a tiny ViT."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from vit_models import functional_vit, hub_dinov2, hub_swin, hub_vit, images
+
+from cam_callback import CAMTracker, compute_cams, inspect_model, layer_activations, load_run
+from cam_callback.methods import principal_component
+
+HERE = Path(__file__).parent
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(scope="module")
+def fvit():
+    return functional_vit()
+
+
+@pytest.fixture(scope="module")
+def hvit():
+    model = hub_vit()
+    if model is None:
+        pytest.skip("keras-hub is not installed")
+    return model
+
+
+@pytest.fixture(scope="module")
+def x():
+    return images(3)
+
+
+def reference(model, x, layer, prefix):
+    """Tokens and their gradient from a split Functional ViT; Grad-CAM in float64 numpy.
+
+    Returns ``{class: maps [N, h, w]}``, each map divided by its max (0 stays 0).
+    """
+    import tensorflow as tf
+
+    lyr = model.get_layer(layer)
+    head = keras.Model(model.inputs, lyr.output)
+    tail = keras.Model(lyr.output, model.outputs)
+    tokens = tf.constant(keras.ops.convert_to_numpy(head(x)))
+    out = {}
+    for c in range(model.output.shape[-1]):
+        with tf.GradientTape() as tape:
+            tape.watch(tokens)
+            score = tf.reduce_sum(tail(tokens)[:, c])
+        a = tokens.numpy().astype(np.float64)[:, prefix:]
+        g = tape.gradient(score, tokens).numpy().astype(np.float64)[:, prefix:]
+        side = int(np.sqrt(a.shape[1]))
+        cam = np.maximum((a * g.mean(1, keepdims=True)).sum(-1), 0).reshape(len(x), side, side)
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        out[c] = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+    return out
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the reference's gradient is a GradientTape")
+@pytest.mark.parametrize("class_token", [True, False])
+def test_gradcam_on_tokens_matches_float64_reference(class_token, fvit, x):
+    model = fvit if class_token else functional_vit(class_token=False)
+    want = reference(model, x, "block1_out", prefix=int(class_token))
+    assert sum(float(m.max()) for m in want.values()) > 0  # not a zero-vs-zero check
+    for c, maps in want.items():
+        res = compute_cams(model, x, layer="block1_out", target=c)
+        assert res.heatmaps.shape == (3, 4, 4)
+        np.testing.assert_allclose(res.heatmaps, maps, atol=1e-5)
+
+
+def test_class_token_vit_last_block_is_zero_and_default_is_not(hvit, x):
+    encoder = f"{hvit.backbone.name}/vit_encoder"
+    check = inspect_model(hvit, x)
+    assert check.layer == f"{encoder}/transformer_block_2/ln_1"
+    assert check.map_shape == (4, 4)
+    assert "do not reach" in check.note and "1 prefix tokens dropped" in check.note
+    # The last block's patch tokens get no gradient: every gradient map is zero there.
+    last = f"{encoder}/transformer_block_2"
+    for method in ("gradcam", "gradcam_elementwise"):
+        assert compute_cams(hvit, x, layer=last, method=method).heatmaps.max() == 0.0
+    # At the default, G * A is not zero (Grad-CAM's own sign depends on the random weights).
+    assert compute_cams(hvit, x, method="gradcam_elementwise").heatmaps.max() == 1.0
+
+
+def test_layers_inside_keras_hub_encoder(hvit, x):
+    encoder = f"{hvit.backbone.name}/vit_encoder"
+    path = f"{encoder}/transformer_block_1"
+    res = compute_cams(hvit, x, layer=path)
+    assert res.layer == path and res.heatmaps.shape == (3, 4, 4)
+    assert res.heatmaps.max() == 1.0
+    by_object = compute_cams(hvit, x, layer=hvit.backbone.get_layer("vit_encoder").encoder_layers[0])
+    np.testing.assert_array_equal(by_object.heatmaps, res.heatmaps)
+    # A layer inside the block, and the model left as found (no hook stays installed).
+    compute_cams(hvit, x, layer=f"{path}/ln_2", method="layercam")
+    block = hvit.backbone.get_layer("vit_encoder").encoder_layers[0]
+    assert "call" not in block.__dict__ and "call" not in block.layer_norm_2.__dict__
+    # The map sits on the patch grid: the class token is not in it.
+    tokens = layer_activations(hvit, x, path)
+    assert tokens.shape == (3, 17, 16)
+    eig = compute_cams(hvit, x, layer=path, method="eigencam").heatmaps
+    want = principal_component(tokens[:, 1:].reshape(3, 4, 4, 16).astype(np.float64))
+    want = np.maximum(want, 0) / np.maximum(want, 0).max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(eig, want, atol=1e-5)
+
+
+def test_dinov2_register_tokens_are_dropped():
+    model = hub_dinov2()
+    if model is None:
+        pytest.skip("keras-hub has no DINOV2Backbone")
+    x = images(2, 28)
+    check = inspect_model(model, x)
+    assert check.map_shape == (4, 4) and "5 prefix tokens dropped" in check.note
+    assert check.layer.endswith("layers_1/norm1")
+    path = f"{model.layers[1].name}/encoder/layers_0"
+    tokens = layer_activations(model, x, path)
+    assert tokens.shape[1] == 1 + 4 + 16
+    eig = compute_cams(model, x, layer=path, method="eigencam").heatmaps
+    want = principal_component(tokens[:, 5:].reshape(2, 4, 4, -1).astype(np.float64))
+    want = np.maximum(want, 0) / np.maximum(want, 0).max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(eig, want, atol=1e-5)
+    # prefix_tokens= overrides the search, and a wrong one is refused by name.
+    with pytest.raises(ValueError, match="prefix_tokens=2"):
+        compute_cams(model, x, layer=path, prefix_tokens=2)
+
+
+def test_swin_tokens_without_prefix():
+    model = hub_swin()
+    if model is None:
+        pytest.skip("keras-hub has no SwinTransformerBackbone")
+    x = images(2, 32)
+    check = inspect_model(model, x)
+    assert check.map_shape == (4, 4) and "0 prefix tokens dropped" in check.note
+    res = compute_cams(model, x)
+    assert res.heatmaps.shape == (2, 4, 4) and np.isfinite(res.heatmaps).all()
+
+
+def _odd_vit():
+    """31-pixel images in 7-pixel patches: no token count tells the 4 x 4 grid."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((31, 31, 3))
+    x = keras.layers.Conv2D(8, 7, strides=7, name="patches")(inp)
+    x = keras.layers.Reshape((16, 8), name="tokens")(x)
+    x = keras.layers.Concatenate(axis=1, name="with_cls")([x[:, :1] * 0.0 + 1.0, x])
+    x = keras.layers.Dense(8, activation="relu", name="mix")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    return keras.Model(inp, keras.layers.Dense(3, name="logits")(x))
+
+
+def test_unknown_grid_names_the_argument_that_fixes_it():
+    model = _odd_vit()
+    x = images(2, 31)
+    for call in (compute_cams, inspect_model):
+        with pytest.raises(ValueError, match=r"grid=\(h, w\).*prefix_tokens=n"):
+            call(model, x, layer="mix")
+    res = compute_cams(model, x, layer="mix", grid=(4, 4))
+    assert res.heatmaps.shape == (2, 4, 4)
+    assert inspect_model(model, x, layer="mix", grid=(4, 4)).note.startswith("token layer: 1")
+    with pytest.raises(ValueError, match="apply to token layers"):
+        compute_cams(model, x, layer="patches", grid=(4, 4))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="runs the other backends in children")
+def test_same_vit_weights_same_maps_on_every_backend(fvit, x, tmp_path):
+    fvit.save_weights(tmp_path / "vit.weights.h5")
+    np.save(tmp_path / "x.npy", x)
+    here = {"block1": compute_cams(fvit, x, layer="block1_out", target=1).heatmaps}
+    assert here["block1"].max() == 1.0
+    children = {
+        b: subprocess.Popen(
+            [sys.executable, str(HERE / "_child_vit.py"), str(tmp_path)],
+            env={**os.environ, "KERAS_BACKEND": b},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for b in ("jax", "torch")
+    }
+    for b, child in children.items():
+        _, err = child.communicate(timeout=240)
+        assert child.returncode == 0, err[-3000:]
+        got = np.load(tmp_path / f"maps_{b}.npz")
+        for key, maps in here.items():
+            np.testing.assert_allclose(got[key], maps, atol=1e-4, err_msg=f"{b}/{key}")
+
+
+def test_tracker_records_a_vit(tmp_path):
+    from PIL import Image
+
+    from cam_callback import write_report
+
+    model = functional_vit()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = images(8), np.arange(8) % 3
+    tracker = CAMTracker(x[:2], y[:2], log_dir=tmp_path, class_names=["a", "b", "c"])
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0, 1] and run.layer == "block2_ln1"
+    assert run.heatmaps.shape == (3, 2, 4, 4)
+    fresh = compute_cams(model, x[:2])
+    np.testing.assert_allclose(run.heatmaps[-1], fresh.heatmaps, atol=1e-5)
+    gif = Image.open(tmp_path / "cam" / "animations" / "probe_000.gif")
+    assert gif.n_frames == 3
+    assert list((tmp_path / "cam").glob("events.out.tfevents.*"))
+    page = write_report(run)
+    assert "block2_ln1" in Path(page).read_text()
