@@ -68,7 +68,8 @@ def check_attention_calls(calls: Sequence[LayerCall], method: str) -> list[Layer
         )
     for c in found:
         layer = c.layer
-        own = type(layer)._compute_attention is not keras.layers.MultiHeadAttention._compute_attention
+        plain = keras.layers.MultiHeadAttention._compute_attention
+        own = type(layer)._compute_attention is not plain
         missing = [a for a in _NEEDED if not hasattr(layer, a)]
         shape = c.output_shape
         if own or missing or shape is None or len(shape) != 3:
