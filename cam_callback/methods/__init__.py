@@ -9,6 +9,8 @@
 - :mod:`~cam_callback.methods.activation`: ``eigencam``, ``scorecam``, ``ablationcam``.
 - :mod:`~cam_callback.methods.input`: ``gradient_x_input``, ``integrated_gradients``,
   ``smoothgrad``, ``occlusion``, ``guided_gradcam``.
+- :mod:`~cam_callback.methods.vit`: ``rollout``, ``gradient_rollout`` (Vision
+  Transformers: every ``MultiHeadAttention`` followed through the blocks).
 
 Each entry states what it ``needs`` (:data:`NEEDS`) and what it ``explains``
 (:data:`EXPLAINS`): ``"score"`` honours ``compute_cams(score=...)``, ``"logit"``
@@ -62,16 +64,17 @@ from cam_callback.methods.input import (
     occlusion,
     smoothgrad,
 )
+from cam_callback.methods.vit import gradient_rollout, rollout
 
 # isort: on
 from cam_callback.methods.maths import principal_component
 
 __all__ = [
-    "EXPLAINS", "METHODS", "NEEDS", "REGISTRY", "Method", "MethodContext", "ablationcam",
+    "EXPLAINS", "METHODS", "Method", "MethodContext", "NEEDS", "REGISTRY", "ablationcam",
     "available_methods", "cam", "check_method", "compute", "eigencam", "eigengradcam",
     "explained_score", "gap_dense_head", "get", "gradcam", "gradcam_elementwise",
-    "gradcam_plus_plus", "gradient_x_input", "guided_gradcam", "guided_relu", "guided_relus",
-    "hirescam", "integrated_gradients", "layercam", "normalize", "occlusion",
-    "principal_component", "register_method", "saliency", "scorecam", "smoothgrad",
+    "gradcam_plus_plus", "gradient_rollout", "gradient_x_input", "guided_gradcam", "guided_relu",
+    "guided_relus", "hirescam", "integrated_gradients", "layercam", "normalize", "occlusion",
+    "principal_component", "register_method", "rollout", "saliency", "scorecam", "smoothgrad",
     "with_options", "xgradcam",
 ]  # fmt: skip

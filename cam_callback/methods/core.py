@@ -4,11 +4,13 @@ Every method, the built-in Grad-CAM family too, is a :class:`Method` entry that
 says what it ``needs`` and what score it ``explains``. It runs either
 
 - **fused** (``fused=True``): ``fn(activations, gradients)`` in ``keras.ops``,
-  finished inside the one compiled forward-and-gradient call per batch; or
+  finished inside the one compiled forward-and-gradient call per batch;
 - over a :class:`~cam_callback.methods.context.MethodContext`: ``fn(ctx, **options)``
-  with numpy maths over backend-neutral primitives.
+  with numpy maths over backend-neutral primitives; or,
+- for ``needs="attention"`` (the attention rollouts), as its own compiled call
+  that returns the maps with the probabilities and classes it read on the way.
 
-Either way :func:`compute` normalises the maps once (:func:`normalize`).
+Every way :func:`compute` normalises the maps once (:func:`normalize`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
 from cam_callback.methods.resolve import resolve
 
-NEEDS: tuple[str, ...] = ("layer_gradients", "input_gradients", "activations", "forwards")
+NEEDS: tuple[str, ...] = (
+    "layer_gradients", "input_gradients", "activations", "forwards", "attention"
+)
 EXPLAINS: tuple[str, ...] = ("score", "logit", "probability", "none")
 
 
@@ -88,7 +92,9 @@ def register_method(
         fn: ``fn(ctx, **options)`` returning maps ``[N, h, w]``; see
             :class:`~cam_callback.methods.context.MethodContext`. With ``fused``,
             ``fn(activations, gradients)`` in ``keras.ops``, run in the compiled call.
-        needs: One of :data:`NEEDS` (``fused`` needs a kind of gradients).
+        needs: One of :data:`NEEDS` (``fused`` needs a kind of gradients). With
+            ``"attention"``, ``fn(model, images, targets, *, info, head, tokens, batch_size,
+            **options) -> (maps, probabilities, classes)`` runs its own compiled call.
         explains_layer: ``None``: ``True`` unless ``needs == "input_gradients"``.
         options: Default keyword options of ``fn`` (none for a fused method).
         overwrite: Replace a method registered earlier under ``name``.
@@ -253,7 +259,11 @@ def compute(
             f"(head {used.name!r}). Received: method={method!r}, head={head!r}"
         )
     explained = used.score if spec.explains == "score" else spec.explains
-    if spec.fused:
+    if spec.needs == "attention":  # its own compiled call gives maps, probabilities, classes
+        maps, probs, chosen = spec.fn(model, x, targets, info=info, head=used, tokens=tokens,
+                                      batch_size=batch_size, **options)  # fmt: skip
+        maps = np.asarray(maps, np.float64)
+    elif spec.fused:
         wrt_layer = target_layer if spec.needs == "layer_gradients" else None
         maps, probs, chosen = run_fused(model, x, targets, spec.name, spec.fn, info, used, path,
                                         wrt_layer, output, batch_size, tokens)  # fmt: skip

@@ -1,0 +1,233 @@
+"""Reading the attention of every ``keras.layers.MultiHeadAttention``, on every backend.
+
+Models call ``MultiHeadAttention`` without ``return_attention_scores`` (keras-hub's
+ViT, DeiT and DINOv2 blocks do), and Keras then takes a fused
+``ops.dot_product_attention`` path that never forms the attention matrix. While
+:func:`captured_attention` is open, each layer's ``_compute_attention`` (Keras's
+documented hook for custom attention) is replaced, on the instance only, by the
+explicit path Keras itself takes when scores are asked for: scaled ``Q K^T``, the
+masked softmax, then ``A V``. The attention ``A`` (``[batch, heads, T, S]``)
+passes through a callback between the softmax and ``A V``, which records it and may
+return a tensor to use instead (a zero added to differentiate by). The replacement
+is removed on exit, also after an exception: the model is left as it was.
+
+:func:`attention_gradients` builds the one compiled forward and gradient that also
+differentiates the explained score by every attention matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback import backends
+from cam_callback.core.engine import Engine, count_trace, hooked_forward
+from cam_callback.layers import LayerCall
+
+Sink = Callable[[int, Any, Any], Any]
+"""``sink(index, attention, query)``: sees call ``index``'s attention, returns the one used."""
+
+# What the explicit path reads off a MultiHeadAttention (Keras 3.x): checked up front.
+_NEEDED = ("_dot_product_equation", "_combine_equation", "_masked_softmax", "_inverse_sqrt_key_dim")
+
+
+def attention_calls(calls: Sequence[LayerCall]) -> list[LayerCall]:
+    """The calls of ``keras.layers.MultiHeadAttention`` layers, in the order they ran.
+
+    A layer called twice appears twice: each call has its own attention.
+
+    Example:
+        >>> [c.path for c in attention_calls(info.calls)]  # doctest: +SKIP
+        ['vi_t_backbone/vit_encoder/transformer_block_0/mha', '.../transformer_block_1/mha']
+    """
+    return [c for c in calls if isinstance(c.layer, keras.layers.MultiHeadAttention)]
+
+
+def check_attention_calls(calls: Sequence[LayerCall], method: str) -> list[LayerCall]:
+    """The model's self-attention calls; a ValueError naming ``method`` when none can be read.
+
+    Each call must be a plain ``MultiHeadAttention`` (a subclass with its own
+    ``_compute_attention`` computes attention we cannot see) over ``[batch, tokens,
+    dim]`` inputs, whose attention is ``[batch, heads, T, T]``.
+
+    Example:
+        >>> len(check_attention_calls(info.calls, "rollout"))  # doctest: +SKIP
+        2
+    """
+    found = attention_calls(calls)
+    if not found:
+        raise ValueError(
+            f"`method` {method!r} follows attention through the model, but the model has no "
+            "keras.layers.MultiHeadAttention layer (a Vision Transformer has one per block). "
+            f"Use a CAM method such as 'gradcam' instead. Received: method={method!r}"
+        )
+    for c in found:
+        layer = c.layer
+        plain = keras.layers.MultiHeadAttention._compute_attention
+        own = type(layer)._compute_attention is not plain
+        missing = [a for a in _NEEDED if not hasattr(layer, a)]
+        shape = c.output_shape
+        if own or missing or shape is None or len(shape) != 3:
+            why = (
+                f"{type(layer).__name__} computes its own attention" if own
+                else f"this Keras version's MultiHeadAttention lacks {missing}" if missing
+                else f"its output {shape} is not [batch, tokens, dim]"
+            )  # fmt: skip
+            raise ValueError(
+                f"`method` {method!r} cannot read the attention of layer {c.path!r}: {why}. "
+                f"Received: method={method!r}"
+            )
+    return found
+
+
+def attention_shape(call: LayerCall) -> tuple[int, int, int]:
+    """``(heads, T, T)`` of a self-attention call's attention matrix (from its output shape).
+
+    Example:
+        >>> attention_shape(attention_calls(info.calls)[0])  # doctest: +SKIP
+        (2, 17, 17)
+    """
+    tokens = int(call.output_shape[1])  # type: ignore[index]
+    return int(call.layer.num_heads), tokens, tokens
+
+
+@contextlib.contextmanager
+def captured_attention(
+    layers: Sequence[keras.layers.MultiHeadAttention], sink: Sink
+) -> Iterator[None]:
+    """Routes the attention of every call of ``layers`` through ``sink`` while open.
+
+    ``sink(i, attention, query)`` gets the ``i``-th attention computed while the
+    context is open (``[batch, heads, T, S]``, after the softmax and mask) and the
+    scaled query, and returns the attention to multiply the values with. The
+    patches are undone on exit, also after an exception.
+
+    Example:
+        >>> seen = []
+        >>> with captured_attention(mhas, lambda i, a, q: seen.append(a) or a):  # doctest: +SKIP
+        ...     model(x)
+    """
+    installed: list[tuple[Any, bool, Any]] = []
+    counter = [0]
+    try:
+        for layer in dict.fromkeys(layers):  # each layer once, in order
+            own = "_compute_attention" in layer.__dict__
+            installed.append((layer, own, layer.__dict__.get("_compute_attention")))
+            # object.__setattr__ skips Keras's attribute tracking: this is not state.
+            object.__setattr__(layer, "_compute_attention", _explicit(layer, sink, counter))
+        yield
+    finally:
+        for layer, own, previous in reversed(installed):
+            if own:
+                object.__setattr__(layer, "_compute_attention", previous)
+            else:
+                object.__delattr__(layer, "_compute_attention")
+
+
+def attention_gradients(
+    model: keras.Model,
+    x: np.ndarray,
+    info: Any,
+    head: Any,
+    calls: Sequence[LayerCall],
+    finish_fn: Callable[[list[Any], list[Any]], Any],
+) -> Engine:
+    """One compiled forward and gradient: ``fn(images, targets) -> (maps, probs, chosen, ok)``.
+
+    Every call's attention ``A`` and ``d score / d A`` (the explained score of
+    ``targets``, the predicted class where ``-1``) go to ``finish_fn(attentions,
+    grads)``, lists of ``[B, heads, T, T]`` in ``keras.ops``, which returns the maps.
+    ``ok`` is False where the score does not depend on the attention.
+
+    Example:
+        >>> engine = attention_gradients(model, x, info, head, calls, finish)  # doctest: +SKIP
+        >>> maps, probs, chosen, ok = engine.fn(x, np.full(len(x), -1, np.int32))  # doctest: +SKIP
+    """
+    backend = backends.get()
+    shapes = [attention_shape(c) for c in calls]
+    sizes = [int(np.prod(s)) for s in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    layers = [c.layer for c in calls]
+    ops = keras.ops
+
+    def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
+        held: dict[str, Any] = {}
+        seen: list[Any] = []
+
+        def sink(i: int, a: Any, query: Any) -> Any:
+            if i == 0:
+                # One zero [B, sum of sizes] to differentiate by, added to every block's
+                # attention. Tied to the query because TensorFlow's tape only follows
+                # tensors derived from watched ones; the tie is exactly zero.
+                tie = ops.mean(ops.cast(query, "float32"), axis=(1, 2, 3))[:, None]
+                tie = ops.where(ops.isfinite(tie), tie, ops.zeros_like(tie)) * 0.0
+                held["zero"] = capture(tie + ops.zeros((1, offsets[-1]), "float32"))
+            seen.append(ops.reshape(ops.cast(a, "float32"), (-1, sizes[i])))
+            part = held["zero"][:, offsets[i] : offsets[i + 1]]
+            return a + ops.cast(ops.reshape(part, (-1, *shapes[i])), a.dtype)
+
+        with captured_attention(layers, sink):
+            total, probs, chosen, _ = hooked_forward(
+                call, m, images, targets, capture, info=info, head=head, target_layer=None,
+                count=not backend.EAGER,
+            )  # fmt: skip
+        # The attention values ride along with `chosen`, which every backend hands to
+        # `finish` untouched (JAX's auxiliary output): only the zero is differentiated.
+        return total, probs, (chosen, ops.concatenate(seen, axis=1)), held["zero"]
+
+    def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
+        chosen, flat = chosen
+        parts = [(flat[:, a:b], grads[:, a:b]) for a, b in zip(offsets, offsets[1:])]
+        a = [ops.reshape(v, (-1, *s)) for (v, _), s in zip(parts, shapes, strict=True)]
+        g = [ops.reshape(ops.cast(d, "float32"), (-1, *s)) for (_, d), s in zip(parts, shapes)]
+        return ops.cast(finish_fn(a, g), "float32"), probs, ops.cast(chosen, "int32")
+
+    fn = backend.cam_function(
+        weakref.ref(model),  # the engine is cached on the model: no cycle through it
+        forward,
+        finish,
+        wrt_input=False,
+        spec=(tuple(x.shape[1:]), x.dtype.name),
+        source_shape=(offsets[-1],),
+    )
+    if backend.EAGER:
+        count_trace(model)
+    return Engine(fn=fn, errors=backend.ERRORS)
+
+
+def _explicit(layer: Any, sink: Sink, counter: list[int]) -> Callable[..., tuple[Any, Any]]:
+    """Keras's own explicit attention path (``return_attention_scores=True``), with a sink."""
+    ops = keras.ops
+
+    def compute(
+        query: Any,
+        key: Any,
+        value: Any,
+        attention_mask: Any = None,
+        training: Any = None,
+        return_attention_scores: bool = False,
+        use_causal_mask: bool = False,
+    ) -> tuple[Any, Any]:
+        if use_causal_mask:
+            causal = layer._compute_causal_mask(query, value)
+            attention_mask = causal if attention_mask is None else ops.logical_and(
+                ops.cast(attention_mask, "bool"), causal
+            )  # fmt: skip
+        query = ops.multiply(query, ops.cast(layer._inverse_sqrt_key_dim, query.dtype))
+        scores = ops.einsum(layer._dot_product_equation, key, query)
+        attention = layer._masked_softmax(scores, attention_mask)
+        index = counter[0]
+        counter[0] += 1
+        attention = sink(index, attention, query)
+        used = attention
+        if training and layer._dropout > 0.0:
+            used = layer._dropout_layer(attention, training=training)
+        output = ops.einsum(layer._combine_equation, used, value)
+        return output, (attention if return_attention_scores else None)
+
+    return compute

@@ -1,0 +1,264 @@
+"""Attention rollouts for Vision Transformers, written once in ``keras.ops``.
+
+- ``"rollout"`` (Abnar & Zuidema 2020, "Quantifying Attention Flow in
+  Transformers"): per block the heads' mean attention ``A``, optionally with its
+  lowest ``discard_ratio`` entries dropped (vit-explain's option), plus the
+  identity for the residual, rows renormalised: ``Ã = (A + I) / rowsum``; then
+  ``R = Ã_L ... Ã_1``. Class-agnostic: it explains ``"none"``.
+- ``"gradient_rollout"`` (Chefer, Gur & Wolf 2021, "Generic Attention-model
+  Explainability"): ``Ā = mean_h (∂y/∂A ⊙ A)^+`` per block, ``R = I``, then
+  ``R = R + Ā R`` block by block; ``y`` the explained score (logit or probability).
+
+The map is the class token's row of ``R`` over the patch tokens, on the patch grid
+(:func:`~cam_callback.core.tokens.token_grid`). A model without a class token
+(no prefix tokens: a global-average-pooling head) gets the mean of the patch
+tokens' rows instead, the relevance that reaches the pooled tokens.
+
+Both read every ``keras.layers.MultiHeadAttention`` the model runs, through
+:func:`~cam_callback.core.attention.captured_attention`, inside one compiled call
+per batch. ``layer`` only says on which token grid the map is laid out (its
+default is the model's default layer); the rollout always spans every block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from cam_callback import backends
+from cam_callback.core.attention import (
+    attention_gradients,
+    attention_shape,
+    captured_attention,
+    check_attention_calls,
+)
+from cam_callback.core.engine import (
+    cached_engine,
+    cached_function,
+    chunks,
+    hooked_forward,
+    in_chunks,
+)
+from cam_callback.core.results import CAMError
+from cam_callback.core.token_layers import patch_size_hint
+from cam_callback.core.tokens import TokenGrid, token_grid
+from cam_callback.layers import LayerCall
+from cam_callback.methods.core import register_builtin
+
+
+def discard_lowest(a: Any, ratio: float) -> Any:
+    """``[B, T, T]`` with each map's lowest ``int(ratio T^2)`` entries set to 0.
+
+    The class token's attention to itself (entry ``[0, 0]``) is never dropped, as
+    in vit-explain. Ties are broken by position (a stable rank).
+
+    Example:
+        >>> np.asarray(discard_lowest(np.array([[[0.5, 0.1], [0.3, 0.2]]]), 0.5)).tolist()
+        [[[0.5, 0.0], [0.3, 0.0]]]
+    """
+    t = int(a.shape[-1])
+    k = int(t * t * ratio)
+    if k == 0:
+        return a
+    ops = keras.ops
+    flat = ops.reshape(a, (-1, t * t))
+    rank = ops.argsort(ops.argsort(flat, axis=-1), axis=-1)  # each entry's rank, 0 = lowest
+    keep = ops.logical_or(rank >= k, ops.arange(t * t)[None, :] == 0)
+    return ops.reshape(ops.where(keep, flat, ops.zeros_like(flat)), (-1, t, t))
+
+
+def rollout_matrix(attentions: Sequence[Any], discard_ratio: float = 0.0) -> Any:
+    """Attention rollout ``R = Ã_L ... Ã_1``, ``Ã = (mean_h A + I) / rowsum``: ``[B, T, T]``.
+
+    Args:
+        attentions: Each block's attention ``[B, heads, T, T]``, in call order.
+        discard_ratio: Share of each head-mean map's lowest entries set to 0 first.
+
+    Example:
+        >>> a = np.full((1, 1, 2, 2), 0.5)
+        >>> np.asarray(rollout_matrix([a, a])).round(3).tolist()
+        [[[0.625, 0.375], [0.375, 0.625]]]
+    """
+    ops = keras.ops
+    result = None
+    for a in attentions:
+        a = discard_lowest(ops.mean(ops.cast(a, "float32"), axis=1), discard_ratio)
+        a = a + ops.eye(int(a.shape[-1]), dtype="float32")[None]
+        a = a / ops.sum(a, axis=-1, keepdims=True)
+        result = a if result is None else ops.matmul(a, result)
+    return result
+
+
+def gradient_rollout_matrix(attentions: Sequence[Any], grads: Sequence[Any]) -> Any:
+    """Chefer et al.'s rule ``R = I``, ``R = R + mean_h (G ⊙ A)^+ R`` per block: ``[B, T, T]``.
+
+    Example:
+        >>> a, g = np.full((1, 1, 2, 2), 0.5), np.ones((1, 1, 2, 2))
+        >>> np.asarray(gradient_rollout_matrix([a], [g])).tolist()
+        [[[1.5, 0.5], [0.5, 1.5]]]
+    """
+    ops = keras.ops
+    result = None
+    for a, g in zip(attentions, grads, strict=True):
+        cam = ops.mean(ops.relu(ops.cast(g, "float32") * ops.cast(a, "float32")), axis=1)
+        if result is None:
+            result = ops.eye(int(a.shape[-1]), dtype="float32")[None] + ops.zeros_like(cam)
+        result = result + ops.matmul(cam, result)
+    return result
+
+
+def token_map(relevance: Any, grid: TokenGrid) -> Any:
+    """The class token's row of ``[B, T, T]`` relevance over the patches, ``[B, h, w]``.
+
+    Without prefix tokens (no class token) the mean of the patches' rows.
+
+    Example:
+        >>> tuple(token_map(np.ones((2, 5, 5)), TokenGrid(1, 2, 2)).shape)
+        (2, 2, 2)
+    """
+    ops = keras.ops
+    p = grid.prefix
+    row = relevance[:, 0, p:] if p else ops.mean(relevance, axis=1)
+    return ops.reshape(row, (-1, grid.height, grid.width))
+
+
+def rollout(
+    model: keras.Model,
+    images: np.ndarray,
+    targets: np.ndarray,
+    info: Any,
+    head: Any,
+    tokens: TokenGrid | None,
+    batch_size: int,
+    *,
+    discard_ratio: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Attention rollout (Abnar & Zuidema 2020): ``(maps [N, h, w], probabilities, classes)``.
+
+    One compiled forward per batch gives the attention, the maps and the head's
+    probabilities. ``discard_ratio`` in ``[0, 1)``: share of each block's lowest
+    head-mean attention set to 0 before the identity is added (0: the paper's recursion).
+
+    Example:
+        >>> compute_cams(vit, x, method="rollout",
+        ...              method_options={"discard_ratio": 0.9})  # doctest: +SKIP
+    """
+    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not (
+        0.0 <= discard_ratio < 1.0
+    ):
+        raise ValueError(
+            f"`discard_ratio` must be a float in [0, 1). Received: discard_ratio={discard_ratio!r}"
+        )
+    calls = check_attention_calls(info.calls, "rollout")
+    grid = _grid(model, images, tokens, calls)
+    layers = [c.layer for c in calls]
+    ops = keras.ops
+
+    def body(call: Any, m: keras.Model, batch: Any) -> Any:
+        seen: list[Any] = []
+        unset = -ops.ones((ops.shape(batch)[0],), "int32")  # classes are picked outside
+        with captured_attention(layers, lambda i, a, q: seen.append(a) or a):
+            _, probs, _, _ = hooked_forward(call, m, batch, unset, _same, info=info, head=head,
+                                            target_layer=None, count=False)  # fmt: skip
+        maps = token_map(rollout_matrix(seen, float(discard_ratio)), grid)
+        flat = ops.reshape(maps, (-1, grid.height * grid.width))
+        return ops.concatenate([flat, ops.cast(probs, "float32")], axis=1)
+
+    key = ("rollout", grid, head, float(discard_ratio), images.shape[1:], images.dtype.str)
+    both = _guarded("rollout", images, lambda: in_chunks(
+        cached_function(model, key, images, body), images, batch_size
+    ))  # fmt: skip
+    n_maps = grid.height * grid.width
+    probs = both[:, n_maps:]
+    chosen = np.where(targets < 0, probs.argmax(1), targets).astype(np.int64)
+    return both[:, :n_maps].reshape(-1, grid.height, grid.width), probs, chosen
+
+
+def gradient_rollout(
+    model: keras.Model,
+    images: np.ndarray,
+    targets: np.ndarray,
+    info: Any,
+    head: Any,
+    tokens: TokenGrid | None,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradient-weighted rollout (Chefer, Gur & Wolf 2021): ``(maps, probabilities, classes)``.
+
+    One compiled forward and gradient per batch.
+
+    Example:
+        >>> compute_cams(vit, x, method="gradient_rollout").heatmaps.shape  # doctest: +SKIP
+        (8, 6, 6)
+    """
+    calls = check_attention_calls(info.calls, "gradient_rollout")
+    grid = _grid(model, images, tokens, calls)
+    key = ("gradient_rollout", grid, head, images.shape[1:], images.dtype.str)
+
+    def finish(attentions: list[Any], grads: list[Any]) -> Any:
+        return token_map(gradient_rollout_matrix(attentions, grads), grid)
+
+    engine = cached_engine(model, key, lambda: attention_gradients(model, images, info, head,
+                                                                   calls, finish))  # fmt: skip
+    maps, probs, chosen = [], [], []
+    for chunk, t, n in chunks(images, targets.astype(np.int32), batch_size=batch_size):
+        m, p, c, connected = _guarded("gradient_rollout", images, lambda: engine.fn(chunk, t))
+        if not connected:
+            raise ValueError(
+                "`method` 'gradient_rollout': the explained score does not depend on the "
+                "attention (no gradient reaches it), so the map cannot be computed. "
+                "Received: method='gradient_rollout'"
+            )
+        maps.append(m[:n])
+        probs.append(p[:n])
+        chosen.append(c[:n])
+    return np.concatenate(maps), np.concatenate(probs), np.concatenate(chosen).astype(np.int64)
+
+
+def _same(out: Any) -> Any:
+    return out
+
+
+def _guarded(method: str, images: np.ndarray, run: Any) -> Any:
+    """``run()``, with the backend's own failures re-raised as a CAMError in context."""
+    try:
+        return run()
+    except backends.get().ERRORS as exc:
+        raise CAMError(
+            f"computing {method} maps failed on input of shape {images.shape}: {exc}"
+        ) from exc
+
+
+def _grid(
+    model: keras.Model, images: np.ndarray, tokens: TokenGrid | None, calls: list[LayerCall]
+) -> TokenGrid:
+    """The explained layer's grid where its tokens are the attention's, else found afresh."""
+    counts = {attention_shape(c)[1] for c in calls}
+    if len(counts) != 1:
+        raise ValueError(
+            "rollout multiplies the attention of every block, which needs one token count; "
+            f"the attention layers have {sorted(counts)}. Received: layers="
+            f"{[c.path for c in calls]}"
+        )
+    n = counts.pop()
+    if tokens is not None and tokens.tokens == n:
+        return tokens  # grid= and prefix_tokens= given to compute_cams are in it
+    image = (int(images.shape[1]), int(images.shape[2]))
+    return token_grid((None, n, 1), image, patch_size=patch_size_hint(model),
+                      layer=calls[-1].path)  # fmt: skip
+
+
+def _check(method: str) -> Any:
+    def check(calls: list[LayerCall], target_layer: Any, path: str) -> None:
+        check_attention_calls(calls, method)
+
+    return check
+
+
+register_builtin("rollout", rollout, needs="attention", explains="none", check=_check("rollout"))
+register_builtin(
+    "gradient_rollout", gradient_rollout, needs="attention", check=_check("gradient_rollout")
+)

@@ -1,0 +1,266 @@
+"""Attention rollout and gradient rollout against float64 numpy references.
+
+The references read the attention independently of the package: each
+MultiHeadAttention is called on its own input with ``return_attention_scores=True``
+(from a split Functional ViT, or block by block in keras-hub's encoder), and the
+gradient comes from a ``tf.GradientTape`` over a hand-run forward pass.
+
+Run as a script (``python test_vit_rollout.py WEIGHTS IMAGES OUT``) it is the child
+that computes the same maps under another KERAS_BACKEND.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from vit_models import functional_vit, hub_vit, images  # noqa: E402
+
+from cam_callback import compute_cams, inspect_model  # noqa: E402
+from cam_callback.core.attention import captured_attention  # noqa: E402
+
+DEPTH = 2
+pytestmark = pytest.mark.filterwarnings("ignore:head='auto'")  # the test ViTs have linear heads
+OPTIONS = ({}, {"discard_ratio": 0.5})
+
+
+# ---------------------------------------------------------------- references (numpy, float64
+
+
+def split_attention(model: keras.Model, x: np.ndarray, depth: int = DEPTH) -> list[np.ndarray]:
+    """Each block's attention ``[N, heads, T, T]``: its MHA called on its LayerNorm's output."""
+    split = keras.Model(model.input, [model.get_layer(f"block{i}_ln1").output
+                                      for i in range(1, depth + 1)])  # fmt: skip
+    out = []
+    for i, y in enumerate(split(x), 1):
+        _, a = model.get_layer(f"block{i}_mha")(y, y, return_attention_scores=True)
+        out.append(np.asarray(keras.ops.convert_to_numpy(a), np.float64))
+    return out
+
+
+def hub_attention(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+    """keras-hub's ViT block by block: each block's MHA on its ``ln_1`` output."""
+    backbone = model.backbone
+    h = backbone.get_layer("vit_patching_and_embedding")(x)
+    out = []
+    for block in backbone.get_layer("vit_encoder").encoder_layers:
+        y = block.layer_norm_1(h)
+        _, a = block.mha(y, y, return_attention_scores=True)
+        out.append(np.asarray(keras.ops.convert_to_numpy(a), np.float64))
+        h = block(h)
+    return out
+
+
+def rollout_reference(attentions: list[np.ndarray], discard_ratio: float = 0.0) -> np.ndarray:
+    """Abnar & Zuidema: ``R = Ã_L ... Ã_1``, ``Ã = rownorm(0.5 mean_h A + 0.5 I)``."""
+    t = attentions[0].shape[-1]
+    r = np.broadcast_to(np.eye(t), (len(attentions[0]), t, t))
+    for a in attentions:
+        a = a.mean(1)
+        k = int(t * t * discard_ratio)
+        if k:
+            flat = a.reshape(len(a), -1).copy()
+            for row in flat:  # vit-explain: the k lowest, never the class token's own entry
+                low = np.argsort(row, kind="stable")[:k]
+                row[low[low != 0]] = 0.0
+            a = flat.reshape(a.shape)
+        a = 0.5 * a + 0.5 * np.eye(t)
+        a = a / a.sum(-1, keepdims=True)
+        r = a @ r
+    return r
+
+
+def gradient_rollout_reference(attentions: list, grads: list) -> np.ndarray:
+    """Chefer et al. 2021: ``R = I``, then ``R += mean_h (G * A)^+ R`` block by block."""
+    t = attentions[0].shape[-1]
+    r = np.broadcast_to(np.eye(t), (len(attentions[0]), t, t))
+    for a, g in zip(attentions, grads, strict=True):
+        r = r + np.maximum(np.asarray(g, np.float64) * a, 0).mean(1) @ r
+    return r
+
+
+def as_map(r: np.ndarray, prefix: int = 1, side: int = 4) -> np.ndarray:
+    """The class token's row over the patches (the patch rows' mean without one), normalised."""
+    row = r[:, 0, prefix:] if prefix else r.mean(1)
+    m = np.maximum(row.reshape(len(r), side, side), 0)
+    peak = m.reshape(len(m), -1).max(1)[:, None, None]
+    return np.where(peak > 0, m / np.where(peak > 0, peak, 1), 0)  # an all-zero map stays 0
+
+
+def tape_gradients(model: keras.Model, x: np.ndarray, targets: np.ndarray):
+    """The attentions and ``d logit_target / d A`` from a hand-run forward under a GradientTape."""
+    import tensorflow as tf
+
+    get = model.get_layer
+    with tf.GradientTape() as tape:
+        h = get("position")(get("class_token")(get("tokens")(get("patches")(x))))
+        attentions = []
+        for i in range(1, DEPTH + 1):
+            y = get(f"block{i}_ln1")(h)
+            y, a = get(f"block{i}_mha")(y, y, return_attention_scores=True)
+            attentions.append(a)
+            h = get(f"block{i}_add1")([h, y])
+            y = get(f"block{i}_mlp2")(get(f"block{i}_mlp1")(get(f"block{i}_ln2")(h)))
+            h = get(f"block{i}_out")([h, y])
+        logits = get("logits")(get("pool")(get("final_ln")(h)))
+        score = tf.reduce_sum(tf.gather(logits, targets, batch_dims=1))
+    grads = tape.gradient(score, attentions)
+    return [np.asarray(a, np.float64) for a in attentions], [g.numpy() for g in grads]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return functional_vit(depth=DEPTH), images(4)
+
+
+@pytest.fixture(scope="module")
+def hub():
+    model = hub_vit(depth=DEPTH)
+    if model is None:
+        pytest.skip("keras-hub is not installed")
+    return model, images(3)
+
+
+def mhas(model: keras.Model) -> list:
+    return [lyr for lyr in model.layers if isinstance(lyr, keras.layers.MultiHeadAttention)]
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_rollout_matches_the_papers_recursion(vit, options):
+    model, x = vit
+    res = compute_cams(model, x, method="rollout", method_options=options)
+    want = as_map(rollout_reference(split_attention(model, x), **options))
+    assert res.heatmaps.shape == (4, 4, 4) and res.score == "none"
+    np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
+
+
+def test_discard_ratio_changes_the_map_and_is_checked(vit):
+    model, x = vit
+    plain = compute_cams(model, x, method="rollout").heatmaps
+    dropped = compute_cams(model, x, method="rollout", method_options={"discard_ratio": 0.9})
+    want = as_map(rollout_reference(split_attention(model, x), 0.9))
+    np.testing.assert_allclose(dropped.heatmaps, want, atol=1e-5)
+    assert np.abs(dropped.heatmaps - plain).max() > 0.05
+    for bad in (1.0, -0.1, "0.5", True):
+        with pytest.raises(ValueError, match="`discard_ratio`.*Received: discard_ratio"):
+            compute_cams(model, x, method="rollout", method_options={"discard_ratio": bad})
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the reference uses a tape")
+def test_gradient_rollout_matches_a_gradient_tape_reference(vit):
+    model, x = vit
+    res = compute_cams(model, x, method="gradient_rollout")
+    attentions, grads = tape_gradients(model, x, res.targets)
+    want = as_map(gradient_rollout_reference(attentions, grads))
+    assert res.score == "logit"
+    np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
+    other = compute_cams(model, x, method="gradient_rollout", target=(res.targets + 1) % 3)
+    assert np.abs(other.heatmaps - res.heatmaps).max() > 0.05  # it explains the class
+
+
+def test_without_a_class_token_the_patch_rows_are_averaged():
+    model, x = functional_vit(depth=DEPTH, class_token=False), images(2)
+    res = compute_cams(model, x, method="rollout")
+    want = as_map(rollout_reference(split_attention(model, x)), prefix=0)
+    np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
+
+
+def test_both_rollouts_on_a_keras_hub_vit(hub):
+    model, x = hub
+    res = compute_cams(model, x, method="rollout")
+    want = as_map(rollout_reference(hub_attention(model, x)))
+    np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
+    grad = compute_cams(model, x, method="gradient_rollout")
+    assert grad.heatmaps.shape == (3, 4, 4) and (grad.heatmaps.max(axis=(1, 2)) == 1).all()
+    assert inspect_model(model, x, method="rollout").score == "none"
+
+
+def test_a_model_without_attention_is_refused_naming_method():
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(inp))
+    cnn = keras.Model(inp, keras.layers.Dense(2)(h))
+    for method in ("rollout", "gradient_rollout"):
+        with pytest.raises(ValueError, match=f"`method` '{method}'.*no keras.layers.Multi"):
+            compute_cams(cnn, np.zeros((1, 8, 8, 3), np.float32), method=method)
+
+
+def test_the_model_is_left_as_found_also_after_an_exception():
+    model, x = functional_vit(depth=1, seed=3), images(2)
+    layer = mhas(model)[0]
+    weights = [w.copy() for w in model.get_weights()]
+    before = model.predict(x, verbose=0)
+    for method in ("rollout", "gradient_rollout"):
+        compute_cams(model, x, method=method)
+    assert "_compute_attention" not in layer.__dict__
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+    for w, v in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(w, v)
+
+    def boom(i, a, q):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"), captured_attention([layer], boom):
+        assert "_compute_attention" in layer.__dict__
+        model(x)
+    assert "_compute_attention" not in layer.__dict__
+    own = layer._compute_attention  # a layer that had its own attribute gets it back
+    object.__setattr__(layer, "_compute_attention", own)
+    with pytest.raises(RuntimeError), captured_attention([layer], boom):
+        model(x)
+    assert layer.__dict__["_compute_attention"] is own
+    object.__delattr__(layer, "_compute_attention")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+
+
+def test_the_same_weights_give_the_same_rollouts_on_jax_and_torch(vit, tmp_path):
+    model, x = vit
+    model.save_weights(tmp_path / "w.weights.h5")
+    np.save(tmp_path / "x.npy", x)
+    children = {}
+    for backend in ("jax", "torch"):
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(HERE.parent)}
+        args = [sys.executable, __file__, str(tmp_path / "w.weights.h5"), str(tmp_path / "x.npy"),
+                str(tmp_path / f"{backend}.npz")]  # fmt: skip
+        children[backend] = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    ours = maps_of(model, x)
+    for backend, child in children.items():
+        _, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-3000:]
+        got = np.load(tmp_path / f"{backend}.npz")
+        for name, want in ours.items():
+            diff = np.abs(got[name] - want).max()
+            assert diff < 1e-4, f"{name} on {backend}: max |diff| {diff:.2e}"
+
+
+def maps_of(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    # `layer` only picks the token grid; naming it skips the default-layer search.
+    kw = {"layer": f"block{DEPTH}_ln1", "head": "logits"}
+    # The discard path runs every op of the plain rollout, and argsort besides: one compile.
+    out = {"rollout": compute_cams(model, x, method="rollout", method_options=OPTIONS[1],
+                                   **kw).heatmaps}  # fmt: skip
+    out["gradient_rollout"] = compute_cams(model, x, method="gradient_rollout", **kw).heatmaps
+    return out
+
+
+if __name__ == "__main__":
+    weights, images_file, out_file = sys.argv[1:4]
+    # The weights come from the file; seeding would only import TensorFlow (seconds).
+    keras.utils.set_random_seed = lambda seed: None
+    child_model = functional_vit(depth=DEPTH)
+    child_model.load_weights(weights)
+    np.savez(out_file, **maps_of(child_model, np.load(images_file)))
