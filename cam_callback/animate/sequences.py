@@ -51,7 +51,12 @@ def probe_frames(
     )
     chosen = range(len(run.epochs[:limit])) if positions is None else positions
     return [
-        renderer.draw(run.heatmaps[e, index], run.probabilities[e, index], run.epochs[e])
+        renderer.draw(
+            run.heatmaps[e, index],
+            run.probabilities[e, index],
+            run.epochs[e],
+            target=int(run.targets[e, index]),
+        )
         for e in chosen
     ]
 
@@ -97,13 +102,14 @@ def grid_frames(
     positions: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """One grid image of the given probes per recorded epoch (or per chosen position),
-    titled with the epoch."""
+    titled with the epoch, with the legend of its tiles' borders when labels are known."""
     side, captioned = grid_layout(len(probes))
     chosen = range(len(run.epochs)) if positions is None else positions
     return [
         F.grid(
             [grid_tile(run, e, i, alpha, side, captioned) for i in probes],
             title=F.epoch_label(run.epochs[e]),
+            legend=F.TILE_LEGEND if run.labels is not None else None,
         )
         for e in chosen
     ]
