@@ -350,11 +350,13 @@ def _explained_run(tmp_path):
 
 def test_cards_and_header_say_which_class_each_map_explains(tmp_path):
     run = _explained_run(tmp_path)
+    # A map may explain another class than the prediction (a `target` given per probe).
+    run.targets[-1, 2] = (run.probabilities[-1, 2].argmax() + 1) % 3
     rows = report.probe_rows(run, 0.5)
     page = report.render_page(run, rows, dict.fromkeys(range(6), "g.gif"), 0.5)
     assert '<span id="target-rule">each map explains the predicted class</span>' in page
     want = run.class_name(int(run.targets[-1, 2]))
-    assert rows[2]["target_name"] == want
+    assert rows[2]["target_name"] == want != rows[2]["pred_name"]
     card = report.card(rows[2], "g.gif", "p.png")
     assert f'map: <b class="map">{want}</b>' in card and 'id="probe-002"' in card
     assert report.target_rule({"target": "label"}) == "the true class"
