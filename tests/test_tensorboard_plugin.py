@@ -238,7 +238,9 @@ def test_data_routes_agree_with_the_record(server):
     want = FrameRenderer(
         run.images[3], label=int(run.labels[3]), class_names=run.class_names, caption=False
     )
-    frame = want.draw(run.heatmaps[0, 3], run.probabilities[0, 3], -1, target=int(run.targets[0, 3]))
+    frame = want.draw(
+        run.heatmaps[0, 3], run.probabilities[0, 3], -1, target=int(run.targets[0, 3])
+    )
     np.testing.assert_array_equal(np.asarray(Image.open(BytesIO(png)).convert("RGB")), frame)
 
 

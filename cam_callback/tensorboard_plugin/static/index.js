@@ -228,7 +228,9 @@ function showDatamap(map) {
     key.append(dot, flag === 'none' ? 'no flag' : flag.replaceAll('_', ' '));
     legend.append(key);
   }
-  if (map.missing) legend.append(`${map.missing} probe(s) with a non-finite probability not shown.`);
+  if (map.missing) {
+    legend.append(`${map.missing} probe(s) with a non-finite probability not shown.`);
+  }
   section.append(svg, legend);
 }
 
