@@ -295,3 +295,5 @@ def test_the_grid_legend_names_the_border_colours():
     # A grid narrower than its title and legend is widened to hold both.
     one = F.grid([t], title="before training", legend=F.TILE_LEGEND)
     assert one.shape[1] > t.shape[1] and (one[: F.GRID_TITLE_H] == F.WRONG).all(-1).sum() == 81
+    # Every epoch's grid of an animation is as wide, whatever its title.
+    assert F.grid([t], title="epoch 3", legend=F.TILE_LEGEND).shape == one.shape

@@ -48,7 +48,15 @@ from cam_callback.frames.grids import (
     tile,
 )
 from cam_callback.frames.renderer import FrameRenderer
-from cam_callback.frames.text import MAX_NAME, clean_name, fit_text, font, put_text, text_mask
+from cam_callback.frames.text import (
+    MAX_NAME,
+    clean_name,
+    fit_text,
+    font,
+    put_text,
+    target_rule,
+    text_mask,
+)
 
 __all__ = [
     "BACKGROUND",
@@ -81,6 +89,7 @@ __all__ = [
     "legend_width",
     "overlay",
     "put_text",
+    "target_rule",
     "text_mask",
     "tile",
     "to_display",

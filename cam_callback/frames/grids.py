@@ -14,6 +14,7 @@ from cam_callback.frames.text import fit_text, font, put_text
 TILE_CAPTION_H = 15
 GRID_TITLE_H = 16
 LEGEND_SIZE = 11  # font size of a grid's legend
+TITLE_ROOM = "before training"  # the longest epoch title a grid with a legend makes room for
 # What a tile's border means (see :func:`tile`): the legend of a grid of labelled probes.
 TILE_LEGEND = (("top-1 right", RIGHT), ("top-1 wrong", WRONG))
 
@@ -92,7 +93,8 @@ def grid(
         title: Written in a strip above the grid (the epoch, in animations).
         legend: ``(text, colour)`` pairs drawn right-aligned in the title strip, such
             as :data:`TILE_LEGEND` for tiles framed by :func:`tile`. A grid too
-            narrow for the title and the legend is widened to hold both.
+            narrow for the legend and a title as long as ``TITLE_ROOM`` is widened to
+            hold both, so every epoch of an animation has the same width.
 
     Example:
         >>> grid([np.zeros((2, 2, 3), np.uint8)] * 3, cols=2).shape
@@ -111,8 +113,8 @@ def grid(
     top = GRID_TITLE_H if title is not None or legend else 0
     width = cols * (w + gap) - gap
     key_w = legend_width(legend) if legend else 0
-    if legend:
-        title_w = int(np.ceil(font(13).getlength(title))) if title else 0
+    if legend:  # room for the longest epoch title, so every frame of an animation is as wide
+        title_w = int(np.ceil(font(13).getlength(max(title or "", TITLE_ROOM, key=len))))
         width = max(width, 4 + title_w + 16 + key_w + 4)
     out = np.empty((top + rows * (h + gap) - gap, width, 3), np.uint8)
     out[:] = BACKGROUND

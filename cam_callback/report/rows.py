@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cam_callback.frames import clean_name, epoch_label
+from cam_callback.frames import clean_name, epoch_label, target_rule
 from cam_callback.metrics import FLAG_NAMES
 from cam_callback.record import Run, compute_flags
 
@@ -17,29 +17,6 @@ def true_class_curve(run: Run, index: int) -> np.ndarray:
     else:
         cls = run.targets[:, index]
     return run.probabilities[np.arange(len(run.epochs)), index, cls]
-
-
-def target_rule(meta: dict, class_names: list[str] | None = None) -> str:
-    """Which class the maps explain, in words, from the record's ``target``.
-
-    Example:
-        >>> target_rule({"target": "predicted"}), target_rule({"target": 1}, ["a", "b"])
-        ('the predicted class', 'class b')
-        >>> target_rule({"target": "label"}), target_rule({})
-        ('the true class', 'the class recorded per probe and epoch')
-    """
-    target = meta.get("target")
-    if target == "predicted":
-        return "the predicted class"
-    if target == "label":
-        return "the true class"
-    if isinstance(target, int) and not isinstance(target, bool):
-        names = class_names or []
-        name = names[target] if 0 <= target < len(names) else str(target)
-        return f"class {clean_name(name)}"
-    if isinstance(target, list):
-        return "a class given per probe"
-    return "the class recorded per probe and epoch"  # older records: the targets say
 
 
 def weights_note(run: Run) -> str:
