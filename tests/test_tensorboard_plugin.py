@@ -258,6 +258,8 @@ def test_data_routes_agree_with_the_record(server):
         ("frame?run=%00&probe=0&epoch=0", 400),
         ("probes?run=nope", 404),
         ("probes", 400),
+        ("datamap?run=nope", 404),
+        ("datamap", 400),
     ],
 )
 def test_bad_requests_answer_4xx_without_a_traceback(server, query, code):
