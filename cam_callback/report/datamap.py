@@ -165,15 +165,18 @@ def datamap_svg(points: list[DataPoint], names: dict[int, str]) -> str:
     ]
     for v in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
         x = to_svg_xy(0.0, v)[0]
-        parts.append(f'<text class="tick" x="{x:.1f}" y="{bottom + 13}">{v:.1f}</text>')
+        parts.append(
+            f'<text class="tick" x="{x:.1f}" y="{bottom + 13}" text-anchor="middle">{v:.1f}</text>'
+        )
     for c in (0.0, 0.5, 1.0):
         y = to_svg_xy(c, 0.0)[1]
         parts.append(f'<text class="tick" x="{LEFT - 26}" y="{y + 4:.1f}">{c:.1f}</text>')
     parts.append(
-        f'<text class="axis-label" x="{LEFT + PLOT_W / 2:.0f}" y="{HEIGHT - 4}">'
+        f'<text class="axis-label" x="{LEFT + PLOT_W / 2:.0f}" y="{HEIGHT - 4}" '
+        'text-anchor="middle">'
         "variability (std of p(true) over epochs)</text>"
         f'<text class="axis-label" transform="rotate(-90)" x="{-(TOP + PLOT_H / 2):.0f}" '
-        'y="11">confidence (mean p(true))</text>'
+        'y="11" text-anchor="middle">confidence (mean p(true))</text>'
     )
     for p in points:
         name = html.escape(names.get(p.index, ""))
