@@ -297,3 +297,17 @@ def test_the_grid_legend_names_the_border_colours():
     assert one.shape[1] > t.shape[1] and (one[: F.GRID_TITLE_H] == F.WRONG).all(-1).sum() == 81
     # Every epoch's grid of an animation is as wide, whatever its title.
     assert F.grid([t], title="epoch 3", legend=F.TILE_LEGEND).shape == one.shape
+
+
+def test_rendered_grid_animations_carry_the_legend_at_one_width(tmp_path):
+    from records import make_record
+
+    from cam_callback import animate
+    from cam_callback.record import load_run
+
+    run = load_run(make_record(tmp_path, n_probes=2, n_epochs=3, baseline=True))
+    grids = animate.grid_frames(run, [0, 1])
+    assert len({g.shape for g in grids}) == 1  # "before training" and "epoch 2" alike
+    for g in grids:
+        strip = g[: F.GRID_TITLE_H]
+        assert (strip == F.RIGHT).all(-1).sum() == 81 and (strip == F.WRONG).all(-1).sum() == 81
