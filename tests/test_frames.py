@@ -305,7 +305,7 @@ def test_rendered_grid_animations_carry_the_legend_at_one_width(tmp_path):
     from cam_callback import animate
     from cam_callback.record import load_run
 
-    run = load_run(make_record(tmp_path, n_probes=2, n_epochs=3, baseline=True))
+    run = load_run(make_record(tmp_path, n_probes=3, n_epochs=3, baseline=True))
     grids = animate.grid_frames(run, [0, 1])
     assert len({g.shape for g in grids}) == 1  # "before training" and "epoch 2" alike
     for g in grids:
