@@ -407,3 +407,34 @@ def test_a_run_of_wide_probes_renders_frames_of_bounded_size(tmp_path):
     assert out.returncode == 0, out.stderr
     frames = read_gif(tmp_path / "gif" / "probe_000.gif")
     assert frames[0].shape == (22 + 160, 2 * 1024 + 180, 3)
+
+
+def test_info_summarises_the_flags_the_mapped_class_and_the_weights(tmp_path):
+    from cam_callback.record import load_run
+
+    make_record(tmp_path, n_probes=6, n_epochs=4, baseline=True, masks=True, mask_kind="cue")
+    meta = tmp_path / "cam" / "record.json"
+    meta.write_text(
+        json.dumps(json.loads(meta.read_text()) | {"target": "predicted", "final_weights_epoch": 1})
+    )
+    out = cli("info", tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "maps:    each explains the predicted class" in lines
+    assert (
+        "weights: the model holds the weights of epoch 1, not those of the last frame (epoch 3)"
+        in lines
+    )
+    flags = load_run(tmp_path).flags
+    flagged = {i for v in flags.values() for i in np.flatnonzero(v)}
+    start = lines.index(f"flags:   {len(flagged)} of 6 probes flagged at the last frame")
+    table = lines[start + 1 : start + 1 + len(flags)]
+    assert [line.split()[0] for line in table] == list(flags)
+    for line, (name, values) in zip(table, flags.items(), strict=True):
+        ids = np.flatnonzero(values).tolist()
+        count = line.split()[1]
+        assert int(count) == len(ids), line
+        if ids:
+            assert f"probes {', '.join(map(str, ids))}  (" in line
+    assert any(line.split()[0] == "on_cue" and int(line.split()[1]) > 0 for line in table)
+    assert "(wrong at the last recorded epoch)" in table[0]

@@ -242,3 +242,72 @@ def test_a_non_finite_prediction_is_never_drawn_right():
     # A right prediction's caption is drawn in green; the NaN one has no green at all.
     assert (fine == np.array(F.RIGHT)).all(-1).sum() > 0
     assert (caption == np.array(F.RIGHT)).all(-1).sum() == 0
+
+
+def test_the_caption_says_which_class_the_map_explains():
+    r = F.FrameRenderer(np.zeros((32, 32, 3), np.uint8), label=0, class_names=["cross", "square"])
+    probs = np.array([0.2, 0.8])
+    text = "".join(r.caption_pieces(probs, epoch=2, target=1))
+    assert text == "epoch 2 · true: cross · pred: square 0.80 · map: square"
+    assert "map:" not in "".join(r.caption_pieces(probs, epoch=2))
+    # The pixels drawn are those pieces: the caption strip equals the text put piece by piece.
+    frame = r.draw(HAND_MAP, probs, 2, target=1)
+    want = np.empty((F.CAPTION_H, frame.shape[1], 3), np.uint8)
+    want[:] = F.BACKGROUND
+    x = 6
+    for piece in ["epoch 2", " · ", "true: cross", " · ", "pred: square", " 0.80", " · "]:
+        x = F.put_text(want, x, 4, piece, F.WRONG, r.font_size)
+    F.put_text(want, x, 4, "map: square", F.WRONG, r.font_size)
+    np.testing.assert_array_equal(frame[: F.CAPTION_H], want)
+    # Another target is another caption; the rest of the frame is the same.
+    other = r.draw(HAND_MAP, probs, 2, target=0)
+    assert not np.array_equal(other[: F.CAPTION_H], frame[: F.CAPTION_H])
+    np.testing.assert_array_equal(other[F.CAPTION_H :], frame[F.CAPTION_H :])
+
+
+def test_a_frame_without_caption_is_the_frame_below_the_caption():
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), np.uint8)
+    full = F.FrameRenderer(image, label=1, class_names=["a", "b"])
+    bare = F.FrameRenderer(image, label=1, class_names=["a", "b"], caption=False)
+    probs = np.array([0.3, 0.7])
+    got = bare.draw(HAND_MAP, probs, 4, target=1)
+    assert got.shape[0] == full.height - F.CAPTION_H == bare.height
+    np.testing.assert_array_equal(got, full.draw(HAND_MAP, probs, 4, target=1)[F.CAPTION_H :])
+
+
+def test_the_grid_legend_names_the_border_colours():
+    t = F.tile(np.zeros((10, 10, 3), np.uint8), HAND_MAP, np.array([0.9, 0.1]), 0, side=96)
+    plain = F.grid([t] * 9, title="epoch 3")
+    keyed = F.grid([t] * 9, title="epoch 3", legend=F.TILE_LEGEND)
+    assert keyed.shape == plain.shape  # a 3x3 grid of 100-px tiles holds the legend
+    np.testing.assert_array_equal(keyed[F.GRID_TITLE_H :], plain[F.GRID_TITLE_H :])
+    strip = keyed[: F.GRID_TITLE_H]
+    # One 9x9 swatch per entry, in the border colours, right-aligned, with its text after it.
+    x0 = strip.shape[1] - 4 - F.legend_width(F.TILE_LEGEND)
+    np.testing.assert_array_equal(strip[4:13, x0 : x0 + 9], np.broadcast_to(F.RIGHT, (9, 9, 3)))
+    want = np.empty_like(strip)
+    want[:] = F.BACKGROUND
+    F.put_text(want, 4, 1, "epoch 3", F.TEXT, 13)
+    end = F.draw_legend(want, x0, F.TILE_LEGEND)
+    assert end == strip.shape[1] - 4
+    np.testing.assert_array_equal(strip, want)
+    assert (strip == F.WRONG).all(-1).sum() == 81 and (strip == F.RIGHT).all(-1).sum() == 81
+    # A grid narrower than its title and legend is widened to hold both.
+    one = F.grid([t], title="before training", legend=F.TILE_LEGEND)
+    assert one.shape[1] > t.shape[1] and (one[: F.GRID_TITLE_H] == F.WRONG).all(-1).sum() == 81
+    # Every epoch's grid of an animation is as wide, whatever its title.
+    assert F.grid([t], title="epoch 3", legend=F.TILE_LEGEND).shape == one.shape
+
+
+def test_rendered_grid_animations_carry_the_legend_at_one_width(tmp_path):
+    from records import make_record
+
+    from cam_callback import animate
+    from cam_callback.record import load_run
+
+    run = load_run(make_record(tmp_path, n_probes=3, n_epochs=3, baseline=True))
+    grids = animate.grid_frames(run, [0, 1])
+    assert len({g.shape for g in grids}) == 1  # "before training" and "epoch 2" alike
+    for g in grids:
+        strip = g[: F.GRID_TITLE_H]
+        assert (strip == F.RIGHT).all(-1).sum() == 81 and (strip == F.WRONG).all(-1).sum() == 81

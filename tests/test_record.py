@@ -751,3 +751,57 @@ def test_a_stored_member_claiming_more_than_it_holds_is_refused(tmp_path):
     file.write_bytes(raw_zip(entries))
     with pytest.warns(UserWarning, match="is stored, yet claims"):
         assert load_run(tmp_path).epochs == [1, 2]
+
+
+# ---------------------------------------------------------------------- notebooks
+
+
+def test_a_run_shows_itself_inline_in_a_notebook_with_no_network(tmp_path):
+    import base64
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+    from records import make_record
+
+    from cam_callback import frames
+
+    run = load_run(make_record(tmp_path / "nb", n_probes=6, n_epochs=4, baseline=True))
+    page = run._repr_html_()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "cam-callback run nb</b>: 6 probes · 5 frames (before training to epoch 3)" in page
+    # The grid animation: one inline GIF, one frame per epoch, each the grid of that epoch.
+    gifs = re.findall(r'src="data:image/gif;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(gifs) == 1
+    img = Image.open(io.BytesIO(base64.b64decode(gifs[0])))
+    assert img.n_frames == len(run.epochs)
+    for pos in (0, len(run.epochs) - 1):
+        img.seek(pos)
+        got = np.asarray(img.convert("RGB")).astype(int)
+        tiles = [
+            frames.tile(run.images[i], run.heatmaps[pos, i], run.probabilities[pos, i],
+                        int(run.labels[i]), side=72)
+            for i in range(6)
+        ]  # fmt: skip
+        want = frames.grid(
+            tiles, cols=3, title=frames.epoch_label(run.epochs[pos]), legend=frames.TILE_LEGEND
+        ).astype(int)
+        assert got.shape == want.shape
+        assert np.abs(got - want).mean() < 4  # a 255-colour palette, nothing more
+    # The flags, as stored.
+    for name, values in run.flags.items():
+        ids = np.flatnonzero(values).tolist()
+        row = re.search(rf'<tr data-flag="{name}"><td>[^<]*</td><td>(\d+)</td><td>([^<]*)</td>',
+                        page)  # fmt: skip
+        assert row and int(row.group(1)) == len(ids)
+        assert row.group(2) == (", ".join(map(str, ids)) or "–")
+    # The p(true) curves: one line per probe through p(label) at every epoch.
+    svg = re.search(r'<svg class="ptrue".*?</svg>', page).group(0)
+    lines = ET.fromstring(svg).findall("polyline")
+    assert [int(p.get("data-probe")) for p in lines] == list(range(6))
+    for line in lines:
+        i = int(line.get("data-probe"))
+        ys = [float(xy.split(",")[1]) for xy in line.get("points").split()]
+        want = [8 + (1 - float(run.probabilities[e, i, run.labels[i]])) * 130 for e in range(5)]
+        np.testing.assert_allclose(ys, want, atol=0.06)
+        right = int(run.probabilities[-1, i].argmax()) == int(run.labels[i])
+        assert line.get("stroke") == ("#2ea043" if right else "#d73a49")

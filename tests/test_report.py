@@ -130,7 +130,10 @@ def test_poster_is_the_last_epoch_and_badges_carry_their_figure(tmp_path):
         assert f'src="index_files/probe_{i:03d}_last.png"' in html_text
         label = int(run.labels[i])
         want = FrameRenderer(run.images[i], label=label, class_names=run.class_names).draw(
-            run.heatmaps[-1, i], run.probabilities[-1, i], run.epochs[-1]
+            run.heatmaps[-1, i],
+            run.probabilities[-1, i],
+            run.epochs[-1],
+            target=int(run.targets[-1, i]),
         )
         got = np.asarray(Image.open(BytesIO(poster.read_bytes())).convert("RGB"))
         np.testing.assert_array_equal(got, want)
@@ -331,3 +334,148 @@ def test_a_non_finite_prediction_is_never_a_right_card(tmp_path):
     assert [r["pred"] for r in rows] == [0] * 6 and not any(r["finite"] for r in rows)
     page = report.render_page(run, rows, dict.fromkeys(range(6), ""), 0.5)
     assert page.count('<article class="card wrong"') == 6
+
+
+# ---------------------------------------------------------------------- what the maps explain
+
+
+def _explained_run(tmp_path):
+    """A run with a baseline whose record says the maps explain the predicted class and
+    that the model was handed back with epoch 1's weights (restore_best_weights)."""
+    run = load_run(make_record(tmp_path, n_probes=6, n_epochs=4, baseline=True))
+    run.meta["target"] = "predicted"
+    run.meta["final_weights_epoch"] = 1
+    return run
+
+
+def test_cards_and_header_say_which_class_each_map_explains(tmp_path):
+    run = _explained_run(tmp_path)
+    # A map may explain another class than the prediction (a `target` given per probe).
+    run.targets[-1, 2] = (run.probabilities[-1, 2].argmax() + 1) % 3
+    rows = report.probe_rows(run, 0.5)
+    page = report.render_page(run, rows, dict.fromkeys(range(6), "g.gif"), 0.5)
+    assert '<span id="target-rule">each map explains the predicted class</span>' in page
+    want = run.class_name(int(run.targets[-1, 2]))
+    assert rows[2]["target_name"] == want != rows[2]["pred_name"]
+    card = report.card(rows[2], "g.gif", "p.png")
+    assert f'map: <b class="map">{want}</b>' in card and 'id="probe-002"' in card
+    assert report.target_rule({"target": "label"}) == "the true class"
+    assert report.target_rule({"target": 2}, ["a", "b", "cat"]) == "class cat"
+    # Which epoch's weights the model holds, next to the last frame's epoch.
+    assert (
+        '<span id="final-weights">the model holds the weights of epoch 1, not those of the '
+        "last frame (epoch 3)</span>" in page
+    )
+    run.meta["final_weights_epoch"] = 3
+    assert report.weights_note(run) == "the model holds the weights of the last frame (epoch 3)"
+    del run.meta["final_weights_epoch"]
+    assert report.weights_note(run) == ""
+
+
+def test_the_poster_caption_names_the_mapped_class(tmp_path):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from cam_callback.frames import FrameRenderer
+
+    run = _explained_run(tmp_path)
+    got = np.asarray(Image.open(BytesIO(report.last_frame_png(run, 2))).convert("RGB"))
+    r = FrameRenderer(run.images[2], label=int(run.labels[2]), class_names=run.class_names)
+    want = r.draw(run.heatmaps[-1, 2], run.probabilities[-1, 2], 3, target=int(run.targets[-1, 2]))
+    np.testing.assert_array_equal(got, want)
+    plain = r.draw(run.heatmaps[-1, 2], run.probabilities[-1, 2], 3)
+    assert not np.array_equal(got, plain)  # the "map: ..." piece is drawn
+
+
+def test_the_empty_map_flag_is_shown_with_its_explanation(tmp_path):
+    run = load_run(make_record(tmp_path, n_epochs=2))
+    row = dict(report.probe_rows(run, 0.5)[0])
+    row["flags"] = ["empty_map"]
+    row["badges"] = {"empty_map": report.badge_text("empty_map", {})}
+    card = report.card(row, "g.gif", "p.png")
+    help_text = report.FLAG_HELP["empty_map"]
+    assert "all zero" in help_text and "layer" in help_text
+    assert f'<span class="badge empty_map" title="{help_text}">empty map</span>' in card
+
+
+# ---------------------------------------------------------------------- the data map
+
+
+def _hand_point(run, i):
+    """Mean and population std of p(true) over the trained epochs, by hand."""
+    values = [float(run.probabilities[e, i, run.labels[i]]) for e in range(1, len(run.epochs))]
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return mean, std
+
+
+def test_datamap_points_sit_at_hand_computed_mean_and_std(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    run = _explained_run(tmp_path)
+    assert run.epochs[0] == -1  # the baseline is left out of the map
+    rows = report.probe_rows(run, 0.5)
+    points = report.datamap_points(run, {r["index"]: r["flags"] for r in rows})
+    svg = report.datamap_svg(points, {r["index"]: r["label_name"] for r in rows})
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.fromstring(svg)
+    links = root.findall("s:a", ns)
+    assert len(links) == 6
+    for a in links:
+        i = int(a.get("data-probe"))
+        assert a.get("href") == f"#probe-{i:03d}"
+        c = a.find("s:circle", ns)
+        mean, std = _hand_point(run, i)
+        # The plot spans x 46..428 for std 0..0.5 and y 12..240 for mean 1..0.
+        assert float(c.get("cx")) == pytest.approx(46 + std / 0.5 * 382, abs=0.01)
+        assert float(c.get("cy")) == pytest.approx(12 + (1 - mean) * 228, abs=0.01)
+        region = "ambiguous" if std >= 0.2 else ("easy" if mean >= 0.5 else "hard")
+        assert c.get("data-region") == region
+        first = rows[i]["flags"][0] if rows[i]["flags"] else "none"
+        assert c.get("class") == f"pt {first}"
+        assert c.get("fill") == report.datamap.FLAG_COLOURS[first]
+    assert {t.text for t in root.findall("s:text", ns)} >= {"easy", "ambiguous", "hard"}
+
+
+def test_datamap_leaves_out_a_non_finite_probe_and_says_so(tmp_path):
+    run = load_run(make_record(tmp_path, n_probes=4, n_epochs=3))
+    run.probabilities[1, 3] = np.nan
+    points = report.datamap_points(run, {})
+    assert [p.index for p in points] == [0, 1, 2]
+    assert "1 probe with a non-finite probability is not shown." in report.datamap_legend(
+        points, 4
+    )
+
+
+def test_datamap_in_chromium_links_points_to_cards_coloured_by_flag(tmp_path, browser):
+    run = _explained_run(tmp_path)
+    rows = report.probe_rows(run, 0.5)
+    page_path = report.write_report(run, threshold=0.5)
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(page_path.as_uri())
+    page.wait_for_load_state("load")
+    assert page.evaluate("document.querySelectorAll('svg.datamap circle').length") == 6
+    wrong = next(r["index"] for r in rows if r["flags"][:1] == ["misclassified"])
+    fills = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('svg.datamap a')).map("
+        "a => [a.dataset.probe, getComputedStyle(a.querySelector('circle')).fill]))"
+    )
+    assert fills[str(wrong)] == "rgb(255, 92, 108)"  # FLAG_COLOURS["misclassified"]
+    clean = [r["index"] for r in rows if not r["flags"]]
+    for i in clean:
+        assert fills[str(i)] == "rgb(76, 196, 106)"  # no flag
+    # A click on a point goes to its card, even when a filter hid that card.
+    page.select_option("#flag-filter", "misclassified")
+    target = next(r["index"] for r in rows if "misclassified" not in r["flags"])
+    page.click(f"svg.datamap a[data-probe='{target}'] circle", force=True)
+    page.wait_for_function(f"location.hash === '#probe-{target:03d}'")
+    shown = page.evaluate(
+        "(() => { const c = document.querySelector(':target');"
+        " return [+c.dataset.index, c.classList.contains('hidden')]; })()"
+    )
+    assert shown == [target, False]
+    assert all(u.startswith("file:") for u in requests)
+    page.close()

@@ -76,7 +76,8 @@ def test_discover_runs_names_every_record(tmp_path):
     (tmp_path / "c" / "cam").mkdir(parents=True)  # no record.json: not a record
     found = discover_runs(tmp_path)
     assert found == {"a": tmp_path / "a" / "cam", "deep/b": tmp_path / "deep" / "b" / "cam"}
-    assert discover_runs(tmp_path / "a") == {".": tmp_path / "a" / "cam"}
+    # A record in the logdir itself is named after the folder (`make tensorboard`), not ".".
+    assert discover_runs(tmp_path / "a") == {"a": tmp_path / "a" / "cam"}
     assert discover_runs(tmp_path / "missing") == {}
     assert CAMPlugin(_Context(str(tmp_path))).is_active()
     assert not CAMPlugin(_Context(str(tmp_path / "c"))).is_active()
@@ -221,6 +222,10 @@ def test_data_routes_agree_with_the_record(server):
         np.testing.assert_allclose(got["curve"], want["curve"], atol=1e-5)
         assert got["flags"] == want["flags"] and got["badges"] == want["badges"]
         assert got["pred"] == run.probabilities[:, want["index"]].argmax(-1).tolist()
+        assert got["map"] == run.targets[:, want["index"]].tolist()
+        np.testing.assert_allclose(
+            got["p_pred"], run.probabilities[:, want["index"]].max(-1), atol=1e-5
+        )
     status, ctype, png = get(base + "/data/plugin/cam/frame?run=a&probe=3&epoch=-1")
     assert status == 200 and ctype == "image/png" and png[:4] == b"\x89PNG"
     from io import BytesIO
@@ -229,8 +234,13 @@ def test_data_routes_agree_with_the_record(server):
 
     from cam_callback.frames import FrameRenderer
 
-    want = FrameRenderer(run.images[3], label=int(run.labels[3]), class_names=run.class_names)
-    frame = want.draw(run.heatmaps[0, 3], run.probabilities[0, 3], -1)
+    # No caption strip: the tab writes the caption as text, sharp at any scale.
+    want = FrameRenderer(
+        run.images[3], label=int(run.labels[3]), class_names=run.class_names, caption=False
+    )
+    frame = want.draw(
+        run.heatmaps[0, 3], run.probabilities[0, 3], -1, target=int(run.targets[0, 3])
+    )
     np.testing.assert_array_equal(np.asarray(Image.open(BytesIO(png)).convert("RGB")), frame)
 
 
@@ -248,6 +258,8 @@ def test_data_routes_agree_with_the_record(server):
         ("frame?run=%00&probe=0&epoch=0", 400),
         ("probes?run=nope", 404),
         ("probes", 400),
+        ("datamap?run=nope", 404),
+        ("datamap", 400),
     ],
 )
 def test_bad_requests_answer_4xx_without_a_traceback(server, query, code):
@@ -414,9 +426,15 @@ def test_dashboard_in_chromium(server, browser):
 
     # Two runs of the same probes side by side, at the same epoch position.
     options = frame.evaluate(
-        "Array.from(document.querySelectorAll('#run-b option')).map(o => o.value)"
+        "Array.from(document.querySelectorAll('#run-b option'))"
+        ".map(o => [o.value, o.disabled, o.textContent])"
     )
-    assert options == ["", "b"]  # "other" recorded other probes
+    # "other" recorded other probes: listed, not choosable, with the reason.
+    assert options == [
+        ["", False, "nothing"],
+        ["b", False, "b"],
+        ["other", True, "other (other probes: frames cannot be paired)"],
+    ]
     frame.select_option("#run-b", "b")
     frame.wait_for_function("document.querySelectorAll('img.frame.b').length === 6")
     _set_epoch(frame, 2)
@@ -425,6 +443,56 @@ def test_dashboard_in_chromium(server, browser):
     srcs = [src for _, src, _ in shot]
     assert sum("run=b" in s and f"epoch={b_epochs[2]}" in s for s in srcs) == 6
     assert sum("run=a" in s and f"epoch={run.epochs[2]}" in s for s in srcs) == 6
+
+    # Each frame's caption is text, following the slider; flags say they describe the end.
+    frame.select_option("#run-b", "")
+    _set_epoch(frame, 0)
+    captions = frame.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('.card')).map(c => "
+        "[c.dataset.index, [c.querySelector('figcaption').textContent, "
+        "c.querySelector('.badges').className, c.querySelector('.badges').textContent]]))"
+    )
+    names = run.class_names
+    for i in range(6):
+        p = run.probabilities[0, i]
+        want = (
+            f"before training · true: {names[run.labels[i]]} · pred: {names[p.argmax()]} "
+            f"{p.max():.2f} · map: {names[run.targets[0, i]]}"
+        )
+        assert captions[str(i)][0] == want
+        if rows[i]["flags"]:
+            assert captions[str(i)][1] == "badges stale"
+            assert captions[str(i)][2].startswith("at the end of training: ")
+    _set_epoch(frame, n_epochs - 1)
+    assert frame.evaluate("document.querySelectorAll('.badges.stale').length") == 0
+    # Frames are shown at their own size where the card is wide enough: never upscaled.
+    sizes = frame.evaluate(
+        "Array.from(document.querySelectorAll('img.frame')).map(i => [i.naturalWidth, i.width])"
+    )
+    assert sizes and all(w == nat for nat, w in sizes), sizes
+
+    # The data map: one point per probe, coloured by its first flag, a click picks the card.
+    from cam_callback.report.datamap import FLAG_COLOURS
+
+    points = frame.evaluate(
+        "Array.from(document.querySelectorAll('#datamap svg.datamap a')).map(a => "
+        "[+a.dataset.probe, a.querySelector('circle').getAttribute('class'), "
+        "getComputedStyle(a.querySelector('circle')).fill])"
+    )
+    assert sorted(p[0] for p in points) == list(range(6))
+    for i, cls, fill in points:
+        first = rows[i]["flags"][0] if rows[i]["flags"] else "none"
+        assert cls == f"pt {first}"
+        hexed = FLAG_COLOURS[first]
+        assert fill == "rgb({}, {}, {})".format(*(int(hexed[k : k + 2], 16) for k in (1, 3, 5)))
+    frame.select_option("#flag-filter", "on_cue")
+    away = next(r["index"] for r in rows if "on_cue" not in r["flags"])
+    frame.click(f"#datamap a[data-probe='{away}'] circle", force=True)
+    picked = frame.evaluate(
+        "Array.from(document.querySelectorAll('.card.picked:not(.hidden)')).map(c => c.id)"
+    )
+    assert picked == [f"probe-{away:03d}"]
+    frame.select_option("#flag-filter", "")
 
     # Live: an epoch written while the page is open appears, and the slider follows it.
     frame.select_option("#run-b", "")
@@ -575,7 +643,7 @@ def test_a_wide_probe_frame_is_drawn_within_a_frame(tmp_path):
 
     from PIL import Image
 
-    assert status == 200 and Image.open(BytesIO(png)).size == (2 * 1024 + 180, 22 + 160)
+    assert status == 200 and Image.open(BytesIO(png)).size == (2 * 1024 + 180, 160)
 
 
 def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
@@ -630,3 +698,23 @@ def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
         page.close()
         shutil.rmtree(logs / "0_damaged")
         time.sleep(2.5)  # the other tests see the logdir as it was
+
+
+def test_a_record_in_the_logdir_itself_is_named_after_its_folder(tmp_path):
+    """`make tensorboard` serves runs/spurious, whose record is runs/spurious/cam: the run is
+    "spurious", never ".", in the listing and every route."""
+    logdir = make_record(tmp_path / "spurious", n_probes=3, n_epochs=2)
+    client = _client(logdir)
+    status, body = _get(client, "runs")
+    runs = json.loads(body)["runs"]
+    assert status == 200 and [r["name"] for r in runs] == ["spurious"]
+    assert _get(client, "probes", run="spurious")[0] == 200
+    assert _get(client, "frame", run="spurious", probe="0", epoch="1")[0] == 200
+    status, body = _get(client, "datamap", run="spurious")
+    data = json.loads(body)
+    assert status == 200 and data["svg"].count("<circle") == 3 and data["missing"] == 0
+    run = load_run(logdir)
+    rows = report.probe_rows(run, 0.5)
+    points = report.datamap_points(run, {r["index"]: r["flags"] for r in rows})
+    # The page's SVG, byte for byte.
+    assert data["svg"] == report.datamap_svg(points, {r["index"]: r["label_name"] for r in rows})

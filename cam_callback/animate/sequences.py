@@ -51,6 +51,8 @@ def probe_frames(
     )
     chosen = range(len(run.epochs[:limit])) if positions is None else positions
     return [
+        # No `target=` yet: these frames must stay byte for byte those the tracker's pipeline
+        # draws live, and the pipeline does not hand the targets to its drawing stage yet.
         renderer.draw(run.heatmaps[e, index], run.probabilities[e, index], run.epochs[e])
         for e in chosen
     ]
@@ -97,13 +99,14 @@ def grid_frames(
     positions: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """One grid image of the given probes per recorded epoch (or per chosen position),
-    titled with the epoch."""
+    titled with the epoch, with the legend of its tiles' borders when labels are known."""
     side, captioned = grid_layout(len(probes))
     chosen = range(len(run.epochs)) if positions is None else positions
     return [
         F.grid(
             [grid_tile(run, e, i, alpha, side, captioned) for i in probes],
             title=F.epoch_label(run.epochs[e]),
+            legend=F.TILE_LEGEND if run.labels is not None else None,
         )
         for e in chosen
     ]

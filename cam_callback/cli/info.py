@@ -7,11 +7,36 @@ import argparse
 import numpy as np
 
 from cam_callback.frames import clean_name
-from cam_callback.record import load_run
+from cam_callback.record import Run, load_run
+from cam_callback.report import FLAG_HELP, target_rule, weights_note
+
+SHOWN_IDS = 12  # probe ids listed per flag; more end in "..."
+
+
+def flag_summary(run: Run) -> list[str]:
+    """The lines summarising ``run``'s flags: per flag, how many probes raise it, which,
+    and what it means.
+
+    Example:
+        >>> flag_summary(load_run("runs/a"))[1]  # doctest: +SKIP
+        '  misclassified    2  probes 2, 5  (wrong at the last recorded epoch)'
+    """
+    flags = run.flags
+    raised = sorted({i for v in flags.values() for i in np.flatnonzero(v).tolist()})
+    lines = [f"flags:   {len(raised)} of {run.n_probes} probes flagged at the last frame"]
+    width = max((len(name) for name in flags), default=0)
+    for name, values in flags.items():
+        ids = np.flatnonzero(values).tolist()
+        shown = ", ".join(map(str, ids[:SHOWN_IDS])) + (", ..." if len(ids) > SHOWN_IDS else "")
+        which = f"probes {shown}" if ids else "none"
+        why = FLAG_HELP.get(name, "")
+        lines.append(f"  {name:<{width}}  {len(ids):>3}  {which}" + (f"  ({why})" if why else ""))
+    return lines
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Prints the record's epochs, probes, layer, method, score and probe accuracy.
+    """Prints the record's epochs, probes, layer, method, score, the class each map
+    explains, which epoch's weights the model holds, probe accuracy and the flags.
 
     Example:
         >>> cmd_info(build_parser().parse_args(["info", "runs/a"]))  # doctest: +SKIP
@@ -39,6 +64,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     score = clean_name(run.meta.get("score") or "unknown (older record)", limit=120)
     layer = clean_name(run.layer or "(input)", limit=120)
     print(f"layer:   {layer}  method: {clean_name(run.method)}  score: {score}")
+    print(f"maps:    each explains {target_rule(run.meta, run.class_names)}")
+    weights = weights_note(run)
+    if weights:
+        print(f"weights: {weights}")
     finite = np.isfinite(run.heatmaps).all(axis=(0, 2, 3)) & np.isfinite(run.probabilities).all(
         axis=(0, 2)
     )
@@ -52,4 +81,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"final accuracy on probes: {right / run.n_probes:.2f} ({right}/{run.n_probes})")
     elif run.epochs:
         print("final accuracy on probes: unknown (no labels recorded)")
+    if run.epochs:
+        print("\n".join(flag_summary(run)))
     return 0

@@ -37,9 +37,26 @@ from cam_callback.frames.draw import (
     turbo_lut,
     upsample,
 )
-from cam_callback.frames.grids import GRID_TITLE_H, TILE_CAPTION_H, activation_grid, grid, tile
+from cam_callback.frames.grids import (
+    GRID_TITLE_H,
+    TILE_CAPTION_H,
+    TILE_LEGEND,
+    activation_grid,
+    draw_legend,
+    grid,
+    legend_width,
+    tile,
+)
 from cam_callback.frames.renderer import FrameRenderer
-from cam_callback.frames.text import MAX_NAME, clean_name, fit_text, font, put_text, text_mask
+from cam_callback.frames.text import (
+    MAX_NAME,
+    clean_name,
+    fit_text,
+    font,
+    put_text,
+    target_rule,
+    text_mask,
+)
 
 __all__ = [
     "BACKGROUND",
@@ -56,19 +73,23 @@ __all__ = [
     "RIGHT",
     "TEXT",
     "TILE_CAPTION_H",
+    "TILE_LEGEND",
     "WRONG",
     "FrameRenderer",
     "activation_grid",
     "clean_name",
     "colorize",
     "desaturate",
+    "draw_legend",
     "display_size",
     "epoch_label",
     "fit_text",
     "font",
     "grid",
+    "legend_width",
     "overlay",
     "put_text",
+    "target_rule",
     "text_mask",
     "tile",
     "to_display",

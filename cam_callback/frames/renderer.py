@@ -35,11 +35,16 @@ class FrameRenderer:
         class_names: Names for the class ids; ids are shown when ``None``.
         top_k: How many classes the bar chart shows.
         alpha: Weight of the heatmap in the overlay.
+        caption: Draw the caption strip on top. A page that writes the caption as
+            HTML text (crisp at any scale) passes ``False``; the frame is then
+            ``CAPTION_H`` pixels shorter.
 
     Example:
         >>> r = FrameRenderer(np.zeros((32, 32, 3), np.uint8), label=1, class_names=["a", "b"])
-        >>> r.draw(np.ones((4, 4)), np.array([0.3, 0.7]), epoch=0).shape
+        >>> r.draw(np.ones((4, 4)), np.array([0.3, 0.7]), epoch=0, target=1).shape
         (182, 500, 3)
+        >>> "".join(r.caption_pieces(np.array([0.3, 0.7]), epoch=0, target=1))
+        'epoch 0 · true: b · pred: b 0.70 · map: b'
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class FrameRenderer:
         class_names: Sequence[str] | None = None,
         top_k: int = 3,
         alpha: float = 0.5,
+        caption: bool = True,
     ) -> None:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
@@ -68,11 +74,12 @@ class FrameRenderer:
         self.grey = desaturate(self.image)  # the overlay's background; the left panel keeps colour
         self.size = (h, w)
         self.font_size = 13 if h < 200 else 15
-        self.height = CAPTION_H + h
+        self.top = CAPTION_H if caption else 0
+        self.height = self.top + h
         self.width = 2 * w + PANEL_W
         base = np.empty((self.height, self.width, 3), np.uint8)
         base[:] = BACKGROUND
-        base[CAPTION_H:, :w] = self.image
+        base[self.top :, :w] = self.image
         self.base = base
 
     def name(self, cls: int) -> str:
@@ -81,11 +88,41 @@ class FrameRenderer:
             return clean_name(self.class_names[cls])
         return str(cls)
 
-    def draw(self, heatmap: np.ndarray, probabilities: np.ndarray, epoch: int) -> np.ndarray:
-        """The frame for one epoch as ``[height, width, 3]`` uint8."""
+    def caption_pieces(
+        self, probabilities: np.ndarray, epoch: int, target: int | None = None
+    ) -> list[str]:
+        """The caption's text, in the pieces it is drawn in: the epoch, the true class,
+        the prediction and its probability, and ``map: <class>``, the class the map
+        explains (``target``; left out when ``None``)."""
+        probs = np.asarray(probabilities, dtype=np.float64).ravel()
+        pred = int(np.argsort(-probs, kind="stable")[0])
+        size = self.font_size
+        pieces = [epoch_label(epoch)]
+        if self.label is not None:
+            pieces += [" · ", f"true: {fit_text(self.name(self.label), size, 120)}"]
+        pieces += [" · ", f"pred: {fit_text(self.name(pred), size, 120)}", f" {probs[pred]:.2f}"]
+        if target is not None:
+            pieces += [" · ", f"map: {fit_text(self.name(int(target)), size, 100)}"]
+        return pieces
+
+    def draw(
+        self,
+        heatmap: np.ndarray,
+        probabilities: np.ndarray,
+        epoch: int,
+        target: int | None = None,
+    ) -> np.ndarray:
+        """The frame for one epoch as ``[height, width, 3]`` uint8.
+
+        Args:
+            target: The class the map explains (the record's ``targets``), written
+                as ``map: <class>`` in the caption: a misclassified frame's map may
+                explain the predicted class, not the true one.
+        """
         h, w = self.size
+        strip = self.top  # the caption's height, 0 without one
         frame = self.base.copy()
-        frame[CAPTION_H:, w : 2 * w] = overlay(self.grey, heatmap, self.alpha, grey=False)
+        frame[strip:, w : 2 * w] = overlay(self.grey, heatmap, self.alpha, grey=False)
         probs = np.asarray(probabilities, dtype=np.float64).ravel()
         non_finite = not (np.isfinite(probs).all() and np.isfinite(heatmap).all())
         order = np.argsort(-probs, kind="stable")[: self.top_k]
@@ -94,23 +131,19 @@ class FrameRenderer:
         correct = self.label is not None and bool(np.isfinite(probs).all()) and pred == self.label
         size = self.font_size
 
-        # The caption is drawn in pieces so each piece's rendering is cached across frames.
-        colour = TEXT if self.label is None else (RIGHT if correct else WRONG)
-        pieces = [epoch_label(epoch)]
-        if self.label is not None:
-            pieces += [" · ", f"true: {fit_text(self.name(self.label), size, 120)}"]
-        pieces += [" · ", f"pred: {fit_text(self.name(pred), size, 120)}", f" {probs[pred]:.2f}"]
-        x = 6
-        for piece in pieces:
-            x = put_text(frame, x, 4, piece, colour, size)
-        if non_finite:  # a diverged model: its numbers are shown as they are, and flagged
-            put_text(frame, x, 4, " · NON-FINITE", WRONG, size)
+        if strip:  # drawn in pieces so each piece's rendering is cached across frames
+            colour = TEXT if self.label is None else (RIGHT if correct else WRONG)
+            x = 6
+            for piece in self.caption_pieces(probs, epoch, target):
+                x = put_text(frame, x, 4, piece, colour, size)
+            if non_finite:  # a diverged model: its numbers are shown as they are, and flagged
+                put_text(frame, x, 4, " · NON-FINITE", WRONG, size)
 
         x0 = 2 * w + 10
         bar_w = PANEL_W - 20
         row = min(40, max(28, (h - 10) // max(1, self.top_k)))
         for i, cls in enumerate(order):
-            y = CAPTION_H + 8 + i * row
+            y = strip + 8 + i * row
             is_true = self.label is not None and int(cls) == self.label
             name = fit_text(self.name(int(cls)), size, bar_w - (95 if is_true else 40))
             name += " (true)" if is_true else ""

@@ -4,7 +4,9 @@ blended into a uint8 image."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -82,3 +84,26 @@ def put_text(frame: np.ndarray, x: int, y: int, text: str, colour, size: int) ->
     colour = np.asarray(colour, np.uint16)
     region[:] = ((colour * a + region.astype(np.uint16) * (255 - a) + 127) // 255).astype(np.uint8)
     return x + mask.shape[1]
+
+
+def target_rule(meta: Mapping[str, Any], class_names: Sequence[str] | None = None) -> str:
+    """Which class the maps explain, in words, from the record's ``target``.
+
+    Example:
+        >>> target_rule({"target": "predicted"}), target_rule({"target": 1}, ["a", "b"])
+        ('the predicted class', 'class b')
+        >>> target_rule({"target": "label"}), target_rule({})
+        ('the true class', 'the class recorded per probe and epoch')
+    """
+    target = meta.get("target")
+    if target == "predicted":
+        return "the predicted class"
+    if target == "label":
+        return "the true class"
+    if isinstance(target, int) and not isinstance(target, bool):
+        names = class_names or []
+        name = names[target] if 0 <= target < len(names) else str(target)
+        return f"class {clean_name(name)}"
+    if isinstance(target, list):
+        return "a class given per probe"
+    return "the class recorded per probe and epoch"  # older records: the targets say

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cam_callback.frames.notebook import run_html
 from cam_callback.metrics import flags as metric_flags
 from cam_callback.record.paths import BASELINE_EPOCH, FLAGS_FILE, RecordError, atomic_write_bytes
 from cam_callback.record.reader import (
@@ -97,6 +98,17 @@ class Run:
                 return computed
             stored[key] = np.array(value, bool)
         return stored
+
+    def _repr_html_(self) -> str:
+        """How Jupyter and Colab show a run: the grid animation (an inline GIF), the flags
+        and the p(true) curves (an inline SVG), with no network (see
+        :func:`cam_callback.frames.notebook.run_html`).
+
+        Example:
+            >>> run = load_run("runs/a")  # doctest: +SKIP
+            >>> run  # the last line of a notebook cell shows it  # doctest: +SKIP
+        """
+        return run_html(self)
 
     def class_name(self, cls: int) -> str:
         """The name of class ``cls``, or its id as text."""

@@ -4,6 +4,7 @@ Zip the folder and mail it: the page uses no CDN and no server, and its
 filters and sorting are plain JavaScript. The package is split by job:
 :mod:`~cam_callback.report.rows` (what each card shows),
 :mod:`~cam_callback.report.methods` (the methods table from ``evaluation.json``),
+:mod:`~cam_callback.report.datamap` (the data map of the probes, an inline SVG),
 :mod:`~cam_callback.report.assets` (style sheet and script),
 :mod:`~cam_callback.report.page` (the HTML) and
 :mod:`~cam_callback.report.write` (:func:`write_report`). Every name is
@@ -16,18 +17,38 @@ Example:
 """
 
 from cam_callback.report.assets import CSS, JS
+from cam_callback.report.datamap import (
+    DataPoint,
+    datamap_legend,
+    datamap_points,
+    datamap_section,
+    datamap_svg,
+    legend_entries,
+)
 from cam_callback.report.methods import methods_section, read_evaluation_table
 from cam_callback.report.page import FLAG_HELP, GENERATOR, card, render_page, sortable, sparkline
-from cam_callback.report.rows import badge_text, probe_rows, true_class_curve
+from cam_callback.report.rows import (
+    badge_text,
+    probe_rows,
+    target_rule,
+    true_class_curve,
+    weights_note,
+)
 from cam_callback.report.write import last_frame_png, write_report
 
 __all__ = [
     "CSS",
     "FLAG_HELP",
+    "DataPoint",
     "GENERATOR",
     "JS",
     "badge_text",
     "card",
+    "datamap_legend",
+    "datamap_points",
+    "datamap_section",
+    "datamap_svg",
+    "legend_entries",
     "last_frame_png",
     "methods_section",
     "probe_rows",
@@ -35,6 +56,8 @@ __all__ = [
     "render_page",
     "sortable",
     "sparkline",
+    "target_rule",
     "true_class_curve",
+    "weights_note",
     "write_report",
 ]

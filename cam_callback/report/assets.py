@@ -25,6 +25,14 @@ font-size:12px;background:#44444c} .badge.misclassified{background:#8b2230}
 .methods p{color:#a0a0aa;font-size:13px;margin:0 0 6px}
 .methods table{border-collapse:collapse;font-size:13px}
 .methods td,.methods th{padding:3px 10px;border-bottom:1px solid #33333b;text-align:right}
+.badge.empty_map{background:#5a5f66} .card:target{outline:2px solid #f0b429}
+.datamap-section{padding:12px 24px 0} .datamap-section h2{font-size:16px;margin:0 0 4px}
+.datamap-section p{color:#a0a0aa;font-size:13px;margin:0 0 6px;max-width:760px}
+svg.datamap text{fill:#a0a0aa;font-size:11px} svg.datamap .region-label{fill:#d0d0d8;font-size:12px}
+svg.datamap .axis{stroke:#55555f} svg.datamap circle{stroke:#18181c;stroke-width:1;cursor:pointer}
+.datamap-legend{font-size:12px;color:#a0a0aa;margin:4px 0}
+.datamap-legend .key{margin-right:12px} .datamap-legend i{display:inline-block;width:9px;
+height:9px;border-radius:50%;margin-right:4px}
 """
 
 JS = """
@@ -67,6 +75,17 @@ for (const img of main.querySelectorAll('.card img')) {
   img.addEventListener('mouseenter', play);
   img.addEventListener('mouseleave', stop);
   img.addEventListener('click', () => (img.src.endsWith(img.dataset.gif) ? stop() : play()));
+}
+// A point of the data map links to its card: a card hidden by a filter is shown first.
+for (const a of document.querySelectorAll('svg.datamap a')) {
+  a.addEventListener('click', () => {
+    const card = document.getElementById('probe-' + String(a.dataset.probe).padStart(3, '0'));
+    if (card && card.classList.contains('hidden')) {
+      byClass.value = '';
+      byFlag.value = '';
+      apply();
+    }
+  });
 }
 apply();
 """

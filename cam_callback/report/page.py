@@ -12,7 +12,9 @@ from cam_callback.frames import clean_name, epoch_label
 from cam_callback.metrics import FLAG_NAMES
 from cam_callback.record import Run
 from cam_callback.report.assets import CSS, JS
+from cam_callback.report.datamap import datamap_section
 from cam_callback.report.methods import methods_section
+from cam_callback.report.rows import target_rule, weights_note
 
 GENERATOR = "cam-callback report"
 FLAG_HELP = {
@@ -23,7 +25,9 @@ FLAG_HELP = {
     "left_mask": "attention on the object mask ended no higher than chance",
     "on_cue": "attention on the suspected cue ended at 1.5x chance or more",
     "non_finite": "NaN or inf in the maps or probabilities: the model diverged",
-    "empty_map": "the map is zero everywhere at the last epoch: no positive evidence there",
+    "empty_map": "the map is all zero: nothing in this layer raised the explained score "
+    "(ReLU of negative evidence, or a layer past the decision); try another score, "
+    "layer or method",
     # Interventions and fragility (issue 20): what the model needs, and whether the map holds.
     "relies_on_cue": "filling the suspected cue in from its surroundings drops the explained "
     "class's probability by the record's reliance threshold or more: the model uses the cue",
@@ -78,7 +82,7 @@ def card(row: dict, gif: str, poster: str) -> str:
         '\\n<article'
     """
     badges = "".join(
-        f'<span class="badge {n}" title="{html.escape(FLAG_HELP[n])}">'
+        f'<span class="badge {n}" title="{html.escape(FLAG_HELP.get(n, n))}">'
         f"{html.escape(row['badges'][n])}</span>"
         for n in row["flags"]
     )
@@ -87,7 +91,8 @@ def card(row: dict, gif: str, poster: str) -> str:
     verdict = "right" if right else "wrong"
     truth = f"true: <b>{html.escape(row['label_name'])}</b> · " if row["label"] is not None else ""
     return f"""
-<article class="card {verdict}" data-index="{row["index"]}" data-class="{html.escape(cls)}"
+<article class="card {verdict}" id="probe-{row["index"]:03d}" data-index="{row["index"]}"
+  data-class="{html.escape(cls)}"
   data-flags="{" ".join(row["flags"])}" data-priority="{row["priority"][0]}"
   data-truep="{sortable(row["true_probability"])}" data-attention="{row["attention"][0]}"
   data-lift="{sortable(row["attention"][1])}">
@@ -97,7 +102,7 @@ def card(row: dict, gif: str, poster: str) -> str:
   <div class="meta">
     <div class="title">probe {row["index"]:03d}</div>
     <div>{truth}pred: <b class="{verdict}">{html.escape(row["pred_name"])}</b>
-      {row["confidence"]:.2f}</div>
+      {row["confidence"]:.2f} · map: <b class="map">{html.escape(row["target_name"])}</b></div>
     <div class="curve-row">{sparkline(row["curve"])}
       <span class="p">p(true) {row["true_probability"]:.2f}</span></div>
     <div class="badges">{badges}</div>
@@ -138,6 +143,9 @@ def render_page(
     layer = clean_name(run.layer or "input", limit=120)
     method = clean_name(run.method)
     score = clean_name(run.meta.get("score") or "unknown score")
+    explains = target_rule(run.meta, run.class_names)
+    weights = weights_note(run)
+    weights_html = f' · <span id="final-weights">{html.escape(weights)}</span>' if weights else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="generator" content="{GENERATOR}">
@@ -150,7 +158,9 @@ def render_page(
   <div class="sub">{len(rows)} probes · {len(run.epochs)} frames
     ({epoch_label(run.epochs[0])} to {epoch_label(run.epochs[-1])}) ·
     layer <code>{html.escape(layer)}</code> · {html.escape(method)} of the {html.escape(score)} ·
-    {n_wrong} misclassified · low confidence below {threshold:.2f}</div>
+    <span id="target-rule">each map explains {html.escape(explains)}</span> ·
+    {n_wrong} misclassified · low confidence below {threshold:.2f}{weights_html} ·
+    flags describe the last frame</div>
   <div class="controls">
     <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
     <span>flag <select id="flag-filter"><option value="">all</option>
@@ -162,7 +172,7 @@ def render_page(
     <span id="count"></span>
   </div>
 </header>
-{methods_section(run)}<main>{cards}</main>
+{methods_section(run)}{datamap_section(run, rows)}<main>{cards}</main>
 <script type="application/json" id="summary">{summary_json}</script>
 <script>{JS}</script>
 </body></html>

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cam_callback.frames import clean_name
+from cam_callback.frames import clean_name, epoch_label, target_rule
 from cam_callback.metrics import FLAG_NAMES, transplant_rates
 from cam_callback.record import Run, compute_flags
 
@@ -17,6 +17,26 @@ def true_class_curve(run: Run, index: int) -> np.ndarray:
     else:
         cls = run.targets[:, index]
     return run.probabilities[np.arange(len(run.epochs)), index, cls]
+
+
+def weights_note(run: Run) -> str:
+    """Which epoch's weights the model held when ``fit`` returned, when the record knows
+    and it is not the last recorded epoch (``EarlyStopping(restore_best_weights=True)``);
+    else ``""``.
+
+    Example:
+        >>> weights_note(run)  # doctest: +SKIP
+        'the model holds the weights of epoch 2, not those of the last frame (epoch 4)'
+    """
+    final = run.meta.get("final_weights_epoch")
+    if not isinstance(final, int) or isinstance(final, bool) or not run.epochs:
+        return ""
+    if final == run.epochs[-1]:
+        return f"the model holds the weights of the last frame ({epoch_label(final)})"
+    return (
+        f"the model holds the weights of {epoch_label(final)}, not those of the last "
+        f"frame ({epoch_label(run.epochs[-1])})"
+    )
 
 
 def badge_text(flag: str, figures: dict) -> str:
@@ -117,6 +137,9 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
                 "label_name": "" if label is None else clean_name(run.class_name(label)),
                 "pred": pred,
                 "pred_name": clean_name(run.class_name(pred)),
+                # The class the last epoch's map explains: not always the prediction.
+                "target": int(run.targets[-1, i]),
+                "target_name": clean_name(run.class_name(int(run.targets[-1, i]))),
                 # argmax of NaN is 0: a non-finite prediction is never counted right.
                 "finite": bool(np.isfinite(last[i]).all()),
                 "confidence": float(last[i, pred]),

@@ -22,7 +22,12 @@ def last_frame_png(run: Run, index: int) -> bytes:
     """Probe ``index``'s frame at the last recorded epoch, as PNG: the card's poster."""
     label = None if run.labels is None else int(run.labels[index])
     renderer = FrameRenderer(run.images[index], label=label, class_names=run.class_names)
-    frame = renderer.draw(run.heatmaps[-1, index], run.probabilities[-1, index], run.epochs[-1])
+    frame = renderer.draw(
+        run.heatmaps[-1, index],
+        run.probabilities[-1, index],
+        run.epochs[-1],
+        target=int(run.targets[-1, index]),
+    )
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()

@@ -9,7 +9,10 @@ Routes, under ``/data/plugin/cam/``:
   every epoch, the prediction per epoch, and the review page's flags, badges
   and sort keys (from :func:`cam_callback.report.probe_rows`).
 - ``frame?run=NAME&probe=I&epoch=E``: probe ``I`` at epoch ``E`` (-1: before
-  training) as a PNG drawn by :class:`cam_callback.frames.FrameRenderer`.
+  training) as a PNG drawn by :class:`cam_callback.frames.FrameRenderer`, without its
+  caption strip: the tab writes the caption as text, from ``probes``.
+- ``datamap?run=NAME``: the data map of the probes (:mod:`cam_callback.report.datamap`),
+  the same SVG as the review page's, with its legend as data.
 
 Bad parameters answer 400, unknown runs, probes and epochs 404, and an
 unreadable record 404 with the reason: never a traceback. ``runs`` lists an
@@ -34,6 +37,14 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from cam_callback.metrics import FLAG_NAMES
+from cam_callback.report import (
+    FLAG_HELP,
+    datamap_points,
+    datamap_svg,
+    legend_entries,
+    target_rule,
+    weights_note,
+)
 from cam_callback.tensorboard_plugin.store import RunEntry, RunStore
 
 PLUGIN_NAME = "cam"
@@ -67,6 +78,7 @@ class CAMPlugin(base_plugin.TBPlugin):
             "/runs": self._serve_runs,
             "/probes": self._serve_probes,
             "/frame": self._serve_frame,
+            "/datamap": self._serve_datamap,
         }
 
     def is_active(self) -> bool:
@@ -109,9 +121,19 @@ class CAMPlugin(base_plugin.TBPlugin):
                     "method": run.method,
                     "class_names": run.class_names,
                     "mask_kind": run.meta.get("mask_kind"),
+                    "final_weights_epoch": run.meta.get("final_weights_epoch"),
+                    "explains": target_rule(run.meta, run.class_names),
+                    "weights_note": weights_note(run),
                 }
             )
-        return _json(request, {"runs": runs, "flags": list(FLAG_NAMES)})
+        return _json(
+            request,
+            {
+                "runs": runs,
+                "flags": list(FLAG_NAMES),
+                "flag_help": {n: FLAG_HELP.get(n, "") for n in FLAG_NAMES},
+            },
+        )
 
     @wrappers.Request.application
     def _serve_probes(self, request: wrappers.Request) -> wrappers.Response:
@@ -127,6 +149,16 @@ class CAMPlugin(base_plugin.TBPlugin):
                 "probes": rows,
             },
         )
+
+    @wrappers.Request.application
+    def _serve_datamap(self, request: wrappers.Request) -> wrappers.Response:
+        entry, run = self._store.run(_text_arg(request, "run"))
+        rows = self._store.rows(entry) if run.epochs else []
+        points = datamap_points(run, {r["index"]: r["flags"] for r in rows})
+        svg = datamap_svg(points, {r["index"]: r["class"] for r in rows})
+        legend = [[flag, colour] for flag, colour in legend_entries(points)]
+        missing = run.n_probes - len(points) if run.epochs else 0
+        return _json(request, {"svg": svg, "legend": legend, "missing": missing})
 
     @wrappers.Request.application
     def _serve_frame(self, request: wrappers.Request) -> wrappers.Response:

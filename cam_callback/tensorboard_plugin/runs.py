@@ -18,6 +18,9 @@ SIGNED = ("record.json", "probes.npz", FLAGS_FILE)  # with the epoch files
 def discover_runs(logdir: str | os.PathLike) -> dict[str, Path]:
     """Every run record under ``logdir``: run name (the log folder, relative) to record folder.
 
+    A record in ``logdir`` itself (``tensorboard --logdir runs/spurious``) is named
+    after that folder (``spurious``), never ``.``, unless a run below already has that name.
+
     A record is a ``cam/`` folder holding an entry named ``record.json`` (which
     :func:`cam_callback.load_run` then reads, or refuses when it is not a regular
     file). Symlinked folders are not descended into, hidden folders are skipped, and
@@ -31,14 +34,21 @@ def discover_runs(logdir: str | os.PathLike) -> dict[str, Path]:
     found: dict[str, Path] = {}
     if not root.is_dir():
         return found
+    own = None  # the record of the logdir itself, named once the others are known
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         if here.name == SUBDIR and "record.json" in filenames:
             name = "." if here == root else here.parent.relative_to(root).as_posix() or "."
-            found[name] = here
+            if name == ".":
+                own = here
+            else:
+                found[name] = here
             dirnames[:] = []
             continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    if own is not None:
+        name = (own.parent if own == root else root).resolve().name
+        found[name if name and name not in found else "."] = own
     return dict(sorted(found.items()))
 
 
@@ -75,7 +85,8 @@ def finite_floats(values: np.ndarray) -> list[float]:
 
 def probe_table(run: Run) -> list[dict]:
     """The ``probes`` route's rows: the review page's rows (:func:`probe_rows`) with the
-    prediction at every epoch, and only finite numbers.
+    prediction, its probability and the class the map explains at every epoch, and only
+    finite numbers.
 
     Example:
         >>> probe_table(load_run("runs/a"))[0]["pred"]  # doctest: +SKIP
@@ -85,6 +96,7 @@ def probe_table(run: Run) -> list[dict]:
     # argmax of NaN is 0: a non-finite prediction is -1, never the true class.
     finite = np.isfinite(run.probabilities).all(-1)
     preds = np.where(finite, run.probabilities.argmax(-1), -1)
+    top = np.take_along_axis(run.probabilities, run.probabilities.argmax(-1)[..., None], -1)
     out = []
     for r in rows:
         i = r["index"]
@@ -95,6 +107,10 @@ def probe_table(run: Run) -> list[dict]:
                 "label_name": r["label_name"],
                 "class": r["label_name"] or r["pred_name"],
                 "pred": [int(p) for p in preds[:, i]],
+                # Per epoch, for the caption the tab writes as text: p(pred) and the
+                # class the map explains.
+                "p_pred": finite_floats(top[:, i, 0]),
+                "map": [int(t) for t in run.targets[:, i]],
                 "curve": finite_floats(r["curve"]),
                 "flags": r["flags"],
                 "badges": r["badges"],

@@ -123,7 +123,10 @@ class RunStore:
                 return renderer
         run = entry.run
         label = None if run.labels is None else int(run.labels[probe])
-        renderer = FrameRenderer(run.images[probe], label=label, class_names=run.class_names)
+        # The tab writes the caption as HTML text, crisp at any scale: no caption strip.
+        renderer = FrameRenderer(
+            run.images[probe], label=label, class_names=run.class_names, caption=False
+        )
         with self._lock:
             self._renderers[key] = renderer
             while len(self._renderers) > RENDERERS:
@@ -142,7 +145,12 @@ class RunStore:
         run = entry.run
         renderer = self.renderer(name, entry, probe)
         pos = run.epochs.index(epoch)
-        frame = renderer.draw(run.heatmaps[pos, probe], run.probabilities[pos, probe], epoch)
+        frame = renderer.draw(
+            run.heatmaps[pos, probe],
+            run.probabilities[pos, probe],
+            epoch,
+            target=int(run.targets[pos, probe]),
+        )
         buf = io.BytesIO()
         Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
         png = buf.getvalue()

@@ -16,6 +16,7 @@ const state = {
   pos: 0,
   timer: null,
   cards: [],
+  flagHelp: {},
 };
 
 function el(tag, attrs = {}, text) {
@@ -77,8 +78,9 @@ function buildLayout() {
   const status = el('div', {id: 'status'}, 'Loading run records…');
   const broken = el('ul', {id: 'broken'});
   header.append(row1, row2, row3, status, broken);
+  const datamap = el('section', {id: 'datamap'});
   const main = el('main', {id: 'cards'});
-  document.body.append(header, main);
+  document.body.append(header, datamap, main);
 
   runA.addEventListener('change', () => selectRuns(runA.value, ''));
   runB.addEventListener('change', () => selectRuns(runA.value, runB.value));
@@ -100,8 +102,23 @@ function fillRunSelects() {
   runB.replaceChildren();
   option(runB, '', 'nothing');
   const fp = state.runs.find((r) => r.name === runA.value)?.fingerprint;
+  // Runs that cannot go beside this one are listed, disabled, with the reason.
+  const left = [];
   for (const r of state.runs) {
-    if (r.name !== runA.value && !r.error && r.fingerprint === fp) option(runB, r.name, r.name);
+    if (r.name === runA.value) continue;
+    if (!r.error && r.fingerprint === fp) {
+      option(runB, r.name, r.name);
+    } else {
+      const why = r.error ? 'unreadable' : 'other probes: frames cannot be paired';
+      left.push([r, why]);
+    }
+  }
+  for (const [r, why] of left) {
+    option(runB, r.name, `${r.name} (${why})`);
+    runB.lastChild.disabled = true;
+    runB.lastChild.title = r.error ||
+      `${r.name} was recorded on other probes (another probe fingerprint), so its frames ` +
+      'do not show the same images';
   }
   runB.value = state.b ? state.b.name : '';
 }
@@ -153,6 +170,12 @@ async function selectRuns(nameA, nameB) {
       note = ` · ${nameB} cannot be shown: ${err.message}`;
     }
   }
+  let map = null;
+  try {
+    map = await getJSON('./datamap?' + new URLSearchParams({run: nameA}));
+  } catch (err) {
+    map = {error: err.message};
+  }
   if (state.want !== nameA) return; // another run was chosen meanwhile
   const sameRun = state.a && state.a.name === a.name;
   state.a = a;
@@ -162,14 +185,80 @@ async function selectRuns(nameA, nameB) {
   slider.max = String(Math.max(0, a.epochs.length - 1));
   const pos = sameRun && !atEnd ? Math.min(state.pos, a.epochs.length - 1) : a.epochs.length - 1;
   buildCards();
+  showDatamap(map);
   setPos(Math.max(0, pos));
+  const info = state.runs.find((r) => r.name === a.name) || {};
   const status = document.getElementById('status');
   status.className = note ? 'error' : '';
   status.textContent = (a.epochs.length ?
     `${a.probes.length} probes · ${a.epochs.length} frames (${epochLabel(a.epochs[0])} to ` +
-    `${epochLabel(a.epochs[a.epochs.length - 1])}) · refreshed live` :
+    `${epochLabel(a.epochs[a.epochs.length - 1])}) · ` +
+    (info.explains ? `each map explains ${info.explains} · ` : '') +
+    (info.weights_note ? `${info.weights_note} · ` : '') + 'refreshed live' :
     'No complete epoch recorded yet.') + note;
   document.body.dataset.ready = '1';
+}
+
+// The data map: the server's SVG (the review page's, from report/datamap.py), parsed as SVG,
+// never as HTML; each point goes to its card.
+function showDatamap(map) {
+  const section = document.getElementById('datamap');
+  section.replaceChildren();
+  if (!map || map.error || !state.a || !state.a.epochs.length) {
+    if (map && map.error) section.append(el('p', {class: 'note'}, `No data map: ${map.error}`));
+    return;
+  }
+  section.append(el('h2', {}, 'Data map'), el('p', {class: 'note'},
+      'Each probe at its mean p(true) over the training epochs against its variability ' +
+      '(dataset cartography): easy, ambiguous, hard. Colour: its first flag at the end of ' +
+      'training. Click a point to go to its card.'));
+  const doc = new DOMParser().parseFromString(map.svg, 'image/svg+xml');
+  const svg = document.importNode(doc.documentElement, true);
+  for (const a of svg.querySelectorAll('a')) {
+    a.addEventListener('click', (event) => {
+      event.preventDefault();
+      pickCard(Number(a.dataset.probe));
+    });
+  }
+  const legend = el('div', {class: 'datamap-legend'});
+  for (const [flag, colour] of map.legend) {
+    const key = el('span', {class: 'key'});
+    const dot = el('i');
+    dot.style.background = colour;
+    key.append(dot, flag === 'none' ? 'no flag' : flag.replaceAll('_', ' '));
+    legend.append(key);
+  }
+  if (map.missing) {
+    legend.append(`${map.missing} probe(s) with a non-finite probability not shown.`);
+  }
+  section.append(svg, legend);
+}
+
+function pickCard(index) {
+  const found = state.cards.find((c) => c.p.index === index);
+  if (!found) return;
+  if (found.card.classList.contains('hidden')) {
+    document.getElementById('class-filter').value = '';
+    document.getElementById('flag-filter').value = '';
+    applyFilters();
+  }
+  for (const c of state.cards) c.card.classList.remove('picked');
+  found.card.classList.add('picked');
+  found.card.scrollIntoView({block: 'center'});
+}
+
+function className(run, cls) {
+  return cls < 0 ? 'none' : (run.class_names[cls] ?? String(cls));
+}
+
+// The frame's caption, written as text so it stays sharp however the frame is scaled.
+function captionText(run, p, pos) {
+  const pred = p.pred[pos];
+  let text = epochLabel(run.epochs[pos]);
+  if (p.label !== null) text += ` · true: ${p.label_name}`;
+  text += ` · pred: ${className(run, pred)} ${p.p_pred[pos].toFixed(2)}`;
+  text += ` · map: ${className(run, p.map[pos])}`;
+  return text;
 }
 
 function sparkline(curve, cls) {
@@ -211,18 +300,17 @@ function buildCards() {
     card.dataset.truep = p.true_probability;
     card.dataset.attention = p.attention[0];
     card.dataset.lift = p.attention[1];
+    card.id = `probe-${String(p.index).padStart(3, '0')}`;
     const frames = el('div', {class: 'frames'});
     const imgA = el('img', {class: 'frame a', alt: `probe ${p.index}`});
     const figA = el('figure');
-    figA.append(imgA);
+    const capA = el('figcaption', {class: 'caption a'}, '');
+    figA.append(capA, imgA);
     let imgB = null;
-    let capA = null;
     let capB = null;
     if (state.b) {
-      capA = el('figcaption', {}, a.name);
-      figA.prepend(capA);
       imgB = el('img', {class: 'frame b', alt: `probe ${p.index}, ${state.b.name}`});
-      capB = el('figcaption', {}, state.b.name);
+      capB = el('figcaption', {class: 'caption b'}, '');
       const figB = el('figure');
       figB.append(capB, imgB);
       frames.append(figA, figB);
@@ -240,12 +328,19 @@ function buildCards() {
     if (sb) curveRow.append(sb.svg);
     const ptext = el('span', {class: 'p'}, '');
     curveRow.append(ptext);
+    // Flags describe the end of training, whatever epoch the slider shows: said, and
+    // dimmed away from the last epoch, while the border and caption follow the slider.
     const badges = el('div', {class: 'badges'});
-    for (const f of p.flags) badges.append(el('span', {class: `badge ${f}`}, p.badges[f] || f));
+    if (p.flags.length) badges.append(el('span', {class: 'when'}, 'at the end of training: '));
+    for (const f of p.flags) {
+      const badge = el('span', {class: `badge ${f}`}, p.badges[f] || f);
+      if (state.flagHelp[f]) badge.title = state.flagHelp[f];
+      badges.append(badge);
+    }
     meta.append(title, curveRow, badges);
     card.append(frames, meta);
     main.append(card);
-    state.cards.push({card, p, pb, imgA, imgB, sa, sb, ptext, capA, capB});
+    state.cards.push({card, p, pb, imgA, imgB, sa, sb, ptext, capA, capB, badges});
   }
   const byClass = document.getElementById('class-filter');
   const keep = byClass.value;
@@ -274,11 +369,14 @@ function setPos(pos) {
     c.sa.dot.setAttribute('cy', c.sa.ys[state.pos].toFixed(1));
     const right = c.p.label === null || c.p.pred[state.pos] === c.p.label;
     c.card.classList.toggle('wrong', !right);
+    c.capA.textContent = (c.imgB ? `${a.name} · ` : '') + captionText(a, c.p, state.pos);
+    c.capA.classList.toggle('wrong', !right);
+    c.badges.classList.toggle('stale', state.pos !== a.epochs.length - 1);
     let text = `p(true) ${c.p.curve[state.pos].toFixed(2)}`;
     if (c.imgB && epochB !== null) {
       c.imgB.src = frameURL(b.name, c.p.index, epochB);
-      c.capA.textContent = `${a.name} · ${epochLabel(epochA)}`;
-      c.capB.textContent = `${b.name} · ${epochLabel(epochB)}`;
+      c.capB.textContent = c.pb ? `${b.name} · ${captionText(b, c.pb, posB)}` :
+        `${b.name} · ${epochLabel(epochB)}`;
       if (c.sb) {
         c.sb.dot.setAttribute('cx', c.sb.xs[posB].toFixed(1));
         c.sb.dot.setAttribute('cy', c.sb.ys[posB].toFixed(1));
@@ -344,7 +442,8 @@ function fillFlags(flags) {
 
 async function poll() {
   try {
-    const {runs, flags} = await getJSON('./runs');
+    const {runs, flags, flag_help: flagHelp} = await getJSON('./runs');
+    state.flagHelp = flagHelp || {};
     fillFlags(flags);
     const sign = (list) =>
       JSON.stringify(list.map((r) => [r.name, r.epochs, r.fingerprint, r.error]));
