@@ -69,9 +69,9 @@ class Spy:
         real_draw = F.FrameRenderer.draw
         real_append = animate.GifStream.append
 
-        def draw(renderer, heatmap, probs, epoch):
+        def draw(renderer, heatmap, probs, epoch, target=None):
             probe = int(renderer.image[0, 0, 2]) // 40  # records.py paints probe i with 40 * i
-            frame = real_draw(renderer, heatmap, probs, epoch)
+            frame = real_draw(renderer, heatmap, probs, epoch, target=target)
             spy.draws[probe, epoch] = spy.draws.get((probe, epoch), 0) + 1
             spy.drawn[probe, epoch] = frame
             return frame

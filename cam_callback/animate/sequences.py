@@ -51,9 +51,12 @@ def probe_frames(
     )
     chosen = range(len(run.epochs[:limit])) if positions is None else positions
     return [
-        # No `target=` yet: these frames must stay byte for byte those the tracker's pipeline
-        # draws live, and the pipeline does not hand the targets to its drawing stage yet.
-        renderer.draw(run.heatmaps[e, index], run.probabilities[e, index], run.epochs[e])
+        renderer.draw(
+            run.heatmaps[e, index],
+            run.probabilities[e, index],
+            run.epochs[e],
+            target=int(run.targets[e, index]),
+        )
         for e in chosen
     ]
 

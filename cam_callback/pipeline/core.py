@@ -128,7 +128,8 @@ class EpochPipeline(RecordStage, FrameStage):
         self._previous: np.ndarray | None = None
         self._previous_epoch: int | None = None
         self._first: np.ndarray | None = None
-        self.last: tuple[int, np.ndarray, np.ndarray] | None = None  # the newest recorded epoch
+        # the newest recorded epoch: (epoch, heatmaps, probabilities, targets)
+        self.last: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         # Failures: (stage, what, epoch, exception); "record" stops recording, "frames" stops
         # drawing. Each is reported once by take_error(); the stage stays stopped.
         self._errors: list[tuple[str, str, int | None, BaseException]] = []

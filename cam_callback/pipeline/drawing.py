@@ -125,7 +125,10 @@ class FrameStage:
         for e in seed:  # a resumed record: its earlier epochs open the animations
             data = self.record.read_epoch(e)
             if data is not None:
-                self._draw(e, data["heatmaps"], data["probabilities"], None, tensorboard=False)
+                self._draw(
+                    e, data["heatmaps"], data["probabilities"], data["targets"], None,
+                    tensorboard=False,
+                )
 
     def _budget(self, epoch: int, cpu_s: float, interval: float) -> None:
         """Thins the rest of the animation plan, once, when drawing outruns its budget."""
@@ -161,6 +164,7 @@ class FrameStage:
         epoch: int,
         heatmaps: np.ndarray,
         probabilities: np.ndarray,
+        targets: np.ndarray,
         values: dict[str, np.ndarray] | None,
         tensorboard: bool = True,
     ) -> bool:
@@ -169,7 +173,10 @@ class FrameStage:
         shown = self.writer is not None and tensorboard
         needed = range(self.n) if animated else (self.tb_probes if shown else ())
         # Each frame is drawn once, then used by TensorBoard and by the animation.
-        drawn = {i: self._renderer(i).draw(heatmaps[i], probabilities[i], epoch) for i in needed}
+        drawn = {
+            i: self._renderer(i).draw(heatmaps[i], probabilities[i], epoch, target=int(targets[i]))
+            for i in needed
+        }
         grid = None
         if shown or animated:
             grid = F.grid(
@@ -188,6 +195,7 @@ class FrameStage:
                     for i in range(self.n)
                 ],
                 title=F.epoch_label(epoch),
+                legend=F.TILE_LEGEND if self.labels is not None else None,
             )
         if not self._present():  # deleted while drawing: writing would recreate its folders
             return False
@@ -214,12 +222,12 @@ class FrameStage:
         """Completes each file: O(probes), whatever the number of epochs."""
         if not self.streams:
             return []
-        epoch, heatmaps, probabilities = self.last
+        epoch, heatmaps, probabilities, targets = self.last
         if not self.streams[0].index or self.streams[0].keys[-1] != epoch:
             # fit stopped before its planned end (or the plan was unknown): always end on
             # the last recorded epoch. Fewer planned epochs ran, so max_frames still holds.
             self._keep, self._stride = None, 1
-            self._draw(epoch, heatmaps, probabilities, None, tensorboard=False)
+            self._draw(epoch, heatmaps, probabilities, targets, None, tensorboard=False)
         streams = [*self.streams, self.grid_stream]
         written = []
         if "gif" in self.formats:

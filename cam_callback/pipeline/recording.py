@@ -81,9 +81,9 @@ class RecordStage:
         self._previous, self._previous_epoch = heatmaps, epoch
         if self._first is None:
             self._first = heatmaps
-        self.last = (epoch, heatmaps, probabilities)
+        self.last = (epoch, heatmaps, probabilities, targets)
         if self._draws:
-            self._hand_to_frames((epoch, heatmaps, probabilities, values, interval))
+            self._hand_to_frames((epoch, heatmaps, probabilities, targets, values, interval))
 
     def _history(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Maps of the previous and first recorded epochs before ``epoch`` (resume-aware)."""
