@@ -1,4 +1,8 @@
-"""Child for tests/test_vit.py: the saved Functional ViT's maps under its own KERAS_BACKEND.
+"""The cross-backend maps of the test Functional ViT, and the child that computes them.
+
+tests/test_vit.py computes :func:`maps_of` on TensorFlow and runs this file once per other
+backend, on the same saved weights, so one child (one import, one model build) checks
+Grad-CAM on tokens and both rollouts.
 
 usage: python _child_vit.py DIR  (reads DIR/vit.weights.h5 and DIR/x.npy, writes
 DIR/maps_<backend>.npz)
@@ -17,11 +21,24 @@ from vit_models import functional_vit  # noqa: E402
 
 from cam_callback import compute_cams  # noqa: E402
 
-folder = sys.argv[1]
-model = functional_vit(seed=None)  # the weights come from the file
-model.load_weights(os.path.join(folder, "vit.weights.h5"))
-x = np.load(os.path.join(folder, "x.npy"))
-np.savez(
-    os.path.join(folder, f"maps_{keras.backend.backend()}.npz"),
-    block1=compute_cams(model, x, layer="block1_out", target=1).heatmaps,
-)
+
+def maps_of(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Grad-CAM on a token layer, rollout (plain and with ``discard_ratio``), gradient rollout."""
+    # For the rollouts `layer` only picks the token grid: naming it skips the default search.
+    kw = {"layer": "block2_ln1", "head": "logits"}
+    return {
+        "gradcam_tokens": compute_cams(model, x, layer="block1_out", target=1).heatmaps,
+        "rollout": compute_cams(model, x, method="rollout", **kw).heatmaps,
+        "rollout_discard": compute_cams(model, x, method="rollout",
+                                        method_options={"discard_ratio": 0.5}, **kw).heatmaps,
+        "gradient_rollout": compute_cams(model, x, method="gradient_rollout", **kw).heatmaps,
+    }  # fmt: skip
+
+
+if __name__ == "__main__":
+    folder = sys.argv[1]
+    # The weights come from the file: no seed (it would import TensorFlow), zero initializers.
+    model = functional_vit(seed=None, random_init=False)
+    model.load_weights(os.path.join(folder, "vit.weights.h5"))
+    x = np.load(os.path.join(folder, "x.npy"))
+    np.savez(os.path.join(folder, f"maps_{keras.backend.backend()}.npz"), **maps_of(model, x))

@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from _child_vit import maps_of
 from vit_models import functional_vit, hub_dinov2, hub_swin, hub_vit, images
 
 from cam_callback import CAMTracker, compute_cams, inspect_model, layer_activations, load_run
@@ -204,10 +205,10 @@ def test_unknown_grid_names_the_argument_that_fixes_it():
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="runs the other backends in children")
 def test_same_vit_weights_same_maps_on_every_backend(fvit, x, tmp_path):
+    """One child per backend, on the same saved weights: Grad-CAM on tokens, rollout (plain
+    and with discard_ratio) and gradient rollout agree with TensorFlow within 1e-4."""
     fvit.save_weights(tmp_path / "vit.weights.h5")
     np.save(tmp_path / "x.npy", x)
-    here = {"block1": compute_cams(fvit, x, layer="block1_out", target=1).heatmaps}
-    assert here["block1"].max() == 1.0
     children = {
         b: subprocess.Popen(
             [sys.executable, str(HERE / "_child_vit.py"), str(tmp_path)],
@@ -218,10 +219,15 @@ def test_same_vit_weights_same_maps_on_every_backend(fvit, x, tmp_path):
         )
         for b in ("jax", "torch")
     }
+    here = maps_of(fvit, x)  # while the children run
+    assert sorted(here) == ["gradcam_tokens", "gradient_rollout", "rollout", "rollout_discard"]
+    for key, maps in here.items():  # no zero-vs-zero comparison
+        assert maps.shape == (3, 4, 4) and (maps.max(axis=(1, 2)) == 1.0).all(), key
     for b, child in children.items():
         _, err = child.communicate(timeout=240)
         assert child.returncode == 0, err[-3000:]
         got = np.load(tmp_path / f"maps_{b}.npz")
+        assert sorted(got.files) == sorted(here), b
         for key, maps in here.items():
             np.testing.assert_allclose(got[key], maps, atol=1e-4, err_msg=f"{b}/{key}")
 

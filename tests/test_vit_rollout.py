@@ -4,15 +4,11 @@ The references read the attention independently of the package: each
 MultiHeadAttention is called on its own input with ``return_attention_scores=True``
 (from a split Functional ViT, or block by block in keras-hub's encoder), and the
 gradient comes from a ``tf.GradientTape`` over a hand-run forward pass.
-
-Run as a script (``python test_vit_rollout.py WEIGHTS IMAGES OUT``) it is the child
-that computes the same maps under another KERAS_BACKEND.
+The same maps on JAX and PyTorch are checked in tests/test_vit.py (one child per backend).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -225,42 +221,3 @@ def test_the_model_is_left_as_found_also_after_an_exception():
     assert layer.__dict__["_compute_attention"] is own
     object.__delattr__(layer, "_compute_attention")
     np.testing.assert_array_equal(model.predict(x, verbose=0), before)
-
-
-def test_the_same_weights_give_the_same_rollouts_on_jax_and_torch(vit, tmp_path):
-    model, x = vit
-    model.save_weights(tmp_path / "w.weights.h5")
-    np.save(tmp_path / "x.npy", x)
-    children = {}
-    for backend in ("jax", "torch"):
-        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(HERE.parent)}
-        args = [sys.executable, __file__, str(tmp_path / "w.weights.h5"), str(tmp_path / "x.npy"),
-                str(tmp_path / f"{backend}.npz")]  # fmt: skip
-        children[backend] = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
-    ours = maps_of(model, x)
-    for backend, child in children.items():
-        _, err = child.communicate(timeout=300)
-        assert child.returncode == 0, err[-3000:]
-        got = np.load(tmp_path / f"{backend}.npz")
-        for name, want in ours.items():
-            diff = np.abs(got[name] - want).max()
-            assert diff < 1e-4, f"{name} on {backend}: max |diff| {diff:.2e}"
-
-
-def maps_of(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
-    # `layer` only picks the token grid; naming it skips the default-layer search.
-    kw = {"layer": f"block{DEPTH}_ln1", "head": "logits"}
-    # The discard path runs every op of the plain rollout, and argsort besides: one compile.
-    out = {"rollout": compute_cams(model, x, method="rollout", method_options=OPTIONS[1],
-                                   **kw).heatmaps}  # fmt: skip
-    out["gradient_rollout"] = compute_cams(model, x, method="gradient_rollout", **kw).heatmaps
-    return out
-
-
-if __name__ == "__main__":
-    weights, images_file, out_file = sys.argv[1:4]
-    # The weights come from the file; seeding would only import TensorFlow (seconds).
-    keras.utils.set_random_seed = lambda seed: None
-    child_model = functional_vit(depth=DEPTH)
-    child_model.load_weights(weights)
-    np.savez(out_file, **maps_of(child_model, np.load(images_file)))

@@ -21,9 +21,13 @@ import numpy as np
 class ClassToken(keras.layers.Layer):
     """Prepends a learned class token to ``[b, n, d]`` patch embeddings."""
 
+    def __init__(self, initializer: str = "random_normal", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.initializer = initializer
+
     def build(self, input_shape: Any) -> None:
         self.token = self.add_weight(
-            shape=(1, 1, input_shape[-1]), initializer="random_normal", name="token"
+            shape=(1, 1, input_shape[-1]), initializer=self.initializer, name="token"
         )
 
     def call(self, x: Any) -> Any:
@@ -34,9 +38,13 @@ class ClassToken(keras.layers.Layer):
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned position embedding to ``[b, tokens, d]``."""
 
+    def __init__(self, initializer: str = "random_normal", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.initializer = initializer
+
     def build(self, input_shape: Any) -> None:
         self.pos = self.add_weight(
-            shape=(1, input_shape[1], input_shape[2]), initializer="random_normal", name="pos"
+            shape=(1, input_shape[1], input_shape[2]), initializer=self.initializer, name="pos"
         )
 
     def call(self, x: Any) -> Any:
@@ -60,6 +68,7 @@ def functional_vit(
     classes: int = 3,
     class_token: bool = True,
     seed: int | None = 0,
+    random_init: bool = True,
 ) -> keras.Model:
     """A keras.io-style ViT: patches -> (class token) -> blocks -> class token or GAP -> Dense.
 
@@ -67,7 +76,9 @@ def functional_vit(
     ``block{i}_add1``, ``block{i}_ln2``, ``block{i}_mlp1``, ``block{i}_mlp2``,
     ``block{i}_out`` (i from 1), ``final_ln``, ``pool``, ``logits``.
     The head is linear (logits); with ``class_token`` it reads token 0. ``seed=None``
-    leaves the seed alone (``keras.utils.set_random_seed`` imports TensorFlow).
+    leaves the seed alone (``keras.utils.set_random_seed`` imports TensorFlow), and
+    ``random_init=False`` starts every weight at zero, for a model whose weights are then
+    loaded from a file (on JAX each random initializer compiles an XLA program: seconds).
 
     Example:
         >>> functional_vit().get_layer("block2_out").output.shape  # doctest: +SKIP
@@ -76,25 +87,28 @@ def functional_vit(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     n = (image // patch) ** 2
+    kernel = {} if random_init else {"kernel_initializer": "zeros"}
+    token = "random_normal" if random_init else "zeros"
     inp = keras.Input((image, image, 3))
-    x = keras.layers.Conv2D(dim, patch, strides=patch, name="patches")(inp)
+    x = keras.layers.Conv2D(dim, patch, strides=patch, name="patches", **kernel)(inp)
     x = keras.layers.Reshape((n, dim), name="tokens")(x)
     if class_token:
-        x = ClassToken(name="class_token")(x)
-    x = PositionEmbedding(name="position")(x)
+        x = ClassToken(token, name="class_token")(x)
+    x = PositionEmbedding(token, name="position")(x)
     for i in range(1, depth + 1):
         y = keras.layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        y = keras.layers.MultiHeadAttention(heads, dim // heads, name=f"block{i}_mha")(y, y)
+        y = keras.layers.MultiHeadAttention(heads, dim // heads, name=f"block{i}_mha",
+                                            **kernel)(y, y)  # fmt: skip
         x = keras.layers.Add(name=f"block{i}_add1")([x, y])
         y = keras.layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln2")(x)
-        y = keras.layers.Dense(2 * dim, activation="gelu", name=f"block{i}_mlp1")(y)
-        y = keras.layers.Dense(dim, name=f"block{i}_mlp2")(y)
+        y = keras.layers.Dense(2 * dim, activation="gelu", name=f"block{i}_mlp1", **kernel)(y)
+        y = keras.layers.Dense(dim, name=f"block{i}_mlp2", **kernel)(y)
         x = keras.layers.Add(name=f"block{i}_out")([x, y])
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
     x = TakeToken(name="pool")(x) if class_token else keras.layers.GlobalAveragePooling1D(
         name="pool"
     )(x)
-    out = keras.layers.Dense(classes, name="logits")(x)
+    out = keras.layers.Dense(classes, name="logits", **kernel)(x)
     return keras.Model(inp, out, name="functional_vit")
 
 
