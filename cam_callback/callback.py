@@ -14,6 +14,7 @@ from cam_callback import arguments as A
 from cam_callback import cams, lineage, pipeline
 from cam_callback.probes import take_probes
 from cam_callback import config as _config
+from cam_callback.core.tokens import check_token_arguments
 from cam_callback.record import BASELINE_EPOCH, RecordWriter, epoch_files, fingerprint
 from cam_callback.session import (
     check_layer,
@@ -104,6 +105,11 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             printed once and kept in ``report_page``. A failure there only warns.
         num_probes: How many examples to take when ``probe_images`` is a dataset
             (default 32); arrays are used whole.
+        grid: A token layer's patch grid ``(h, w)`` (a ViT's ``[batch, tokens, dim]``
+            layer), where it cannot be told from the image and the token count, as in
+            :func:`cam_callback.compute_cams`; recorded in ``record.json``.
+        prefix_tokens: Tokens before a token layer's patches (1 for a class token, 1 +
+            registers for DINOv2), as in :func:`cam_callback.compute_cams`; recorded.
 
     One record describes one line of weights (:mod:`cam_callback.lineage`): a
     fingerprint of the weights is stored at every epoch the tracker sees, and a
@@ -157,6 +163,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         num_probes: int | None = None,
         interventions: bool = True,
         fragility: bool | dict = False,
+        grid: tuple[int, int] | None = None,
+        prefix_tokens: int | None = None,
     ) -> None:
         super().__init__()
         probe_images, data_labels = take_probes(probe_images, num_probes)
@@ -195,6 +203,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.report_page: os.PathLike | None = None  # the page written, once it is
         self.interventions = A.flag(interventions, "interventions")
         self.fragility = pipeline.fragility_options(fragility)
+        self.grid, self.prefix_tokens = check_token_arguments(grid, prefix_tokens)
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None

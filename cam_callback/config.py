@@ -131,6 +131,9 @@ class TrackerConfig:
     # Interventions' settings and flag thresholds (None: not measured); fragility's options.
     interventions: dict[str, Any] | None = None
     fragility: dict[str, Any] | None = None
+    # A token layer's grid and prefix tokens as asked (None: found from the shapes).
+    grid: tuple[int, int] | None = None
+    prefix_tokens: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON values (tuples as lists), the keys of ``record.json``."""
@@ -160,6 +163,8 @@ def build_config(
     every_n_epochs: int,
     interventions: dict[str, Any] | None = None,
     fragility: dict[str, Any] | None = None,
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> TrackerConfig:
     """Checks the tracker's arguments against the model and freezes them.
 
@@ -170,6 +175,8 @@ def build_config(
         target: The user's ``target`` argument: ``"predicted"``, ``"label"``, or ids.
         interventions: The interventions' settings and thresholds, or ``None``.
         fragility: The fragility options, or ``None``.
+        grid: A token layer's grid ``(h, w)`` as asked, or ``None``.
+        prefix_tokens: A token layer's prefix tokens as asked, or ``None``.
 
     Raises:
         ValueError: Class names, labels or targets that do not fit the model's classes.
@@ -222,4 +229,6 @@ def build_config(
         backend=str(getattr(check, "backend", "tensorflow")),
         interventions=None if interventions is None else dict(interventions),
         fragility=None if fragility is None else dict(fragility),
+        grid=None if grid is None else (int(grid[0]), int(grid[1])),
+        prefix_tokens=None if prefix_tokens is None else int(prefix_tokens),
     )

@@ -68,6 +68,8 @@ def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> T
         output=tracker.output,
         score=tracker.score,
         head=tracker.head,
+        grid=tracker.grid,
+        prefix_tokens=tracker.prefix_tokens,
     )
     return build_config(
         check=check,
@@ -87,6 +89,8 @@ def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> T
         every_n_epochs=tracker.every_n_epochs,
         interventions=intervention_settings(tracker),
         fragility=None if tracker.fragility is None else asdict(tracker.fragility),
+        grid=tracker.grid,
+        prefix_tokens=tracker.prefix_tokens,
     )
 
 
@@ -212,6 +216,8 @@ def epoch_maps(
         output=tracker.output,
         batch_size=tracker.batch_size,
         head=tracker.head,
+        grid=tracker.grid,
+        prefix_tokens=tracker.prefix_tokens,
     )
     extra = {}
     if tracker.faithfulness:  # needs the model: on this thread
@@ -247,6 +253,8 @@ def epoch_maps(
                 output=tracker.output,
                 batch_size=tracker.batch_size,
                 head=tracker.head,
+                grid=tracker.grid,
+                prefix_tokens=tracker.prefix_tokens,
             )
             return copies.heatmaps, copies.probabilities
 

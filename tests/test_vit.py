@@ -178,12 +178,12 @@ def test_swin_tokens_without_prefix():
     assert res.heatmaps.shape == (2, 4, 4) and np.isfinite(res.heatmaps).all()
 
 
-def _odd_vit():
-    """31-pixel images in 7-pixel patches: no token count tells the 4 x 4 grid."""
+def _odd_vit(width=31):
+    """31-pixel-high images in 7-pixel patches: no token count tells the 4 x w grid."""
     keras.utils.set_random_seed(0)
-    inp = keras.Input((31, 31, 3))
+    inp = keras.Input((31, width, 3))
     x = keras.layers.Conv2D(8, 7, strides=7, name="patches")(inp)
-    x = keras.layers.Reshape((16, 8), name="tokens")(x)
+    x = keras.layers.Reshape((4 * ((width - 7) // 7 + 1), 8), name="tokens")(x)
     x = keras.layers.Concatenate(axis=1, name="with_cls")([x[:, :1] * 0.0 + 1.0, x])
     x = keras.layers.Dense(8, activation="relu", name="mix")(x)
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
@@ -201,6 +201,30 @@ def test_unknown_grid_names_the_argument_that_fixes_it():
     assert inspect_model(model, x, layer="mix", grid=(4, 4)).note.startswith("token layer: 1")
     with pytest.raises(ValueError, match="apply to token layers"):
         compute_cams(model, x, layer="patches", grid=(4, 4))
+
+
+def test_tracker_takes_grid_and_prefix_tokens(tmp_path):
+    """A class token before a 4 x 6 grid of 7-pixel patches on 31 x 45 images: the tracker
+    refuses it before the first batch naming grid=, and records it with grid=(4, 6)."""
+    model = _odd_vit(width=45)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(2).random((4, 31, 45, 3), dtype=np.float32)
+    y = np.arange(4) % 3
+    quiet = {"tensorboard": False, "animate": None, "report": False, "layer": "mix"}
+    for bad in ({"grid": (4, 0)}, {"grid": "4x6"}, {"prefix_tokens": -1}):
+        with pytest.raises(ValueError, match=f"`{next(iter(bad))}`.*Received"):
+            CAMTracker(x, y, log_dir=tmp_path / "bad", **quiet, **bad)
+    blind = CAMTracker(x, y, log_dir=tmp_path / "blind", **quiet)
+    with pytest.raises(ValueError, match=r"grid=\(h, w\).*prefix_tokens=n"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[blind])
+    tracker = CAMTracker(x, y, log_dir=tmp_path / "run", grid=(4, 6), prefix_tokens=1, **quiet)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path / "run")
+    assert run.heatmaps.shape == (2, 4, 4, 6)
+    assert run.meta["grid"] == [4, 6] and run.meta["prefix_tokens"] == 1
+    fresh = compute_cams(model, x, layer="mix", grid=(4, 6), prefix_tokens=1)
+    assert fresh.heatmaps.max() == 1.0  # not a zero-vs-zero check
+    np.testing.assert_allclose(run.heatmaps[-1], fresh.heatmaps, atol=1e-5)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="runs the other backends in children")

@@ -85,6 +85,28 @@ def _check_prefix(prefix_tokens: Any) -> int | None:
     return prefix_tokens
 
 
+def check_token_arguments(
+    grid: Any, prefix_tokens: Any
+) -> tuple[tuple[int, int] | None, int | None]:
+    """``grid`` and ``prefix_tokens`` checked before any model is seen (``CAMTracker``).
+
+    Args:
+        grid: ``None``, a positive int (a square grid) or a pair ``(h, w)``.
+        prefix_tokens: ``None`` or an int >= 0.
+
+    Returns:
+        ``(grid as (h, w) or None, prefix_tokens)``.
+
+    Raises:
+        ValueError: Either is not of that form; the message names the argument.
+
+    Example:
+        >>> check_token_arguments([4, 6], 1)
+        ((4, 6), 1)
+    """
+    return (None if grid is None else _pair(grid, "grid")), _check_prefix(prefix_tokens)
+
+
 def _fits_image(n: int, image: tuple[int, int]) -> tuple[int, int] | None:
     """The ``(h, w)`` grid of ``n`` patches with the image's aspect ratio and whole patches."""
     big_h, big_w = image
