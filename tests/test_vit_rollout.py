@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 from vit_models import functional_vit, hub_vit, images  # noqa: E402
 
-from cam_callback import compute_cams, inspect_model  # noqa: E402
+from cam_callback import compute_cams, evaluate, inspect_model  # noqa: E402
 from cam_callback.core.attention import captured_attention  # noqa: E402
 
 DEPTH = 2
@@ -221,3 +221,21 @@ def test_the_model_is_left_as_found_also_after_an_exception():
     assert layer.__dict__["_compute_attention"] is own
     object.__delattr__(layer, "_compute_attention")
     np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+
+
+def test_evaluate_on_a_vit(vit):
+    """evaluate() scores Grad-CAM on tokens and rollout side by side; rollout is class-agnostic,
+    so its row records that it explains no score."""
+    model, x = vit
+    table = evaluate(model, x, methods=("gradcam", "rollout"), steps=2,
+                     metrics=("deletion_auc", "average_drop", "increase_in_confidence"))  # fmt: skip
+    assert table.settings["explains"] == {"gradcam": "logit", "rollout": "none"}
+    for name in ("gradcam", "rollout"):
+        row = table.scores[name]
+        assert sorted(row) == ["average_drop", "deletion_auc", "increase_in_confidence"]
+        assert all(np.isfinite(v) for v in row.values()), (name, row)
+        assert 0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["average_drop"] <= 100.0
+        assert table.per_image[name]["deletion_auc"].shape == (4,)
+    # The rows are the two methods' own maps, not one map scored twice.
+    assert table.per_image["gradcam"]["deletion_auc"].tolist() != \
+        table.per_image["rollout"]["deletion_auc"].tolist()
