@@ -195,8 +195,8 @@ def test_a_model_without_attention_is_refused_naming_method():
             compute_cams(cnn, np.zeros((1, 8, 8, 3), np.float32), method=method)
 
 
-def test_the_model_is_left_as_found_also_after_an_exception():
-    model, x = functional_vit(depth=1, seed=3), images(2)
+def test_the_model_is_left_as_found_also_after_an_exception(vit):
+    model, x = vit  # the module's model: its programs are already compiled
     layer = mhas(model)[0]
     weights = [w.copy() for w in model.get_weights()]
     before = model.predict(x, verbose=0)
