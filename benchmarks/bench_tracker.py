@@ -4,6 +4,7 @@ Run: python benchmarks/bench_tracker.py --rounds 3     (about 25 minutes on 2 co
      python benchmarks/bench_tracker.py --quick        (a smoke run of a few minutes)
      python benchmarks/bench_tracker.py --probes 512 --parts cost   (one part)
      python benchmarks/bench_tracker.py --probes 32 --parts interventions
+     python benchmarks/bench_tracker.py --parts startup --baseline ../old-checkout  (A/B)
 
 Every fit runs in a fresh child process, so each row's peak RSS is its own.
 
@@ -175,11 +176,17 @@ def profiled(tracker) -> dict[str, list[tuple[float, float]]]:
     return times
 
 
-def run_child(spec: dict) -> dict:
+def run_child(spec: dict, code: str | None = None) -> dict:
+    """One fit in a child process; ``code``: a checkout whose ``cam_callback`` it imports."""
+    env = None
+    if code is not None:
+        paths = [code, os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     out = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         capture_output=True,
         text=True,
+        env=env,
     )
     if out.returncode != 0:
         raise SystemExit(f"child {spec} failed:\n{out.stderr[-3000:]}")
@@ -306,16 +313,20 @@ def memory(images: int, lengths: tuple[int, ...]) -> None:
     long_runs("3. peak RSS", "rss_mib", "peak MiB", images, lengths)
 
 
-def startup(images: int, rounds: int, e: int = 4) -> None:
+def startup(images: int, rounds: int, e: int = 4, baseline: str | None = None) -> None:
     """Part 4: the tracker's one-off and per-epoch cost, profiled inside the fit.
 
     Rows on the training thread have a wall time; the background threads (the frame
     thread at nice 19 takes only CPU that training leaves idle) have their CPU only.
+    With ``baseline`` (a checkout of another version), its fits alternate with this
+    version's and both columns are printed: an A/B under the same load.
     """
-    runs = [
-        run_child({"images": images, "epochs": e, "probes": 32, "tracker": {}, "profile": True})
-        for _ in range(rounds)
-    ]
+    spec = {"images": images, "epochs": e, "probes": 32, "tracker": {}, "profile": True}
+    versions = {"this": None} if baseline is None else {"baseline": baseline, "this": None}
+    runs: dict[str, list[dict]] = {name: [] for name in versions}
+    for _ in range(rounds):
+        for name, code in versions.items():  # alternate, so both see the same load
+            runs[name].append(run_child(spec, code))
 
     def parts(h: dict) -> dict[str, tuple[float | None, float]]:
         def first(part):
@@ -348,17 +359,21 @@ def startup(images: int, rounds: int, e: int = 4) -> None:
         out["on_train_end (flags, animations, page)"] = first("on_train_end")
         return out
 
-    table = [parts(r["hooks"]) for r in runs]
-    epoch_s = statistics.median(r["fit_s"] for r in runs) / e
+    tables = {name: [parts(r["hooks"]) for r in rs] for name, rs in runs.items()}
+    epoch_s = statistics.median(r["fit_s"] for r in runs["this"]) / e
     print(
         f"\n4. start-up, profiled in a fit of {e} epochs on {images:,} images, defaults, "
         f"32 probes (median of {rounds}; an epoch lasted {epoch_s:.2f} s with the tracker)"
     )
-    print(f"{'part':>40s} {'wall s':>8s} {'CPU s':>8s}")
-    for part, (wall, _) in table[0].items():
-        walls = "-" if wall is None else f"{statistics.median(t[part][0] for t in table):.3f}"
-        cpu = statistics.median(t[part][1] for t in table)
-        print(f"{part:>40s} {walls:>8s} {cpu:8.3f}")
+    if baseline is not None:
+        print(f"   baseline: {baseline}")
+    print(f"{'part':>40s}" + "".join(f" {n + ' wall':>14s} {n + ' CPU':>13s}" for n in tables))
+    for part, (wall, _) in tables["this"][0].items():
+        row = f"{part:>40s}"
+        for table in tables.values():
+            walls = "-" if wall is None else f"{statistics.median(t[part][0] for t in table):.3f}"
+            row += f" {walls:>14s} {statistics.median(t[part][1] for t in table):13.3f}"
+        print(row)
 
 
 def main() -> None:
@@ -368,6 +383,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2500, help="training images (part 1)")
     parser.add_argument("--probes", default="32,512", help="probe counts (part 1)")
     parser.add_argument("--parts", default="cost,train_end,memory,startup", help="parts to run")
+    parser.add_argument(
+        "--baseline", help="start-up (part 4) A/B: a checkout of the version to compare with"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -395,7 +413,7 @@ def main() -> None:
         if "memory" in parts:
             memory(images=64, lengths=(12, 100))
         if "startup" in parts:
-            startup(images=1200, rounds=max(3, args.rounds))
+            startup(images=1200, rounds=max(3, args.rounds), baseline=args.baseline)
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
 

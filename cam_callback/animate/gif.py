@@ -49,8 +49,8 @@ def gif_frame(frame: np.ndarray, delay_ms: int, previous: np.ndarray | None = No
 
     Example:
         >>> block = gif_frame(np.zeros((2, 2, 3), np.uint8), 250)
-        >>> block[:3]
-        b'!\xf9\x04'
+        >>> block[:3].hex()
+        '21f904'
     """
     h, w = frame.shape[:2]
     # 255 colours: index 255 is free to mean "unchanged".

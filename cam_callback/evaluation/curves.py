@@ -23,7 +23,7 @@ def blur(x: np.ndarray) -> np.ndarray:
     """The deletion baseline: the tracker's box blur (odd box of a quarter side, mirrored).
 
     Example:
-        >>> blur(np.ones((1, 8, 8, 1), np.float32)).max()
+        >>> float(blur(np.ones((1, 8, 8, 1), np.float32)).max())
         1.0
     """
     return deletion_blur(x)

@@ -131,7 +131,7 @@ def overlay(
 
     Example:
         >>> overlay(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2)), 1.0)[0, 0].tolist()
-        [122, 4, 3]
+        [144, 13, 0]
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}")

@@ -40,7 +40,7 @@ MAX_NAME = 48  # characters of a class name shown; longer names end in an ellips
 
 
 def clean_name(name: str, limit: int = MAX_NAME) -> str:
-    """A class name safe to show: control and bidi characters removed, cut to ``limit``.
+    r"""A class name safe to show: control and bidi characters removed, cut to ``limit``.
 
     Example:
         >>> clean_name("cat\u202edog\x00"), clean_name("x" * 60, limit=5)
