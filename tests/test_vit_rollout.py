@@ -227,12 +227,12 @@ def test_evaluate_on_a_vit(vit):
     """evaluate() scores Grad-CAM on tokens and rollout side by side; rollout is class-agnostic,
     so its row records that it explains no score."""
     model, x = vit
-    table = evaluate(model, x, methods=("gradcam", "rollout"), steps=2,
-                     metrics=("deletion_auc", "average_drop", "increase_in_confidence"))  # fmt: skip
+    metrics = ("deletion_auc", "average_drop", "increase_in_confidence")
+    table = evaluate(model, x, methods=("gradcam", "rollout"), steps=2, metrics=metrics)
     assert table.settings["explains"] == {"gradcam": "logit", "rollout": "none"}
     for name in ("gradcam", "rollout"):
         row = table.scores[name]
-        assert sorted(row) == ["average_drop", "deletion_auc", "increase_in_confidence"]
+        assert sorted(row) == sorted(metrics)
         assert all(np.isfinite(v) for v in row.values()), (name, row)
         assert 0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["average_drop"] <= 100.0
         assert table.per_image[name]["deletion_auc"].shape == (4,)
