@@ -447,6 +447,12 @@ def test_dashboard_in_chromium(server, browser):
     # Each frame's caption is text, following the slider; flags say they describe the end.
     frame.select_option("#run-b", "")
     _set_epoch(frame, 0)
+    # The cards are drawn again when "beside" changes: wait for that, not a fixed time.
+    frame.wait_for_function(
+        "document.querySelectorAll('img.frame.b').length === 0 && "
+        "Array.from(document.querySelectorAll('.card figcaption'))"
+        ".every(c => c.textContent.startsWith('before training'))"
+    )
     captions = frame.evaluate(
         "Object.fromEntries(Array.from(document.querySelectorAll('.card')).map(c => "
         "[c.dataset.index, [c.querySelector('figcaption').textContent, "
