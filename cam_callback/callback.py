@@ -249,7 +249,12 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             return
         self._wrote = True
         self.config = cfg
-        self._session = session = open_pipeline(self, writer)
+        try:  # builds the interventions' altered probes: sparse solves, memory
+            self._session = session = open_pipeline(self, writer)
+        except Exception as exc:  # noqa: BLE001 - the observer never stops fit
+            writer.close()
+            self._fail("starting the pipeline", None, exc, "Nothing is recorded in this fit")
+            return
         # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
         self._finalizer = weakref.finalize(self, session.close)
 

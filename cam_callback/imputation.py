@@ -18,6 +18,21 @@ ROAD_NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
 )  # fmt: skip
 
 
+def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` as ``dtype``: integer images rounded and clipped to the dtype's range, so
+    a fill or a noise step never wraps around (uint8 -1 would become 255).
+
+    Example:
+        >>> cast_like(np.array([-3.2, 127.6, 300.0]), np.dtype(np.uint8)).tolist()
+        [0, 128, 255]
+    """
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return np.asarray(values).astype(dtype)
+
+
 def impute(
     x: np.ndarray, removed: np.ndarray, *, seed: int = 0, noise: float = ROAD_NOISE
 ) -> np.ndarray:
@@ -86,4 +101,4 @@ def impute(
     spread = (xf.max(axis=(1, 2, 3)) - xf.min(axis=(1, 2, 3)))[:, None, None, None]
     jitter = np.random.default_rng(seed).normal(0.0, noise, size=x.shape) * spread
     filled = out.reshape(x.shape) + jitter
-    return np.where(removed.reshape(n, h, w, 1), filled, xf).astype(x.dtype)
+    return cast_like(np.where(removed.reshape(n, h, w, 1), filled, xf), x.dtype)

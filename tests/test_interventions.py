@@ -21,6 +21,7 @@ import cam_callback
 from cam_callback import metrics as M
 from cam_callback.imputation import impute
 from cam_callback.pipeline import ProbeInterventions, fragility_options
+from cam_callback.pipeline import core as pipeline_core
 from cam_callback.record import compute_flags
 
 SIDE, A, B = 8, 4.0, 2.0
@@ -189,6 +190,49 @@ def test_fragility_by_hand():
     ]
 
 
+def test_fragility_of_an_empty_map_is_undefined_and_a_moved_hot_cell_is_fragile():
+    p = np.array([[0.9, 0.1]])
+    empty = np.zeros((1, 7, 7))
+    assert np.isnan(M.fragility(empty, p, empty.copy(), p)[0])  # nothing to move
+    one, moved = np.zeros((1, 7, 7)), np.zeros((1, 7, 7))
+    one[0, 6, 6] = moved[0, 3, 3] = 1.0  # ties at zero are not top cells
+    assert M.fragility(one, p, moved, p)[0] == 1.0
+    assert M.fragility(one, p, one.copy(), p)[0] == 0.0
+
+
+def test_integer_probes_are_altered_without_wrapping_around():
+    x = np.zeros((2, 6, 6, 1), np.uint8)
+    x[:, 0, 0] = 255
+    filled = impute(x, np.eye(6, dtype=bool)[None].repeat(2, 0), seed=0)
+    assert filled.dtype == np.uint8
+    assert filled[:, 1:, 1:].max() < 100  # near 0 +- noise, never 255 - noise
+    copies = M.perturbed_copies(x, 2, 0.02, 0)
+    assert copies.dtype == np.uint8 and copies[:, 1:].max() <= 6  # 0 + 5.1, never 251
+    assert copies[:, 0, 0].min() >= 249
+
+
+def test_numpy_numbers_are_taken_and_recorded_as_plain_ones():
+    opts = fragility_options({"copies": np.int64(2), "noise": np.float32(0.01)})
+    assert opts.copies == 2 and type(opts.copies) is int and type(opts.noise) is float
+    assert json.dumps(opts.__dict__)  # goes into record.json
+
+
+def test_a_failing_build_of_the_altered_probes_warns_and_fit_goes_on(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for the altered probes")
+
+    monkeypatch.setattr(pipeline_core, "ProbeInterventions", broken)
+    x, labels, masks = probes()
+    tracker = cam_callback.CAMTracker(
+        x, labels, log_dir=tmp_path, probe_masks=masks, mask_kind="cue", layer="conv",
+        animate=None, tensorboard=False, report=False,
+    )  # fmt: skip
+    model = region_model()
+    with pytest.warns(UserWarning, match="starting the pipeline.*MemoryError"):
+        history = model.fit(x, labels, epochs=2, batch_size=8, verbose=0, callbacks=[tracker])
+    assert len(history.history["loss"]) == 2
+
+
 def test_object_masks_flag_an_ignored_object_and_skip_the_transplant():
     x, labels, masks = probes()
     images = ProbeInterventions(x, masks, labels, "object")
@@ -227,7 +271,11 @@ def test_badges_state_the_figures_on_the_page_and_the_cam_tab(cue_run):
     assert rows[3]["badges"]["relies_on_cue"] == want
     page = cam_callback.write_report(run.path.parent)
     assert want in page.read_text()
-    assert "noise too small to change the prediction" in page.read_text()  # fragile, explained
+    # Probes 0-2 have empty maps: their fragility is undefined (NaN), never "robust" (0) or
+    # "fragile"; the page explains the flag only where a probe carries it.
+    assert np.isnan(run.metrics["fragility"][-1, :3]).all()
+    fragile = bool(run.flags["fragile"].any())
+    assert ("noise too small to change the prediction" in page.read_text()) == fragile
     assert probe_table(run)[3]["badges"]["relies_on_cue"] == want  # the CAM tab's rows
 
 

@@ -123,6 +123,15 @@ def test_different_probes_are_refused(tmp_path):
         w.open(meta("abc", layer="conv1"), images=np.zeros((2, 4, 4, 3), np.uint8))
 
 
+def test_a_setting_newer_than_the_record_continues_it_while_off(tmp_path):
+    write_run(tmp_path)  # a record from before `grid` was a setting: the key is absent
+    w = RecordWriter(tmp_path)
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    assert w.open(meta("abc", grid=None, fragility=None), images=images) is True
+    with pytest.raises(ValueError, match="`grid` differs from the record.*not recorded"):
+        w.open(meta("abc", grid=[4, 6]), images=images)
+
+
 def test_resume_helpers(tmp_path):
     w, _ = write_run(tmp_path, epochs=(0, 2, 4))
     assert w.previous_epoch(4) == 2 and w.previous_epoch(0) is None

@@ -7,6 +7,7 @@ import pytest
 
 from cam_callback.core.tokens import (
     TokenGrid,
+    check_token_arguments,
     grid_to_tokens,
     is_token_shape,
     token_grid,
@@ -80,3 +81,11 @@ def test_reshape_drops_prefix_row_major_and_inverts():
     no_prefix = TokenGrid(0, 2, 4)
     back0 = np.asarray(grid_to_tokens(tokens_to_grid(tokens, no_prefix), tokens[:, :0], no_prefix))
     np.testing.assert_array_equal(back0, tokens)
+
+
+def test_numpy_integers_are_taken_as_plain_ints():
+    grid, prefix = check_token_arguments((np.int64(4), np.int32(6)), np.int64(1))
+    assert grid == (4, 6) and prefix == 1
+    assert all(type(v) is int for v in (*grid, prefix))  # recorded in record.json
+    with pytest.raises(ValueError, match="prefix_tokens"):
+        check_token_arguments(None, np.float64(1.0))

@@ -11,6 +11,7 @@ in ``keras.ops`` on every backend. Shapes only: no model logic lives here.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,12 +59,14 @@ def is_token_shape(shape: Sequence[int | None] | None) -> bool:
 def _pair(value: Any, name: str) -> tuple[int, int]:
     if isinstance(value, bool):
         value = None
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):  # numpy ints too
         value = (value, value)
     ok = (
         isinstance(value, (tuple, list))
         and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in value
+        )
     )
     if not ok:
         raise ValueError(
@@ -76,13 +79,17 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
 def _check_prefix(prefix_tokens: Any) -> int | None:
     if prefix_tokens is None:
         return None
-    if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+    if (
+        isinstance(prefix_tokens, bool)
+        or not isinstance(prefix_tokens, numbers.Integral)
+        or prefix_tokens < 0
+    ):
         raise ValueError(
             "`prefix_tokens` must be None or an int >= 0 (1 for a class token, 2 with "
             f"DeiT's distillation token, 1 + registers for DINOv2). "
             f"Received: prefix_tokens={prefix_tokens!r}"
         )
-    return prefix_tokens
+    return int(prefix_tokens)
 
 
 def check_token_arguments(

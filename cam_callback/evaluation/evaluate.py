@@ -192,7 +192,7 @@ def evaluate(
             inside = (pos * masks).reshape(n, -1).sum(1)
             per["energy"] = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
         row = {k: float(np.mean(v)) for k, v in per.items()}
-        if "fragility" in per:  # NaN for an image whose copies all changed the prediction
+        if "fragility" in per:  # NaN: every copy changed the prediction, or the map is empty
             kept = per["fragility"][np.isfinite(per["fragility"])]
             row["fragility"] = float(kept.mean()) if len(kept) else float("nan")
         if "seconds_per_image" in metrics:

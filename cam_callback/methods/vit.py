@@ -22,6 +22,7 @@ default is the model's default layer); the rollout always spans every block.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,7 +147,7 @@ def rollout(
         >>> compute_cams(vit, x, method="rollout",
         ...              method_options={"discard_ratio": 0.9})  # doctest: +SKIP
     """
-    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) or not (
+    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, numbers.Real) or not (
         0.0 <= discard_ratio < 1.0
     ):
         raise ValueError(

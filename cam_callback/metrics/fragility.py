@@ -10,8 +10,9 @@ perturbation); each epoch the copies are explained for the same target, and
 
 over the copies ``k`` whose predicted class (argmax) is the probe's own, where ``T``
 is the set of a map's top ``K = ceil(TOP_SHARE * cells)`` cells (ties in raster
-order). 0: every copy's top cells are the probe's; 1: none are. NaN when no copy kept
-the prediction (the noise was not small enough) or a map is not finite. A probe is
+order; cells at the map's minimum left out). 0: every copy's top cells are the
+probe's; 1: none are. NaN when no copy kept the prediction (the noise was not small
+enough), a map is not finite, or the probe's map is constant (an empty map). A probe is
 flagged ``fragile`` when its last fragility is above :data:`FRAGILITY_THRESHOLD`.
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from cam_callback.imputation import cast_like
 from cam_callback.metrics.epoch import TOP_SHARE, finite_rows
 
 FRAGILITY_COPIES = 3
@@ -49,11 +51,13 @@ def perturbed_copies(
     spread = np.where(spread > 0, spread, 1.0)  # a flat image still gets its noise
     signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(copies, *x.shape))
     moved = xf[None] + noise * spread[None] * signs
-    return moved.reshape(copies * len(x), *x.shape[1:]).astype(x.dtype)
+    return cast_like(moved.reshape(copies * len(x), *x.shape[1:]), x.dtype)
 
 
 def top_cells(maps: np.ndarray) -> np.ndarray:
-    """bool ``[N, cells]``: each map's top ``ceil(TOP_SHARE * cells)`` cells, ties in raster order.
+    """bool ``[N, cells]``: each map's top ``ceil(TOP_SHARE * cells)`` cells, ties in raster
+    order, leaving out cells at the map's minimum (they hold no attention): a map with one hot
+    cell has one top cell, a constant (empty) map none.
 
     Example:
         >>> top_cells(np.arange(10.0)[None]).nonzero()[1].tolist()
@@ -63,7 +67,7 @@ def top_cells(maps: np.ndarray) -> np.ndarray:
     k = max(1, int(np.ceil(TOP_SHARE * flat.shape[1])))
     top = np.zeros(flat.shape, bool)
     np.put_along_axis(top, np.argsort(-flat, axis=1, kind="stable")[:, :k], True, axis=1)
-    return top
+    return top & (flat > flat.min(axis=1, keepdims=True))
 
 
 def fragility(
@@ -91,14 +95,16 @@ def fragility(
     k = len(copy_maps) // max(n, 1)
     cells = top_cells(maps)
     share = top_cells(copy_maps).reshape(k, n, -1) & cells[None]
-    share = share.sum(-1) / cells.sum(-1)[None]
+    share = share.sum(-1) / np.maximum(cells.sum(-1), 1)[None]
     pred = np.asarray(probabilities).argmax(-1)
     cp = np.asarray(copy_probabilities).reshape(k, n, -1)
     same = (cp.argmax(-1) == pred[None]) & finite_rows(cp.reshape(k * n, -1)).reshape(k, n)
     same &= finite_rows(np.asarray(copy_maps).reshape(k * n, -1)).reshape(k, n)
     used = same.sum(0)
     kept = np.where(same, share, 0.0).sum(0) / np.maximum(used, 1)
-    out = np.where((used > 0) & finite_rows(maps) & finite_rows(probabilities), 1.0 - kept, np.nan)
+    # An empty (constant) map has no top cells to move: its fragility is not defined.
+    defined = (used > 0) & finite_rows(maps) & finite_rows(probabilities) & cells.any(-1)
+    out = np.where(defined, 1.0 - kept, np.nan)
     return out.astype(np.float32)
 
 

@@ -95,13 +95,13 @@ class EpochPipeline(RecordStage, FrameStage):
         self.max_frames = max_frames
         self.every_n = every_n_epochs
         self.total_epochs = total_epochs
-        self.writer = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
-        # Built once, before the first epoch: each epoch then only runs the model on them.
+        # Built once, before the first epoch (and before any file is opened): each epoch then only runs the model on them.
         self.interventions: ProbeInterventions | None = None
         if probe_images is not None and ((masks is not None and interventions) or fragility):
             self.interventions = ProbeInterventions(
                 probe_images, masks if interventions else None, labels, mask_kind, fragility
             )
+        self.writer = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
         self.grid_side, self.grid_captions = animate.grid_layout(self.n)
         self.tags = {i: probe_tag(i, self._label_name(i)) for i in self.tb_probes}
         self._renderers: dict[int, F.FrameRenderer] = {}

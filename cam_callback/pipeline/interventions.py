@@ -8,6 +8,7 @@ when a ``fit``'s pipeline opens, and each epoch only calls the model on them.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,17 +69,21 @@ def fragility_options(value: Any) -> FragilityOptions | None:
             f"Received: fragility={dict(value)!r}"
         )
     opts = FragilityOptions(**value)
-    if isinstance(opts.copies, bool) or not isinstance(opts.copies, int) or opts.copies < 1:
+    copies = opts.copies
+    if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 1:
         raise ValueError(f"`fragility['copies']` must be an int >= 1. Received: {opts.copies!r}")
-    if not isinstance(opts.noise, (int, float)) or not 0 < opts.noise < 1:
+    if not isinstance(opts.noise, numbers.Real) or not 0 < opts.noise < 1:
         raise ValueError(f"`fragility['noise']` must be in (0, 1). Received: {opts.noise!r}")
-    if not isinstance(opts.threshold, (int, float)) or not 0 <= opts.threshold <= 1:
+    if not isinstance(opts.threshold, numbers.Real) or not 0 <= opts.threshold <= 1:
         raise ValueError(
             f"`fragility['threshold']` must be in [0, 1]. Received: {opts.threshold!r}"
         )
-    if isinstance(opts.seed, bool) or not isinstance(opts.seed, int):
+    if isinstance(opts.seed, bool) or not isinstance(opts.seed, numbers.Integral):
         raise ValueError(f"`fragility['seed']` must be an int. Received: {opts.seed!r}")
-    return opts
+    # Plain Python numbers: they go into record.json (numpy ints do not serialise).
+    return FragilityOptions(
+        int(opts.copies), float(opts.noise), int(opts.seed), float(opts.threshold)
+    )
 
 
 class ProbeInterventions:

@@ -137,7 +137,13 @@ class RecordWriter:
                     f"overwrite=True. Received: log_dir={where!r}"
                 )
             now = json.loads(json.dumps(dict(meta)))  # tuples as lists, as stored
-            differ = [k for k in now if k not in _NOT_COMPARED and old.get(k, _ABSENT) != now[k]]
+            # A key newer than the record is absent there: absent means None (off, not asked).
+            differ = [
+                k
+                for k in now
+                if k not in _NOT_COMPARED
+                and old.get(k, None if now[k] is None else _ABSENT) != now[k]
+            ]
             if differ:
                 shown = ", ".join(
                     f"{k}: {old.get(k, '(not recorded)')!r} there, {now[k]!r} now" for k in differ
