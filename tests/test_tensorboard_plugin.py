@@ -472,6 +472,7 @@ def test_dashboard_in_chromium(server, browser):
     _set_epoch(frame, n_epochs - 1)
     assert frame.evaluate("document.querySelectorAll('.badges.stale').length") == 0
     # Frames are shown at their own size where the card is wide enough: never upscaled.
+    _loaded(frame)  # the slider moved: the last epoch's frames are loading
     sizes = frame.evaluate(
         "Array.from(document.querySelectorAll('img.frame')).map(i => [i.naturalWidth, i.width])"
     )
