@@ -481,6 +481,9 @@ def test_dashboard_in_chromium(server, browser):
     # The data map: one point per probe, coloured by its first flag, a click picks the card.
     from cam_callback.report.datamap import FLAG_COLOURS
 
+    frame.wait_for_function(  # fetched from its own route
+        "document.querySelectorAll('#datamap svg.datamap a').length === 6", timeout=20000
+    )
     points = frame.evaluate(
         "Array.from(document.querySelectorAll('#datamap svg.datamap a')).map(a => "
         "[+a.dataset.probe, a.querySelector('circle').getAttribute('class'), "
