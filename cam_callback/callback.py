@@ -12,9 +12,9 @@ import numpy as np
 
 from cam_callback import arguments as A
 from cam_callback import cams, lineage, pipeline
-from cam_callback.probes import take_probes
 from cam_callback import config as _config
 from cam_callback.core.tokens import check_token_arguments
+from cam_callback.probes import take_probes
 from cam_callback.record import BASELINE_EPOCH, RecordWriter, epoch_files, fingerprint
 from cam_callback.session import (
     check_layer,

@@ -42,8 +42,8 @@ def impute(
     :data:`ROAD_NEIGHBOURS` (1/6 edge-adjacent, 1/12 diagonal; neighbours
     outside the image left out), kept pixels fixed: one sparse linear system per
     mask, every image with that mask and every channel a right-hand side, solved
-    exactly by SciPy's SuperLU (the fill of a linear ramp is the ramp). Then Gaussian noise of ``noise`` times the
-    image's value range, seeded by ``seed``. Kept pixels are untouched.
+    exactly by SciPy's SuperLU (the fill of a linear ramp is the ramp). Then Gaussian
+    noise of ``noise`` times the image's value range, seeded by ``seed``. Kept pixels are untouched.
 
     Raises:
         ValueError: An image with every pixel removed (nothing to impute from).

@@ -430,7 +430,7 @@ def test_info_summarises_the_flags_the_mapped_class_and_the_weights(tmp_path):
     start = lines.index(f"flags:   {len(flagged)} of 6 probes flagged at the last frame")
     table = lines[start + 1 : start + 1 + len(flags)]
     assert [line.split()[0] for line in table] == list(flags)
-    for line, (name, values) in zip(table, flags.items(), strict=True):
+    for line, values in zip(table, flags.values(), strict=True):
         ids = np.flatnonzero(values).tolist()
         count = line.split()[1]
         assert int(count) == len(ids), line

@@ -152,8 +152,10 @@ def test_flags_thresholds_and_scalars_are_recorded(cue_run):
     acc = EventAccumulator(str(run.path), size_guidance={"tensors": 0})
     acc.Reload()
     tags = set(acc.Tags()["tensors"])
-    want = {"cam/mean_reliance", "cam/class_homer/mean_reliance", "cam/class_homer/transplant_rate",
-            "cam/mean_transplant_rate", "cam/mean_fragility", "cam/class_plain/mean_sufficiency"}  # fmt: skip
+    want = {
+        "cam/mean_reliance", "cam/class_homer/mean_reliance", "cam/class_homer/transplant_rate",
+        "cam/mean_transplant_rate", "cam/mean_fragility", "cam/class_plain/mean_sufficiency",
+    }  # fmt: skip
     assert want <= tags, want - tags
     last = acc.Tensors("cam/class_homer/transplant_rate")[-1]
     assert float(keras.ops.convert_to_numpy(last.tensor_proto.float_val[0])) == pytest.approx(0.5)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from itertools import pairwise
 from typing import Any
 
 import keras
@@ -182,9 +183,12 @@ def attention_gradients(
 
     def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
         chosen, flat = chosen
-        parts = [(flat[:, a:b], grads[:, a:b]) for a, b in zip(offsets, offsets[1:])]
+        parts = [(flat[:, a:b], grads[:, a:b]) for a, b in pairwise(offsets)]
         a = [ops.reshape(v, (-1, *s)) for (v, _), s in zip(parts, shapes, strict=True)]
-        g = [ops.reshape(ops.cast(d, "float32"), (-1, *s)) for (_, d), s in zip(parts, shapes)]
+        g = [
+            ops.reshape(ops.cast(d, "float32"), (-1, *s))
+            for (_, d), s in zip(parts, shapes, strict=True)
+        ]
         return ops.cast(finish_fn(a, g), "float32"), probs, ops.cast(chosen, "int32")
 
     fn = backend.cam_function(

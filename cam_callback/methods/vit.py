@@ -206,7 +206,9 @@ def gradient_rollout(
                                                                    calls, finish))  # fmt: skip
     maps, probs, chosen = [], [], []
     for chunk, t, n in chunks(images, targets.astype(np.int32), batch_size=batch_size):
-        m, p, c, connected = _guarded("gradient_rollout", images, lambda: engine.fn(chunk, t))
+        m, p, c, connected = _guarded(
+            "gradient_rollout", images, lambda c=chunk, tt=t: engine.fn(c, tt)
+        )
         if not connected:
             raise ValueError(
                 "`method` 'gradient_rollout': the explained score does not depend on the "

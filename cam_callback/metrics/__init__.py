@@ -57,14 +57,6 @@ from cam_callback.metrics.epoch import (
     mark_not_computed,
     mask_focus,
 )
-from cam_callback.metrics.summary import (
-    EMPTY_MAP_PEAK,
-    FLAG_NAMES,
-    class_group_keys,
-    empty_map_notice,
-    flags,
-    summary_scalars,
-)
 from cam_callback.metrics.fragility import (
     FRAGILITY_COPIES,
     FRAGILITY_NOISE,
@@ -86,6 +78,14 @@ from cam_callback.metrics.interventions import (
     masks_at,
     transplant_pairs,
     transplant_rates,
+)
+from cam_callback.metrics.summary import (
+    EMPTY_MAP_PEAK,
+    FLAG_NAMES,
+    class_group_keys,
+    empty_map_notice,
+    flags,
+    summary_scalars,
 )
 
 __all__ = [

@@ -95,7 +95,8 @@ class EpochPipeline(RecordStage, FrameStage):
         self.max_frames = max_frames
         self.every_n = every_n_epochs
         self.total_epochs = total_epochs
-        # Built once, before the first epoch (and before any file is opened): each epoch then only runs the model on them.
+        # Built once, before the first epoch and before any file is opened: each epoch then
+        # only runs the model on them.
         self.interventions: ProbeInterventions | None = None
         if probe_images is not None and ((masks is not None and interventions) or fragility):
             self.interventions = ProbeInterventions(

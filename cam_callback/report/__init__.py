@@ -16,6 +16,7 @@ Example:
     PosixPath('runs/a/cam/report/index.html')
 """
 
+from cam_callback.frames import target_rule
 from cam_callback.report.assets import CSS, JS
 from cam_callback.report.datamap import (
     DataPoint,
@@ -30,7 +31,6 @@ from cam_callback.report.page import FLAG_HELP, GENERATOR, card, render_page, so
 from cam_callback.report.rows import (
     badge_text,
     probe_rows,
-    target_rule,
     true_class_curve,
     weights_note,
 )

@@ -8,13 +8,13 @@ import json
 
 import numpy as np
 
-from cam_callback.frames import clean_name, epoch_label
+from cam_callback.frames import clean_name, epoch_label, target_rule
 from cam_callback.metrics import FLAG_NAMES
 from cam_callback.record import Run
 from cam_callback.report.assets import CSS, JS
 from cam_callback.report.datamap import datamap_section
 from cam_callback.report.methods import methods_section
-from cam_callback.report.rows import target_rule, weights_note
+from cam_callback.report.rows import weights_note
 
 GENERATOR = "cam-callback report"
 FLAG_HELP = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cam_callback.frames import clean_name, epoch_label, target_rule
+from cam_callback.frames import clean_name, epoch_label
 from cam_callback.metrics import FLAG_NAMES, transplant_rates
 from cam_callback.record import Run, compute_flags
 
