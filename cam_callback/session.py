@@ -193,6 +193,23 @@ def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
     )
 
 
+def _maps(tracker: Any, images: np.ndarray, target: Any) -> cams.CAMResult:
+    """``compute_cams`` with the tracker's settings: the probes' maps and their copies'."""
+    return cams.compute_cams(
+        tracker.model,
+        images,
+        layer=tracker.layer,
+        method=tracker.method,
+        target=target,
+        score=tracker.score,
+        output=tracker.output,
+        batch_size=tracker.batch_size,
+        head=tracker.head,
+        grid=tracker.grid,
+        prefix_tokens=tracker.prefix_tokens,
+    )
+
+
 def epoch_maps(
     tracker: Any,
     session: pipeline.EpochPipeline | None = None,
@@ -206,19 +223,7 @@ def epoch_maps(
     Example:
         >>> heatmaps, probabilities, targets, extra = epoch_maps(tracker)  # doctest: +SKIP
     """
-    res = cams.compute_cams(
-        tracker.model,
-        tracker.probe_images,
-        layer=tracker.layer,
-        method=tracker.method,
-        target=tracker.target,
-        score=tracker.score,
-        output=tracker.output,
-        batch_size=tracker.batch_size,
-        head=tracker.head,
-        grid=tracker.grid,
-        prefix_tokens=tracker.prefix_tokens,
-    )
+    res = _maps(tracker, tracker.probe_images, tracker.target)
     extra = {}
     if tracker.faithfulness:  # needs the model: on this thread
         extra["faithfulness"] = cams.deletion_faithfulness(
@@ -243,19 +248,7 @@ def epoch_maps(
             )
 
         def maps(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            copies = cams.compute_cams(
-                tracker.model,
-                images,
-                layer=tracker.layer,
-                method=tracker.method,
-                target=targets,
-                score=tracker.score,
-                output=tracker.output,
-                batch_size=tracker.batch_size,
-                head=tracker.head,
-                grid=tracker.grid,
-                prefix_tokens=tracker.prefix_tokens,
-            )
+            copies = _maps(tracker, images, targets)
             return copies.heatmaps, copies.probabilities
 
         extra.update(probes.measure(probs, maps, res.heatmaps, res.probabilities, res.targets))
