@@ -350,6 +350,43 @@ def test_post_softmax_layer_that_reorders_classes_explains_the_probability(x):
     np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["lambda", "identity", "rescaling", "dropout"])
+def test_head_logits_behind_a_pass_through_layer_is_refused(x, kind):
+    """softmax(softmax(z)) is no probability the model gives: refused as on a bare softmax."""
+    if kind == "dropout":
+        inp, _, p = features(activation="softmax")
+        model = keras.Model(inp, keras.layers.Dropout(0.5, name="post")(p))
+    else:
+        model = post_softmax(kind)
+    msg = r"`head`='logits' says .* softmax of layer 'dense', passed on by 'post', a probability"
+    for call in (compute_cams, cams.inspect_model, cams.predict_probabilities):
+        with pytest.raises(ValueError, match=msg):
+            call(model, x, head="logits")
+    # auto still reads the model's own softmax
+    np.testing.assert_allclose(
+        cams.predict_probabilities(model, x), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("axis", [0, (0, 1)])
+def test_a_softmax_not_over_the_classes_is_refused_naming_layer_and_axis(x, axis):
+    inp, _, z = features()
+    model = keras.Model(inp, keras.layers.Softmax(axis=axis, name="batch_softmax")(z))
+    shown = axis if isinstance(axis, int) else r"\(0, 1\)"
+    msg = rf"layer 'batch_softmax', a softmax over axis {shown} .*axis={shown}"
+    for head in ("auto", "softmax", "logits", "probabilities"):
+        with pytest.raises(ValueError, match=msg):
+            cams.inspect_model(model, x, head=head)
+    with pytest.raises(ValueError, match=msg):
+        compute_cams(model, x, batch_size=2)
+    for fine in (-1, 1):  # the class axis, however it is written
+        ok = keras.Model(inp, keras.layers.Softmax(axis=fine)(z))
+        with no_head_warning():
+            got = compute_cams(ok, x)
+        np.testing.assert_allclose(got.probabilities, ok.predict(x, verbose=0), atol=1e-6)
+        assert (got.head, got.score) == ("softmax", "logit")
+
+
 @pytest.mark.parametrize(
     "fn, squash, head",
     [

@@ -86,6 +86,15 @@ def resolve_head(
             "maps explain classifiers (a softmax or sigmoid head). Received: an output of "
             f"rank {len(h.shape)}"
         )
+    if h.off_axes:
+        axis = h.off_axes[0] if len(h.off_axes) == 1 else h.off_axes
+        raise ValueError(
+            f"{where} comes from layer {calls[h.squash_at].path!r}, a softmax over axis {axis} "
+            f"of its output {('N', *h.shape[1:])}, not over the classes (axis -1): its rows are "
+            "no class probabilities (a softmax over the batch depends on the batch size). "
+            "End the model with Softmax(axis=-1) or Dense(C, activation='softmax'). "
+            f"Received: a Softmax layer with axis={axis}"
+        )
     c = h.shape[1]
     how, squash = _decide(h, c, head, loss_squash(loss, key, names), where, calls, warn)
     hook, producer, applied = "", h.producer, ""
@@ -184,10 +193,11 @@ def _decide(
             )
         return "apply", head
     if head == "logits":
-        if found and not h.through:
+        if found and not h.logit_of_squash:  # behind pass-through layers too
+            via = f", passed on by {', '.join(map(repr, h.through))}" if h.through else ""
             raise ValueError(
                 f"`head`='logits' says {where} is a logit, but it is the output of the {found} "
-                f"of layer{at}, a probability. Use head='auto' or {found!r}. "
+                f"of layer{at}{via}, a probability. Use head='auto' or {found!r}. "
                 "Received: head='logits'"
             )
         return "apply", "softmax" if c > 1 else "sigmoid"
