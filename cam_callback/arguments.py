@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,38 @@ def probes(images: Any) -> np.ndarray:
     return x
 
 
+def is_multi_hot(value: Any) -> bool:
+    """True for ``[N, C]`` labels of 0s and 1s (C > 1) where a row has zero or several ones.
+
+    Example:
+        >>> is_multi_hot([[1, 0, 1], [0, 0, 0]]), is_multi_hot([[1, 0], [0, 1]])
+        (True, False)
+    """
+    y = np.asarray(value) if value is not None else np.zeros(0)
+    return bool(
+        y.ndim == 2 and y.shape[1] > 1 and y.size and np.isin(y, (0, 1)).all()
+        and (y.sum(1) != 1).any()
+    )  # fmt: skip
+
+
+def labels_head(head: str, value: Any) -> str:
+    """The ``head=`` the tracker uses: multi-hot labels make ``"auto"`` read sigmoids.
+
+    Independent classes are what multi-hot labels say; a softmax over them would divide
+    one image's probabilities between its classes.
+
+    Example:
+        >>> labels_head("auto", [[1, 1], [0, 0]]), labels_head("auto", [0, 1])
+        ('sigmoid', 'auto')
+    """
+    return "sigmoid" if head == "auto" and is_multi_hot(value) else head
+
+
 def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
     """int64 class ids ``[N]`` and the one-hot width (``None`` for ids), or ``(None, None)``.
+
+    Multi-hot labels (:func:`is_multi_hot`) give ``(None, None)`` with a warning: no
+    probe has one true class (see :func:`labels_head` for how they read the head).
 
     Raises:
         ValueError: Unsigned ids beyond int64 (they would wrap negative), and
@@ -137,6 +168,16 @@ def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
         [2, 0]
     """
     if value is None:
+        return None, None
+    if is_multi_hot(value):
+        warnings.warn(
+            "`probe_labels` are multi-hot (rows with zero or several ones): the classes are "
+            "independent, so head='auto' reads the output as sigmoids (a multi-label head). "
+            "No probe has one true class, so target='label', `misclassified`, the true class's "
+            "probability and the transplant are not recorded.",
+            UserWarning,
+            stacklevel=3,
+        )
         return None, None
     raw = np.asarray(value)
     if raw.dtype.kind == "u" and raw.size and int(raw.max()) > _INT64_MAX:

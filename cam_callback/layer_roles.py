@@ -61,8 +61,10 @@ def off_class_axes(layer: keras.layers.Layer, rank: int) -> tuple[int, ...]:
     other layer (``Activation("softmax")`` and ``Dense(..., "softmax")`` take the last).
 
     Example:
-        >>> off_class_axes(keras.layers.Softmax(axis=0), 2), off_class_axes(keras.layers.Softmax(), 2)
-        ((0,), ())
+        >>> off_class_axes(keras.layers.Softmax(axis=0), 2)
+        (0,)
+        >>> off_class_axes(keras.layers.Softmax(axis=-1), 2)
+        ()
     """
     if not isinstance(layer, keras.layers.Softmax):
         return ()

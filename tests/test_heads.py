@@ -515,3 +515,105 @@ def test_multi_output_heads_read_their_own_loss(x):
     assert (cls.head, tags.head) == ("logits", "multilabel_logits")
     np.testing.assert_allclose(cls.probabilities, softmax(out[0]), atol=1e-6)
     np.testing.assert_allclose(tags.probabilities, sigmoid(out[1]), atol=1e-6)
+
+
+# ---------------------------------------------------------------- what decides a linear head
+
+Z = 3.0  # every planted logit: sigmoid 0.953 each, softmax 0.25 each
+
+
+def planted_multilabel(loss):
+    """Four independent classes whose logits are all about 3: each sigmoid is 0.953."""
+    inp, _, z = features(4)
+    model = keras.Model(inp, z)
+    k, _ = model.get_layer("dense").get_weights()
+    model.get_layer("dense").set_weights([k * 1e-3, np.full(4, Z, np.float32)])
+    if loss is not None:
+        model.compile(keras.optimizers.SGD(0.0), loss)
+    return model
+
+
+class FocalLoss(keras.losses.BinaryFocalCrossentropy):
+    """A user's focal loss: a subclass whose name says nothing about crossentropy."""
+
+
+class OwnFocalLoss(keras.losses.Loss):
+    """A focal loss written from scratch: ``from_logits`` only as an attribute."""
+
+    def __init__(self, gamma=2.0, from_logits=False, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma, self.from_logits = gamma, from_logits
+
+    def call(self, y_true, y_pred):
+        return keras.ops.mean(y_pred)
+
+
+def bce_logits(y_true, y_pred):
+    """A custom function whose name says logits: it must not decide anything by its name."""
+    return keras.losses.binary_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def categorical_crossentropy_like(y_true, y_pred):
+    return keras.ops.mean(y_pred)
+
+
+def test_loss_squash_reads_from_logits_from_any_loss_never_from_a_name():
+    from keras.src.losses.losses import LossFunctionWrapper  # noqa: PLC0415 - Keras's own
+
+    ls = heads.loss_squash
+    wrapped = LossFunctionWrapper(keras.losses.binary_crossentropy, from_logits=True)
+    assert ls(wrapped) == ("sigmoid", True)
+    assert ls(FocalLoss(from_logits=True)) == ("sigmoid", True)
+    assert ls(FocalLoss()) == ("sigmoid", False)
+    assert ls(OwnFocalLoss(from_logits=True)) == ("", True)  # logits, but not which squash
+    assert ls(bce_logits) == ("", None)
+    assert ls(categorical_crossentropy_like) == ("", None)  # a name is no proof
+    assert ls(functools.partial(bce_logits, from_logits=True)) == ("", True)
+    assert ls(lambda y, p, from_logits=True: p) == ("", True)  # a default says it too
+    assert ls("BinaryCrossentropy") == ("sigmoid", False)
+
+
+@pytest.mark.parametrize("loss", ["wrapper", "subclass"])
+def test_a_binary_loss_keras_cannot_name_reads_independent_sigmoids(x, loss):
+    from keras.src.losses.losses import LossFunctionWrapper  # noqa: PLC0415 - Keras's own
+
+    model = planted_multilabel(
+        LossFunctionWrapper(keras.losses.binary_crossentropy, from_logits=True)
+        if loss == "wrapper"
+        else FocalLoss(from_logits=True)
+    )
+    with no_head_warning():
+        res = compute_cams(model, x)
+        check = cams.inspect_model(model, x)
+    np.testing.assert_allclose(res.probabilities, sigmoid(model.predict(x, verbose=0)), atol=1e-6)
+    np.testing.assert_allclose(res.probabilities, 0.953, atol=1e-3)  # not 0.25
+    assert (res.head, check.head, check.head_assumed) == ("multilabel_logits",) * 2 + (False,)
+
+
+@pytest.mark.parametrize("loss", [None, "bce_logits", "own_focal"])
+def test_an_undecided_linear_head_is_assumed_warned_and_recorded(tmp_path, x, loss):
+    model = planted_multilabel({None: None, "bce_logits": bce_logits,
+                                "own_focal": OwnFocalLoss(from_logits=True)}[loss])  # fmt: skip
+    with pytest.warns(UserWarning, match=r"ASSUMING softmax logits.*pass head='sigmoid'"):
+        check = cams.inspect_model(model, x)
+    assert (check.head, check.head_assumed) == ("logits", True)
+    said = cams.inspect_model(model, x, head="sigmoid")
+    assert (said.head, said.head_assumed) == ("multilabel_logits", False)
+    if loss != "bce_logits":
+        return
+    # the tracker records that the head was assumed; multi-hot labels decide it
+    tracker = CAMTracker(x, log_dir=tmp_path / "a", animate=None, tensorboard=False)
+    model.fit(x, np.eye(4)[np.arange(6) % 4], epochs=1, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path / "a")
+    assert (run.meta["head"], run.meta["head_assumed"]) == ("logits", True)
+    np.testing.assert_allclose(run.probabilities[-1], 0.25, atol=1e-3)
+    multi_hot = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]] * 2)
+    with pytest.warns(UserWarning, match="multi-hot"):
+        tracker = CAMTracker(x, multi_hot, log_dir=tmp_path / "b", animate=None, tensorboard=False)
+    model.fit(x, multi_hot, epochs=1, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path / "b")
+    assert (run.meta["head"], run.meta["head_assumed"]) == ("multilabel_logits", None)
+    np.testing.assert_allclose(run.probabilities[-1], 0.953, atol=1e-3)  # four sigmoids
+    np.testing.assert_allclose(
+        run.probabilities[-1], sigmoid(model.predict(x, verbose=0)), atol=1e-6
+    )

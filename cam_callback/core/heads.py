@@ -201,6 +201,9 @@ class Head:
             the probabilities.
         name: What is recorded (``ModelCheck.head``, ``record.json``): ``kind``, or
             ``"binary_logits"``/``"multilabel_logits"`` for a linear sigmoid head.
+        assumed: ``head="auto"`` found nothing that says how to read a linear output
+            with C > 1 units (no squash layer, no loss that tells) and took softmax
+            logits (with a warning): ``ModelCheck.head_assumed``.
     """
 
     key: Any
@@ -211,6 +214,7 @@ class Head:
     hook: str
     squash: str = ""
     name: str = ""
+    assumed: bool = False
 
     @property
     def request(self) -> str:
