@@ -617,3 +617,16 @@ def test_an_undecided_linear_head_is_assumed_warned_and_recorded(tmp_path, x, lo
     np.testing.assert_allclose(
         run.probabilities[-1], sigmoid(model.predict(x, verbose=0)), atol=1e-6
     )
+
+
+def test_one_unit_under_an_own_loss_that_says_from_logits_is_a_binary_logit(x):
+    model = logits_model(1, loss=None)
+    model.compile("adam", OwnFocalLoss(from_logits=True))
+    with no_head_warning():
+        res = compute_cams(model, x)
+    z = model.predict(x, verbose=0)
+    np.testing.assert_allclose(res.probabilities[:, 1:], sigmoid(z), atol=1e-6)
+    assert res.head == "binary_logits"
+    model.compile("adam", OwnFocalLoss())  # from_logits=False: still refused as a regression
+    with pytest.raises(ValueError, match="one unit with no sigmoid"):
+        compute_cams(model, x)

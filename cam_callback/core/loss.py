@@ -206,7 +206,7 @@ def _decide(
             return "given", given
         if loss_kind and from_logits and (c > 1 or loss_kind == "sigmoid"):
             return "apply", loss_kind
-        if c == 1 and from_logits:  # one logit: a binary classifier
+        if c == 1 and from_logits and not loss_kind:  # one logit of an own loss: binary
             return "apply", "sigmoid"
         if h.looks_like == "distribution":
             return "given", "softmax"
