@@ -126,20 +126,6 @@ def probes(images: Any) -> np.ndarray:
     return x
 
 
-def is_multi_hot(value: Any) -> bool:
-    """True for ``[N, C]`` labels of 0s and 1s (C > 1) where a row has zero or several ones.
-
-    Example:
-        >>> is_multi_hot([[1, 0, 1], [0, 0, 0]]), is_multi_hot([[1, 0], [0, 1]])
-        (True, False)
-    """
-    y = np.asarray(value) if value is not None else np.zeros(0)
-    return bool(
-        y.ndim == 2 and y.shape[1] > 1 and y.size and np.isin(y, (0, 1)).all()
-        and (y.sum(1) != 1).any()
-    )  # fmt: skip
-
-
 def labels_head(head: str, value: Any) -> str:
     """The ``head=`` the tracker uses: multi-hot labels make ``"auto"`` read sigmoids.
 
@@ -150,14 +136,14 @@ def labels_head(head: str, value: Any) -> str:
         >>> labels_head("auto", [[1, 1], [0, 0]]), labels_head("auto", [0, 1])
         ('sigmoid', 'auto')
     """
-    return "sigmoid" if head == "auto" and is_multi_hot(value) else head
+    return "sigmoid" if head == "auto" and _validate.is_multi_hot(value) else head
 
 
 def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
     """int64 class ids ``[N]`` and the one-hot width (``None`` for ids), or ``(None, None)``.
 
-    Multi-hot labels (:func:`is_multi_hot`) give ``(None, None)`` with a warning: no
-    probe has one true class (see :func:`labels_head` for how they read the head).
+    Multi-hot labels (:func:`cam_callback._validate.is_multi_hot`) give ``(None, None)``
+    with a warning: no probe has one true class (:func:`labels_head` reads the head).
 
     Raises:
         ValueError: Unsigned ids beyond int64 (they would wrap negative), and
@@ -169,7 +155,7 @@ def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
     """
     if value is None:
         return None, None
-    if is_multi_hot(value):
+    if _validate.is_multi_hot(value):
         warnings.warn(
             "`probe_labels` are multi-hot (rows with zero or several ones): the classes are "
             "independent, so head='auto' reads the output as sigmoids (a multi-label head). "
