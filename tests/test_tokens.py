@@ -95,7 +95,7 @@ def test_numpy_integers_are_taken_as_plain_ints():
     ("tokens", "image", "grid", "needles"),
     [
         # 25 tokens on a square image are 5 x 5 patches; 2 x 2 would drop 21 "prefix" tokens
-        (25, (20, 20), (2, 2), ("leaves 21 prefix tokens, more than the 16", "grid=(5, 5) with 0")),
+        (25, (20, 20), (2, 2), ("leaves 21 prefix tokens, more than the 16", "(5, 5) with 0")),
         (25, (20, 20), (1, 1), ("at least 2 patch rows and 2 columns", "grid=(5, 5)")),
         (17, (32, 32), (1, 16), ("at least 2 patch rows", "grid=(4, 4) with 1 prefix")),
         # a 16 x 24 image is 4 x 6 patches: the transposed grid scrambles the map

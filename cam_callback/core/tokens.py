@@ -261,14 +261,14 @@ def check_grid(
     elif prefix_tokens is None and left > MAX_PREFIX:
         why = (
             f"{n_tokens} tokens minus {h * w} patches leaves {left} prefix tokens, more than "
-            f"the {MAX_PREFIX} a Vision Transformer has (pass prefix_tokens={left} as well if "
-            "the layer really has them)"
+            f"the {MAX_PREFIX} taken without prefix_tokens= (pass prefix_tokens={left} as well "
+            "if the layer really has them)"
         )
     elif (h - w) * (rows - cols) < 0 or not 1 / ASPECT_TOLERANCE <= ratio <= ASPECT_TOLERANCE:
         why = (
             f"its {h} rows and {w} columns contradict the image's aspect ratio "
-            f"({image[0]} x {image[1]} pixels: each patch would be {image[0] / h:g} x "
-            f"{image[1] / w:g} pixels; is it transposed?)"
+            f"({image[0]} x {image[1]} pixels: each patch would be {image[0] / h:.3g} x "
+            f"{image[1] / w:.3g} pixels; is it transposed?)"
         )
     if why:
         raise ValueError(
