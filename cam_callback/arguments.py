@@ -253,7 +253,10 @@ def target(value: Any, n: int, probe_labels: np.ndarray | None) -> Any:
     if isinstance(value, str):
         if value == "label":
             if probe_labels is None:
-                raise ValueError('`target="label"` needs `probe_labels`. Received: none')
+                raise ValueError(
+                    '`target="label"` needs `probe_labels` with one class per probe (multi-hot '
+                    "labels have none). Received: none"
+                )
             return probe_labels
         if value != "predicted":
             raise ValueError(
