@@ -45,7 +45,9 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             of single images), whose first ``num_probes`` examples are taken once,
             with their labels (see :func:`cam_callback.probes.take_probes`).
         probe_labels: True classes as int ids ``[N]`` or one-hot ``[N, C]``; taken
-            from a dataset's ``(x, y)`` elements when not given.
+            from a dataset's ``(x, y)`` elements when not given. Multi-hot ``[N, C]``
+            (rows with zero or several ones) say the classes are independent:
+            ``head="auto"`` then reads sigmoids, and no single true class is recorded.
         log_dir: The run's log folder (the same as Keras's TensorBoard callback).
         class_names: One name per class.
         display_images: uint8 RGB ``[N, H', W', 3]`` (or grey ``[N, H', W']``) to
@@ -180,7 +182,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.layer = check_layer(layer)
         self.method = check_method(method)
         self.score = A.choice(score, cams.SCORES, "score")
-        self.head = cams.check_head(head)
+        self.head = A.labels_head(cams.check_head(head), probe_labels)  # multi-hot: sigmoid
         self.target = A.target(target, n, self.probe_labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
         self.top_k = A.positive_int(top_k, "top_k")

@@ -198,7 +198,7 @@ def test_init_errors_name_the_argument(tmp_path):
         (dict(probe_images=np.zeros((0, 32, 32, 3))), ValueError, "`probe_images`"),
         (dict(probe_images=np.array([["a"]])), TypeError, "`probe_images` must be numeric"),
         (dict(probe_labels=y[:3]), ValueError, "`probe_labels` has 3 labels for 8"),
-        (dict(probe_labels=np.ones((8, 3))), ValueError, "one-hot"),
+        (dict(probe_labels=np.full((8, 3), 0.5)), ValueError, "one-hot"),  # soft: no 0/1
         (dict(log_dir=3), TypeError, "`log_dir` must be a path"),
         (dict(class_names="abc"), TypeError, "`class_names`"),
         (dict(display_images=x), TypeError, "`display_images` must be uint8"),
