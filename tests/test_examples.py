@@ -146,6 +146,18 @@ def test_readme_api_snippet_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "a" / "cam" / "animations" / "probe_000.gif").is_file()
 
 
+def test_every_function_readme_lists_as_taking_head_is_public_and_takes_it():
+    import inspect
+
+    start = README.index("When auto cannot know, say it with `head=` on")
+    sentence = README[start : README.index(":", start + 50)]
+    names = re.findall(r"`(\w+)`", sentence)
+    assert "predict_probabilities" in names and len(names) == 6, names
+    for name in names:
+        assert name in cam_callback.__all__, name
+        assert "head" in inspect.signature(getattr(cam_callback, name)).parameters, name
+
+
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch, capsys):
     import keras
     import tensorflow as tf
