@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 import warnings
@@ -156,6 +157,65 @@ def test_every_function_readme_lists_as_taking_head_is_public_and_takes_it():
     for name in names:
         assert name in cam_callback.__all__, name
         assert "head" in inspect.signature(getattr(cam_callback, name)).parameters, name
+
+
+def test_vit_without_keras_hub_says_what_to_install(tmp_path, monkeypatch, capsys):
+    example = load("spurious_background")
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # find_spec then finds nothing
+    with pytest.raises(SystemExit) as exit_:
+        example.main(["--model", "vit", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert 'needs keras-hub: pip install -e ".[vit]"' in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was trained or written
+
+
+def test_the_example_prints_signed_changes_and_a_tensorboard_command_that_runs_as_is():
+    import importlib.util
+    import shlex
+
+    example = load("spurious_background")
+    assert [example.moves(v) for v in (0.314, -0.05, -0.004, 0.0, 0.005)] == [
+        "drops by 0.31",
+        "rises by 0.05",
+        "stays within 0.005",
+        "stays within 0.005",
+        "drops by 0.01",
+    ]
+    command = shlex.split(example.tensorboard_command("runs/my run"))
+    # This Python's own TensorBoard, found with no virtualenv activated.
+    assert command[:3] == [sys.executable, "-m", "tensorboard.main"]
+    assert Path(sys.executable).is_absolute() and importlib.util.find_spec("tensorboard.main")
+    assert command[3:] == ["--logdir", "runs/my run", "--samples_per_plugin", "images=10000"]
+
+
+def test_tensorflows_start_up_lines_are_dropped_and_other_stderr_kept(tmp_path):
+    """TensorFlow's CUDA lines come from absl before TF_CPP_MIN_LOG_LEVEL is read, once per
+    library: a stand-in `keras` writes them to file descriptor 2 as TensorFlow's C++ does."""
+    import subprocess
+
+    fake = tmp_path / "keras"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are "
+        "written to STDERR\\n')\n"
+        "os.write(2, b'I0000 00:00:17.1 17609 cudart_stub.cc:31] Could not find cuda drivers "
+        "on your machine, GPU will not be used.\\n' * 2)\n"
+        "os.write(2, b'I0000 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\\n')\n"
+        "os.write(2, b'oneDNN custom operations are on. To turn them off, set the environment "
+        "variable `TF_ENABLE_ONEDNN_OPTS=0`.\\n')\n"
+        "os.write(2, b'a real problem\\n')\n"
+        "print('a Python warning', file=__import__('sys').stderr)\n"
+    )
+    code = f"import runpy; runpy.run_path({str(EXAMPLES / 'spurious_background.py')!r})"
+    root = str(EXAMPLES.parent)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), root])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=env, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.decode().splitlines() == ["a real problem", "a Python warning"]
 
 
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch, capsys):

@@ -563,10 +563,11 @@ def test_repr_is_one_short_line_naming_the_run(tmp_path):
     flagged = sum(any(bool(v[i]) for v in run.flags.values()) for i in range(40))
     assert 0 < flagged < 40
     cam = str(tmp_path / "cam")
-    assert repr(run) == str(run) == (
+    expected = (
         f"Run({cam!r}, epochs=[-1..3] (5), probes=40, layer='conv2', method='gradcam', "
         f"flagged={flagged} of 40)"
     )
+    assert repr(run) == str(run) == expected
     assert len(repr(run)) < 120 + len(cam)
     assert repr(load_run(tmp_path, epochs=slice(1, 2))).startswith(f"Run({cam!r}, epochs=[0] (1),")
 
