@@ -218,6 +218,38 @@ def test_tensorflows_start_up_lines_are_dropped_and_other_stderr_kept(tmp_path):
     assert out.stderr.decode().splitlines() == ["a real problem", "a Python warning"]
 
 
+def test_make_torch_checks_for_a_local_wheel_without_leaving_a_copy(tmp_path):
+    """`make torch` once left a 190 MB copy of the wheel in a new temporary folder per run.
+    A stand-in Python logs what make asks of it; TMPDIR must stay empty."""
+    import stat
+    import subprocess
+
+    calls, tmp = tmp_path / "calls", tmp_path / "tmp"
+    tmp.mkdir()
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        '[ "$1" = "-c" ] && exit 1\n'  # no torch installed yet
+        # `pip download -d DIR` leaves the wheel in DIR, as the real one does
+        'prev=; for a in "$@"; do [ "$prev" = -d ] && touch "$a/torch.whl"; prev=$a; done\n'
+        "exit 0\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("VIRTUAL_ENV", None)
+    out = subprocess.run(
+        ["make", "-s", "-C", str(EXAMPLES.parent), "torch", f"PY={fake}", "TORCH=torch==2.13.0"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    asked = calls.read_text().splitlines()
+    assert asked[0] == "-c import torch"
+    assert asked[-1].startswith("-m pip install") and asked[-1].endswith("torch==2.13.0")
+    assert "--index-url" not in asked[-1]  # the local wheel was found: no trip to PyTorch's index
+    assert list(tmp.iterdir()) == []
+
+
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch, capsys):
     import keras
     import tensorflow as tf
