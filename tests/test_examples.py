@@ -250,6 +250,21 @@ def test_make_torch_checks_for_a_local_wheel_without_leaving_a_copy(tmp_path):
     assert list(tmp.iterdir()) == []
 
 
+def test_the_tracker_docs_name_every_method_and_the_default_target():
+    import inspect
+
+    doc = " ".join(cam_callback.CAMTracker.__doc__.split())
+    method = doc[doc.index("method: ") : doc.index("target: ")]
+    # The registry, not a list that falls behind it (it once named 5 of 19).
+    assert ":func:`cam_callback.available_methods`" in method
+    default = inspect.signature(cam_callback.CAMTracker).parameters["target"].default
+    assert default == "predicted"
+    assert f'``"{default}"`` (the default)' in doc
+    text = " ".join(README.split())
+    assert f'Each map explains `target="{default}"` by default' in text
+    assert 'target="label"' in (EXAMPLES / "spurious_background.py").read_text()
+
+
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch, capsys):
     import keras
     import tensorflow as tf
