@@ -423,7 +423,7 @@ def test_a_run_of_wide_probes_renders_frames_of_bounded_size(tmp_path):
     out = cli("render", tmp_path, "--out", tmp_path / "gif", "--probes", "0")
     assert out.returncode == 0, out.stderr
     frames = read_gif(tmp_path / "gif" / "probe_000.gif")
-    assert frames[0].shape == (22 + 160, 2 * 1024 + 180, 3)
+    assert frames[0].shape == (48 + 160, 2 * 1024 + 198, 3)  # 18-px text: 160 / 9
 
 
 def test_info_summarises_the_flags_the_mapped_class_and_the_weights(tmp_path):
