@@ -57,10 +57,15 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         probe_masks: bool ``[N, H', W']`` regions (the object, or a suspected cue),
             at the display images' size; see ``mask_kind``.
         layer: The explained layer, as in :func:`cam_callback.compute_cams`.
-        method: ``"gradcam"``, ``"gradcam++"``, ``"layercam"``, ``"hirescam"`` or
-            ``"saliency"``.
-        target: ``"predicted"``, ``"label"`` (the true class; needs labels), one
-            class id, or one per probe.
+        method: Any name in :func:`cam_callback.available_methods` (default
+            ``"gradcam"``): the Grad-CAM family (``"gradcam++"``, ``"layercam"``,
+            ``"hirescam"``, ...), Eigen-CAM, Score-CAM, Ablation-CAM, occlusion, the
+            input-gradient maps, and the attention rollouts of a ViT.
+        target: The class each map explains. ``"predicted"`` (the default): the
+            class the model predicts for the probe at that epoch, so the explained
+            class can change while it trains; ``"label"``: the true class (needs
+            labels), "why is this a cat, for the model?"; one class id, or one per
+            probe.
         every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``), and
             always the last epoch of a ``fit`` (its ``epochs``, or the epoch
             ``EarlyStopping`` stops at).

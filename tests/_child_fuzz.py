@@ -30,9 +30,10 @@ from cam_callback.record import RecordError, load_run
 from cam_callback.tensorboard_plugin import CAMPlugin
 
 CASE_SECONDS = 20
-# (height, width) of any frame, as README states: a caption of 22 px over images at most
-# 256 px high and 1,024 wide, twice, and the 180 px bar panel.
-FRAME_LIMIT = (22 + 256, 2 * 1024 + 180)
+# (height, width) of any frame, as docs/record.md states: a caption of at most 72 px (two
+# lines of 28-px text) over images at most 256 px high and 1,024 wide, twice, and a bar panel
+# of at most 308 px.
+FRAME_LIMIT = (72 + 256, 2 * 1024 + 308)
 # The CLI's last-resort handler prints the exception's class first: never expected here.
 CATCH_ALL = re.compile(r"^cam-callback: error: [A-Z]\w*: ")
 CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # all but the newline

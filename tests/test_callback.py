@@ -88,7 +88,7 @@ def test_tensorboard_tags_and_steps_next_to_keras(trained):
     ev = acc.Tensors("cam/probe_000_" + CLASSES[labels[0]])[-1]
     w, h, png = ev.tensor_proto.string_val
     img = np.asarray(Image.open(io.BytesIO(png)))
-    assert img.shape[:2] == (int(h), int(w)) == (22 + 160, 2 * 160 + 180)
+    assert img.shape[:2] == (int(h), int(w)) == (48 + 160, 2 * 160 + 198)
     # Scalars agree with the record.
     run = load_run(log_dir)
     drift = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("cam/mean_drift")]

@@ -653,7 +653,7 @@ def test_a_wide_probe_frame_is_drawn_within_a_frame(tmp_path):
 
     from PIL import Image
 
-    assert status == 200 and Image.open(BytesIO(png)).size == (2 * 1024 + 180, 160)
+    assert status == 200 and Image.open(BytesIO(png)).size == (2 * 1024 + 198, 160)
 
 
 def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
