@@ -13,6 +13,9 @@ Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``
 - ``drift_from_first`` = ``1 - cos(m_t, m_first)``.
 - ``concentration`` = share of the map's energy (sum) in its top 10% of cells;
   0.1 for a flat map, 1 when one cell in ten or fewer holds everything.
+- A probe whose mask is empty (all False: how masks are given for some probes
+  only) is **not measured**: NaN for ``mask_focus``, ``mask_lift``, ``reliance``,
+  ``sufficiency`` and ``transplant``, no mask flag, and left out of every mean.
 - ``mask_focus`` (with masks) = ``sum(up(m) * mask) / sum(up(m))``, the map
   upsampled bilinearly to the mask's size: the share of attention inside the mask.
 - ``mask_lift`` (with masks) = ``mask_focus / mean(mask)``: attention inside the
