@@ -80,7 +80,7 @@ def intervention_badge(flag: str, figures: dict) -> str | None:
         rate, base = figures.get("transplant"), figures.get("transplant_base")
         if rate is not None and np.isfinite(rate):
             text += f"; the cue alone makes {rate:.0%} of other probes {name}"
-            if base is not None and np.isfinite(base):
+            if base is not None and np.isfinite(base) and base > 0:
                 text += f" (not counting the {base:.0%} already {name})"
         return text
     if flag == "ignores_object" and reliance is not None:
