@@ -19,6 +19,7 @@ import pytest
 
 import cam_callback
 from cam_callback import metrics as M
+from cam_callback.evaluation import road
 from cam_callback.imputation import impute
 from cam_callback.pipeline import ProbeInterventions, fragility_options
 from cam_callback.pipeline import core as pipeline_core
@@ -323,3 +324,34 @@ def test_images_sharing_a_mask_are_filled_as_each_alone():
     alone = np.concatenate([impute(x[i : i + 1], m[i : i + 1], noise=0.0) for i in range(6)])
     np.testing.assert_allclose(impute(x, m, noise=0.0), alone, atol=1e-12)
     assert not np.allclose(alone[1][m[1]], x[1][m[1]])  # something was filled
+
+
+def test_road_noise_is_a_share_of_the_range_by_default_and_absolute_on_request():
+    """Issue 26 item 10: ROAD's code adds an absolute N(0, 0.01) in the input's units; our
+    default is 0.01 x each image's value range, the same on [0, 1] images."""
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 16, 16, 3)) * np.array([[[[255.0]]], [[[1.0]]]])  # 0-255 and 0-1
+    hole = np.zeros((2, 16, 16), bool)
+    hole[:, 4:12, 4:12] = True
+    exact = impute(x, hole, noise=0.0)
+    jitter = {s: impute(x, hole, seed=2, noise_scale=s) - exact for s in ("range", "absolute")}
+    spread = x.reshape(2, -1).max(1) - x.reshape(2, -1).min(1)
+    for i in range(2):
+        default, absolute = jitter["range"][i][hole[i]], jitter["absolute"][i][hole[i]]
+        assert 0.008 < default.std() / spread[i] < 0.012  # 1% of the range
+        assert 0.008 < absolute.std() < 0.012  # 0.01 itself
+        np.testing.assert_allclose(default, spread[i] * absolute, atol=1e-9)  # same draws
+    np.testing.assert_array_equal(impute(x, hole, seed=2), exact + jitter["range"])
+    with pytest.raises(ValueError, match="`noise_scale` must be one of"):
+        impute(x, hole, noise_scale="std")
+
+    def probs(images):  # reads the hole's mean: the noise's scale is all that moves it
+        m = images[:, 4:12, 4:12].mean((1, 2, 3)) / 255.0
+        return np.stack([1 - m, m], 1)
+
+    ranks = np.zeros((2, 16, 16))
+    ranks[:, 4:12, 4:12] = 1.0
+    t = np.array([1, 1])
+    a = road(x, ranks, t, probs, noise_scale="absolute")
+    b = road(x, ranks, t, probs)
+    assert not np.allclose(a, b)  # the option reaches the imputation
