@@ -28,8 +28,10 @@ Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``
   ``sufficiency`` = ``p(x with all but the mask's region removed)``, ``p`` the
   explained target's probability as the head gives it; "removed" = filled from the
   surroundings by ROAD's noisy linear imputation. ``transplant`` (cue masks, with
-  labels, per donor probe): the share of other-class probes predicted as the donor's
-  class once its masked pixels are pasted on; per class, :func:`transplant_rates`.
+  labels, per donor probe), causal: of the other-class probes not yet predicted as the
+  donor's class, the share predicted as it once the donor's masked pixels are pasted
+  on; ``transplant_base``: the share that already were. Per class,
+  :func:`transplant_rates`.
   See :mod:`~cam_callback.metrics.interventions` for the pairing rule and the passes.
 - ``fragility`` (opt-in) = ``1 - mean_k |top10%(m) & top10%(m_k)| / |top10%(m)|``
   over slightly perturbed copies that keep the prediction (Ghorbani et al. 2019);
