@@ -237,7 +237,11 @@ def main(argv=None) -> dict:
     cued = labels == CUED
     # Interventions on the frame (every epoch, from the cue masks): what the model needs.
     reliance = run.metrics["reliance"]
-    transplant = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels)
+    # The causal transplant rate: of the recipients not yet predicted as the donor's class,
+    # the share the pasted frame makes that class; beside it, the share that already was.
+    base = run.metrics["transplant_base"]
+    transplant = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels, base)
+    base_rates = cam_callback.metrics.transplant_rates(base, labels)
     _, acc_train = model.evaluate(x[:600].astype(np.float32), y[:600], verbose=0)
     _, acc_val = model.evaluate(x_val.astype(np.float32), y_val, verbose=0)
     story = {
@@ -259,8 +263,10 @@ def main(argv=None) -> dict:
         "red_others_gain_last": float(-reliance[-1, ~cued & red].mean()),
         "cued_transplant_before": 100 * float(transplant[CUED][0]),
         "cued_transplant_last": 100 * float(transplant[CUED][-1]),
+        "cued_base_before": 100 * float(base_rates[CUED][0]),
+        "cued_base_last": 100 * float(base_rates[CUED][-1]),
         "others_transplant_last": 100 * float(
-            max(v[-1] for c, v in transplant.items() if c != CUED)
+            np.nanmax([v[-1] for c, v in transplant.items() if c != CUED])
         ),
     }
     print(
@@ -291,8 +297,9 @@ def main(argv=None) -> dict:
         f"most {story['plain_reliance_last']:.2f} without the red frame; with it, p(own class) "
         f"{moves(-story['red_others_gain_last'])} on average once removed. Homer's frame "
         f"alone makes {story['cued_transplant_before']:.0f}% -> "
-        f"{story['cued_transplant_last']:.0f}% of the other probes homer (other classes' "
-        f"frames: at most {story['others_transplant_last']:.0f}%)"
+        f"{story['cued_transplant_last']:.0f}% of the other probes not yet called homer homer "
+        f"({story['cued_base_before']:.0f}% -> {story['cued_base_last']:.0f}% already were; "
+        f"other classes' frames: at most {story['others_transplant_last']:.0f}%)"
     )
     print(f"done in {time.perf_counter() - start:.0f} s")
     return {"on_cue": on_cue, "labels": labels, "red": red, **story}

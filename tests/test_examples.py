@@ -40,13 +40,16 @@ STORY_NUMBERS = [
     (r"share of the image \((\d\.\d\d)\)", "chance", 0.005),
     (r"probes end at (\d\.\d\d)", "others_focus_last", 0.03),
     (r'"on cue (\d\.\d)x"', "cued_lift_last", 0.2),
-    # The interventions (reliance on the frame, and its transplant rate, in %).
+    # The interventions (reliance on the frame, and its causal transplant rate and base rate,
+    # in %; 13 points is one recipient of homer's 8 pasted images).
     (r"drops p\(homer\) by (\d\.\d\d) before training", "cued_reliance_before", 0.03),
     (r"and by (\d\.\d\d) at the end", "cued_reliance_last", 0.05),
     (r"their probability by at most (\d\.\d\d)", "plain_reliance_last", 0.08),
     (r"their own class by (\d\.\d\d) on average", "red_others_gain_last", 0.1),
-    (r"makes (\d+)% of them homer before training", "cued_transplant_before", 10),
-    (r"and (\d+)% at the end", "cued_transplant_last", 10),
+    (r"makes (\d+)% of them homer before training", "cued_transplant_before", 13),
+    (r"homer before training and (\d+)% at the end", "cued_transplant_last", 13),
+    (r"already called homer, (\d+)% of them before training", "cued_base_before", 13),
+    (r"of them before training and (\d+)% at the end", "cued_base_last", 13),
     (r"frame: at most (\d+)%", "others_transplant_last", 20),
 ]
 
@@ -85,8 +88,12 @@ def test_spurious_background_flags_the_cued_class(spurious):
     assert np.flatnonzero(run.flags["relies_on_cue"]).tolist() == cued.tolist()
     plain = np.flatnonzero((labels != example.CUED) & ~out["red"])
     assert (np.abs(reliance[-1, plain]) < 0.15).all(), reliance[-1, plain]
-    rates = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels)
+    base = run.metrics["transplant_base"]
+    rates = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels, base)
     assert rates[example.CUED][0] < 0.2 and rates[example.CUED][-1] > 0.8
+    # Causal: the red-framed others that are homer already are out of the count (base rate).
+    base_rates = cam_callback.metrics.transplant_rates(base, labels)
+    assert base_rates[example.CUED][0] < 0.2 and 0.3 < base_rates[example.CUED][-1] < 0.7
     assert (tmp_path / "cam" / "report" / "index.html").is_file()
     assert len(list((tmp_path / "cam" / "animations").glob("probe_*.gif"))) == 12
     assert {p.parent.name for p in tmp_path.rglob("events.out.tfevents.*")} == {
@@ -107,6 +114,7 @@ def test_spurious_background_flags_the_cued_class(spurious):
         "cam/before_training",
         "cam/class_homer/mean_reliance",
         "cam/class_homer/transplant_rate",
+        "cam/class_homer/transplant_base_rate",
     } <= tags
 
 
