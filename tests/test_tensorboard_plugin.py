@@ -728,3 +728,48 @@ def test_a_record_in_the_logdir_itself_is_named_after_its_folder(tmp_path):
     points = report.datamap_points(run, {r["index"]: r["flags"] for r in rows})
     # The page's SVG, byte for byte.
     assert data["svg"] == report.datamap_svg(points, {r["index"]: r["label_name"] for r in rows})
+
+
+# ---------------------------------------------------------------------- big logdirs (issue 31)
+
+
+def test_the_run_list_opens_no_npz_and_the_probes_route_does(tmp_path, monkeypatch):
+    """500 runs must list from their small files: a spy on the one .npz reader counts opens."""
+    from cam_callback.record import reader
+
+    for name in ("a", "b", "c"):
+        make_record(tmp_path / name, n_epochs=2, baseline=name == "c")
+    opened = []
+    real = reader.read_npz
+    monkeypatch.setattr(reader, "read_npz", lambda file, *a: opened.append(file) or real(file, *a))
+    client = _client(tmp_path)
+    runs = json.loads(_get(client, "runs")[1])["runs"]
+    assert [r["epochs"] for r in runs] == [[0, 1], [0, 1], [-1, 0, 1]]
+    assert [r["n_probes"] for r in runs] == [6, 6, 6] and opened == []
+    assert _get(client, "probes", run="b")[0] == 200
+    assert sorted(Path(f).name for f in opened) == ["epoch_000000.npz", "epoch_000001.npz"] + [
+        "probes.npz"
+    ]
+
+
+def test_the_run_cache_keeps_at_most_its_byte_bound(tmp_path, monkeypatch):
+    """Runs read in full stay within RUN_CACHE_BYTES, least recently used first out; one run
+    larger than the bound is kept alone while it is the last one asked for."""
+    from cam_callback.tensorboard_plugin import store as module
+
+    for name in ("a", "b", "c", "d"):
+        make_record(tmp_path / name, n_epochs=2)
+    plugin = CAMPlugin(_Context(str(tmp_path)))
+    kept = plugin._store
+    one = kept.entry("a").nbytes
+    monkeypatch.setattr(module, "RUN_CACHE_BYTES", int(2.5 * one))
+    for name in ("b", "c", "a", "d"):
+        kept.entry(name)
+        assert kept.cached_bytes <= 2.5 * one
+    assert list(kept._runs) == ["a", "d"]
+    assert kept.cached_bytes == sum(e.nbytes for e in kept._runs.values())
+    kept.rows(kept.entry("a"))  # its rows count too: "d" no longer fits beside it
+    assert list(kept._runs) == ["a"] and kept.cached_bytes == kept._runs["a"].nbytes > one
+    monkeypatch.setattr(module, "RUN_CACHE_BYTES", one // 2)
+    kept.entry("b")
+    assert list(kept._runs) == ["b"] and kept.cached_bytes == one
