@@ -69,12 +69,12 @@ def sortable(p: float) -> str:
     return f"{p:.6f}" if np.isfinite(p) else "-1"
 
 
-def card(row: dict, gif: str, poster: str) -> str:
+def card(row: dict, gif: str | None, poster: str) -> str:
     """One probe's ``<article>``: ``poster`` shown, ``gif`` played on hover or click.
 
     Args:
         row: One of :func:`~cam_callback.report.rows.probe_rows`'s rows.
-        gif: URL of the probe's animation, relative to the page.
+        gif: URL of the probe's animation, relative to the page; ``None``: a still only.
         poster: URL of its last frame.
 
     Example:
@@ -90,15 +90,20 @@ def card(row: dict, gif: str, poster: str) -> str:
     right = row["label"] is None or (row["finite"] and row["label"] == row["pred"])
     verdict = "right" if right else "wrong"
     truth = f"true: <b>{html.escape(row['label_name'])}</b> · " if row["label"] is not None else ""
+    if gif is None:
+        play = 'class="still"'
+        alt = "a still: only the probes that matter most play every epoch"
+    else:
+        play = f'data-gif="{html.escape(gif)}"'
+        alt = "hover or click to play every epoch"
     return f"""
 <article class="card {verdict}" id="probe-{row["index"]:03d}" data-index="{row["index"]}"
   data-class="{html.escape(cls)}"
   data-flags="{" ".join(row["flags"])}" data-priority="{row["priority"][0]}"
   data-truep="{sortable(row["true_probability"])}" data-attention="{row["attention"][0]}"
   data-lift="{sortable(row["attention"][1])}">
-  <img src="{html.escape(poster)}" data-poster="{html.escape(poster)}" data-gif="{html.escape(gif)}"
-    alt="probe {row["index"]} at the last epoch; hover or click to play every epoch"
-    title="hover or click to play every epoch" loading="eager">
+  <img src="{html.escape(poster)}" data-poster="{html.escape(poster)}" {play}
+    alt="probe {row["index"]} at the last epoch; {alt}" title="{alt}" loading="eager">
   <div class="meta">
     <div class="title">probe {row["index"]:03d}</div>
     <div>{truth}pred: <b class="{verdict}">{html.escape(row["pred_name"])}</b>
@@ -118,7 +123,7 @@ def render_page(
     posters: dict[int, str] | None = None,
 ) -> str:
     """The page's HTML for ``rows``: each card shows ``posters[index]`` (its last epoch)
-    and plays ``gifs[index]`` on hover or click."""
+    and plays ``gifs[index]`` on hover or click; a probe not in ``gifs`` shows a still."""
     posters = posters or gifs
     classes = sorted({r["label_name"] or r["pred_name"] for r in rows})
     options = "".join(
@@ -128,7 +133,14 @@ def render_page(
         f'<option value="{n}">{n.replace("_", " ")}</option>' for n in FLAG_NAMES
     )
     ordered = sorted(rows, key=lambda r: (r["priority"], r["index"]))
-    cards = "".join(card(r, gifs[r["index"]], posters[r["index"]]) for r in ordered)
+    cards = "".join(card(r, gifs.get(r["index"]), posters[r["index"]]) for r in ordered)
+    n_still = sum(r["index"] not in gifs for r in rows)
+    bound = (
+        f' · <span id="stills">{len(rows) - n_still} probes animated (the most doubtful and '
+        f"flagged), {n_still} shown as stills of the last frame</span>"
+        if n_still
+        else ""
+    )
     n_wrong = sum("misclassified" in r["flags"] for r in rows)
     summary = {
         "epochs": run.epochs,
@@ -160,7 +172,7 @@ def render_page(
     layer <code>{html.escape(layer)}</code> · {html.escape(method)} of the {html.escape(score)} ·
     <span id="target-rule">each map explains {html.escape(explains)}</span> ·
     {n_wrong} misclassified · low confidence below {threshold:.2f}{weights_html} ·
-    flags describe the last frame</div>
+    flags describe the last frame{bound}</div>
   <div class="controls">
     <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
     <span>flag <select id="flag-filter"><option value="">all</option>
