@@ -487,3 +487,32 @@ def test_datamap_in_chromium_links_points_to_cards_coloured_by_flag(tmp_path, br
     assert shown == [target, False]
     assert all(u.startswith("file:") for u in requests)
     page.close()
+
+
+def test_a_large_page_animates_the_probes_that_matter_and_shares_the_tracker_gifs(tmp_path):
+    """Issue 31: the page draws at most `max_animated` animations, the doubtful first, links
+    the tracker's fresh GIFs (same inode, no copy) and leaves no file of an earlier page."""
+    from cam_callback import animate
+
+    run = load_run(make_record(tmp_path, n_probes=10, n_epochs=2))
+    rows = report.probe_rows(run, 0.5)
+    wrong = [r["index"] for r in rows if "misclassified" in r["flags"]]
+    animated = report.animated_probes(rows, 2)
+    assert len(wrong) >= 2 and len(animated) == 2 and set(animated) <= set(wrong)
+    tracker = animate.render_animations(run, probes=animated, grid=False)
+    stale = tracker[1]
+    os.utime(stale, ns=(1, 1))  # older than the last epoch: not what the page speaks of
+    files = run.path / "report" / "index_files"
+    files.mkdir(parents=True)
+    (files / "probe_009.gif").write_bytes(b"an earlier page's")
+    page = report.write_report(run, max_animated=2)
+    assert sorted(p.name for p in files.glob("*.gif")) == [f"probe_{i:03d}.gif" for i in animated]
+    assert len(list(files.glob("*_last.png"))) == 10
+    shared = files / tracker[0].name
+    assert shared.stat().st_ino == tracker[0].stat().st_ino  # a hardlink: one copy on disk
+    assert (files / stale.name).stat().st_ino != stale.stat().st_ino  # drawn again
+    text = page.read_text()
+    assert text.count("data-gif=") == 2 and text.count('class="still"') == 8
+    assert "2 probes animated (the most doubtful and flagged), 8 shown as stills" in text
+    with pytest.raises(ValueError, match="`max_animated` must be an int >= 0"):
+        report.write_report(run, max_animated=-1)
