@@ -403,6 +403,11 @@ def test_dashboard_in_chromium(server, browser):
     from cam_callback.metrics import FLAG_NAMES
 
     assert flag_options == ["", "any", *FLAG_NAMES]
+    labels = frame.evaluate(
+        "Array.from(document.querySelectorAll('#flag-filter option')).map(o => o.textContent)"
+    )
+    assert labels[2:] == [report.flag_label(n) for n in FLAG_NAMES]
+    assert not any("_" in t for t in labels) and len(set(labels)) == len(labels)
     assert frame.evaluate("window.__pwned") is None
     assert frame.evaluate("document.querySelectorAll('img[src=x], .card b b').length") == 0
     frame.select_option("#class-filter", HOSTILE[0])
@@ -443,6 +448,29 @@ def test_dashboard_in_chromium(server, browser):
     srcs = [src for _, src, _ in shot]
     assert sum("run=b" in s and f"epoch={b_epochs[2]}" in s for s in srcs) == 6
     assert sum("run=a" in s and f"epoch={run.epochs[2]}" in s for s in srcs) == 6
+    # Issue 31: beside a second run, captions wrap instead of being cut, the two p(true)
+    # curves have a legend naming the runs, and the second run's flags are shown too.
+    cut = frame.evaluate(
+        "Array.from(document.querySelectorAll('.card figcaption'))"
+        ".filter(c => c.scrollWidth > c.clientWidth || c.textContent.includes('…')).length"
+    )
+    assert cut == 0
+    legends = frame.evaluate(
+        "Array.from(document.querySelectorAll('.card .legend')).map(l => l.textContent)"
+    )
+    assert legends == ["ab"] * 6
+    rows_b = report.probe_rows(load_run(logs / "b"), 0.5)
+    shown_b = frame.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('.card')).map(c => "
+        "[c.dataset.index, Array.from(c.querySelectorAll('.badges.b .badge'))"
+        ".map(b => b.className.split(' ')[1])]))"
+    )
+    assert shown_b == {str(r["index"]): r["flags"] for r in rows_b}
+    assert any(shown_b.values())
+    whens = frame.evaluate(
+        "Array.from(document.querySelectorAll('.badges.b .when')).map(w => w.textContent)"
+    )
+    assert whens and set(whens) == {"b, at the end of training: "}
 
     # Each frame's caption is text, following the slider; flags say they describe the end.
     frame.select_option("#run-b", "")
@@ -467,7 +495,7 @@ def test_dashboard_in_chromium(server, browser):
         )
         assert captions[str(i)][0] == want
         if rows[i]["flags"]:
-            assert captions[str(i)][1] == "badges stale"
+            assert captions[str(i)][1] == "badges a stale"
             assert captions[str(i)][2].startswith("at the end of training: ")
     _set_epoch(frame, n_epochs - 1)
     assert frame.evaluate("document.querySelectorAll('.badges.stale').length") == 0
@@ -773,3 +801,13 @@ def test_the_run_cache_keeps_at_most_its_byte_bound(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "RUN_CACHE_BYTES", one // 2)
     kept.entry("b")
     assert list(kept._runs) == ["b"] and kept.cached_bytes == one
+
+
+def test_class_names_reach_the_tab_cleaned_as_on_the_page(tmp_path):
+    """U+202E and newlines in class names are removed, as the review page does."""
+    make_record(tmp_path / "a", n_epochs=1, class_names=["ca\u202et", "do\ng", "bird"])
+    client = _client(tmp_path)
+    runs = json.loads(_get(client, "runs")[1])["runs"]
+    probes = json.loads(_get(client, "probes", run="a")[1])
+    assert runs[0]["class_names"] == probes["class_names"] == ["cat", "dog", "bird"]
+    assert {p["label_name"] for p in probes["probes"]} == {"cat", "dog", "bird"}

@@ -29,7 +29,16 @@ from cam_callback.report.datamap import (
     legend_entries,
 )
 from cam_callback.report.methods import methods_section, read_evaluation_table
-from cam_callback.report.page import FLAG_HELP, GENERATOR, card, render_page, sortable, sparkline
+from cam_callback.report.page import (
+    FLAG_HELP,
+    FLAG_LABELS,
+    GENERATOR,
+    card,
+    flag_label,
+    render_page,
+    sortable,
+    sparkline,
+)
 from cam_callback.report.rows import (
     badge_text,
     probe_rows,
@@ -41,6 +50,7 @@ from cam_callback.report.write import MAX_ANIMATED, animated_probes, last_frame_
 __all__ = [
     "CSS",
     "FLAG_HELP",
+    "FLAG_LABELS",
     "MAX_ANIMATED",
     "DataPoint",
     "GENERATOR",
@@ -52,6 +62,7 @@ __all__ = [
     "datamap_points",
     "datamap_section",
     "datamap_svg",
+    "flag_label",
     "legend_entries",
     "last_frame_png",
     "methods_section",

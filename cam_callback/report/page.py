@@ -38,6 +38,27 @@ FLAG_HELP = {
 }
 
 
+# What the flag filters say: "on cue" beside "relies on cue" read as one test twice.
+FLAG_LABELS = {
+    "on_cue": "attention on the cue",
+    "left_mask": "attention left the mask",
+    "relies_on_cue": "relies on the cue (removal test)",
+    "ignores_object": "ignores the object (removal test)",
+    "non_finite": "non-finite (diverged)",
+    "fragile": "fragile map",
+}
+
+
+def flag_label(name: str) -> str:
+    """A flag's name in the filters of the page and the CAM tab.
+
+    Example:
+        >>> flag_label("relies_on_cue"), flag_label("on_cue"), flag_label("low_confidence")
+        ('relies on the cue (removal test)', 'attention on the cue', 'low confidence')
+    """
+    return FLAG_LABELS.get(name, name.replace("_", " "))
+
+
 def sparkline(values: np.ndarray, width: int = 160, height: int = 36) -> str:
     """An inline SVG polyline of values in [0, 1].
 
@@ -130,7 +151,7 @@ def render_page(
         f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in classes
     )
     flag_options = "".join(
-        f'<option value="{n}">{n.replace("_", " ")}</option>' for n in FLAG_NAMES
+        f'<option value="{n}">{html.escape(flag_label(n))}</option>' for n in FLAG_NAMES
     )
     ordered = sorted(rows, key=lambda r: (r["priority"], r["index"]))
     cards = "".join(card(r, gifs.get(r["index"]), posters[r["index"]]) for r in ordered)

@@ -7,6 +7,8 @@ Routes, under ``/data/plugin/cam/``:
   so a run that is still training grows while the tab is open. It reads each record's
   ``record.json`` and lists its files, and opens no ``.npz``: 500 runs list in well under
   a second (``benchmarks/bench_logdir.py``).
+- ``runs`` and ``probes`` give class names cleaned as the review page shows them
+  (no control or bidi characters).
 - ``probes?run=NAME``: per probe the true class, the true-class probability at
   every epoch, the prediction per epoch, and the review page's flags, badges
   and sort keys (from :func:`cam_callback.report.probe_rows`).
@@ -40,11 +42,13 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from cam_callback.frames import clean_name
 from cam_callback.metrics import FLAG_NAMES
 from cam_callback.report import (
     FLAG_HELP,
     datamap_points,
     datamap_svg,
+    flag_label,
     legend_entries,
     target_rule,
     weights_note,
@@ -122,7 +126,7 @@ class CAMPlugin(base_plugin.TBPlugin):
                     "fingerprint": run.meta.get("fingerprint", ""),
                     "layer": run.meta.get("layer", ""),
                     "method": run.meta.get("method", ""),
-                    "class_names": run.class_names,
+                    "class_names": clean_names(run.class_names),
                     "mask_kind": run.meta.get("mask_kind"),
                     "final_weights_epoch": run.meta.get("final_weights_epoch"),
                     "explains": target_rule(run.meta, run.class_names),
@@ -135,6 +139,7 @@ class CAMPlugin(base_plugin.TBPlugin):
                 "runs": runs,
                 "flags": list(FLAG_NAMES),
                 "flag_help": {n: FLAG_HELP.get(n, "") for n in FLAG_NAMES},
+                "flag_labels": {n: flag_label(n) for n in FLAG_NAMES},
             },
         )
 
@@ -142,7 +147,9 @@ class CAMPlugin(base_plugin.TBPlugin):
     def _serve_probes(self, request: wrappers.Request) -> wrappers.Response:
         entry, run = self._store.run(_text_arg(request, "run"))
         rows = self._store.rows(entry) if run.epochs else []
-        names = run.class_names or [str(c) for c in range(int(run.meta.get("n_classes") or 0))]
+        names = clean_names(run.class_names) or [
+            str(c) for c in range(int(run.meta.get("n_classes") or 0))
+        ]
         return _json(
             request,
             {
@@ -177,6 +184,17 @@ class CAMPlugin(base_plugin.TBPlugin):
             raise errors.NotFoundError(f"run {name!r} has no recorded epoch {epoch}")
         png = self._store.frame_png(name, entry, probe, epoch)
         return http_util.Respond(request, png, "image/png")
+
+
+def clean_names(names: list[str] | None) -> list[str] | None:
+    """Class names as the review page shows them: no control or bidi characters (U+202E,
+    newlines), each cut to a caption's length.
+
+    Example:
+        >>> clean_names(["cat\u202e", "a\nb"]), clean_names(None)
+        (['cat', 'ab'], None)
+    """
+    return None if names is None else [clean_name(n) for n in names]
 
 
 def _json(request: wrappers.Request, data: Any) -> wrappers.Response:
