@@ -187,7 +187,7 @@ class CAMPlugin(base_plugin.TBPlugin):
 
 
 def clean_names(names: list[str] | None) -> list[str] | None:
-    """Class names as the review page shows them: no control or bidi characters (U+202E,
+    r"""Class names as the review page shows them: no control or bidi characters (U+202E,
     newlines), each cut to a caption's length.
 
     Example:
