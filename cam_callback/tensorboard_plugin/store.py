@@ -97,6 +97,19 @@ def unreadable(name: str, exc: Exception) -> str:
     return f"the record of run {name!r} is unreadable: {why}"
 
 
+def readable(entry: RunEntry) -> Run:
+    """The entry's Run, or a 404 that says why it cannot be read.
+
+    Example:
+        >>> readable(RunEntry((), None, "unreadable"))
+        Traceback (most recent call last):
+        tensorboard.errors.NotFoundError: Not found: unreadable
+    """
+    if entry.run is None:
+        raise errors.NotFoundError(entry.error)
+    return entry.run
+
+
 class RunStore:
     """The runs under ``logdir`` and the caches built from them; safe across threads.
 
@@ -205,16 +218,14 @@ class RunStore:
     def run(self, name: str) -> tuple[RunEntry, Run]:
         """The readable run ``name``, or a 404 that says why it cannot be read."""
         entry = self.entry(name)
-        if entry.run is None:
-            raise errors.NotFoundError(entry.error)
-        return entry, entry.run
+        return entry, readable(entry)
 
     def rows(self, entry: RunEntry) -> list[dict]:
         """The run's :func:`probe_table`, computed once per version of its files."""
-        rows = entry.rows
+        rows, run = entry.rows, readable(entry)
         if rows is None:
-            rows = entry.rows = probe_table(entry.run)
-            extra = rows_nbytes(entry.run)
+            rows = entry.rows = probe_table(run)
+            extra = rows_nbytes(run)
             with self._lock:
                 entry.nbytes += extra
                 if any(kept is entry for kept in self._runs.values()):
@@ -230,7 +241,7 @@ class RunStore:
             if renderer is not None:
                 self._renderers.move_to_end(key)
                 return renderer
-        run = entry.run
+        run = readable(entry)
         label = None if run.labels is None else int(run.labels[probe])
         # The tab writes the caption as HTML text, crisp at any scale: no caption strip.
         renderer = FrameRenderer(
@@ -251,7 +262,7 @@ class RunStore:
             if png is not None:
                 self._frames.move_to_end(key)
                 return png
-        run = entry.run
+        run = readable(entry)
         renderer = self.renderer(name, entry, probe)
         pos = run.epochs.index(epoch)
         frame = renderer.draw(
