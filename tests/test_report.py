@@ -516,3 +516,19 @@ def test_a_large_page_animates_the_probes_that_matter_and_shares_the_tracker_gif
     assert "2 probes animated (the most doubtful and flagged), 8 shown as stills" in text
     with pytest.raises(ValueError, match="`max_animated` must be an int >= 0"):
         report.write_report(run, max_animated=-1)
+
+
+def test_the_flag_filter_names_each_flag_once_and_plainly(tmp_path):
+    """Issue 31: "relies on_cue" stood beside "on cue" and "left mask" in the filter."""
+    import re
+
+    from cam_callback.metrics import FLAG_NAMES
+
+    page = report.write_report(load_run(make_record(tmp_path, n_epochs=2)))
+    select = re.search(r'<select id="flag-filter">(.*?)</select>', page.read_text(), re.S)
+    options = re.findall(r'<option value="(\w*)">([^<]*)</option>', select.group(1))
+    labels = dict(options[2:])
+    assert list(labels) == list(FLAG_NAMES) and len(set(labels.values())) == len(labels)
+    assert labels["on_cue"] == "attention on the cue"
+    assert labels["relies_on_cue"] == "relies on the cue (removal test)"
+    assert not any("_" in text for text in labels.values())
