@@ -24,9 +24,9 @@ unreadable run too, with its ``error``, so one broken record never hides the
 others. Records are read by :func:`cam_callback.load_run` alone, with its rules:
 only regular files, no symlink inside a record followed, every size capped.
 Memory stays bounded whatever the logdir holds: a run's arrays are read when a request
-needs them, and at most ``RUN_CACHE_BYTES`` (128 MiB) of runs read in full,
+needs them, and at most ``RUN_CACHE_BYTES`` (96 MiB) of runs read in full,
 ``FRAME_CACHE_BYTES`` (32 MiB) of PNG frames and ``RENDERERS`` (128) frame renderers
-are kept, least recently used first out: about 240 MB in all
+are kept, least recently used first out: about 210 MB in all
 (:mod:`~cam_callback.tensorboard_plugin.store`); runs are found by
 :mod:`~cam_callback.tensorboard_plugin.runs`.
 """

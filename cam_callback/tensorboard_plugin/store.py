@@ -5,13 +5,13 @@ The run list reads each record's small files only (:func:`summarize`: ``record.j
 when a request needs them (``probes``, ``frame``, ``datamap``) and kept in an LRU bounded
 by bytes. What the plugin holds is at most, least recently used first out:
 
-- ``RUN_CACHE_BYTES`` (128 MiB) of fully read runs: their arrays and their probe rows
+- ``RUN_CACHE_BYTES`` (96 MiB) of fully read runs: their arrays and their probe rows
   (a run larger than that on its own is kept only while it is the last one asked for);
 - ``FRAME_CACHE_BYTES`` (32 MiB) of PNG frames;
 - ``RENDERERS`` (128) frame renderers, about 0.6 MB each (about 77 MB);
 - one summary per run under the logdir (its ``record.json``, a few KB).
 
-About 240 MB in all beside TensorBoard's own, whatever the size of the logdir
+About 210 MB in all beside TensorBoard's own, whatever the size of the logdir
 (see ``docs/benchmarks.md``).
 """
 
@@ -38,7 +38,7 @@ from cam_callback.tensorboard_plugin.runs import (
 )
 
 DISCOVERY_TTL = 2.0  # seconds: TensorBoard asks is_active on every page load
-RUN_CACHE_BYTES = 128 * 2**20  # fully read runs kept: arrays and probe rows
+RUN_CACHE_BYTES = 96 * 2**20  # fully read runs kept: arrays and probe rows
 FRAME_CACHE_BYTES = 32 * 2**20  # PNG frames kept (about 30 KB each): the old 1,024 frames
 RENDERERS = 128  # FrameRenderers kept (about 0.6 MB each), over all runs
 ROW_BYTES = 2048  # a probe row's Python objects besides its per-epoch lists
