@@ -3,6 +3,8 @@ figures behind them, and the keys the page sorts by."""
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
 from cam_callback.frames import clean_name, epoch_label
@@ -19,7 +21,14 @@ def true_class_curve(run: Run, index: int) -> np.ndarray:
     return run.probabilities[np.arange(len(run.epochs)), index, cls]
 
 
-def weights_note(run: Run) -> str:
+class Recorded(Protocol):
+    """What :func:`weights_note` reads: a :class:`Run`, or the plugin's summary of one."""
+
+    meta: dict[str, Any]
+    epochs: list[int]
+
+
+def weights_note(run: Recorded) -> str:
     """Which epoch's weights the model held when ``fit`` returned, when the record knows
     and it is not the last recorded epoch (``EarlyStopping(restore_best_weights=True)``);
     else ``""``.
