@@ -20,7 +20,9 @@ restores them so): one changed value anywhere changes it. See
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,9 @@ import keras
 import numpy as np
 
 CHUNK = 2**24  # bytes hashed per update: bounds the extra memory of one large array
+# Record folder (real path) -> (model, epoch, weights): weights this process watched
+# descend from that recorded epoch (a fit interrupted in the middle of the next one).
+_WATCHED: dict[str, tuple[weakref.ref, int, str]] = {}
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -218,3 +223,36 @@ def final_weights_epoch(
             return int(other.best_epoch) + offset
     matches = [e for e, f in known.items() if f == weights]
     return max(matches) if matches else None
+
+
+def note_watched(record: str | os.PathLike, model: Any, epoch: int, weights: str) -> None:
+    """Remembers, in this process, that ``model``'s weights ``weights`` descend from
+    recorded ``epoch`` of ``record`` through training a tracker watched: a fit that
+    was interrupted (Ctrl-C) in the middle of the epoch after it.
+
+    A new tracker on the same model object continues the record from them
+    (:func:`watched`); another model with those weights is not that model.
+
+    Example:
+        >>> note_watched("runs/a/cam", model, 2, "0123456789abcdef")  # doctest: +SKIP
+    """
+    _WATCHED[os.path.realpath(record)] = (weakref.ref(model), epoch, weights)
+
+
+def watched(record: str | os.PathLike, model: Any) -> tuple[int, str] | None:
+    """``(epoch, weights)`` noted by :func:`note_watched` for ``record`` and this very
+    ``model`` object, or ``None``.
+
+    Example:
+        >>> watched("no/such/record", object()) is None
+        True
+    """
+    noted = _WATCHED.get(os.path.realpath(record))
+    if noted is None or noted[0]() is not model:
+        return None
+    return noted[1], noted[2]
+
+
+def forget_watched(record: str | os.PathLike) -> None:
+    """Drops what :func:`note_watched` noted for ``record`` (it was continued, or ended)."""
+    _WATCHED.pop(os.path.realpath(record), None)
