@@ -57,7 +57,8 @@ class InterruptSteps:
             own=own,
             renumber=self._next_epoch is not None or noted is not None,
         )
-        if plan.kind == "continue" and (self._interrupted or noted is not None):
+        resumed = (self._interrupted or noted is not None) and own is not None
+        if plan.kind == "continue" and resumed and (plan.after, weights) == tuple(own):
             try:
                 writer.add_history(
                     "continued after the interruption",
@@ -88,10 +89,11 @@ class InterruptSteps:
     def _end_abandoned_writer(log_dir: Any) -> None:
         """Ends the fit of another tracker of this process that writes ``log_dir`` and
         was left without ``on_train_end`` (its watch may not have looked yet)."""
-        other = _WRITING.get(os.path.realpath(record_dir(log_dir)))
-        watch = None if other is None else other._watch
-        if watch is not None and watch.abandoned():
-            other._end_abandoned(watch)
+        with _ENDING:  # and waits for an end in progress on the watch's thread
+            other = _WRITING.get(os.path.realpath(record_dir(log_dir)))
+            watch = None if other is None else other._watch
+            if watch is not None and watch.abandoned():
+                other._end_abandoned(watch)
 
     def _end_abandoned(self, watch: FitWatch | None = None) -> None:
         """Ends a fit that left without ``on_train_end`` (Ctrl-C, or an error raised
@@ -121,6 +123,7 @@ class InterruptSteps:
                 self.close()
 
     def _end_interrupted(self, session: EpochPipeline) -> None:
+        self._later = None  # holds the other callbacks
         weights = lineage.weights_fingerprint(self.model)
         known = {**(session.record.fingerprints() or {}), **self._seen}
         held = lineage.final_weights_epoch(weights, known, None, 0)
