@@ -102,14 +102,14 @@ def main() -> None:
             )
             model.train_on_batch(x, y)  # traces and compiles, not timed
             step = statistics.median(
-                timed(lambda m=model: m.train_on_batch(x, y)) for _ in range(2)
+                timed(lambda m=model, x=x, y=y: m.train_on_batch(x, y)) for _ in range(2)
             )
             old, new = (statistics.median(warm[k]) for k in ("old", "new"))
             rows.append((name, model.count_params(), mb / 2**20, cold, old, new, ledger, step))
         writer.close()
     print(f"backend: {keras.backend.backend()}, {os.cpu_count()} CPUs, {args.repeats} repeats")
-    head = ("model", "params", "MB", "old sampled ms (cold / median)",
-            "new full ms (cold / median)", "new / old", "weights.json ms", "1 step (32) ms")  # fmt: skip
+    head = ("model", "params", "MB", "old sampled ms (cold / median)", "new full ms (cold / "
+            "median)", "new / old", "weights.json ms", "1 step (32) ms")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, params, mb, cold, old, new, ledger, step in rows:

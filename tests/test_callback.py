@@ -1246,7 +1246,9 @@ def ended_like_a_finished_fit(log_dir):
     assert list((record / "animations").glob(".partial/*")) == []
 
 
-def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys):
+def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys, monkeypatch):
+    from cam_callback import watch
+
     x, y = data(32)
     model = compiled()
     tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False)
@@ -1267,10 +1269,13 @@ def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys):
         fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False), model=clone)
     # fit again, same tracker: the interrupted epoch 1 is trained and recorded as epoch 1.
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
-    # Interrupted again, then a new tracker on the same model object continues too.
+    # Interrupted again, and a new tracker on the same model object continues too; it
+    # ends the interrupted fit itself when the watch has not looked yet.
+    monkeypatch.setattr(watch, "INTERVAL", 3600.0)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[tracker, CtrlC()])
     fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False), model=model)
+    assert capsys.readouterr().out.count("fit was interrupted during epoch 4;") == 1
     ended_like_a_finished_fit(tmp_path)
     run = load_run(tmp_path)
     assert run.epochs == [-1, 0, 1, 2, 3, 4]  # one record, no gap and nothing doubled
