@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import sys
 
 from cam_callback import evaluation
 from cam_callback.evaluation.results import read_fingerprints
 from cam_callback.frames import clean_name
 from cam_callback.record import WEIGHTS_FILE, Run
-from cam_callback.record.reader import read_ledger
 from cam_callback.safe_read import UnreadableFile, read_json
 
 
@@ -54,6 +54,28 @@ def read_evaluation_table(file: str | os.PathLike) -> evaluation.Evaluation:
     )
 
 
+def recorded_weights(run: Run) -> dict[int, str]:
+    """Recorded epoch to the fingerprint of its weights, from ``cam/weights.json`` read as
+    hostile input (a regular file only); ``{}`` when it is missing or damaged.
+
+    Example:
+        >>> recorded_weights(load_run("runs/a"))[-1]  # doctest: +SKIP
+        '0123456789abcdef'
+    """
+    try:
+        data = read_json(run.path / WEIGHTS_FILE)
+    except (OSError, UnreadableFile):
+        return {}
+    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(weights, dict):
+        return {}
+    ledger = {}
+    for epoch, value in weights.items():
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", epoch):
+            ledger[int(epoch)] = value
+    return ledger
+
+
 def scored_weights(run: Run, table: evaluation.Evaluation) -> tuple[str, bool]:
     """Which of ``run``'s recorded epochs' weights ``table`` scored, as one sentence, and
     whether it warns (the weights or images are not this run's, or cannot be told).
@@ -78,7 +100,7 @@ def scored_weights(run: Run, table: evaluation.Evaluation) -> tuple[str, bool]:
             "<code>evaluate</code> again and save it to tie it to an epoch.",
             True,
         )
-    ledger = read_ledger(run.path / WEIGHTS_FILE)
+    ledger = recorded_weights(run)
     if not ledger:
         return (
             "This record keeps no weights fingerprints (an older cam-callback): which "
