@@ -112,9 +112,9 @@ class InterruptSteps:
             session = self._session
             if session is None:
                 return
-            self._watch = None
-            if watch is not None:
-                watch.stop(join=False)
+            current, self._watch = self._watch, None
+            if current is not None:
+                current.stop(join=False)
             try:
                 self._end_interrupted(session)
             except Exception as exc:  # noqa: BLE001 - reported, never raised from a thread
