@@ -1269,23 +1269,27 @@ def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys, 
         fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False), model=clone)
     # fit again, same tracker: the interrupted epoch 1 is trained and recorded as epoch 1.
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
-    # Interrupted again, and a new tracker on the same model object continues too; it
-    # ends the interrupted fit itself when the watch has not looked yet.
+    # Before the watch looks (here: never), the next fit ends the interrupted one itself:
+    # the same tracker's, and a new tracker's on the same model object.
     monkeypatch.setattr(watch, "INTERVAL", 3600.0)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[tracker, CtrlC()])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[tracker])
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[tracker, CtrlC()])
     fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False), model=model)
-    assert capsys.readouterr().out.count("fit was interrupted during epoch 4;") == 1
+    out = capsys.readouterr().out
+    assert [out.count(f"fit was interrupted during epoch {e};") for e in (4, 6)] == [1, 1]
     ended_like_a_finished_fit(tmp_path)
     run = load_run(tmp_path)
-    assert run.epochs == [-1, 0, 1, 2, 3, 4]  # one record, no gap and nothing doubled
-    assert [(h["event"], h["after_epoch"]) for h in run.meta["history"]] == [
-        ("interrupted", 0),
-        ("continued after the interruption", 0),
-        ("interrupted", 3),
-        ("continued after the interruption", 3),
+    assert run.epochs == [-1, 0, 1, 2, 3, 4, 5, 6]  # one record, no gap and nothing doubled
+    events = [(h["event"], h["after_epoch"]) for h in run.meta["history"]]
+    assert events == [
+        (event, after)
+        for after in (0, 3, 5)
+        for event in ("interrupted", "continued after the interruption")
     ]
-    assert run.meta["final_weights_epoch"] == 4
+    assert run.meta["final_weights_epoch"] == 6
     np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
     # A fresh model is refused, as before.
     with pytest.raises(ValueError, match="not those of any epoch"):
