@@ -1233,7 +1233,7 @@ class CtrlC(keras.callbacks.Callback):
 
 
 def ended_like_a_finished_fit(log_dir):
-    """Nothing running or locked, flags and GIFs written, nothing left in .partial."""
+    """Nothing running or locked, flags, GIFs and page written, nothing left in .partial."""
     for thread in threading.enumerate():
         if thread.name.startswith("cam-tracker"):
             thread.join(timeout=60)
@@ -1243,6 +1243,7 @@ def ended_like_a_finished_fit(log_dir):
     probe.close()
     record = log_dir / "cam"
     assert (record / "flags.json").is_file() and (record / "animations" / "grid.gif").is_file()
+    assert (record / "report" / "index.html").is_file()
     assert list((record / "animations").glob(".partial/*")) == []
 
 
