@@ -139,7 +139,8 @@ class InterruptSteps:
             during = " before its first epoch"
         self._finish(session, held)
         print(
-            f"CAMTracker: fit was interrupted{during}; the record in {self.record_path} "
+            f"CAMTracker: fit was interrupted{during} (Ctrl-C, or an error raised through "
+            f"fit); the record in {self.record_path} "
             f"keeps what was recorded, and its flags, animations and page are written. "
             "fit again (this tracker, or a new one on this model) continues it."
         )

@@ -1280,7 +1280,7 @@ def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys, 
         model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[tracker, CtrlC()])
     fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False), model=model)
     out = capsys.readouterr().out
-    assert [out.count(f"fit was interrupted during epoch {e};") for e in (4, 6)] == [1, 1]
+    assert [out.count(f"fit was interrupted during epoch {e} (Ctrl-C") for e in (4, 6)] == [1, 1]
     ended_like_a_finished_fit(tmp_path)
     run = load_run(tmp_path)
     assert run.epochs == [-1, 0, 1, 2, 3, 4, 5, 6]  # one record, no gap and nothing doubled
