@@ -15,7 +15,7 @@ from cam_callback import cams, lineage, pipeline
 from cam_callback import config as _config
 from cam_callback.core.tokens import check_token_arguments
 from cam_callback.probes import take_probes
-from cam_callback.record import BASELINE_EPOCH, RecordWriter, epoch_files, fingerprint
+from cam_callback.record import BASELINE_EPOCH, RecordWriter, fingerprint
 from cam_callback.session import (
     check_layer,
     check_method,
@@ -229,8 +229,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Checks the probes against the model and opens the record, before epoch 0."""
-        self.close()
-        self._seen, self._recorded = {}, set()
+        self._end_abandoned()  # the previous fit was interrupted: end it as a finished one
+        self._seen, self._recorded, self._from = {}, set(), BASELINE_EPOCH
         self._chief = is_chief(self.model)
         if not self._chief:
             return
@@ -240,6 +240,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self._offset = 0
         if self._next_epoch is not None and self.config != cfg:
             self._next_epoch = self._own = None  # another model or setting: not a continuation
+        self._end_abandoned_writer(self.log_dir)  # another tracker's interrupted fit
         writer = RecordWriter(
             self.log_dir, owner=f"CAMTracker at 0x{id(self):x} with log_dir={str(self.log_dir)!r}"
         )
@@ -264,6 +265,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             return
         # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
         self._finalizer = weakref.finalize(self, session.close)
+        self._watch_fit(session)  # ends this fit even if it leaves without on_train_end
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         """At a fit's first epoch (every ``on_train_begin`` has run: ``BackupAndRestore``
@@ -272,17 +274,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         if session is None or session.started:
             return
         session.started = True
-        writer = session.record
         weights = lineage.weights_fingerprint(self.model)
-        plan = lineage.decide(
-            weights,
-            writer.fingerprints() or {},
-            list(epoch_files(writer.path)),
-            epoch,
-            log_dir=str(self.log_dir),
-            own=self._own,
-            renumber=self._next_epoch is not None,
-        )
+        plan = self._decide(session, weights, epoch)
         if plan.kind == "refuse":
             self.close()
             raise ValueError(plan.message)
@@ -318,6 +311,9 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         holds, waits for the background work, writes the flags and finishes the animations."""
         if not self._chief:
             return
+        watch = self._stop_watch()  # fit ends normally: the watch calls back no more
+        if watch is not None:
+            watch.stop()
         weights = lineage.weights_fingerprint(self.model)
         session = self._session
         known = {**((session.record.fingerprints() or {}) if session else {}), **self._seen}

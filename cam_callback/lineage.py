@@ -11,17 +11,18 @@ A fit may continue a record only from the weights of a recorded epoch:
 - from weights the record never held (a freshly initialised or another model),
   it is refused before the first batch. ``overwrite=True`` starts the record over.
 
-The fingerprint hashes the exact bytes of an evenly strided sample (at most
-:data:`SAMPLE` values) of every weight array, with its shape and dtype: cheap
-on any model, and equal only for the same weights bit for bit (a checkpoint
-restores them so).
+The fingerprint is SHA-256 over every byte of every weight array, with its shape
+and dtype, so it is equal only for the same weights bit for bit (a checkpoint
+restores them so): one changed value anywhere changes it. See
+:func:`weights_fingerprint` for why a full hash and what it costs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
+import os
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +30,27 @@ from typing import Any
 import keras
 import numpy as np
 
-SAMPLE = 4096  # values read from each weight array
-DEVICE_SLICE = 2**20  # arrays above this many values are sliced before they are copied
+CHUNK = 2**24  # bytes hashed per update: bounds the extra memory of one large array
+# Record folder (real path) -> (model, epoch, weights): weights this process watched
+# descend from that recorded epoch (a fit interrupted in the middle of the next one).
+_WATCHED: dict[str, tuple[weakref.ref, int, str]] = {}
 
 
 def weights_fingerprint(model: keras.Model) -> str:
-    """A short hash of ``model.weights`` (trainable and not, e.g. BatchNorm statistics).
+    """A short hash of every bit of ``model.weights`` (trainable and not, e.g. BatchNorm
+    statistics): the first 16 hex digits of SHA-256 over each array's dtype, shape and bytes.
+
+    Why every byte, and why SHA-256: the record's promise is that a fit continues
+    only from weights it holds *bit for bit*. A strided sample misses changes
+    between its samples (one weight of a 64x128 kernel changed by +123 went
+    unseen); a random projection computed on the device sums in floating point,
+    where a small change is lost to rounding, so it cannot promise bit-for-bit
+    equality either. A hash of the bytes can, and SHA-256 runs at the speed of
+    the copy off the device on CPUs with SHA extensions (x86 SHA-NI, ARMv8): the
+    cost is one copy of the weights to the host and about 0.1 to 0.2 s per 100 MB,
+    once per epoch (``benchmarks/bench_fingerprint.py``: MobileNetV2 and ResNet50).
+    Arrays are read one at a time and hashed in slices of :data:`CHUNK` bytes, so
+    the extra host memory is one array at most.
 
     Example:
         >>> a = weights_fingerprint(model)  # doctest: +SKIP
@@ -44,17 +60,11 @@ def weights_fingerprint(model: keras.Model) -> str:
     """
     h = hashlib.sha256()
     for variable in model.weights:
-        size = int(np.prod(variable.shape, dtype=np.int64))
         h.update(f"{variable.dtype}{tuple(variable.shape)};".encode())
-        if size == 0:
-            continue
-        stride = math.ceil(size / SAMPLE)
-        if size <= DEVICE_SLICE:  # one copy, sliced here: cheaper than device ops per array
-            flat = np.asarray(variable.numpy()).reshape(-1)[::stride]
-        else:  # a large array is sliced where it lives: only SAMPLE values move
-            flat = keras.ops.reshape(keras.ops.stop_gradient(variable.value), (-1,))[::stride]
-            flat = keras.ops.convert_to_numpy(flat)
-        h.update(np.ascontiguousarray(flat).tobytes())
+        flat = np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value)).reshape(-1)
+        data = memoryview(flat.view(np.uint8))  # any dtype (bfloat16 too) as its raw bytes
+        for i in range(0, len(data), CHUNK):
+            h.update(data[i : i + CHUNK])  # hashlib releases the GIL over large buffers
     return h.hexdigest()[:16]
 
 
@@ -213,3 +223,36 @@ def final_weights_epoch(
             return int(other.best_epoch) + offset
     matches = [e for e, f in known.items() if f == weights]
     return max(matches) if matches else None
+
+
+def note_watched(record: str | os.PathLike, model: Any, epoch: int, weights: str) -> None:
+    """Remembers, in this process, that ``model``'s weights ``weights`` descend from
+    recorded ``epoch`` of ``record`` through training a tracker watched: a fit that
+    was interrupted (Ctrl-C) in the middle of the epoch after it.
+
+    A new tracker on the same model object continues the record from them
+    (:func:`watched`); another model with those weights is not that model.
+
+    Example:
+        >>> note_watched("runs/a/cam", model, 2, "0123456789abcdef")  # doctest: +SKIP
+    """
+    _WATCHED[os.path.realpath(record)] = (weakref.ref(model), epoch, weights)
+
+
+def watched(record: str | os.PathLike, model: Any) -> tuple[int, str] | None:
+    """``(epoch, weights)`` noted by :func:`note_watched` for ``record`` and this very
+    ``model`` object, or ``None``.
+
+    Example:
+        >>> watched("no/such/record", object()) is None
+        True
+    """
+    noted = _WATCHED.get(os.path.realpath(record))
+    if noted is None or noted[0]() is not model:
+        return None
+    return noted[1], noted[2]
+
+
+def forget_watched(record: str | os.PathLike) -> None:
+    """Drops what :func:`note_watched` noted for ``record`` (it was continued, or ended)."""
+    _WATCHED.pop(os.path.realpath(record), None)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cam_callback.interrupts import InterruptSteps
 from cam_callback.metrics import empty_map_notice
 from cam_callback.pipeline import EpochPipeline
 from cam_callback.record import (
@@ -48,7 +49,7 @@ class TrackerWarning(UserWarning):
     """A part of the tracker failed and stopped; training went on."""
 
 
-class TrackerSteps:
+class TrackerSteps(InterruptSteps):
     """The per-epoch, failure and closing steps of ``CAMTracker`` (a mixin over its state).
 
     Example:
@@ -128,6 +129,7 @@ class TrackerSteps:
         """Continues the record as ``plan`` (a ``lineage.decide`` result) says: renumbers
         this fit's epochs, warns, and sets aside a line of weights left behind."""
         writer = session.record
+        self._from = plan.after
         session.offset = self._offset = plan.next_epoch - epoch
         if plan.message:
             self._warn(plan.message)
@@ -204,10 +206,15 @@ class TrackerSteps:
     def close(self) -> None:
         """Stops the background threads and closes the TensorBoard writer; safe to repeat.
 
-        ``fit`` calls no callback when it raises, so use the tracker as a
-        context manager (or call this) to close at once; otherwise it closes
-        when the tracker is garbage-collected or the interpreter exits.
+        A ``fit`` that raises (Ctrl-C, or an error) calls no callback: the tracker
+        notices it within a fraction of a second and ends it as a finished one (flags,
+        animations and page written, one line printed); leaving a ``with`` block
+        around ``fit`` does so at once. This only stops and closes, as garbage
+        collection and the interpreter's exit do.
         """
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop(join=False)
         session, self._session = self._session, None
         finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
@@ -219,6 +226,7 @@ class TrackerSteps:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._end_abandoned()  # fit raised inside the block: end it as a finished one
         self.close()
 
     @property

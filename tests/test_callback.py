@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cam_callback import CAMTracker, compute_cams, load_run
+from cam_callback.record import RecordWriter
 from cam_callback.session import is_chief
 
 HERE = Path(__file__).parent
@@ -1212,16 +1214,95 @@ def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
     with CAMTracker(x, y, log_dir=tmp_path) as tracker:
         with pytest.raises(RuntimeError, match="user callback failed"):
             fit_with(tracker, epochs=5, extra=[Boom()])
-        assert tracker._session is not None  # fit calls no hook when it raises
-    assert tracker._session is None
+    assert tracker._session is None  # fit calls no hook when it raises: ended here or earlier
     assert load_run(tmp_path).epochs == [-1, 0, 1]
+    assert (tmp_path / "cam" / "flags.json").is_file()
     acc = events(tmp_path / "cam")
     assert [e.step for e in acc.Tensors("cam/grid")] == [0, 1]
 
 
-def test_dropped_tracker_is_closed_by_finalizer(tmp_path):
+class CtrlC(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt after the first batch of Keras's epoch 1, as Ctrl-C does."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 0:
+            raise KeyboardInterrupt
+
+
+def ended_like_a_finished_fit(log_dir):
+    """Nothing running or locked, flags, GIFs and page written, nothing left in .partial."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("cam-tracker"):
+            thread.join(timeout=60)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("cam-tracker")] == []
+    probe = RecordWriter(log_dir)
+    probe.lock()  # the writer lock is free
+    probe.close()
+    record = log_dir / "cam"
+    assert (record / "flags.json").is_file() and (record / "animations" / "grid.gif").is_file()
+    assert (record / "report" / "index.html").is_file()
+    assert list((record / "animations").glob(".partial/*")) == []
+
+
+def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys, monkeypatch):
+    from cam_callback import watch
+
+    x, y = data(32)
+    model = compiled()
+    tracker = CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[tracker, CtrlC()])
+    deadline = time.monotonic() + 60  # the tracker notices within a moment, on its own
+    while "fit was interrupted" not in capsys.readouterr().out and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert time.monotonic() < deadline
+    ended_like_a_finished_fit(tmp_path)
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0] and run.meta["final_weights_epoch"] is None
+    assert [(h["event"], h["after_epoch"]) for h in run.meta["history"]] == [("interrupted", 0)]
+    # Another model object with those weights is not the model this process trained.
+    clone = compiled()
+    clone.set_weights(model.get_weights())
+    with pytest.raises(ValueError, match="not those of any epoch"):
+        fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False), model=clone)
+    # fit again, same tracker: the interrupted epoch 1 is trained and recorded as epoch 1.
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tracker])
+    # Before the watch looks (here: never), the next fit ends the interrupted one itself:
+    # the same tracker's, and a new tracker's on the same model object.
+    monkeypatch.setattr(watch, "INTERVAL", 3600.0)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[tracker, CtrlC()])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[tracker])
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[tracker, CtrlC()])
+    fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False), model=model)
+    out = capsys.readouterr().out
+    assert [out.count(f"fit was interrupted during epoch {e} (Ctrl-C") for e in (4, 6)] == [1, 1]
+    ended_like_a_finished_fit(tmp_path)
+    run = load_run(tmp_path)
+    assert run.epochs == [-1, 0, 1, 2, 3, 4, 5, 6]  # one record, no gap and nothing doubled
+    events = [(h["event"], h["after_epoch"]) for h in run.meta["history"]]
+    assert events == [
+        (event, after)
+        for after in (0, 3, 5)
+        for event in ("interrupted", "continued after the interruption")
+    ]
+    assert run.meta["final_weights_epoch"] == 6
+    np.testing.assert_allclose(run.heatmaps[-1], compute_cams(model, x[:3]).heatmaps, atol=1e-5)
+    # A fresh model is refused, as before.
+    with pytest.raises(ValueError, match="not those of any epoch"):
+        fit_with(CAMTracker(x[:3], y[:3], log_dir=tmp_path, tensorboard=False))
+
+
+def test_dropped_tracker_is_closed_by_finalizer(tmp_path, monkeypatch):
     import gc
 
+    from cam_callback import watch
+
+    monkeypatch.setattr(watch, "fit_frame", lambda model: None)  # fit not found: no watch
     x, y = data(8)
     tracker = CAMTracker(x, y, log_dir=tmp_path)
 

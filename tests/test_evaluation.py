@@ -3,6 +3,9 @@ the model-randomisation sanity check."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -527,3 +530,48 @@ def test_a_logits_head_is_scored_by_its_probabilities():
         for metric in ("deletion_auc", "insertion_auc", "road"):
             assert np.all((row[metric] >= 0) & (row[metric] <= 1)), (name, metric)
         assert np.all((row["average_drop"] >= 0) & (row["average_drop"] <= 100)), name
+
+
+def test_a_saved_table_is_tied_to_the_recorded_epoch_it_scored(tmp_path):
+    import keras
+    from conftest import small_cnn
+
+    from cam_callback import CAMTracker, load_run
+    from cam_callback.report import methods_section
+
+    keras.utils.set_random_seed(0)
+    x, y, _ = stripes_data(16)
+    model = small_cnn(2)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    tracker = CAMTracker(x[:4], y[:4], log_dir=tmp_path, animate=None, tensorboard=False,
+                         report=False)  # fmt: skip
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tracker])
+    quick = {"methods": ("gradcam",), "metrics": ("deletion_auc",), "steps": 2}
+
+    def scored(m, images, labels):
+        table = ev.evaluate(m, images, labels, **quick)
+        table.save(tmp_path)
+        assert ev.load_evaluation(tmp_path).fingerprints == table.fingerprints
+        section = methods_section(load_run(tmp_path))
+        return section[section.index('<p id="scored"') :].split("</p>")[0]
+
+    this_run = scored(model, x[:4], y[:4])  # the model now: epoch 1's weights, the probes
+    assert "Scored: the weights of epoch 1 of this run, on this run's probes." in this_run
+    assert "color" not in this_run  # no warning
+    assert "other images" in scored(model, x[4:8], y[4:8])
+    other = small_cnn(2)  # another run's weights: say so, loudly
+    stranger = scored(other, x[:4], y[:4])
+    assert "These are not this run's weights" in stranger and "color" in stranger
+    # A checkpoint of the state before training (here: those weights set back) is named.
+    ledger = json.loads((tmp_path / "cam" / "weights.json").read_text())["weights"]
+    assert set(ledger) == {"-1", "0", "1"}
+    table = ev.evaluate(model, x[:4], y[:4], **quick)
+    saved = json.loads(Path(table.save(tmp_path)).read_text())
+    saved["fingerprints"]["weights"] = ledger["-1"]
+    Path(tmp_path / ev.FILE_NAME).write_text(json.dumps(saved))
+    assert "the weights of the state before training of this run" in methods_section(
+        load_run(tmp_path)
+    )
+    del saved["fingerprints"]  # saved by an older cam-callback: cannot be told
+    Path(tmp_path / ev.FILE_NAME).write_text(json.dumps(saved))
+    assert "does not say which weights it scored" in methods_section(load_run(tmp_path))

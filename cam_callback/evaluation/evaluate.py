@@ -22,8 +22,10 @@ from cam_callback.evaluation.curves import (
 from cam_callback.evaluation.faithfulness import deletion_faithfulness
 from cam_callback.evaluation.results import METRICS, ROAD_FRACTIONS, ROAD_NOISE, Evaluation, MapFn
 from cam_callback.evaluation.road import road
+from cam_callback.lineage import weights_fingerprint
 from cam_callback.methods import explained_score
 from cam_callback.metrics import FRAGILITY_COPIES, FRAGILITY_NOISE, fragility, perturbed_copies
+from cam_callback.record.paths import fingerprint
 
 
 def evaluate(
@@ -65,7 +67,10 @@ def evaluate(
             ``compute_cams(method_options=...)``: ``{"scorecam": {"max_channels": 64}}``.
 
     Returns:
-        An :class:`Evaluation`; ``print`` it for the table.
+        An :class:`Evaluation`; ``print`` it for the table. Its ``fingerprints`` say
+        which weights and images were scored, so that a table saved beside a run
+        (``table.save(log_dir)``) is shown on the review page with the recorded epoch
+        whose weights it scored, or as another model's.
 
     Raises:
         TypeError: An argument of the wrong type.
@@ -94,17 +99,23 @@ def evaluate(
         masks = masks.astype(bool)
 
     base, _, used = predict_scores(model, x, score=score, output=output, batch_size=batch_size)
+    given = None
     if labels is None:
         targets = base.argmax(1).astype(np.int64)
     else:
         targets, _ = _validate.class_ids(labels, n, "labels")
-        targets = np.asarray(targets, np.int64)
+        targets = given = np.asarray(targets, np.int64)
         if targets.max() >= base.shape[1]:
             raise ValueError(
                 f"`labels` holds class {int(targets.max())} but the model has "
                 f"{base.shape[1]} classes. Received: labels={labels!r}"
             )
     y = base[np.arange(n), targets].astype(np.float64)
+    # What was scored, as a run's record hashes them: its per-epoch weights and its probes.
+    scored = {
+        "weights": weights_fingerprint(model),
+        "probes": fingerprint(_validate.image_batch(images, "images"), given),
+    }
 
     def probs(batch: np.ndarray) -> np.ndarray:
         p = predict_probabilities(model, batch, output=output, batch_size=batch_size)
@@ -212,4 +223,4 @@ def evaluate(
         "seed": seed,
         "fragility": f"{FRAGILITY_COPIES} random-sign copies, noise {FRAGILITY_NOISE} of the range",
     }
-    return Evaluation(scores, per_image, settings)
+    return Evaluation(scores, per_image, settings, scored)

@@ -69,11 +69,16 @@ class Evaluation:
         per_image: Method name to metric name to float ``[N]`` (not for
             ``seconds_per_image``).
         settings: How the numbers were made (steps, baseline, imputation, ...).
+        fingerprints: What was scored: ``"weights"`` (the model's weights, as
+            :func:`cam_callback.lineage.weights_fingerprint` hashes them at every epoch
+            of a run's record) and ``"probes"`` (the images and labels, as a record's
+            ``fingerprint``); the review page ties the table to a recorded epoch with them.
     """
 
     scores: dict[str, dict[str, float]]
     per_image: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
@@ -93,7 +98,7 @@ class Evaluation:
         return sorted(have, key=lambda m: -DIRECTION[metric] * self.scores[m][metric])
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: scores, per-image lists and settings."""
+        """A JSON-ready dict: scores, per-image lists, settings and fingerprints."""
         return {
             "scores": self.scores,
             "per_image": {
@@ -101,6 +106,7 @@ class Evaluation:
                 for m, d in self.per_image.items()
             },
             "settings": self.settings,
+            "fingerprints": self.fingerprints,
         }
 
     def save(self, path: str | os.PathLike) -> str:
@@ -179,4 +185,22 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation:
         {str(m): {str(k): float(v) for k, v in r.items()} for m, r in scores.items()},
         per_image,
         dict(data.get("settings") or {}),
+        read_fingerprints(data.get("fingerprints")),
     )
+
+
+def read_fingerprints(value: Any) -> dict[str, str]:
+    """The ``fingerprints`` of a saved table: its short string entries, others left out
+    (``{}`` for a table saved before they were kept).
+
+    Example:
+        >>> read_fingerprints({"weights": "0123456789abcdef", "probes": 3})
+        {'weights': '0123456789abcdef'}
+    """
+    if not isinstance(value, dict):
+        return {}
+    return {
+        k: v
+        for k, v in value.items()
+        if k in ("weights", "probes") and isinstance(v, str) and len(v) <= 64
+    }

@@ -302,3 +302,18 @@ class RecordWriter:
         meta = json.loads((self.path / "record.json").read_bytes())
         meta["final_weights_epoch"] = epoch
         atomic_write_bytes(self.path / "record.json", json.dumps(meta, indent=2).encode(), False)
+
+    def add_history(self, event: str, **details: Any) -> None:
+        """Appends ``{"event": event, "time": ..., **details}`` to ``record.json``'s
+        ``history``: what happened to the record between its epochs (a fit interrupted,
+        then continued), for whoever reads it later.
+
+        Raises:
+            RecordDeleted: The record folder was deleted; nothing is recreated.
+        """
+        self._check_present()
+        meta = json.loads((self.path / "record.json").read_bytes())
+        history = meta.get("history") if isinstance(meta.get("history"), list) else []
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        meta["history"] = [*history, {"event": event, "time": stamp, **details}]
+        atomic_write_bytes(self.path / "record.json", json.dumps(meta, indent=2).encode(), False)
