@@ -51,7 +51,9 @@ Example:
 
 Layout: :mod:`.results` (the table, numpy only), :mod:`.curves` (deletion,
 insertion, AUC), :mod:`.road`, :mod:`.ranks`, :mod:`.sanity` (model
-randomisation), :mod:`.faithfulness`, :mod:`.checks` and :mod:`.evaluate`.
+randomisation), :mod:`.faithfulness`, :mod:`.checks` and :mod:`.scoring`
+(``evaluate``: a submodule named after the function would shadow its lazy export
+once imported).
 The Keras-bound ones load on first use, so reading a saved table (the CLI) never
 imports TensorFlow.
 """
@@ -85,7 +87,7 @@ from cam_callback.evaluation.results import (
 from cam_callback.evaluation.road import impute, road
 
 _LAZY = {
-    "evaluate": "cam_callback.evaluation.evaluate",
+    "evaluate": "cam_callback.evaluation.scoring",
     "model_randomisation_test": "cam_callback.evaluation.sanity",
     "RandomisationCheck": "cam_callback.evaluation.sanity",
     "deletion_faithfulness": "cam_callback.evaluation.faithfulness",

@@ -1,4 +1,4 @@
-"""Argument checks of :func:`~cam_callback.evaluation.evaluate.evaluate`."""
+"""Argument checks of :func:`~cam_callback.evaluation.scoring.evaluate`."""
 
 from __future__ import annotations
 
