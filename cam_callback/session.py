@@ -108,7 +108,10 @@ def intervention_settings(tracker: Any) -> dict[str, Any] | None:
         "ignore_threshold": metrics.IGNORE_THRESHOLD,
         "transplant_recipients": metrics.TRANSPLANT_RECIPIENTS,
         "transplant_budget": metrics.TRANSPLANT_BUDGET,
-        "imputation": f"ROAD noisy linear (noise {ROAD_NOISE}; seed 0 removed, 1 kept)",
+        "imputation": (
+            f"ROAD noisy linear (noise {ROAD_NOISE} of each image's range; "
+            "seed 0 removed, 1 kept)"
+        ),
         "score": "the explained target's probability, as the head gives it",
     }
 

@@ -310,6 +310,28 @@ def test_pointing_game_and_energy_on_paper():
     np.testing.assert_allclose(table.per_image["m"]["energy"], [0.75, 0.0])
 
 
+def test_an_image_without_a_mask_is_not_measured_by_the_mask_metrics():
+    model = _gap_model(1.0)
+    x = np.ones((3, 4, 4, 1), np.float32)
+    maps = np.zeros((3, 4, 4))
+    maps[:, 0, 0] = 3.0  # every map peaks in the top-left cell
+    maps[:, 3, 3] = 1.0
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, :2, :2] = True  # image 0: hit, energy 0.75
+    masks[1, 2:, 2:] = True  # image 1: miss, energy 0.25; image 2: no mask at all
+    table = ev.evaluate(
+        model,
+        x,
+        methods=(("m", lambda m, xx, t: maps),),
+        metrics=("pointing_game", "energy"),
+        probe_masks=masks,
+    )
+    np.testing.assert_allclose(table.per_image["m"]["pointing_game"], [1.0, 0.0, np.nan])
+    np.testing.assert_allclose(table.per_image["m"]["energy"], [0.75, 0.25, np.nan])
+    assert table.scores["m"]["pointing_game"] == pytest.approx(0.5)  # not 1/3
+    assert table.scores["m"]["energy"] == pytest.approx(0.5)
+
+
 def test_road_fills_a_ramp_hole_with_the_ramp():
     """A linear ramp solves the paper's equations exactly (symmetric weights): the fill of a
     112x112 hole at 224 px is the ramp. 100 Jacobi sweeps from the mean were off by 0.18."""
@@ -391,6 +413,8 @@ def test_bad_arguments_name_themselves(images32):
         ev.evaluate(model, images32, metrics=("auc",))
     with pytest.raises(ValueError, match="`steps`"):
         ev.evaluate(model, images32, steps=1)
+    with pytest.raises(ValueError, match="`road_noise_scale`.*Received: road_noise_scale='std'"):
+        ev.evaluate(model, images32, road_noise_scale="std")
     with pytest.raises(ValueError, match="`probe_masks`"):
         ev.evaluate(model, images32, probe_masks=np.zeros((6, 8, 8), bool))
     with pytest.raises(ValueError, match="`labels` holds class 9"):
@@ -575,3 +599,26 @@ def test_a_saved_table_is_tied_to_the_recorded_epoch_it_scored(tmp_path):
     del saved["fingerprints"]  # saved by an older cam-callback: cannot be told
     Path(tmp_path / ev.FILE_NAME).write_text(json.dumps(saved))
     assert "does not say which weights it scored" in methods_section(load_run(tmp_path))
+
+
+def test_road_noise_scale_reaches_road_and_the_settings(monkeypatch):
+    import cam_callback.evaluation.scoring as scoring
+
+    seen = []
+    real = scoring.road
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("noise_scale"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "road", spy)
+    model = _gap_model(1.0)
+    x = np.random.default_rng(0).random((2, 4, 4, 1)).astype(np.float32)
+    maps = np.random.default_rng(1).random((2, 4, 4))
+    for scale, words in (("range", "of each image range"), ("absolute", "absolute")):
+        table = ev.evaluate(
+            model, x, methods=(("m", lambda m, xx, t: maps),), metrics=("road",),
+            road_noise_scale=scale,
+        )  # fmt: skip
+        assert seen[-1] == scale
+        assert words in table.settings["road_imputation"]

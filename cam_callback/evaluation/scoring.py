@@ -22,10 +22,20 @@ from cam_callback.evaluation.curves import (
 from cam_callback.evaluation.faithfulness import deletion_faithfulness
 from cam_callback.evaluation.results import METRICS, ROAD_FRACTIONS, ROAD_NOISE, Evaluation, MapFn
 from cam_callback.evaluation.road import road
+from cam_callback.imputation import NOISE_SCALES, ROAD_NOISE_SCALE
 from cam_callback.lineage import weights_fingerprint
 from cam_callback.methods import explained_score
 from cam_callback.metrics import FRAGILITY_COPIES, FRAGILITY_NOISE, fragility, perturbed_copies
 from cam_callback.record.paths import fingerprint
+
+# Mask-derived metrics: an image with an all-False mask is not measured (NaN), not a miss.
+MASKED = ("pointing_game", "energy")
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean over measured (finite) values; NaN when none was measured."""
+    kept = values[np.isfinite(values)]
+    return float(kept.mean()) if len(kept) else float("nan")
 
 
 def evaluate(
@@ -43,6 +53,7 @@ def evaluate(
     batch_size: int = 32,
     seed: int = 0,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    road_noise_scale: str = ROAD_NOISE_SCALE,
 ) -> Evaluation:
     """Explains ``images`` with each method and scores how faithful each map is.
 
@@ -55,7 +66,9 @@ def evaluate(
             ``fn(model, images, targets)`` returns maps ``[N, h, w]``.
         metrics: Which of :data:`METRICS` to compute (``pointing_game`` and
             ``energy`` need ``probe_masks``).
-        probe_masks: bool ``[N, H, W]`` object masks, or ``None``.
+        probe_masks: bool ``[N, H, W]`` object masks, or ``None``. An image whose mask
+            is all False is not measured: its ``pointing_game`` and ``energy`` are NaN
+            and left out of the means.
         layer: The explained layer, as in ``compute_cams``.
         score: ``"logit"`` or ``"probability"``, as in ``compute_cams``.
         output: The head of a multi-output model.
@@ -65,6 +78,9 @@ def evaluate(
             random deletion.
         method_options: Options per method name, each passed as
             ``compute_cams(method_options=...)``: ``{"scorecam": {"max_channels": 64}}``.
+        road_noise_scale: ROAD's imputation noise, ``"range"`` (0.01 of each image's
+            value range, the default) or ``"absolute"`` (N(0, 0.01) as ROAD's own code,
+            for standardised inputs); see :func:`cam_callback.imputation.impute`.
 
     Returns:
         An :class:`Evaluation`; ``print`` it for the table. Its ``fingerprints`` say
@@ -84,6 +100,11 @@ def evaluate(
     x = prepare_images(model, images)
     n, h, w = x.shape[:3]
     metrics = check_metrics(metrics, probe_masks is not None)
+    if road_noise_scale not in NOISE_SCALES:
+        raise ValueError(
+            f"`road_noise_scale` must be one of {NOISE_SCALES}. "
+            f"Received: road_noise_scale={road_noise_scale!r}"
+        )
     entries = check_methods(methods)
     options = check_options(method_options, entries)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
@@ -97,6 +118,7 @@ def evaluate(
                 f"Received: probe_masks.shape={masks.shape}"
             )
         masks = masks.astype(bool)
+        measured = masks.reshape(n, -1).any(1)  # an all-False mask: nothing to point at
 
     base, _, used = predict_scores(model, x, score=score, output=output, batch_size=batch_size)
     given = None
@@ -180,7 +202,7 @@ def evaluate(
             if "increase_in_confidence" in metrics:
                 per["increase_in_confidence"] = 100.0 * (o > y)
         if "road" in metrics:
-            per["road"] = road(x, up, targets, probs, seed=seed)
+            per["road"] = road(x, up, targets, probs, seed=seed, noise_scale=road_noise_scale)
         if "faithfulness" in metrics:
             per["faithfulness"] = deletion_faithfulness(
                 model,
@@ -196,13 +218,15 @@ def evaluate(
             per["fragility"] = fragility(maps, base, copy_maps, copy_probs).astype(np.float64)
         if masks is not None and "pointing_game" in metrics:
             peak = up.reshape(n, -1).argmax(1)
-            per["pointing_game"] = masks.reshape(n, -1)[np.arange(n), peak].astype(np.float64)
+            hit = masks.reshape(n, -1)[np.arange(n), peak].astype(np.float64)
+            per["pointing_game"] = np.where(measured, hit, np.nan)
         if masks is not None and "energy" in metrics:
             pos = np.maximum(up, 0.0)
             total = pos.reshape(n, -1).sum(1)
             inside = (pos * masks).reshape(n, -1).sum(1)
-            per["energy"] = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
-        row = {k: float(np.mean(v)) for k, v in per.items()}
+            share = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
+            per["energy"] = np.where(measured, share, np.nan)
+        row = {k: _mean(v) if k in MASKED else float(np.mean(v)) for k, v in per.items()}
         if "fragility" in per:  # NaN: every copy changed the prediction, or the map is empty
             kept = per["fragility"][np.isfinite(per["fragility"])]
             row["fragility"] = float(kept.mean()) if len(kept) else float("nan")
@@ -215,7 +239,10 @@ def evaluate(
         "steps": steps,
         "baseline": "box blur (tracker's)",
         "road_fractions": list(ROAD_FRACTIONS),
-        "road_imputation": f"noisy linear (8 neighbours, exact sparse solve, noise {ROAD_NOISE})",
+        "road_imputation": (
+            f"noisy linear (8 neighbours, exact sparse solve, noise {ROAD_NOISE}"
+            f"{' of each image range' if road_noise_scale == 'range' else ', absolute'})"
+        ),
         "targets": "labels" if labels is not None else "predicted",
         "score": used,
         "explains": explains,
