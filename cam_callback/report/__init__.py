@@ -5,6 +5,7 @@ filters and sorting are plain JavaScript. The package is split by job:
 :mod:`~cam_callback.report.rows` (what each card shows),
 :mod:`~cam_callback.report.methods` (the methods table from ``evaluation.json``),
 :mod:`~cam_callback.report.datamap` (the data map of the probes, an inline SVG),
+:mod:`~cam_callback.report.gallery` (what each class looks for: evidence regions, inline),
 :mod:`~cam_callback.report.assets` (style sheet and script),
 :mod:`~cam_callback.report.page` (the HTML) and
 :mod:`~cam_callback.report.write` (:func:`write_report`). Every name is
@@ -26,6 +27,13 @@ from cam_callback.report.datamap import (
     datamap_svg,
     legend_entries,
 )
+from cam_callback.report.gallery import (
+    ClassGallery,
+    EvidenceTile,
+    class_galleries,
+    gallery_data,
+    gallery_section,
+)
 from cam_callback.report.methods import methods_section, read_evaluation_table
 from cam_callback.report.page import FLAG_HELP, GENERATOR, card, render_page, sortable, sparkline
 from cam_callback.report.rows import (
@@ -38,6 +46,11 @@ from cam_callback.report.write import last_frame_png, write_report
 
 __all__ = [
     "CSS",
+    "ClassGallery",
+    "EvidenceTile",
+    "class_galleries",
+    "gallery_data",
+    "gallery_section",
     "FLAG_HELP",
     "DataPoint",
     "GENERATOR",
