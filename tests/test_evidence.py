@@ -111,13 +111,15 @@ def test_a_patch_read_anywhere_is_its_region_and_moves_every_recipient(patch):
         np.testing.assert_array_equal(regions[i], want)  # the region is the patch, where it is
     np.testing.assert_array_equal(out["evidence_transplant"][6:], 1.0)
     np.testing.assert_array_equal(out["evidence_control"][6:], 0.0)
-    # Class 0's maps are empty (nothing raises its logit): no region, no donor.
-    assert np.isnan(out["evidence_transplant"][:6]).all()
-    assert (out["evidence_recipients"][:6] == 0).all()
-    # Recipients: class-0 probes the model does not call 1, so never probe 5; 2 N / D = 4.
-    assert (out["evidence_recipients"][6:] == 4).all() and stage.passes == 2 * 6 * 4
+    # Class 0's maps are empty (nothing raises its logit): nothing is pasted, nothing moves.
+    assert not regions[:6].any()
+    np.testing.assert_array_equal(out["evidence_transplant"][:6], 0.0)
+    np.testing.assert_array_equal(out["evidence_control"][:6], 0.0)
+    # Recipients: class-0 probes the model does not call 1, so never probe 5; 2 N / D = 4
+    # (D: the 6 donors with a region); only those run forward.
+    assert (out["evidence_recipients"] == 4).all() and stage.passes == 2 * 6 * 4
     rates = E.class_rates(out["evidence_transplant"], res.targets)
-    assert rates[1] == 1.0 and np.isnan(rates[0])
+    assert rates[1] == 1.0 and rates[0] == 0.0
     flags = M.portable_flag({k: v[None] for k, v in out.items()})["portable_evidence"]
     assert flags.tolist() == [False] * 6 + [True] * 6
 
@@ -226,7 +228,8 @@ def test_the_record_tensorboard_flags_and_page_carry_it(patch_run):
 
 def test_the_gallery_shows_each_patch_and_the_cam_tab_serves_it(patch_run):
     log, run = patch_run
-    (g,) = class_galleries(run)  # class 0 has no donor
+    g, dark = class_galleries(run)  # the highest last rate first
+    assert dark.name == "dark" and dark.strips[0][2] == []  # empty maps: no region to show
     assert g.name == "patch" and g.rates.tolist() == [1.0, 1.0] and g.rose is None
     ((title, epoch, tiles),) = g.strips
     assert epoch == 0 and [t.probe for t in tiles] == [6, 7, 8, 9]
@@ -236,7 +239,7 @@ def test_the_gallery_shows_each_patch_and_the_cam_tab_serves_it(patch_run):
         assert t.box == (y, y + PATCH, c, c + PATCH) and t.rate == 1.0 and t.control == 0.0
         assert t.on_mask == pytest.approx(2 / 3)
     assert len(g.mean_maps) == 2
-    assert gallery_section(run).count("<img") == 4 + 2
+    assert gallery_section(run).count("<img") == 4 + 2 + 2  # patch tiles, mean maps
     from werkzeug.test import Client
 
     from cam_callback.tensorboard_plugin import CAMPlugin
@@ -246,7 +249,7 @@ def test_the_gallery_shows_each_patch_and_the_cam_tab_serves_it(patch_run):
 
     client = Client(CAMPlugin(Ctx()).get_plugin_apps()["/gallery"])
     data = client.get(f"/gallery?run={log.name}").get_json()
-    (served,) = data["classes"]
+    served = data["classes"][0]
     assert served["name"] == "patch" and served["rates"] == [1.0, 1.0]
     assert served["strips"][0]["tiles"][0]["caption"] == "probe 6: 100% (control 0%), 67% on mask"
     assert served["strips"][0]["tiles"][0]["png"].startswith("data:image/png;base64,")

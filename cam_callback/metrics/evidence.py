@@ -6,12 +6,13 @@ each probe ``i`` (the *donor*) whose map explains class ``c`` (its target):
 - its **evidence region** (:func:`evidence_regions`): the map upsampled bilinearly to
   the image's size, and its top ``ceil(share * H * W)`` pixels (``share`` =
   :data:`EVIDENCE_SHARE`, 10% of the area; ties in raster order; pixels at the map's
-  minimum left out, so an empty map has no region and its probe is no donor);
+  minimum left out, so an empty map has an empty region);
 - its **recipients** (:func:`evidence_pairs`): probes of another class (their label;
   their target without labels) that the model does **not** predict as ``c`` this
   epoch, ``e_0 .. e_{R-1}`` in probe order. The ``k``-th donor of ``c`` (probe order)
   pastes onto ``e_{(k*m + j) mod R}`` for ``j < m``, ``m = min(R, 8, max(1, floor(2 N /
-  D)))`` with ``D`` the donors of every class: about ``2 N`` pasted images in all;
+  D)))`` with ``D`` the donors with a non-empty region, of every class: about ``2 N``
+  pasted images in all;
 - its **evidence transplant rate** ``evidence_transplant``: the share of its recipients
   predicted (argmax) as ``c`` once the region's pixels are pasted onto them, at the same
   place. Causal by construction: every recipient was *not* ``c`` before the paste, so
@@ -22,15 +23,17 @@ each probe ``i`` (the *donor*) whose map explains class ``c`` (its target):
   each axis), pasted at that place onto the same recipients. "Any paste breaks the
   recipient" shows up here as well, so it cannot pass for evidence.
 
-NaN for a probe that is no donor this epoch (empty map, or no eligible recipient);
-``evidence_recipients`` counts its recipients (0 then). With ``probe_masks``,
+An empty region pastes nothing and moves no recipient: its rate and its control's are 0,
+with no forward pass (an empty map points at nothing portable). NaN for a probe that is
+no donor this epoch (a non-finite map, or no eligible recipient); ``evidence_recipients``
+counts its recipients (0 then). With ``probe_masks``,
 ``evidence_on_mask`` is the share of the region's pixels on the probe's mask (NaN for
 an empty mask or region), to read beside ``mask_focus``.
 
 Per class (:func:`class_rates`): the mean over its donors, every epoch.
-``portable_evidence`` (:func:`portable_flag`): at the last epoch the region moves at
-least ``threshold`` (:data:`PORTABLE_THRESHOLD`, 0.5) more of its recipients than its
-control does: ``evidence_transplant - evidence_control >= threshold``.
+``portable_evidence`` (:func:`portable_flag`): at the last epoch the region moves more
+than ``threshold`` (:data:`PORTABLE_THRESHOLD`, 0.5: most) of its recipients beyond what
+its control moves: ``evidence_transplant - evidence_control > threshold``.
 
 Cost per recorded epoch: forward passes over about ``2 N`` pasted and ``2 N`` control
 images (``2 M``, ``M <= max(2 N, D)``), built each epoch (the regions move with the
@@ -48,7 +51,7 @@ from cam_callback._imageops import resize_bilinear
 EVIDENCE_SHARE = 0.1  # the region: this share of the image's area, most attended first
 EVIDENCE_RECIPIENTS = 8  # recipients per donor, at most
 EVIDENCE_BUDGET = 2  # pasted images per probe, about (as many again for the control)
-PORTABLE_THRESHOLD = 0.5  # portable_evidence: transplant - control at least this
+PORTABLE_THRESHOLD = 0.5  # portable_evidence: transplant - control above this
 RISE = 0.25  # the gallery's "rose": a class's rate this much above its first recorded rate
 
 
@@ -103,16 +106,19 @@ def evidence_pairs(
     predicted: np.ndarray,
     recipients: int = EVIDENCE_RECIPIENTS,
     budget: int | None = EVIDENCE_BUDGET,
+    pasting: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(donor, recipient)`` probe ids by the rule of the module doc.
 
     Args:
         classes: int ``[N]`` the class each donor's map explains (its target).
-        donors: bool ``[N]`` probes with a non-empty region.
+        donors: bool ``[N]`` the donors (probes with a finite map).
         others: int ``[N]`` each probe's own class (labels, else targets).
         predicted: int ``[N]`` this epoch's prediction, -1 where not finite.
         recipients: Recipients per donor, at most.
         budget: About ``budget * N`` pasted images in all (``None``: no limit).
+        pasting: bool ``[N]`` donors with a non-empty region (the budget's ``D``);
+            default ``donors``.
 
     Example:
         >>> d, r = evidence_pairs(np.array([0, 1, 2]), np.ones(3, bool),
@@ -123,8 +129,9 @@ def evidence_pairs(
     classes, others = np.asarray(classes), np.asarray(others)
     predicted, donors = np.asarray(predicted), np.asarray(donors, bool)
     n = len(classes)
-    if budget is not None and donors.any():
-        recipients = min(recipients, max(1, budget * n // int(donors.sum())))
+    paid = int((donors if pasting is None else np.asarray(pasting, bool) & donors).sum())
+    if budget is not None:
+        recipients = min(recipients, max(1, budget * n // max(1, paid)))
     pairs_d: list[int] = []
     pairs_r: list[int] = []
     for c in np.unique(classes[donors]):
@@ -217,11 +224,11 @@ def portable_flag(
     metrics: Mapping[str, np.ndarray], threshold: float = PORTABLE_THRESHOLD
 ) -> dict[str, np.ndarray]:
     """``portable_evidence`` (bool ``[N]``): at the last epoch ``evidence_transplant -
-    evidence_control >= threshold``; ``{}`` when not recorded.
+    evidence_control > threshold``; ``{}`` when not recorded.
 
     Example:
         >>> portable_flag({"evidence_transplant": np.array([[1.0, 1.0, np.nan]]),
-        ...                "evidence_control": np.array([[0.0, 0.75, np.nan]])})
+        ...                "evidence_control": np.array([[0.0, 0.5, np.nan]])})
         {'portable_evidence': array([ True, False, False])}
     """
     if "evidence_transplant" not in metrics or not len(metrics["evidence_transplant"]):
@@ -229,7 +236,7 @@ def portable_flag(
     rate = np.asarray(metrics["evidence_transplant"][-1], np.float64)
     control = np.asarray(metrics.get("evidence_control", np.zeros_like(rate[None]))[-1])
     net = rate - np.where(np.isfinite(control), control, 0.0)
-    return {"portable_evidence": np.isfinite(net) & (np.nan_to_num(net, nan=-1.0) >= threshold)}
+    return {"portable_evidence": np.isfinite(net) & (np.nan_to_num(net, nan=-1.0) > threshold)}
 
 
 def evidence_scalars(

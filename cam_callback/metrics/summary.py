@@ -188,7 +188,7 @@ def flags(
             ``reliance`` is below this.
         fragility_threshold: ``fragile`` when the last ``fragility`` is above this.
         evidence_threshold: ``portable_evidence`` when the last evidence transplant rate
-            minus its control is at least this.
+            minus its control is above this.
 
     Returns:
         Flag name to bool ``[N]``: ``misclassified`` (last epoch wrong),

@@ -31,7 +31,7 @@ class EvidenceOptions:
         share: The region's share of the image's area.
         recipients: Recipients per donor, at most.
         budget: About ``budget * N`` pasted images (and as many controls) per epoch.
-        threshold: ``portable_evidence`` when transplant minus control is at least this.
+        threshold: ``portable_evidence`` when transplant minus control is above this.
         seed: Seeds the control regions' places.
     """
 
@@ -152,21 +152,25 @@ class EvidenceTransplant:
         predicted = np.where(np.isfinite(p).all(1), p.argmax(1), -1)
         targets = np.asarray(targets, np.int64)
         others = targets if self.labels is None else self.labels
+        finite = np.isfinite(np.asarray(heatmaps, np.float64)).reshape(n, -1).all(1)
+        filled = regions.reshape(n, -1).any(1)
         donor, recipient = E.evidence_pairs(
-            targets, regions.reshape(n, -1).any(1), others, predicted, o.recipients, o.budget
+            targets, finite, others, predicted, o.recipients, o.budget, pasting=filled
         )
+        live = np.flatnonzero(filled[donor])  # an empty region pastes nothing: no hit, no pass
+        d, r = donor[live], recipient[live]
         controls = E.control_regions(regions, o.seed)
-        wanted = targets[donor]
         hits = []
         for where in (regions, controls):
             moved = [
-                probs(E.paste(self.images, where, donor[s : s + CHUNK], recipient[s : s + CHUNK]))
-                for s in range(0, len(donor), CHUNK)
+                probs(E.paste(self.images, where, d[s : s + CHUNK], r[s : s + CHUNK]))
+                for s in range(0, len(d), CHUNK)
             ]
-            out = np.concatenate(moved) if moved else np.zeros((0, p.shape[1]))
-            out = np.asarray(out, np.float64)
-            hits.append((out.argmax(1) == wanted) & np.isfinite(out).all(1))
-        self.passes = 2 * len(donor)
+            out = np.asarray(np.concatenate(moved) if moved else np.zeros((0, p.shape[1])))
+            hit = np.zeros(len(donor), bool)
+            hit[live] = (out.argmax(1) == targets[d]) & np.isfinite(out).all(1)
+            hits.append(hit)
+        self.passes = 2 * len(live)
         rate, count = E.donor_rates(donor, hits[0], n)
         control, _ = E.donor_rates(donor, hits[1], n)
         result = {
