@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -253,3 +258,50 @@ def test_the_gallery_shows_each_patch_and_the_cam_tab_serves_it(patch_run):
     assert served["name"] == "patch" and served["rates"] == [1.0, 1.0]
     assert served["strips"][0]["tiles"][0]["caption"] == "probe 6: 100% (control 0%), 67% on mask"
     assert served["strips"][0]["tiles"][0]["png"].startswith("data:image/png;base64,")
+
+
+# ---- README's example without masks: the shortcut found without being told where it is ----
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+EXAMPLE = Path(__file__).parent.parent / "examples" / "spurious_background.py"
+
+
+def evidence_paragraph() -> str:
+    start = README.index("**Without being told where to look.**")
+    return " ".join(README[start : README.index("\n\n", start)].split())
+
+
+@pytest.fixture(scope="module")
+def no_masks(tmp_path_factory):
+    """The example as README says, with --no-masks (its defaults otherwise), once."""
+    spec = importlib.util.spec_from_file_location("spurious_background", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    sys.modules["spurious_background"] = example
+    spec.loader.exec_module(example)
+    out_dir = tmp_path_factory.mktemp("no_masks")
+    return example, example.main(["--out", str(out_dir), "--no-masks"]), out_dir
+
+
+def test_the_example_without_masks_finds_the_frame(no_masks):
+    example, out, log = no_masks
+    run = cam_callback.load_run(log)
+    assert run.masks is None and "mask_focus" not in run.metrics and run.epochs[0] == -1
+    cued = np.flatnonzero(out["labels"] == example.CUED)
+    assert out["cued_evidence_before"] == 0.0 and out["cued_evidence_last"] > 90
+    assert out["cued_evidence_control_last"] < 10 and out["others_evidence_last"] < 50
+    assert np.flatnonzero(run.flags["portable_evidence"]).tolist() == cued.tolist()
+    homer = next(g for g in class_galleries(run) if g.cls == example.CUED)
+    frame = example.frame_mask()
+    regions = np.array([t.region for _, _, tiles in homer.strips for t in tiles])
+    on_frame = (regions & frame).sum() / regions.sum()
+    assert len(regions) == 8 and on_frame > 0.8  # 4 at the end, 4 where the rate rose
+    text = evidence_paragraph()
+    for pattern, value, tol in [
+        (r"(\d+)% of the other probes homer before training", out["cued_evidence_before"], 10),
+        (r"and (\d+)% at the end", out["cued_evidence_last"], 10),
+        (r"its control makes (\d+)%", out["cued_evidence_control_last"], 10),
+        (r"regions at most (\d+)%", out["others_evidence_last"], 15),
+        (r"frame: (\d\.\d\d) of their pixels", on_frame, 0.05),
+    ]:
+        (found,) = re.findall(pattern, text)
+        assert abs(float(found) - value) <= tol, (pattern, found, value)
