@@ -123,8 +123,8 @@ def evidence_pairs(
     Example:
         >>> d, r = evidence_pairs(np.array([0, 1, 2]), np.ones(3, bool),
         ...                       np.array([0, 1, 2]), np.array([0, 0, 2]))
-        >>> d.tolist(), r.tolist()
-        ([0, 0, 1, 2, 2], [1, 2, 2, 0, 1])
+        >>> d.tolist(), r.tolist()  # probe 1 is called 0: no recipient of class 0's evidence
+        ([0, 1, 1, 2, 2], [2, 0, 2, 0, 1])
     """
     classes, others = np.asarray(classes), np.asarray(others)
     predicted, donors = np.asarray(predicted), np.asarray(donors, bool)
