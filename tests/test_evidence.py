@@ -26,7 +26,7 @@ from cam_callback import cams
 from cam_callback import metrics as M
 from cam_callback.metrics import evidence as E
 from cam_callback.pipeline import EvidenceOptions, EvidenceTransplant, evidence_options
-from cam_callback.report import class_galleries, gallery_section
+from cam_callback.report import class_galleries, gallery, gallery_section
 
 SIDE, A, B = 16, 2000.0, 0.01
 PATCH = 3
@@ -244,6 +244,8 @@ def test_the_gallery_shows_each_patch_and_the_cam_tab_serves_it(patch_run):
         assert t.box == (y, y + PATCH, c, c + PATCH) and t.rate == 1.0 and t.control == 0.0
         assert t.on_mask == pytest.approx(2 / 3)
     assert len(g.mean_maps) == 2
+    # An epoch where no probe's map explains the class (target="predicted") has no mean map.
+    assert gallery.mean_map_png(run, 0, 7) is None
     assert gallery_section(run).count("<img") == 4 + 2 + 2  # patch tiles, mean maps
     from werkzeug.test import Client
 
@@ -305,3 +307,50 @@ def test_the_example_without_masks_finds_the_frame(no_masks):
     ]:
         (found,) = re.findall(pattern, text)
         assert abs(float(found) - value) <= tol, (pattern, found, value)
+
+
+def test_the_cam_tab_draws_the_gallery_in_chromium(patch_run):
+    """The tab's own index.js in headless Chromium, every request answered by the plugin's
+    routes in this process (no TensorBoard server): the gallery is drawn, captions as text."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from test_report import CHROMIUM, FLAGS
+    from werkzeug.test import Client
+
+    from cam_callback.tensorboard_plugin import CAMPlugin
+
+    log, _ = patch_run
+
+    class Ctx:
+        logdir = str(log.parent)
+
+    apps = CAMPlugin(Ctx()).get_plugin_apps()
+    shell = b"<!DOCTYPE html><body><script type=module>import {render} from './index.js'; render();"
+    shell += b"</script></body>"
+
+    def answer(route):
+        url = route.request.url.split("cam.test", 1)[1]
+        path = url.split("?", 1)[0]
+        if path == "/":
+            return route.fulfill(body=shell, content_type="text/html")
+        resp = Client(apps[path]).get(url)
+        route.fulfill(status=resp.status_code, body=resp.data, content_type=resp.content_type)
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.route("http://cam.test/**", answer)
+            page.goto("http://cam.test/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30000)
+            page.wait_for_function("document.querySelectorAll('#evidence img').length === 8")
+            titles = page.eval_on_selector_all("#evidence h3", "hs => hs.map(h => h.textContent)")
+            captions = page.eval_on_selector_all(
+                "#evidence figcaption", "cs => cs.map(c => c.textContent)"
+            )
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert titles[0].startswith("patch: 100% before training -> 100% at epoch 0 (control 0%)")
+    assert captions[0] == "probe 6: 100% (control 0%), 67% on mask"

@@ -158,7 +158,7 @@ def mean_map_png(run: Run, pos: int, cls: int) -> bytes | None:
     image, as PNG; ``None`` when no probe explains it with a finite map."""
     members = np.flatnonzero(run.targets[pos] == cls)
     maps = run.heatmaps[pos, members]
-    maps = maps[np.isfinite(maps).reshape(len(maps), -1).all(1)]
+    maps = maps[np.isfinite(maps).reshape(len(maps), -1).all(1)] if len(maps) else maps
     if not len(maps):
         return None
     image = run.images[members].mean(0).astype(np.uint8)
