@@ -341,9 +341,9 @@ def evidence_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
                     runs.append(time.perf_counter() - start)
                 return statistics.median(runs)
 
-            res = cams.compute_cams(model, px, batch_size=batch)
+            res = cams.compute_cams(model, px, batch_size=batch, target=py)  # as target="label"
             args = (res.heatmaps, res.probabilities, res.targets)
-            t_maps = timed(lambda: cams.compute_cams(model, px, batch_size=batch))  # noqa: B023
+            t_maps = timed(lambda: cams.compute_cams(model, px, batch_size=batch, target=py))  # noqa: B023
             t_ev = timed(lambda: stage.measure(probs, *args))  # noqa: B023
             print(f"{state:>9s} {n:6d} {t_maps:8.3f} {t_ev:11.3f} {stage.passes:7d} "
                   f"{t_ev / t_maps:6.2f}")  # fmt: skip

@@ -65,6 +65,7 @@ from cam_callback.metrics.epoch import (
 )
 from cam_callback.metrics.evidence import (
     EVIDENCE_BUDGET,
+    EVIDENCE_MAX_PASTED,
     EVIDENCE_RECIPIENTS,
     EVIDENCE_SHARE,
     PORTABLE_THRESHOLD,
@@ -108,6 +109,7 @@ from cam_callback.metrics.summary import (
 
 __all__ = [
     "EVIDENCE_BUDGET",
+    "EVIDENCE_MAX_PASTED",
     "EVIDENCE_RECIPIENTS",
     "EVIDENCE_SHARE",
     "PORTABLE_THRESHOLD",

@@ -10,9 +10,10 @@ each probe ``i`` (the *donor*) whose map explains class ``c`` (its target):
 - its **recipients** (:func:`evidence_pairs`): probes of another class (their label;
   their target without labels) that the model does **not** predict as ``c`` this
   epoch, ``e_0 .. e_{R-1}`` in probe order. The ``k``-th donor of ``c`` (probe order)
-  pastes onto ``e_{(k*m + j) mod R}`` for ``j < m``, ``m = min(R, 8, max(1, floor(2 N /
-  D)))`` with ``D`` the donors with a non-empty region, of every class: about ``2 N``
-  pasted images in all;
+  pastes onto ``e_{(k*m + j) mod R}`` for ``j < m``, ``m = min(R, 8, max(1, floor(min(2 N,
+  512) / D)))`` with ``D`` the donors with a non-empty region, of every class: about
+  ``2 N`` pasted images in all, and no more than 512 (:data:`EVIDENCE_MAX_PASTED`) unless
+  there are more donors (one recipient each);
 - its **evidence transplant rate** ``evidence_transplant``: the share of its recipients
   predicted (argmax) as ``c`` once the region's pixels are pasted onto them, at the same
   place. Causal by construction: every recipient was *not* ``c`` before the paste, so
@@ -36,7 +37,7 @@ than ``threshold`` (:data:`PORTABLE_THRESHOLD`, 0.5: most) of its recipients bey
 its control moves: ``evidence_transplant - evidence_control > threshold``.
 
 Cost per recorded epoch: forward passes over about ``2 N`` pasted and ``2 N`` control
-images (``2 M``, ``M <= max(2 N, D)``), built each epoch (the regions move with the
+images (``2 M``, ``M <= max(min(2 N, 512), D)``), built each epoch (the regions move with the
 maps) and run in chunks; no backward pass.
 """
 
@@ -51,6 +52,7 @@ from cam_callback._imageops import resize_bilinear
 EVIDENCE_SHARE = 0.1  # the region: this share of the image's area, most attended first
 EVIDENCE_RECIPIENTS = 8  # recipients per donor, at most
 EVIDENCE_BUDGET = 2  # pasted images per probe, about (as many again for the control)
+EVIDENCE_MAX_PASTED = 512  # pasted images per epoch at most, where donors allow
 PORTABLE_THRESHOLD = 0.5  # portable_evidence: transplant - control above this
 RISE = 0.25  # the gallery's "rose": a class's rate this much above its first recorded rate
 
@@ -116,7 +118,8 @@ def evidence_pairs(
         others: int ``[N]`` each probe's own class (labels, else targets).
         predicted: int ``[N]`` this epoch's prediction, -1 where not finite.
         recipients: Recipients per donor, at most.
-        budget: About ``budget * N`` pasted images in all (``None``: no limit).
+        budget: About ``budget * N`` pasted images in all, at most ``EVIDENCE_MAX_PASTED``
+            where the donors allow (``None``: no limit).
         pasting: bool ``[N]`` donors with a non-empty region (the budget's ``D``);
             default ``donors``.
 
@@ -131,7 +134,7 @@ def evidence_pairs(
     n = len(classes)
     paid = int((donors if pasting is None else np.asarray(pasting, bool) & donors).sum())
     if budget is not None:
-        recipients = min(recipients, max(1, budget * n // max(1, paid)))
+        recipients = min(recipients, max(1, min(budget * n, EVIDENCE_MAX_PASTED) // max(1, paid)))
     pairs_d: list[int] = []
     pairs_r: list[int] = []
     for c in np.unique(classes[donors]):

@@ -43,8 +43,8 @@ class EvidenceOptions:
 
     def to_json(self) -> dict[str, Any]:
         """What ``record.json`` keeps under ``evidence``."""
-        return {**asdict(self), "rule": "top share of the map at image size; see "
-                "cam_callback.metrics.evidence"}  # fmt: skip
+        rule = "top share of the map at image size; see cam_callback.metrics.evidence"
+        return {**asdict(self), "max_pasted": E.EVIDENCE_MAX_PASTED, "rule": rule}
 
 
 def evidence_options(value: Any) -> EvidenceOptions | None:
