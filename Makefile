@@ -54,10 +54,12 @@ test: venv browser torch
 
 # PyTorch's CPU build: a bare `torch` from PyPI is the CUDA build, which pulls triton and
 # 15 nvidia-* packages (GBs) that the CPU suite never uses. A CPU wheel already configured for
-# pip here (find-links, a local index) is used as it is; otherwise PyTorch's CPU index.
+# pip here (find-links) is used as it is; otherwise PyTorch's CPU index. The check is a dry run
+# (pip >= 22.2): it reads the wheel where it lies and copies nothing (a `pip download` into a
+# temporary folder left a 190 MB copy behind on every run).
 torch: venv
 	@$(PY) -c "import torch" 2>/dev/null || { \
-	  if $(PY) -m pip download -q --no-deps --no-index -d "$$(mktemp -d)" "$(TORCH)" >/dev/null 2>&1; \
+	  if $(PY) -m pip install --dry-run -q --no-deps --no-index "$(TORCH)" >/dev/null 2>&1; \
 	  then $(PIP) "$(TORCH)"; \
 	  else echo "make: installing $(TORCH) from PyTorch's CPU index ($(TORCH_INDEX))"; \
 	    $(PIP) "$(TORCH)" --index-url "$(TORCH_INDEX)" --extra-index-url https://pypi.org/simple; fi; }

@@ -4,9 +4,10 @@ Run: python benchmarks/bench_methods.py [--images 32] [--size 96] [--methods sco
 
 MobileNetV2 (``weights=None``, 10 classes), explained at ``out_relu``. Prints,
 per method, the milliseconds for the batch (one warm-up call first, then the
-median of ``--repeats``), the cost relative to Grad-CAM, and, where a peer has
-the method at the same settings, the peer's time, the speed-up and the
-agreement ``r`` (Pearson, maps upsampled to the image and scaled to [0, 1]).
+median of ``--repeats`` rounds, each round calling every method and peer once),
+the cost relative to Grad-CAM, and, where a peer has the method at the same
+settings, the peer's time, the speed-up and the agreement ``r`` (Pearson, maps
+upsampled to the image and scaled to [0, 1]).
 
 Peers are optional: ``pip install --no-deps tf-keras-vis tf-explain`` (plus
 ``deprecated`` and ``opencv-python-headless``) into a folder on ``PYTHONPATH``.
@@ -46,14 +47,30 @@ ORDER = (
 )  # fmt: skip
 
 
-def timed(fn, repeats):
-    out = fn()  # warm-up: traces and compiles
-    times = []
+def round_robin(fns, repeats):
+    """Median ms and last output of each function, timed round-robin.
+
+    Every round calls each function once, so load that drifts during the run (another
+    process, thermal throttling) reaches every row alike; timing one method's repeats back
+    to back let a busy minute land on one row (ratios to Grad-CAM of 1.6x-4.5x under load,
+    0.8x-1.5x round-robin). A function that raises ``ValueError`` in its warm-up call is
+    returned as refused, with the message.
+    """
+    outs, refused = {}, {}
+    for name, fn in fns.items():  # warm-up: traces and compiles
+        try:
+            outs[name] = fn()
+        except ValueError as exc:
+            refused[name] = str(exc)
+    live = {name: fn for name, fn in fns.items() if name not in refused}
+    times = {name: [] for name in live}
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000, out
+        for name, fn in live.items():
+            start = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    done = {name: (statistics.median(t) * 1000, outs[name]) for name, t in times.items()}
+    return done, refused
 
 
 def unit(maps, size):
@@ -154,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default=",".join(ORDER))
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
@@ -172,37 +189,38 @@ def main() -> None:
     names = [m for m in args.methods.split(",") if m]
     theirs = {} if args.no_peers else peers(model, x, targets)
     print(f"MobileNetV2 weights=None {args.size}px, {args.images} images, keras "
-          f"{keras.__version__} ({keras.backend.backend()}), median of {args.repeats}")  # fmt: skip
+          f"{keras.__version__} ({keras.backend.backend()}), "
+          f"median of {args.repeats} round-robin rounds")  # fmt: skip
     head = f"{'method':<22}{'ms':>10}{'x gradcam':>11}   {'peer':<14}{'peer ms':>10}"
     print(head + f"{'speed-up':>10}{'r':>8}")
-    base = None
-    for name in names:
-        opts = OPTIONS.get(name)
-
-        def ours(name=name, opts=opts):
+    def ours(name):
+        def call():
             return compute_cams(
                 model, x, method=name, target=targets, layer="out_relu"
                 if name not in ("saliency", "gradient_x_input", "integrated_gradients",
                                 "smoothgrad", "occlusion") else None,
-                method_options=opts,
+                method_options=OPTIONS.get(name),
                 score=PROBABILITY.get(name, "logit"),
             ).heatmaps  # fmt: skip
 
-        try:
-            ms, maps = timed(ours, args.repeats)
-        except ValueError as exc:
-            print(f"{name:<22}{'refused':>10}   {str(exc)[:70]}")
+        return call
+
+    fns = {name: ours(name) for name in names}
+    fns.update({f"peer:{name}": theirs[name][1] for name in names if name in theirs})
+    timed, refused = round_robin(fns, args.repeats)
+    base = timed["gradcam"][0] if "gradcam" in timed else None
+    for name in names:
+        if name in refused:
+            print(f"{name:<22}{'refused':>10}   {refused[name][:70]}")
             continue
-        if name == "gradcam":
-            base = ms
+        ms, maps = timed[name]
         rel = f"{ms / base:.1f}x" if base else "-"
         line = f"{name:<22}{ms:>10.0f}{rel:>11}   "
-        if name in theirs:
-            peer, fn = theirs[name]
-            pms, pmaps = timed(fn, args.repeats)
+        if f"peer:{name}" in timed:
+            pms, pmaps = timed[f"peer:{name}"]
             a, b = unit(maps, args.size), unit(reduce_peer(name, pmaps), args.size)
             r = pearson(a, b) if a.std() > 0 and b.std() > 0 else float("nan")  # nan: flat maps
-            line += f"{peer:<14}{pms:>10.0f}{pms / ms:>9.1f}x{r:>8.3f}"
+            line += f"{theirs[name][0]:<14}{pms:>10.0f}{pms / ms:>9.1f}x{r:>8.3f}"
         print(line, flush=True)
 
 

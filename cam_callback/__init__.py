@@ -55,6 +55,7 @@ _LAZY = {
     "compare_animations": "cam_callback.animate",
     "write_report": "cam_callback.report",
     "inspect_model": "cam_callback.api",
+    "predict_probabilities": "cam_callback.api",
     "evaluate": "cam_callback.evaluation",
     "Evaluation": "cam_callback.evaluation",
     "load_evaluation": "cam_callback.evaluation",

@@ -36,6 +36,20 @@ def image_batch(images: Any, name: str) -> np.ndarray:
     return x
 
 
+def is_multi_hot(value: Any) -> bool:
+    """True for ``[N, C]`` labels of 0s and 1s (C > 1) where a row has zero or several ones.
+
+    Example:
+        >>> is_multi_hot([[1, 0, 1], [0, 0, 0]]), is_multi_hot([[1, 0], [0, 1]])
+        (True, False)
+    """
+    y = np.asarray(value) if value is not None else np.zeros(0)
+    return bool(
+        y.ndim == 2 and y.shape[1] > 1 and y.size and np.isin(y, (0, 1)).all()
+        and (y.sum(1) != 1).any()
+    )  # fmt: skip
+
+
 def class_ids(labels: Any, n: int, name: str) -> tuple[np.ndarray, int | None]:
     """Class ids from int ids ``[N]`` or one-hot ``[N, C]``, and the one-hot width.
 

@@ -196,6 +196,7 @@ def inspect_model(
         head=used.name,
         backend=backends.name(),
         note=note,
+        head_assumed=used.assumed,
     )
 
 

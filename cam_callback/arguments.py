@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,24 @@ def probes(images: Any) -> np.ndarray:
     return x
 
 
+def labels_head(head: str, value: Any) -> str:
+    """The ``head=`` the tracker uses: multi-hot labels make ``"auto"`` read sigmoids.
+
+    Independent classes are what multi-hot labels say; a softmax over them would divide
+    one image's probabilities between its classes.
+
+    Example:
+        >>> labels_head("auto", [[1, 1], [0, 0]]), labels_head("auto", [0, 1])
+        ('sigmoid', 'auto')
+    """
+    return "sigmoid" if head == "auto" and _validate.is_multi_hot(value) else head
+
+
 def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
     """int64 class ids ``[N]`` and the one-hot width (``None`` for ids), or ``(None, None)``.
+
+    Multi-hot labels (:func:`cam_callback._validate.is_multi_hot`) give ``(None, None)``
+    with a warning: no probe has one true class (:func:`labels_head` reads the head).
 
     Raises:
         ValueError: Unsigned ids beyond int64 (they would wrap negative), and
@@ -137,6 +154,16 @@ def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
         [2, 0]
     """
     if value is None:
+        return None, None
+    if _validate.is_multi_hot(value):
+        warnings.warn(
+            "`probe_labels` are multi-hot (rows with zero or several ones): the classes are "
+            "independent, so head='auto' reads the output as sigmoids (a multi-label head). "
+            "No probe has one true class, so target='label', `misclassified`, the true class's "
+            "probability and the transplant are not recorded.",
+            UserWarning,
+            stacklevel=3,
+        )
         return None, None
     raw = np.asarray(value)
     if raw.dtype.kind == "u" and raw.size and int(raw.max()) > _INT64_MAX:
@@ -226,7 +253,10 @@ def target(value: Any, n: int, probe_labels: np.ndarray | None) -> Any:
     if isinstance(value, str):
         if value == "label":
             if probe_labels is None:
-                raise ValueError('`target="label"` needs `probe_labels`. Received: none')
+                raise ValueError(
+                    '`target="label"` needs `probe_labels` with one class per probe (multi-hot '
+                    "labels have none). Received: none"
+                )
             return probe_labels
         if value != "predicted":
             raise ValueError(

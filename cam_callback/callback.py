@@ -45,7 +45,9 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             of single images), whose first ``num_probes`` examples are taken once,
             with their labels (see :func:`cam_callback.probes.take_probes`).
         probe_labels: True classes as int ids ``[N]`` or one-hot ``[N, C]``; taken
-            from a dataset's ``(x, y)`` elements when not given.
+            from a dataset's ``(x, y)`` elements when not given. Multi-hot ``[N, C]``
+            (rows with zero or several ones) say the classes are independent:
+            ``head="auto"`` then reads sigmoids, and no single true class is recorded.
         log_dir: The run's log folder (the same as Keras's TensorBoard callback).
         class_names: One name per class.
         display_images: uint8 RGB ``[N, H', W', 3]`` (or grey ``[N, H', W']``) to
@@ -55,10 +57,15 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         probe_masks: bool ``[N, H', W']`` regions (the object, or a suspected cue),
             at the display images' size; see ``mask_kind``.
         layer: The explained layer, as in :func:`cam_callback.compute_cams`.
-        method: ``"gradcam"``, ``"gradcam++"``, ``"layercam"``, ``"hirescam"`` or
-            ``"saliency"``.
-        target: ``"predicted"``, ``"label"`` (the true class; needs labels), one
-            class id, or one per probe.
+        method: Any name in :func:`cam_callback.available_methods` (default
+            ``"gradcam"``): the Grad-CAM family (``"gradcam++"``, ``"layercam"``,
+            ``"hirescam"``, ...), Eigen-CAM, Score-CAM, Ablation-CAM, occlusion, the
+            input-gradient maps, and the attention rollouts of a ViT.
+        target: The class each map explains. ``"predicted"`` (the default): the
+            class the model predicts for the probe at that epoch, so the explained
+            class can change while it trains; ``"label"``: the true class (needs
+            labels), "why is this a cat, for the model?"; one class id, or one per
+            probe.
         every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``), and
             always the last epoch of a ``fit`` (its ``epochs``, or the epoch
             ``EarlyStopping`` stops at).
@@ -187,7 +194,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.layer = check_layer(layer)
         self.method = check_method(method)
         self.score = A.choice(score, cams.SCORES, "score")
-        self.head = cams.check_head(head)
+        self.head = A.labels_head(cams.check_head(head), probe_labels)  # multi-hot: sigmoid
         self.target = A.target(target, n, self.probe_labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
         self.top_k = A.positive_int(top_k, "top_k")

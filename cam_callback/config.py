@@ -135,6 +135,8 @@ class TrackerConfig:
     # A token layer's grid and prefix tokens as asked (None: found from the shapes).
     grid: tuple[int, int] | None = None
     prefix_tokens: int | None = None
+    # True where head="auto" assumed softmax logits (nothing told): None where it was decided.
+    head_assumed: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON values (tuples as lists), the keys of ``record.json``."""
@@ -235,4 +237,5 @@ def build_config(
         evidence=None if evidence is None else dict(evidence),
         grid=None if grid is None else (int(grid[0]), int(grid[1])),
         prefix_tokens=None if prefix_tokens is None else int(prefix_tokens),
+        head_assumed=True if getattr(check, "head_assumed", False) else None,
     )

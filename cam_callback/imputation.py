@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 ROAD_NOISE = 0.01
+# How ROAD's noise is scaled: "range" (the default) multiplies it by each image's value range;
+# "absolute" adds it as it is, in the input's own units, as ROAD's code does. See impute().
+ROAD_NOISE_SCALE = "range"
+NOISE_SCALES = ("range", "absolute")
 # Rong et al. 2022 (and their road_evaluation code): (row, column) offset and weight.
 ROAD_NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
     (-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6),
@@ -34,7 +38,12 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def impute(
-    x: np.ndarray, removed: np.ndarray, *, seed: int = 0, noise: float = ROAD_NOISE
+    x: np.ndarray,
+    removed: np.ndarray,
+    *,
+    seed: int = 0,
+    noise: float = ROAD_NOISE,
+    noise_scale: str = ROAD_NOISE_SCALE,
 ) -> np.ndarray:
     """ROAD's noisy linear imputation of the ``removed`` pixels (bool ``[N, H, W]``).
 
@@ -42,18 +51,47 @@ def impute(
     :data:`ROAD_NEIGHBOURS` (1/6 edge-adjacent, 1/12 diagonal; neighbours
     outside the image left out), kept pixels fixed: one sparse linear system per
     mask, every image with that mask and every channel a right-hand side, solved
-    exactly by SciPy's SuperLU (the fill of a linear ramp is the ramp). Then Gaussian
-    noise of ``noise`` times the image's value range, seeded by ``seed``. Kept pixels are untouched.
+    exactly by SciPy's SuperLU (the fill of a linear ramp is the ramp). Then seeded
+    Gaussian noise on the removed pixels. Kept pixels are untouched.
+
+    The noise's standard deviation (``noise_scale``):
+
+    - ``"range"`` (the default): ``noise`` times the image's value range (max - min
+      over its pixels and channels). On images in [0, 1] this is exactly ROAD's
+      noise; it scales with the input, so it does not vanish on 0-255 inputs (Keras
+      models that carry their own preprocessing), where an absolute 0.01 is a
+      rounding error. On ImageNet-standardised inputs (a range of about 4.8) it is
+      4-5x ROAD's.
+    - ``"absolute"``: ``noise`` itself, in the input's units, as ROAD's own code
+      (``NoisyLinearImputer``, and pytorch-grad-cam's copy of it) adds it to the
+      standardised images it is given. Use it to compare with their numbers.
+
+    Args:
+        x: ``[N, H, W, C]`` images.
+        removed: bool ``[N, H, W]`` the pixels to fill.
+        seed: Seeds the noise.
+        noise: The noise's standard deviation, scaled as ``noise_scale`` says.
+        noise_scale: ``"range"`` or ``"absolute"``, see above.
 
     Raises:
-        ValueError: An image with every pixel removed (nothing to impute from).
+        ValueError: An image with every pixel removed (nothing to impute from), or an
+            unknown ``noise_scale``.
         ImportError: SciPy is not installed.
 
     Example:
         >>> out = impute(np.ones((1, 4, 4, 1)), np.eye(4, dtype=bool)[None], noise=0.0)
         >>> bool(np.allclose(out, 1))
         True
+        >>> x = np.zeros((1, 8, 8, 1)); x[0, 0, 0] = 255.0  # the range is 255
+        >>> hole = np.zeros((1, 8, 8), bool); hole[0, 4:, 4:] = True  # filled with 0 + noise
+        >>> ranged, absolute = (impute(x, hole, noise_scale=s) for s in ("range", "absolute"))
+        >>> bool(np.allclose(ranged[hole], 255 * absolute[hole]))  # the same draws
+        True
     """
+    if noise_scale not in NOISE_SCALES:
+        raise ValueError(
+            f"`noise_scale` must be one of {NOISE_SCALES}. Received: noise_scale={noise_scale!r}"
+        )
     try:  # an optional dependency: evaluation.py itself needs only numpy
         from scipy.sparse import coo_matrix
         from scipy.sparse.linalg import splu
@@ -99,6 +137,8 @@ def impute(
         solved = splu(a).solve(rhs.reshape(len(idx), -1)).reshape(rhs.shape)
         out[np.ix_(members, idx)] = solved.transpose(1, 0, 2)
     spread = (xf.max(axis=(1, 2, 3)) - xf.min(axis=(1, 2, 3)))[:, None, None, None]
+    if noise_scale == "absolute":
+        spread = np.ones_like(spread)
     jitter = np.random.default_rng(seed).normal(0.0, noise, size=x.shape) * spread
     filled = out.reshape(x.shape) + jitter
     return cast_like(np.where(removed.reshape(n, h, w, 1), filled, xf), x.dtype)

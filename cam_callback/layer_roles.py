@@ -54,6 +54,25 @@ def head_kind(layer: keras.layers.Layer) -> str:
     return "linear"
 
 
+def off_class_axes(layer: keras.layers.Layer, rank: int) -> tuple[int, ...]:
+    """The axes a ``Softmax`` layer normalises over when they are not the class (last) axis.
+
+    ``()`` for a softmax over the last axis of a rank-``rank`` output, and for any
+    other layer (``Activation("softmax")`` and ``Dense(..., "softmax")`` take the last).
+
+    Example:
+        >>> off_class_axes(keras.layers.Softmax(axis=0), 2)
+        (0,)
+        >>> off_class_axes(keras.layers.Softmax(axis=-1), 2)
+        ()
+    """
+    if not isinstance(layer, keras.layers.Softmax):
+        return ()
+    axis = layer.axis
+    axes = tuple(int(a) % rank for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+    return () if axes == (rank - 1,) else axes
+
+
 def passes_through(call: LayerCall) -> bool:
     """Whether a call can only reshape values, not mix in learned ones: a leaf layer
     without weights whose one input has the output's shape (``Identity``, ``Lambda``,

@@ -6,9 +6,6 @@ steps; the maps themselves come from :func:`cam_callback.session.epoch_maps`.
 
 from __future__ import annotations
 
-import os
-import shutil
-import urllib.parse
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,12 +17,11 @@ from cam_callback.record import (
     BASELINE_EPOCH,
     RecordDeleted,
     Run,
-    atomic_write_bytes,
     load_run,
     record_dir,
     write_flags,
 )
-from cam_callback.report import last_frame_png, probe_rows, render_page, write_report
+from cam_callback.report import write_report
 from cam_callback.session import epoch_maps, set_aside_notice
 
 ON_ERROR = ("warn", "raise")
@@ -36,29 +32,16 @@ def page_with_animations(run: Run, gifs: Sequence[Path], threshold: float) -> Pa
 
     The page :func:`cam_callback.write_report` writes (``LOG_DIR/cam/report/index.html``,
     its files in ``index_files/``), at a cost in probes only: the GIFs the tracker
-    already wrote are copied beside it instead of drawn again from every recorded
-    epoch (4 ms per probe and epoch). ``cam-callback report`` draws them anew.
+    already wrote (``gifs``) are shared by hardlink, not drawn again from every
+    recorded epoch (4 ms per probe and epoch), for the ``MAX_ANIMATED`` probes that
+    matter most; the others show a still.
 
     Example:
         >>> page_with_animations(load_run("runs/a"), gifs, 0.5)  # doctest: +SKIP
         PosixPath('runs/a/cam/report/index.html')
     """
-    page = run.path / "report" / "index.html"
-    assets = page.parent / f"{page.stem}_files"
-    assets.mkdir(parents=True, exist_ok=True)
-    urls, posters = {}, {}
-    for i, gif in enumerate(gifs):
-        # Copied, not linked: a later fit appends to the tracker's GIF in place.
-        partial = assets / f".{gif.name}.partial"
-        shutil.copyfile(gif, partial)
-        os.replace(partial, assets / gif.name)
-        urls[i] = urllib.parse.quote(f"{assets.name}/{gif.name}")
-        poster = assets / f"probe_{i:03d}_last.png"
-        atomic_write_bytes(poster, last_frame_png(run, i))
-        posters[i] = urllib.parse.quote(f"{assets.name}/{poster.name}")
-    html = render_page(run, probe_rows(run, threshold), urls, threshold, posters)
-    atomic_write_bytes(page, html.encode())
-    return page
+    del gifs  # write_report finds them: animations/probe_NNN.gif, newer than the record
+    return write_report(run, threshold=threshold)
 
 
 class TrackerWarning(UserWarning):

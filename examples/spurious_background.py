@@ -17,12 +17,51 @@ Then: tensorboard --logdir runs/spurious
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
+import re
+import shlex
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
+# TensorFlow's CUDA stub says "Could not find cuda drivers" once per library that holds a copy
+# of it (twice), through absl before TensorFlow's own logging starts: TF_CPP_MIN_LOG_LEVEL,
+# read by that logging, cannot hide it (tensorflow/tensorflow#100442). These lines, and
+# the oneDNN and CPU-instruction notes, are dropped while Keras imports TensorFlow; anything
+# else written to stderr then is passed on.
+START_UP_NOISE = re.compile(
+    rb"cudart_stub\.cc.*Could not find cuda drivers|before absl::InitializeLog\(\) is called"
+    rb"|oneDNN custom operations are on|TF_ENABLE_ONEDNN_OPTS|cpu_feature_guard\.cc"
+    rb"|^To enable the following instructions:|cuda_platform\.cc.*failed call to cuInit"
+)
+
+
+@contextlib.contextmanager
+def quiet_start_up():
+    """Holds back what C++ code writes to stderr (file descriptor 2), then passes on every
+    line but TensorFlow's start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held if not START_UP_NOISE.search(line)]
+            os.write(2, b"".join(kept))
+
+
+with quiet_start_up():
+    import keras
+
 import numpy as np  # noqa: E402
 
 import cam_callback  # noqa: E402
@@ -142,6 +181,27 @@ def build_vit(learning_rate: float = 1e-3) -> keras.Model:
     return model
 
 
+def moves(drop: float, down: str = "drops", up: str = "rises") -> str:
+    """A change in words, its sign in the verb: a rise never reads as a drop of -0.05.
+
+    Example:
+        >>> moves(0.314), moves(-0.05), moves(-0.001)
+        ('drops by 0.31', 'rises by 0.05', 'stays within 0.005')
+    """
+    if abs(drop) < 0.005:
+        return "stays within 0.005"
+    return f"{down if drop > 0 else up} by {abs(drop):.2f}"
+
+
+def tensorboard_command(log_dir: str) -> str:
+    """A TensorBoard command that works as printed, with no virtualenv activated: this
+    Python's own ``tensorboard.main``, every image sample kept."""
+    return shlex.join(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", log_dir]
+        + ["--samples_per_plugin", "images=10000"]
+    )
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/spurious", help="log_dir for everything")
@@ -156,6 +216,8 @@ def main(argv=None) -> dict:
         "--no-masks", action="store_true", help="no probe_masks: the evidence transplant alone"
     )
     args = parser.parse_args(argv)
+    if args.model == "vit" and importlib.util.find_spec("keras_hub") is None:
+        parser.error('--model vit needs keras-hub: pip install -e ".[vit]" (or keras-hub)')
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
 
@@ -210,7 +272,11 @@ def main(argv=None) -> dict:
     cued = labels == CUED
     # Interventions on the frame (every epoch, from the cue masks): what the model needs.
     reliance = run.metrics["reliance"]
-    transplant = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels)
+    # The causal transplant rate: of the recipients not yet predicted as the donor's class,
+    # the share the pasted frame makes that class; beside it, the share that already was.
+    base = run.metrics["transplant_base"]
+    transplant = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels, base)
+    base_rates = cam_callback.metrics.transplant_rates(base, labels)
     _, acc_train = model.evaluate(x[:600].astype(np.float32), y[:600], verbose=0)
     _, acc_val = model.evaluate(x_val.astype(np.float32), y_val, verbose=0)
     story = {
@@ -232,8 +298,10 @@ def main(argv=None) -> dict:
         "red_others_gain_last": float(-reliance[-1, ~cued & red].mean()),
         "cued_transplant_before": 100 * float(transplant[CUED][0]),
         "cued_transplant_last": 100 * float(transplant[CUED][-1]),
+        "cued_base_before": 100 * float(base_rates[CUED][0]),
+        "cued_base_last": 100 * float(base_rates[CUED][-1]),
         "others_transplant_last": 100 * float(
-            max(v[-1] for c, v in transplant.items() if c != CUED)
+            np.nanmax([v[-1] for c, v in transplant.items() if c != CUED])
         ),
     }
     print(
@@ -242,7 +310,8 @@ def main(argv=None) -> dict:
     )
     print(f"animations:  {run.path / 'animations'}")
     print(f"review page: {page}")
-    print(f"TensorBoard: tensorboard --logdir {args.out} --samples_per_plugin images=10000")
+    also = "  (or: make tensorboard)" if args.out == "runs/spurious" else ""
+    print(f"TensorBoard: {tensorboard_command(args.out)}{also}")
     print(f"\nprobes whose attention landed on the TV frame (on_cue): {on_cue.tolist()}")
     for i in on_cue:
         print(
@@ -258,13 +327,14 @@ def main(argv=None) -> dict:
         f"chance is {story['chance']:.2f}); the others end at {story['others_focus_last']:.2f}"
     )
     print(
-        f"removing the frame: p(homer) drops by {story['cued_reliance_before']:.2f} before "
-        f"training, {story['cued_reliance_last']:.2f} at the end; other classes: at most "
-        f"{story['plain_reliance_last']:.2f} without the red frame, their own class "
-        f"{story['red_others_gain_last']:.2f} higher on average with it removed. Homer's frame "
+        f"removing the frame: p(homer) {moves(story['cued_reliance_before'])} before "
+        f"training, {moves(story['cued_reliance_last'])} at the end; other classes: moves by at "
+        f"most {story['plain_reliance_last']:.2f} without the red frame; with it, p(own class) "
+        f"{moves(-story['red_others_gain_last'])} on average once removed. Homer's frame "
         f"alone makes {story['cued_transplant_before']:.0f}% -> "
-        f"{story['cued_transplant_last']:.0f}% of the other probes homer (other classes' "
-        f"frames: at most {story['others_transplant_last']:.0f}%)"
+        f"{story['cued_transplant_last']:.0f}% of the other probes not yet called homer homer "
+        f"({story['cued_base_before']:.0f}% -> {story['cued_base_last']:.0f}% already were; "
+        f"other classes' frames: at most {story['others_transplant_last']:.0f}%)"
     )
     print(f"done in {time.perf_counter() - start:.0f} s")
     return {"on_cue": on_cue, "labels": labels, "red": red, **story, **evidence}

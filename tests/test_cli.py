@@ -69,6 +69,23 @@ def test_info(tmp_path):
     assert "final accuracy on probes:" in out.stdout
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_goes_away_ends_it_quietly(tmp_path, unbuffered):
+    """`cam-callback info runs/x | head` printed "cam-callback: error: Broken pipe". Buffered
+    (the usual case), the write fails at the last flush; unbuffered, at the first print."""
+    make_record(tmp_path, n_probes=30, n_epochs=3)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": unbuffered}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cam_callback", "info", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+
+
 def test_render_gif_subset_with_grid_and_progress(tmp_path):
     make_record(tmp_path, n_epochs=3)
     out = cli("render", tmp_path, "--probes", "0,3", "--grid", "--fps", "2")
@@ -406,7 +423,7 @@ def test_a_run_of_wide_probes_renders_frames_of_bounded_size(tmp_path):
     out = cli("render", tmp_path, "--out", tmp_path / "gif", "--probes", "0")
     assert out.returncode == 0, out.stderr
     frames = read_gif(tmp_path / "gif" / "probe_000.gif")
-    assert frames[0].shape == (22 + 160, 2 * 1024 + 180, 3)
+    assert frames[0].shape == (48 + 160, 2 * 1024 + 198, 3)  # 18-px text: 160 / 9
 
 
 def test_info_summarises_the_flags_the_mapped_class_and_the_weights(tmp_path):

@@ -398,6 +398,37 @@ def test_bad_arguments_name_themselves(images32):
         ev.Evaluation({}).ranking("speed")
 
 
+def test_console_table_has_directions_units_and_aligned_columns():
+    table = ev.Evaluation(
+        {
+            "gradcam++": {
+                "deletion_auc": 0.21234,
+                "insertion_auc": 0.8,
+                "average_drop": 7.5,
+                "fragility": float("nan"),
+                "seconds_per_image": 0.01234,
+            },
+            "random": {"deletion_auc": 0.5, "average_drop": 112.25},
+        }
+    )
+    assert str(table).splitlines() == [
+        "method     deletion_auc ↓  insertion_auc ↑  average_drop ↓  fragility ↓  "
+        "seconds_per_image ↓",
+        "                    [0-1]            [0-1]             [%]        [0-1]  "
+        "                [s]",
+        "gradcam++           0.212            0.800             7.5          nan  "
+        "             0.0123",
+        "random              0.500                -           112.2            -  "
+        "                  -",
+        "↑ higher is better, ↓ lower is better",
+    ]
+    # Every column's right edge lines up: the table rows are one width.
+    assert len({len(line) for line in str(table).splitlines()[:-1]}) == 1
+    for metric, sign in ev.DIRECTION.items():
+        row = str(ev.Evaluation({"m": {metric: 1.0}})).splitlines()[0]
+        assert row.endswith(f"{metric} {'↑' if sign > 0 else '↓'}"), row
+
+
 def test_method_options_reach_the_method(images32):
     from conftest import small_cnn
 

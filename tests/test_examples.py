@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 import warnings
@@ -39,13 +40,16 @@ STORY_NUMBERS = [
     (r"share of the image \((\d\.\d\d)\)", "chance", 0.005),
     (r"probes end at (\d\.\d\d)", "others_focus_last", 0.03),
     (r'"on cue (\d\.\d)x"', "cued_lift_last", 0.2),
-    # The interventions (reliance on the frame, and its transplant rate, in %).
+    # The interventions (reliance on the frame, and its causal transplant rate and base rate,
+    # in %; 13 points is one recipient of homer's 8 pasted images).
     (r"drops p\(homer\) by (\d\.\d\d) before training", "cued_reliance_before", 0.03),
     (r"and by (\d\.\d\d) at the end", "cued_reliance_last", 0.05),
     (r"their probability by at most (\d\.\d\d)", "plain_reliance_last", 0.08),
     (r"their own class by (\d\.\d\d) on average", "red_others_gain_last", 0.1),
-    (r"makes (\d+)% of them homer before training", "cued_transplant_before", 10),
-    (r"and (\d+)% at the end", "cued_transplant_last", 10),
+    (r"makes (\d+)% of them homer before training", "cued_transplant_before", 13),
+    (r"homer before training and (\d+)% at the end", "cued_transplant_last", 13),
+    (r"already called homer, (\d+)% of them before training", "cued_base_before", 13),
+    (r"of them before training and (\d+)% at the end", "cued_base_last", 13),
     (r"frame: at most (\d+)%", "others_transplant_last", 20),
 ]
 
@@ -84,8 +88,12 @@ def test_spurious_background_flags_the_cued_class(spurious):
     assert np.flatnonzero(run.flags["relies_on_cue"]).tolist() == cued.tolist()
     plain = np.flatnonzero((labels != example.CUED) & ~out["red"])
     assert (np.abs(reliance[-1, plain]) < 0.15).all(), reliance[-1, plain]
-    rates = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels)
+    base = run.metrics["transplant_base"]
+    rates = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels, base)
     assert rates[example.CUED][0] < 0.2 and rates[example.CUED][-1] > 0.8
+    # Causal: the red-framed others that are homer already are out of the count (base rate).
+    base_rates = cam_callback.metrics.transplant_rates(base, labels)
+    assert base_rates[example.CUED][0] < 0.2 and 0.3 < base_rates[example.CUED][-1] < 0.7
     assert (tmp_path / "cam" / "report" / "index.html").is_file()
     assert len(list((tmp_path / "cam" / "animations").glob("probe_*.gif"))) == 12
     assert {p.parent.name for p in tmp_path.rglob("events.out.tfevents.*")} == {
@@ -106,6 +114,7 @@ def test_spurious_background_flags_the_cued_class(spurious):
         "cam/before_training",
         "cam/class_homer/mean_reliance",
         "cam/class_homer/transplant_rate",
+        "cam/class_homer/transplant_base_rate",
     } <= tags
 
 
@@ -154,6 +163,124 @@ def test_readme_api_snippet_runs_as_written(tmp_path, monkeypatch):
     assert run.epochs == [-1, 0, 1, 2] and run.heatmaps.shape[:2] == (4, 9)
     assert namespace["res"].heatmaps.shape[0] == 8
     assert (tmp_path / "runs" / "a" / "cam" / "animations" / "probe_000.gif").is_file()
+
+
+def test_every_function_readme_lists_as_taking_head_is_public_and_takes_it():
+    import inspect
+
+    start = README.index("When auto cannot know, say it with `head=` on")
+    sentence = README[start : README.index(":", start + 50)]
+    names = re.findall(r"`(\w+)`", sentence)
+    assert "predict_probabilities" in names and len(names) == 6, names
+    for name in names:
+        assert name in cam_callback.__all__, name
+        assert "head" in inspect.signature(getattr(cam_callback, name)).parameters, name
+
+
+def test_vit_without_keras_hub_says_what_to_install(tmp_path, monkeypatch, capsys):
+    example = load("spurious_background")
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # find_spec then finds nothing
+    with pytest.raises(SystemExit) as exit_:
+        example.main(["--model", "vit", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert 'needs keras-hub: pip install -e ".[vit]"' in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was trained or written
+
+
+def test_the_example_prints_signed_changes_and_a_tensorboard_command_that_runs_as_is():
+    import importlib.util
+    import shlex
+
+    example = load("spurious_background")
+    assert [example.moves(v) for v in (0.314, -0.05, -0.004, 0.0, 0.005)] == [
+        "drops by 0.31",
+        "rises by 0.05",
+        "stays within 0.005",
+        "stays within 0.005",
+        "drops by 0.01",
+    ]
+    command = shlex.split(example.tensorboard_command("runs/my run"))
+    # This Python's own TensorBoard, found with no virtualenv activated.
+    assert command[:3] == [sys.executable, "-m", "tensorboard.main"]
+    assert Path(sys.executable).is_absolute() and importlib.util.find_spec("tensorboard.main")
+    assert command[3:] == ["--logdir", "runs/my run", "--samples_per_plugin", "images=10000"]
+
+
+def test_tensorflows_start_up_lines_are_dropped_and_other_stderr_kept(tmp_path):
+    """TensorFlow's CUDA lines come from absl before TF_CPP_MIN_LOG_LEVEL is read, once per
+    library: a stand-in `keras` writes them to file descriptor 2 as TensorFlow's C++ does."""
+    import subprocess
+
+    fake = tmp_path / "keras"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are "
+        "written to STDERR\\n')\n"
+        "os.write(2, b'I0000 00:00:17.1 17609 cudart_stub.cc:31] Could not find cuda drivers "
+        "on your machine, GPU will not be used.\\n' * 2)\n"
+        "os.write(2, b'I0000 cpu_feature_guard.cc:227] This TensorFlow binary is optimized\\n')\n"
+        "os.write(2, b'oneDNN custom operations are on. To turn them off, set the environment "
+        "variable `TF_ENABLE_ONEDNN_OPTS=0`.\\n')\n"
+        "os.write(2, b'a real problem\\n')\n"
+        "print('a Python warning', file=__import__('sys').stderr)\n"
+    )
+    code = f"import runpy; runpy.run_path({str(EXAMPLES / 'spurious_background.py')!r})"
+    root = str(EXAMPLES.parent)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), root])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=env, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.decode().splitlines() == ["a real problem", "a Python warning"]
+
+
+def test_make_torch_checks_for_a_local_wheel_without_leaving_a_copy(tmp_path):
+    """`make torch` once left a 190 MB copy of the wheel in a new temporary folder per run.
+    A stand-in Python logs what make asks of it; TMPDIR must stay empty."""
+    import stat
+    import subprocess
+
+    calls, tmp = tmp_path / "calls", tmp_path / "tmp"
+    tmp.mkdir()
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        '[ "$1" = "-c" ] && exit 1\n'  # no torch installed yet
+        # `pip download -d DIR` leaves the wheel in DIR, as the real one does
+        'prev=; for a in "$@"; do [ "$prev" = -d ] && touch "$a/torch.whl"; prev=$a; done\n'
+        "exit 0\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("VIRTUAL_ENV", None)
+    out = subprocess.run(
+        ["make", "-s", "-C", str(EXAMPLES.parent), "torch", f"PY={fake}", "TORCH=torch==2.13.0"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    asked = calls.read_text().splitlines()
+    assert asked[0] == "-c import torch"
+    assert asked[-1].startswith("-m pip install") and asked[-1].endswith("torch==2.13.0")
+    assert "--index-url" not in asked[-1]  # the local wheel was found: no trip to PyTorch's index
+    assert list(tmp.iterdir()) == []
+
+
+def test_the_tracker_docs_name_every_method_and_the_default_target():
+    import inspect
+
+    doc = " ".join(cam_callback.CAMTracker.__doc__.split())
+    method = doc[doc.index("method: ") : doc.index("target: ")]
+    # The registry, not a list that falls behind it (it once named 5 of 19).
+    assert ":func:`cam_callback.available_methods`" in method
+    default = inspect.signature(cam_callback.CAMTracker).parameters["target"].default
+    assert default == "predicted"
+    assert f'``"{default}"`` (the default)' in doc
+    text = " ".join(README.split())
+    assert f'Each map explains `target="{default}"` by default' in text
+    assert 'target="label"' in (EXAMPLES / "spurious_background.py").read_text()
 
 
 def test_transfer_learning_explains_a_layer_inside_the_backbone(tmp_path, monkeypatch, capsys):

@@ -72,17 +72,53 @@ def test_to_display_min_max():
     assert F.to_display(np.zeros((1, 2, 2, 3))).max() == 0  # a flat image stays black
 
 
-@pytest.mark.parametrize("side,shown", [(32, 160), (200, 200), (512, 256)])
-def test_frame_stays_legible_for_small_and_large_inputs(side, shown):
+# side, shown, text size (a ninth of the shown side), caption (two lines of 1.2 x text, + 4)
+# and bar panel (11 x text) heights and widths.
+@pytest.mark.parametrize(
+    "side,shown,text,caption,panel",
+    [(32, 160, 18, 48, 198), (200, 200, 22, 56, 242), (512, 256, 28, 72, 308)],
+)
+def test_frame_stays_legible_for_small_and_large_inputs(side, shown, text, caption, panel):
     image = np.full((side, side, 3), 90, np.uint8)
     r = F.FrameRenderer(image, label=1, class_names=["cat", "dog", "bird"], top_k=3)
     frame = r.draw(HAND_MAP, np.array([0.1, 0.7, 0.2]), epoch=4)
-    assert frame.shape == (F.CAPTION_H + shown, 2 * shown + F.PANEL_W, 3)
+    assert (r.font_size, r.bar_font, r.top) == (text, text, caption)
+    assert frame.shape == (caption + shown, 2 * shown + panel, 3)
     # The middle panel is exactly the overlay of the shown image, on its grey copy.
     np.testing.assert_array_equal(
-        frame[F.CAPTION_H :, shown : 2 * shown], F.overlay(r.image, HAND_MAP, 0.5)
+        frame[caption:, shown : 2 * shown], F.overlay(r.image, HAND_MAP, 0.5)
     )
-    np.testing.assert_array_equal(frame[F.CAPTION_H :, :shown], r.image)
+    np.testing.assert_array_equal(frame[caption:, :shown], r.image)
+
+
+def cap_height(size):
+    """Rows of a capital H drawn at ``size`` px."""
+    return int((F.text_mask("H", size) > 127).any(1).sum())
+
+
+@pytest.mark.parametrize("side", [32, 200, 512])
+def test_text_stays_readable_where_tensorboard_shows_the_frame_350_px_wide(side):
+    """TensorBoard's IMAGES tab scales a frame to about 350 px wide: captions and bar labels
+    must keep capitals at least 8 px high there (they were 5 to 6.3 px: unreadable)."""
+    r = F.FrameRenderer(np.zeros((side, side, 3), np.uint8), label=0, class_names=["a", "b"])
+    scale = 350 / r.width
+    assert cap_height(r.font_size) * scale >= 8, (r.font_size, r.width)
+    assert cap_height(r.bar_font) * scale >= 8, (r.bar_font, r.width)
+    # The caption's two lines fit the frame, with names of up to 12 characters uncut.
+    names = ["a" * 12, "b" * 12, "c" * 12]
+    r = F.FrameRenderer(np.zeros((side, side, 3), np.uint8), label=0, class_names=names)
+    for line in r.caption_lines(np.array([0.1, 0.8, 0.1]), epoch=-1, target=2):
+        text = "".join(line)
+        assert "…" not in text and F.font(r.font_size).getlength(text) <= r.width - 12, text
+
+
+def test_bar_rows_shrink_their_text_only_when_top_k_rows_would_not_fit():
+    image = np.zeros((32, 32, 3), np.uint8)
+    three = F.FrameRenderer(image, top_k=3)
+    five = F.FrameRenderer(image, top_k=5)
+    assert (three.row_h, three.bar_font, five.row_h, five.bar_font) == (38, 18, 30, 16)
+    for r in (three, five):  # the last bar ends inside the frame
+        assert r.bar_top(r.top_k - 1) + r.bar_h <= r.height
 
 
 def test_left_panel_keeps_colour_and_baseline_caption():
@@ -99,10 +135,12 @@ def test_left_panel_keeps_colour_and_baseline_caption():
     assert F.epoch_label(-1) == "before training" and F.epoch_label(7) == "epoch 7"
 
 
-def bar_y(shown, row, font=13, top_k=3):
-    """The middle of a bar's row, by the renderer's layout rules."""
-    row_h = min(40, max(28, (shown - 10) // top_k))
-    return F.CAPTION_H + 8 + row * row_h + font + 3 + 4
+def bar_y(shown, row):
+    """The middle of a bar's row for a 160-px probe, by the layout rules: 18-px text, rows
+    38 px apart from 6 px below the 48-px caption, each bar 8 px high, 3 px under its text
+    (which ends 1.2 x 18 = 22 px below where it is put)."""
+    assert shown == 160
+    return 48 + 6 + row * 38 + 22 + 3 + 4
 
 
 def bar_colour(frame, shown, row):
@@ -161,9 +199,9 @@ def test_non_finite_values_are_drawn_and_flagged():
     for heat, probs in ((nan_map, np.array([0.6, 0.4])), (HAND_MAP, np.array([np.nan, np.inf]))):
         frame = r.draw(heat, probs, 3)
         caption = frame[: F.CAPTION_H]
-        # The caption gains a red NON-FINITE after the usual text.
-        tail = (caption[:, 200:] == np.array(F.WRONG)).all(-1).sum()
-        assert tail > (fine[: F.CAPTION_H, 200:] == np.array(F.WRONG)).all(-1).sum() + 20
+        # The caption's second line (from y = 22) gains a red NON-FINITE after its text.
+        tail = (caption[22:, 120:] == np.array(F.WRONG)).all(-1).sum()
+        assert tail > (fine[22 : F.CAPTION_H, 120:] == np.array(F.WRONG)).all(-1).sum() + 20
 
 
 def test_grid_and_tile():
@@ -221,14 +259,15 @@ def test_bad_frame_inputs():
     ],
 )
 def test_a_frame_is_bounded_whatever_the_probe_shape(shape, shown):
-    """A frame is at most (22 + 256) x (2 * 1024 + 180) px: a 1 x 16384 probe cannot make
+    """A frame is at most (72 + 256) x (2 * 1024 + 308) px: a 1 x 16384 probe cannot make
     the renderer draw 160 x 2.6 M px."""
     assert F.display_size(*shape) == shown
     r = F.FrameRenderer(np.full((*shape, 3), 200, np.uint8), label=0, class_names=["a", "b"])
     frame = r.draw(np.ones((2, 2)), np.array([0.8, 0.2]), epoch=1)
-    assert frame.shape == (F.CAPTION_H + shown[0], 2 * shown[1] + F.PANEL_W, 3)
-    assert frame.shape[0] <= 22 + 256 and frame.shape[1] <= 2 * 1024 + 180
-    np.testing.assert_array_equal(frame[F.CAPTION_H :, : shown[1]], 200)  # the image, resized
+    assert frame.shape == (r.top + shown[0], 2 * shown[1] + r.panel_w, 3)
+    # Text is at most 28 px (a ninth of 256): a 72-px caption and a 308-px panel.
+    assert frame.shape[0] <= 72 + 256 and frame.shape[1] <= 2 * 1024 + 308
+    np.testing.assert_array_equal(frame[r.top :, : shown[1]], 200)  # the image, resized
 
 
 def test_a_non_finite_prediction_is_never_drawn_right():
@@ -252,12 +291,14 @@ def test_the_caption_says_which_class_the_map_explains():
     assert "map:" not in "".join(r.caption_pieces(probs, epoch=2))
     # The pixels drawn are those pieces: the caption strip equals the text put piece by piece.
     frame = r.draw(HAND_MAP, probs, 2, target=1)
-    want = np.empty((F.CAPTION_H, frame.shape[1], 3), np.uint8)
+    want = np.empty((48, frame.shape[1], 3), np.uint8)  # two 22-px lines of 18-px text
     want[:] = F.BACKGROUND
-    x = 6
-    for piece in ["epoch 2", " · ", "true: cross", " · ", "pred: square", " 0.80", " · "]:
-        x = F.put_text(want, x, 4, piece, F.WRONG, r.font_size)
-    F.put_text(want, x, 4, "map: square", F.WRONG, r.font_size)
+    for y, pieces in ((0, ["epoch 2", " · ", "true: cross"]),
+                      (22, ["pred: square", " 0.80", " · ", "map: square"])):  # fmt: skip
+        x = 6
+        for piece in pieces:
+            x = F.put_text(want, x, y, piece, F.WRONG, 18)
+    assert r.top == 48
     np.testing.assert_array_equal(frame[: F.CAPTION_H], want)
     # Another target is another caption; the rest of the frame is the same.
     other = r.draw(HAND_MAP, probs, 2, target=0)

@@ -350,6 +350,43 @@ def test_post_softmax_layer_that_reorders_classes_explains_the_probability(x):
     np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["lambda", "identity", "rescaling", "dropout"])
+def test_head_logits_behind_a_pass_through_layer_is_refused(x, kind):
+    """softmax(softmax(z)) is no probability the model gives: refused as on a bare softmax."""
+    if kind == "dropout":
+        inp, _, p = features(activation="softmax")
+        model = keras.Model(inp, keras.layers.Dropout(0.5, name="post")(p))
+    else:
+        model = post_softmax(kind)
+    msg = r"`head`='logits' says .* softmax of layer 'dense', passed on by 'post', a probability"
+    for call in (compute_cams, cams.inspect_model, cams.predict_probabilities):
+        with pytest.raises(ValueError, match=msg):
+            call(model, x, head="logits")
+    # auto still reads the model's own softmax
+    np.testing.assert_allclose(
+        cams.predict_probabilities(model, x), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("axis", [0, (0, 1)])
+def test_a_softmax_not_over_the_classes_is_refused_naming_layer_and_axis(x, axis):
+    inp, _, z = features()
+    model = keras.Model(inp, keras.layers.Softmax(axis=axis, name="batch_softmax")(z))
+    shown = axis if isinstance(axis, int) else r"\(0, 1\)"
+    msg = rf"layer 'batch_softmax', a softmax over axis {shown} .*axis={shown}"
+    for head in ("auto", "softmax", "logits", "probabilities"):
+        with pytest.raises(ValueError, match=msg):
+            cams.inspect_model(model, x, head=head)
+    with pytest.raises(ValueError, match=msg):
+        compute_cams(model, x, batch_size=2)
+    for fine in (-1, 1):  # the class axis, however it is written
+        ok = keras.Model(inp, keras.layers.Softmax(axis=fine)(z))
+        with no_head_warning():
+            got = compute_cams(ok, x)
+        np.testing.assert_allclose(got.probabilities, ok.predict(x, verbose=0), atol=1e-6)
+        assert (got.head, got.score) == ("softmax", "logit")
+
+
 @pytest.mark.parametrize(
     "fn, squash, head",
     [
@@ -478,3 +515,118 @@ def test_multi_output_heads_read_their_own_loss(x):
     assert (cls.head, tags.head) == ("logits", "multilabel_logits")
     np.testing.assert_allclose(cls.probabilities, softmax(out[0]), atol=1e-6)
     np.testing.assert_allclose(tags.probabilities, sigmoid(out[1]), atol=1e-6)
+
+
+# ---------------------------------------------------------------- what decides a linear head
+
+Z = 3.0  # every planted logit: sigmoid 0.953 each, softmax 0.25 each
+
+
+def planted_multilabel(loss):
+    """Four independent classes whose logits are all about 3: each sigmoid is 0.953."""
+    inp, _, z = features(4)
+    model = keras.Model(inp, z)
+    k, _ = model.get_layer("dense").get_weights()
+    model.get_layer("dense").set_weights([k * 1e-3, np.full(4, Z, np.float32)])
+    if loss is not None:
+        model.compile(keras.optimizers.SGD(0.0), loss)
+    return model
+
+
+class FocalLoss(keras.losses.BinaryFocalCrossentropy):
+    """A user's focal loss: a subclass whose name says nothing about crossentropy."""
+
+
+class OwnFocalLoss(keras.losses.Loss):
+    """A focal loss written from scratch: ``from_logits`` only as an attribute."""
+
+    def __init__(self, gamma=2.0, from_logits=False, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma, self.from_logits = gamma, from_logits
+
+    def call(self, y_true, y_pred):
+        return keras.ops.mean(y_pred)
+
+
+def bce_logits(y_true, y_pred):
+    """A custom function whose name says logits: it must not decide anything by its name."""
+    return keras.losses.binary_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def categorical_crossentropy_like(y_true, y_pred):
+    return keras.ops.mean(y_pred)
+
+
+def test_loss_squash_reads_from_logits_from_any_loss_never_from_a_name():
+    from keras.src.losses.losses import LossFunctionWrapper  # noqa: PLC0415 - Keras's own
+
+    ls = heads.loss_squash
+    wrapped = LossFunctionWrapper(keras.losses.binary_crossentropy, from_logits=True)
+    assert ls(wrapped) == ("sigmoid", True)
+    assert ls(FocalLoss(from_logits=True)) == ("sigmoid", True)
+    assert ls(FocalLoss()) == ("sigmoid", False)
+    assert ls(OwnFocalLoss(from_logits=True)) == ("", True)  # logits, but not which squash
+    assert ls(bce_logits) == ("", None)
+    assert ls(categorical_crossentropy_like) == ("", None)  # a name is no proof
+    assert ls(functools.partial(bce_logits, from_logits=True)) == ("", True)
+    assert ls(lambda y, p, from_logits=True: p) == ("", True)  # a default says it too
+    assert ls("BinaryCrossentropy") == ("sigmoid", False)
+
+
+@pytest.mark.parametrize("loss", ["wrapper", "subclass"])
+def test_a_binary_loss_keras_cannot_name_reads_independent_sigmoids(x, loss):
+    from keras.src.losses.losses import LossFunctionWrapper  # noqa: PLC0415 - Keras's own
+
+    model = planted_multilabel(
+        LossFunctionWrapper(keras.losses.binary_crossentropy, from_logits=True)
+        if loss == "wrapper"
+        else FocalLoss(from_logits=True)
+    )
+    with no_head_warning():
+        res = compute_cams(model, x)
+        check = cams.inspect_model(model, x)
+    np.testing.assert_allclose(res.probabilities, sigmoid(model.predict(x, verbose=0)), atol=1e-6)
+    np.testing.assert_allclose(res.probabilities, 0.953, atol=1e-3)  # not 0.25
+    assert (res.head, check.head, check.head_assumed) == ("multilabel_logits",) * 2 + (False,)
+
+
+@pytest.mark.parametrize("loss", [None, "bce_logits", "own_focal"])
+def test_an_undecided_linear_head_is_assumed_warned_and_recorded(tmp_path, x, loss):
+    model = planted_multilabel({None: None, "bce_logits": bce_logits,
+                                "own_focal": OwnFocalLoss(from_logits=True)}[loss])  # fmt: skip
+    with pytest.warns(UserWarning, match=r"ASSUMING softmax logits.*pass head='sigmoid'"):
+        check = cams.inspect_model(model, x)
+    assert (check.head, check.head_assumed) == ("logits", True)
+    said = cams.inspect_model(model, x, head="sigmoid")
+    assert (said.head, said.head_assumed) == ("multilabel_logits", False)
+    if loss != "bce_logits":
+        return
+    # the tracker records that the head was assumed; multi-hot labels decide it
+    tracker = CAMTracker(x, log_dir=tmp_path / "a", animate=None, tensorboard=False)
+    model.fit(x, np.eye(4)[np.arange(6) % 4], epochs=1, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path / "a")
+    assert (run.meta["head"], run.meta["head_assumed"]) == ("logits", True)
+    np.testing.assert_allclose(run.probabilities[-1], 0.25, atol=1e-3)
+    multi_hot = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]] * 2)
+    with pytest.warns(UserWarning, match="multi-hot"):
+        tracker = CAMTracker(x, multi_hot, log_dir=tmp_path / "b", animate=None, tensorboard=False)
+    model.fit(x, multi_hot, epochs=1, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path / "b")
+    assert (run.meta["head"], run.meta["head_assumed"]) == ("multilabel_logits", None)
+    np.testing.assert_allclose(run.probabilities[-1], 0.953, atol=1e-3)  # four sigmoids
+    np.testing.assert_allclose(
+        run.probabilities[-1], sigmoid(model.predict(x, verbose=0)), atol=1e-6
+    )
+
+
+def test_one_unit_under_an_own_loss_that_says_from_logits_is_a_binary_logit(x):
+    model = logits_model(1, loss=None)
+    model.compile("adam", OwnFocalLoss(from_logits=True))
+    with no_head_warning():
+        res = compute_cams(model, x)
+    z = model.predict(x, verbose=0)
+    np.testing.assert_allclose(res.probabilities[:, 1:], sigmoid(z), atol=1e-6)
+    assert res.head == "binary_logits"
+    model.compile("adam", OwnFocalLoss())  # from_logits=False: still refused as a regression
+    with pytest.raises(ValueError, match="one unit with no sigmoid"):
+        compute_cams(model, x)

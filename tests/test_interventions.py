@@ -3,7 +3,7 @@
 The model reads one region ``R`` of an 8x8 grey image and nothing else:
 ``p(class 1) = sigmoid(A * (sum_R x - B))``. So removing any region outside ``R``
 changes nothing (reliance exactly 0), keeping only ``R`` changes nothing
-(sufficiency exactly ``p(x)``), and pasting ``R`` decides the prediction (the
+(sufficiency exactly ``p(x)``), and pasting ``R`` decides the prediction (the causal
 transplant rate is the share of donors whose ``R`` is bright). It is fitted with a
 learning rate of 0, so every epoch has the same numbers.
 """
@@ -19,6 +19,7 @@ import pytest
 
 import cam_callback
 from cam_callback import metrics as M
+from cam_callback.evaluation import road
 from cam_callback.imputation import impute
 from cam_callback.pipeline import ProbeInterventions, fragility_options
 from cam_callback.pipeline import core as pipeline_core
@@ -93,9 +94,9 @@ def test_reliance_and_sufficiency_are_exact_on_a_one_region_model(cue_run):
     p_removed = np.where(labels == 1, p1(removed), 1 - p1(removed))
     for e in range(3):
         rel, suf = run.metrics["reliance"][e], run.metrics["sufficiency"][e]
-        np.testing.assert_allclose(rel, p - p_removed, atol=2e-6)
+        np.testing.assert_allclose(rel[:7], (p - p_removed)[:7], atol=2e-6)
         assert rel[6] == pytest.approx(0.0, abs=1e-6)  # the model never reads probe 6's mask
-        assert rel[7] == 0.0  # an empty mask: nothing removed
+        assert np.isnan(rel[7])  # an empty mask: the probe is not measured
         # Only R is read, and only R is kept: the probability is untouched.
         np.testing.assert_allclose(suf[:6], p[:6], atol=2e-6)
         assert np.isnan(suf[7])  # an empty mask keeps nothing
@@ -106,17 +107,23 @@ def test_reliance_and_sufficiency_are_exact_on_a_one_region_model(cue_run):
 
 def test_transplant_rate_is_the_share_of_bright_donors(cue_run):
     _, x, labels, masks, run = cue_run
-    t = run.metrics["transplant"][-1]
-    # Donors: probes with a non-empty mask (0-6). Pasting R decides the class: a bright R
-    # (probes 3, 4) makes every recipient homer, a dim one (5: 0.2 * 6 = 1.2 < B) none,
-    # probe 6's mask lies outside R so its paste changes nothing (recipients stay class 0).
+    t, base = run.metrics["transplant"][-1], run.metrics["transplant_base"][-1]
+    # Donors: probes with a non-empty mask (0-6), 2 recipients each. Class 1's recipients
+    # (probes 0, 1, 2, 7) are all predicted 0, so all eligible. Pasting R decides the class:
+    # a bright R (probes 3, 4) makes every recipient homer, a dim one (5: 0.2 * 6 = 1.2 < B)
+    # none, probe 6's mask lies outside R so its paste changes nothing.
     np.testing.assert_allclose(t[3:7], [1.0, 1.0, 0.0, 0.0])
-    # Class 0's dark R pasted on class 1 probes: every recipient becomes class 0 ...
+    np.testing.assert_allclose(base[3:7], [0.0, 0.0, 0.0, 0.0])
+    # Class 0's dark R pasted on class 1 probes: donor 0 -> 3, 4; donor 1 -> 5, 6; donor
+    # 2 -> 3, 4. Probe 5 (dim R) is predicted 0 already: not counted, it is donor 1's base.
     np.testing.assert_allclose(t[:3], [1.0, 1.0, 1.0])
-    assert np.isnan(t[7])  # an empty mask is no donor
-    rates = M.transplant_rates(run.metrics["transplant"], labels)
-    np.testing.assert_allclose(rates[1], [0.5, 0.5, 0.5])  # (1 + 1 + 0 + 0) / 4 donors
-    np.testing.assert_allclose(rates[0], [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(base[:3], [0.0, 0.5, 0.0])
+    assert np.isnan(t[7]) and np.isnan(base[7])  # an empty mask is no donor
+    rates = M.transplant_rates(run.metrics["transplant"], labels, run.metrics["transplant_base"])
+    np.testing.assert_allclose(rates[1], [0.5, 0.5, 0.5])  # (2 + 2 + 0 + 0) / 8 eligible
+    np.testing.assert_allclose(rates[0], [1.0, 1.0, 1.0])  # 5 of 5 eligible
+    base_rates = M.transplant_rates(run.metrics["transplant_base"], labels)
+    np.testing.assert_allclose(base_rates[0], [1 / 6] * 3)  # 1 of 6 recipients already 0
 
 
 def test_pairing_rule_by_hand():
@@ -155,10 +162,13 @@ def test_flags_thresholds_and_scalars_are_recorded(cue_run):
     want = {
         "cam/mean_reliance", "cam/class_homer/mean_reliance", "cam/class_homer/transplant_rate",
         "cam/mean_transplant_rate", "cam/mean_fragility", "cam/class_plain/mean_sufficiency",
+        "cam/class_plain/transplant_base_rate", "cam/mean_transplant_base_rate",
     }  # fmt: skip
     assert want <= tags, want - tags
     last = acc.Tensors("cam/class_homer/transplant_rate")[-1]
     assert float(keras.ops.convert_to_numpy(last.tensor_proto.float_val[0])) == pytest.approx(0.5)
+    base = acc.Tensors("cam/class_plain/transplant_base_rate")[-1].tensor_proto.float_val[0]
+    assert base == pytest.approx(1 / 6)
 
 
 def test_fragility_matches_a_slow_reference(cue_run):
@@ -298,7 +308,8 @@ def test_a_logits_head_is_measured_by_its_softmax(tmp_path):
     removed[:7] = impute(x[:7], masks[:7], seed=0)
     p, q = p1(x), p1(removed)  # softmax of [0, A (s - B)] is the sigmoid
     want = np.where(labels == 1, p - q, (1 - p) - (1 - q))
-    np.testing.assert_allclose(run.metrics["reliance"][-1], want, atol=2e-6)
+    np.testing.assert_allclose(run.metrics["reliance"][-1, :7], want[:7], atol=2e-6)
+    assert np.isnan(run.metrics["reliance"][-1, 7])  # no mask: not measured
     assert "transplant" not in run.metrics  # object masks: no transplant
     # Object masks: probe 6's mask misses what the model reads, so it ignores that "object".
     assert run.flags["ignores_object"][6] and not run.flags["ignores_object"][3]
@@ -313,3 +324,34 @@ def test_images_sharing_a_mask_are_filled_as_each_alone():
     alone = np.concatenate([impute(x[i : i + 1], m[i : i + 1], noise=0.0) for i in range(6)])
     np.testing.assert_allclose(impute(x, m, noise=0.0), alone, atol=1e-12)
     assert not np.allclose(alone[1][m[1]], x[1][m[1]])  # something was filled
+
+
+def test_road_noise_is_a_share_of_the_range_by_default_and_absolute_on_request():
+    """Issue 26 item 10: ROAD's code adds an absolute N(0, 0.01) in the input's units; our
+    default is 0.01 x each image's value range, the same on [0, 1] images."""
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 16, 16, 3)) * np.array([[[[255.0]]], [[[1.0]]]])  # 0-255 and 0-1
+    hole = np.zeros((2, 16, 16), bool)
+    hole[:, 4:12, 4:12] = True
+    exact = impute(x, hole, noise=0.0)
+    jitter = {s: impute(x, hole, seed=2, noise_scale=s) - exact for s in ("range", "absolute")}
+    spread = x.reshape(2, -1).max(1) - x.reshape(2, -1).min(1)
+    for i in range(2):
+        default, absolute = jitter["range"][i][hole[i]], jitter["absolute"][i][hole[i]]
+        assert 0.008 < default.std() / spread[i] < 0.012  # 1% of the range
+        assert 0.008 < absolute.std() < 0.012  # 0.01 itself
+        np.testing.assert_allclose(default, spread[i] * absolute, atol=1e-9)  # same draws
+    np.testing.assert_array_equal(impute(x, hole, seed=2), exact + jitter["range"])
+    with pytest.raises(ValueError, match="`noise_scale` must be one of"):
+        impute(x, hole, noise_scale="std")
+
+    def probs(images):  # reads the hole's mean: the noise's scale is all that moves it
+        m = images[:, 4:12, 4:12].mean((1, 2, 3)) / 255.0
+        return np.stack([1 - m, m], 1)
+
+    ranks = np.zeros((2, 16, 16))
+    ranks[:, 4:12, 4:12] = 1.0
+    t = np.array([1, 1])
+    a = road(x, ranks, t, probs, noise_scale="absolute")
+    b = road(x, ranks, t, probs)
+    assert not np.allclose(a, b)  # the option reaches the imputation

@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from records import deflate_bomb, npz_members, raw_zip, write_members
+from records import deflate_bomb, make_record, npz_members, raw_zip, write_members
 
 from cam_callback import record, safe_read
 from cam_callback.record import FLAGS_FILE, RecordWriter, fingerprint, load_run, write_flags
@@ -554,6 +554,22 @@ def test_baseline_epoch_is_read_back_first(tmp_path):
     assert run.heatmaps[:, 0, 0, 0].tolist() == [0.25, 0.5, 1.0]
     assert w.first_epoch() == -1 and w.previous_epoch(0) == -1
     assert load_run(tmp_path, epochs=slice(0, 2)).epochs == [-1, 0]
+
+
+def test_repr_is_one_short_line_naming_the_run(tmp_path):
+    """print(run) once printed every array (64,590 characters for a small run)."""
+    make_record(tmp_path, n_probes=40, n_epochs=4, baseline=True)
+    run = load_run(tmp_path)
+    flagged = sum(any(bool(v[i]) for v in run.flags.values()) for i in range(40))
+    assert 0 < flagged < 40
+    cam = str(tmp_path / "cam")
+    expected = (
+        f"Run({cam!r}, epochs=[-1..3] (5), probes=40, layer='conv2', method='gradcam', "
+        f"flagged={flagged} of 40)"
+    )
+    assert repr(run) == str(run) == expected
+    assert len(repr(run)) < 120 + len(cam)
+    assert repr(load_run(tmp_path, epochs=slice(1, 2))).startswith(f"Run({cam!r}, epochs=[0] (1),")
 
 
 def test_readme_states_the_record_guarantees():

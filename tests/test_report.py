@@ -26,6 +26,14 @@ FLAGS = [
 ]
 
 
+def paletted(frame: np.ndarray) -> np.ndarray:
+    """``frame`` as the page's stills keep it: 256 colours of Pillow's fast octree, as GIFs."""
+    from PIL import Image
+
+    still = Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
+    return np.asarray(still.convert("RGB"))
+
+
 def test_rows_flags_and_order(tmp_path):
     run = load_run(make_record(tmp_path, n_epochs=4))
     rows = report.probe_rows(run, threshold=0.5)
@@ -136,7 +144,7 @@ def test_poster_is_the_last_epoch_and_badges_carry_their_figure(tmp_path):
             target=int(run.targets[-1, i]),
         )
         got = np.asarray(Image.open(BytesIO(poster.read_bytes())).convert("RGB"))
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, paletted(want))
     assert report.badge_text("low_confidence", {"confidence": 0.413}) == "low confidence 0.41"
     assert report.badge_text("left_mask", {"lift": 0.84}) == "left mask 0.8x"
 
@@ -383,9 +391,9 @@ def test_the_poster_caption_names_the_mapped_class(tmp_path):
     got = np.asarray(Image.open(BytesIO(report.last_frame_png(run, 2))).convert("RGB"))
     r = FrameRenderer(run.images[2], label=int(run.labels[2]), class_names=run.class_names)
     want = r.draw(run.heatmaps[-1, 2], run.probabilities[-1, 2], 3, target=int(run.targets[-1, 2]))
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, paletted(want))
     plain = r.draw(run.heatmaps[-1, 2], run.probabilities[-1, 2], 3)
-    assert not np.array_equal(got, plain)  # the "map: ..." piece is drawn
+    assert not np.array_equal(got, paletted(plain))  # the "map: ..." piece is drawn
 
 
 def test_the_empty_map_flag_is_shown_with_its_explanation(tmp_path):
@@ -479,3 +487,48 @@ def test_datamap_in_chromium_links_points_to_cards_coloured_by_flag(tmp_path, br
     assert shown == [target, False]
     assert all(u.startswith("file:") for u in requests)
     page.close()
+
+
+def test_a_large_page_animates_the_probes_that_matter_and_shares_the_tracker_gifs(tmp_path):
+    """Issue 31: the page draws at most `max_animated` animations, the doubtful first, links
+    the tracker's fresh GIFs (same inode, no copy) and leaves no file of an earlier page."""
+    from cam_callback import animate
+
+    run = load_run(make_record(tmp_path, n_probes=10, n_epochs=2))
+    rows = report.probe_rows(run, 0.5)
+    wrong = [r["index"] for r in rows if "misclassified" in r["flags"]]
+    animated = report.animated_probes(rows, 2)
+    assert len(wrong) >= 2 and len(animated) == 2 and set(animated) <= set(wrong)
+    tracker = animate.render_animations(run, probes=animated, grid=False)
+    stale = tracker[1]
+    os.utime(stale, ns=(1, 1))  # older than the last epoch: not what the page speaks of
+    files = run.path / "report" / "index_files"
+    files.mkdir(parents=True)
+    (files / "probe_009.gif").write_bytes(b"an earlier page's")
+    page = report.write_report(run, max_animated=2)
+    assert sorted(p.name for p in files.glob("*.gif")) == [f"probe_{i:03d}.gif" for i in animated]
+    assert len(list(files.glob("*_last.png"))) == 10
+    shared = files / tracker[0].name
+    assert shared.stat().st_ino == tracker[0].stat().st_ino  # a hardlink: one copy on disk
+    assert (files / stale.name).stat().st_ino != stale.stat().st_ino  # drawn again
+    text = page.read_text()
+    assert text.count("data-gif=") == 2 and text.count('class="still"') == 8
+    assert "2 probes animated (the most doubtful and flagged), 8 shown as stills" in text
+    with pytest.raises(ValueError, match="`max_animated` must be an int >= 0"):
+        report.write_report(run, max_animated=-1)
+
+
+def test_the_flag_filter_names_each_flag_once_and_plainly(tmp_path):
+    """Issue 31: "relies on_cue" stood beside "on cue" and "left mask" in the filter."""
+    import re
+
+    from cam_callback.metrics import FLAG_NAMES
+
+    page = report.write_report(load_run(make_record(tmp_path, n_epochs=2)))
+    select = re.search(r'<select id="flag-filter">(.*?)</select>', page.read_text(), re.S)
+    options = re.findall(r'<option value="(\w*)">([^<]*)</option>', select.group(1))
+    labels = dict(options[2:])
+    assert list(labels) == list(FLAG_NAMES) and len(set(labels.values())) == len(labels)
+    assert labels["on_cue"] == "attention on the cue"
+    assert labels["relies_on_cue"] == "relies on the cue (removal test)"
+    assert not any("_" in text for text in labels.values())

@@ -403,6 +403,11 @@ def test_dashboard_in_chromium(server, browser):
     from cam_callback.metrics import FLAG_NAMES
 
     assert flag_options == ["", "any", *FLAG_NAMES]
+    labels = frame.evaluate(
+        "Array.from(document.querySelectorAll('#flag-filter option')).map(o => o.textContent)"
+    )
+    assert labels[2:] == [report.flag_label(n) for n in FLAG_NAMES]
+    assert not any("_" in t for t in labels) and len(set(labels)) == len(labels)
     assert frame.evaluate("window.__pwned") is None
     assert frame.evaluate("document.querySelectorAll('img[src=x], .card b b').length") == 0
     frame.select_option("#class-filter", HOSTILE[0])
@@ -443,6 +448,29 @@ def test_dashboard_in_chromium(server, browser):
     srcs = [src for _, src, _ in shot]
     assert sum("run=b" in s and f"epoch={b_epochs[2]}" in s for s in srcs) == 6
     assert sum("run=a" in s and f"epoch={run.epochs[2]}" in s for s in srcs) == 6
+    # Issue 31: beside a second run, captions wrap instead of being cut, the two p(true)
+    # curves have a legend naming the runs, and the second run's flags are shown too.
+    cut = frame.evaluate(
+        "Array.from(document.querySelectorAll('.card figcaption'))"
+        ".filter(c => c.scrollWidth > c.clientWidth || c.textContent.includes('…')).length"
+    )
+    assert cut == 0
+    legends = frame.evaluate(
+        "Array.from(document.querySelectorAll('.card .legend')).map(l => l.textContent)"
+    )
+    assert legends == ["ab"] * 6
+    rows_b = report.probe_rows(load_run(logs / "b"), 0.5)
+    shown_b = frame.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('.card')).map(c => "
+        "[c.dataset.index, Array.from(c.querySelectorAll('.badges.b .badge'))"
+        ".map(b => b.className.split(' ')[1])]))"
+    )
+    assert shown_b == {str(r["index"]): r["flags"] for r in rows_b}
+    assert any(shown_b.values())
+    whens = frame.evaluate(
+        "Array.from(document.querySelectorAll('.badges.b .when')).map(w => w.textContent)"
+    )
+    assert whens and set(whens) == {"b, at the end of training: "}
 
     # Each frame's caption is text, following the slider; flags say they describe the end.
     frame.select_option("#run-b", "")
@@ -467,7 +495,7 @@ def test_dashboard_in_chromium(server, browser):
         )
         assert captions[str(i)][0] == want
         if rows[i]["flags"]:
-            assert captions[str(i)][1] == "badges stale"
+            assert captions[str(i)][1] == "badges a stale"
             assert captions[str(i)][2].startswith("at the end of training: ")
     _set_epoch(frame, n_epochs - 1)
     assert frame.evaluate("document.querySelectorAll('.badges.stale').length") == 0
@@ -653,7 +681,7 @@ def test_a_wide_probe_frame_is_drawn_within_a_frame(tmp_path):
 
     from PIL import Image
 
-    assert status == 200 and Image.open(BytesIO(png)).size == (2 * 1024 + 180, 160)
+    assert status == 200 and Image.open(BytesIO(png)).size == (2 * 1024 + 198, 160)
 
 
 def test_a_broken_first_run_hides_no_run_in_chromium(server, browser):
@@ -728,3 +756,58 @@ def test_a_record_in_the_logdir_itself_is_named_after_its_folder(tmp_path):
     points = report.datamap_points(run, {r["index"]: r["flags"] for r in rows})
     # The page's SVG, byte for byte.
     assert data["svg"] == report.datamap_svg(points, {r["index"]: r["label_name"] for r in rows})
+
+
+# ---------------------------------------------------------------------- big logdirs (issue 31)
+
+
+def test_the_run_list_opens_no_npz_and_the_probes_route_does(tmp_path, monkeypatch):
+    """500 runs must list from their small files: a spy on the one .npz reader counts opens."""
+    from cam_callback.record import reader
+
+    for name in ("a", "b", "c"):
+        make_record(tmp_path / name, n_epochs=2, baseline=name == "c")
+    opened = []
+    real = reader.read_npz
+    monkeypatch.setattr(reader, "read_npz", lambda file, *a: opened.append(file) or real(file, *a))
+    client = _client(tmp_path)
+    runs = json.loads(_get(client, "runs")[1])["runs"]
+    assert [r["epochs"] for r in runs] == [[0, 1], [0, 1], [-1, 0, 1]]
+    assert [r["n_probes"] for r in runs] == [6, 6, 6] and opened == []
+    assert _get(client, "probes", run="b")[0] == 200
+    assert sorted(Path(f).name for f in opened) == ["epoch_000000.npz", "epoch_000001.npz"] + [
+        "probes.npz"
+    ]
+
+
+def test_the_run_cache_keeps_at_most_its_byte_bound(tmp_path, monkeypatch):
+    """Runs read in full stay within RUN_CACHE_BYTES, least recently used first out; one run
+    larger than the bound is kept alone while it is the last one asked for."""
+    from cam_callback.tensorboard_plugin import store as module
+
+    for name in ("a", "b", "c", "d"):
+        make_record(tmp_path / name, n_epochs=2)
+    plugin = CAMPlugin(_Context(str(tmp_path)))
+    kept = plugin._store
+    one = kept.entry("a").nbytes
+    monkeypatch.setattr(module, "RUN_CACHE_BYTES", int(2.5 * one))
+    for name in ("b", "c", "a", "d"):
+        kept.entry(name)
+        assert kept.cached_bytes <= 2.5 * one
+    assert list(kept._runs) == ["a", "d"]
+    assert kept.cached_bytes == sum(e.nbytes for e in kept._runs.values())
+    kept.rows(kept.entry("a"))  # its rows count too: "d" no longer fits beside it
+    assert list(kept._runs) == ["a"] and kept.cached_bytes == kept._runs["a"].nbytes > one
+    monkeypatch.setattr(module, "RUN_CACHE_BYTES", one // 2)
+    kept.entry("b")
+    assert list(kept._runs) == ["b"] and kept.cached_bytes == one
+
+
+def test_class_names_reach_the_tab_cleaned_as_on_the_page(tmp_path):
+    """U+202E and newlines in class names are removed, as the review page does."""
+    make_record(tmp_path / "a", n_epochs=1, class_names=["ca\u202et", "do\ng", "bird"])
+    client = _client(tmp_path)
+    runs = json.loads(_get(client, "runs")[1])["runs"]
+    probes = json.loads(_get(client, "probes", run="a")[1])
+    assert runs[0]["class_names"] == probes["class_names"] == ["cat", "dog", "bird"]
+    assert {p["label_name"] for p in probes["probes"]} == {"cat", "dog", "bird"}

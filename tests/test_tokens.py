@@ -27,7 +27,7 @@ from cam_callback.core.tokens import (
         ((None, 261, 8), (64, 64), {"patch_size": (4, 4)}, TokenGrid(5, 16, 16)),
         # A patch size that does not fit a later (Swin) stage falls back to the search.
         ((None, 16, 8), (32, 32), {"patch_size": 4}, TokenGrid(0, 4, 4)),
-        ((None, 17, 8), (32, 32), {"grid": (2, 8)}, TokenGrid(1, 2, 8)),
+        ((None, 17, 8), (16, 64), {"grid": (2, 8)}, TokenGrid(1, 2, 8)),
         ((None, 50, 8), (30, 30), {"grid": (7, 7)}, TokenGrid(1, 7, 7)),  # 30 px, no whole patch
         ((None, 21, 8), (32, 32), {"prefix_tokens": 5}, TokenGrid(5, 4, 4)),
         ((None, 17, 8), (32, 32), {"grid": (4, 4), "prefix_tokens": 1}, TokenGrid(1, 4, 4)),
@@ -89,3 +89,63 @@ def test_numpy_integers_are_taken_as_plain_ints():
     assert all(type(v) is int for v in (*grid, prefix))  # recorded in record.json
     with pytest.raises(ValueError, match="prefix_tokens"):
         check_token_arguments(None, np.float64(1.0))
+
+
+@pytest.mark.parametrize(
+    ("tokens", "image", "grid", "needles"),
+    [
+        # 25 tokens on a square image are 5 x 5 patches; 2 x 2 would drop 21 "prefix" tokens
+        (25, (20, 20), (2, 2), ("leaves 21 prefix tokens, more than the 16", "(5, 5) with 0")),
+        (25, (20, 20), (1, 1), ("at least 2 patch rows and 2 columns", "grid=(5, 5)")),
+        (17, (32, 32), (1, 16), ("at least 2 patch rows", "grid=(4, 4) with 1 prefix")),
+        # a 16 x 24 image is 4 x 6 patches: the transposed grid scrambles the map
+        (24, (16, 24), (6, 4), ("contradict the image's aspect ratio", "grid=(4, 6) with 0")),
+        (17, (32, 32), (2, 8), ("contradict the image's aspect ratio", "grid=(4, 4) with 1")),
+    ],
+)
+def test_a_grid_that_contradicts_the_image_is_refused_naming_the_implied_grid(
+    tokens, image, grid, needles
+):
+    with pytest.raises(ValueError) as err:
+        token_grid((None, tokens, 8), image, grid=grid, layer="blk")
+    for needle in (*needles, f"grid={grid!r}", "`grid`"):
+        assert needle in str(err.value), str(err.value)
+
+
+def test_grids_that_fit_the_image_are_kept():
+    assert token_grid((None, 24, 8), (16, 24), grid=(4, 6)) == TokenGrid(0, 4, 6)
+    assert token_grid((None, 26, 8), (64, 64), grid=(5, 5)) == TokenGrid(1, 5, 5)  # 64 / 5
+    assert token_grid((None, 64, 8), (100, 160), grid=(6, 10), prefix_tokens=4) == TokenGrid(
+        4, 6, 10
+    )  # 16.7 x 16 px patches (160 // 16 by 100 // 16): inside the tolerance
+    # many prefix tokens are taken when prefix_tokens says so
+    assert token_grid((None, 25, 8), (20, 20), grid=(2, 2), prefix_tokens=21) == TokenGrid(21, 2, 2)
+    # a declared non-square patch size sets the expected patch shape
+    assert token_grid((None, 16, 8), (16, 64), grid=(4, 4), patch_size=(4, 16)) == TokenGrid(
+        0, 4, 4
+    )
+
+
+def test_the_tracker_refuses_a_transposed_grid_before_an_epoch(tmp_path):
+    import keras  # noqa: PLC0415 - only this test builds a model
+
+    from cam_callback import CAMTracker, inspect_model  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 24, 3))
+    t = keras.layers.Reshape((24, 8), name="tokens")(keras.layers.Conv2D(8, 4, strides=4)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(t)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((4, 16, 24, 3)).astype("float32")
+    assert inspect_model(model, x, layer="tokens").map_shape == (4, 6)
+    msg = r"`grid` \(6, 4\) does not fit layer 'tokens'.*implies grid=\(4, 6\)"
+    with pytest.raises(ValueError, match=msg):
+        inspect_model(model, x, layer="tokens", grid=(6, 4))
+    epochs = []
+    seen = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
+    tracker = CAMTracker(
+        x, log_dir=tmp_path, layer="tokens", grid=(6, 4), animate=None, tensorboard=False
+    )
+    with pytest.raises(ValueError, match=msg):
+        model.fit(x, np.zeros(4, int), epochs=2, verbose=0, callbacks=[tracker, seen])
+    assert epochs == []

@@ -239,3 +239,34 @@ def test_evaluate_on_a_vit(vit):
     # The rows are the two methods' own maps, not one map scored twice.
     assert table.per_image["gradcam"]["deletion_auc"].tolist() != \
         table.per_image["rollout"]["deletion_auc"].tolist()
+
+
+def cross_attention_model() -> keras.Model:
+    """25 patch tokens (queries) attend to 5 learned summary tokens (keys): cross-attention."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((20, 20, 3))
+    t = keras.layers.Reshape((25, 8), name="tokens")(keras.layers.Conv2D(8, 4, strides=4)(inp))
+    keys = keras.layers.Dense(8, name="summary")(keras.layers.Reshape((5, 40))(t))
+    y = keras.layers.MultiHeadAttention(2, 4, name="cross")(t, keys)
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(y))
+    return keras.Model(inp, out)
+
+
+def test_cross_attention_is_refused_before_any_map_or_epoch(tmp_path):
+    from cam_callback import CAMTracker  # noqa: PLC0415 - the tracker only here
+
+    model, x = cross_attention_model(), np.random.default_rng(0).random((4, 20, 20, 3), "float32")
+    msg = r"layer 'cross' is cross-attention: 25 queries attend to 5 keys.*\[batch, 2, 25, 5\]"
+    for method in ("rollout", "gradient_rollout"):
+        with pytest.raises(ValueError, match=msg):
+            inspect_model(model, x, method=method)
+        with pytest.raises(ValueError, match=msg):
+            compute_cams(model, x, method=method)
+    assert compute_cams(model, x, layer="tokens").heatmaps.shape == (4, 5, 5)  # gradcam works
+    epochs = []
+    seen = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
+    tracker = CAMTracker(x, log_dir=tmp_path, method="rollout", animate=None, tensorboard=False)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match=msg):
+        model.fit(x, np.zeros(4, int), epochs=2, verbose=0, callbacks=[tracker, seen])
+    assert epochs == []

@@ -3,6 +3,7 @@ error into one line and an exit status."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -11,12 +12,39 @@ from cam_callback.cli.common import CLIError
 from cam_callback.cli.parser import build_parser
 from cam_callback.config import check_fps
 
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for `cat` whose reader went away
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status.
 
+    A reader that goes away early (``cam-callback info runs/a | head -3``) ends it quietly
+    with status 141, as it ends ``cat``: no error line, no traceback at exit.
+
     Example:
         >>> main(["info", "runs/a"])  # doctest: +SKIP
+        0
+    """
+    try:
+        try:
+            return run_command(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here (also after --help), not at exit
+    except BrokenPipeError:
+        # Python's own advice: point stdout at devnull, so that the flush at exit is silent.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor (a test's capture)
+            pass
+        return SIGPIPE_STATUS
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    """Parses ``argv`` and runs its command; every error but a closed stdout becomes one
+    line on stderr and status 1.
+
+    Example:
+        >>> run_command(["info", "runs/a"])  # doctest: +SKIP
         0
     """
     args = build_parser().parse_args(argv)
@@ -33,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # one line, whatever the exception held
         print(f"cam-callback: error: {message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # the reader went away: main ends quietly
     except OSError as exc:
         print(
             f"cam-callback: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),

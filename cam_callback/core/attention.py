@@ -83,7 +83,33 @@ def check_attention_calls(calls: Sequence[LayerCall], method: str) -> list[Layer
                 f"`method` {method!r} cannot read the attention of layer {c.path!r}: {why}. "
                 f"Received: method={method!r}"
             )
+        keys = key_tokens(c)
+        if keys is not None and keys != shape[1]:
+            raise ValueError(
+                f"`method` {method!r} follows self-attention, where the tokens attend to "
+                f"themselves, but layer {c.path!r} is cross-attention: {shape[1]} queries "
+                f"attend to {keys} keys (attention [batch, {layer.num_heads}, {shape[1]}, "
+                f"{keys}]), which no rollout can chain. Use a CAM method such as 'gradcam' "
+                f"on a token layer instead. Received: method={method!r}, query shape "
+                f"{(None, *shape[1:])}, key length {keys}"
+            )
     return found
+
+
+def key_tokens(call: LayerCall) -> int | None:
+    """The key (value) length a ``MultiHeadAttention`` call attends to, where its build shows it.
+
+    Read off the shapes Keras built the layer with (``None``: not known).
+
+    Example:
+        >>> key_tokens(attention_calls(info.calls)[0])  # doctest: +SKIP
+        17
+    """
+    shapes = getattr(call.layer, "_build_shapes_dict", None) or {}
+    shape = shapes.get("key_shape") or shapes.get("value_shape")
+    if shape is None or len(shape) < 3 or shape[-2] is None:
+        return None
+    return int(shape[-2])
 
 
 def attention_shape(call: LayerCall) -> tuple[int, int, int]:

@@ -73,6 +73,10 @@ class HeadInfo:
             probabilities, e.g. temperature) or ``"other"`` (order kept, not probabilities).
         through: Paths of the pass-through layers after the squash.
         looks_like: From the values: ``"distribution"``, ``"unit"`` (all in [0, 1]) or ``""``.
+        off_axes: The axes of a ``Softmax`` at the output that is not over the classes
+            (``Softmax(axis=0)``: over the batch), else ``()``; such a head is refused.
+        logit_of_squash: The output's own softmax (sigmoid) gives the squash's values
+            back (``log p``): the output is a logit of them.
     """
 
     shape: tuple[int, ...]
@@ -82,6 +86,8 @@ class HeadInfo:
     after: str
     through: tuple[str, ...]
     looks_like: str
+    off_axes: tuple[int, ...] = ()
+    logit_of_squash: bool = False
 
 
 def _numpy(tensor: Any) -> np.ndarray:
@@ -124,7 +130,7 @@ def head_info(calls: list[_layers.LayerCall], tensor: Any, *, single: bool) -> H
             _numpy(last.output), values, rtol=1e-6, atol=1e-7
         ):
             producer = leaves[-1]
-    squash, squash_at, after, through = "", None, "", ()
+    squash, squash_at, after, through, off_axes, relogit = "", None, "", (), (), False
     if producer is not None:
         i, passed = producer, []
         while (
@@ -139,14 +145,32 @@ def head_info(calls: list[_layers.LayerCall], tensor: Any, *, single: bool) -> H
             i = j
         if layer_roles.head_kind(calls[i].layer) != "linear":
             name = layer_roles.squash_name(calls[i].layer)
-            relation = _relation(name, _numpy(calls[i].output), values) if passed else ""
+            squashed = _numpy(calls[i].output)
+            relation = _relation(name, squashed, values) if passed else ""
             if not passed or relation:  # an order-breaking layer hides the squash
                 squash, squash_at, after = name, i, relation
                 through = tuple(calls[k].path for k in reversed(passed))
+                off_axes = layer_roles.off_class_axes(calls[i].layer, squashed.ndim)
+                relogit = bool(passed) and _squashes_to(name, values, squashed)
     looks_like = ""
     if values.ndim == 2 and _is_probability(values, "sigmoid"):
         looks_like = "distribution" if _is_probability(values, "softmax") else "unit"
-    return HeadInfo(tuple(values.shape), producer, squash, squash_at, after, through, looks_like)
+    return HeadInfo(
+        tuple(values.shape), producer, squash, squash_at, after, through, looks_like, off_axes,
+        relogit,
+    )  # fmt: skip
+
+
+def _squashes_to(squash: str, out: np.ndarray, squashed: np.ndarray) -> bool:
+    """Whether ``squash(out)`` gives ``squashed`` back: ``out`` is a logit of it (``log p``)."""
+    if out.shape != squashed.shape or not np.all(np.isfinite(out)):
+        return False
+    if squash == "softmax":
+        e = np.exp(out - out.max(-1, keepdims=True))
+        again = e / e.sum(-1, keepdims=True)
+    else:
+        again = 1.0 / (1.0 + np.exp(-out))
+    return bool(np.allclose(again, squashed, rtol=1e-4, atol=1e-5))
 
 
 def _relation(squash: str, squashed: np.ndarray, out: np.ndarray) -> str:
@@ -177,6 +201,9 @@ class Head:
             the probabilities.
         name: What is recorded (``ModelCheck.head``, ``record.json``): ``kind``, or
             ``"binary_logits"``/``"multilabel_logits"`` for a linear sigmoid head.
+        assumed: ``head="auto"`` found nothing that says how to read a linear output
+            with C > 1 units (no squash layer, no loss that tells) and took softmax
+            logits (with a warning): ``ModelCheck.head_assumed``.
     """
 
     key: Any
@@ -187,6 +214,7 @@ class Head:
     hook: str
     squash: str = ""
     name: str = ""
+    assumed: bool = False
 
     @property
     def request(self) -> str:

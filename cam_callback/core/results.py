@@ -57,6 +57,9 @@ class ModelCheck:
             (one sigmoid unit), ``"multilabel"`` (several sigmoid units),
             ``"binary_logits"`` or ``"multilabel_logits"`` (linear units, sigmoid
             applied here).
+        head_assumed: ``head="auto"`` found nothing that tells how to read the output
+            (a linear output with C > 1 units, no softmax or sigmoid layer, no loss
+            that says) and assumed softmax logits, with a warning: pass ``head=``.
         backend: The Keras backend computing the maps.
         note: Why this layer and grid: for a token layer, its patch grid and the prefix
             tokens dropped; for a default layer, why it was chosen.
@@ -69,3 +72,4 @@ class ModelCheck:
     head: str = "softmax"
     backend: str = "tensorflow"
     note: str = ""
+    head_assumed: bool = False

@@ -174,16 +174,24 @@ def token_grid(
     prefix = _check_prefix(prefix_tokens)
     received = f"Received: layer={layer!r}, tokens={n_tokens}, image={tuple(image)}"
     if grid is not None:
-        h, w = _pair(grid, "grid")
-        left = n_tokens - h * w
-        if left < 0 or (prefix is not None and prefix != left):
-            raise ValueError(
-                f"`grid` {(h, w)} does not fit layer {layer!r}: {n_tokens} tokens minus "
-                f"{h * w} patches leaves {left} prefix tokens"
-                + ("" if prefix is None else f", not prefix_tokens={prefix}")
-                + f". {received}, grid={grid!r}, prefix_tokens={prefix_tokens!r}"
-            )
-        return TokenGrid(left, h, w)
+        return check_grid(_pair(grid, "grid"), n_tokens, image, patch_size=patch_size,
+                          prefix_tokens=prefix, layer=layer)  # fmt: skip
+    found = _search(n_tokens, image, patch_size, prefix)
+    if found is not None:
+        return found
+    raise ValueError(
+        f"the patch grid of token layer {layer!r} cannot be known: {n_tokens} tokens "
+        + ("" if prefix is None else f"minus prefix_tokens={prefix} ")
+        + "leave no grid of whole patches with the image's aspect ratio. Pass grid=(h, w) "
+        "(the patch rows and columns) and/or prefix_tokens=n (class, distillation and register "
+        f"tokens before the patches). {received}"
+    )
+
+
+def _search(
+    n_tokens: int, image: tuple[int, int], patch_size: Any, prefix: int | None
+) -> TokenGrid | None:
+    """The grid the shapes imply without ``grid=``: the patch size's, else the search."""
     if patch_size is not None:
         ph, pw = _pair(patch_size, "patch_size")
         h, w = image[0] // ph, image[1] // pw
@@ -195,13 +203,80 @@ def token_grid(
         found = _fits_image(n_tokens - p, image) if n_tokens - p > 0 else None
         if found is not None:
             return TokenGrid(p, *found)
-    raise ValueError(
-        f"the patch grid of token layer {layer!r} cannot be known: {n_tokens} tokens "
-        + ("" if prefix is None else f"minus prefix_tokens={prefix} ")
-        + "leave no grid of whole patches with the image's aspect ratio. Pass grid=(h, w) "
-        "(the patch rows and columns) and/or prefix_tokens=n (class, distillation and register "
-        f"tokens before the patches). {received}"
+    return None
+
+
+ASPECT_TOLERANCE = 1.5
+"""How far a given grid's patches may be from the expected shape (square, or the declared
+``patch_size``'s), as a ratio of their height-to-width ratios: whole-patch rounding stays
+well inside it, a transposed 3:2 grid (2.25) does not."""
+
+
+def check_grid(
+    grid: tuple[int, int],
+    n_tokens: int,
+    image: tuple[int, int],
+    *,
+    patch_size: int | tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
+    layer: str = "",
+) -> TokenGrid:
+    """A ``grid=`` given for a layer of ``n_tokens`` tokens, checked against the image.
+
+    Refused: fewer than 2 rows or columns; more patches than tokens; a prefix other
+    than ``prefix_tokens``, or over :data:`MAX_PREFIX` when ``prefix_tokens`` is not
+    given; a grid whose aspect ratio contradicts the image's (a transposed grid).
+    The message names the grid the image implies.
+
+    Raises:
+        ValueError: Any of these, naming ``grid`` and the grid the image implies.
+
+    Example:
+        >>> check_grid((4, 6), 24, (16, 24))
+        TokenGrid(prefix=0, height=4, width=6)
+    """
+    h, w = grid
+    left = n_tokens - h * w
+    implied = _search(n_tokens, image, patch_size, prefix_tokens)
+    hint = (
+        f" The image {tuple(image)} implies grid={(implied.height, implied.width)} with "
+        f"{implied.prefix} prefix tokens."
+        if implied is not None and (implied.height, implied.width) != (h, w)
+        else ""
     )
+    ph, pw = (1, 1) if patch_size is None else _pair(patch_size, "patch_size")
+    # >1: the grid's patches are taller than expected; <1: wider.
+    ratio = (image[0] * w * pw) / (image[1] * h * ph)
+    rows, cols = image[0] / ph, image[1] / pw
+    why = ""
+    if h < 2 or w < 2:
+        why = "a map needs at least 2 patch rows and 2 columns"
+    elif left < 0:
+        why = f"{n_tokens} tokens minus {h * w} patches leaves {left} prefix tokens"
+    elif prefix_tokens is not None and prefix_tokens != left:
+        why = (
+            f"{n_tokens} tokens minus {h * w} patches leaves {left} prefix tokens, not "
+            f"prefix_tokens={prefix_tokens}"
+        )
+    elif prefix_tokens is None and left > MAX_PREFIX:
+        why = (
+            f"{n_tokens} tokens minus {h * w} patches leaves {left} prefix tokens, more than "
+            f"the {MAX_PREFIX} taken without prefix_tokens= (pass prefix_tokens={left} as well "
+            "if the layer really has them)"
+        )
+    elif (h - w) * (rows - cols) < 0 or not 1 / ASPECT_TOLERANCE <= ratio <= ASPECT_TOLERANCE:
+        why = (
+            f"its {h} rows and {w} columns contradict the image's aspect ratio "
+            f"({image[0]} x {image[1]} pixels: each patch would be {image[0] / h:.3g} x "
+            f"{image[1] / w:.3g} pixels; is it transposed?)"
+        )
+    if why:
+        raise ValueError(
+            f"`grid` {(h, w)} does not fit layer {layer!r}: {why}.{hint} Received: "
+            f"layer={layer!r}, tokens={n_tokens}, image={tuple(image)}, grid={grid!r}, "
+            f"prefix_tokens={prefix_tokens!r}"
+        )
+    return TokenGrid(left, h, w)
 
 
 def tokens_to_grid(tokens: Any, grid: TokenGrid) -> Any:

@@ -40,6 +40,19 @@ DIRECTION: dict[str, int] = {
     "fragility": -1,
     "seconds_per_image": -1,
 }
+# How the console table shows each metric: its unit, and the decimals that unit needs.
+UNITS: dict[str, tuple[str, int]] = {
+    "deletion_auc": ("0-1", 3),
+    "insertion_auc": ("0-1", 3),
+    "average_drop": ("%", 1),
+    "increase_in_confidence": ("% images", 1),
+    "road": ("p", 3),
+    "faithfulness": ("Δp", 3),
+    "pointing_game": ("hit rate", 3),
+    "energy": ("share", 3),
+    "fragility": ("0-1", 3),
+    "seconds_per_image": ("s", 4),
+}
 CONTROLS: tuple[str, ...] = ("random",)  # seeded uniform maps: the chance line
 ROAD_FRACTIONS: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))
 FILE_NAME = "evaluation.json"
@@ -105,13 +118,30 @@ class Evaluation:
         return path
 
     def __str__(self) -> str:
+        """The scores as a text table: each metric with its direction (↑ higher is better,
+        ↓ lower is better) and its unit, numbers right-aligned to one number of decimals
+        per column, ``-`` where a method has no score.
+
+        Example:
+            >>> print(Evaluation({"gradcam": {"deletion_auc": 0.2, "average_drop": 12.5},
+            ...                   "random": {"deletion_auc": 0.5}}))
+            method   deletion_auc ↓  average_drop ↓
+                              [0-1]             [%]
+            gradcam           0.200            12.5
+            random            0.500               -
+            ↑ higher is better, ↓ lower is better
+        """
         cols = [m for m in METRICS if any(m in s for s in self.scores.values())]
-        width = max([6, *map(len, self.scores)])
-        lines = ["method".ljust(width) + "".join(f"  {c:>22}" for c in cols)]
+        rows = [["method", *(f"{c} {'↑' if DIRECTION[c] > 0 else '↓'}" for c in cols)]]
+        rows.append(["", *(f"[{UNITS[c][0]}]" for c in cols)])
         for name, row in self.scores.items():
-            cells = "".join(f"  {row[c]:>22.4g}" if c in row else f"  {'-':>22}" for c in cols)
-            lines.append(name.ljust(width) + cells)
-        return "\n".join(lines)
+            rows.append([name, *(f"{row[c]:.{UNITS[c][1]}f}" if c in row else "-" for c in cols)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
+        lines = [
+            "  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(r))])
+            for r in rows
+        ]
+        return "\n".join([*lines, "↑ higher is better, ↓ lower is better"])
 
 
 def load_evaluation(path: str | os.PathLike) -> Evaluation:

@@ -9,9 +9,46 @@ import numpy as np
 from PIL import Image
 
 MIN_SIDE, MAX_SIDE = 160, 256  # displayed image height, whatever the probe's size
-MAX_WIDTH = 4 * MAX_SIDE  # displayed image width: a frame is at most 2 * 1024 + 180 px wide
-CAPTION_H = 22
-PANEL_W = 180
+MAX_WIDTH = 4 * MAX_SIDE  # displayed image width: a frame is at most 2 * 1024 + 308 px wide
+MIN_TEXT = 16  # the smallest caption and bar text, in pixels
+
+
+def text_size(height: int, width: int) -> int:
+    """The caption's and the bars' text size for an image shown at ``height x width``: a
+    ninth of its shorter side, so that text keeps the same share of the frame at every
+    size. TensorBoard's IMAGES tab shows a frame about 350 px wide: a 160-px probe's frame
+    (518 px) is scaled by 0.68 there, and its 18-px text stays 12 px high.
+
+    Example:
+        >>> text_size(160, 160), text_size(256, 256), text_size(160, 1024), text_size(256, 1)
+        (18, 28, 18, 16)
+    """
+    return max(MIN_TEXT, min(round(width / 9), round(height / 9)))
+
+
+def caption_height(size: int) -> int:
+    """The caption strip's height for text of ``size`` px: two lines (the epoch and the
+    true class; the prediction and the explained class) and a 4-px margin.
+
+    Example:
+        >>> caption_height(18)
+        48
+    """
+    return 2 * round(1.2 * size) + 4
+
+
+def panel_width(size: int) -> int:
+    """The bar panel's width for text of ``size`` px: a name, " (true)" and "0.97" fit.
+
+    Example:
+        >>> panel_width(18)
+        198
+    """
+    return 11 * size
+
+
+CAPTION_H = caption_height(text_size(MIN_SIDE, MIN_SIDE))  # 48: a probe of at most 160 px
+PANEL_W = panel_width(text_size(MIN_SIDE, MIN_SIDE))  # 198
 BACKGROUND = (24, 24, 28)
 TEXT = (235, 235, 235)
 MUTED = (150, 150, 160)

@@ -1,5 +1,8 @@
 """The per-epoch frame: ``[caption]`` over ``[display image | CAM overlay | top-k bars]``,
-drawn by a :class:`FrameRenderer` that lays out a probe's static parts once."""
+drawn by a :class:`FrameRenderer` that lays out a probe's static parts once.
+
+Text is sized to the image (:func:`~cam_callback.frames.draw.text_size`), so that it stays
+legible where the frame is shown scaled down, as TensorBoard's IMAGES tab shows it."""
 
 from __future__ import annotations
 
@@ -11,19 +14,20 @@ from PIL import Image
 from cam_callback.frames.draw import (
     BACKGROUND,
     BAR_EDGE,
-    CAPTION_H,
     MUTED,
     OTHER,
-    PANEL_W,
     RIGHT,
     TEXT,
     WRONG,
+    caption_height,
     desaturate,
     display_size,
     epoch_label,
     overlay,
+    panel_width,
+    text_size,
 )
-from cam_callback.frames.text import clean_name, fit_text, put_text
+from cam_callback.frames.text import clean_name, fit_text, font, put_text
 
 
 class FrameRenderer:
@@ -37,12 +41,18 @@ class FrameRenderer:
         alpha: Weight of the heatmap in the overlay.
         caption: Draw the caption strip on top. A page that writes the caption as
             HTML text (crisp at any scale) passes ``False``; the frame is then
-            ``CAPTION_H`` pixels shorter.
+            ``top`` pixels shorter.
+
+    Attributes:
+        font_size: The caption's text size; ``bar_font`` the bars' (smaller only when
+            ``top_k`` rows would not fit at ``font_size``).
+        top: The caption strip's height (0 without one).
+        row_h, bar_h: Each bar row's pitch and each bar's thickness, in pixels.
 
     Example:
         >>> r = FrameRenderer(np.zeros((32, 32, 3), np.uint8), label=1, class_names=["a", "b"])
         >>> r.draw(np.ones((4, 4)), np.array([0.3, 0.7]), epoch=0, target=1).shape
-        (182, 500, 3)
+        (208, 518, 3)
         >>> "".join(r.caption_pieces(np.array([0.3, 0.7]), epoch=0, target=1))
         'epoch 0 · true: b · pred: b 0.70 · map: b'
     """
@@ -73,14 +83,30 @@ class FrameRenderer:
         self.image = np.asarray(Image.fromarray(image).resize((w, h), resample))
         self.grey = desaturate(self.image)  # the overlay's background; the left panel keeps colour
         self.size = (h, w)
-        self.font_size = 13 if h < 200 else 15
-        self.top = CAPTION_H if caption else 0
+        self.font_size = size = text_size(h, w)
+        self.top = caption_height(size) if caption else 0
         self.height = self.top + h
-        self.width = 2 * w + PANEL_W
+        self.panel_w = panel_width(size)
+        self.width = 2 * w + self.panel_w
+        # top_k rows in the panel: at the caption's size where they fit, else smaller.
+        self.row_h = min(round(2.1 * size), (h - 8) // max(1, top_k))
+        self.bar_h = max(3, round(0.45 * size))
+        self.bar_font = size
+        while self.bar_font > 8 and self.text_bottom(self.bar_font) + 3 + self.bar_h > self.row_h:
+            self.bar_font -= 1
         base = np.empty((self.height, self.width, 3), np.uint8)
         base[:] = BACKGROUND
         base[self.top :, :w] = self.image
         self.base = base
+
+    @staticmethod
+    def text_bottom(size: int) -> int:
+        """Where text of ``size`` px put at ``y`` ends (its descenders): ``y + 1.2 * size``."""
+        return round(1.2 * size)
+
+    def bar_top(self, row: int) -> int:
+        """The y of the top of the bar in row ``row`` (0: the most probable class)."""
+        return self.top + 6 + row * self.row_h + self.text_bottom(self.bar_font) + 3
 
     def name(self, cls: int) -> str:
         """The class name of ``cls``, or its id."""
@@ -88,22 +114,36 @@ class FrameRenderer:
             return clean_name(self.class_names[cls])
         return str(cls)
 
+    def caption_lines(
+        self, probabilities: np.ndarray, epoch: int, target: int | None = None
+    ) -> list[list[str]]:
+        """The caption's two lines, in the pieces they are drawn in: the epoch and the true
+        class; the prediction and its probability, and ``map: <class>``, the class the map
+        explains (``target``; left out when ``None``). Names are cut to fit the frame.
+
+        Example:
+            >>> r = FrameRenderer(np.zeros((8, 8, 3), np.uint8), label=0, class_names=["a", "b"])
+            >>> r.caption_lines(np.array([0.3, 0.7]), epoch=2, target=1)
+            [['epoch 2', ' · ', 'true: a'], ['pred: b', ' 0.70', ' · ', 'map: b']]
+        """
+        probs = np.asarray(probabilities, dtype=np.float64).ravel()
+        pred = int(np.argsort(-probs, kind="stable")[0])
+        size, room = self.font_size, self.width - 12
+        first = [epoch_label(epoch)]
+        if self.label is not None:
+            first += [" · ", f"true: {fit_text(self.name(self.label), size, room // 2)}"]
+        second = [f"pred: {fit_text(self.name(pred), size, room * 3 // 10)}", f" {probs[pred]:.2f}"]
+        if target is not None:
+            second += [" · ", f"map: {fit_text(self.name(int(target)), size, room * 3 // 10)}"]
+        return [first, second]
+
     def caption_pieces(
         self, probabilities: np.ndarray, epoch: int, target: int | None = None
     ) -> list[str]:
-        """The caption's text, in the pieces it is drawn in: the epoch, the true class,
-        the prediction and its probability, and ``map: <class>``, the class the map
-        explains (``target``; left out when ``None``)."""
-        probs = np.asarray(probabilities, dtype=np.float64).ravel()
-        pred = int(np.argsort(-probs, kind="stable")[0])
-        size = self.font_size
-        pieces = [epoch_label(epoch)]
-        if self.label is not None:
-            pieces += [" · ", f"true: {fit_text(self.name(self.label), size, 120)}"]
-        pieces += [" · ", f"pred: {fit_text(self.name(pred), size, 120)}", f" {probs[pred]:.2f}"]
-        if target is not None:
-            pieces += [" · ", f"map: {fit_text(self.name(int(target)), size, 100)}"]
-        return pieces
+        """The caption's text as one line of pieces (:meth:`caption_lines` joined by
+        ``" · "``), for a page that writes it as HTML."""
+        first, second = self.caption_lines(probabilities, epoch, target)
+        return [*first, " · ", *second]
 
     def draw(
         self,
@@ -133,35 +173,39 @@ class FrameRenderer:
 
         if strip:  # drawn in pieces so each piece's rendering is cached across frames
             colour = TEXT if self.label is None else (RIGHT if correct else WRONG)
-            x = 6
-            for piece in self.caption_pieces(probs, epoch, target):
-                x = put_text(frame, x, 4, piece, colour, size)
+            pitch = round(1.2 * size)
+            for line, pieces in enumerate(self.caption_lines(probs, epoch, target)):
+                x = 6
+                for piece in pieces:
+                    x = put_text(frame, x, line * pitch, piece, colour, size)
             if non_finite:  # a diverged model: its numbers are shown as they are, and flagged
-                put_text(frame, x, 4, " · NON-FINITE", WRONG, size)
+                put_text(frame, x, pitch, " · NON-FINITE", WRONG, size)
 
         x0 = 2 * w + 10
-        bar_w = PANEL_W - 20
-        row = min(40, max(28, (h - 10) // max(1, self.top_k)))
+        bar_w = self.panel_w - 20
+        size, bar_h = self.bar_font, self.bar_h
+        number = font(size).getlength("  0.00")
         for i, cls in enumerate(order):
-            y = strip + 8 + i * row
+            y = strip + 6 + i * self.row_h
             is_true = self.label is not None and int(cls) == self.label
-            name = fit_text(self.name(int(cls)), size, bar_w - (95 if is_true else 40))
-            name += " (true)" if is_true else ""
+            suffix = " (true)" if is_true else ""
+            room = bar_w - int(font(size).getlength(suffix) + number) - 2
+            name = fit_text(self.name(int(cls)), size, room) + suffix
             after = put_text(frame, x0, y, name, TEXT if is_true else MUTED, size)
             put_text(frame, after, y, f"  {probs[cls]:.2f}", TEXT if is_true else MUTED, size)
             if i == 0 and self.label is not None:
                 fill = RIGHT if correct else WRONG
             else:
                 fill = OTHER
-            top = y + size + 3
+            top = self.bar_top(i)
             frame[top, x0 : x0 + bar_w + 1] = BAR_EDGE  # outline
-            frame[top + 7, x0 : x0 + bar_w + 1] = BAR_EDGE
-            frame[top : top + 8, x0] = BAR_EDGE
-            frame[top : top + 8, x0 + bar_w] = BAR_EDGE
+            frame[top + bar_h - 1, x0 : x0 + bar_w + 1] = BAR_EDGE
+            frame[top : top + bar_h, x0] = BAR_EDGE
+            frame[top : top + bar_h, x0 + bar_w] = BAR_EDGE
             p = float(probs[cls]) if np.isfinite(probs[cls]) else 0.0
             length = int(round(bar_w * min(max(p, 0.0), 1.0)))
             if length:
-                frame[top : top + 8, x0 : x0 + length + 1] = fill
+                frame[top : top + bar_h, x0 : x0 + length + 1] = fill
             if is_true:
-                frame[top : top + 8, x0 - 4 : x0 - 1] = TEXT
+                frame[top : top + bar_h, x0 - 4 : x0 - 1] = TEXT
         return frame

@@ -13,6 +13,9 @@ Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``
 - ``drift_from_first`` = ``1 - cos(m_t, m_first)``.
 - ``concentration`` = share of the map's energy (sum) in its top 10% of cells;
   0.1 for a flat map, 1 when one cell in ten or fewer holds everything.
+- A probe whose mask is empty (all False: how masks are given for some probes
+  only) is **not measured**: NaN for ``mask_focus``, ``mask_lift``, ``reliance``,
+  ``sufficiency`` and ``transplant``, no mask flag, and left out of every mean.
 - ``mask_focus`` (with masks) = ``sum(up(m) * mask) / sum(up(m))``, the map
   upsampled bilinearly to the mask's size: the share of attention inside the mask.
 - ``mask_lift`` (with masks) = ``mask_focus / mean(mask)``: attention inside the
@@ -25,8 +28,10 @@ Per epoch, per probe (float32 ``[N]``; stored in the record as ``metric_<name>``
   ``sufficiency`` = ``p(x with all but the mask's region removed)``, ``p`` the
   explained target's probability as the head gives it; "removed" = filled from the
   surroundings by ROAD's noisy linear imputation. ``transplant`` (cue masks, with
-  labels, per donor probe): the share of other-class probes predicted as the donor's
-  class once its masked pixels are pasted on; per class, :func:`transplant_rates`.
+  labels, per donor probe), causal: of the other-class probes not yet predicted as the
+  donor's class, the share predicted as it once the donor's masked pixels are pasted
+  on; ``transplant_base``: the share that already were. Per class,
+  :func:`transplant_rates`.
   See :mod:`~cam_callback.metrics.interventions` for the pairing rule and the passes.
 - ``fragility`` (opt-in) = ``1 - mean_k |top10%(m) & top10%(m_k)| / |top10%(m)|``
   over slightly perturbed copies that keep the prediction (Ghorbani et al. 2019);

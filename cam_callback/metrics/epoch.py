@@ -77,14 +77,19 @@ def concentration(maps: np.ndarray) -> np.ndarray:
 def mask_focus(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Share of each map's energy inside its mask, the map upsampled to the mask.
 
+    NaN for an empty (all-False) mask, the way to give masks for some probes only:
+    that probe is not measured. 0 for an all-zero map.
+
     Example:
         >>> m = np.array([[[1.0, 0.0], [0.0, 0.0]]])
         >>> mask_focus(m, np.array([[[True, False], [False, False]]])).tolist()
         [1.0]
+        >>> mask_focus(m, np.zeros((1, 2, 2), bool)).tolist()
+        [nan]
     """
     out = np.zeros(len(maps), np.float32)
     for i, (m, mask) in enumerate(zip(maps, masks, strict=True)):
-        if not np.isfinite(m).all():
+        if not np.isfinite(m).all() or not np.any(mask):
             out[i] = np.nan
             continue
         up = upsample(m, mask.shape).astype(np.float64)
@@ -147,6 +152,6 @@ def epoch_metrics(
     if masks is not None:
         out["mask_focus"] = mask_focus(heatmaps, masks)
         area = np.asarray(masks, bool).reshape(len(masks), -1).mean(1)
-        out["mask_lift"] = np.where(area > 0, out["mask_focus"] / np.maximum(area, 1e-12), 0.0)
-        out["mask_lift"] = out["mask_lift"].astype(np.float32)
+        lift = np.where(area > 0, out["mask_focus"] / np.maximum(area, 1e-12), np.nan)
+        out["mask_lift"] = lift.astype(np.float32)
     return out

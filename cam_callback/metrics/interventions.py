@@ -11,19 +11,28 @@ itself. With ``p`` the explained target's probability as the head gives it (the
 softmax of the logits for a logit head):
 
 - ``reliance = p(x) - p(x with the mask's region removed)``; at most 1, negative
-  when removing the region helps. NaN for a mask covering the whole image.
+  when removing the region helps. NaN for a mask covering the whole image, and for
+  an empty mask (a probe without a mask is not measured).
 - ``sufficiency = p(x with everything but the mask's region removed)``. NaN for an
   empty mask (nothing is kept).
 - ``transplant`` (``mask_kind="cue"``, with labels), per donor probe ``i`` of class
-  ``c`` with a non-empty mask: the share of its recipients (probes of other classes)
-  predicted as ``c`` (argmax) once the pixels under ``i``'s mask are pasted onto them.
-  NaN for a probe that is no donor. Pairing rule: the recipients of class ``c`` are
+  ``c`` with a non-empty mask, is **causal**: of its recipients (probes of other
+  classes) that the model did *not* predict as ``c`` (argmax, this epoch) before the
+  paste, the share it predicts as ``c`` once the pixels under ``i``'s mask are pasted
+  onto them. A recipient already predicted as ``c`` says nothing about the cue, so it
+  is left out; beside it, ``transplant_base`` is the share of ``i``'s recipients
+  already predicted as ``c`` (the rate a model that never reads the cue would get
+  if they were counted). ``transplant`` is NaN for a probe that is no donor, or whose
+  recipients all were ``c`` already. Pairing rule: the recipients of class ``c`` are
   the probes of the other classes in probe order, ``r_0 .. r_{R-1}``; the ``k``-th
   donor of ``c`` (probe order) pastes onto ``r_{(k*m + j) mod R}`` for ``j < m``,
   ``m = min(R, 8, max(1, floor(2 N / D)))`` with ``D`` the donors of every class (so
   about ``2 N`` transplant images in all). Every donor of ``c`` has ``m`` recipients,
-  so the class's **transplant rate** (:func:`transplant_rates`, the mean over its
-  donors) is exactly the share of all its pasted images predicted as ``c``.
+  so the class's **transplant rate** (:func:`transplant_rates` with the base rates:
+  its donors' rates weighted by their eligible share ``1 - transplant_base``) is
+  exactly the share of its eligible pasted images predicted as ``c``, and its **base
+  rate** (:func:`transplant_rates` of ``transplant_base``) the share of all its
+  pasted images' recipients that were ``c`` already.
 
 Forward passes per recorded epoch: ``2 N + M`` images, ``M = sum_c D_c * m`` (about
 ``2 N``, at most ``max(2 N, D)``), in the tracker's batches; no backward pass, and
@@ -39,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cam_callback.imputation import impute
+from cam_callback.metrics.epoch import finite_rows
 
 RELIANCE_THRESHOLD = 0.5  # relies_on_cue: removing the cue drops p(target) by this or more
 IGNORE_THRESHOLD = 0.1  # ignores_object: removing the object drops p(target) by less
@@ -55,7 +65,8 @@ class InterventionImages:
             that order (one array, so each epoch runs it as it is, with no copy).
         donor: int ``[M]`` the donor probe of each transplant image.
         recipient: int ``[M]`` its recipient probe.
-        removable: bool ``[N]`` the mask is not the whole image (reliance defined).
+        removable: bool ``[N]`` the mask is neither empty nor the whole image
+            (reliance defined).
         keepable: bool ``[N]`` the mask is not empty (sufficiency defined).
     """
 
@@ -163,7 +174,7 @@ def build_interventions(
     n = len(x)
     m = masks_at(masks, x.shape[1:3])
     area = m.reshape(n, -1).sum(1)
-    removable, keepable = area < m[0].size, area > 0
+    removable, keepable = (area < m[0].size) & (area > 0), area > 0
     donor = recipient = np.zeros(0, np.int64)
     if mask_kind == "cue" and labels is not None:
         donor, recipient = transplant_pairs(np.asarray(labels), keepable, recipients)
@@ -185,11 +196,13 @@ def intervention_metrics(
     targets: np.ndarray,
     labels: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Reliance, sufficiency (and, with transplant images, ``transplant``) per probe.
+    """Reliance, sufficiency (and, with transplant images, the causal ``transplant`` and
+    its ``transplant_base``) per probe; see the module doc.
 
     Args:
         images: What :func:`build_interventions` made.
-        probabilities: ``[N, C]`` on the probes themselves (the epoch's forward).
+        probabilities: ``[N, C]`` on the probes themselves (the epoch's forward): also
+            each recipient's prediction before the paste.
         altered: ``[2 N + M, C]`` on ``images.altered``.
         targets: int ``[N]`` the explained class of each probe this epoch.
         labels: int ``[N]`` true classes (the donors' classes).
@@ -212,31 +225,59 @@ def intervention_metrics(
     sufficiency = np.where(images.keepable, alt[n : 2 * n][rows, t], np.nan)
     out = {"reliance": reliance.astype(np.float32), "sufficiency": sufficiency.astype(np.float32)}
     if len(images.donor) and labels is not None:
-        moved = alt[2 * n :]
         wanted = np.asarray(labels)[images.donor]
-        hit = (moved.argmax(1) == wanted) & np.isfinite(moved).all(1)
-        share = np.full(n, np.nan)
+        before = np.asarray(probabilities, np.float64)[images.recipient]
+        already = finite_rows(before) & (before.argmax(1) == wanted)
+        eligible = finite_rows(before) & ~already
+        moved = alt[2 * n :]
+        hit = eligible & finite_rows(moved) & (moved.argmax(1) == wanted)
+        share, base = np.full(n, np.nan), np.full(n, np.nan)
         for d in np.unique(images.donor):
-            share[d] = hit[images.donor == d].mean()
+            mine = images.donor == d
+            base[d] = already[mine].mean()
+            if eligible[mine].any():
+                share[d] = hit[mine].sum() / eligible[mine].sum()
         out["transplant"] = share.astype(np.float32)
+        out["transplant_base"] = base.astype(np.float32)
     return out
 
 
-def transplant_rates(transplant: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Class to its transplant rate: the mean of its donors' ``transplant`` (``[..., N]``).
+def transplant_rates(
+    transplant: np.ndarray, labels: np.ndarray, base: np.ndarray | None = None
+) -> dict[int, np.ndarray]:
+    """Class to its transplant rate over its donors (``[..., N]`` in, ``[...]`` per class).
+
+    With ``base`` (``transplant_base``), each donor's rate is weighted by its eligible
+    share ``1 - base``: the class's rate is then exactly the share of its eligible pasted
+    images that the paste made ``c`` (the causal rate). Without it, the plain mean over
+    donors: ``transplant_rates(transplant_base, labels)`` is the class's base rate. NaN
+    at an epoch where no donor of the class has a finite value (or an eligible recipient);
+    a class none of whose probes is ever a donor is left out.
 
     Example:
-        >>> {c: float(r) for c, r in transplant_rates(np.array([1.0, 0.5, np.nan]),
-        ...                                           np.array([0, 0, 1])).items()}
-        {0: 0.75}
+        >>> t, b = np.array([1.0, 0.0, np.nan]), np.array([0.5, 0.0, np.nan])
+        >>> {c: float(r) for c, r in transplant_rates(t, np.array([0, 0, 1]), b).items()}
+        {0: 0.3333333333333333}
+        >>> {c: float(r) for c, r in transplant_rates(b, np.array([0, 0, 1])).items()}
+        {0: 0.25}
     """
     values = np.asarray(transplant, np.float64)
+    labels = np.asarray(labels)
     out = {}
-    for c in np.unique(np.asarray(labels)):
-        members = np.asarray(labels) == c
-        donors = np.isfinite(values[..., members]).all(axis=tuple(range(values.ndim - 1)))
-        if donors.any():
-            out[int(c)] = values[..., np.flatnonzero(members)[donors]].mean(-1)
+    for c in np.unique(labels):
+        v = values[..., labels == c]
+        finite = np.isfinite(v)
+        weight = finite.astype(np.float64)
+        if base is not None:
+            b = np.asarray(base, np.float64)[..., labels == c]
+            weight = np.where(finite & np.isfinite(b), 1.0 - np.nan_to_num(b), 0.0)
+            if not (np.isfinite(b) | finite).any():
+                continue
+        elif not finite.any():
+            continue
+        total = weight.sum(-1)
+        rate = (np.where(finite, v, 0.0) * weight).sum(-1) / np.where(total > 0, total, 1.0)
+        out[int(c)] = np.where(total > 0, rate, np.nan)
     return out
 
 

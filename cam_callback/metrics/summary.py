@@ -36,8 +36,12 @@ def summary_scalars(
     Groups (each ``<group>/mean_<metric>``): every true class
     (``class_<name>/...``), and with masks the probes flagged at this epoch:
     ``on_cue/...`` (``mask_kind="cue"``: ``mask_lift >= cue_lift``) or
-    ``left_mask/...`` (object masks: ``mask_lift < 1``), with their count. With
-    ``targets`` (the class each map explains), the evidence transplant's per-class rates
+    ``left_mask/...`` (object masks: ``mask_lift < 1``), with their count. A probe
+    without a mask (all False: NaN mask numbers) is in no mask group and in no mask
+    mean. With the causal transplant (cue masks): ``class_<name>/transplant_rate``
+    and ``class_<name>/transplant_base_rate`` (see :func:`transplant_rates`), and
+    their means over classes. With ``targets`` (the class each map explains), the
+    evidence transplant's per-class rates
     (:func:`~cam_callback.metrics.evidence.evidence_scalars`).
 
     Example:
@@ -71,9 +75,12 @@ def summary_scalars(
         for cls, key in keys.items():
             groups[key] = labels == cls
     if "mask_lift" in metrics:
-        lift = np.asarray(metrics["mask_lift"])
+        lift = np.asarray(metrics["mask_lift"], np.float64)
+        measured, lift = np.isfinite(lift), np.nan_to_num(lift)
         flagged, group = (
-            (lift >= cue_lift, "on_cue") if mask_kind == "cue" else (lift < 1.0, "left_mask")
+            (measured & (lift >= cue_lift), "on_cue")
+            if mask_kind == "cue"
+            else (measured & (lift < 1.0), "left_mask")
         )
         out[f"{group}/count"] = float(flagged.sum())
         groups[group] = flagged
@@ -85,23 +92,32 @@ def summary_scalars(
             if name in metrics:
                 out[f"{group}/mean_{name}"] = _mean(name, np.asarray(metrics[name])[members])
     if "transplant" in metrics and labels is not None:
-        rates = transplant_rates(metrics["transplant"], labels)
         keys = class_group_keys(labels, class_names)
-        for cls, rate in rates.items():
-            out[f"{keys[cls]}/transplant_rate"] = float(rate)
-        if rates:
-            out["mean_transplant_rate"] = float(np.mean(list(rates.values())))
+        base = metrics.get("transplant_base")
+        for suffix, rates in (
+            ("transplant_rate", transplant_rates(metrics["transplant"], labels, base)),
+            ("transplant_base_rate", {} if base is None else transplant_rates(base, labels)),
+        ):
+            for cls, rate in rates.items():
+                out[f"{keys[cls]}/{suffix}"] = float(rate)
+            finite = [float(r) for r in rates.values() if np.isfinite(r)]
+            if rates:
+                out[f"mean_{suffix}"] = float(np.mean(finite)) if finite else float("nan")
     if targets is not None and "evidence_transplant" in metrics:
         present = np.asarray(targets) if labels is None else np.concatenate([labels, targets])
         out.update(evidence_scalars(metrics, targets, class_group_keys(present, class_names)))
     return out
 
 
+# Means over the probes where the number is defined: NaN marks a probe without a mask (mask
+# numbers), a mask with nothing to remove or keep, or no copy that kept the prediction.
+DEFINED_ONLY = ("mask_focus", "mask_lift", "reliance", "sufficiency", "fragility")
+
+
 def _mean(name: str, values: np.ndarray) -> float:
-    """The mean; for an intervention or fragility, of the probes where it is defined (NaN
-    marks a mask with nothing to remove or keep, or no copy that kept the prediction)."""
+    """The mean; for a name in :data:`DEFINED_ONLY`, of the probes where it is defined."""
     v = np.asarray(values, np.float64)
-    if name not in ("reliance", "sufficiency", "fragility"):
+    if name not in DEFINED_ONLY:
         return float(np.mean(v))
     v = v[np.isfinite(v)]
     return float(v.mean()) if len(v) else float("nan")
@@ -253,11 +269,12 @@ def flags(
         peak = np.where(np.isfinite(last_maps), last_maps, np.inf).max(1, initial=-np.inf)
         out["empty_map"] = peak <= EMPTY_MAP_PEAK
     if "mask_lift" in metrics:
-        last = metrics["mask_lift"][-1]
+        last = np.asarray(metrics["mask_lift"][-1], np.float64)
+        measured = np.isfinite(last)  # NaN: no mask for this probe, or no map
         if mask_kind == "cue":
-            out["on_cue"] = last >= cue_lift
+            out["on_cue"] = measured & (np.nan_to_num(last) >= cue_lift)
         else:
-            out["left_mask"] = last < 1.0
+            out["left_mask"] = measured & (np.nan_to_num(last) < 1.0)
     return {k: np.asarray(v, bool) for k, v in out.items()}
 
 

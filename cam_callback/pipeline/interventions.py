@@ -139,7 +139,8 @@ class ProbeInterventions:
         probabilities: np.ndarray,
         targets: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        """This epoch's ``reliance``, ``sufficiency``, ``transplant`` and ``fragility``.
+        """This epoch's ``reliance``, ``sufficiency``, ``transplant`` (causal), ``transplant_base``
+        and ``fragility``.
 
         Args:
             probs: Runs the model forward (see :data:`ProbsFn`).

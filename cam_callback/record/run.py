@@ -99,6 +99,27 @@ class Run:
             stored[key] = np.array(value, bool)
         return stored
 
+    def __repr__(self) -> str:
+        """One short line: the record folder, epochs, probes, layer, method and how many
+        probes are flagged (never the arrays; :meth:`_repr_html_` draws them in a notebook).
+
+        Example:
+            >>> len(repr(load_run("runs/a")))  # doctest: +SKIP
+            97
+        """
+        if not self.epochs:
+            epochs = "[] (0)"
+        elif len(self.epochs) == 1:
+            epochs = f"[{self.epochs[0]}] (1)"
+        else:
+            epochs = f"[{self.epochs[0]}..{self.epochs[-1]}] ({len(self.epochs)})"
+        flags = list(self.flags.values()) if self.epochs else []
+        flagged = int(np.any(flags, axis=0).sum()) if flags else 0
+        return (
+            f"Run({str(self.path)!r}, epochs={epochs}, probes={self.n_probes}, "
+            f"layer={self.layer!r}, method={self.method!r}, flagged={flagged} of {self.n_probes})"
+        )
+
     def _repr_html_(self) -> str:
         """How Jupyter and Colab show a run: the grid animation (an inline GIF), the flags
         and the p(true) curves (an inline SVG), with no network (see

@@ -1,7 +1,9 @@
-"""The review page: one HTML file, its animations beside it by relative path.
+"""The review page: one HTML file, its stills and animations beside it by relative path.
 
-Zip the folder and mail it: the page uses no CDN and no server, and its
-filters and sorting are plain JavaScript. The package is split by job:
+Zip the page's folder (``report/``: ``index.html`` and ``index_files/``) and mail it:
+the page uses no CDN and no server, and its filters and sorting are plain JavaScript.
+At most ``MAX_ANIMATED`` probes play an animation, the others show a still, so the
+folder stays small for large runs (:mod:`~cam_callback.report.write`). The package is split by job:
 :mod:`~cam_callback.report.rows` (what each card shows),
 :mod:`~cam_callback.report.methods` (the methods table from ``evaluation.json``),
 :mod:`~cam_callback.report.datamap` (the data map of the probes, an inline SVG),
@@ -35,14 +37,23 @@ from cam_callback.report.gallery import (
     gallery_section,
 )
 from cam_callback.report.methods import methods_section, read_evaluation_table
-from cam_callback.report.page import FLAG_HELP, GENERATOR, card, render_page, sortable, sparkline
+from cam_callback.report.page import (
+    FLAG_HELP,
+    FLAG_LABELS,
+    GENERATOR,
+    card,
+    flag_label,
+    render_page,
+    sortable,
+    sparkline,
+)
 from cam_callback.report.rows import (
     badge_text,
     probe_rows,
     true_class_curve,
     weights_note,
 )
-from cam_callback.report.write import last_frame_png, write_report
+from cam_callback.report.write import MAX_ANIMATED, animated_probes, last_frame_png, write_report
 
 __all__ = [
     "CSS",
@@ -52,15 +63,19 @@ __all__ = [
     "gallery_data",
     "gallery_section",
     "FLAG_HELP",
+    "FLAG_LABELS",
+    "MAX_ANIMATED",
     "DataPoint",
     "GENERATOR",
     "JS",
+    "animated_probes",
     "badge_text",
     "card",
     "datamap_legend",
     "datamap_points",
     "datamap_section",
     "datamap_svg",
+    "flag_label",
     "legend_entries",
     "last_frame_png",
     "methods_section",

@@ -69,7 +69,7 @@ function apply() {
 }
 for (const el of [byClass, byFlag, sortBy]) el.addEventListener('change', apply);
 // The poster is the last epoch, as the card's text; the GIF plays every epoch on demand.
-for (const img of main.querySelectorAll('.card img')) {
+for (const img of main.querySelectorAll('.card img[data-gif]')) {
   const play = () => { img.src = img.dataset.gif; };
   const stop = () => { img.src = img.dataset.poster; };
   img.addEventListener('mouseenter', play);

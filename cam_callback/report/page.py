@@ -42,6 +42,27 @@ FLAG_HELP = {
 }
 
 
+# What the flag filters say: "on cue" beside "relies on cue" read as one test twice.
+FLAG_LABELS = {
+    "on_cue": "attention on the cue",
+    "left_mask": "attention left the mask",
+    "relies_on_cue": "relies on the cue (removal test)",
+    "ignores_object": "ignores the object (removal test)",
+    "non_finite": "non-finite (diverged)",
+    "fragile": "fragile map",
+}
+
+
+def flag_label(name: str) -> str:
+    """A flag's name in the filters of the page and the CAM tab.
+
+    Example:
+        >>> flag_label("relies_on_cue"), flag_label("on_cue"), flag_label("low_confidence")
+        ('relies on the cue (removal test)', 'attention on the cue', 'low confidence')
+    """
+    return FLAG_LABELS.get(name, name.replace("_", " "))
+
+
 def sparkline(values: np.ndarray, width: int = 160, height: int = 36) -> str:
     """An inline SVG polyline of values in [0, 1].
 
@@ -73,12 +94,12 @@ def sortable(p: float) -> str:
     return f"{p:.6f}" if np.isfinite(p) else "-1"
 
 
-def card(row: dict, gif: str, poster: str) -> str:
+def card(row: dict, gif: str | None, poster: str) -> str:
     """One probe's ``<article>``: ``poster`` shown, ``gif`` played on hover or click.
 
     Args:
         row: One of :func:`~cam_callback.report.rows.probe_rows`'s rows.
-        gif: URL of the probe's animation, relative to the page.
+        gif: URL of the probe's animation, relative to the page; ``None``: a still only.
         poster: URL of its last frame.
 
     Example:
@@ -94,15 +115,20 @@ def card(row: dict, gif: str, poster: str) -> str:
     right = row["label"] is None or (row["finite"] and row["label"] == row["pred"])
     verdict = "right" if right else "wrong"
     truth = f"true: <b>{html.escape(row['label_name'])}</b> · " if row["label"] is not None else ""
+    if gif is None:
+        play = 'class="still"'
+        alt = "a still: only the probes that matter most play every epoch"
+    else:
+        play = f'data-gif="{html.escape(gif)}"'
+        alt = "hover or click to play every epoch"
     return f"""
 <article class="card {verdict}" id="probe-{row["index"]:03d}" data-index="{row["index"]}"
   data-class="{html.escape(cls)}"
   data-flags="{" ".join(row["flags"])}" data-priority="{row["priority"][0]}"
   data-truep="{sortable(row["true_probability"])}" data-attention="{row["attention"][0]}"
   data-lift="{sortable(row["attention"][1])}">
-  <img src="{html.escape(poster)}" data-poster="{html.escape(poster)}" data-gif="{html.escape(gif)}"
-    alt="probe {row["index"]} at the last epoch; hover or click to play every epoch"
-    title="hover or click to play every epoch" loading="eager">
+  <img src="{html.escape(poster)}" data-poster="{html.escape(poster)}" {play}
+    alt="probe {row["index"]} at the last epoch; {alt}" title="{alt}" loading="eager">
   <div class="meta">
     <div class="title">probe {row["index"]:03d}</div>
     <div>{truth}pred: <b class="{verdict}">{html.escape(row["pred_name"])}</b>
@@ -122,17 +148,24 @@ def render_page(
     posters: dict[int, str] | None = None,
 ) -> str:
     """The page's HTML for ``rows``: each card shows ``posters[index]`` (its last epoch)
-    and plays ``gifs[index]`` on hover or click."""
+    and plays ``gifs[index]`` on hover or click; a probe not in ``gifs`` shows a still."""
     posters = posters or gifs
     classes = sorted({r["label_name"] or r["pred_name"] for r in rows})
     options = "".join(
         f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in classes
     )
     flag_options = "".join(
-        f'<option value="{n}">{n.replace("_", " ")}</option>' for n in FLAG_NAMES
+        f'<option value="{n}">{html.escape(flag_label(n))}</option>' for n in FLAG_NAMES
     )
     ordered = sorted(rows, key=lambda r: (r["priority"], r["index"]))
-    cards = "".join(card(r, gifs[r["index"]], posters[r["index"]]) for r in ordered)
+    cards = "".join(card(r, gifs.get(r["index"]), posters[r["index"]]) for r in ordered)
+    n_still = sum(r["index"] not in gifs for r in rows)
+    bound = (
+        f' · <span id="stills">{len(rows) - n_still} probes animated (the most doubtful and '
+        f"flagged), {n_still} shown as stills of the last frame</span>"
+        if n_still
+        else ""
+    )
     n_wrong = sum("misclassified" in r["flags"] for r in rows)
     summary = {
         "epochs": run.epochs,
@@ -164,7 +197,7 @@ def render_page(
     layer <code>{html.escape(layer)}</code> · {html.escape(method)} of the {html.escape(score)} ·
     <span id="target-rule">each map explains {html.escape(explains)}</span> ·
     {n_wrong} misclassified · low confidence below {threshold:.2f}{weights_html} ·
-    flags describe the last frame</div>
+    flags describe the last frame{bound}</div>
   <div class="controls">
     <span>class <select id="class-filter"><option value="">all</option>{options}</select></span>
     <span>flag <select id="flag-filter"><option value="">all</option>

@@ -3,6 +3,8 @@ figures behind them, and the keys the page sorts by."""
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
 from cam_callback.frames import clean_name, epoch_label
@@ -20,7 +22,14 @@ def true_class_curve(run: Run, index: int) -> np.ndarray:
     return run.probabilities[np.arange(len(run.epochs)), index, cls]
 
 
-def weights_note(run: Run) -> str:
+class Recorded(Protocol):
+    """What :func:`weights_note` reads: a :class:`Run`, or the plugin's summary of one."""
+
+    meta: dict[str, Any]
+    epochs: list[int]
+
+
+def weights_note(run: Recorded) -> str:
     """Which epoch's weights the model held when ``fit`` returned, when the record knows
     and it is not the last recorded epoch (``EarlyStopping(restore_best_weights=True)``);
     else ``""``.
@@ -68,15 +77,21 @@ def intervention_badge(flag: str, figures: dict) -> str | None:
     """The figure-stating badge of ``relies_on_cue``, ``ignores_object`` or ``fragile``.
 
     Example:
-        >>> intervention_badge("relies_on_cue", {"reliance": 0.93, "target_name": "homer",
-        ...                                      "transplant": 0.875})
-        'removing the cue drops p(homer) by 0.93; the cue alone makes 88% of other probes homer'
+        >>> figures = {"reliance": 0.93, "target_name": "homer", "transplant": 0.875,
+        ...            "transplant_base": 0.1}
+        >>> badge = intervention_badge("relies_on_cue", figures)
+        >>> print(*badge.split("; "), sep="\\n")
+        removing the cue drops p(homer) by 0.93
+        the cue alone makes 88% of other probes homer (not counting the 10% already homer)
     """
     name, reliance = figures.get("target_name"), figures.get("reliance")
     if flag == "relies_on_cue" and reliance is not None:
         text = f"removing the cue drops p({name}) by {reliance:.2f}"
-        if figures.get("transplant") is not None:
-            text += f"; the cue alone makes {figures['transplant']:.0%} of other probes {name}"
+        rate, base = figures.get("transplant"), figures.get("transplant_base")
+        if rate is not None and np.isfinite(rate):
+            text += f"; the cue alone makes {rate:.0%} of other probes {name}"
+            if base is not None and np.isfinite(base) and base > 0:
+                text += f" (not counting the {base:.0%} already {name})"
         return text
     if flag == "ignores_object" and reliance is not None:
         return f"removing the object drops p({name}) by only {reliance:.2f}"
@@ -86,7 +101,9 @@ def intervention_badge(flag: str, figures: dict) -> str | None:
 
 
 def intervention_figures(run: Run, index: int) -> dict:
-    """The last epoch's reliance, fragility and class transplant rate of probe ``index``."""
+    """The last epoch's reliance, fragility, and the causal transplant rate of the class
+    probe ``index`` is explained as, with its base rate (the share of recipients that were
+    that class already; absent in records written before the causal rate)."""
     last = {k: run.metrics[k][-1, index] for k in ("reliance", "fragility") if k in run.metrics}
     target = int(run.targets[-1, index]) if len(run.targets) else 0
     out = {
@@ -94,8 +111,13 @@ def intervention_figures(run: Run, index: int) -> dict:
         **{k: float(v) for k, v in last.items() if np.isfinite(v)},
     }
     if "transplant" in run.metrics and run.labels is not None:
-        rate = transplant_rates(run.metrics["transplant"][-1], run.labels).get(target)
+        base = run.metrics.get("transplant_base")
+        base = None if base is None else base[-1]
+        rate = transplant_rates(run.metrics["transplant"][-1], run.labels, base).get(target)
         out["transplant"] = None if rate is None else float(rate)
+        if base is not None:
+            share = transplant_rates(base, run.labels).get(target)
+            out["transplant_base"] = None if share is None else float(share)
     return out
 
 

@@ -1,16 +1,30 @@
 """The runs the CAM dashboard shows: record folders found under the logdir, a signature of
-their files on disk, and a run's probes as JSON-ready rows."""
+their files on disk, a run's summary from its small files only, and a run's probes as
+JSON-ready rows."""
 
 from __future__ import annotations
 
 import math
 import os
+import stat
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cam_callback.record import FLAGS_FILE, SUBDIR, Run, epoch_files
+from cam_callback.record import (
+    BASELINE_EPOCH,
+    FLAGS_FILE,
+    SUBDIR,
+    RecordError,
+    Run,
+    epoch_files,
+    read_meta,
+)
 from cam_callback.report import probe_rows
+from cam_callback.safe_read import MAX_FILE_BYTES, file_kind
 
 SIGNED = ("record.json", "probes.npz", FLAGS_FILE)  # with the epoch files
 
@@ -71,6 +85,89 @@ def signature(path: Path) -> tuple:
 
     epochs = tuple((e, sign(f)) for e, f in epoch_files(path).items())
     return epochs, tuple(sign(path / name) for name in SIGNED)
+
+
+@dataclass
+class RunSummary:
+    """What the run list shows of a record, read from ``record.json`` and the names and
+    ``lstat`` of its files: no ``.npz`` is opened.
+
+    Attributes:
+        path: The record folder.
+        meta: Everything in ``record.json``, checked by :func:`cam_callback.record.read_meta`.
+        epochs: The recorded epochs whose files are regular files within the size cap
+            (a file damaged inside is found, and skipped, when the run is read in full).
+
+    Example:
+        >>> summarize(Path("runs/a/cam")).epochs  # doctest: +SKIP
+        [-1, 0, 1, 2]
+    """
+
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    epochs: list[int] = field(default_factory=list)
+
+    @property
+    def n_probes(self) -> int:
+        """How many probes the record holds."""
+        return int(self.meta["n_probes"])
+
+    @property
+    def has_baseline(self) -> bool:
+        """Whether the first entry is the untrained model's state (epoch ``-1``)."""
+        return bool(self.epochs) and self.epochs[0] == BASELINE_EPOCH
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names ``record.json`` holds, or ``None``."""
+        return self.meta.get("class_names")
+
+
+def regular_problem(file: Path) -> str | None:
+    """Why ``file`` cannot be read as a record file, from ``lstat`` alone (never opened):
+    not there, not a regular file, or over ``MAX_FILE_BYTES``; ``None`` when it may be.
+
+    Example:
+        >>> regular_problem(Path("no/such/probes.npz"))
+        'does not exist'
+    """
+    try:
+        st = os.lstat(file)
+    except OSError as exc:
+        return "does not exist" if isinstance(exc, FileNotFoundError) else str(exc.strerror)
+    if not stat.S_ISREG(st.st_mode):
+        return f"is {file_kind(st.st_mode)}, not a regular file"
+    if st.st_size > MAX_FILE_BYTES:
+        return f"holds {st.st_size} bytes, more than the {MAX_FILE_BYTES} allowed"
+    return None
+
+
+def summarize(path: Path) -> RunSummary:
+    """The run list's view of the record folder ``path``: ``record.json`` read and checked,
+    ``probes.npz`` and the epoch files checked by ``lstat`` as :func:`~cam_callback.load_run`
+    would refuse them (an epoch it would skip is skipped, with the same warning).
+
+    Raises:
+        FileNotFoundError: No ``record.json``.
+        RecordError: ``record.json`` is damaged, or ``probes.npz`` is missing, not a
+            regular file or too large; the file and the problem are named.
+
+    Example:
+        >>> summarize(Path("runs/a/cam")).n_probes  # doctest: +SKIP
+        16
+    """
+    meta = read_meta(path)
+    problem = regular_problem(path / "probes.npz")
+    if problem is not None:
+        raise RecordError(f"damaged cam-callback record: {path / 'probes.npz'}: {problem}")
+    epochs = []
+    for epoch, file in epoch_files(path).items():
+        problem = regular_problem(file)
+        if problem is None:
+            epochs.append(epoch)
+        else:
+            warnings.warn(f"skipping damaged cam-callback record: {file}: {problem}", stacklevel=2)
+    return RunSummary(path, meta, epochs)
 
 
 def finite_floats(values: np.ndarray) -> list[float]:

@@ -17,6 +17,7 @@ const state = {
   timer: null,
   cards: [],
   flagHelp: {},
+  flagLabels: {},
 };
 
 function el(tag, attrs = {}, text) {
@@ -308,7 +309,7 @@ function captionText(run, p, pos) {
   return text;
 }
 
-function sparkline(curve, cls) {
+function sparkline(curve, cls, name) {
   const w = 160;
   const h = 36;
   const svg = document.createElementNS(SVG, 'svg');
@@ -326,8 +327,22 @@ function sparkline(curve, cls) {
   line.setAttribute('points', xs.map((x, i) => `${x.toFixed(1)},${ys[i].toFixed(1)}`).join(' '));
   const dot = document.createElementNS(SVG, 'circle');
   dot.setAttribute('r', '3');
-  svg.append(mid, line, dot);
+  const title = document.createElementNS(SVG, 'title');
+  title.textContent = `p(true) per epoch, ${name}`;
+  svg.append(title, mid, line, dot);
   return {svg, dot, xs, ys};
+}
+
+function badgeRow(p, cls, name) {
+  const badges = el('div', {class: `badges ${cls}`});
+  const when = (name ? `${name}, ` : '') + 'at the end of training: ';
+  if (p.flags.length) badges.append(el('span', {class: 'when'}, when));
+  for (const f of p.flags) {
+    const badge = el('span', {class: `badge ${f}`}, p.badges[f] || f);
+    if (state.flagHelp[f]) badge.title = state.flagHelp[f];
+    badges.append(badge);
+  }
+  return badges;
 }
 
 function buildCards() {
@@ -368,26 +383,34 @@ function buildCards() {
     const title = el('div', {class: 'title'}, `probe ${String(p.index).padStart(3, '0')}`);
     if (p.label !== null) title.append(' · true: ', el('b', {}, p.label_name));
     const curveRow = el('div', {class: 'curve-row'});
-    const sa = sparkline(p.curve, 'a');
+    const sa = sparkline(p.curve, 'a', a.name);
     curveRow.append(sa.svg);
     const pb = bByIndex.get(p.index);
-    const sb = pb ? sparkline(pb.curve, 'b') : null;
+    const sb = pb ? sparkline(pb.curve, 'b', state.b.name) : null;
     if (sb) curveRow.append(sb.svg);
     const ptext = el('span', {class: 'p'}, '');
     curveRow.append(ptext);
+    if (sb) { // two curves: say which run each colour is
+      const legend = el('div', {class: 'legend'});
+      for (const [cls, name] of [['a', a.name], ['b', state.b.name]]) {
+        const key = el('span', {class: `key ${cls}`});
+        key.append(el('i', {class: cls}), name);
+        legend.append(key);
+      }
+      meta.append(title, curveRow, legend);
+    } else {
+      meta.append(title, curveRow);
+    }
     // Flags describe the end of training, whatever epoch the slider shows: said, and
     // dimmed away from the last epoch, while the border and caption follow the slider.
-    const badges = el('div', {class: 'badges'});
-    if (p.flags.length) badges.append(el('span', {class: 'when'}, 'at the end of training: '));
-    for (const f of p.flags) {
-      const badge = el('span', {class: `badge ${f}`}, p.badges[f] || f);
-      if (state.flagHelp[f]) badge.title = state.flagHelp[f];
-      badges.append(badge);
-    }
-    meta.append(title, curveRow, badges);
+    // Beside a second run, its flags are shown too, each row named after its run.
+    const badges = badgeRow(p, 'a', state.b ? a.name : '');
+    const badgesB = pb ? badgeRow(pb, 'b', state.b.name) : null;
+    meta.append(badges);
+    if (badgesB) meta.append(badgesB);
     card.append(frames, meta);
     main.append(card);
-    state.cards.push({card, p, pb, imgA, imgB, sa, sb, ptext, capA, capB, badges});
+    state.cards.push({card, p, pb, imgA, imgB, sa, sb, ptext, capA, capB, badges, badgesB});
   }
   const byClass = document.getElementById('class-filter');
   const keep = byClass.value;
@@ -417,6 +440,7 @@ function setPos(pos) {
     const right = c.p.label === null || c.p.pred[state.pos] === c.p.label;
     c.card.classList.toggle('wrong', !right);
     c.capA.textContent = (c.imgB ? `${a.name} · ` : '') + captionText(a, c.p, state.pos);
+    c.capA.title = c.capA.textContent;
     c.capA.classList.toggle('wrong', !right);
     c.badges.classList.toggle('stale', state.pos !== a.epochs.length - 1);
     let text = `p(true) ${c.p.curve[state.pos].toFixed(2)}`;
@@ -424,6 +448,8 @@ function setPos(pos) {
       c.imgB.src = frameURL(b.name, c.p.index, epochB);
       c.capB.textContent = c.pb ? `${b.name} · ${captionText(b, c.pb, posB)}` :
         `${b.name} · ${epochLabel(epochB)}`;
+      c.capB.title = c.capB.textContent;
+      if (c.badgesB) c.badgesB.classList.toggle('stale', posB !== b.epochs.length - 1);
       if (c.sb) {
         c.sb.dot.setAttribute('cx', c.sb.xs[posB].toFixed(1));
         c.sb.dot.setAttribute('cy', c.sb.ys[posB].toFixed(1));
@@ -484,13 +510,14 @@ function fillFlags(flags) {
   if (byFlag.options.length) return;
   option(byFlag, '', 'all');
   option(byFlag, 'any', 'any flag');
-  for (const f of flags) option(byFlag, f, f.replace('_', ' '));
+  for (const f of flags) option(byFlag, f, state.flagLabels[f] || f.replaceAll('_', ' '));
 }
 
 async function poll() {
   try {
-    const {runs, flags, flag_help: flagHelp} = await getJSON('./runs');
+    const {runs, flags, flag_help: flagHelp, flag_labels: flagLabels} = await getJSON('./runs');
     state.flagHelp = flagHelp || {};
+    state.flagLabels = flagLabels || {};
     fillFlags(flags);
     const sign = (list) =>
       JSON.stringify(list.map((r) => [r.name, r.epochs, r.fingerprint, r.error]));
