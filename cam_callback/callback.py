@@ -98,12 +98,9 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         fragility: ``True`` or options ``{"copies", "noise", "seed", "threshold"}``:
             record each map's ``fragility`` (Ghorbani et al. 2019) each epoch, at the
             cost of the maps of ``copies * N`` perturbed probes.
-        evidence: ``True`` (default), ``False`` or options ``{"share", "recipients",
-            "budget", "threshold", "seed"}``: record each epoch, with no mask, whether each
-            probe's most-attended 10% alone makes other probes its class
-            (``evidence_transplant``, its ``evidence_control``, the flag
-            ``portable_evidence``; :mod:`cam_callback.metrics.evidence`): forward passes
-            over about ``4 N`` pasted probes, no backward.
+        evidence: ``True``, ``False`` or options: record each epoch, with no mask, whether
+            each probe's most-attended 10% alone makes other probes its class (forward
+            passes over about ``4 N`` pasted probes; :mod:`cam_callback.metrics.evidence`).
         batch_size: Probes per compiled call (at most the number of probes).
         on_error: What a failure inside the tracker during ``fit`` does (a full
             disk, a write, render or TensorBoard error). ``"warn"``: warn once
