@@ -5,6 +5,7 @@ Run: python benchmarks/bench_tracker.py --rounds 3     (about 25 minutes on 2 co
      python benchmarks/bench_tracker.py --probes 512 --parts cost   (one part)
      python benchmarks/bench_tracker.py --probes 32 --parts interventions
      python benchmarks/bench_tracker.py --parts startup --baseline ../old-checkout  (A/B)
+     python benchmarks/bench_tracker.py --probes 32,512 --parts evidence
 
 Every fit runs in a fresh child process, so each row's peak RSS is its own.
 
@@ -34,6 +35,10 @@ Every fit runs in a fresh child process, so each row's peak RSS is its own.
    mask, interventions off and on (reliance, sufficiency, transplant: forward passes
    over 2N + 8N altered probes), and with ``fragility=True`` (the maps of 3N copies);
    first (5b) the same costs timed directly in one process, which epoch noise hides less.
+6. (``--parts evidence``) The evidence transplant (on by default): per epoch, in one process,
+   the maps alone against the evidence stage (about 2N pasted + 2N control images, forward
+   only), on an untrained and on a fitted small CNN; then fits as 1, record only, with
+   ``evidence=False`` and with the default.
 """
 
 from __future__ import annotations
@@ -66,6 +71,12 @@ INTERVENTION_ARMS = {
                         "mask_kind": "cue"},
     "fragility": {"animate": None, "tensorboard": False, "fragility": True},
 }  # fmt: skip
+for _arm in INTERVENTION_ARMS.values():  # what they measured before the evidence transplant
+    _arm["evidence"] = False
+EVIDENCE_ARMS = {
+    "no evidence": {"animate": None, "tensorboard": False, "evidence": False},
+    "evidence": {"animate": None, "tensorboard": False},
+}
 
 
 def small_cnn(size=48, n_classes=10):
@@ -296,6 +307,48 @@ def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
               f"{build:8.2f} {build_frag:12.2f}")  # fmt: skip
 
 
+def evidence_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
+    """In one process, per epoch: the maps alone, then the evidence stage (median of
+    ``repeats`` warm calls), on the untrained CNN and after one epoch of fitting."""
+    import keras
+
+    from cam_callback import cams
+    from cam_callback.pipeline import EvidenceOptions, EvidenceTransplant
+
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    print(f"\n6. evidence transplant per epoch, one process (median of {repeats} warm calls)")
+    print(f"{'model':>9s} {'probes':>6s} {'maps s':>8s} {'evidence s':>11s} {'images':>7s} "
+          f"{'ratio':>6s}")  # fmt: skip
+    for state in ("untrained", "fitted"):
+        if state == "fitted":
+            x, y = dataset(2500)
+            model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+        for n in probe_counts:
+            px, py = dataset(n)
+            batch = min(32, n)
+            stage = EvidenceTransplant(px, py, None, EvidenceOptions())
+
+            def probs(images, batch=batch):
+                return cams.predict_probabilities(model, images, batch_size=batch)
+
+            def timed(fn):
+                fn()
+                runs = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    fn()
+                    runs.append(time.perf_counter() - start)
+                return statistics.median(runs)
+
+            res = cams.compute_cams(model, px, batch_size=batch, target=py)  # as target="label"
+            args = (res.heatmaps, res.probabilities, res.targets)
+            t_maps = timed(lambda: cams.compute_cams(model, px, batch_size=batch, target=py))  # noqa: B023
+            t_ev = timed(lambda: stage.measure(probs, *args))  # noqa: B023
+            print(f"{state:>9s} {n:6d} {t_maps:8.3f} {t_ev:11.3f} {stage.passes:7d} "
+                  f"{t_ev / t_maps:6.2f}")  # fmt: skip
+
+
 def long_runs(title: str, key: str, column: str, images: int, lengths: tuple[int, ...]) -> None:
     """Fits with defaults and 32 probes at each length; prints ``key`` and the GIF frames."""
     print(f"\n{title} with defaults, 32 probes, {images} images per epoch")
@@ -408,6 +461,10 @@ def main() -> None:
             intervention_cost(probes)
             cost(args.images, 4, probes, args.rounds, {"record only": ARMS["record only"],
                                                        **INTERVENTION_ARMS})  # fmt: skip
+        if "evidence" in parts:
+            probes = tuple(int(n) for n in args.probes.split(","))
+            evidence_cost(probes)
+            cost(args.images, 4, probes, args.rounds, EVIDENCE_ARMS)
         if "train_end" in parts:
             train_end(images=1000, lengths=(12, 36))
         if "memory" in parts:

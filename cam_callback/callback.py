@@ -98,6 +98,9 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         fragility: ``True`` or options ``{"copies", "noise", "seed", "threshold"}``:
             record each map's ``fragility`` (Ghorbani et al. 2019) each epoch, at the
             cost of the maps of ``copies * N`` perturbed probes.
+        evidence: ``True``, ``False`` or options: record each epoch, with no mask, whether
+            each probe's most-attended 10% alone makes other probes its class (forward
+            passes over about ``4 N`` pasted probes; :mod:`cam_callback.metrics.evidence`).
         batch_size: Probes per compiled call (at most the number of probes).
         on_error: What a failure inside the tracker during ``fit`` does (a full
             disk, a write, render or TensorBoard error). ``"warn"``: warn once
@@ -170,6 +173,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         num_probes: int | None = None,
         interventions: bool = True,
         fragility: bool | dict = False,
+        evidence: bool | dict = True,
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
     ) -> None:
@@ -210,6 +214,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.report_page: os.PathLike | None = None  # the page written, once it is
         self.interventions = A.flag(interventions, "interventions")
         self.fragility = pipeline.fragility_options(fragility)
+        self.evidence = pipeline.evidence_options(evidence)
         self.grid, self.prefix_tokens = check_token_arguments(grid, prefix_tokens)
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target

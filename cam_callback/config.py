@@ -131,6 +131,7 @@ class TrackerConfig:
     # Interventions' settings and flag thresholds (None: not measured); fragility's options.
     interventions: dict[str, Any] | None = None
     fragility: dict[str, Any] | None = None
+    evidence: dict[str, Any] | None = None  # the evidence transplant's options (None: off)
     # A token layer's grid and prefix tokens as asked (None: found from the shapes).
     grid: tuple[int, int] | None = None
     prefix_tokens: int | None = None
@@ -167,6 +168,7 @@ def build_config(
     fragility: dict[str, Any] | None = None,
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> TrackerConfig:
     """Checks the tracker's arguments against the model and freezes them.
 
@@ -177,6 +179,7 @@ def build_config(
         target: The user's ``target`` argument: ``"predicted"``, ``"label"``, or ids.
         interventions: The interventions' settings and thresholds, or ``None``.
         fragility: The fragility options, or ``None``.
+        evidence: The evidence transplant's options, or ``None``.
         grid: A token layer's grid ``(h, w)`` as asked, or ``None``.
         prefix_tokens: A token layer's prefix tokens as asked, or ``None``.
 
@@ -231,6 +234,7 @@ def build_config(
         backend=str(getattr(check, "backend", "tensorflow")),
         interventions=None if interventions is None else dict(interventions),
         fragility=None if fragility is None else dict(fragility),
+        evidence=None if evidence is None else dict(evidence),
         grid=None if grid is None else (int(grid[0]), int(grid[1])),
         prefix_tokens=None if prefix_tokens is None else int(prefix_tokens),
         head_assumed=True if getattr(check, "head_assumed", False) else None,

@@ -89,6 +89,7 @@ def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> T
         every_n_epochs=tracker.every_n_epochs,
         interventions=intervention_settings(tracker),
         fragility=None if tracker.fragility is None else asdict(tracker.fragility),
+        evidence=None if tracker.evidence is None else tracker.evidence.to_json(),
         grid=tracker.grid,
         prefix_tokens=tracker.prefix_tokens,
     )
@@ -193,6 +194,7 @@ def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
         probe_images=tracker.probe_images,
         interventions=tracker.interventions,
         fragility=tracker.fragility,
+        evidence=tracker.evidence,
     )
 
 
@@ -238,21 +240,25 @@ def epoch_maps(
             batch_size=tracker.batch_size,
             head=tracker.head,
         )
+
+    def probs(images: np.ndarray) -> np.ndarray:
+        return cams.predict_probabilities(
+            tracker.model,
+            images,
+            output=tracker.output,
+            batch_size=tracker.batch_size,
+            head=tracker.head,
+        )
+
     probes = None if session is None else session.interventions
     if probes is not None:
-
-        def probs(images: np.ndarray) -> np.ndarray:
-            return cams.predict_probabilities(
-                tracker.model,
-                images,
-                output=tracker.output,
-                batch_size=tracker.batch_size,
-                head=tracker.head,
-            )
 
         def maps(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             copies = _maps(tracker, images, targets)
             return copies.heatmaps, copies.probabilities
 
         extra.update(probes.measure(probs, maps, res.heatmaps, res.probabilities, res.targets))
+    evidence = None if session is None else session.evidence
+    if evidence is not None:  # pasted probes, forward only (metrics.evidence)
+        extra.update(evidence.measure(probs, res.heatmaps, res.probabilities, res.targets))
     return res.heatmaps, res.probabilities, res.targets, extra

@@ -118,6 +118,16 @@ def test_spurious_background_flags_the_cued_class(spurious):
     } <= tags
 
 
+def test_readme_evidence_at_the_default_share_comes_from_the_example(spurious):
+    """`make example`'s run (masks given, the evidence transplant at its default share)."""
+    _, out, _ = spurious
+    start = README.index("**Without being told where to look.**")
+    text = " ".join(README[start : README.index("\n\n", start)].split())
+    (homer,) = re.findall(r"there homer's region makes (\d+)% of the others homer", text)
+    assert abs(int(homer) - out["cued_evidence_last"]) <= 10, (homer, out["cued_evidence_last"])
+    assert out["cued_evidence_last"] <= out["others_evidence_last"] + 10  # "no more than"
+
+
 def test_readme_numbers_come_from_the_example(spurious):
     _, out, _ = spurious
     text = " ".join(story_paragraph().split())

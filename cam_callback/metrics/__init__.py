@@ -48,9 +48,15 @@ Flags per probe over the whole record (see :func:`flags`): ``flipped``,
 ``ignores_object`` (object masks: last reliance < :data:`IGNORE_THRESHOLD`) and
 ``fragile`` (last fragility > :data:`FRAGILITY_THRESHOLD`).
 
+- ``evidence_transplant`` (no mask needed; on by default) = the share of a probe's
+  recipients (other-class probes not predicted as its class) that its most-attended 10%
+  of the image, pasted on, makes its class; ``evidence_control`` the same for a region of
+  that shape from elsewhere; per class :func:`class_rates`; flag ``portable_evidence``.
+  See :mod:`~cam_callback.metrics.evidence`.
+
 Modules: ``epoch`` (the per-epoch numbers), ``interventions`` and ``fragility`` (the
-numbers that need altered probes run through the model) and ``summary`` (TensorBoard
-scalars and the flags). Every name is re-exported here.
+numbers that need altered probes run through the model), ``evidence`` (the evidence
+transplant) and ``summary`` (TensorBoard scalars and the flags). Every name is re-exported here.
 """
 
 from cam_callback.metrics.epoch import (
@@ -61,6 +67,19 @@ from cam_callback.metrics.epoch import (
     finite_rows,
     mark_not_computed,
     mask_focus,
+)
+from cam_callback.metrics.evidence import (
+    EVIDENCE_BUDGET,
+    EVIDENCE_MAX_PASTED,
+    EVIDENCE_RECIPIENTS,
+    EVIDENCE_SHARE,
+    PORTABLE_THRESHOLD,
+    class_rates,
+    control_regions,
+    evidence_pairs,
+    evidence_regions,
+    evidence_scalars,
+    portable_flag,
 )
 from cam_callback.metrics.fragility import (
     FRAGILITY_COPIES,
@@ -94,6 +113,17 @@ from cam_callback.metrics.summary import (
 )
 
 __all__ = [
+    "EVIDENCE_BUDGET",
+    "EVIDENCE_MAX_PASTED",
+    "EVIDENCE_RECIPIENTS",
+    "EVIDENCE_SHARE",
+    "PORTABLE_THRESHOLD",
+    "class_rates",
+    "control_regions",
+    "evidence_pairs",
+    "evidence_regions",
+    "evidence_scalars",
+    "portable_flag",
     "EMPTY_MAP_PEAK",
     "FLAG_NAMES",
     "FRAGILITY_COPIES",

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cam_callback.metrics.epoch import finite_rows
+from cam_callback.metrics.evidence import PORTABLE_THRESHOLD, evidence_scalars, portable_flag
 from cam_callback.metrics.fragility import FRAGILITY_THRESHOLD, fragile_flag
 from cam_callback.metrics.interventions import (
     IGNORE_THRESHOLD,
@@ -27,6 +28,7 @@ def summary_scalars(
     class_names: Sequence[str] | None = None,
     mask_kind: str = "object",
     cue_lift: float = 1.5,
+    targets: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Aggregates over probes for TensorBoard: means, the misclassified fraction, and
     per-group means, so the live curves tell the same story as the flags.
@@ -38,7 +40,9 @@ def summary_scalars(
     without a mask (all False: NaN mask numbers) is in no mask group and in no mask
     mean. With the causal transplant (cue masks): ``class_<name>/transplant_rate``
     and ``class_<name>/transplant_base_rate`` (see :func:`transplant_rates`), and
-    their means over classes.
+    their means over classes. With ``targets`` (the class each map explains), the
+    evidence transplant's per-class rates
+    (:func:`~cam_callback.metrics.evidence.evidence_scalars`).
 
     Example:
         >>> s = summary_scalars({"mask_lift": np.array([2.0, 1.0]),
@@ -99,6 +103,9 @@ def summary_scalars(
             finite = [float(r) for r in rates.values() if np.isfinite(r)]
             if rates:
                 out[f"mean_{suffix}"] = float(np.mean(finite)) if finite else float("nan")
+    if targets is not None and "evidence_transplant" in metrics:
+        present = np.asarray(targets) if labels is None else np.concatenate([labels, targets])
+        out.update(evidence_scalars(metrics, targets, class_group_keys(present, class_names)))
     return out
 
 
@@ -154,6 +161,7 @@ FLAG_NAMES = (
     "relies_on_cue",
     "ignores_object",
     "fragile",
+    "portable_evidence",
 )
 
 # A map is empty when no cell of it rises above this at the last recorded epoch. Maps are
@@ -174,6 +182,7 @@ def flags(
     reliance_threshold: float = RELIANCE_THRESHOLD,
     ignore_threshold: float = IGNORE_THRESHOLD,
     fragility_threshold: float = FRAGILITY_THRESHOLD,
+    evidence_threshold: float = PORTABLE_THRESHOLD,
 ) -> dict[str, np.ndarray]:
     """Per-probe bool flags over a whole record.
 
@@ -194,6 +203,8 @@ def flags(
         ignore_threshold: ``ignores_object`` (object masks) when the last
             ``reliance`` is below this.
         fragility_threshold: ``fragile`` when the last ``fragility`` is above this.
+        evidence_threshold: ``portable_evidence`` when the last evidence transplant rate
+            minus its control is above this.
 
     Returns:
         Flag name to bool ``[N]``: ``misclassified`` (last epoch wrong),
@@ -204,7 +215,7 @@ def flags(
         ``heatmaps``: the map at the last recorded epoch is finite and nowhere above
         ``EMPTY_MAP_PEAK``; the layer holds no positive evidence for the explained
         class, see :func:`empty_map_notice`), ``relies_on_cue``, ``ignores_object``
-        and ``fragile`` (False where not recorded).
+        ``fragile`` and ``portable_evidence`` (False where not recorded).
 
     Example:
         >>> f = flags({"drift": np.zeros((2, 1))}, np.array([[[0.9, 0.1]], [[0.4, 0.6]]]))
@@ -239,6 +250,7 @@ def flags(
         "relies_on_cue": none.copy(),
         "ignores_object": none.copy(),
         "fragile": none.copy(),
+        "portable_evidence": none.copy(),
     }
     out.update(
         intervention_flags(
@@ -249,6 +261,7 @@ def flags(
         )
     )
     out.update(fragile_flag(metrics, fragility_threshold))
+    out.update(portable_flag(metrics, evidence_threshold))
     if heatmaps is not None and len(heatmaps):
         out["non_finite"] |= ~np.isfinite(heatmaps).reshape(e, n, -1).all(axis=(0, 2))
         last_maps = np.asarray(heatmaps[-1], np.float64).reshape(n, -1)

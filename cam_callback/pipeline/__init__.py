@@ -22,12 +22,14 @@ GIF, plus the last epoch's frames when ``fit`` stopped early.
 
 Modules: ``plan`` (defaults, TensorBoard probe choice, the animation plan), ``core``
 (:class:`EpochPipeline`: hand-over, stopping, errors), ``recording`` (the record thread),
-``drawing`` (the frame thread, the budget, the animation files) and ``interventions``
-(the altered probes, built once at start-up, run through the model each epoch).
+``drawing`` (the frame thread, the budget, the animation files), ``interventions``
+(the altered probes, built once at start-up, run through the model each epoch) and
+``evidence`` (each epoch's most-attended regions pasted onto other probes, run forward).
 """
 
 from cam_callback.pipeline.core import EpochPipeline
 from cam_callback.pipeline.drawing import ANIMATION_BUDGET, ANIMATION_FLOOR_S, FrameStage
+from cam_callback.pipeline.evidence import EvidenceOptions, EvidenceTransplant, evidence_options
 from cam_callback.pipeline.interventions import (
     FragilityOptions,
     MapsFn,
@@ -52,6 +54,9 @@ __all__ = [
     "DEFAULT_TENSORBOARD_PROBES",
     "FRAME_QUEUE",
     "EpochPipeline",
+    "EvidenceOptions",
+    "EvidenceTransplant",
+    "evidence_options",
     "FragilityOptions",
     "MapsFn",
     "ProbeInterventions",

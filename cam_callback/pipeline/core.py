@@ -19,6 +19,7 @@ import numpy as np
 from cam_callback import animate
 from cam_callback import frames as F
 from cam_callback.pipeline.drawing import FrameStage
+from cam_callback.pipeline.evidence import EvidenceOptions, EvidenceTransplant
 from cam_callback.pipeline.interventions import FragilityOptions, ProbeInterventions
 from cam_callback.pipeline.plan import DEFAULT_MAX_FRAMES, FRAME_QUEUE, STOP
 from cam_callback.pipeline.recording import RecordStage
@@ -51,6 +52,8 @@ class EpochPipeline(RecordStage, FrameStage):
             once, as :attr:`interventions`.
         interventions: Measure reliance, sufficiency and the transplant rate (needs masks).
         fragility: Fragility options, or ``None``.
+        evidence: Evidence transplant options (with ``probe_images``), or ``None``: built
+            as :attr:`evidence`.
 
     Example:
         >>> pipe = EpochPipeline(writer, display=images, labels=y, masks=None,  # doctest: +SKIP
@@ -80,6 +83,7 @@ class EpochPipeline(RecordStage, FrameStage):
         probe_images: np.ndarray | None = None,
         interventions: bool = True,
         fragility: FragilityOptions | None = None,
+        evidence: EvidenceOptions | None = None,
     ) -> None:
         self.record = record
         self.mask_kind = mask_kind  # for the per-group scalars
@@ -102,6 +106,9 @@ class EpochPipeline(RecordStage, FrameStage):
             self.interventions = ProbeInterventions(
                 probe_images, masks if interventions else None, labels, mask_kind, fragility
             )
+        self.evidence: EvidenceTransplant | None = None
+        if probe_images is not None and evidence is not None:
+            self.evidence = EvidenceTransplant(probe_images, labels, masks, evidence)
         self.writer = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
         self.grid_side, self.grid_captions = animate.grid_layout(self.n)
         self.tags = {i: probe_tag(i, self._label_name(i)) for i in self.tb_probes}

@@ -209,6 +209,7 @@ class FrameStage:
                 labels=self.labels,
                 class_names=self.class_names,
                 mask_kind=self.mask_kind,
+                targets=targets,
             )
             scalars = {f"cam/{k}": v for k, v in groups.items()}
             self.writer.write(epoch, images, scalars)

@@ -163,6 +163,9 @@ def flag_thresholds(meta: dict) -> dict[str, float]:
     fragility = meta.get("fragility") or {}
     if isinstance(fragility.get("threshold"), (int, float)):
         out["fragility_threshold"] = float(fragility["threshold"])
+    evidence = meta.get("evidence") or {}
+    if isinstance(evidence.get("threshold"), (int, float)):
+        out["evidence_threshold"] = float(evidence["threshold"])
     return out
 
 

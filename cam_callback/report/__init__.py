@@ -7,6 +7,7 @@ folder stays small for large runs (:mod:`~cam_callback.report.write`). The packa
 :mod:`~cam_callback.report.rows` (what each card shows),
 :mod:`~cam_callback.report.methods` (the methods table from ``evaluation.json``),
 :mod:`~cam_callback.report.datamap` (the data map of the probes, an inline SVG),
+:mod:`~cam_callback.report.gallery` (what each class looks for: evidence regions, inline),
 :mod:`~cam_callback.report.assets` (style sheet and script),
 :mod:`~cam_callback.report.page` (the HTML) and
 :mod:`~cam_callback.report.write` (:func:`write_report`). Every name is
@@ -27,6 +28,13 @@ from cam_callback.report.datamap import (
     datamap_section,
     datamap_svg,
     legend_entries,
+)
+from cam_callback.report.gallery import (
+    ClassGallery,
+    EvidenceTile,
+    class_galleries,
+    gallery_data,
+    gallery_section,
 )
 from cam_callback.report.methods import methods_section, read_evaluation_table
 from cam_callback.report.page import (
@@ -49,6 +57,11 @@ from cam_callback.report.write import MAX_ANIMATED, animated_probes, last_frame_
 
 __all__ = [
     "CSS",
+    "ClassGallery",
+    "EvidenceTile",
+    "class_galleries",
+    "gallery_data",
+    "gallery_section",
     "FLAG_HELP",
     "FLAG_LABELS",
     "MAX_ANIMATED",

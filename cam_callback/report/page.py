@@ -13,6 +13,7 @@ from cam_callback.metrics import FLAG_NAMES
 from cam_callback.record import Run
 from cam_callback.report.assets import CSS, JS
 from cam_callback.report.datamap import datamap_section
+from cam_callback.report.gallery import gallery_section
 from cam_callback.report.methods import methods_section
 from cam_callback.report.rows import weights_note
 
@@ -35,6 +36,9 @@ FLAG_HELP = {
     "explained class's probability: the model decides without the object",
     "fragile": "a fragile map: noise too small to change the prediction moves most of its "
     "top cells, so the picture shows the noise more than what the model uses",
+    "portable_evidence": "the most-attended part of this image, pasted alone onto probes of "
+    "other classes, makes most of them this class (by the record's threshold more than a "
+    "region of the same shape from elsewhere): a candidate shortcut, found without a mask",
 }
 
 
@@ -205,7 +209,7 @@ def render_page(
     <span id="count"></span>
   </div>
 </header>
-{methods_section(run)}{datamap_section(run, rows)}<main>{cards}</main>
+{methods_section(run)}{datamap_section(run, rows)}{gallery_section(run)}<main>{cards}</main>
 <script type="application/json" id="summary">{summary_json}</script>
 <script>{JS}</script>
 </body></html>

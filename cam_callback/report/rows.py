@@ -10,6 +10,7 @@ import numpy as np
 from cam_callback.frames import clean_name, epoch_label
 from cam_callback.metrics import FLAG_NAMES, transplant_rates
 from cam_callback.record import Run, compute_flags
+from cam_callback.report.gallery import evidence_badge, evidence_figures
 
 
 def true_class_curve(run: Run, index: int) -> np.ndarray:
@@ -66,7 +67,7 @@ def badge_text(flag: str, figures: dict) -> str:
         return f"{name}: drift {figures['drift']:.2f}"
     if flag == "flipped":
         return f"{name} {figures['flips']}x"
-    return intervention_badge(flag, figures) or name
+    return intervention_badge(flag, figures) or evidence_badge(flag, figures) or name
 
 
 # ---- interventions and fragility (issue 20): the badge text and the figures behind it ----
@@ -150,6 +151,7 @@ def probe_rows(run: Run, threshold: float) -> list[dict]:
             "drift": None if late_drift is None else float(late_drift),
             "flips": int((np.diff(preds[late, i]) != 0).sum()),
             **intervention_figures(run, i),
+            **evidence_figures(run, i),
         }
         attention_flag = f["on_cue"][i] or f["left_mask"][i]
         rows.append(

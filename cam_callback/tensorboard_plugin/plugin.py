@@ -17,6 +17,8 @@ Routes, under ``/data/plugin/cam/``:
   caption strip: the tab writes the caption as text, from ``probes``.
 - ``datamap?run=NAME``: the data map of the probes (:mod:`cam_callback.report.datamap`),
   the same SVG as the review page's, with its legend as data.
+- ``gallery?run=NAME``: what each class looks for (:mod:`cam_callback.report.gallery`),
+  the review page's gallery as data, its images inline (PNG data URIs).
 
 Bad parameters answer 400, unknown runs, probes and epochs 404, and an
 unreadable record 404 with the reason: never a traceback. ``runs`` lists an
@@ -49,6 +51,7 @@ from cam_callback.report import (
     datamap_points,
     datamap_svg,
     flag_label,
+    gallery_data,
     legend_entries,
     target_rule,
     weights_note,
@@ -87,6 +90,7 @@ class CAMPlugin(base_plugin.TBPlugin):
             "/probes": self._serve_probes,
             "/frame": self._serve_frame,
             "/datamap": self._serve_datamap,
+            "/gallery": self._serve_gallery,
         }
 
     def is_active(self) -> bool:
@@ -169,6 +173,11 @@ class CAMPlugin(base_plugin.TBPlugin):
         legend = [[flag, colour] for flag, colour in legend_entries(points)]
         missing = run.n_probes - len(points) if run.epochs else 0
         return _json(request, {"svg": svg, "legend": legend, "missing": missing})
+
+    @wrappers.Request.application
+    def _serve_gallery(self, request: wrappers.Request) -> wrappers.Response:
+        _, run = self._store.run(_text_arg(request, "run"))
+        return _json(request, {"classes": gallery_data(run)})
 
     @wrappers.Request.application
     def _serve_frame(self, request: wrappers.Request) -> wrappers.Response:

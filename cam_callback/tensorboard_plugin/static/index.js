@@ -80,8 +80,9 @@ function buildLayout() {
   const broken = el('ul', {id: 'broken'});
   header.append(row1, row2, row3, status, broken);
   const datamap = el('section', {id: 'datamap'});
+  const gallery = el('section', {id: 'evidence'});
   const main = el('main', {id: 'cards'});
-  document.body.append(header, datamap, main);
+  document.body.append(header, datamap, gallery, main);
 
   runA.addEventListener('change', () => selectRuns(runA.value, ''));
   runB.addEventListener('change', () => selectRuns(runA.value, runB.value));
@@ -177,6 +178,12 @@ async function selectRuns(nameA, nameB) {
   } catch (err) {
     map = {error: err.message};
   }
+  let gallery = null;
+  try {
+    gallery = await getJSON('./gallery?' + new URLSearchParams({run: nameA}));
+  } catch (err) {
+    gallery = {error: err.message};
+  }
   if (state.want !== nameA) return; // another run was chosen meanwhile
   const sameRun = state.a && state.a.name === a.name;
   state.a = a;
@@ -187,6 +194,7 @@ async function selectRuns(nameA, nameB) {
   const pos = sameRun && !atEnd ? Math.min(state.pos, a.epochs.length - 1) : a.epochs.length - 1;
   buildCards();
   showDatamap(map);
+  showGallery(gallery);
   setPos(Math.max(0, pos));
   const info = state.runs.find((r) => r.name === a.name) || {};
   const status = document.getElementById('status');
@@ -233,6 +241,45 @@ function showDatamap(map) {
     legend.append(`${map.missing} probe(s) with a non-finite probability not shown.`);
   }
   section.append(svg, legend);
+}
+
+// What each class looks for (report/gallery.py): evidence regions and mean maps, as inline
+// PNG data URIs; the captions are text.
+function showGallery(gallery) {
+  const section = document.getElementById('evidence');
+  section.replaceChildren();
+  if (!gallery || gallery.error || !gallery.classes.length) {
+    if (gallery && gallery.error) {
+      section.append(el('p', {class: 'note'}, `No gallery: ${gallery.error}`));
+    }
+    return;
+  }
+  section.append(el('h2', {}, 'What each class looks for'), el('p', {class: 'note'},
+      'Each probe\'s most-attended part, pasted at the same place onto probes of other ' +
+      'classes the model does not call its class: the share it turns into its class ' +
+      '(control: a region of the same shape from elsewhere in the image). No mask needed.'));
+  for (const g of gallery.classes) {
+    const box = el('div', {class: 'ev-class'});
+    box.dataset.class = g.name;
+    box.append(el('h3', {}, g.summary));
+    const strips = [...g.strips, {title: 'where the class looks (mean map of its probes)',
+      tiles: g.maps.map((m) => ({png: m.png, caption: m.epoch}))}];
+    for (const s of strips) {
+      const strip = el('div', {class: 'ev-strip'});
+      strip.append(el('div', {class: 'ev-title'}, s.title));
+      for (const t of s.tiles) {
+        const fig = el('figure');
+        const img = el('img', {src: t.png, alt: t.caption});
+        if (t.probe !== undefined) {
+          img.addEventListener('click', () => pickCard(t.probe));
+        }
+        fig.append(img, el('figcaption', {}, t.caption));
+        strip.append(fig);
+      }
+      box.append(strip);
+    }
+    section.append(box);
+  }
 }
 
 function pickCard(index) {
