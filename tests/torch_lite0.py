@@ -47,10 +47,12 @@ class Block(nn.Module):
         self._project_conv = SameConv(mid, c_out, 1, bias=False)
         self._bn2 = _bn(c_out)
         self.skip = stride == 1 and c_in == c_out
+        # Modules without weights, so that a layer's ReLU6 output can be hooked and explained.
+        self.expand_relu, self.depthwise_relu = nn.ReLU6(), nn.ReLU6()
 
     def forward(self, x):
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(y)))))
+        y = self.expand_relu(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = self._bn2(self._project_conv(self.depthwise_relu(self._bn1(self._depthwise_conv(y)))))
         return x + y if self.skip else y
 
 
