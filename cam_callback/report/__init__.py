@@ -26,6 +26,7 @@ from cam_callback.report.datamap import (
     datamap_svg,
     legend_entries,
 )
+from cam_callback.report.groups import group_rows, groups_section, worst_group_note
 from cam_callback.report.methods import methods_section, read_evaluation_table
 from cam_callback.report.page import FLAG_HELP, GENERATOR, card, render_page, sortable, sparkline
 from cam_callback.report.rows import (
@@ -48,6 +49,8 @@ __all__ = [
     "datamap_points",
     "datamap_section",
     "datamap_svg",
+    "group_rows",
+    "groups_section",
     "legend_entries",
     "last_frame_png",
     "methods_section",
@@ -59,5 +62,6 @@ __all__ = [
     "target_rule",
     "true_class_curve",
     "weights_note",
+    "worst_group_note",
     "write_report",
 ]
