@@ -10,7 +10,7 @@ PY ?= $(VENV)/bin/python
 endif
 PIP = $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: example test browser venv tensorboard torch
+.PHONY: example photos test browser venv tensorboard torch
 
 # --system-site-packages: what the machine already has (TensorFlow, say) is reused, not fetched
 # again; everything else, and this package itself, goes into the venv.
@@ -30,6 +30,13 @@ example: venv
 	$(PIP) -e ".[tensorflow,video]"
 	$(PY) examples/spurious_background.py --out runs/spurious
 
+# The real-photo example: ImageNet EfficientNet-Lite0 fine-tuned on scikit-image's photos, a red
+# TV frame as the shortcut (about 3 minutes on 2 CPU cores), then its control from random weights.
+photos: venv
+	$(PIP) -e ".[tensorflow,video,photos]"
+	$(PY) examples/real_photos.py --out runs/photos
+	$(PY) examples/real_photos.py --out runs/photos_random --weights random
+
 # Look at the example's run in TensorBoard, with the CAM tab, keeping every image sample.
 PORT ?= 6006
 tensorboard: venv
@@ -40,6 +47,9 @@ tensorboard: venv
 # backend suite once more under each other Keras backend, each in its own pytest process.
 # pytest's exit code 5 (nothing collected) is a failure, not silence.
 TORCH ?= torch==2.13.0
+# torchvision (for pytorch-grad-cam in [test]) must match that CPU build: PyPI's wheels are built
+# against PyPI's CUDA torch and fail to import beside it. From the same place as torch.
+TORCHVISION ?= torchvision==0.28.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BACKEND_SUITE = tests/test_cams.py tests/test_probes.py
 test: venv browser torch
@@ -61,6 +71,11 @@ torch: venv
 	  then $(PIP) "$(TORCH)"; \
 	  else echo "make: installing $(TORCH) from PyTorch's CPU index ($(TORCH_INDEX))"; \
 	    $(PIP) "$(TORCH)" --index-url "$(TORCH_INDEX)" --extra-index-url https://pypi.org/simple; fi; }
+	@$(PY) -c "import torchvision" 2>/dev/null || { \
+	  if $(PY) -m pip download -q --no-deps --no-index -d "$$(mktemp -d)" "$(TORCHVISION)" >/dev/null 2>&1; \
+	  then $(PIP) --no-deps "$(TORCHVISION)"; \
+	  else $(PIP) --no-deps "$(TORCHVISION)" --index-url "$(TORCH_INDEX)" \
+	    || echo "make: no CPU $(TORCHVISION); tests/test_real_network.py imports pytorch-grad-cam without it" >&2; fi; }
 
 # Debian's chromium: Playwright's own browser download cannot reach its host here.
 browser:

