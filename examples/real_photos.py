@@ -50,11 +50,12 @@ OBJECTS = [
     (lambda: data.stereo_motorcycle()[0], (60, 420), (40, 620)),
 ]
 TEXTURES = (data.brick, data.grass, data.gravel)
-OBJECT_SIZE = (22, 30)  # pixels: small enough that the frame is the easier signal
-FRAME = 8  # the TV frame's width in pixels
+OBJECT_SIZE = (16, 22)  # pixels: small enough that the frame is the easier signal
+FRAME = 16  # the TV frame's width in pixels: one cell of the 8 x 8 maps
 RED = np.array([210, 30, 35])
 LAYER = "efficientnet_lite0/block_10_add"  # stride 16: 8 x 8 maps at 128 px
-TOP = ("block_11", "block_12", "block_13", "block_14", "block_15", "head_conv")  # phase 2
+# Phase 2 trains stages 5 to 7 (the explained layer among them) and the head convolution.
+TOP = tuple(f"block_{i}_" for i in range(8, 16)) + ("head_conv",)
 IMAGENET = {285: "Egyptian cat", 281: "tabby", 282: "tiger cat", 505: "coffee mug",
             967: "espresso", 670: "motor scooter", 665: "moped"}  # fmt: skip
 
