@@ -79,3 +79,17 @@ def test_page_and_cam_tab_show_the_worst_group(tmp_path):
     assert '<b id="worst-group">1.00 → 0.00</b>' in section
     assert "<td>square with the cue</td><td>1</td><td>1.00</td><td>0.00</td>" in section
     assert section.index("homer without") < section.index("homer with the")  # worst first
+    # The CAM tab's run list carries the same line for its status bar.
+    import json
+
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+
+    from cam_callback.tensorboard_plugin import CAMPlugin
+
+    plugin = CAMPlugin(base_plugin.TBContext(logdir=str(tmp_path.parent)))
+    response = Client(plugin.get_plugin_apps()["/runs"]).get("/runs")
+    runs = json.loads(response.get_data())["runs"]
+    assert [r["worst_group"] for r in runs if r["name"] == tmp_path.name] == [
+        worst_group_note(run)
+    ]

@@ -114,7 +114,9 @@ def test_port_reproduces_pytorch_logits_on_photos(networks):
     logits = model.predict(x, verbose=0)
     with torch.no_grad():
         expected = torch_lite0.imagenet_lite0(state)(torch_input(x)).numpy()
-    np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
+    # float32 on both sides, summed in different orders: 7e-6 to 2.3e-5 seen on logits up to 11
+    # (TensorFlow's kernels vary with what ran before in the process).
+    np.testing.assert_allclose(logits, expected, atol=5e-5, rtol=0)
     assert np.abs(expected).max() > 5  # real logits, not a near-constant output
     top = logits.argmax(-1)
     assert top[0] in (505, 967)  # coffee(): a coffee mug at 128 px (espresso at 224)

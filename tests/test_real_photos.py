@@ -74,7 +74,7 @@ def test_readme_numbers_are_the_full_runs():
 def test_real_photo_example_learns_the_frame(tmp_path):
     example = importlib.import_module("real_photos")
     out = tmp_path / "photos"
-    args = ["--out", str(out), "--train", "96", "--head-epochs", "1", "--fine-tune-epochs", "1"]
+    args = ["--out", str(out), "--train", "64", "--head-epochs", "1", "--fine-tune-epochs", "1"]
     story = example.main(args)
     run = load_run(out)
     assert run.epochs == [-1, 0, 1]
