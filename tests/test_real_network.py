@@ -43,10 +43,11 @@ BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 def photos(size: int) -> np.ndarray:
     """The photos, squashed to ``size`` x ``size``, as float32 pixels in [0, 255]."""
-    return np.stack(
-        [np.asarray(Image.fromarray(getattr(skimage_data, name)()).resize((size, size),
-                    Image.BILINEAR)) for name in PHOTOS]  # fmt: skip
-    ).astype(np.float32)
+    out = []
+    for name in PHOTOS:
+        photo = Image.fromarray(getattr(skimage_data, name)())
+        out.append(np.asarray(photo.resize((size, size), Image.BILINEAR)))
+    return np.stack(out).astype(np.float32)
 
 
 def import_grad_cam():
