@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
 
 from cam_callback import load_run
 from cam_callback.metrics import (
@@ -14,6 +18,7 @@ from cam_callback.metrics import (
 )
 from cam_callback.record import RecordWriter
 from cam_callback.report import groups_section, worst_group_note
+from cam_callback.tensorboard_plugin import CAMPlugin
 
 # Six probes: class 0 with the cue (0, 1), class 0 without (2), class 1 with (3), without (4, 5).
 LABELS = np.array([0, 0, 0, 1, 1, 1])
@@ -80,16 +85,7 @@ def test_page_and_cam_tab_show_the_worst_group(tmp_path):
     assert "<td>square with the cue</td><td>1</td><td>1.00</td><td>0.00</td>" in section
     assert section.index("homer without") < section.index("homer with the")  # worst first
     # The CAM tab's run list carries the same line for its status bar.
-    import json
-
-    from tensorboard.plugins import base_plugin
-    from werkzeug.test import Client
-
-    from cam_callback.tensorboard_plugin import CAMPlugin
-
     plugin = CAMPlugin(base_plugin.TBContext(logdir=str(tmp_path.parent)))
     response = Client(plugin.get_plugin_apps()["/runs"]).get("/runs")
     runs = json.loads(response.get_data())["runs"]
-    assert [r["worst_group"] for r in runs if r["name"] == tmp_path.name] == [
-        worst_group_note(run)
-    ]
+    assert [r["worst_group"] for r in runs if r["name"] == tmp_path.name] == [worst_group_note(run)]
