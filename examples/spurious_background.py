@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
 
-    x, y, _ = make_split(args.train, 0.95, 0.03, args.seed)
+    x, y, red_train = make_split(args.train, 0.95, 0.03, args.seed)
     # Validation breaks the cue: homer never in the red frame, everyone else always.
     x_val, y_val, _ = make_split(max(300, args.train // 8), 0.0, 1.0, args.seed + 1)
     probes, labels, red = make_probes(args.per_class, args.seed + 2)
@@ -279,9 +279,15 @@ def main(argv=None) -> dict:
     base_rates = cam_callback.metrics.transplant_rates(base, labels)
     _, acc_train = model.evaluate(x[:600].astype(np.float32), y[:600], verbose=0)
     _, acc_val = model.evaluate(x_val.astype(np.float32), y_val, verbose=0)
+    # Worst-group accuracy (class x red frame or not) on the training-like images.
+    right = model.predict(x[:600].astype(np.float32), verbose=0).argmax(-1) == y[:600]
+    groups = cam_callback.metrics.group_accuracies(right, y[:600], red_train[:600])
+    worst = min(groups, key=lambda g: groups[g])
     story = {
         "train_accuracy": float(acc_train),
         "val_accuracy": float(acc_val),
+        "worst_group": cam_callback.metrics.group_name(worst, CLASSES).replace("cue", "red frame"),
+        "worst_group_accuracy": float(groups[worst]),
         "cued_true_probability": float(run.metrics["true_class_probability"][-1, cued].mean()),
         "chance": float(frame_mask().mean()),
         # run.epochs[0] is -1, the untrained model: the drift is measured from there.
@@ -306,7 +312,8 @@ def main(argv=None) -> dict:
     }
     print(
         f"\naccuracy: {acc_train:.2f} on training-like images, {acc_val:.2f} once the red "
-        "frame no longer goes with homer"
+        f"frame no longer goes with homer; worst group of the training-like images: "
+        f"{story['worst_group']}, {story['worst_group_accuracy']:.2f}"
     )
     print(f"animations:  {run.path / 'animations'}")
     print(f"review page: {page}")

@@ -33,6 +33,7 @@ STORY_NUMBERS = [
     (r"right at\s+(\d\.\d\d)", "cued_true_probability", 0.03),
     (r"classifies (\d\.\d\d) of training-like images", "train_accuracy", 0.03),
     (r"accuracy falls to (\d\.\d\d)", "val_accuracy", 0.05),
+    (r"homer without the red frame, at (\d\.\d\d)", "worst_group_accuracy", 0.1),
     (r"goes from (\d\.\d\d) before training", "cued_focus_before", 0.03),
     (r"to (\d\.\d\d) after epoch 0", "cued_focus_first_epoch", 0.05),
     (r"and (\d\.\d\d) at the end", "cued_focus_last", 0.05),

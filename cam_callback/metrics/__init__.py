@@ -53,6 +53,9 @@ Flags per probe over the whole record (see :func:`flags`): ``flipped``,
   of the image, pasted on, makes its class; ``evidence_control`` the same for a region of
   that shape from elsewhere; per class :func:`class_rates`; flag ``portable_evidence``.
   See :mod:`~cam_callback.metrics.evidence`.
+- ``group_accuracy`` (cue masks, with labels) = the accuracy, among the probes, of the
+  probe's group: its class crossed with whether its cue mask is empty; the worst group's
+  is the figure Waterbirds results are judged by. See :mod:`~cam_callback.metrics.groups`.
 
 Modules: ``epoch`` (the per-epoch numbers), ``interventions`` and ``fragility`` (the
 numbers that need altered probes run through the model), ``evidence`` (the evidence
@@ -89,6 +92,15 @@ from cam_callback.metrics.fragility import (
     fragility,
     perturbed_copies,
     top_cells,
+)
+from cam_callback.metrics.groups import (
+    cue_present,
+    group_accuracies,
+    group_ids,
+    group_metrics,
+    group_name,
+    group_scalars,
+    worst_group_accuracy,
 )
 from cam_callback.metrics.interventions import (
     IGNORE_THRESHOLD,
@@ -144,6 +156,13 @@ __all__ = [
     "top_cells",
     "transplant_pairs",
     "transplant_rates",
+    "cue_present",
+    "group_accuracies",
+    "group_ids",
+    "group_metrics",
+    "group_name",
+    "group_scalars",
+    "worst_group_accuracy",
     "TOP_SHARE",
     "class_group_keys",
     "concentration",

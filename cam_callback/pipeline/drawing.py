@@ -211,6 +211,10 @@ class FrameStage:
                 mask_kind=self.mask_kind,
                 targets=targets,
             )
+            if self.mask_kind == "cue":
+                groups.update(
+                    metrics.group_scalars(values or {}, self.labels, self.masks, self.class_names)
+                )
             scalars = {f"cam/{k}": v for k, v in groups.items()}
             self.writer.write(epoch, images, scalars)
         if animated:

@@ -75,6 +75,8 @@ class RecordStage:
             masks=self.masks,
         )
         values.update(extra)
+        if self.mask_kind == "cue":  # worst-group accuracy: class x cue mask empty or not
+            values.update(metrics.group_metrics(values, self.labels, self.masks))
         self.record.write_epoch(
             epoch, heatmaps=heatmaps, probabilities=probabilities, targets=targets, metrics=values
         )

@@ -36,6 +36,7 @@ from cam_callback.report.gallery import (
     gallery_data,
     gallery_section,
 )
+from cam_callback.report.groups import group_rows, groups_section, worst_group_note
 from cam_callback.report.methods import methods_section, read_evaluation_table
 from cam_callback.report.page import (
     FLAG_HELP,
@@ -76,6 +77,8 @@ __all__ = [
     "datamap_section",
     "datamap_svg",
     "flag_label",
+    "group_rows",
+    "groups_section",
     "legend_entries",
     "last_frame_png",
     "methods_section",
@@ -87,5 +90,6 @@ __all__ = [
     "target_rule",
     "true_class_curve",
     "weights_note",
+    "worst_group_note",
     "write_report",
 ]

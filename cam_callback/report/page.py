@@ -14,6 +14,7 @@ from cam_callback.record import Run
 from cam_callback.report.assets import CSS, JS
 from cam_callback.report.datamap import datamap_section
 from cam_callback.report.gallery import gallery_section
+from cam_callback.report.groups import groups_section
 from cam_callback.report.methods import methods_section
 from cam_callback.report.rows import weights_note
 
@@ -209,7 +210,7 @@ def render_page(
     <span id="count"></span>
   </div>
 </header>
-{methods_section(run)}{datamap_section(run, rows)}{gallery_section(run)}<main>{cards}</main>
+{methods_section(run)}{groups_section(run)}{datamap_section(run, rows)}{gallery_section(run)}<main>{cards}</main>
 <script type="application/json" id="summary">{summary_json}</script>
 <script>{JS}</script>
 </body></html>

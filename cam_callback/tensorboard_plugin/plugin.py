@@ -55,6 +55,7 @@ from cam_callback.report import (
     legend_entries,
     target_rule,
     weights_note,
+    worst_group_note,
 )
 from cam_callback.tensorboard_plugin.store import RunStore
 
@@ -135,6 +136,7 @@ class CAMPlugin(base_plugin.TBPlugin):
                     "final_weights_epoch": run.meta.get("final_weights_epoch"),
                     "explains": target_rule(run.meta, run.class_names),
                     "weights_note": weights_note(run),
+                    "worst_group": worst_group_note(run),
                 }
             )
         return _json(

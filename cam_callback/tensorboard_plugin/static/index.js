@@ -203,7 +203,8 @@ async function selectRuns(nameA, nameB) {
     `${a.probes.length} probes · ${a.epochs.length} frames (${epochLabel(a.epochs[0])} to ` +
     `${epochLabel(a.epochs[a.epochs.length - 1])}) · ` +
     (info.explains ? `each map explains ${info.explains} · ` : '') +
-    (info.weights_note ? `${info.weights_note} · ` : '') + 'refreshed live' :
+    (info.weights_note ? `${info.weights_note} · ` : '') +
+    (info.worst_group ? `${info.worst_group} · ` : '') + 'refreshed live' :
     'No complete epoch recorded yet.') + note;
   document.body.dataset.ready = '1';
 }
