@@ -282,10 +282,10 @@ def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
         build_frag = time.perf_counter() - start
         batch = min(32, n)
 
-        def probs(images):
+        def probs(images, batch=batch):
             return cams.predict_probabilities(model, images, batch_size=batch)
 
-        def maps(images, targets):
+        def maps(images, targets, batch=batch):
             r = cams.compute_cams(model, images, target=targets, batch_size=batch)
             return r.heatmaps, r.probabilities
 

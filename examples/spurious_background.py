@@ -213,7 +213,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", choices=("cnn", "vit"), default="cnn",
                         help="vit: a tiny keras-hub ViT, explained at its default layer")  # fmt: skip
     parser.add_argument(
-        "--no-masks", action="store_true", help="no probe_masks: the evidence transplant alone"
+        "--no-masks",
+        action="store_true",
+        help="no probe_masks: the evidence transplant alone",
     )
     args = parser.parse_args(argv)
     if args.model == "vit" and importlib.util.find_spec("keras_hub") is None:

@@ -184,6 +184,8 @@ def render_page(
     explains = target_rule(run.meta, run.class_names)
     weights = weights_note(run)
     weights_html = f' · <span id="final-weights">{html.escape(weights)}</span>' if weights else ""
+    sections = methods_section(run) + groups_section(run)
+    sections += datamap_section(run, rows) + gallery_section(run)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="generator" content="{GENERATOR}">
@@ -210,7 +212,7 @@ def render_page(
     <span id="count"></span>
   </div>
 </header>
-{methods_section(run)}{groups_section(run)}{datamap_section(run, rows)}{gallery_section(run)}<main>{cards}</main>
+{sections}<main>{cards}</main>
 <script type="application/json" id="summary">{summary_json}</script>
 <script>{JS}</script>
 </body></html>
