@@ -55,8 +55,9 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         probe_masks: bool ``[N, H', W']`` regions (the object, or a suspected cue),
             at the display images' size; see ``mask_kind``.
         layer: The explained layer, as in :func:`cam_callback.compute_cams`.
-        method: ``"gradcam"``, ``"gradcam++"``, ``"layercam"``, ``"hirescam"`` or
-            ``"saliency"``.
+        method: ``"auto"`` (gradient rollout at a Vision Transformer's default layer,
+            Grad-CAM elsewhere; the record names the one run), or a name of
+            :func:`cam_callback.available_methods` (``"gradcam"``, ``"layercam"``, ...).
         target: ``"predicted"``, ``"label"`` (the true class; needs labels), one
             class id, or one per probe.
         every_n_epochs: Record every n-th epoch (epochs ``n-1, 2n-1, ...``), and
@@ -140,7 +141,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         display_images: Any = None,
         probe_masks: Any = None,
         layer: str | keras.layers.Layer | None = None,
-        method: str = "gradcam",
+        method: str = "auto",
         target: str | int | Sequence[int] | np.ndarray = "predicted",
         every_n_epochs: int = 1,
         top_k: int = 3,

@@ -277,3 +277,23 @@ def test_tracker_records_a_vit(tmp_path):
     page = write_report(run)
     assert "block2_ln1" in Path(page).read_text()
 
+
+
+def _softmax_vit(scale: float) -> keras.Model:
+    """The Functional ViT with a softmax head, the head's kernel multiplied by ``scale``."""
+    base = functional_vit()
+    logits = base.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([kernel * scale, bias])
+    out = keras.layers.Activation("softmax", name="softmax")(base.output)
+    return keras.Model(base.input, out, name=f"softmax_vit_{int(scale)}")
+
+
+def test_default_layer_does_not_depend_on_confidence(x):
+    """A head kernel x1e4 saturates the float32 probabilities (p = 1): the default is
+    decided on the logits with a relative threshold, so it is the same layer as at x1."""
+    plain, confident = _softmax_vit(1.0), _softmax_vit(1e4)
+    probs = keras.ops.convert_to_numpy(confident(x))
+    assert (probs.max(1) == 1.0).all()  # saturated: the probabilities no longer move
+    assert inspect_model(plain, x).layer == "block2_ln1"
+    assert inspect_model(confident, x).layer == "block2_ln1"

@@ -59,7 +59,9 @@ class ModelCheck:
             applied here).
         backend: The Keras backend computing the maps.
         note: Why this layer and grid: for a token layer, its patch grid and the prefix
-            tokens dropped; for a default layer, why it was chosen.
+            tokens dropped; for a default layer, why it was chosen (and a finer layer where
+            its map is coarse); for ``method="auto"``, which method it runs and why.
+        method: The method the maps are computed with (``"auto"`` resolved).
     """
 
     layer: str
@@ -69,3 +71,4 @@ class ModelCheck:
     head: str = "softmax"
     backend: str = "tensorflow"
     note: str = ""
+    method: str = "gradcam"

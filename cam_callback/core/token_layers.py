@@ -18,7 +18,14 @@ import numpy as np
 
 from cam_callback import backends
 from cam_callback import layers as _layers
+from cam_callback.core.heads import Head, logit_hooks
 from cam_callback.core.tokens import TokenGrid, token_grid
+
+RTOL = 1e-4
+"""A token layer reaches the output when perturbing its patches moves a logit by more
+than this share of the largest logit (on :data:`PROBES` probes)."""
+PROBES = 4
+"""How many of the images the default-layer test perturbs."""
 
 _DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # {model: {key: (path, why)}}
 
@@ -109,58 +116,80 @@ def explained_tokens(
     return layer_tokens(model, call, x.shape[1:3], grid=grid, prefix_tokens=prefix_tokens)
 
 
-def output_of(model: keras.Model, sample: np.ndarray, key: Any, hooks: dict | None = None) -> Any:
-    """The model's output ``key`` on ``sample`` as float64 numpy, one eager forward with ``hooks``.
+def explained_scores(
+    model: keras.Model, calls: list[_layers.LayerCall], sample: np.ndarray, head: Head,
+    hooks: dict | None = None,
+) -> np.ndarray:
+    """The explained output's logits on ``sample`` as float64 numpy, one eager forward.
+
+    Read where the head finds them (the input of a final softmax or sigmoid, a
+    linear output); where it has none, the log of the probabilities, floored at
+    1e-30. Logits, not probabilities: a confident model's float32 probabilities
+    saturate at 1 and no longer move.
 
     Example:
-        >>> output_of(model, x[:1], None).shape  # doctest: +SKIP
-        (1, 3)
+        >>> explained_scores(model, info.calls, x[:4], head).shape  # doctest: +SKIP
+        (4, 3)
     """
-    with backends.inference(model), _layers.intercepted(hooks or {}):
+    store: dict = {}
+    hooks = {**(hooks or {}), **logit_hooks(calls, head, store)}
+    with backends.inference(model), _layers.intercepted(hooks):
         out = model(sample, training=False)
+    key = head.key
     out = out[0] if isinstance(out, (list, tuple)) and key is None else out
     out = out if key is None else out[key]
-    return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+    if "logits" in store:
+        out = store["logits"]
+    values = np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+    if head.squash or head.hook:
+        return values.reshape(len(values), -1)
+    return np.log(np.maximum(values, 1e-30)).reshape(len(values), -1)
 
 
 def reaches_output(
     model: keras.Model,
+    calls: list[_layers.LayerCall],
     layer: keras.layers.Layer,
     tokens: TokenGrid,
     sample: np.ndarray,
-    key: Any,
+    head: Head,
     clean: np.ndarray | None = None,
 ) -> bool:
-    """Whether ``layer``'s patch tokens change the model's output ``key`` on ``sample``.
+    """Whether ``layer``'s patch tokens change the explained logits on ``sample``.
 
     One eager forward with random noise added to the patch tokens (prefix tokens
-    untouched), compared with ``clean`` (the unperturbed output, computed when not
-    given). Noise, not a constant shift, which the next LayerNorm would remove.
+    untouched), compared with ``clean`` (the unperturbed logits, computed when not
+    given) relative to their own size: a change above :data:`RTOL` times the largest
+    logit on any of the probes. Scaling the head's weights scales both alike, so a
+    confident model's layer is the same as an untrained one's. Noise, not a
+    constant shift, which the next LayerNorm would remove.
 
     Example:
-        >>> reaches_output(vit, last_block, TokenGrid(1, 4, 4), x[:1], None)  # doctest: +SKIP
+        >>> reaches_output(vit, calls, last_block, TokenGrid(1, 4, 4), x[:4], head)
+        ... # doctest: +SKIP
         False
     """
 
     def hook(call: Any, args: tuple, kwargs: dict) -> Any:
         out = call(*args, **kwargs)
-        t, d = int(out.shape[1]), int(out.shape[2])
-        noise = np.random.default_rng(0).standard_normal((1, t, d)).astype(np.float32)
+        b, t, d = int(out.shape[0]), int(out.shape[1]), int(out.shape[2])
+        noise = np.random.default_rng(0).standard_normal((b, t, d)).astype(np.float32)
         noise[:, : tokens.prefix] = 0.0
         scale = keras.ops.std(keras.ops.cast(out, "float32")) + 1.0
         return out + keras.ops.cast(keras.ops.convert_to_tensor(noise) * scale, out.dtype)
 
     if clean is None:
-        clean = output_of(model, sample, key)
-    noisy = output_of(model, sample, key, {layer: hook})
-    return bool(np.abs(noisy - clean).max() > 1e-6 * (1.0 + np.abs(clean).max()))
+        clean = explained_scores(model, calls, sample, head)
+    noisy = explained_scores(model, calls, sample, head, {layer: hook})
+    change = float(np.abs(noisy - clean).max())
+    return change > 0.0 and change > RTOL * float(np.abs(clean).max())
 
 
 def default_layer(
     model: keras.Model,
     calls: list[_layers.LayerCall],
     x: np.ndarray,
-    key: Any,
+    head: Head,
     *,
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
@@ -168,19 +197,21 @@ def default_layer(
     """``(path, why)``: the layer explained when none is named, cached per model and input.
 
     The last layer with a spatial output, or with a token output whose patch grid
-    is known and whose patch tokens reach the explained output ``key``.
+    is known and whose patch tokens reach the explained logits of ``head`` (see
+    :func:`reaches_output`: the first :data:`PROBES` images, a relative threshold).
 
     Raises:
         ValueError: No such layer; where token layers were skipped because their
             grid cannot be known, that error (naming ``grid=``/``prefix_tokens=``).
 
     Example:
-        >>> default_layer(vit, info.calls, x, None)  # doctest: +SKIP
+        >>> default_layer(vit, info.calls, x, head)  # doctest: +SKIP
         ('vi_t_backbone/vit_encoder/transformer_block_2/ln_1', 'the last layer whose ...')
     """
     cache = _DEFAULTS.setdefault(model, {})
     # repr: the arguments are checked later, and a list is not hashable.
-    ckey = (x.shape[1:], x.dtype.str, key, repr(grid), repr(prefix_tokens))
+    ckey = (x.shape[1:], x.dtype.str, head.key, head.hook, head.producer, head.squash,
+            repr(grid), repr(prefix_tokens))  # fmt: skip
     if ckey in cache:
         return cache[ckey]
     by_path: dict[str, list[_layers.LayerCall]] = {}
@@ -200,9 +231,11 @@ def default_layer(
         except ValueError as exc:
             grid_error = grid_error or exc
             continue
+        sample = x[:PROBES]
         if tokens.prefix > 0 and clean is None:
-            clean = output_of(model, x[:1], key)
-        if tokens.prefix == 0 or reaches_output(model, seen[0].layer, tokens, x[:1], key, clean):
+            clean = explained_scores(model, calls, sample, head)
+        if tokens.prefix == 0 or reaches_output(model, calls, seen[0].layer, tokens, sample,
+                                                head, clean):  # fmt: skip
             why = (
                 f"the last token layer whose patch tokens reach the output ({tokens.height} x "
                 f"{tokens.width} patches, {tokens.prefix} prefix tokens dropped)"
