@@ -99,7 +99,7 @@ def measure(model, probes, labels, frame, layers, methods) -> dict:
         for tag, layer in layers:
             if tag != "L" and method not in GRADCAM_FAMILY:
                 continue
-            kw = dict(method=method, layer=layer, head="logits")
+            kw = dict(method=method, layer=layer)
             try:
                 compute_cams(model, probes, target=labels, **kw)  # warm-up (tracing)
             except ValueError as exc:
@@ -131,7 +131,7 @@ def run_model(name: str, epochs: list[int], n_train: int, methods) -> None:
         model.compile(keras.optimizers.Adam(3e-4),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])  # fmt: skip
-    default = inspect_model(model, probes, head="logits").layer
+    default = inspect_model(model, probes).layer
     layers = [("L", None), ("B", before)]
     print(f"\n{name}: {size} px, default layer L = {default!r}, B = {before!r}; "
           f"chance on the frame {frame.mean():.2f}")  # fmt: skip

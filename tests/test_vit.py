@@ -297,3 +297,20 @@ def test_default_layer_does_not_depend_on_confidence(x):
     assert (probs.max(1) == 1.0).all()  # saturated: the probabilities no longer move
     assert inspect_model(plain, x).layer == "block2_ln1"
     assert inspect_model(confident, x).layer == "block2_ln1"
+
+
+def test_auto_is_gradient_rollout_at_the_default_vit_layer(hvit, x):
+    """The default on a ViT: gradient rollout, non-empty before training and class-specific;
+    a token layer the user names keeps Grad-CAM; the note says which and why."""
+    check = inspect_model(hvit, x)
+    assert check.method == "gradient_rollout" and "default method gradient_rollout" in check.note
+    res = compute_cams(hvit, x)
+    assert res.method == "gradient_rollout" and res.layer == check.layer
+    want = compute_cams(hvit, x, method="gradient_rollout")
+    np.testing.assert_array_equal(res.heatmaps, want.heatmaps)
+    assert (res.heatmaps.max(axis=(1, 2)) == 1.0).all()  # untrained, and no empty map
+    other = compute_cams(hvit, x, target=(res.targets + 1) % 3)
+    assert np.abs(other.heatmaps - res.heatmaps).max(axis=(1, 2)).min() > 1e-3
+    named = f"{hvit.backbone.name}/vit_encoder/transformer_block_1"
+    assert compute_cams(hvit, x, layer=named).method == "gradcam"
+    assert inspect_model(hvit, x, layer=named).method == "gradcam"

@@ -10,6 +10,7 @@ LayerNorm, pytorch-grad-cam's advice for ViTs.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any
 
@@ -185,6 +186,33 @@ def reaches_output(
     return change > 0.0 and change > RTOL * float(np.abs(clean).max())
 
 
+def coarse(calls: list[_layers.LayerCall], call: _layers.LayerCall) -> str:
+    """``""``, or where ``call``'s map is under :data:`~cam_callback.layers.MIN_SIDE` cells on a
+    side, a warning (shown once per model and input) and the words for the note, naming
+    the finer layer of :func:`~cam_callback.layers.finer_layer`.
+
+    Example:
+        >>> coarse(info.calls, top)  # doctest: +SKIP
+        "; its maps are 2 x 2, under 4 cells a side: a finer layer is 'block6d_add' (4 x 4)"
+    """
+    h, w = call.output_shape[1:3]
+    if min(h, w) >= _layers.MIN_SIDE:
+        return ""
+    finer = _layers.finer_layer(calls)
+    why = f"; its maps are {h} x {w}, under {_layers.MIN_SIDE} cells a side"
+    if finer is None:
+        why += ", and no layer has a finer spatial output"
+    else:
+        fh, fw = finer.output_shape[1:3]
+        why += (
+            f": a finer layer is {finer.path!r} ({fh} x {fw}), the last with at least "
+            f"{_layers.MIN_SIDE} x {_layers.MIN_SIDE}"
+        )
+    hint = "" if finer is None else f"; pass layer={finer.path!r} for a finer map"
+    warnings.warn(f"The default layer {call.path!r} is coarse{why}{hint}.", stacklevel=2)
+    return why
+
+
 def default_layer(
     model: keras.Model,
     calls: list[_layers.LayerCall],
@@ -221,7 +249,7 @@ def default_layer(
     for path in reversed(_layers.spatial_paths(calls)):
         seen = by_path[path]
         if seen[-1].is_spatial:  # as before tokens: shared or not (check_spatial says why not)
-            found = (path, "the last layer with a spatial output")
+            found = (path, "the last layer with a spatial output" + coarse(calls, seen[-1]))
             break
         if len(seen) > 1:
             continue  # a shared token layer (keras-hub's MLP runs its Dropout twice)
