@@ -6,6 +6,9 @@ Grad-CAM on tokens and both rollouts.
 
 usage: python _child_vit.py DIR  (reads DIR/vit.weights.h5 and DIR/x.npy, writes
 DIR/maps_<backend>.npz)
+       python _child_vit.py DIR dataparallel  (JAX, XLA_FLAGS with 2 host devices: the same
+maps, and the default method's, under keras.distribution.DataParallel, written to
+DIR/maps_dp.npz, then on one device to DIR/maps_single.npz; prints the device count)
 """
 
 import os
@@ -35,10 +38,29 @@ def maps_of(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
-if __name__ == "__main__":
-    folder = sys.argv[1]
+def loaded(folder: str) -> keras.Model:
     # The weights come from the file: no seed (it would import TensorFlow), zero initializers.
     model = functional_vit(seed=None, random_init=False)
     model.load_weights(os.path.join(folder, "vit.weights.h5"))
+    return model
+
+
+if __name__ == "__main__":
+    folder = sys.argv[1]
     x = np.load(os.path.join(folder, "x.npy"))
-    np.savez(os.path.join(folder, f"maps_{keras.backend.backend()}.npz"), **maps_of(model, x))
+    if sys.argv[2:] == ["dataparallel"]:
+        import jax
+
+        devices = jax.devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        model = loaded(folder)  # built under the distribution: replicated weights
+        maps = {**maps_of(model, x), "auto": compute_cams(model, x).heatmaps}
+        np.savez(os.path.join(folder, "maps_dp.npz"), **maps)
+        keras.distribution.set_distribution(None)
+        model = loaded(folder)
+        maps = {**maps_of(model, x), "auto": compute_cams(model, x).heatmaps}
+        np.savez(os.path.join(folder, "maps_single.npz"), **maps)
+        print(len(devices), flush=True)
+    else:
+        np.savez(os.path.join(folder, f"maps_{keras.backend.backend()}.npz"),
+                 **maps_of(loaded(folder), x))  # fmt: skip

@@ -314,3 +314,25 @@ def test_auto_is_gradient_rollout_at_the_default_vit_layer(hvit, x):
     named = f"{hvit.backbone.name}/vit_encoder/transformer_block_1"
     assert compute_cams(hvit, x, layer=named).method == "gradcam"
     assert inspect_model(hvit, x, layer=named).method == "gradcam"
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="runs JAX in a child")
+def test_vit_maps_under_jax_data_parallel_equal_one_device(fvit, tmp_path):
+    """Token Grad-CAM, both rollouts and the default method under keras.distribution's
+    DataParallel over two host devices (JAX) equal the same weights' maps on one device."""
+    fvit.save_weights(tmp_path / "vit.weights.h5")
+    np.save(tmp_path / "x.npy", images(4))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(HERE.parent),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(HERE / "_child_vit.py"), str(tmp_path), "dataparallel"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "2"  # two devices
+    dp, single = np.load(tmp_path / "maps_dp.npz"), np.load(tmp_path / "maps_single.npz")
+    assert sorted(dp.files) == ["auto", "gradcam_tokens", "gradient_rollout", "rollout",
+                                "rollout_discard"]  # fmt: skip
+    for key in dp.files:
+        assert dp[key].max() == 1.0, key  # not a zero-vs-zero check
+        np.testing.assert_allclose(dp[key], single[key], atol=1e-5, err_msg=key)
