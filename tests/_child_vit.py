@@ -5,10 +5,10 @@ backend, on the same saved weights, so one child (one import, one model build) c
 Grad-CAM on tokens and both rollouts.
 
 usage: python _child_vit.py DIR  (reads DIR/vit.weights.h5 and DIR/x.npy, writes
-DIR/maps_<backend>.npz)
-       python _child_vit.py DIR dataparallel  (JAX, XLA_FLAGS with 2 host devices: the same
-maps, and the default method's, under keras.distribution.DataParallel, written to
-DIR/maps_dp.npz, then on one device to DIR/maps_single.npz; prints the device count)
+DIR/maps_<backend>.npz). On JAX with several devices (XLA_FLAGS=
+--xla_force_host_platform_device_count=2) it then computes token Grad-CAM and both rollouts
+again under keras.distribution.DataParallel, on a model built under it, into DIR/maps_dp.npz,
+and prints the device count.
 """
 
 import os
@@ -25,10 +25,17 @@ from vit_models import functional_vit  # noqa: E402
 from cam_callback import compute_cams  # noqa: E402
 
 
-def maps_of(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Grad-CAM on a token layer, rollout (plain and with ``discard_ratio``), gradient rollout."""
+def maps_of(model: keras.Model, x: np.ndarray, short: bool = False) -> dict[str, np.ndarray]:
+    """Grad-CAM on a token layer, rollout (plain and with ``discard_ratio``), gradient rollout
+    (``short``: without the ``discard_ratio`` one)."""
     # For the rollouts `layer` only picks the token grid: naming it skips the default search.
     kw = {"layer": "block2_ln1", "head": "logits"}
+    if short:
+        return {
+            "gradcam_tokens": compute_cams(model, x, layer="block1_out", target=1).heatmaps,
+            "rollout": compute_cams(model, x, method="rollout", **kw).heatmaps,
+            "gradient_rollout": compute_cams(model, x, method="gradient_rollout", **kw).heatmaps,
+        }
     return {
         "gradcam_tokens": compute_cams(model, x, layer="block1_out", target=1).heatmaps,
         "rollout": compute_cams(model, x, method="rollout", **kw).heatmaps,
@@ -48,19 +55,14 @@ def loaded(folder: str) -> keras.Model:
 if __name__ == "__main__":
     folder = sys.argv[1]
     x = np.load(os.path.join(folder, "x.npy"))
-    if sys.argv[2:] == ["dataparallel"]:
+    backend = keras.backend.backend()
+    np.savez(os.path.join(folder, f"maps_{backend}.npz"), **maps_of(loaded(folder), x))
+    if backend == "jax":
         import jax
 
         devices = jax.devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        model = loaded(folder)  # built under the distribution: replicated weights
-        maps = {**maps_of(model, x), "auto": compute_cams(model, x).heatmaps}
-        np.savez(os.path.join(folder, "maps_dp.npz"), **maps)
-        keras.distribution.set_distribution(None)
-        model = loaded(folder)
-        maps = {**maps_of(model, x), "auto": compute_cams(model, x).heatmaps}
-        np.savez(os.path.join(folder, "maps_single.npz"), **maps)
+        if len(devices) > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+            model = loaded(folder)  # built under the distribution: replicated weights
+            np.savez(os.path.join(folder, "maps_dp.npz"), **maps_of(model, x, short=True))
         print(len(devices), flush=True)
-    else:
-        np.savez(os.path.join(folder, f"maps_{keras.backend.backend()}.npz"),
-                 **maps_of(loaded(folder), x))  # fmt: skip
