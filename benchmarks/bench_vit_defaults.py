@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 import spurious_background as sb  # noqa: E402
+
 from cam_callback import compute_cams, inspect_model  # noqa: E402
 
 METHODS = ("gradcam", "hirescam", "layercam", "gradcam++", "xgradcam", "rollout",

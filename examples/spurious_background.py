@@ -153,10 +153,10 @@ def main(argv=None) -> dict:
         probe_masks=np.repeat(frame_mask()[None], len(probes), axis=0),
         mask_kind="cue",  # the mask is the suspected cue: flag attention that lands on it
         target="label",  # explain the true class: what makes this homer, for the model?
-        layer=None if args.model == "vit" else LAYER,  # a ViT: the patch grid it picks
-        # On this ViT's LayerNorm output Grad-CAM's one weight per channel comes out negative
-        # for homer (zero maps); Layer-CAM weighs each patch by its own positive gradient.
-        method="layercam" if args.model == "vit" else "gradcam",
+        # A ViT: the default, gradient rollout (Chefer et al. 2021) through both blocks, laid
+        # out on the patch grid; Grad-CAM at a ViT's token layers gives empty maps for many
+        # probes (docs/methods.md). The CNN: Grad-CAM at conv2.
+        layer=None if args.model == "vit" else LAYER,
     )
     model.fit(
         x.astype(np.float32),

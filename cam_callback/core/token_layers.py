@@ -118,7 +118,10 @@ def explained_tokens(
 
 
 def explained_scores(
-    model: keras.Model, calls: list[_layers.LayerCall], sample: np.ndarray, head: Head,
+    model: keras.Model,
+    calls: list[_layers.LayerCall],
+    sample: np.ndarray,
+    head: Head,
     hooks: dict | None = None,
 ) -> np.ndarray:
     """The explained output's logits on ``sample`` as float64 numpy, one eager forward.

@@ -27,9 +27,7 @@ third to four fifths of the probes there, before and during training; gradient r
 for none, and it explains the requested class)."""
 
 
-def default_method(
-    calls: list[LayerCall], tokens: TokenGrid | None, layer: Any
-) -> tuple[str, str]:
+def default_method(calls: list[LayerCall], tokens: TokenGrid | None, layer: Any) -> tuple[str, str]:
     """``(method, why)``: what ``method="auto"`` runs.
 
     Gradient rollout (:data:`TOKEN_DEFAULT`) where the default layer (``layer`` is
