@@ -4,8 +4,10 @@ A class-token ViT reads only token 0 after its last attention, so the patch toke
 of every later layer (the last block's output, the final norm) never reach the
 score: Grad-CAM there is zero. :func:`default_layer` walks back from the end and
 picks the last layer whose patch tokens do reach the output, found by perturbing
-them in one eager forward; on keras-hub's ViT that is the last block's first
-LayerNorm, pytorch-grad-cam's advice for ViTs.
+them in one eager forward and reading the explained logits (not the probabilities,
+which saturate on a confident model) with a relative threshold; on keras-hub's ViT
+that is the last block's first LayerNorm, pytorch-grad-cam's advice for ViTs. A
+spatial default coarser than ``MIN_SIDE`` cells a side warns, naming a finer layer.
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ def coarse(calls: list[_layers.LayerCall], call: _layers.LayerCall) -> str:
 
     Example:
         >>> coarse(info.calls, top)  # doctest: +SKIP
-        "; its maps are 2 x 2, under 4 cells a side: a finer layer is 'block6d_add' (4 x 4)"
+        "; its maps are 2 x 2, under 4 cells a side: a finer layer is 'block6a_expand_activ..."
     """
     h, w = call.output_shape[1:3]
     if min(h, w) >= _layers.MIN_SIDE:
