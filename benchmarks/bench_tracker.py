@@ -4,6 +4,7 @@ Run: python benchmarks/bench_tracker.py --rounds 3     (about 25 minutes on 2 co
      python benchmarks/bench_tracker.py --quick        (a smoke run of a few minutes)
      python benchmarks/bench_tracker.py --probes 512 --parts cost   (one part)
      python benchmarks/bench_tracker.py --probes 32 --parts interventions
+     python benchmarks/bench_tracker.py --images 600 --parts vit   (the ViT row)
      python benchmarks/bench_tracker.py --parts startup --baseline ../old-checkout  (A/B)
      python benchmarks/bench_tracker.py --probes 32,512 --parts evidence
 
@@ -39,6 +40,10 @@ Every fit runs in a fresh child process, so each row's peak RSS is its own.
    the maps alone against the evidence stage (about 2N pasted + 2N control images, forward
    only), on an untrained and on a fitted small CNN; then fits as 1, record only, with
    ``evidence=False`` and with the default.
+7. (``--parts vit``) As 1, record only, 32 probes, on a small keras-hub ViT (48 px, patches
+   of 4: 144 patches, 2 blocks of width 32, softmax head, as ``examples/spurious_background.py
+   --model vit``): the default method (gradient rollout at a ViT's default layer) against
+   ``method="gradcam"`` at the same layer.
 """
 
 from __future__ import annotations
@@ -94,6 +99,27 @@ def small_cnn(size=48, n_classes=10):
     return model
 
 
+def small_vit(size=48, n_classes=10):
+    import keras
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(size, size, 3), patch_size=4, num_layers=2, num_heads=4, hidden_dim=32,
+        mlp_dim=64,
+    )  # fmt: skip
+    inp = keras.Input((size, size, 3))
+    out = keras.layers.Dense(n_classes, activation="softmax")(backbone(inp)[:, 0])
+    model = keras.Model(inp, out)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+VIT_ARMS = {
+    "record only": ARMS["record only"],
+    "gradcam": {**ARMS["record only"], "method": "gradcam"},
+}
+
+
 def dataset(n, size=48, n_classes=10):
     import numpy as np
 
@@ -111,7 +137,7 @@ def child(spec: dict) -> dict:
     n_probes = spec["probes"]
     px, py = dataset(n_probes)  # probes apart from the training set, as a user would pick
     keras.utils.set_random_seed(0)
-    model = small_cnn()
+    model = small_vit() if spec.get("model") == "vit" else small_cnn()
     ends: list[float] = []
     with tempfile.TemporaryDirectory() as log_dir:
         callbacks = []
@@ -205,7 +231,8 @@ def run_child(spec: dict, code: str | None = None) -> dict:
 
 
 def cost(
-    images: int, e: int, probe_counts: tuple[int, ...], rounds: int, table: dict = ARMS
+    images: int, e: int, probe_counts: tuple[int, ...], rounds: int, table: dict = ARMS,
+    model: str = "cnn",
 ) -> None:
     arms = [("no tracker", None, 0)] + [
         (name, tracker, n)
@@ -217,7 +244,8 @@ def cost(
     for _ in range(rounds):
         for epochs in (e, 3 * e):
             for name, tracker, n in arms:  # alternate the arms within each length
-                spec = {"images": images, "epochs": epochs, "probes": n or 32, "tracker": tracker}
+                spec = {"images": images, "epochs": epochs, "probes": n or 32, "tracker": tracker,
+                        "model": model}  # fmt: skip
                 results.setdefault((name, n, epochs), []).append(run_child(spec))
 
     def med(name, n, epochs, key):
@@ -230,7 +258,8 @@ def cost(
     base_e, base_3e = med("no tracker", 0, e, "fit_s"), med("no tracker", 0, 3 * e, "fit_s")
     base_slope = (base_3e - base_e) / (2 * e)
     print(
-        f"1. fit of a small CNN on {images:,} images of 48 px, batch 32, at {e} and {3 * e} epochs "
+        f"1. fit of a small {model.upper()} on {images:,} images of 48 px, batch 32, at {e} and "
+        f"{3 * e} epochs "
         f"(median of {rounds}); an epoch without the tracker lasts {base_slope:.2f} s"
     )
     head = (
@@ -465,6 +494,8 @@ def main() -> None:
             probes = tuple(int(n) for n in args.probes.split(","))
             evidence_cost(probes)
             cost(args.images, 4, probes, args.rounds, EVIDENCE_ARMS)
+        if "vit" in parts:
+            cost(args.images, 4, (32,), args.rounds, VIT_ARMS, model="vit")
         if "train_end" in parts:
             train_end(images=1000, lengths=(12, 36))
         if "memory" in parts:

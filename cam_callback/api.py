@@ -22,7 +22,7 @@ from cam_callback.core.results import CAMError, CAMResult, ModelCheck
 from cam_callback.core.token_layers import default_layer
 from cam_callback.methods import METHODS, available_methods, check_method, compute
 from cam_callback.methods import explained_score as _explained
-from cam_callback.methods.resolve import resolve
+from cam_callback.methods.resolve import AUTO, default_method, resolve
 
 __all__ = [
     "CAMError",
@@ -51,7 +51,7 @@ def compute_cams(
     images: Any,
     *,
     layer: str | keras.layers.Layer | None = None,
-    method: str = "gradcam",
+    method: str = "auto",
     target: str | int | Sequence[int] | np.ndarray = "predicted",
     score: str = "logit",
     output: int | str | None = None,
@@ -81,8 +81,10 @@ def compute_cams(
             (``"vi_t_backbone/vit_encoder/transformer_block_1"``); or a
             ``keras.layers.Layer``. A ``[batch, tokens, dim]`` layer is explained on
             its patch grid, its prefix tokens (class, distillation, registers) dropped.
-        method: A name of :func:`available_methods`: ``"gradcam"``, ``"gradcam++"``,
-            ``"layercam"``, ``"hirescam"``, ``"xgradcam"``, ``"saliency"``, ``"scorecam"``, ...
+        method: A name of :func:`available_methods`: ``"auto"`` (gradient rollout at a
+            Vision Transformer's default layer, Grad-CAM elsewhere; ``CAMResult.method``
+            names the one run), ``"gradcam"``, ``"gradcam++"``, ``"layercam"``,
+            ``"hirescam"``, ``"xgradcam"``, ``"saliency"``, ``"scorecam"``, ...
         target: ``"predicted"`` (argmax), one class id for all images, or one
             class id per image.
         score: ``"logit"`` explains the class score before a final softmax or
@@ -147,7 +149,7 @@ def inspect_model(
     images: Any,
     *,
     layer: str | keras.layers.Layer | None = None,
-    method: str = "gradcam",
+    method: str = "auto",
     output: int | str | None = None,
     score: str = "logit",
     head: str = "auto",
@@ -185,9 +187,12 @@ def inspect_model(
     else:
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
     if layer is None and target_layer is not None:
-        why = default_layer(model, info.calls, x, used.key, grid=grid,
+        why = default_layer(model, info.calls, x, used, grid=grid,
                             prefix_tokens=prefix_tokens)[1]  # fmt: skip
         note = f"default layer: {why}" + (f"; {note}" if note else "")
+    if method == AUTO:
+        method, why = default_method(info.calls, tokens, layer)
+        note = "; ".join(n for n in (note, why) if n)
     return ModelCheck(
         path,
         used.n_classes,
@@ -197,6 +202,7 @@ def inspect_model(
         backend=backends.name(),
         note=note,
         head_assumed=used.assumed,
+        method=method,
     )
 
 

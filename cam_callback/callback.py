@@ -57,10 +57,9 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         probe_masks: bool ``[N, H', W']`` regions (the object, or a suspected cue),
             at the display images' size; see ``mask_kind``.
         layer: The explained layer, as in :func:`cam_callback.compute_cams`.
-        method: Any name in :func:`cam_callback.available_methods` (default
-            ``"gradcam"``): the Grad-CAM family (``"gradcam++"``, ``"layercam"``,
-            ``"hirescam"``, ...), Eigen-CAM, Score-CAM, Ablation-CAM, occlusion, the
-            input-gradient maps, and the attention rollouts of a ViT.
+        method: ``"auto"`` (gradient rollout at a Vision Transformer's default layer,
+            Grad-CAM elsewhere; the record names the one run), or a name of
+            :func:`cam_callback.available_methods` (``"gradcam"``, ``"layercam"``, ...).
         target: The class each map explains. ``"predicted"`` (the default): the
             class the model predicts for the probe at that epoch, so the explained
             class can change while it trains; ``"label"``: the true class (needs
@@ -150,7 +149,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         display_images: Any = None,
         probe_masks: Any = None,
         layer: str | keras.layers.Layer | None = None,
-        method: str = "gradcam",
+        method: str = "auto",
         target: str | int | Sequence[int] | np.ndarray = "predicted",
         every_n_epochs: int = 1,
         top_k: int = 3,

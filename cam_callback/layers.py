@@ -188,6 +188,32 @@ def spatial_paths(calls: list[LayerCall]) -> list[str]:
     return list(seen)
 
 
+MIN_SIDE = 4
+"""A default layer whose map has fewer cells than this on a side is coarse: a 2 x 2 map
+shows as a wash over one quadrant. :func:`finer_layer` names the layer to use instead."""
+
+
+def finer_layer(calls: list[LayerCall], min_side: int = MIN_SIDE) -> LayerCall | None:
+    """The last spatial layer call whose map is at least ``min_side`` cells on each side.
+
+    The rule for a coarse default: of the layers with a spatial output, the last one
+    (the closest to the score) that still has ``min_side`` x ``min_side`` cells, padding
+    and cropping layers skipped (their border is not a feature). On ``EfficientNetB0``
+    at 64 px the default, ``top_activation``, is 2 x 2; this is
+    ``block6a_expand_activation`` (4 x 4).
+
+    Example:
+        >>> finer_layer(info.calls).path  # doctest: +SKIP
+        'block6a_expand_activation'
+    """
+    skip = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D, keras.Model)
+    for c in reversed(calls):
+        if c.is_spatial and not isinstance(c.layer, skip):
+            if min(c.output_shape[1:3]) >= min_side:
+                return c
+    return None
+
+
 def resolve_layer(
     model: keras.Model, layer: str | keras.layers.Layer | None, calls: list[LayerCall]
 ) -> tuple[str, keras.layers.Layer]:

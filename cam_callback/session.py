@@ -73,7 +73,7 @@ def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> T
     )
     return build_config(
         check=check,
-        method=tracker.method,
+        method=check.method,  # "auto" resolved
         score=tracker.score,
         head=tracker.head,
         target=target,

@@ -238,10 +238,10 @@ def main(argv=None) -> dict:
         probe_masks=None if args.no_masks else np.repeat(frame_mask()[None], len(probes), axis=0),
         mask_kind="cue",  # the mask is the suspected cue: flag attention that lands on it
         target="label",  # explain the true class: what makes this homer, for the model?
-        layer=None if args.model == "vit" else LAYER,  # a ViT: the patch grid it picks
-        # On this ViT's LayerNorm output Grad-CAM's one weight per channel comes out negative
-        # for homer (zero maps); Layer-CAM weighs each patch by its own positive gradient.
-        method="layercam" if args.model == "vit" else "gradcam",
+        # A ViT: the default, gradient rollout (Chefer et al. 2021) through both blocks, laid
+        # out on the patch grid; Grad-CAM at a ViT's token layers gives empty maps for many
+        # probes (docs/methods.md). The CNN: Grad-CAM at conv2.
+        layer=None if args.model == "vit" else LAYER,
         # The 3-pixel frame is 23% of the image: the default region (10% of the area) holds
         # less than half of it, and half a red frame moves a quarter of the recipients.
         evidence={"share": 0.2} if args.no_masks else True,

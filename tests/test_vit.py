@@ -230,13 +230,16 @@ def test_tracker_takes_grid_and_prefix_tokens(tmp_path):
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="runs the other backends in children")
 def test_same_vit_weights_same_maps_on_every_backend(fvit, x, tmp_path):
     """One child per backend, on the same saved weights: Grad-CAM on tokens, rollout (plain
-    and with discard_ratio) and gradient rollout agree with TensorFlow within 1e-4."""
+    and with discard_ratio) and gradient rollout agree with TensorFlow within 1e-4. The JAX
+    child sees two host devices and computes them again under keras.distribution's
+    DataParallel: equal to its own one-device maps."""
     fvit.save_weights(tmp_path / "vit.weights.h5")
     np.save(tmp_path / "x.npy", x)
     children = {
         b: subprocess.Popen(
             [sys.executable, str(HERE / "_child_vit.py"), str(tmp_path)],
-            env={**os.environ, "KERAS_BACKEND": b},
+            env={**os.environ, "KERAS_BACKEND": b,
+                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},  # fmt: skip
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -248,12 +251,17 @@ def test_same_vit_weights_same_maps_on_every_backend(fvit, x, tmp_path):
     for key, maps in here.items():  # no zero-vs-zero comparison
         assert maps.shape == (3, 4, 4) and (maps.max(axis=(1, 2)) == 1.0).all(), key
     for b, child in children.items():
-        _, err = child.communicate(timeout=240)
+        out, err = child.communicate(timeout=240)
         assert child.returncode == 0, err[-3000:]
+        assert b != "jax" or out.strip().splitlines()[-1] == "2", out  # two JAX devices
         got = np.load(tmp_path / f"maps_{b}.npz")
         assert sorted(got.files) == sorted(here), b
         for key, maps in here.items():
             np.testing.assert_allclose(got[key], maps, atol=1e-4, err_msg=f"{b}/{key}")
+    dp, single = np.load(tmp_path / "maps_dp.npz"), np.load(tmp_path / "maps_jax.npz")
+    assert sorted(dp.files) == ["gradcam_tokens", "gradient_rollout", "rollout"]
+    for key in dp.files:  # two devices against one, same backend, same weights
+        np.testing.assert_allclose(dp[key], single[key], atol=1e-6, err_msg=f"dp/{key}")
 
 
 def test_tracker_records_a_vit(tmp_path):
@@ -276,4 +284,42 @@ def test_tracker_records_a_vit(tmp_path):
     assert list((tmp_path / "cam").glob("events.out.tfevents.*"))
     page = write_report(run)
     assert "block2_ln1" in Path(page).read_text()
+
+
+
+def _softmax_vit(scale: float) -> keras.Model:
+    """The Functional ViT with a softmax head, the head's kernel multiplied by ``scale``."""
+    base = functional_vit()
+    logits = base.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([kernel * scale, bias])
+    out = keras.layers.Activation("softmax", name="softmax")(base.output)
+    return keras.Model(base.input, out, name=f"softmax_vit_{int(scale)}")
+
+
+def test_default_layer_does_not_depend_on_confidence(x):
+    """A head kernel x1e4 saturates the float32 probabilities (p = 1): the default is
+    decided on the logits with a relative threshold, so it is the same layer as at x1."""
+    plain, confident = _softmax_vit(1.0), _softmax_vit(1e4)
+    probs = keras.ops.convert_to_numpy(confident(x))
+    assert (probs.max(1) == 1.0).all()  # saturated: the probabilities no longer move
+    assert inspect_model(plain, x).layer == "block2_ln1"
+    assert inspect_model(confident, x).layer == "block2_ln1"
+
+
+def test_auto_is_gradient_rollout_at_the_default_vit_layer(hvit, x):
+    """The default on a ViT: gradient rollout, non-empty before training and class-specific;
+    a token layer the user names keeps Grad-CAM; the note says which and why."""
+    check = inspect_model(hvit, x)
+    assert check.method == "gradient_rollout" and "default method gradient_rollout" in check.note
+    res = compute_cams(hvit, x)
+    assert res.method == "gradient_rollout" and res.layer == check.layer
+    want = compute_cams(hvit, x, method="gradient_rollout")
+    np.testing.assert_array_equal(res.heatmaps, want.heatmaps)
+    assert (res.heatmaps.max(axis=(1, 2)) == 1.0).all()  # untrained, and no empty map
+    other = compute_cams(hvit, x, target=(res.targets + 1) % 3)
+    assert np.abs(other.heatmaps - res.heatmaps).max(axis=(1, 2)).min() > 1e-3
+    named = f"{hvit.backbone.name}/vit_encoder/transformer_block_1"
+    assert compute_cams(hvit, x, layer=named).method == "gradcam"
+    assert inspect_model(hvit, x, layer=named).method == "gradcam"
 

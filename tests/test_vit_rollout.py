@@ -26,7 +26,10 @@ from cam_callback.core.attention import captured_attention  # noqa: E402
 
 DEPTH = 2
 pytestmark = pytest.mark.filterwarnings("ignore:head='auto'")  # the test ViTs have linear heads
-OPTIONS = ({}, {"discard_ratio": 0.5})
+OPTIONS = (
+    {}, {"discard_ratio": 0.5}, {"head_fusion": "max"},
+    {"head_fusion": "min"}, {"head_fusion": "max", "discard_ratio": 0.5},
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------- references (numpy, float64
@@ -56,12 +59,22 @@ def hub_attention(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def rollout_reference(attentions: list[np.ndarray], discard_ratio: float = 0.0) -> np.ndarray:
-    """Abnar & Zuidema: ``R = Ã_L ... Ã_1``, ``Ã = rownorm(0.5 mean_h A + 0.5 I)``."""
+def rollout_reference(
+    attentions: list[np.ndarray], discard_ratio: float = 0.0, head_fusion: str = "mean"
+) -> np.ndarray:
+    """Abnar & Zuidema: ``R = Ã_L ... Ã_1``, ``Ã = rownorm(0.5 fuse_h A + 0.5 I)``; vit-explain's
+    ``head_fusion``: the heads' mean, max or min, head by head in a Python loop."""
     t = attentions[0].shape[-1]
     r = np.broadcast_to(np.eye(t), (len(attentions[0]), t, t))
     for a in attentions:
-        a = a.mean(1)
+        fused = a[:, 0].copy()
+        for h in range(1, a.shape[1]):
+            if head_fusion == "mean":
+                fused = fused + a[:, h]
+            else:
+                pick = np.greater if head_fusion == "max" else np.less
+                fused = np.where(pick(a[:, h], fused), a[:, h], fused)
+        a = fused / a.shape[1] if head_fusion == "mean" else fused
         k = int(t * t * discard_ratio)
         if k:
             flat = a.reshape(len(a), -1).copy()
@@ -155,6 +168,17 @@ def test_discard_ratio_changes_the_map_and_is_checked(vit):
     for bad in (1.0, -0.1, "0.5", True):
         with pytest.raises(ValueError, match="`discard_ratio`.*Received: discard_ratio"):
             compute_cams(model, x, method="rollout", method_options={"discard_ratio": bad})
+
+
+def test_head_fusions_differ_and_are_checked(vit):
+    model, x = vit
+    maps = {f: compute_cams(model, x, method="rollout",
+                            method_options={"head_fusion": f}).heatmaps
+            for f in ("mean", "max", "min")}  # fmt: skip
+    assert np.abs(maps["max"] - maps["min"]).max() > 0.05  # the option reaches the maps
+    assert np.abs(maps["max"] - maps["mean"]).max() > 0.01
+    with pytest.raises(ValueError, match="`head_fusion`.*Received: head_fusion='median'"):
+        compute_cams(model, x, method="rollout", method_options={"head_fusion": "median"})
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the reference uses a tape")

@@ -88,7 +88,7 @@ def inspect(
     if not explains_layer:
         return info, used, "", None
     if layer is None:
-        layer = default_layer(model, info.calls, x, used.key, grid=grid,
+        layer = default_layer(model, info.calls, x, used, grid=grid,
                               prefix_tokens=prefix_tokens)[0]  # fmt: skip
     path, target_layer = _layers.resolve_layer(model, layer, info.calls)
     check_spatial(path, target_layer, info.calls)

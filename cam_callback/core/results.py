@@ -62,7 +62,9 @@ class ModelCheck:
             that says) and assumed softmax logits, with a warning: pass ``head=``.
         backend: The Keras backend computing the maps.
         note: Why this layer and grid: for a token layer, its patch grid and the prefix
-            tokens dropped; for a default layer, why it was chosen.
+            tokens dropped; for a default layer, why it was chosen (and a finer layer where
+            its map is coarse); for ``method="auto"``, which method it runs and why.
+        method: The method the maps are computed with (``"auto"`` resolved).
     """
 
     layer: str
@@ -73,3 +75,4 @@ class ModelCheck:
     backend: str = "tensorflow"
     note: str = ""
     head_assumed: bool = False
+    method: str = "gradcam"

@@ -4,12 +4,15 @@ A class-token ViT reads only token 0 after its last attention, so the patch toke
 of every later layer (the last block's output, the final norm) never reach the
 score: Grad-CAM there is zero. :func:`default_layer` walks back from the end and
 picks the last layer whose patch tokens do reach the output, found by perturbing
-them in one eager forward; on keras-hub's ViT that is the last block's first
-LayerNorm, pytorch-grad-cam's advice for ViTs.
+them in one eager forward and reading the explained logits (not the probabilities,
+which saturate on a confident model) with a relative threshold; on keras-hub's ViT
+that is the last block's first LayerNorm, pytorch-grad-cam's advice for ViTs. A
+spatial default coarser than ``MIN_SIDE`` cells a side warns, naming a finer layer.
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any
 
@@ -18,7 +21,14 @@ import numpy as np
 
 from cam_callback import backends
 from cam_callback import layers as _layers
+from cam_callback.core.heads import Head, logit_hooks
 from cam_callback.core.tokens import TokenGrid, token_grid
+
+RTOL = 1e-4
+"""A token layer reaches the output when perturbing its patches moves a logit by more
+than this share of the largest logit (on :data:`PROBES` probes)."""
+PROBES = 4
+"""How many of the images the default-layer test perturbs."""
 
 _DEFAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # {model: {key: (path, why)}}
 
@@ -109,58 +119,110 @@ def explained_tokens(
     return layer_tokens(model, call, x.shape[1:3], grid=grid, prefix_tokens=prefix_tokens)
 
 
-def output_of(model: keras.Model, sample: np.ndarray, key: Any, hooks: dict | None = None) -> Any:
-    """The model's output ``key`` on ``sample`` as float64 numpy, one eager forward with ``hooks``.
+def explained_scores(
+    model: keras.Model,
+    calls: list[_layers.LayerCall],
+    sample: np.ndarray,
+    head: Head,
+    hooks: dict | None = None,
+) -> np.ndarray:
+    """The explained output's logits on ``sample`` as float64 numpy, one eager forward.
+
+    Read where the head finds them (the input of a final softmax or sigmoid, a
+    linear output); where it has none, the log of the probabilities, floored at
+    1e-30. Logits, not probabilities: a confident model's float32 probabilities
+    saturate at 1 and no longer move.
 
     Example:
-        >>> output_of(model, x[:1], None).shape  # doctest: +SKIP
-        (1, 3)
+        >>> explained_scores(model, info.calls, x[:4], head).shape  # doctest: +SKIP
+        (4, 3)
     """
-    with backends.inference(model), _layers.intercepted(hooks or {}):
+    store: dict = {}
+    hooks = {**(hooks or {}), **logit_hooks(calls, head, store)}
+    with backends.inference(model), _layers.intercepted(hooks):
         out = model(sample, training=False)
+    key = head.key
     out = out[0] if isinstance(out, (list, tuple)) and key is None else out
     out = out if key is None else out[key]
-    return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+    if "logits" in store:
+        out = store["logits"]
+    values = np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+    if head.squash or head.hook:
+        return values.reshape(len(values), -1)
+    return np.log(np.maximum(values, 1e-30)).reshape(len(values), -1)
 
 
 def reaches_output(
     model: keras.Model,
+    calls: list[_layers.LayerCall],
     layer: keras.layers.Layer,
     tokens: TokenGrid,
     sample: np.ndarray,
-    key: Any,
+    head: Head,
     clean: np.ndarray | None = None,
 ) -> bool:
-    """Whether ``layer``'s patch tokens change the model's output ``key`` on ``sample``.
+    """Whether ``layer``'s patch tokens change the explained logits on ``sample``.
 
     One eager forward with random noise added to the patch tokens (prefix tokens
-    untouched), compared with ``clean`` (the unperturbed output, computed when not
-    given). Noise, not a constant shift, which the next LayerNorm would remove.
+    untouched), compared with ``clean`` (the unperturbed logits, computed when not
+    given) relative to their own size: a change above :data:`RTOL` times the largest
+    logit on any of the probes. Scaling the head's weights scales both alike, so a
+    confident model's layer is the same as an untrained one's. Noise, not a
+    constant shift, which the next LayerNorm would remove.
 
     Example:
-        >>> reaches_output(vit, last_block, TokenGrid(1, 4, 4), x[:1], None)  # doctest: +SKIP
+        >>> reaches_output(vit, calls, last_block, TokenGrid(1, 4, 4), x[:4], head)
+        ... # doctest: +SKIP
         False
     """
 
     def hook(call: Any, args: tuple, kwargs: dict) -> Any:
         out = call(*args, **kwargs)
-        t, d = int(out.shape[1]), int(out.shape[2])
-        noise = np.random.default_rng(0).standard_normal((1, t, d)).astype(np.float32)
+        b, t, d = int(out.shape[0]), int(out.shape[1]), int(out.shape[2])
+        noise = np.random.default_rng(0).standard_normal((b, t, d)).astype(np.float32)
         noise[:, : tokens.prefix] = 0.0
         scale = keras.ops.std(keras.ops.cast(out, "float32")) + 1.0
         return out + keras.ops.cast(keras.ops.convert_to_tensor(noise) * scale, out.dtype)
 
     if clean is None:
-        clean = output_of(model, sample, key)
-    noisy = output_of(model, sample, key, {layer: hook})
-    return bool(np.abs(noisy - clean).max() > 1e-6 * (1.0 + np.abs(clean).max()))
+        clean = explained_scores(model, calls, sample, head)
+    noisy = explained_scores(model, calls, sample, head, {layer: hook})
+    change = float(np.abs(noisy - clean).max())
+    return change > 0.0 and change > RTOL * float(np.abs(clean).max())
+
+
+def coarse(calls: list[_layers.LayerCall], call: _layers.LayerCall) -> str:
+    """``""``, or where ``call``'s map is under :data:`~cam_callback.layers.MIN_SIDE` cells on a
+    side, a warning (shown once per model and input) and the words for the note, naming
+    the finer layer of :func:`~cam_callback.layers.finer_layer`.
+
+    Example:
+        >>> coarse(info.calls, top)  # doctest: +SKIP
+        "; its maps are 2 x 2, under 4 cells a side: a finer layer is 'block6a_expand_activ..."
+    """
+    h, w = call.output_shape[1:3]
+    if min(h, w) >= _layers.MIN_SIDE:
+        return ""
+    finer = _layers.finer_layer(calls)
+    why = f"; its maps are {h} x {w}, under {_layers.MIN_SIDE} cells a side"
+    if finer is None:
+        why += ", and no layer has a finer spatial output"
+    else:
+        fh, fw = finer.output_shape[1:3]
+        why += (
+            f": a finer layer is {finer.path!r} ({fh} x {fw}), the last with at least "
+            f"{_layers.MIN_SIDE} x {_layers.MIN_SIDE}"
+        )
+    hint = "" if finer is None else f"; pass layer={finer.path!r} for a finer map"
+    warnings.warn(f"The default layer {call.path!r} is coarse{why}{hint}.", stacklevel=2)
+    return why
 
 
 def default_layer(
     model: keras.Model,
     calls: list[_layers.LayerCall],
     x: np.ndarray,
-    key: Any,
+    head: Head,
     *,
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
@@ -168,19 +230,21 @@ def default_layer(
     """``(path, why)``: the layer explained when none is named, cached per model and input.
 
     The last layer with a spatial output, or with a token output whose patch grid
-    is known and whose patch tokens reach the explained output ``key``.
+    is known and whose patch tokens reach the explained logits of ``head`` (see
+    :func:`reaches_output`: the first :data:`PROBES` images, a relative threshold).
 
     Raises:
         ValueError: No such layer; where token layers were skipped because their
             grid cannot be known, that error (naming ``grid=``/``prefix_tokens=``).
 
     Example:
-        >>> default_layer(vit, info.calls, x, None)  # doctest: +SKIP
+        >>> default_layer(vit, info.calls, x, head)  # doctest: +SKIP
         ('vi_t_backbone/vit_encoder/transformer_block_2/ln_1', 'the last layer whose ...')
     """
     cache = _DEFAULTS.setdefault(model, {})
     # repr: the arguments are checked later, and a list is not hashable.
-    ckey = (x.shape[1:], x.dtype.str, key, repr(grid), repr(prefix_tokens))
+    ckey = (x.shape[1:], x.dtype.str, head.key, head.hook, head.producer, head.squash,
+            repr(grid), repr(prefix_tokens))  # fmt: skip
     if ckey in cache:
         return cache[ckey]
     by_path: dict[str, list[_layers.LayerCall]] = {}
@@ -190,7 +254,7 @@ def default_layer(
     for path in reversed(_layers.spatial_paths(calls)):
         seen = by_path[path]
         if seen[-1].is_spatial:  # as before tokens: shared or not (check_spatial says why not)
-            found = (path, "the last layer with a spatial output")
+            found = (path, "the last layer with a spatial output" + coarse(calls, seen[-1]))
             break
         if len(seen) > 1:
             continue  # a shared token layer (keras-hub's MLP runs its Dropout twice)
@@ -200,9 +264,11 @@ def default_layer(
         except ValueError as exc:
             grid_error = grid_error or exc
             continue
+        sample = x[:PROBES]
         if tokens.prefix > 0 and clean is None:
-            clean = output_of(model, x[:1], key)
-        if tokens.prefix == 0 or reaches_output(model, seen[0].layer, tokens, x[:1], key, clean):
+            clean = explained_scores(model, calls, sample, head)
+        if tokens.prefix == 0 or reaches_output(model, calls, seen[0].layer, tokens, sample,
+                                                head, clean):  # fmt: skip
             why = (
                 f"the last token layer whose patch tokens reach the output ({tokens.height} x "
                 f"{tokens.width} patches, {tokens.prefix} prefix tokens dropped)"

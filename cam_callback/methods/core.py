@@ -30,7 +30,7 @@ from cam_callback.core.results import CAMResult
 from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
-from cam_callback.methods.resolve import resolve
+from cam_callback.methods.resolve import AUTO, default_method, resolve
 
 NEEDS: tuple[str, ...] = (
     "layer_gradients", "input_gradients", "activations", "forwards", "attention"
@@ -151,22 +151,30 @@ def get(name: str) -> Method:
 
 
 def available_methods() -> tuple[str, ...]:
-    """Every method name, in registration order: the registry itself.
+    """``"auto"`` (the default), then every method name in registration order.
+
+    ``"auto"`` is gradient rollout at a Vision Transformer's default layer, Grad-CAM
+    elsewhere (:func:`cam_callback.methods.resolve.default_method`).
 
     Example:
-        >>> "scorecam" in available_methods()
-        True
+        >>> available_methods()[:2], "scorecam" in available_methods()
+        (('auto', 'gradcam'), True)
     """
-    return tuple(REGISTRY)
+    return (AUTO, *REGISTRY)
 
 
 def check_method(method: Any) -> Method:
     """The entry of ``method``; a ValueError naming the choices when there is none.
 
+    ``"auto"`` checks as Grad-CAM's entry, which resolves the same layer and score
+    as gradient rollout (both explain the requested score at the explained layer).
+
     Example:
-        >>> check_method("gradcam").name
-        'gradcam'
+        >>> check_method("gradcam").name, check_method("auto").name
+        ('gradcam', 'gradcam')
     """
+    if method == AUTO:
+        return REGISTRY["gradcam"]
     if not isinstance(method, str) or method not in REGISTRY:
         raise ValueError(
             f"`method` must be one of {available_methods()}. Received: method={method!r}"
@@ -248,10 +256,13 @@ def compute(
         (8, 6, 6)
     """
     spec = check_method(method)
-    options = _options(spec, method_options)
     x, info, used, path, target_layer, tokens = resolve(
         model, images, spec, layer, output, score, head, grid=grid, prefix_tokens=prefix_tokens
     )
+    if method == AUTO:
+        method = default_method(info.calls, tokens, layer)[0]
+        spec = REGISTRY[method]
+    options = _options(spec, method_options)
     targets = prepare_targets(target, len(x), used.n_classes)
     if spec.explains == "logit" and used.score != "logit":
         raise ValueError(

@@ -1,7 +1,8 @@
 """Attention rollouts for Vision Transformers, written once in ``keras.ops``.
 
 - ``"rollout"`` (Abnar & Zuidema 2020, "Quantifying Attention Flow in
-  Transformers"): per block the heads' mean attention ``A``, optionally with its
+  Transformers"): per block the heads' attention fused into ``A`` (their mean, or
+  with ``head_fusion`` their max or min, as vit-explain offers), optionally with its
   lowest ``discard_ratio`` entries dropped (vit-explain's option), plus the
   identity for the residual, rows renormalised: ``Ã = (A + I) / rowsum``; then
   ``R = Ã_L ... Ã_1``. Class-agnostic: it explains ``"none"``.
@@ -71,12 +72,19 @@ def discard_lowest(a: Any, ratio: float) -> Any:
     return ops.reshape(ops.where(keep, flat, ops.zeros_like(flat)), (-1, t, t))
 
 
-def rollout_matrix(attentions: Sequence[Any], discard_ratio: float = 0.0) -> Any:
-    """Attention rollout ``R = Ã_L ... Ã_1``, ``Ã = (mean_h A + I) / rowsum``: ``[B, T, T]``.
+HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+"""How ``"rollout"`` fuses a block's heads (``method_options={"head_fusion": ...}``)."""
+
+
+def rollout_matrix(
+    attentions: Sequence[Any], discard_ratio: float = 0.0, head_fusion: str = "mean"
+) -> Any:
+    """Attention rollout ``R = Ã_L ... Ã_1``, ``Ã = (fuse_h A + I) / rowsum``: ``[B, T, T]``.
 
     Args:
         attentions: Each block's attention ``[B, heads, T, T]``, in call order.
-        discard_ratio: Share of each head-mean map's lowest entries set to 0 first.
+        discard_ratio: Share of each fused map's lowest entries set to 0 first.
+        head_fusion: ``fuse_h``, one of :data:`HEAD_FUSIONS`: the heads' mean, max or min.
 
     Example:
         >>> a = np.full((1, 1, 2, 2), 0.5)
@@ -84,9 +92,10 @@ def rollout_matrix(attentions: Sequence[Any], discard_ratio: float = 0.0) -> Any
         [[[0.625, 0.375], [0.375, 0.625]]]
     """
     ops = keras.ops
+    fuse = {"mean": ops.mean, "max": ops.max, "min": ops.min}[head_fusion]
     result = None
     for a in attentions:
-        a = discard_lowest(ops.mean(ops.cast(a, "float32"), axis=1), discard_ratio)
+        a = discard_lowest(fuse(ops.cast(a, "float32"), axis=1), discard_ratio)
         a = a + ops.eye(int(a.shape[-1]), dtype="float32")[None]
         a = a / ops.sum(a, axis=-1, keepdims=True)
         result = a if result is None else ops.matmul(a, result)
@@ -136,17 +145,25 @@ def rollout(
     batch_size: int,
     *,
     discard_ratio: float = 0.0,
+    head_fusion: str = "mean",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Attention rollout (Abnar & Zuidema 2020): ``(maps [N, h, w], probabilities, classes)``.
 
     One compiled forward per batch gives the attention, the maps and the head's
     probabilities. ``discard_ratio`` in ``[0, 1)``: share of each block's lowest
-    head-mean attention set to 0 before the identity is added (0: the paper's recursion).
+    fused attention set to 0 before the identity is added (0: the paper's recursion).
+    ``head_fusion``: ``"mean"`` (the paper's), ``"max"`` or ``"min"`` over the heads,
+    as vit-explain offers.
 
     Example:
         >>> compute_cams(vit, x, method="rollout",
-        ...              method_options={"discard_ratio": 0.9})  # doctest: +SKIP
+        ...              method_options={"discard_ratio": 0.9, "head_fusion": "max"})
+        ... # doctest: +SKIP
     """
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(
+            f"`head_fusion` must be one of {HEAD_FUSIONS}. Received: head_fusion={head_fusion!r}"
+        )
     if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, numbers.Real) or not (
         0.0 <= discard_ratio < 1.0
     ):
@@ -164,11 +181,12 @@ def rollout(
         with captured_attention(layers, lambda i, a, q: seen.append(a) or a):
             _, probs, _, _ = hooked_forward(call, m, batch, unset, _same, info=info, head=head,
                                             target_layer=None, count=False)  # fmt: skip
-        maps = token_map(rollout_matrix(seen, float(discard_ratio)), grid)
+        maps = token_map(rollout_matrix(seen, float(discard_ratio), head_fusion), grid)
         flat = ops.reshape(maps, (-1, grid.height * grid.width))
         return ops.concatenate([flat, ops.cast(probs, "float32")], axis=1)
 
-    key = ("rollout", grid, head, float(discard_ratio), images.shape[1:], images.dtype.str)
+    key = ("rollout", grid, head, float(discard_ratio), head_fusion, images.shape[1:],
+           images.dtype.str)  # fmt: skip
     both = _guarded("rollout", images, lambda: in_chunks(
         cached_function(model, key, images, body), images, batch_size
     ))  # fmt: skip
