@@ -210,8 +210,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--per-class", type=int, default=4, help="probes per class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--model", choices=("cnn", "vit"), default="cnn",
-                        help="vit: a tiny keras-hub ViT, explained at its default layer")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        choices=("cnn", "vit"),
+        default="cnn",
+        help="vit: a tiny keras-hub ViT, explained at its default layer",
+    )
     parser.add_argument(
         "--no-masks",
         action="store_true",
