@@ -7,7 +7,7 @@ import html
 
 import numpy as np
 
-from cam_callback.frames import epoch_label
+from cam_callback.frames import clean_name, epoch_label
 from cam_callback.metrics import cue_present, group_accuracies, group_name
 from cam_callback.record import Run
 
@@ -28,9 +28,10 @@ def group_rows(run: Run) -> list[dict]:
         return []
     present = cue_present(run.masks)
     labels = np.asarray(run.labels)
+    names = [clean_name(str(n)) for n in run.class_names] if run.class_names else None
     rows = [
         {
-            "name": group_name(group, run.class_names),
+            "name": group_name(group, names),
             "probes": int(((labels == group[0]) & (present == group[1])).sum()),
             "accuracy": np.asarray(acc, np.float64),
         }

@@ -136,7 +136,6 @@ class CAMPlugin(base_plugin.TBPlugin):
                     "final_weights_epoch": run.meta.get("final_weights_epoch"),
                     "explains": target_rule(run.meta, run.class_names),
                     "weights_note": weights_note(run),
-                    "worst_group": worst_group_note(run),
                 }
             )
         return _json(
@@ -163,6 +162,9 @@ class CAMPlugin(base_plugin.TBPlugin):
                 "class_names": names,
                 "fingerprint": run.fingerprint,
                 "probes": rows,
+                # Needs the metrics, masks and labels: served with the run read in full,
+                # never in the run list (built from record.json alone).
+                "worst_group": worst_group_note(run) if run.epochs else None,
             },
         )
 

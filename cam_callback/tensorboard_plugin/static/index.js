@@ -204,7 +204,7 @@ async function selectRuns(nameA, nameB) {
     `${epochLabel(a.epochs[a.epochs.length - 1])}) · ` +
     (info.explains ? `each map explains ${info.explains} · ` : '') +
     (info.weights_note ? `${info.weights_note} · ` : '') +
-    (info.worst_group ? `${info.worst_group} · ` : '') + 'refreshed live' :
+    (a.worst_group ? `${a.worst_group} · ` : '') + 'refreshed live' :
     'No complete epoch recorded yet.') + note;
   document.body.dataset.ready = '1';
 }
