@@ -121,6 +121,17 @@ def test_bar_rows_shrink_their_text_only_when_top_k_rows_would_not_fit():
         assert r.bar_top(r.top_k - 1) + r.bar_h <= r.height
 
 
+@pytest.mark.parametrize("top_k, caption", [(10, True), (30, False), (50, True)])
+def test_many_bar_rows_draw_only_the_rows_that_fit(top_k, caption):
+    probs = np.linspace(1.0, 0.0, 50)
+    r = F.FrameRenderer(np.zeros((32, 32, 3), np.uint8), class_names=[f"c{i}" for i in range(50)],
+                        top_k=top_k, caption=caption)  # fmt: skip
+    frame = r.draw(np.zeros((2, 2)), probs / probs.sum(), epoch=0)  # raised IndexError before
+    assert frame.shape == (r.height, r.width, 3)
+    assert 1 <= r.rows <= top_k and r.bar_top(r.rows - 1) + r.bar_h <= r.height
+    assert r.rows == min(top_k, (r.size[0] - 8) // 16)  # 8 px text + 3 + a 3 px bar
+
+
 def test_left_panel_keeps_colour_and_baseline_caption():
     image = np.zeros((32, 32, 3), np.uint8)
     image[...] = (210, 30, 35)

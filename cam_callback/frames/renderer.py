@@ -47,6 +47,8 @@ class FrameRenderer:
         font_size: The caption's text size; ``bar_font`` the bars' (smaller only when
             ``top_k`` rows would not fit at ``font_size``).
         top: The caption strip's height (0 without one).
+        rows: The bar rows drawn: ``top_k``, or as many as fit the panel (8 px text over
+            a 3 px bar each) when ``top_k`` is larger.
         row_h, bar_h: Each bar row's pitch and each bar's thickness, in pixels.
 
     Example:
@@ -88,9 +90,12 @@ class FrameRenderer:
         self.height = self.top + h
         self.panel_w = panel_width(size)
         self.width = 2 * w + self.panel_w
-        # top_k rows in the panel: at the caption's size where they fit, else smaller.
-        self.row_h = min(round(2.1 * size), (h - 8) // max(1, top_k))
-        self.bar_h = max(3, round(0.45 * size))
+        # top_k rows in the panel: at the caption's size where they fit, else smaller, down
+        # to 8 px text over a 3 px bar; rows that would not fit even so are not drawn.
+        smallest = self.text_bottom(8) + 3 + 3
+        self.rows = max(1, min(top_k, (h - 8) // smallest))
+        self.row_h = min(round(2.1 * size), (h - 8) // self.rows)
+        self.bar_h = max(3, min(round(0.45 * size), self.row_h - self.text_bottom(8) - 3))
         self.bar_font = size
         while self.bar_font > 8 and self.text_bottom(self.bar_font) + 3 + self.bar_h > self.row_h:
             self.bar_font -= 1
@@ -165,7 +170,7 @@ class FrameRenderer:
         frame[strip:, w : 2 * w] = overlay(self.grey, heatmap, self.alpha, grey=False)
         probs = np.asarray(probabilities, dtype=np.float64).ravel()
         non_finite = not (np.isfinite(probs).all() and np.isfinite(heatmap).all())
-        order = np.argsort(-probs, kind="stable")[: self.top_k]
+        order = np.argsort(-probs, kind="stable")[: self.rows]
         pred = int(order[0])
         # argmax(NaN) is 0: a non-finite prediction is never right.
         correct = self.label is not None and bool(np.isfinite(probs).all()) and pred == self.label
