@@ -156,6 +156,11 @@ def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
     if value is None:
         return None, None
     if _validate.is_multi_hot(value):
+        if len(value) != n:
+            raise ValueError(
+                f"`probe_labels` has {len(value)} labels for {n} images: one row per probe. "
+                f"Received: probe_labels of shape {np.shape(value)}"
+            )
         warnings.warn(
             "`probe_labels` are multi-hot (rows with zero or several ones): the classes are "
             "independent, so head='auto' reads the output as sigmoids (a multi-label head). "

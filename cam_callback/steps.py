@@ -7,7 +7,6 @@ steps; the maps themselves come from :func:`cam_callback.session.epoch_maps`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,6 @@ from cam_callback.report import write_report
 from cam_callback.session import epoch_maps, set_aside_notice
 
 ON_ERROR = ("warn", "raise")
-
-
-def page_with_animations(run: Run, gifs: Sequence[Path], threshold: float) -> Path:
-    """The review page of ``run`` over the tracker's own GIFs, one per probe, in order.
-
-    The page :func:`cam_callback.write_report` writes (``LOG_DIR/cam/report/index.html``,
-    its files in ``index_files/``), at a cost in probes only: the GIFs the tracker
-    already wrote (``gifs``) are shared by hardlink, not drawn again from every
-    recorded epoch (4 ms per probe and epoch), for the ``MAX_ANIMATED`` probes that
-    matter most; the others show a still.
-
-    Example:
-        >>> page_with_animations(load_run("runs/a"), gifs, 0.5)  # doctest: +SKIP
-        PosixPath('runs/a/cam/report/index.html')
-    """
-    del gifs  # write_report finds them: animations/probe_NNN.gif, newer than the record
-    return write_report(run, threshold=threshold)
 
 
 class TrackerWarning(UserWarning):
@@ -160,14 +142,13 @@ class TrackerSteps(InterruptSteps):
             except Exception as exc:  # the flags are recomputed from the metrics on read
                 self._fail("writing flags.json", None, exc, "flags.json is not updated")
             self._warn_empty(run)
-        written: list[Path] = []
         if self.formats and run.epochs:
             try:
-                written = session.finish_animations()  # O(probes): the frames are on disk
+                session.finish_animations()  # O(probes): the frames are on disk
             except Exception as exc:
                 self._fail("writing the animations", None, exc, "Animations stopped")
         if self.report and run.epochs:
-            self._write_report(run, written)
+            self._write_report(run)
 
     def _warn_empty(self, run: Any) -> None:
         """Warns once per fit when most probes end with an empty map (``empty_map``)."""
@@ -181,17 +162,13 @@ class TrackerSteps(InterruptSteps):
         if notice is not None:
             warnings.warn(f"CAMTracker: {notice}", UserWarning, stacklevel=4)
 
-    def _write_report(self, run: Run, animations: Sequence[Path]) -> None:
-        """Writes the review page over the tracker's GIFs when every probe has one, else
-        draws them (:func:`write_report`). A failure warns (even with ``on_error="raise"``):
-        the record is complete, and ``cam-callback report LOG_DIR`` writes the page from it."""
-        names = [f"probe_{i:03d}.gif" for i in range(run.n_probes)]
-        gifs = [p for p in animations if p.suffix == ".gif" and p.name.startswith("probe_")]
+    def _write_report(self, run: Run) -> None:
+        """Writes the review page (:func:`write_report`): it hardlinks the tracker's GIFs
+        that are newer than the record and draws only what is missing, at the tracker's
+        ``fps``. A failure warns (even with ``on_error="raise"``): the record is complete,
+        and ``cam-callback report LOG_DIR`` writes the page from it."""
         try:
-            if [p.name for p in gifs] == names:
-                page = page_with_animations(run, gifs, self.low_confidence)
-            else:
-                page = write_report(run, threshold=self.low_confidence, fps=self.fps)
+            page = write_report(run, threshold=self.low_confidence, fps=self.fps)
         except Exception as exc:
             self._warn(
                 f"writing the review page failed: {type(exc).__name__}: {exc}. The record in "

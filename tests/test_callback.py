@@ -200,6 +200,8 @@ def test_init_errors_name_the_argument(tmp_path):
         (dict(probe_images=np.zeros((0, 32, 32, 3))), ValueError, "`probe_images`"),
         (dict(probe_images=np.array([["a"]])), TypeError, "`probe_images` must be numeric"),
         (dict(probe_labels=y[:3]), ValueError, "`probe_labels` has 3 labels for 8"),
+        (dict(probe_labels=np.eye(3)[[0, 1]] * [1, 1, 0] + [0, 0, 1]), ValueError,
+         "`probe_labels` has 2 labels for 8"),  # multi-hot, too few rows
         (dict(probe_labels=np.full((8, 3), 0.5)), ValueError, "one-hot"),  # soft: no 0/1
         (dict(log_dir=3), TypeError, "`log_dir` must be a path"),
         (dict(class_names="abc"), TypeError, "`class_names`"),

@@ -50,3 +50,10 @@ def test_auto_is_gradcam_on_a_cnn():
     assert check.method == "gradcam" and res.method == "gradcam"
     want = compute_cams(model, x, layer="conv2", method="gradcam")
     np.testing.assert_array_equal(res.heatmaps, want.heatmaps)
+
+
+def test_auto_cannot_be_registered_as_a_method():
+    from cam_callback.methods import register_method
+
+    with pytest.raises(ValueError, match=r"`name` 'auto' is the default .*Received: name='auto'"):
+        register_method("auto", lambda ctx: ctx.activations.mean(-1), needs="activations")

@@ -368,6 +368,20 @@ def test_head_logits_behind_a_pass_through_layer_is_refused(x, kind):
     )
 
 
+def test_head_logits_on_the_logit_of_sigmoids_reads_the_sigmoids(x):
+    """Dense(3, sigmoid) then log(p / (1 - p)): the output is each sigmoid's logit, and
+    head='logits' gives the model's own sigmoids back, not a softmax over them."""
+    inp, _, p = features(activation="sigmoid")
+    logit = keras.layers.Lambda(
+        lambda t: keras.ops.log(t) - keras.ops.log(1.0 - t), name="post"
+    )(p)
+    model = keras.Model(inp, logit)
+    sigmoids = keras.Model(inp, p).predict(x, verbose=0)
+    probs = cams.predict_probabilities(model, x, head="logits")
+    np.testing.assert_allclose(probs, sigmoids, atol=1e-5)
+    assert not np.allclose(probs.sum(-1), 1.0)  # independent classes, no softmax
+
+
 @pytest.mark.parametrize("axis", [0, (0, 1)])
 def test_a_softmax_not_over_the_classes_is_refused_naming_layer_and_axis(x, axis):
     inp, _, z = features()

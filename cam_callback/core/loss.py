@@ -267,6 +267,8 @@ def _decide(
                 f"of layer{at}{via}, a probability. Use head='auto' or {found!r}. "
                 "Received: head='logits'"
             )
+        if found:  # the output is that squash's logit (log p, log(p / (1 - p))): undo it
+            return "apply", found
         return "apply", "softmax" if c > 1 else "sigmoid"
     if not h.looks_like:  # head == "probabilities"
         raise ValueError(

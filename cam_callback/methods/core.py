@@ -124,6 +124,11 @@ def register_method(
             "a fused method needs 'layer_gradients' or 'input_gradients' and takes no options. "
             f"Received: needs={needs!r}, options={options!r}"
         )
+    if name == AUTO:  # compute() resolves it to a built-in: a method by this name never runs
+        raise ValueError(
+            f"`name` {AUTO!r} is the default that picks a built-in method; pick another "
+            f"name. Received: name={name!r}"
+        )
     taken = REGISTRY.get(name)
     if taken is not None and (taken.builtin or not overwrite):
         raise ValueError(

@@ -69,15 +69,26 @@ def animated_probes(rows: Sequence[dict], limit: int = MAX_ANIMATED) -> list[int
     return sorted(r["index"] for r in order[: max(0, limit)])
 
 
+# A tracker's GIF holds at most max_frames (100) frames of one probe: a few MB. A larger
+# file is not the tracker's, and is not linked or copied into the page.
+MAX_SHARED_GIF_BYTES = 64 * 2**20
+
+
 def tracker_gif(run: Run, index: int) -> Path | None:
-    """The tracker's GIF of probe ``index`` when it is a regular file written after the
-    last recorded epoch (so it shows every epoch the page speaks of), else ``None``."""
-    gif = run.path / "animations" / f"probe_{index:03d}.gif"
+    """The tracker's GIF of probe ``index`` when it is a regular file, in a real (not
+    linked) ``animations`` folder of the record, at most :data:`MAX_SHARED_GIF_BYTES`,
+    written after the last recorded epoch (so it shows every epoch the page speaks of);
+    else ``None``: no link in the record is followed out of it."""
+    folder = run.path / "animations"
+    gif = folder / f"probe_{index:03d}.gif"
     last = epoch_files(run.path).get(run.epochs[-1])
     try:
-        if gif.is_symlink() or not gif.is_file() or last is None:
+        if folder.is_symlink() or gif.is_symlink() or not gif.is_file() or last is None:
             return None
-        return gif if gif.stat().st_mtime_ns >= last.stat().st_mtime_ns else None
+        info = gif.stat()
+        if info.st_size > MAX_SHARED_GIF_BYTES:
+            return None
+        return gif if info.st_mtime_ns >= last.stat().st_mtime_ns else None
     except OSError:
         return None
 
@@ -156,7 +167,8 @@ def write_report(
         list(pool.map(still, range(run.n_probes)))
     written |= {f"probe_{i:03d}_last.png" for i in range(run.n_probes)}
     for old in assets.glob("probe_*"):  # an earlier page's files for probes now stills
-        if old.name not in written and OWN_FILE.match(old.name):
+        own = OWN_FILE.match(old.name)
+        if old.name not in written and own and int(own.group(1)) < run.n_probes:
             old.unlink(missing_ok=True)
     # URL-encoded: a page named "run#1.html" has its GIFs in "run#1_files/", which a raw
     # src would cut at the "#".
