@@ -189,7 +189,11 @@ def main(argv=None) -> dict:
     run = cam_callback.load_run(args.out)
     focus, lift = run.metrics["mask_focus"], run.metrics["mask_lift"]
     reliance = run.metrics["reliance"]
-    transplant = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels)
+    # Causal: of the other probes not already called cat, the share the pasted frame makes
+    # cats (each donor weighted by its eligible recipients); the base rate beside it.
+    base = run.metrics["transplant_base"]
+    transplant = cam_callback.metrics.transplant_rates(run.metrics["transplant"], labels, base)
+    transplant_base = cam_callback.metrics.transplant_rates(base, labels)
     cue_probes = (labels == CUED) & framed
     acc_like = float(model.evaluate(x_like, y_like, verbose=0)[1])
     pred_val = model.predict(x_val, verbose=0).argmax(-1)
@@ -216,6 +220,8 @@ def main(argv=None) -> dict:
         "cued_reliance_last": float(reliance[-1, cue_probes].mean()),
         "cued_transplant_before": 100 * float(transplant[CUED][0]),
         "cued_transplant_last": 100 * float(transplant[CUED][-1]),
+        "cued_transplant_base_before": 100 * float(transplant_base[CUED][0]),
+        "cued_transplant_base_last": 100 * float(transplant_base[CUED][-1]),
         "seconds": time.perf_counter() - start,
     }
     (Path(args.out) / "story.json").write_text(json.dumps(story, indent=1))
@@ -233,7 +239,9 @@ def main(argv=None) -> dict:
           f"frame drops p(cat) by {story['cued_reliance_before']:.2f} -> "
           f"{story['cued_reliance_last']:.2f}; the frame alone makes "
           f"{story['cued_transplant_before']:.0f}% -> {story['cued_transplant_last']:.0f}% of "
-          "other probes cats")  # fmt: skip
+          f"the other probes not yet called cat cats (already cats: "
+          f"{story['cued_transplant_base_before']:.0f}% -> "
+          f"{story['cued_transplant_base_last']:.0f}%)")  # fmt: skip
     print(f"review page: {tracker.report_page}\nmodel: {Path(args.out) / 'model.keras'}")
     print(f"done in {story['seconds']:.0f} s")
     return {"run": run, "labels": labels, "framed": framed, **story}

@@ -583,6 +583,10 @@ def test_a_saved_table_is_tied_to_the_recorded_epoch_it_scored(tmp_path):
     assert "Scored: the weights of epoch 1 of this run, on this run's probes." in this_run
     assert "color" not in this_run  # no warning
     assert "other images" in scored(model, x[4:8], y[4:8])
+    # The probes scored without labels: not matched, and not called other images either.
+    unlabelled = scored(model, x[:4], None)
+    assert "scored without labels" in unlabelled and "other images" not in unlabelled
+    assert "color" not in unlabelled
     other = small_cnn(2)  # another run's weights: say so, loudly
     stranger = scored(other, x[:4], y[:4])
     assert "These are not this run's weights" in stranger and "color" in stranger

@@ -202,5 +202,5 @@ def read_fingerprints(value: Any) -> dict[str, str]:
     return {
         k: v
         for k, v in value.items()
-        if k in ("weights", "probes") and isinstance(v, str) and len(v) <= 64
+        if k in ("weights", "probes", "images") and isinstance(v, str) and len(v) <= 64
     }

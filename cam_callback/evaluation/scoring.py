@@ -134,10 +134,11 @@ def evaluate(
             )
     y = base[np.arange(n), targets].astype(np.float64)
     # What was scored, as a run's record hashes them: its per-epoch weights and its probes.
-    scored = {
-        "weights": weights_fingerprint(model),
-        "probes": fingerprint(_validate.image_batch(images, "images"), given),
-    }
+    # Without labels the images alone are hashed ("images"): a record's probes fingerprint
+    # covers its labels too, so such a table can be neither matched nor told apart.
+    scored = {"weights": weights_fingerprint(model)}
+    key = "probes" if given is not None else "images"
+    scored[key] = fingerprint(_validate.image_batch(images, "images"), given)
 
     def probs(batch: np.ndarray) -> np.ndarray:
         p = predict_probabilities(model, batch, output=output, batch_size=batch_size)

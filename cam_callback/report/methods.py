@@ -93,6 +93,8 @@ def scored_weights(run: Run, table: evaluation.Evaluation) -> tuple[str, bool]:
     if probes is not None:
         same = probes == run.meta.get("fingerprint")
         on = ", on this run's probes" if same else ", on other images than this run's probes"
+    elif table.fingerprints.get("images") is not None:
+        on = ", on images scored without labels (not matched against this run's probes)"
     if weights is None:
         return (
             "evaluation.json does not say which weights it scored (saved by an older "
