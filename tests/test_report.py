@@ -12,6 +12,7 @@ from records import make_record
 
 from cam_callback import report
 from cam_callback.record import load_run
+from cam_callback.report.write import tracker_gif
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -516,6 +517,25 @@ def test_a_large_page_animates_the_probes_that_matter_and_shares_the_tracker_gif
     assert "2 probes animated (the most doubtful and flagged), 8 shown as stills" in text
     with pytest.raises(ValueError, match="`max_animated` must be an int >= 0"):
         report.write_report(run, max_animated=-1)
+
+
+def test_the_page_follows_no_linked_animations_folder_out_of_the_record(tmp_path):
+    """A record whose animations/ is a link elsewhere: the page draws its own GIFs rather
+    than link or copy files from outside the record; a foreign file named like a probe
+    beyond the run's probes is left alone."""
+    from cam_callback import animate
+
+    run = load_run(make_record(tmp_path / "a", n_probes=3, n_epochs=2))
+    elsewhere = tmp_path / "elsewhere"
+    outside = animate.render_animations(run, out_dir=elsewhere, probes=[0], grid=False)[0]
+    (run.path / "animations").symlink_to(elsewhere, target_is_directory=True)
+    assert tracker_gif(run, 0) is None
+    files = run.path / "report" / "index_files"
+    files.mkdir(parents=True)
+    (files / "probe_1500.gif").write_bytes(b"not this page's")
+    report.write_report(run)
+    assert (files / "probe_000.gif").stat().st_ino != outside.stat().st_ino
+    assert (files / "probe_1500.gif").read_bytes() == b"not this page's"
 
 
 def test_the_flag_filter_names_each_flag_once_and_plainly(tmp_path):

@@ -31,7 +31,8 @@ from cam_callback.report.page import render_page
 from cam_callback.report.rows import probe_rows
 
 MAX_ANIMATED = 48  # probes whose card plays an animation; the others show a still
-OWN_FILE = re.compile(r"^probe_\d{3,}(\.gif|_last\.png)$")  # what a page writes in its folder
+# What a page writes in its folder, by probe index.
+OWN_FILE = re.compile(r"^probe_(\d{3,})(?:\.gif|_last\.png)$")
 
 
 def last_frame_png(run: Run, index: int) -> bytes:
