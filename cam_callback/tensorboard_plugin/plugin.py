@@ -28,8 +28,8 @@ only regular files, no symlink inside a record followed, every size capped.
 Memory stays bounded whatever the logdir holds: a run's arrays are read when a request
 needs them, and at most ``RUN_CACHE_BYTES`` (96 MiB) of runs read in full,
 ``FRAME_CACHE_BYTES`` (32 MiB) of PNG frames and ``RENDERERS`` (128) frame renderers
-are kept, least recently used first out: about 210 MB in all
-(:mod:`~cam_callback.tensorboard_plugin.store`); runs are found by
+are kept, least recently used first out: about 210 MB in all for small probes, more for
+large ones (:mod:`~cam_callback.tensorboard_plugin.store`); runs are found by
 :mod:`~cam_callback.tensorboard_plugin.runs`.
 """
 

@@ -11,8 +11,10 @@ by bytes. What the plugin holds is at most, least recently used first out:
 - ``RENDERERS`` (128) frame renderers, about 0.6 MB each (about 77 MB);
 - one summary per run under the logdir (its ``record.json``, a few KB).
 
-About 210 MB in all beside TensorBoard's own, whatever the size of the logdir
-(see ``docs/benchmarks.md``).
+About 210 MB in all beside TensorBoard's own for probes up to about 64 px, whatever
+the size of the logdir (see ``docs/benchmarks.md``). A renderer grows with its probe (about
+3.4 MB at 256 x 1024 px: up to about 430 MB then), and a single run larger than
+``RUN_CACHE_BYTES`` is still held while it is served.
 """
 
 from __future__ import annotations
