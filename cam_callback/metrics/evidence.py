@@ -54,6 +54,7 @@ EVIDENCE_RECIPIENTS = 8  # recipients per donor, at most
 EVIDENCE_BUDGET = 2  # pasted images per probe, about (as many again for the control)
 EVIDENCE_MAX_PASTED = 512  # pasted images per epoch at most, where donors allow
 PORTABLE_THRESHOLD = 0.5  # portable_evidence: transplant - control above this
+PORTABLE_MIN_RECIPIENTS = 2  # ...over at least this many pasted images: never one flip
 RISE = 0.25  # the gallery's "rose": a class's rate this much above its first recorded rate
 
 
@@ -227,19 +228,26 @@ def portable_flag(
     metrics: Mapping[str, np.ndarray], threshold: float = PORTABLE_THRESHOLD
 ) -> dict[str, np.ndarray]:
     """``portable_evidence`` (bool ``[N]``): at the last epoch ``evidence_transplant -
-    evidence_control > threshold``; ``{}`` when not recorded.
+    evidence_control > threshold``, over at least :data:`PORTABLE_MIN_RECIPIENTS`
+    recipients (``evidence_recipients``, where recorded): one flipped image is no verdict;
+    ``{}`` when not recorded.
 
     Example:
-        >>> portable_flag({"evidence_transplant": np.array([[1.0, 1.0, np.nan]]),
-        ...                "evidence_control": np.array([[0.0, 0.5, np.nan]])})
-        {'portable_evidence': array([ True, False, False])}
+        >>> portable_flag({"evidence_transplant": np.array([[1.0, 1.0, np.nan, 1.0]]),
+        ...                "evidence_control": np.array([[0.0, 0.5, np.nan, 0.0]]),
+        ...                "evidence_recipients": np.array([[2, 2, 0, 1]])})
+        {'portable_evidence': array([ True, False, False, False])}
     """
     if "evidence_transplant" not in metrics or not len(metrics["evidence_transplant"]):
         return {}
     rate = np.asarray(metrics["evidence_transplant"][-1], np.float64)
     control = np.asarray(metrics.get("evidence_control", np.zeros_like(rate[None]))[-1])
     net = rate - np.where(np.isfinite(control), control, 0.0)
-    return {"portable_evidence": np.isfinite(net) & (np.nan_to_num(net, nan=-1.0) > threshold)}
+    flag = np.isfinite(net) & (np.nan_to_num(net, nan=-1.0) > threshold)
+    if "evidence_recipients" in metrics:
+        recipients = np.asarray(metrics["evidence_recipients"][-1], np.float64)
+        flag &= np.nan_to_num(recipients) >= PORTABLE_MIN_RECIPIENTS
+    return {"portable_evidence": flag}
 
 
 def evidence_scalars(
