@@ -63,10 +63,11 @@ def test_per_probe_metric_and_scalars_come_from_the_masks():
     }
 
 
-def test_page_and_cam_tab_show_the_worst_group(tmp_path):
-    w = RecordWriter(tmp_path)
+def group_record(path, class_names=("homer", "square")):
+    """A record of 6 probes over 2 epochs, right as CORRECT says, with cue masks."""
+    w = RecordWriter(path)
     meta = {"layer": "conv", "method": "gradcam", "fingerprint": "f", "n_probes": 6,
-            "n_classes": 2, "map_shape": [2, 2], "class_names": ["homer", "square"],
+            "n_classes": 2, "map_shape": [2, 2], "class_names": list(class_names),
             "mask_kind": "cue", "score": "probability"}  # fmt: skip
     w.open(meta, images=np.zeros((6, 8, 8, 3), np.uint8), labels=LABELS, masks=masks())
     for epoch, right in zip((-1, 0), CORRECT, strict=True):
@@ -75,7 +76,11 @@ def test_page_and_cam_tab_show_the_worst_group(tmp_path):
         values = epoch_metrics(maps, probs, labels=LABELS, masks=masks())
         values.update(group_metrics(values, LABELS, masks()))
         w.write_epoch(epoch, heatmaps=maps, probabilities=probs, targets=LABELS, metrics=values)
-    run = load_run(tmp_path)
+    return load_run(path)
+
+
+def test_page_and_cam_tab_show_the_worst_group(tmp_path):
+    run = group_record(tmp_path)
     assert run.metrics["group_accuracy"].tolist() == [[1.0] * 6, [1, 1, 0, 0, 1, 1]]
     assert worst_group_note(run) == (
         "worst group: homer without the cue, 0.00 right (1.00 before training)"
@@ -95,16 +100,5 @@ def test_page_and_cam_tab_show_the_worst_group(tmp_path):
 
 
 def test_group_names_are_cleaned_as_the_page_cleans_class_names(tmp_path):
-    w = RecordWriter(tmp_path)
-    meta = {"layer": "conv", "method": "gradcam", "fingerprint": "f", "n_probes": 6,
-            "n_classes": 2, "map_shape": [2, 2], "class_names": ["ho\u202emer\nx", "square"],
-            "mask_kind": "cue", "score": "probability"}  # fmt: skip
-    w.open(meta, images=np.zeros((6, 8, 8, 3), np.uint8), labels=LABELS, masks=masks())
-    for epoch, right in zip((-1, 0), CORRECT, strict=True):
-        probs = np.where(right[:, None] > 0, np.eye(2)[LABELS], np.eye(2)[1 - LABELS]) * 0.8 + 0.1
-        maps = np.ones((6, 2, 2), np.float32)
-        values = epoch_metrics(maps, probs, labels=LABELS, masks=masks())
-        values.update(group_metrics(values, LABELS, masks()))
-        w.write_epoch(epoch, heatmaps=maps, probabilities=probs, targets=LABELS, metrics=values)
-    note = worst_group_note(load_run(tmp_path))
+    note = worst_group_note(group_record(tmp_path, ["ho\u202emer\nx", "square"]))
     assert "\u202e" not in note and "\n" not in note and "mer" in note
