@@ -126,24 +126,24 @@ def probes(images: Any) -> np.ndarray:
     return x
 
 
-def labels_head(head: str, value: Any) -> str:
-    """The ``head=`` the tracker uses: multi-hot labels make ``"auto"`` read sigmoids.
-
-    Independent classes are what multi-hot labels say; a softmax over them would divide
-    one image's probabilities between its classes.
+def is_multi_label(value: Any) -> bool:
+    """Whether ``probe_labels`` are multi-hot, so the classes are independent: where the
+    model's output and loss do not say how to read it (``check.head_assumed``), the
+    tracker reads sigmoids rather than assume a softmax, which would divide one image's
+    probabilities between its classes.
 
     Example:
-        >>> labels_head("auto", [[1, 1], [0, 0]]), labels_head("auto", [0, 1])
-        ('sigmoid', 'auto')
+        >>> is_multi_label([[1, 1], [0, 0]]), is_multi_label([0, 1])
+        (True, False)
     """
-    return "sigmoid" if head == "auto" and _validate.is_multi_hot(value) else head
+    return _validate.is_multi_hot(value)
 
 
 def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
     """int64 class ids ``[N]`` and the one-hot width (``None`` for ids), or ``(None, None)``.
 
     Multi-hot labels (:func:`cam_callback._validate.is_multi_hot`) give ``(None, None)``
-    with a warning: no probe has one true class (:func:`labels_head` reads the head).
+    with a warning: no probe has one true class (:func:`is_multi_label` tells the head).
 
     Raises:
         ValueError: Unsigned ids beyond int64 (they would wrap negative), and
@@ -163,7 +163,8 @@ def labels(value: Any, n: int) -> tuple[np.ndarray | None, int | None]:
             )
         warnings.warn(
             "`probe_labels` are multi-hot (rows with zero or several ones): the classes are "
-            "independent, so head='auto' reads the output as sigmoids (a multi-label head). "
+            "independent, so where the model's output and loss do not say how to read it, "
+            "head='auto' reads sigmoids (a multi-label head). "
             "No probe has one true class, so target='label', `misclassified`, the true class's "
             "probability and the transplant are not recorded.",
             UserWarning,

@@ -190,7 +190,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.layer = check_layer(layer)
         self.method = check_method(method)
         self.score = A.choice(score, cams.SCORES, "score")
-        self.head = A.labels_head(cams.check_head(head), probe_labels)  # multi-hot: sigmoid
+        self.head = cams.check_head(head)
+        self.multi_label = A.is_multi_label(probe_labels)  # sigmoids where the model is silent
         self.target = A.target(target, n, self.probe_labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
         self.top_k = A.positive_int(top_k, "top_k")

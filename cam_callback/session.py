@@ -8,6 +8,7 @@ of one epoch, computed on the training thread because they need the model.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -60,17 +61,34 @@ def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> T
     Example:
         >>> cfg = tracker_config(tracker, target="predicted", one_hot_width=None)  # doctest: +SKIP
     """
-    check = cams.inspect_model(
-        tracker.model,
-        tracker.probe_images,
-        layer=tracker.layer,
-        method=tracker.method,
-        output=tracker.output,
-        score=tracker.score,
-        head=tracker.head,
-        grid=tracker.grid,
-        prefix_tokens=tracker.prefix_tokens,
-    )
+
+    def inspect(head: str) -> Any:
+        return cams.inspect_model(
+            tracker.model,
+            tracker.probe_images,
+            layer=tracker.layer,
+            method=tracker.method,
+            output=tracker.output,
+            score=tracker.score,
+            head=head,
+            grid=tracker.grid,
+            prefix_tokens=tracker.prefix_tokens,
+        )
+
+    if tracker.head == "auto" and tracker.multi_label:
+        # Multi-hot labels decide only what the model leaves open: sigmoids, not an
+        # assumed softmax (whose warning is then not the user's to act on).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check = inspect("auto")
+        if check.head_assumed:
+            tracker.head = "sigmoid"
+            check = inspect("sigmoid")
+        for w in caught:
+            if not (tracker.head == "sigmoid" and "ASSUMING" in str(w.message)):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    else:
+        check = inspect(tracker.head)
     return build_config(
         check=check,
         method=check.method,  # "auto" resolved

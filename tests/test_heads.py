@@ -633,6 +633,25 @@ def test_an_undecided_linear_head_is_assumed_warned_and_recorded(tmp_path, x, lo
     )
 
 
+@pytest.mark.parametrize("kind", ["softmax_layer", "categorical_logits"])
+def test_multi_hot_labels_do_not_override_a_head_the_model_states(tmp_path, x, kind):
+    """Multi-hot labels decide only what the model leaves open: a softmax layer, or a
+    linear output under CategoricalCrossentropy(from_logits=True), stays a softmax."""
+    model = planted_multilabel(None)
+    if kind == "softmax_layer":
+        model = keras.Model(model.input, keras.layers.Softmax(name="sm")(model.output))
+        model.compile(keras.optimizers.SGD(0.0), "categorical_crossentropy")
+    else:
+        model.compile(keras.optimizers.SGD(0.0), keras.losses.CategoricalCrossentropy(True))
+    multi_hot = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]] * 2)
+    with pytest.warns(UserWarning, match="multi-hot"):
+        tracker = CAMTracker(x, multi_hot, log_dir=tmp_path, animate=None, tensorboard=False)
+    model.fit(x, multi_hot.astype("float32"), epochs=1, verbose=0, callbacks=[tracker])
+    run = load_run(tmp_path)
+    assert run.meta["head"] == ("softmax" if kind == "softmax_layer" else "logits")
+    np.testing.assert_allclose(run.probabilities[-1], 0.25, atol=1e-3)  # the model's softmax
+
+
 def test_one_unit_under_an_own_loss_that_says_from_logits_is_a_binary_logit(x):
     model = logits_model(1, loss=None)
     model.compile("adam", OwnFocalLoss(from_logits=True))
