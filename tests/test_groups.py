@@ -94,7 +94,7 @@ def test_page_and_cam_tab_show_the_worst_group(tmp_path):
     plugin = CAMPlugin(base_plugin.TBContext(logdir=str(tmp_path.parent)))
     apps = plugin.get_plugin_apps()
     runs = json.loads(Client(apps["/runs"]).get("/runs").get_data())["runs"]
-    assert [r["name"] for r in runs if "error" not in r] == [tmp_path.name]
+    assert tmp_path.name in [r["name"] for r in runs if "error" not in r]  # others: other tests'
     probes = json.loads(Client(apps["/probes"]).get(f"/probes?run={tmp_path.name}").get_data())
     assert probes["worst_group"] == worst_group_note(run)
 
