@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -79,3 +81,38 @@ def class_ids(labels: Any, n: int, name: str) -> tuple[np.ndarray, int | None]:
     if (y < 0).any():
         raise ValueError(f"`{name}` must be >= 0. Received: {int(y.min())}")
     return y.astype(np.int64), width
+
+
+def options(value: Any, cls: type, name: str) -> Any:
+    """A tracker option given as a bool or a dict of a dataclass's fields: ``None`` for
+    ``None`` or ``False``, the defaults for ``True``, else ``cls(**value)``. Ranges are the
+    caller's to check.
+
+    Raises:
+        TypeError: Not a bool, ``None`` or a mapping.
+        ValueError: An unknown key.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Opts:
+        ...     copies: int = 3
+        >>> options(True, Opts, "opts"), options({"copies": 2}, Opts, "opts").copies
+        (Opts(copies=3), 2)
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return cls()
+    known = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"`{name}` must be a bool or a dict with keys {', '.join(known)}. "
+            f"Received: {name}={value!r}"
+        )
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(
+            f"`{name}` has unknown keys {unknown}; expected some of {sorted(known)}. "
+            f"Received: {name}={dict(value)!r}"
+        )
+    return cls(**value)

@@ -10,12 +10,12 @@ same :data:`~cam_callback.pipeline.interventions.ProbsFn` the interventions use.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from cam_callback import _validate
 from cam_callback.metrics import evidence as E
 from cam_callback.metrics import masks_at
 from cam_callback.pipeline.interventions import ProbsFn
@@ -59,23 +59,9 @@ def evidence_options(value: Any) -> EvidenceOptions | None:
         >>> evidence_options({"share": 0.2}).share
         0.2
     """
-    if value is None or value is False:
+    o = _validate.options(value, EvidenceOptions, "evidence")
+    if o is None:
         return None
-    if value is True:
-        return EvidenceOptions()
-    if not isinstance(value, Mapping):
-        raise TypeError(
-            "`evidence` must be a bool or a dict with keys share, recipients, budget, "
-            f"threshold, seed. Received: evidence={value!r}"
-        )
-    known = set(EvidenceOptions.__dataclass_fields__)
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(
-            f"`evidence` has unknown keys {unknown}; expected some of {sorted(known)}. "
-            f"Received: evidence={dict(value)!r}"
-        )
-    o = EvidenceOptions(**value)
 
     def whole(v: Any) -> bool:
         return isinstance(v, numbers.Integral) and not isinstance(v, bool)

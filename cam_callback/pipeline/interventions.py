@@ -9,13 +9,13 @@ when a ``fit``'s pipeline opens, and each epoch only calls the model on them.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cam_callback import metrics
+from cam_callback import _validate, metrics
 
 ProbsFn = Callable[[np.ndarray], np.ndarray]
 """``images [M, H, W, C] -> probabilities [M, C]``: one batched forward, no gradient."""
@@ -52,23 +52,9 @@ def fragility_options(value: Any) -> FragilityOptions | None:
         >>> fragility_options({"copies": 2}).copies
         2
     """
-    if value is None or value is False:
+    opts = _validate.options(value, FragilityOptions, "fragility")
+    if opts is None:
         return None
-    if value is True:
-        return FragilityOptions()
-    if not isinstance(value, Mapping):
-        raise TypeError(
-            "`fragility` must be a bool or a dict with keys copies, noise, seed, threshold. "
-            f"Received: fragility={value!r}"
-        )
-    known = set(FragilityOptions.__dataclass_fields__)
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(
-            f"`fragility` has unknown keys {unknown}; expected some of {sorted(known)}. "
-            f"Received: fragility={dict(value)!r}"
-        )
-    opts = FragilityOptions(**value)
     copies = opts.copies
     if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 1:
         raise ValueError(f"`fragility['copies']` must be an int >= 1. Received: {opts.copies!r}")
