@@ -4,7 +4,7 @@ Run: python benchmarks/bench_fingerprint.py [--repeats 9]
 
 The tracker fingerprints the weights at each epoch's end (and once at a fit's
 first epoch and at its end) and stores it in ``cam/weights.json``
-(:func:`cam_callback.lineage.weights_fingerprint`). It used to hash an evenly
+(:func:`cam_callback.core.fingerprint.weights_fingerprint`). It used to hash an evenly
 strided sample of at most 4096 values per array; it now hashes every byte
 (SHA-256). For each model (random weights: nothing is downloaded) this prints
 the first call (cold) and the median of ``--repeats`` calls of each, timed
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from conftest import small_cnn  # noqa: E402
 
-from cam_callback.lineage import weights_fingerprint  # noqa: E402
+from cam_callback.core.fingerprint import weights_fingerprint  # noqa: E402
 from cam_callback.record import RecordWriter  # noqa: E402
 
 

@@ -34,7 +34,7 @@ from bench_logdir import write_record  # noqa: E402
 
 from cam_callback import animate, report  # noqa: E402
 from cam_callback.record import load_run  # noqa: E402
-from cam_callback.tensorboard import SummaryWriter  # noqa: E402
+from cam_callback.record.tensorboard import SummaryWriter  # noqa: E402
 
 TENSORBOARD_PROBES = 16  # the tracker's default tensorboard_probes
 

@@ -189,7 +189,7 @@ def child(spec: dict) -> dict:
 
 def profiled(tracker) -> dict[str, list[tuple[float, float]]]:
     """Times ``tracker``'s hooks and its pipeline's two stages: ``{part: [(wall, cpu)]}``."""
-    from cam_callback.pipeline import drawing, recording
+    from cam_callback.tracker.pipeline import drawing, recording
 
     times: dict[str, list[tuple[float, float]]] = {}
 
@@ -291,8 +291,8 @@ def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
     (median of ``repeats`` warm calls), and the one-off build of the altered probes."""
     import numpy as np
 
-    from cam_callback import cams
-    from cam_callback.pipeline import FragilityOptions, ProbeInterventions
+    from cam_callback import api
+    from cam_callback.tracker.pipeline import FragilityOptions, ProbeInterventions
 
     model = small_cnn()
     print(f"\n4b. per-epoch cost in one process (median of {repeats} warm calls), small CNN 48 px")
@@ -312,10 +312,10 @@ def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
         batch = min(32, n)
 
         def probs(images, batch=batch):
-            return cams.predict_probabilities(model, images, batch_size=batch)
+            return api.predict_probabilities(model, images, batch_size=batch)
 
         def maps(images, targets, batch=batch):
-            r = cams.compute_cams(model, images, target=targets, batch_size=batch)
+            r = api.compute_cams(model, images, target=targets, batch_size=batch)
             return r.heatmaps, r.probabilities
 
         def timed(fn):
@@ -327,9 +327,9 @@ def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
                 runs.append(time.perf_counter() - start)
             return statistics.median(runs)
 
-        res = cams.compute_cams(model, px, batch_size=batch)
+        res = api.compute_cams(model, px, batch_size=batch)
         args = (res.heatmaps, res.probabilities, res.targets)
-        t_maps = timed(lambda: cams.compute_cams(model, px, batch_size=batch))  # noqa: B023
+        t_maps = timed(lambda: api.compute_cams(model, px, batch_size=batch))  # noqa: B023
         t_interv = timed(lambda: interv.measure(probs, maps, *args))  # noqa: B023
         t_frag = timed(lambda: frag.measure(probs, maps, *args))  # noqa: B023
         print(f"{n:6d} {t_maps:8.3f} {t_interv:9.3f} {interv.passes:7d} {t_frag:11.3f} "
@@ -341,8 +341,8 @@ def evidence_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
     ``repeats`` warm calls), on the untrained CNN and after one epoch of fitting."""
     import keras
 
-    from cam_callback import cams
-    from cam_callback.pipeline import EvidenceOptions, EvidenceTransplant
+    from cam_callback import api
+    from cam_callback.tracker.pipeline import EvidenceOptions, EvidenceTransplant
 
     keras.utils.set_random_seed(0)
     model = small_cnn()
@@ -359,7 +359,7 @@ def evidence_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
             stage = EvidenceTransplant(px, py, None, EvidenceOptions())
 
             def probs(images, batch=batch):
-                return cams.predict_probabilities(model, images, batch_size=batch)
+                return api.predict_probabilities(model, images, batch_size=batch)
 
             def timed(fn):
                 fn()
@@ -370,9 +370,9 @@ def evidence_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
                     runs.append(time.perf_counter() - start)
                 return statistics.median(runs)
 
-            res = cams.compute_cams(model, px, batch_size=batch, target=py)  # as target="label"
+            res = api.compute_cams(model, px, batch_size=batch, target=py)  # as target="label"
             args = (res.heatmaps, res.probabilities, res.targets)
-            t_maps = timed(lambda: cams.compute_cams(model, px, batch_size=batch, target=py))  # noqa: B023
+            t_maps = timed(lambda: api.compute_cams(model, px, batch_size=batch, target=py))  # noqa: B023
             t_ev = timed(lambda: stage.measure(probs, *args))  # noqa: B023
             print(f"{state:>9s} {n:6d} {t_maps:8.3f} {t_ev:11.3f} {stage.passes:7d} "
                   f"{t_ev / t_maps:6.2f}")  # fmt: skip

@@ -4,7 +4,7 @@ Run: python benchmarks/default_layers.py      (about a minute on 2 CPU cores; we
 
 For MobileNetV2, EfficientNetB0 and ResNet50 at 64, 96 and 224 px, prints the default
 layer (the last with a spatial output), its map size, and where that map is under
-``cam_callback.layers.MIN_SIDE`` cells a side, the finer layer that the warning and
+``cam_callback.core.layers.MIN_SIDE`` cells a side, the finer layer that the warning and
 ``inspect_model(...).note`` name (the last spatial layer with at least that many).
 """
 
@@ -19,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cam_callback import inspect_model  # noqa: E402
-from cam_callback.layers import MIN_SIDE  # noqa: E402
+from cam_callback.core.layers import MIN_SIDE  # noqa: E402
 
 MODELS = {
     "MobileNetV2": keras.applications.MobileNetV2,

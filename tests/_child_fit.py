@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest import small_cnn  # noqa: E402
 
 from cam_callback import CAMTracker, compute_cams, load_run  # noqa: E402
-from cam_callback.lineage import weights_fingerprint  # noqa: E402
+from cam_callback.core.fingerprint import weights_fingerprint  # noqa: E402
 
 mode, log_dir = sys.argv[1], sys.argv[2]
 keras.utils.set_random_seed(0)

@@ -129,20 +129,62 @@ def test_every_module_is_small():
     assert too_long == {}
 
 
-def test_the_model_side_imports_one_way():
-    """Leaves -> core -> methods -> api -> evaluation: no import points back up."""
-    order = ["cam_callback.core", "cam_callback.methods", "cam_callback.api",
-             "cam_callback.evaluation"]  # fmt: skip
-    edges = graph(modules())
+# The house, bottom to top: a module imports only from its own package or one below it.
+# The model side climbs core -> methods -> api -> evaluation -> tracker; the record side
+# frames -> metrics -> record -> animate -> report -> the CLI and the CAM tab, which read the
+# record and never reach the model side (report reads only evaluation's numpy results).
+LEVELS: list[tuple[str, ...]] = [
+    ("_imageops", "_validate", "imputation", "backends", "safe_read"),
+    ("frames",),
+    ("metrics",),
+    ("record",),
+    ("animate",),
+    ("core",),
+    ("methods",),
+    ("api",),
+    ("evaluation",),
+    ("report",),
+    ("cli", "tensorboard_plugin", "__main__"),
+    ("tracker",),
+]
+TOP_LEVEL = {"__init__", "__main__", "_imageops", "_validate", "imputation"}  # leaves + entry
 
-    def level(module: str) -> int:
-        return next((i for i, p in enumerate(order) if module.startswith(p)), -1)
 
-    upward = [
+def level(module: str) -> int:
+    """The level of ``cam_callback.<part>...`` in :data:`LEVELS`; -1 for the package root."""
+    part = module.split(".")[1] if "." in module else ""
+    return next((i for i, parts in enumerate(LEVELS) if part in parts), -1)
+
+
+def upward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every import that points to a higher level than its importer's."""
+    return sorted(
         (a, b) for a, targets in edges.items() for b in targets
         if level(a) >= 0 and level(b) > level(a)
+    )  # fmt: skip
+
+
+def test_every_import_points_down_the_house():
+    known = modules()
+    unplaced = sorted(m for m in known if m != "cam_callback" and level(m) < 0)
+    assert unplaced == []  # a new package is given its place in LEVELS
+    assert upward(graph(known)) == []
+
+
+def test_core_imports_only_leaves():
+    edges = graph(modules())
+    reach = {b for a, targets in edges.items() if a.startswith("cam_callback.core") for b in targets}
+    assert {b for b in reach if level(b) != 0 and not b.startswith("cam_callback.core")} == set()
+
+
+def test_no_shim_and_no_stray_top_level_module():
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top == TOP_LEVEL  # each other module lives in the package it serves
+    shims = [
+        str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py")
+        if "old module path" in p.read_text() or "kept for callers" in p.read_text()
     ]  # fmt: skip
-    assert upward == []
+    assert shims == []
 
 
 # ---- the checks themselves, on a package made up here ----
@@ -168,6 +210,12 @@ def test_a_cycle_through_a_function_local_and_a_relative_import_is_found(toy):
     assert set(cycle) == {"cam_callback.a", "cam_callback.b", "cam_callback.sub.c"}
     (toy / "b.py").write_text("def f():\n    return 1\n")
     assert find_cycle(graph(modules(toy))) == []
+
+
+def test_an_upward_import_is_found():
+    edges = {"cam_callback.core.heads": {"cam_callback.methods.core"},
+             "cam_callback.methods.core": {"cam_callback.core.heads"}}  # fmt: skip
+    assert upward(edges) == [("cam_callback.core.heads", "cam_callback.methods.core")]
 
 
 def test_a_private_name_is_found_but_a_private_module_is_not(toy):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cam_callback import arguments as A
-from cam_callback.config import check_fps
+from cam_callback.record.config import check_fps
+from cam_callback.tracker import arguments as A
 
 
 def test_display_copy_by_channel_count():

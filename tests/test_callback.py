@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cam_callback import CAMTracker, compute_cams, load_run
 from cam_callback.record import RecordWriter
-from cam_callback.session import is_chief
+from cam_callback.tracker.session import is_chief
 
 HERE = Path(__file__).parent
 CLASSES = ["homer", "bart", "lisa"]
@@ -160,7 +160,7 @@ def test_tensorboard_probes_and_max_frames_in_a_real_fit(tmp_path):
 
 
 def test_animations_over_budget_thin_with_one_warning_in_a_real_fit(tmp_path, monkeypatch):
-    from cam_callback import pipeline
+    from cam_callback.tracker import pipeline
 
     # Any drawing is over a zero budget: from epoch 0 (measured against the state before
     # training) on, the live GIFs keep only the last epoch; the record keeps all.
@@ -183,11 +183,11 @@ def test_writer_closed_after_fit(trained):
 
 
 def test_no_retracing_across_epochs_inside_fit(trained):
-    from cam_callback import cams
+    from cam_callback import api
 
     _, model, _, _ = trained
     assert load_run(trained[0]).epochs == [-1, 0, 1, 2]
-    assert cams.trace_count(model) == 1  # traced at epoch 0, reused at epochs 1 and 2
+    assert api.trace_count(model) == 1  # traced at epoch 0, reused at epochs 1 and 2
 
 
 # ------------------------------------------------------------------ validation
@@ -280,7 +280,7 @@ def test_numpy_scalars_generators_and_huge_batches_are_accepted(tmp_path):
 def test_mp4_without_ffmpeg_names_the_video_extra(tmp_path, monkeypatch):
     import importlib.util
 
-    from cam_callback import config
+    from cam_callback.record import config
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -394,7 +394,7 @@ def test_heads_that_are_not_classifiers_fail_before_epoch_0(tmp_path):
 
 
 def test_read_only_log_dir_is_refused_even_for_root(tmp_path, monkeypatch):
-    from cam_callback import callback
+    from cam_callback.tracker import callback
 
     monkeypatch.setattr(callback.os, "access", lambda path, mode: False)
     x, y = data(8)
@@ -617,7 +617,7 @@ def test_final_weights_epoch_is_checked_when_read(tmp_path):
 
 
 def test_fresh_model_on_an_old_record_is_refused_before_any_batch(tmp_path):
-    from cam_callback.lineage import weights_fingerprint
+    from cam_callback.core.fingerprint import weights_fingerprint
 
     x, y = data(32)
     model = compiled()
@@ -925,7 +925,7 @@ def caught():
 
 
 def tracker_warnings(record):
-    from cam_callback.callback import TrackerWarning
+    from cam_callback.tracker.callback import TrackerWarning
 
     return [str(w.message) for w in record if issubclass(w.category, TrackerWarning)]
 
@@ -1121,7 +1121,7 @@ def test_full_disk_while_writing_gifs_still_returns_history(tmp_path, monkeypatc
 
 
 def test_render_errors_warn_once_and_stop_only_tensorboard(tmp_path, monkeypatch):
-    from cam_callback import pipeline
+    from cam_callback.tracker import pipeline
 
     calls = []
 
@@ -1170,7 +1170,8 @@ def test_full_tmpfs_returns_history_and_leaves_a_readable_record(tmp_path):
 
 
 def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_path, monkeypatch):
-    from cam_callback import pipeline, record
+    from cam_callback import record
+    from cam_callback.tracker import pipeline
 
     x, y = data(8)
     tracker = CAMTracker(x, y, log_dir=tmp_path)
@@ -1250,7 +1251,7 @@ def ended_like_a_finished_fit(log_dir):
 
 
 def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys, monkeypatch):
-    from cam_callback import watch
+    from cam_callback.tracker import watch
 
     x, y = data(32)
     model = compiled()
@@ -1302,7 +1303,7 @@ def test_ctrl_c_mid_epoch_then_fit_again_continues_the_record(tmp_path, capsys, 
 def test_dropped_tracker_is_closed_by_finalizer(tmp_path, monkeypatch):
     import gc
 
-    from cam_callback import watch
+    from cam_callback.tracker import watch
 
     monkeypatch.setattr(watch, "fit_frame", lambda model: None)  # fit not found: no watch
     x, y = data(8)
@@ -1323,7 +1324,7 @@ def test_dropped_tracker_is_closed_by_finalizer(tmp_path, monkeypatch):
 
 
 def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
-    from cam_callback import pipeline
+    from cam_callback.tracker import pipeline
 
     x, y = data(8)
 
@@ -1446,7 +1447,7 @@ def test_only_the_chief_writes_under_multi_worker():
 
 
 def test_non_chief_writes_nothing(tmp_path, monkeypatch):
-    from cam_callback import callback
+    from cam_callback.tracker import callback
 
     monkeypatch.setattr(callback, "is_chief", lambda model: False)
     x, y = data(8)
@@ -1576,7 +1577,7 @@ def test_empty_maps_are_flagged_and_warned_about_once_per_fit(tmp_path, capsys):
 
 
 def test_a_failing_review_page_warns_and_never_stops_fit(tmp_path, monkeypatch):
-    from cam_callback import steps
+    from cam_callback.tracker import steps
 
     def broken(*args, **kwargs):
         raise OSError("No space left on device")
@@ -1599,7 +1600,7 @@ def test_a_failing_review_page_warns_and_never_stops_fit(tmp_path, monkeypatch):
 def test_several_models_log_no_tensorflow_retracing(tmp_path):
     import logging
 
-    from cam_callback import cams
+    from cam_callback import api
 
     seen: list[str] = []
 
@@ -1624,8 +1625,8 @@ def test_several_models_log_no_tensorflow_retracing(tmp_path):
     finally:
         tf.get_logger().removeHandler(handler)
     assert not [m for m in seen if "retracing" in m]
-    assert [cams.trace_count(m) for m in models[1:]] == [1] * 5
-    assert cams.trace_count(models[0]) == 2  # one function per layer, each traced once
+    assert [api.trace_count(m) for m in models[1:]] == [1] * 5
+    assert api.trace_count(models[0]) == 2  # one function per layer, each traced once
 
 
 def test_overlay_is_public():

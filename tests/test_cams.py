@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import nested_cnn, small_cnn
 
-from cam_callback import backends, cams
-from cam_callback.cams import CAMError, compute_cams
+from cam_callback import api, backends
+from cam_callback.api import CAMError, compute_cams
 from cam_callback.core import engine as core_engine
 from cam_callback.core import inspection
 
@@ -294,15 +294,17 @@ def test_logit_and_probability_scores(images32):
 def test_second_call_with_same_shapes_does_not_retrace(images32):
     model = small_cnn()
     compute_cams(model, images32, batch_size=4)  # chunks of 4 and 2
-    assert cams.trace_count(model) == 1
+    assert api.trace_count(model) == 1
     compute_cams(model, images32, batch_size=4)
     compute_cams(model, images32[:3])
-    assert cams.trace_count(model) == 1
+    assert api.trace_count(model) == 1
     compute_cams(model, images32, method="layercam")  # a new method is a new function
-    assert cams.trace_count(model) == 2
+    assert api.trace_count(model) == 2
 
 
 # ---------------------------------------------------------------- no side effects
+
+FUSED = ("gradcam", "gradcam++", "layercam", "hirescam", "saliency")  # run inside the call
 
 
 def test_no_side_effects_on_weights_bn_and_next_training_step(images32):
@@ -314,7 +316,7 @@ def test_no_side_effects_on_weights_bn_and_next_training_step(images32):
     y = np.array([0, 1, 2, 3, 0, 1])
     before = [w.copy() for w in a.get_weights()]
     pred_before = a.predict(images32, verbose=0)
-    for method in cams.METHODS:
+    for method in FUSED:
         compute_cams(a, images32, method=method)
     for w0, w1 in zip(before, a.get_weights(), strict=True):
         np.testing.assert_array_equal(w0, w1)  # moving mean/variance included
@@ -329,7 +331,7 @@ def test_no_side_effects_on_weights_bn_and_next_training_step(images32):
 
 def test_hooks_are_removed_after_a_failure(images32):
     model = small_cnn()
-    from cam_callback import layers as lyr
+    from cam_callback.core import layers as lyr
 
     conv = model.get_layer("conv2")
 
@@ -536,7 +538,7 @@ def test_binary_sigmoid_head_is_two_classes(images32):
     np.testing.assert_allclose(ones.heatmaps[pos], want1[pos], atol=1e-4)
     with pytest.raises(ValueError, match=r"`target` class 2 is outside the model's 2 classes"):
         compute_cams(model, images, target=2)
-    check = cams.inspect_model(model, images)
+    check = api.inspect_model(model, images)
     assert (check.n_classes, check.head, check.score) == (2, "binary", "logit")
     # An Activation("sigmoid") layer after a linear Dense explains the same logit.
     layered = binary_cnn("layer")
@@ -547,7 +549,7 @@ def test_binary_sigmoid_head_is_two_classes(images32):
     # score="probability" explains p and 1 - p: for Grad-CAM a positive rescale of +-logit.
     prob = compute_cams(model, images, score="probability")
     np.testing.assert_allclose(prob.heatmaps, compute_cams(model, images).heatmaps, atol=1e-4)
-    assert cams.inspect_model(model, images, score="probability").score == "probability"
+    assert api.inspect_model(model, images, score="probability").score == "probability"
 
 
 def test_multilabel_sigmoid_head_is_explained_per_class(images32):
@@ -565,7 +567,7 @@ def test_multilabel_sigmoid_head_is_explained_per_class(images32):
     # Each class's score is its own logit: what reference_cams differentiates.
     want = reference_cams(keras.Model(inp, a), model.get_layer("dense"), images32, "gradcam")
     np.testing.assert_allclose(got.heatmaps, want, atol=1e-4)
-    check = cams.inspect_model(model, images32)
+    check = api.inspect_model(model, images32)
     assert (check.n_classes, check.head) == (3, "multilabel")
 
 
@@ -575,14 +577,14 @@ def test_heads_that_are_not_classifiers_are_refused(images32):
     g = keras.layers.GlobalAveragePooling2D()(a)
     regression = keras.Model(inp, keras.layers.Dense(1, name="value")(g))
     with pytest.raises(ValueError, match=r"one unit with no sigmoid.*regression"):
-        cams.inspect_model(regression, images32)
+        api.inspect_model(regression, images32)
     with pytest.raises(ValueError, match=r"regression"):
         compute_cams(regression, images32)
     per_pixel = keras.Model(inp, keras.layers.Conv2D(2, 1, activation="softmax")(a))
     with pytest.raises(ValueError, match=r"shape \('N', 30, 30, 2\), not \[batch, classes\]"):
-        cams.inspect_model(per_pixel, images32)
+        api.inspect_model(per_pixel, images32)
     logits = small_cnn(head="linear")  # several linear units: logits of a softmax classifier
-    check = cams.inspect_model(logits, images32)
+    check = api.inspect_model(logits, images32)
     assert (check.head, check.score, check.n_classes) == ("logits", "logit", 4)
 
 
@@ -601,7 +603,7 @@ def test_logit_not_found_warns_once_and_explains_probability(images32):
     model = SoftmaxInCall()
     model(images32[:1])
     with pytest.warns(UserWarning, match="explaining the probability instead") as seen:
-        check = cams.inspect_model(model, images32, layer="feat")
+        check = api.inspect_model(model, images32, layer="feat")
         got = compute_cams(model, images32, layer="feat")
         compute_cams(model, images32, layer="feat", method="layercam")
     assert len([w for w in seen if "probability instead" in str(w.message)]) == 1
@@ -617,7 +619,7 @@ def test_shared_layer_is_refused_before_any_map(images32):
     out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inp, out)
     with pytest.raises(ValueError, match=r"`layer` 'shared' runs 2 times in one forward pass"):
-        cams.inspect_model(model, images32, layer="shared")
+        api.inspect_model(model, images32, layer="shared")
     assert model not in core_engine.ENGINES  # nothing was traced
 
 
@@ -712,7 +714,7 @@ def test_compiled_functions_are_freed_with_the_model(images32):
 
     model = small_cnn()
     compute_cams(model, images32)
-    cams.predict_probabilities(model, images32)
+    api.predict_probabilities(model, images32)
     ref = weakref.ref(model)
     assert len(core_engine.ENGINES[model]) == 2
     del model
@@ -727,7 +729,7 @@ def test_compiled_functions_are_freed_with_the_model(images32):
 
 @pytest.mark.skipif(backends.name() != "torch", reason="torch modules carry training flags")
 def test_torch_eval_mode_during_the_call_and_flags_restored(images32):
-    from cam_callback import layers as lyr
+    from cam_callback.core import layers as lyr
 
     model = small_cnn(bn=True)
     modules = [model, *(layer for _, layer in lyr.iter_layers(model))]
@@ -745,7 +747,7 @@ def test_torch_eval_mode_during_the_call_and_flags_restored(images32):
     type(conv).call = spy
     try:
         compute_cams(model, images32)
-        cams.predict_probabilities(model, images32)
+        api.predict_probabilities(model, images32)
     finally:
         type(conv).call = real
     assert seen and not any(seen)  # eval mode while running

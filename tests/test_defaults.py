@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cam_callback import compute_cams, inspect_model
-from cam_callback.layers import MIN_SIDE
+from cam_callback.core.layers import MIN_SIDE
 
 
 def coarse_cnn() -> keras.Model:

@@ -80,23 +80,24 @@ def test_sane_methods_beat_random_and_inverted_maps_by_deletion_auc(trained):
 
 
 def test_faithfulness_column_is_the_trackers_number(trained):
-    from cam_callback import cams
+    from cam_callback import api
+    from cam_callback.evaluation import faithfulness
 
     model, x, y, _ = trained
     table = ev.evaluate(model, x, y, methods=("gradcam",), metrics=("faithfulness",), seed=3)
-    res = cams.compute_cams(model, x, target=y)
-    want = cams.deletion_faithfulness(model, x, res.heatmaps, res.targets, seed=3)
+    res = api.compute_cams(model, x, target=y)
+    want = faithfulness.deletion_faithfulness(model, x, res.heatmaps, res.targets, seed=3)
     np.testing.assert_allclose(table.per_image["gradcam"]["faithfulness"], want, atol=1e-6)
 
 
 def test_fragility_column_is_the_trackers_number(trained):
-    from cam_callback import cams, metrics
+    from cam_callback import api, metrics
 
     model, x, y, _ = trained
     table = ev.evaluate(model, x, y, methods=("gradcam", "random"), metrics=("fragility",), seed=2)
     copies = metrics.perturbed_copies(x, metrics.FRAGILITY_COPIES, metrics.FRAGILITY_NOISE, 2)
-    res = cams.compute_cams(model, x, target=y)
-    rep = cams.compute_cams(model, copies, target=np.tile(y, metrics.FRAGILITY_COPIES))
+    res = api.compute_cams(model, x, target=y)
+    rep = api.compute_cams(model, copies, target=np.tile(y, metrics.FRAGILITY_COPIES))
     want = metrics.fragility(res.heatmaps, res.probabilities, rep.heatmaps, rep.probabilities)
     got = table.per_image["gradcam"]["fragility"]
     np.testing.assert_allclose(got, want, atol=1e-6, equal_nan=True)
@@ -109,13 +110,13 @@ def test_fragility_column_is_the_trackers_number(trained):
 def test_model_randomisation_flags_a_map_that_ignores_the_weights(trained):
     from scipy.stats import spearmanr
 
-    from cam_callback import cams
+    from cam_callback import api
 
     model, x, _, _ = trained
     seen = []
 
     def channel0(m, xx, t):  # depends on the weights, and 60% of each map are tied zeros
-        maps = cams.layer_activations(m, xx, "conv2").mean(-1).astype(np.float64)
+        maps = api.layer_activations(m, xx, "conv2").mean(-1).astype(np.float64)
         maps = np.maximum(maps - np.quantile(maps, 0.6, axis=(1, 2), keepdims=True), 0)
         seen.append((m, maps))
         return maps
@@ -175,7 +176,7 @@ def test_model_randomisation_is_seeded_and_leaves_the_global_generators_alone(tr
 def test_model_randomisation_honours_output_and_score(monkeypatch):
     import keras
 
-    from cam_callback import cams
+    from cam_callback import api
     from cam_callback.evaluation import sanity
 
     inp = keras.Input((16, 16, 3))
@@ -186,7 +187,7 @@ def test_model_randomisation_honours_output_and_score(monkeypatch):
                                                       name="b")(g)})  # fmt: skip
     x = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
     calls, targets = [], []
-    real = cams.compute_cams
+    real = api.compute_cams
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
@@ -222,9 +223,9 @@ def test_spearman_ranks_ties_fairly():
 
 
 def _predicted(model, x):
-    from cam_callback import cams
+    from cam_callback import api
 
-    return cams.predict_probabilities(model, x).argmax(1).tolist()
+    return api.predict_probabilities(model, x).argmax(1).tolist()
 
 
 def _mean_probs(batch):

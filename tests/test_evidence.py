@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 
 import cam_callback
-from cam_callback import cams
+from cam_callback import api
 from cam_callback import metrics as M
 from cam_callback.metrics import evidence as E
-from cam_callback.pipeline import EvidenceOptions, EvidenceTransplant, evidence_options
 from cam_callback.report import class_galleries, gallery, gallery_section
+from cam_callback.tracker.pipeline import EvidenceOptions, EvidenceTransplant, evidence_options
 
 SIDE, A, B = 16, 2000.0, 0.01
 PATCH = 3
@@ -93,7 +93,7 @@ def measure(model, x, labels, method="gradcam", masks=None, options=None):
     stage = EvidenceTransplant(x, labels, masks, options or EvidenceOptions())
 
     def probs(images):
-        return cams.predict_probabilities(model, images, batch_size=64)
+        return api.predict_probabilities(model, images, batch_size=64)
 
     out = stage.measure(probs, res.heatmaps, res.probabilities, res.targets)
     regions = E.evidence_regions(res.heatmaps, (SIDE, SIDE))

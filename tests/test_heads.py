@@ -18,16 +18,15 @@ import pytest
 
 from cam_callback import (
     CAMTracker,
-    cams,
+    api,
     compute_cams,
     find_misclassified,
     find_misclassified_with_probabilities,
-    heads,
     load_run,
     methods,
     select_probes,
 )
-from cam_callback.core import engine
+from cam_callback.core import engine, heads
 from cam_callback.evaluation import evaluate
 
 SIZE = 16
@@ -130,8 +129,8 @@ def test_logits_model_gives_softmax_probabilities_and_explains_the_logit(x, loss
     model = logits_model(loss=loss)
     with no_head_warning():  # the compiled loss says it
         res = compute_cams(model, x)
-        probs = cams.predict_probabilities(model, x)
-        check = cams.inspect_model(model, x)
+        probs = api.predict_probabilities(model, x)
+        check = api.inspect_model(model, x)
     raw = model.predict(x, verbose=0)
     np.testing.assert_allclose(res.probabilities.sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(res.probabilities, softmax(raw), atol=1e-6)
@@ -175,8 +174,8 @@ def test_auto_without_a_loss_takes_the_softmax_and_warns_once(x):
     with pytest.warns(UserWarning, match="taking its softmax") as seen:
         res = compute_cams(model, x)
         compute_cams(model, x[:3], method="layercam")
-        cams.predict_probabilities(model, x)
-        cams.inspect_model(model, x)
+        api.predict_probabilities(model, x)
+        api.inspect_model(model, x)
         find_misclassified(model, x, np.zeros(6, int))
     assert len([w for w in seen if "taking its softmax" in str(w.message)]) == 1
     np.testing.assert_allclose(res.probabilities, softmax(model.predict(x, verbose=0)), atol=1e-6)
@@ -193,7 +192,7 @@ def test_head_argument_overrides_auto(x):
         np.testing.assert_allclose(got.probabilities, softmax(z), atol=1e-6)
         assert got.head == "logits"
     plain = logits_model(loss=None)
-    got = cams.predict_probabilities(plain, x, head="sigmoid")
+    got = api.predict_probabilities(plain, x, head="sigmoid")
     np.testing.assert_allclose(got, sigmoid(plain.predict(x, verbose=0)), atol=1e-6)
     # a softmax model read as "probabilities" is read as auto reads it
     soft = with_softmax_layer(multi)
@@ -219,9 +218,9 @@ def test_head_arguments_that_contradict_the_model_are_refused(x):
     with pytest.raises(ValueError, match=r"`head`='logits' says .* softmax of layer 'softmax'"):
         compute_cams(soft, x, head="logits")
     with pytest.raises(ValueError, match=r"`head`='sigmoid' contradicts the model"):
-        cams.inspect_model(soft, x, head="sigmoid")
+        api.inspect_model(soft, x, head="sigmoid")
     with pytest.raises(ValueError, match=r"`head`='probabilities' says .* outside \[0, 1\]"):
-        cams.predict_probabilities(logits_model(), x, head="probabilities")
+        api.predict_probabilities(logits_model(), x, head="probabilities")
     with pytest.raises(ValueError, match=r"`head`='softmax' needs 2 classes"):
         compute_cams(logits_model(1, loss=None), x, head="softmax")
     with pytest.raises(ValueError, match=r"one unit with no sigmoid.*head=\"sigmoid\""):
@@ -235,8 +234,8 @@ def test_bad_head_is_refused_early_naming_head(x, bad):
     calls = [
         lambda: compute_cams(model, x, head=bad),
         lambda: compute_cams(model, x, method="occlusion", head=bad),
-        lambda: cams.inspect_model(model, x, head=bad),
-        lambda: cams.predict_probabilities(model, x, head=bad),
+        lambda: api.inspect_model(model, x, head=bad),
+        lambda: api.predict_probabilities(model, x, head=bad),
         lambda: find_misclassified(model, x, np.zeros(6, int), head=bad),
         lambda: select_probes(x, np.zeros(6, int), model=model, hard=1, head=bad),
         lambda: CAMTracker(x, log_dir="unused", head=bad),
@@ -314,7 +313,7 @@ def test_post_softmax_layer_keeps_the_true_logit(x, kind):
     model = post_softmax(kind)
     with no_head_warning():
         res = compute_cams(model, x)
-        check = cams.inspect_model(model, x)
+        check = api.inspect_model(model, x)
     want, p, t = reference(model, x)
     np.testing.assert_allclose(res.heatmaps, want, atol=1e-5)
     # the probability's map is far from it: the test tells the two apart
@@ -341,7 +340,7 @@ def test_post_softmax_layer_that_reorders_classes_explains_the_probability(x):
     model = post_softmax("reverse")
     with pytest.warns(UserWarning, match="explaining the probability instead"):
         res = compute_cams(model, x)
-        check = cams.inspect_model(model, x)
+        check = api.inspect_model(model, x)
     assert (res.score, check.score, check.head) == ("probability", "probability", "softmax")
     out = model.predict(x, verbose=0)
     np.testing.assert_allclose(res.probabilities, out, atol=1e-6)
@@ -359,12 +358,12 @@ def test_head_logits_behind_a_pass_through_layer_is_refused(x, kind):
     else:
         model = post_softmax(kind)
     msg = r"`head`='logits' says .* softmax of layer 'dense', passed on by 'post', a probability"
-    for call in (compute_cams, cams.inspect_model, cams.predict_probabilities):
+    for call in (compute_cams, api.inspect_model, api.predict_probabilities):
         with pytest.raises(ValueError, match=msg):
             call(model, x, head="logits")
     # auto still reads the model's own softmax
     np.testing.assert_allclose(
-        cams.predict_probabilities(model, x), model.predict(x, verbose=0), atol=1e-6
+        api.predict_probabilities(model, x), model.predict(x, verbose=0), atol=1e-6
     )
 
 
@@ -377,7 +376,7 @@ def test_head_logits_on_the_logit_of_sigmoids_reads_the_sigmoids(x):
     )(p)
     model = keras.Model(inp, logit)
     sigmoids = keras.Model(inp, p).predict(x, verbose=0)
-    probs = cams.predict_probabilities(model, x, head="logits")
+    probs = api.predict_probabilities(model, x, head="logits")
     np.testing.assert_allclose(probs, sigmoids, atol=1e-5)
     assert not np.allclose(probs.sum(-1), 1.0)  # independent classes, no softmax
 
@@ -390,7 +389,7 @@ def test_a_softmax_not_over_the_classes_is_refused_naming_layer_and_axis(x, axis
     msg = rf"layer 'batch_softmax', a softmax over axis {shown} .*axis={shown}"
     for head in ("auto", "softmax", "logits", "probabilities"):
         with pytest.raises(ValueError, match=msg):
-            cams.inspect_model(model, x, head=head)
+            api.inspect_model(model, x, head=head)
     with pytest.raises(ValueError, match=msg):
         compute_cams(model, x, batch_size=2)
     for fine in (-1, 1):  # the class axis, however it is written
@@ -473,7 +472,7 @@ def test_recorded_score_is_what_the_method_explains(monkeypatch, tmp_path, x):
     spec = methods.get("eigencam")
     monkeypatch.setitem(methods.REGISTRY, "eigencam", declared(spec, "none"))
     assert compute_cams(model, x, method="eigencam").score == "none"
-    assert cams.inspect_model(model, x, method="eigencam").score == "none"
+    assert api.inspect_model(model, x, method="eigencam").score == "none"
     monkeypatch.setitem(methods.REGISTRY, "eigencam", declared(spec, "probability"))
     assert compute_cams(model, x, method="eigencam").score == "probability"
     tracker = CAMTracker(x, log_dir=tmp_path, method="eigencam", animate=None, tensorboard=False)
@@ -598,7 +597,7 @@ def test_a_binary_loss_keras_cannot_name_reads_independent_sigmoids(x, loss):
     )
     with no_head_warning():
         res = compute_cams(model, x)
-        check = cams.inspect_model(model, x)
+        check = api.inspect_model(model, x)
     np.testing.assert_allclose(res.probabilities, sigmoid(model.predict(x, verbose=0)), atol=1e-6)
     np.testing.assert_allclose(res.probabilities, 0.953, atol=1e-3)  # not 0.25
     assert (res.head, check.head, check.head_assumed) == ("multilabel_logits",) * 2 + (False,)
@@ -609,9 +608,9 @@ def test_an_undecided_linear_head_is_assumed_warned_and_recorded(tmp_path, x, lo
     model = planted_multilabel({None: None, "bce_logits": bce_logits,
                                 "own_focal": OwnFocalLoss(from_logits=True)}[loss])  # fmt: skip
     with pytest.warns(UserWarning, match=r"ASSUMING softmax logits.*pass head='sigmoid'"):
-        check = cams.inspect_model(model, x)
+        check = api.inspect_model(model, x)
     assert (check.head, check.head_assumed) == ("logits", True)
-    said = cams.inspect_model(model, x, head="sigmoid")
+    said = api.inspect_model(model, x, head="sigmoid")
     assert (said.head, said.head_assumed) == ("multilabel_logits", False)
     if loss != "bce_logits":
         return

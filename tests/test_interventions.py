@@ -21,9 +21,9 @@ import cam_callback
 from cam_callback import metrics as M
 from cam_callback.evaluation import road
 from cam_callback.imputation import impute
-from cam_callback.pipeline import ProbeInterventions, fragility_options
-from cam_callback.pipeline import core as pipeline_core
 from cam_callback.record import compute_flags
+from cam_callback.tracker.pipeline import ProbeInterventions, fragility_options
+from cam_callback.tracker.pipeline import core as pipeline_core
 
 SIDE, A, B = 8, 4.0, 2.0
 R = np.zeros((SIDE, SIDE), bool)

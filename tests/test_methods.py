@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import small_cnn
 
-from cam_callback import cams, compute_cams, methods
+from cam_callback import api, compute_cams, methods
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_cam_explains_the_logit_whatever_score_asks(setup):
     want = np.einsum("nk,nhwk->nhw", kernel[:, t].T, a)
     check(model, x, "cam", want, score="probability")
     assert compute_cams(model, x, method="cam", score="probability").score == "logit"
-    assert cams.inspect_model(model, x, method="cam", score="probability").score == "logit"
+    assert api.inspect_model(model, x, method="cam", score="probability").score == "logit"
     prob = compute_cams(model, x, method="gradcam", score="probability").heatmaps
     assert np.abs(prob - norm(want)).max() > 1e-3  # the probability's map differs here
 
@@ -133,7 +133,7 @@ def test_cam_refuses_other_heads():
     with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense.*Flatten"):
         compute_cams(model, x, method="cam")
     with pytest.raises(ValueError, match="GlobalAveragePooling2D -> Dense.*Flatten"):
-        cams.inspect_model(model, x, method="cam")  # so the tracker fails before epoch 0
+        api.inspect_model(model, x, method="cam")  # so the tracker fails before epoch 0
 
 
 def test_tracker_refuses_cam_on_another_head_before_an_epoch(tmp_path):
@@ -378,7 +378,7 @@ def test_a_user_registers_a_method_by_name(setup, tmp_path):
 
     methods.register_method("mean_act", mean_activation, needs="activations", options={"power": 1})
     try:
-        assert "mean_act" in cams.available_methods()
+        assert "mean_act" in api.available_methods()
         check(model, x, "mean_act", a.mean(-1) ** 2, method_options={"power": 2})
         assert seen["needs"] == "conv2"
         with pytest.raises(ValueError, match="already a method"):
@@ -401,13 +401,13 @@ def test_gradient_methods_trace_once(setup):
     model = small_cnn(3)
     x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
     compute_cams(model, x, method="xgradcam")  # fused: one compiled call of its own
-    assert cams.trace_count(model) == 1
+    assert api.trace_count(model) == 1
     compute_cams(model, x[:2], method="eigengradcam")  # raw gradients + the forward
-    before = cams.trace_count(model)
+    before = api.trace_count(model)
     compute_cams(model, x, method="xgradcam")
     compute_cams(model, x[:2], method="eigengradcam")
     compute_cams(model, x, method="gradcam_elementwise")  # a new finish: one more trace
-    assert cams.trace_count(model) == before + 1
+    assert api.trace_count(model) == before + 1
     del keras
 
 
@@ -513,7 +513,7 @@ def test_guided_gradcam_in_closed_form():
     # the model is left as found: the activation is relu again, no call override remains
     assert model.get_layer("conv").activation is keras.activations.relu
     assert "call" not in model.get_layer("conv").__dict__
-    check_shape = cams.inspect_model(model, x, method="guided_gradcam", layer="conv")
+    check_shape = api.inspect_model(model, x, method="guided_gradcam", layer="conv")
     assert check_shape.map_shape == (8, 8)
 
 
@@ -672,7 +672,7 @@ def test_memory_follows_batch_size_not_the_perturbations(method, few, many):
     model = _wide_model()
     x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
     seen = []
-    real = cams.predict_scores
+    real = api.predict_scores
 
     def spy(m, images, **kw):
         seen.append(len(images))
@@ -689,11 +689,11 @@ def test_memory_follows_batch_size_not_the_perturbations(method, few, many):
 
     compute_cams(model, x, method=method, layer="wide", batch_size=4, method_options=few)
     small = peak(few)
-    cams.predict_scores, real_scores = spy, cams.predict_scores
+    api.predict_scores, real_scores = spy, api.predict_scores
     try:
         large = peak(many)
     finally:
-        cams.predict_scores = real_scores
+        api.predict_scores = real_scores
     # all the copies at once would be 8-60 MB here; four at a time is a few hundred kB
     msg = f"{method}: {small / 2**20:.2f} MiB -> {large / 2**20:.2f} MiB"
     assert large < small + 2**20 and large < 6 * 2**20, msg

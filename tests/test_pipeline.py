@@ -11,9 +11,10 @@ from children import kill_child_at
 from PIL import Image
 from records import make_record
 
-from cam_callback import animate, pipeline
+from cam_callback import animate
 from cam_callback import frames as F
 from cam_callback.record import RecordWriter, epoch_files, load_run
+from cam_callback.tracker import pipeline
 
 
 def maps_for(epoch, n=6, hw=6, n_classes=3):

@@ -20,7 +20,7 @@ from cam_callback import (
     select_probes,
     write_report,
 )
-from cam_callback.cams import deletion_faithfulness
+from cam_callback.api import deletion_faithfulness
 
 
 def test_find_misclassified_against_numpy(images32):
@@ -189,7 +189,7 @@ def _dataset_cases(x, y):
 def test_datasets_give_the_probes_the_arrays_give(tmp_path):
     import tensorflow as tf
 
-    from cam_callback.probes import DEFAULT_NUM_PROBES, take_probes
+    from cam_callback.api.probes import DEFAULT_NUM_PROBES, take_probes
 
     rng = np.random.default_rng(0)
     x = rng.random((40, 32, 32, 3), dtype=np.float32)

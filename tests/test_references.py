@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import reference_models as rm
 
-from cam_callback import cams, compute_cams
+from cam_callback import api, compute_cams
 
 # Every probe explained for every class: 4 images x 4 classes = 16 maps per method.
 TARGETS = np.tile(np.arange(rm.N_CLASSES), 4)
@@ -130,7 +130,7 @@ def ref(request):
 
 
 def test_the_registry_names_the_methods_checked_here():
-    assert set(REFERENCES) <= set(cams.available_methods())
+    assert set(REFERENCES) <= set(api.available_methods())
 
 
 def test_the_split_reproduces_the_model_and_the_gradient_varies_in_space(ref):

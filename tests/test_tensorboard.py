@@ -18,7 +18,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as stub
 
-from cam_callback.tensorboard import SummaryWriter, masked_crc32c, record_bytes
+from cam_callback.record.tensorboard import SummaryWriter, masked_crc32c, record_bytes
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 255, 4096, 100_003])

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from cam_callback.cli.common import CLIError
 from cam_callback.cli.parser import build_parser
-from cam_callback.config import check_fps
+from cam_callback.record.config import check_fps
 
 SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for `cat` whose reader went away
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from cam_callback import backends
 from cam_callback.core.engine import Engine, count_trace, hooked_forward
-from cam_callback.layers import LayerCall
+from cam_callback.core.layers import LayerCall
 
 Sink = Callable[[int, Any, Any], Any]
 """``sink(index, attention, query)``: sees call ``index``'s attention, returns the one used."""

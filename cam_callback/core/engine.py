@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from cam_callback import backends
-from cam_callback import layers as _layers
+from cam_callback.core import layers as _layers
 from cam_callback.core.heads import Head, head_scores, logit_hooks
 from cam_callback.core.inspection import ModelInfo, model_info, pick_output
 from cam_callback.core.tokens import TokenGrid, grid_to_tokens, tokens_to_grid

@@ -38,8 +38,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import layer_roles
-from cam_callback import layers as _layers
+from cam_callback.core import layer_roles
+from cam_callback.core import layers as _layers
 
 HEADS: tuple[str, ...] = ("auto", "softmax", "sigmoid", "logits", "probabilities")
 
@@ -227,7 +227,7 @@ class Head:
 def logit_hooks(
     calls: list[_layers.LayerCall], head: Head, store: dict
 ) -> dict[keras.layers.Layer, Any]:
-    """Hooks (for :func:`cam_callback.layers.intercepted`) that capture the head's
+    """Hooks (for :func:`cam_callback.core.layers.intercepted`) that capture the head's
     pre-softmax/sigmoid value into ``store["logits"]``."""
     if not head.hook:
         return {}

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from cam_callback import _validate, backends
-from cam_callback import layers as _layers
+from cam_callback.core import layers as _layers
 from cam_callback.core.heads import Head, HeadInfo, check_head, head_info
 from cam_callback.core.loss import resolve_head
 from cam_callback.core.token_layers import default_layer, explained_tokens

@@ -12,8 +12,8 @@ from typing import Any
 
 import keras
 
-from cam_callback import layer_roles
-from cam_callback import layers as _layers
+from cam_callback.core import layer_roles
+from cam_callback.core import layers as _layers
 from cam_callback.core.heads import Head, HeadInfo
 
 _L = keras.losses

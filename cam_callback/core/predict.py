@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from cam_callback import backends
-from cam_callback import layers as _layers
+from cam_callback.core import layers as _layers
 from cam_callback.core.engine import cached_function, in_chunks, probabilities
 from cam_callback.core.heads import check_head, head_scores, logit_hooks
 from cam_callback.core.inspection import (

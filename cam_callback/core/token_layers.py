@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from cam_callback import backends
-from cam_callback import layers as _layers
+from cam_callback.core import layers as _layers
 from cam_callback.core.heads import Head, logit_hooks
 from cam_callback.core.tokens import TokenGrid, token_grid
 
@@ -192,9 +192,9 @@ def reaches_output(
 
 
 def coarse(calls: list[_layers.LayerCall], call: _layers.LayerCall) -> str:
-    """``""``, or where ``call``'s map is under :data:`~cam_callback.layers.MIN_SIDE` cells on a
+    """``""``, or where ``call``'s map is under :data:`~.layers.MIN_SIDE` cells on a
     side, a warning (shown once per model and input) and the words for the note, naming
-    the finer layer of :func:`~cam_callback.layers.finer_layer`.
+    the finer layer of :func:`~cam_callback.core.layers.finer_layer`.
 
     Example:
         >>> coarse(info.calls, top)  # doctest: +SKIP

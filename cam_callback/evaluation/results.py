@@ -70,7 +70,7 @@ class Evaluation:
             ``seconds_per_image``).
         settings: How the numbers were made (steps, baseline, imputation, ...).
         fingerprints: What was scored: ``"weights"`` (the model's weights, as
-            :func:`cam_callback.lineage.weights_fingerprint` hashes them at every epoch
+            :func:`cam_callback.core.fingerprint.weights_fingerprint` hashes them at every epoch
             of a run's record) and ``"probes"`` (the images and labels, as a record's
             ``fingerprint``); the review page ties the table to a recorded epoch with them.
     """

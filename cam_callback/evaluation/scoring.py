@@ -10,6 +10,7 @@ import numpy as np
 
 from cam_callback import _validate, backends
 from cam_callback.api import compute_cams, predict_probabilities, predict_scores, prepare_images
+from cam_callback.core.fingerprint import weights_fingerprint
 from cam_callback.evaluation.checks import check_methods, check_metrics, check_options
 from cam_callback.evaluation.curves import (
     auc,
@@ -23,7 +24,6 @@ from cam_callback.evaluation.faithfulness import deletion_faithfulness
 from cam_callback.evaluation.results import METRICS, ROAD_FRACTIONS, ROAD_NOISE, Evaluation, MapFn
 from cam_callback.evaluation.road import road
 from cam_callback.imputation import NOISE_SCALES, ROAD_NOISE_SCALE
-from cam_callback.lineage import weights_fingerprint
 from cam_callback.methods import explained_score
 from cam_callback.metrics import FRAGILITY_COPIES, FRAGILITY_NOISE, fragility, perturbed_copies
 from cam_callback.record.paths import fingerprint

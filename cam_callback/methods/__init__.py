@@ -41,7 +41,6 @@ from cam_callback.methods.core import (
     with_options,
 )
 from cam_callback.methods.gradient import (
-    METHODS,
     cam,
     eigengradcam,
     gap_dense_head,
@@ -70,7 +69,7 @@ from cam_callback.methods.vit import gradient_rollout, rollout
 from cam_callback.methods.maths import principal_component
 
 __all__ = [
-    "EXPLAINS", "METHODS", "Method", "MethodContext", "NEEDS", "REGISTRY", "ablationcam",
+    "EXPLAINS", "Method", "MethodContext", "NEEDS", "REGISTRY", "ablationcam",
     "available_methods", "cam", "check_method", "compute", "eigencam", "eigengradcam",
     "explained_score", "gap_dense_head", "get", "gradcam", "gradcam_elementwise",
     "gradcam_plus_plus", "gradient_rollout", "gradient_x_input", "guided_gradcam", "guided_relu",

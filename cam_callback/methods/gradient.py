@@ -17,9 +17,6 @@ from cam_callback.methods.context import MethodContext
 from cam_callback.methods.core import register_builtin
 from cam_callback.methods.maths import principal_component
 
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam", "hirescam", "saliency")
-"""The five original built-ins (kept for old callers); :func:`available_methods` has all."""
-
 
 def _pair(a: Any, g: Any) -> tuple[Any, Any]:
     return keras.ops.cast(a, "float32"), keras.ops.cast(g, "float32")

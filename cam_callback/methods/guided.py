@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from cam_callback import layer_roles
+from cam_callback.core import layer_roles
 
 
 @keras.ops.custom_gradient

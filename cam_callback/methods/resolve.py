@@ -14,9 +14,9 @@ import numpy as np
 
 from cam_callback.core.attention import attention_shape, check_attention_calls
 from cam_callback.core.inspection import check_score, inspect, prepare_images
+from cam_callback.core.layers import LayerCall
 from cam_callback.core.token_layers import explained_tokens
 from cam_callback.core.tokens import TokenGrid
-from cam_callback.layers import LayerCall
 
 AUTO = "auto"
 """The default ``method``: :data:`TOKEN_DEFAULT` at a ViT's default layer, else Grad-CAM."""

@@ -44,10 +44,10 @@ from cam_callback.core.engine import (
     hooked_forward,
     in_chunks,
 )
+from cam_callback.core.layers import LayerCall
 from cam_callback.core.results import CAMError
 from cam_callback.core.token_layers import patch_size_hint
 from cam_callback.core.tokens import TokenGrid, token_grid
-from cam_callback.layers import LayerCall
 from cam_callback.methods.core import register_builtin
 
 

@@ -13,7 +13,7 @@ Layout (format version 1), under ``LOG_DIR/cam/`` beside Keras's ``train/``::
                              model's channel count), labels (int64 [N], -1 where
                              unknown), masks (bool [N, H, W], optional)
     weights.json             the writer's: a fingerprint of the model's weights at
-                             every epoch the tracker saw (see ``cam_callback.lineage``)
+                             every epoch the tracker saw (see ``cam_callback.tracker.lineage``)
     set_aside/               epochs of another line of weights, moved out of the
                              record when a fit continued it from an earlier epoch
     epochs/epoch_000012.npz  one recorded epoch: heatmaps (float32 [N, h, w] at the

@@ -1,7 +1,7 @@
 """The pipeline's frame thread: each probe's frame drawn once, for TensorBoard and the GIF.
 
 It runs at nice 19, so it only takes CPU that training leaves idle. Which epochs the
-animations keep is planned at the first epoch (:func:`~cam_callback.pipeline.plan.planned_epochs`);
+animations keep is planned at the first epoch (:func:`~.plan.planned_epochs`);
 when drawing an animated epoch costs more than :data:`ANIMATION_BUDGET` of an epoch, the
 rest of the plan is thinned evenly, once, with a notice.
 """
@@ -20,8 +20,8 @@ import numpy as np
 
 from cam_callback import animate, metrics
 from cam_callback import frames as F
-from cam_callback.pipeline.plan import STOP, planned_epochs
 from cam_callback.record import BASELINE_EPOCH, epoch_files
+from cam_callback.tracker.pipeline.plan import STOP, planned_epochs
 
 # The live animations may use this share of an epoch's time on one core, and never thin below
 # ANIMATION_FLOOR_S of drawing per epoch: only hundreds of probes on short epochs go over.
@@ -30,9 +30,9 @@ ANIMATION_FLOOR_S = 0.5
 
 
 class FrameStage:
-    """The frame thread of :class:`~cam_callback.pipeline.EpochPipeline` (a mixin).
+    """The frame thread of :class:`~cam_callback.tracker.pipeline.EpochPipeline` (a mixin).
 
-    It reads the state :class:`~cam_callback.pipeline.EpochPipeline` sets up: the display
+    It reads the state :class:`~cam_callback.tracker.pipeline.EpochPipeline` sets up: the display
     images, the TensorBoard writer, the animation streams and the plan.
 
     Example:

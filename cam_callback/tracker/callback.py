@@ -10,20 +10,21 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import arguments as A
-from cam_callback import cams, lineage, pipeline
-from cam_callback import config as _config
+from cam_callback import api
+from cam_callback.api.probes import take_probes
 from cam_callback.core.tokens import check_token_arguments
-from cam_callback.probes import take_probes
 from cam_callback.record import BASELINE_EPOCH, RecordWriter, fingerprint
-from cam_callback.session import (
+from cam_callback.record import config as _config
+from cam_callback.tracker import arguments as A
+from cam_callback.tracker import lineage, pipeline
+from cam_callback.tracker.session import (
     check_layer,
     check_method,
     is_chief,
     open_pipeline,
     tracker_config,
 )
-from cam_callback.steps import ON_ERROR, TrackerSteps, TrackerWarning
+from cam_callback.tracker.steps import ON_ERROR, TrackerSteps, TrackerWarning
 
 __all__ = ["CAMTracker", "TrackerWarning"]
 
@@ -37,13 +38,13 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
     one animation per probe under ``log_dir/cam/animations/``, finished at the
     end of training. ``on_epoch_end`` only computes the maps; the record, the
     metrics, drawing and encoding run in the background
-    (:mod:`cam_callback.pipeline`).
+    (:mod:`cam_callback.tracker.pipeline`).
 
     Args:
         probe_images: ``[N, H, W, C]`` in the model's input space; or a
             ``tf.data.Dataset`` (or any iterable of batches, of ``(x, y)`` tuples or
             of single images), whose first ``num_probes`` examples are taken once,
-            with their labels (see :func:`cam_callback.probes.take_probes`).
+            with their labels (see :func:`cam_callback.api.probes.take_probes`).
         probe_labels: True classes as int ids ``[N]`` or one-hot ``[N, C]``; taken
             from a dataset's ``(x, y)`` elements when not given. Multi-hot ``[N, C]``
             (rows with zero or several ones) say the classes are independent:
@@ -72,7 +73,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         tensorboard: Write image and scalar summaries to ``log_dir/cam``.
         tensorboard_probes: How many probes get their own TensorBoard image
             (chosen once per ``fit``, class by class; see
-            :func:`cam_callback.pipeline.choose_tensorboard_probes`), or a list
+            :func:`cam_callback.tracker.pipeline.choose_tensorboard_probes`), or a list
             of probe ids. The grid and the scalars always cover every probe.
         animate: ``"gif"``, ``"mp4"``, ``("gif", "mp4")`` or ``None``.
         max_frames: Most frames per animation: recorded epochs sampled evenly,
@@ -120,7 +121,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         prefix_tokens: Tokens before a token layer's patches (1 for a class token, 1 +
             registers for DINOv2), as in :func:`cam_callback.compute_cams`; recorded.
 
-    One record describes one line of weights (:mod:`cam_callback.lineage`): a
+    One record describes one line of weights (:mod:`cam_callback.tracker.lineage`): a
     fingerprint of the weights is stored at every epoch the tracker sees, and a
     ``fit`` continues a record only from the weights of one of its epochs. From
     the last one it continues; from an earlier one (``BackupAndRestore`` after a
@@ -189,8 +190,8 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.probe_masks = A.masks(probe_masks, n, self.display_images.shape[1:3])
         self.layer = check_layer(layer)
         self.method = check_method(method)
-        self.score = A.choice(score, cams.SCORES, "score")
-        self.head = cams.check_head(head)
+        self.score = A.choice(score, api.SCORES, "score")
+        self.head = api.check_head(head)
         self.multi_label = A.is_multi_label(probe_labels)  # sigmoids where the model is silent
         self.target = A.target(target, n, self.probe_labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from cam_callback import _validate
-from cam_callback.cams import check_head, layer_activations, predict_probabilities
+from cam_callback.api.maps import check_head, layer_activations, predict_probabilities
 
 __all__ = [
     "DEFAULT_NUM_PROBES",

@@ -12,14 +12,14 @@ import queue
 import numpy as np
 
 from cam_callback import metrics
-from cam_callback.pipeline.plan import STOP
 from cam_callback.record import RecordDeleted
+from cam_callback.tracker.pipeline.plan import STOP
 
 
 class RecordStage:
-    """The record thread of :class:`~cam_callback.pipeline.EpochPipeline` (a mixin).
+    """The record thread of :class:`~cam_callback.tracker.pipeline.EpochPipeline` (a mixin).
 
-    It reads the state :class:`~cam_callback.pipeline.EpochPipeline` sets up: ``record``,
+    It reads the state :class:`~cam_callback.tracker.pipeline.EpochPipeline` sets up: ``record``,
     ``labels``, ``masks``, the queues and the metric history.
 
     Example:

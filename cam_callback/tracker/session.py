@@ -1,8 +1,8 @@
 """What one ``fit`` of ``CAMTracker`` runs on: the chief check, its pipeline, an epoch's maps.
 
-:class:`~cam_callback.callback.CAMTracker` decides *when* (which hook, which epoch);
+:class:`~cam_callback.tracker.callback.CAMTracker` decides *when* (which hook, which epoch);
 this module holds *how*: whether this process writes the record, the
-:class:`~cam_callback.pipeline.EpochPipeline` a fit opens over the record, and the maps
+:class:`~cam_callback.tracker.pipeline.EpochPipeline` a fit opens over the record, and the maps
 of one epoch, computed on the training thread because they need the model.
 """
 
@@ -15,10 +15,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback import backends, cams, metrics, pipeline
-from cam_callback.config import TrackerConfig, build_config
+from cam_callback import api, backends, metrics
+from cam_callback.evaluation import faithfulness
 from cam_callback.imputation import ROAD_NOISE
 from cam_callback.record import RecordWriter
+from cam_callback.record.config import TrackerConfig, build_config
+from cam_callback.tracker import pipeline
 
 
 def check_layer(layer: Any) -> str | keras.layers.Layer | None:
@@ -43,9 +45,9 @@ def check_method(method: Any) -> str:
         >>> check_method("gradcam")
         'gradcam'
     """
-    if not isinstance(method, str) or method not in cams.available_methods():
+    if not isinstance(method, str) or method not in api.available_methods():
         raise ValueError(
-            f"`method` must be one of {cams.available_methods()}. Received: method={method!r}"
+            f"`method` must be one of {api.available_methods()}. Received: method={method!r}"
         )
     return method
 
@@ -63,7 +65,7 @@ def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> T
     """
 
     def inspect(head: str) -> Any:
-        return cams.inspect_model(
+        return api.inspect_model(
             tracker.model,
             tracker.probe_images,
             layer=tracker.layer,
@@ -216,9 +218,9 @@ def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
     )
 
 
-def _maps(tracker: Any, images: np.ndarray, target: Any) -> cams.CAMResult:
+def _maps(tracker: Any, images: np.ndarray, target: Any) -> api.CAMResult:
     """``compute_cams`` with the tracker's settings: the probes' maps and their copies'."""
-    return cams.compute_cams(
+    return api.compute_cams(
         tracker.model,
         images,
         layer=tracker.layer,
@@ -249,7 +251,7 @@ def epoch_maps(
     res = _maps(tracker, tracker.probe_images, tracker.target)
     extra = {}
     if tracker.faithfulness:  # needs the model: on this thread
-        extra["faithfulness"] = cams.deletion_faithfulness(
+        extra["faithfulness"] = faithfulness.deletion_faithfulness(
             tracker.model,
             tracker.probe_images,
             res.heatmaps,
@@ -260,7 +262,7 @@ def epoch_maps(
         )
 
     def probs(images: np.ndarray) -> np.ndarray:
-        return cams.predict_probabilities(
+        return api.predict_probabilities(
             tracker.model,
             images,
             output=tracker.output,

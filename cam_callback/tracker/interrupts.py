@@ -3,13 +3,13 @@ through ``fit``), ended as a finished one, and the ``fit`` after it, which conti
 record.
 
 Keras calls no callback when ``fit`` raises. The tracker watches its ``fit``
-(:class:`~cam_callback.watch.FitWatch`) and, when it is gone without ``on_train_end``,
+(:class:`~cam_callback.tracker.watch.FitWatch`) and, when it is gone without ``on_train_end``,
 joins the threads, releases the record's lock, writes the flags, animations and page
 from what was recorded, prints one line, and notes the interruption in
 ``record.json``'s ``history``. The model's weights then descend from the last epoch
 that fit saw through training this process watched: ``fit`` again with the same
 tracker, or a new tracker on the same model object, continues the record from them
-(:func:`cam_callback.lineage.note_watched`); other weights are refused as before.
+(:func:`cam_callback.tracker.lineage.note_watched`); other weights are refused as before.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import threading
 import weakref
 from typing import Any
 
-from cam_callback import lineage
-from cam_callback.pipeline import EpochPipeline
 from cam_callback.record import BASELINE_EPOCH, epoch_files, record_dir
-from cam_callback.watch import FitWatch
+from cam_callback.tracker import lineage
+from cam_callback.tracker.pipeline import EpochPipeline
+from cam_callback.tracker.watch import FitWatch
 
 # Ending a fit (on_train_end, or a fit left without it) is done by one thread at a time.
 _ENDING = threading.RLock()

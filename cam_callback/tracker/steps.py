@@ -1,7 +1,7 @@
 """The tracker's steps inside a ``fit``: keep fingerprints, record epochs, report failures.
 
-:class:`~cam_callback.callback.CAMTracker` holds the Keras hooks and inherits these
-steps; the maps themselves come from :func:`cam_callback.session.epoch_maps`.
+:class:`~cam_callback.tracker.callback.CAMTracker` holds the Keras hooks and inherits these
+steps; the maps themselves come from :func:`cam_callback.tracker.session.epoch_maps`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from cam_callback.interrupts import InterruptSteps
 from cam_callback.metrics import empty_map_notice
-from cam_callback.pipeline import EpochPipeline
 from cam_callback.record import (
     BASELINE_EPOCH,
     RecordDeleted,
@@ -22,7 +20,9 @@ from cam_callback.record import (
     write_flags,
 )
 from cam_callback.report import write_report
-from cam_callback.session import epoch_maps, set_aside_notice
+from cam_callback.tracker.interrupts import InterruptSteps
+from cam_callback.tracker.pipeline import EpochPipeline
+from cam_callback.tracker.session import epoch_maps, set_aside_notice
 
 ON_ERROR = ("warn", "raise")
 

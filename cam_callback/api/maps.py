@@ -1,4 +1,4 @@
-"""The public API: class activation maps for a batch of images, no I/O.
+"""Class activation maps for a batch of images, no I/O.
 
 Every method runs through the one pipeline of :mod:`cam_callback.methods`; the
 Grad-CAM family runs fused into one compiled call per batch, and the gradient
@@ -20,7 +20,7 @@ from cam_callback.core.inspection import SCORES, check_score, prepare_images
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
 from cam_callback.core.results import CAMError, CAMResult, ModelCheck
 from cam_callback.core.token_layers import default_layer
-from cam_callback.methods import METHODS, available_methods, check_method, compute
+from cam_callback.methods import available_methods, check_method, compute
 from cam_callback.methods import explained_score as _explained
 from cam_callback.methods.resolve import AUTO, default_method, resolve
 
@@ -28,7 +28,6 @@ __all__ = [
     "CAMError",
     "CAMResult",
     "HEADS",
-    "METHODS",
     "ModelCheck",
     "SCORES",
     "available_methods",
@@ -97,7 +96,7 @@ def compute_cams(
             e.g. ``{"max_channels": 64}`` for ``"scorecam"``.
         head: How the output becomes probabilities: ``"auto"``, ``"softmax"``,
             ``"sigmoid"``, ``"logits"`` or ``"probabilities"`` (see
-            :mod:`cam_callback.heads`). ``"auto"`` reads the layers and the
+            :mod:`cam_callback.core.heads`). ``"auto"`` reads the layers and the
             compiled loss.
         grid: A token layer's patch grid ``(h, w)``, where the image, the model's
             ``patch_size`` and the token count do not tell it.

@@ -1,10 +1,10 @@
 """The tracker's evidence transplant: each epoch, paste every probe's most-attended region
 onto probes of other classes and run them forward (:mod:`cam_callback.metrics.evidence`).
 
-Unlike the mask interventions (:mod:`~cam_callback.pipeline.interventions`), nothing can
+Unlike the mask interventions (:mod:`~cam_callback.tracker.pipeline.interventions`), nothing can
 be built once: the regions move with the maps and the recipients with the predictions,
 so the pasted images are made each epoch, in chunks, and only run forward through the
-same :data:`~cam_callback.pipeline.interventions.ProbsFn` the interventions use.
+same :data:`~cam_callback.tracker.pipeline.interventions.ProbsFn` the interventions use.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from cam_callback import _validate
 from cam_callback.metrics import evidence as E
 from cam_callback.metrics import masks_at
-from cam_callback.pipeline.interventions import ProbsFn
+from cam_callback.tracker.pipeline.interventions import ProbsFn
 
 CHUNK = 128  # pasted images built and run at once: memory stays at CHUNK images
 

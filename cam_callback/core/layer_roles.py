@@ -1,6 +1,6 @@
 """What a layer does to a classifier's output: squash it, pass it on, or feed it.
 
-Read off the calls of a discovery pass (:func:`cam_callback.layers.discover`), to find
+Read off the calls of a discovery pass (:func:`cam_callback.core.layers.discover`), to find
 the logit behind a softmax or sigmoid and the layers after it that only pass values on.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback.layers import LayerCall
+from cam_callback.core.layers import LayerCall
 
 SQUASHING = ("softmax", "sigmoid")
 

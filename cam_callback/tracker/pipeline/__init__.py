@@ -27,17 +27,21 @@ Modules: ``plan`` (defaults, TensorBoard probe choice, the animation plan), ``co
 ``evidence`` (each epoch's most-attended regions pasted onto other probes, run forward).
 """
 
-from cam_callback.pipeline.core import EpochPipeline
-from cam_callback.pipeline.drawing import ANIMATION_BUDGET, ANIMATION_FLOOR_S, FrameStage
-from cam_callback.pipeline.evidence import EvidenceOptions, EvidenceTransplant, evidence_options
-from cam_callback.pipeline.interventions import (
+from cam_callback.tracker.pipeline.core import EpochPipeline
+from cam_callback.tracker.pipeline.drawing import ANIMATION_BUDGET, ANIMATION_FLOOR_S, FrameStage
+from cam_callback.tracker.pipeline.evidence import (
+    EvidenceOptions,
+    EvidenceTransplant,
+    evidence_options,
+)
+from cam_callback.tracker.pipeline.interventions import (
     FragilityOptions,
     MapsFn,
     ProbeInterventions,
     ProbsFn,
     fragility_options,
 )
-from cam_callback.pipeline.plan import (
+from cam_callback.tracker.pipeline.plan import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_TENSORBOARD_PROBES,
     FRAME_QUEUE,
@@ -45,7 +49,7 @@ from cam_callback.pipeline.plan import (
     choose_tensorboard_probes,
     planned_epochs,
 )
-from cam_callback.pipeline.recording import RecordStage
+from cam_callback.tracker.pipeline.recording import RecordStage
 
 __all__ = [
     "ANIMATION_BUDGET",

@@ -1,7 +1,7 @@
 """The epoch pipeline: hands epochs to the record thread, and stops and reports both threads.
 
-The record thread's work is in :mod:`~cam_callback.pipeline.recording`, the frame
-thread's in :mod:`~cam_callback.pipeline.drawing`.
+The record thread's work is in :mod:`~cam_callback.tracker.pipeline.recording`, the frame
+thread's in :mod:`~cam_callback.tracker.pipeline.drawing`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import numpy as np
 
 from cam_callback import animate
 from cam_callback import frames as F
-from cam_callback.pipeline.drawing import FrameStage
-from cam_callback.pipeline.evidence import EvidenceOptions, EvidenceTransplant
-from cam_callback.pipeline.interventions import FragilityOptions, ProbeInterventions
-from cam_callback.pipeline.plan import DEFAULT_MAX_FRAMES, FRAME_QUEUE, STOP
-from cam_callback.pipeline.recording import RecordStage
 from cam_callback.record import RecordWriter, load_run, write_flags
-from cam_callback.tensorboard import SummaryWriter, probe_tag
+from cam_callback.record.tensorboard import SummaryWriter, probe_tag
+from cam_callback.tracker.pipeline.drawing import FrameStage
+from cam_callback.tracker.pipeline.evidence import EvidenceOptions, EvidenceTransplant
+from cam_callback.tracker.pipeline.interventions import FragilityOptions, ProbeInterventions
+from cam_callback.tracker.pipeline.plan import DEFAULT_MAX_FRAMES, FRAME_QUEUE, STOP
+from cam_callback.tracker.pipeline.recording import RecordStage
 
 
 class EpochPipeline(RecordStage, FrameStage):
