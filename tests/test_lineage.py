@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import small_cnn
 
+from cam_callback.core.fingerprint import weights_fingerprint
 from cam_callback.tracker import lineage
-from cam_callback.tracker.lineage import decide, final_weights_epoch, weights_fingerprint
+from cam_callback.tracker.lineage import decide, final_weights_epoch
 
 
 def test_fingerprint_is_the_weights_bit_for_bit():

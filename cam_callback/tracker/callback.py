@@ -12,6 +12,7 @@ import numpy as np
 
 from cam_callback import api
 from cam_callback.api.probes import take_probes
+from cam_callback.core.fingerprint import weights_fingerprint
 from cam_callback.core.tokens import check_token_arguments
 from cam_callback.record import BASELINE_EPOCH, RecordWriter, fingerprint
 from cam_callback.record import config as _config
@@ -280,7 +281,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         if session is None or session.started:
             return
         session.started = True
-        weights = lineage.weights_fingerprint(self.model)
+        weights = weights_fingerprint(self.model)
         plan = self._decide(session, weights, epoch)
         if plan.kind == "refuse":
             self.close()
@@ -299,7 +300,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self._next_epoch = epoch + 1  # counted also after recording stopped, for a next fit
         if not self._chief:
             return
-        weights = lineage.weights_fingerprint(self.model)
+        weights = weights_fingerprint(self.model)
         self._seen[epoch] = weights
         session = self._session
         if session is None or not self._keep(session, epoch, weights, "recording"):
@@ -320,7 +321,7 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         watch = self._stop_watch()  # fit ends normally: the watch calls back no more
         if watch is not None:
             watch.stop()
-        weights = lineage.weights_fingerprint(self.model)
+        weights = weights_fingerprint(self.model)
         session = self._session
         known = {**((session.record.fingerprints() or {}) if session else {}), **self._seen}
         held = lineage.final_weights_epoch(weights, known, self._later, self._offset)

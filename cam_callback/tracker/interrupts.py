@@ -19,6 +19,7 @@ import threading
 import weakref
 from typing import Any
 
+from cam_callback.core.fingerprint import weights_fingerprint
 from cam_callback.record import BASELINE_EPOCH, epoch_files, record_dir
 from cam_callback.tracker import lineage
 from cam_callback.tracker.pipeline import EpochPipeline
@@ -124,7 +125,7 @@ class InterruptSteps:
 
     def _end_interrupted(self, session: EpochPipeline) -> None:
         self._later = None  # holds the other callbacks
-        weights = lineage.weights_fingerprint(self.model)
+        weights = weights_fingerprint(self.model)
         known = {**(session.record.fingerprints() or {}), **self._seen}
         held = lineage.final_weights_epoch(weights, known, None, 0)
         after = held if held is not None else max(self._seen, default=self._from)
