@@ -1125,11 +1125,11 @@ def test_render_errors_warn_once_and_stop_only_tensorboard(tmp_path, monkeypatch
 
     calls = []
 
-    def broken(self, epoch, *args, **kwargs):
-        calls.append(epoch)
+    def broken(self, recorded, *args, **kwargs):
+        calls.append(recorded.epoch)
         raise RuntimeError("TensorBoard is gone")
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", broken)
     x, y = data(8)
     with caught() as seen:
         fit_with(CAMTracker(x, y, log_dir=tmp_path, animate=None), epochs=4)
@@ -1171,8 +1171,10 @@ def test_full_tmpfs_returns_history_and_leaves_a_readable_record(tmp_path):
 
 def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_path, monkeypatch):
     from cam_callback import record
-    from cam_callback.tracker import pipeline
+    from cam_callback.tracker import pipeline, watch
 
+    # No watch: under load it could end the abandoned fit itself while this test runs.
+    monkeypatch.setattr(watch, "fit_frame", lambda model: None)
     x, y = data(8)
     tracker = CAMTracker(x, y, log_dir=tmp_path)
 
@@ -1185,12 +1187,12 @@ def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_pa
     finalizer, session = tracker._finalizer, tracker._session
     assert finalizer.alive
     # The garbage collector may run the finalizer on a background thread itself.
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", lambda self, *a, **k: finalizer())
+    monkeypatch.setattr(pipeline.FrameStage, "draw", lambda self, *a, **k: finalizer())
     threads = [session._record_thread, session._frame_thread]
-    session._frames.put((1, None, None, None))
+    session._frames.put(pipeline.RecordedEpoch(1, None, None, None))  # drawn by the patch
     for thread in threads:
         thread.join(timeout=30)
-    assert not any(t.is_alive() for t in threads) and not session.writer.is_open
+    assert not any(t.is_alive() for t in threads) and not session.frames.summaries.is_open
     record.RecordWriter(tmp_path).lock()  # the record's lock went with it
     tracker.close()
     assert tracker._finalizer is None and not finalizer.alive
@@ -1317,7 +1319,7 @@ def test_dropped_tracker_is_closed_by_finalizer(tmp_path, monkeypatch):
         fit_with(tracker, epochs=3, extra=[Boom()])
     session = tracker._session
     threads = [session._record_thread, session._frame_thread]
-    writer = session.writer
+    writer = session.frames.summaries
     del tracker
     gc.collect()
     assert writer.is_open is False and not any(t.is_alive() for t in threads)
@@ -1331,7 +1333,7 @@ def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
     def broken(self, *args, **kwargs):
         raise OSError("no space for frames")
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", broken)
     with pytest.raises(RuntimeError, match="before training failed: no space for frames"):
         fit_with(CAMTracker(x, y, log_dir=tmp_path, on_error="raise"), epochs=3)
     assert load_run(tmp_path).epochs == [-1]  # the record is kept

@@ -39,7 +39,7 @@ def open_pipe(log_dir, *, n=6, record_epochs=0, **kw):
         total_epochs=None,
     )
     options.update(kw)
-    return pipeline.EpochPipeline(RecordWriter(log_dir), **options)
+    return pipeline.build_pipeline(RecordWriter(log_dir), **options)
 
 
 def run_epochs(pipe, epochs, n=6):
@@ -93,7 +93,7 @@ class Spy:
 
         monkeypatch.setattr(F.FrameRenderer, "draw", draw)
         monkeypatch.setattr(animate.GifStream, "append", append)
-        monkeypatch.setattr(pipeline.core, "SummaryWriter", Writer)
+        monkeypatch.setattr(pipeline.build, "SummaryWriter", Writer)
 
 
 def test_each_frame_is_drawn_once_and_feeds_tensorboard_and_the_gif(tmp_path, monkeypatch):
@@ -253,7 +253,7 @@ def test_background_errors_are_raised_back_once(tmp_path, monkeypatch):
     def broken(self, *args, **kwargs):
         raise OSError("no space for frames")
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", broken)
     pipe.submit(0, *maps_for(0))
     with pytest.raises(RuntimeError, match="frames of epoch 0 failed: no space"):
         pipe.finish()
@@ -330,16 +330,16 @@ def test_planned_epochs_follow_cadence_resume_and_unknown_length():
 def test_drain_draws_the_queued_epochs_itself_in_order(tmp_path, monkeypatch):
     # The frame thread runs at nice 19; on a busy machine it may crawl. When training ends,
     # it finishes its current epoch and the caller draws the rest.
-    real = pipeline.EpochPipeline._draw
+    real = pipeline.FrameStage.draw
     drawn = []
 
-    def slow(self, epoch, *args, **kwargs):
+    def slow(self, recorded, *args, **kwargs):
         if threading.current_thread().name == "cam-tracker-frames":
             time.sleep(0.4)
-        drawn.append((epoch, threading.current_thread().name))
-        return real(self, epoch, *args, **kwargs)
+        drawn.append((recorded.epoch, threading.current_thread().name))
+        return real(self, recorded, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", slow)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", slow)
     pipe = open_pipe(tmp_path, total_epochs=5)
     for e in range(5):
         pipe.submit(e, *maps_for(e))

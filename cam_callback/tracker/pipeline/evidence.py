@@ -110,7 +110,7 @@ class EvidenceTransplant:
     ) -> None:
         self.images = np.asarray(images)
         self.labels = None if labels is None else np.asarray(labels)
-        self.size = tuple(int(s) for s in self.images.shape[1:3])
+        self.size = (int(self.images.shape[1]), int(self.images.shape[2]))
         self.masks = None if masks is None else masks_at(masks, self.size)
         self.options = options
         self.passes = 0  # images run forward at the last epoch
@@ -138,8 +138,8 @@ class EvidenceTransplant:
         predicted = np.where(np.isfinite(p).all(1), p.argmax(1), -1)
         targets = np.asarray(targets, np.int64)
         others = targets if self.labels is None else self.labels
-        finite = np.isfinite(np.asarray(heatmaps, np.float64)).reshape(n, -1).all(1)
-        filled = regions.reshape(n, -1).any(1)
+        finite = np.all(np.isfinite(np.asarray(heatmaps, np.float64)).reshape(n, -1), axis=1)
+        filled = np.any(regions.reshape(n, -1), axis=1)
         donor, recipient = E.evidence_pairs(
             targets, finite, others, predicted, o.recipients, o.budget, pasting=filled
         )

@@ -58,9 +58,9 @@ def fragility_options(value: Any) -> FragilityOptions | None:
     copies = opts.copies
     if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 1:
         raise ValueError(f"`fragility['copies']` must be an int >= 1. Received: {opts.copies!r}")
-    if not isinstance(opts.noise, numbers.Real) or not 0 < opts.noise < 1:
+    if not isinstance(opts.noise, numbers.Real) or not 0 < float(opts.noise) < 1:
         raise ValueError(f"`fragility['noise']` must be in (0, 1). Received: {opts.noise!r}")
-    if not isinstance(opts.threshold, numbers.Real) or not 0 <= opts.threshold <= 1:
+    if not isinstance(opts.threshold, numbers.Real) or not 0 <= float(opts.threshold) <= 1:
         raise ValueError(
             f"`fragility['threshold']` must be in [0, 1]. Received: {opts.threshold!r}"
         )
