@@ -1001,7 +1001,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     class Peek(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             time.sleep(0.2)  # room for the background writer to meet the full disk
-            stopped.append(tracker._session is None)
+            stopped.append(tracker._guard.steps is None)
 
     with caught() as seen:
         model = compiled()
@@ -1013,7 +1013,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     # Recording stopped during the fit (no more maps computed), not only at its end.
     assert stopped[:2] == [False, False] and stopped[-1] is True, stopped
     assert load_run(tmp_path).epochs == [-1, 0, 1]
-    assert tracker._session is None
+    assert tracker._guard.steps is None
     record.RecordWriter(tmp_path).lock()  # released
     assert cli("info", tmp_path).returncode == 0
     monkeypatch.undo()
@@ -1052,7 +1052,7 @@ def test_deleted_log_dir_stops_recording_and_is_not_recreated(tmp_path):
     assert "was deleted during training" in found[0] and "not recreated" in found[0]
     assert "keeps what was written" not in found[0]
     assert not log_dir.exists(), [str(p) for p in log_dir.rglob("*")]  # no orphan cam/epochs/
-    assert tracker._session is None
+    assert tracker._guard.steps is None
 
 
 def test_colliding_class_names_keep_every_class_scalars(tmp_path):
@@ -1184,7 +1184,7 @@ def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_pa
 
     with pytest.raises(RuntimeError, match="stop"):
         fit_with(tracker, epochs=3, extra=[Boom()])
-    finalizer, session = tracker._finalizer, tracker._session
+    finalizer, session = tracker._guard.finalizer, tracker._guard.steps.pipeline
     assert finalizer.alive
     # The garbage collector may run the finalizer on a background thread itself.
     monkeypatch.setattr(pipeline.FrameStage, "draw", lambda self, *a, **k: finalizer())
@@ -1195,17 +1195,17 @@ def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_pa
     assert not any(t.is_alive() for t in threads) and not session.frames.summaries.is_open
     record.RecordWriter(tmp_path).lock()  # the record's lock went with it
     tracker.close()
-    assert tracker._finalizer is None and not finalizer.alive
+    assert tracker._guard.finalizer is None and not finalizer.alive
     # close() detaches: a closed tracker's finalizer never runs again.
     second = CAMTracker(x, y, log_dir=tmp_path / "b", animate=None)
     during = []
 
     class Peek(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            during.append(second._finalizer)
+            during.append(second._guard.finalizer)
 
     fit_with(second, extra=[Peek()])
-    assert during[0].alive is False and second._finalizer is None
+    assert during[0].alive is False and second._guard.finalizer is None
 
 
 def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
@@ -1219,7 +1219,7 @@ def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
     with CAMTracker(x, y, log_dir=tmp_path) as tracker:
         with pytest.raises(RuntimeError, match="user callback failed"):
             fit_with(tracker, epochs=5, extra=[Boom()])
-    assert tracker._session is None  # fit calls no hook when it raises: ended here or earlier
+    assert tracker._guard.steps is None  # fit calls no hook when it raises: ended here or earlier
     assert load_run(tmp_path).epochs == [-1, 0, 1]
     assert (tmp_path / "cam" / "flags.json").is_file()
     acc = events(tmp_path / "cam")
@@ -1317,7 +1317,7 @@ def test_dropped_tracker_is_closed_by_finalizer(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError, match="stop"):
         fit_with(tracker, epochs=3, extra=[Boom()])
-    session = tracker._session
+    session = tracker._guard.steps.pipeline
     threads = [session._record_thread, session._frame_thread]
     writer = session.frames.summaries
     del tracker

@@ -69,7 +69,6 @@ class EpochPipeline:
         self.present = present
         self.total_epochs = total_epochs
         self.offset = 0  # what the record adds to Keras's epochs (set before the first epoch)
-        self.started = False  # bookkeeping of the callback: this fit's first epoch was seen
         self.interventions = interventions  # run by the training thread (it needs the model)
         self.evidence = evidence
         self._submitted: float | None = None  # when the previous epoch was handed over
