@@ -408,3 +408,27 @@ def test_empty_map_flag_reads_the_last_epoch_with_its_tolerance():
     assert empty_map_notice(np.array([True, True, True, False]), **notice).startswith(
         "3 of 4 probes end with an empty map at layer 'conv2'"
     )
+
+
+def test_option_dicts_name_the_field_and_the_value_received():
+    import re
+
+    bad = [
+        ("fragility", {"copies": 0}, "copies", "an int >= 1"),
+        ("fragility", {"copies": True}, "copies", "an int >= 1"),
+        ("fragility", {"noise": 1.0}, "noise", "in (0, 1)"),
+        ("fragility", {"threshold": True}, "threshold", "in [0, 1]"),
+        ("fragility", {"seed": 1.5}, "seed", "an int"),
+        ("evidence", {"recipients": 0}, "recipients", "an int >= 1"),
+        ("evidence", {"share": 1.5}, "share", "in (0, 1]"),
+        ("evidence", {"seed": np.float32(2)}, "seed", "an int"),
+    ]
+    for argument, value, key, expected in bad:
+        check = getattr(pipeline, f"{argument}_options")
+        message = f"`{argument}['{key}']` must be {expected}. Received: {value[key]!r}"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check(value)
+    got = pipeline.fragility_options({"copies": np.int64(2), "threshold": 1, "seed": np.int8(3)})
+    assert (got.copies, got.threshold, got.seed) == (2, 1.0, 3)
+    assert type(got.copies) is int and type(got.threshold) is float
+    assert pipeline.evidence_options({"share": 1}).share == 1.0

@@ -28,8 +28,8 @@ Modules: ``plan`` (defaults, the probes, TensorBoard probe choice, the animation
 ``animations`` (the growing GIF files, finished to GIF and MP4), ``core``
 (:class:`EpochPipeline`: the two threads, hand-over, stopping, errors), ``build`` (what a
 fit's pipeline is made of), ``interventions`` (the altered probes, built once at start-up,
-run through the model each epoch) and ``evidence`` (each epoch's most-attended regions
-pasted onto other probes, run forward).
+run through the model each epoch), ``evidence`` (each epoch's most-attended regions
+pasted onto other probes, run forward) and ``options`` (the checks of their option dicts).
 """
 
 from cam_callback.tracker.pipeline.animations import AnimationFiles

@@ -9,7 +9,6 @@ same :data:`~cam_callback.tracker.pipeline.interventions.ProbsFn` the interventi
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from cam_callback import _validate
 from cam_callback.metrics import evidence as E
 from cam_callback.metrics import masks_at
 from cam_callback.tracker.pipeline.interventions import ProbsFn
+from cam_callback.tracker.pipeline.options import check_fields, is_real, is_whole
 
 CHUNK = 128  # pasted images built and run at once: memory stays at CHUNK images
 
@@ -63,24 +63,14 @@ def evidence_options(value: Any) -> EvidenceOptions | None:
     if o is None:
         return None
 
-    def whole(v: Any) -> bool:
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-    def real(v: Any) -> bool:
-        return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
     checks = (
-        ("share", real(o.share) and 0 < o.share <= 1, "in (0, 1]"),
-        ("recipients", whole(o.recipients) and o.recipients >= 1, "an int >= 1"),
-        ("budget", whole(o.budget) and o.budget >= 1, "an int >= 1"),
-        ("threshold", real(o.threshold) and 0 <= o.threshold <= 1, "in [0, 1]"),
-        ("seed", whole(o.seed), "an int"),
+        ("share", is_real(o.share) and 0 < o.share <= 1, "in (0, 1]"),
+        ("recipients", is_whole(o.recipients) and o.recipients >= 1, "an int >= 1"),
+        ("budget", is_whole(o.budget) and o.budget >= 1, "an int >= 1"),
+        ("threshold", is_real(o.threshold) and 0 <= o.threshold <= 1, "in [0, 1]"),
+        ("seed", is_whole(o.seed), "an int"),
     )
-    for key, ok, expected in checks:
-        if not ok:
-            raise ValueError(
-                f"`evidence['{key}']` must be {expected}. Received: {getattr(o, key)!r}"
-            )
+    check_fields("evidence", o, checks)
     return EvidenceOptions(
         float(o.share), int(o.recipients), int(o.budget), float(o.threshold), int(o.seed)
     )
