@@ -220,7 +220,7 @@ class FitSteps:
         except Exception as exc:  # the flags are recomputed from the metrics on read
             self.failures.fail("writing flags.json", None, exc, "flags.json is not updated")
         _warn_empty(run)
-        if self.failures.formats:
+        if pipeline.frames.animations is not None:
             try:
                 pipeline.finish_animations()  # O(probes): the frames are on disk
             except Exception as exc:
