@@ -38,6 +38,7 @@ _LAZY = {
     "compute_cams": "cam_callback.api",
     "CAMResult": "cam_callback.api",
     "CAMError": "cam_callback.api",
+    "CAMSettings": "cam_callback.api",
     "available_methods": "cam_callback.api",
     "HEADS": "cam_callback.api",
     "CAMTracker": "cam_callback.tracker.callback",

@@ -20,7 +20,7 @@ from cam_callback import (
     select_probes,
     write_report,
 )
-from cam_callback.api import deletion_faithfulness
+from cam_callback.evaluation.faithfulness import deletion_faithfulness
 
 
 def test_find_misclassified_against_numpy(images32):

@@ -13,14 +13,13 @@ import numpy as np
 from cam_callback import api
 from cam_callback.api.probes import take_probes
 from cam_callback.core.fingerprint import weights_fingerprint
-from cam_callback.core.tokens import check_token_arguments
 from cam_callback.record import BASELINE_EPOCH, RecordWriter, fingerprint
 from cam_callback.record import config as _config
 from cam_callback.tracker import arguments as A
 from cam_callback.tracker import lineage, pipeline
 from cam_callback.tracker.session import (
-    check_layer,
-    check_method,
+    Analyses,
+    ProbeSet,
     is_chief,
     open_pipeline,
     tracker_config,
@@ -189,16 +188,21 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.class_names = A.class_names(class_names)
         self.display_images = A.display(display_images, n, self.probe_images)
         self.probe_masks = A.masks(probe_masks, n, self.display_images.shape[1:3])
-        self.layer = check_layer(layer)
-        self.method = check_method(method)
-        self.score = A.choice(score, api.SCORES, "score")
-        self.head = api.check_head(head)
+        # More than the probes would only allocate padding.
+        self.cam = api.CAMSettings(
+            layer=layer,
+            method=method,
+            score=score,
+            output=output,
+            head=head,
+            grid=grid,
+            prefix_tokens=prefix_tokens,
+            batch_size=min(A.positive_int(batch_size, "batch_size"), n),
+        )
         self.multi_label = A.is_multi_label(probe_labels)  # sigmoids where the model is silent
         self.target = A.target(target, n, self.probe_labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
         self.top_k = A.positive_int(top_k, "top_k")
-        # More than the probes would only allocate padding.
-        self.batch_size = min(A.positive_int(batch_size, "batch_size"), n)
         self.tensorboard = A.flag(tensorboard, "tensorboard")
         self.tensorboard_probes = pipeline.check_tensorboard_probes(tensorboard_probes, n)
         self.formats = A.formats(animate)
@@ -208,7 +212,6 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.alpha = A.unit_float(alpha, "alpha")
         self.mask_kind = A.choice(mask_kind, ("object", "cue"), "mask_kind", '"object" or "cue"')
         self.low_confidence = A.unit_float(low_confidence, "low_confidence")
-        self.output = A.output(output)
         self.faithfulness = A.flag(faithfulness, "faithfulness")
         self.on_error = A.choice(on_error, ON_ERROR, "on_error")
         self.overwrite = A.flag(overwrite, "overwrite")
@@ -217,7 +220,6 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.interventions = A.flag(interventions, "interventions")
         self.fragility = pipeline.fragility_options(fragility)
         self.evidence = pipeline.evidence_options(evidence)
-        self.grid, self.prefix_tokens = check_token_arguments(grid, prefix_tokens)
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
@@ -232,6 +234,18 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self._seen: dict[int, str] = {}  # this fit's epochs (record numbers) to their weights
         self._recorded: set[int] = set()  # this fit's recorded epochs
 
+    def _probe_set(self) -> ProbeSet:
+        return ProbeSet(
+            self.probe_images, self.probe_labels, self._one_hot_width, self.multi_label,
+            self.probe_masks, self.mask_kind, self.class_names, self.fingerprint,
+        )  # fmt: skip
+
+    def _analyses(self) -> Analyses:
+        return Analyses(
+            self.interventions, self.fragility, self.evidence, self.faithfulness,
+            self.low_confidence,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------ Keras hooks
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -242,7 +256,10 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         if not self._chief:
             return
         self._later = lineage.later_callbacks(self)
-        cfg = tracker_config(self, target=self._target_arg, one_hot_width=self._one_hot_width)
+        cfg, self.cam = tracker_config(
+            self.model, self.cam, self._probe_set(), self._analyses(), target=self._target_arg,
+            every_n_epochs=self.every_n_epochs,
+        )  # fmt: skip
         A.writable_log_dir(self.log_dir)
         self._offset = 0
         if self._next_epoch is not None and self.config != cfg:

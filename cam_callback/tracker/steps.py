@@ -53,7 +53,9 @@ class TrackerSteps(InterruptSteps):
     def _record(self, session: EpochPipeline, epoch: int, what: str) -> None:
         """Computes the maps of ``epoch`` and hands them over."""
         try:
-            session.submit(epoch, *epoch_maps(self, session))  # the rest runs in the background
+            maps = epoch_maps(self.model, self.cam, self.probe_images, self.target,
+                              faithfulness=self.faithfulness, session=session)  # fmt: skip
+            session.submit(epoch, *maps)  # the rest runs in the background
             self._recorded.add(epoch)
         except Exception as exc:
             at = None if epoch == BASELINE_EPOCH else epoch
