@@ -47,7 +47,6 @@ _LAZY = {
     "RecordError": "cam_callback.record",
     "TrackerWarning": "cam_callback.tracker.callback",
     "find_misclassified": "cam_callback.api.probes",
-    "find_misclassified_with_probabilities": "cam_callback.api.probes",
     "select_probes": "cam_callback.api.probes",
     "layer_activations": "cam_callback.api",
     "activation_grid": "cam_callback.frames",

@@ -21,7 +21,6 @@ from cam_callback import (
     api,
     compute_cams,
     find_misclassified,
-    find_misclassified_with_probabilities,
     load_run,
     methods,
     select_probes,
@@ -439,7 +438,7 @@ def test_find_misclassified_thresholds_a_probability(x):
     want = set(np.flatnonzero((p.argmax(1) != labels) | (p.max(1) < threshold)).tolist())
     raw = set(np.flatnonzero((z.argmax(1) != labels) | (z.max(1) < threshold)).tolist())
     assert want != raw  # the raw logits would pick other images
-    idx, probs = find_misclassified_with_probabilities(model, x, labels, threshold)
+    idx, probs = find_misclassified(model, x, labels, threshold, return_probabilities=True)
     assert set(idx.tolist()) == want
     np.testing.assert_allclose(probs, p, atol=1e-6)
     true_p = p[idx, labels[idx]]

@@ -67,7 +67,8 @@ def test_the_flat_keywords_and_the_value_give_the_same_maps(model_and_images):
     whole = compute_with(model, x, s, target=1)
     np.testing.assert_array_equal(flat.heatmaps, whole.heatmaps)
     np.testing.assert_array_equal(flat.probabilities, whole.probabilities)
-    assert inspect_model(model, x, layer="conv1") == inspect_with(model, x, s.replace(method="auto"))
+    auto = s.replace(method="auto")
+    assert inspect_model(model, x, layer="conv1") == inspect_with(model, x, auto)
     probs = api.probabilities_with(model, x, s)
     np.testing.assert_allclose(probs, api.predict_probabilities(model, x), atol=1e-6)
 

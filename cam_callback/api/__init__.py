@@ -36,7 +36,6 @@ from cam_callback.api.maps import (
 from cam_callback.api.probes import (
     DEFAULT_NUM_PROBES,
     find_misclassified,
-    find_misclassified_with_probabilities,
     select_probes,
     take_probes,
 )
@@ -46,7 +45,7 @@ __all__ = [
     "CAMError", "CAMResult", "CAMSettings", "DEFAULT_NUM_PROBES", "HEADS", "ModelCheck", "SCORES",
     "available_methods", "check_head", "check_method", "compute_cams", "compute_with",
     "explained_score",
-    "find_misclassified", "find_misclassified_with_probabilities", "head_scores",
+    "find_misclassified", "head_scores",
     "inspect_model", "inspect_with", "layer_activations", "predict_probabilities",
     "predict_scores", "probabilities_with",
     "prepare_images", "select_probes", "take_probes", "trace_count",

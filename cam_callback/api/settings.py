@@ -103,7 +103,7 @@ class CAMSettings:
     score: str = "logit"
     output: int | str | None = None
     head: str = "auto"
-    grid: tuple[int, int] | int | None = None
+    grid: tuple[int, int] | None = None  # an int is read as a square grid
     prefix_tokens: int | None = None
     batch_size: int = 32
     method_options: Mapping[str, Any] | None = None
