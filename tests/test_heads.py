@@ -25,7 +25,7 @@ from cam_callback import (
     methods,
     select_probes,
 )
-from cam_callback.core import engine, heads
+from cam_callback.core import engine, loss
 from cam_callback.evaluation import evaluate
 
 SIZE = 16
@@ -488,7 +488,7 @@ def test_recorded_score_is_what_the_method_explains(monkeypatch, tmp_path, x):
 
 
 def test_loss_squash_reads_objects_names_functions_and_per_output_losses():
-    ls = heads.loss_squash
+    ls = loss.loss_squash
     assert ls(keras.losses.SparseCategoricalCrossentropy(from_logits=True)) == ("softmax", True)
     assert ls(keras.losses.CategoricalCrossentropy()) == ("softmax", False)
     assert ls(keras.losses.BinaryCrossentropy(from_logits=True)) == ("sigmoid", True)
@@ -572,7 +572,7 @@ def categorical_crossentropy_like(y_true, y_pred):
 def test_loss_squash_reads_from_logits_from_any_loss_never_from_a_name():
     from keras.src.losses.losses import LossFunctionWrapper  # noqa: PLC0415 - Keras's own
 
-    ls = heads.loss_squash
+    ls = loss.loss_squash
     wrapped = LossFunctionWrapper(keras.losses.binary_crossentropy, from_logits=True)
     assert ls(wrapped) == ("sigmoid", True)
     assert ls(FocalLoss(from_logits=True)) == ("sigmoid", True)
