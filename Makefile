@@ -44,8 +44,9 @@ tensorboard: venv
 
 # Install the package with its test extras and the three backends (PyTorch's CPU build), a
 # headless browser for the review-page test, type-check the package (mypy, [tool.mypy] in
-# pyproject.toml), and run the whole suite on TensorFlow, then the
-# backend suite once more under each other Keras backend, each in its own pytest process.
+# pyproject.toml; a type error fails the target before any test runs), and run the whole
+# suite on TensorFlow, then the backend suite once more under each other Keras backend,
+# each in its own pytest process.
 # pytest's exit code 5 (nothing collected) is a failure, not silence.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
