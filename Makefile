@@ -43,14 +43,17 @@ tensorboard: venv
 	$(PY) -m tensorboard.main --logdir runs/spurious --samples_per_plugin images=10000 --port $(PORT)
 
 # Install the package with its test extras and the three backends (PyTorch's CPU build), a
-# headless browser for the review-page test, and run the whole suite on TensorFlow, then the
-# backend suite once more under each other Keras backend, each in its own pytest process.
+# headless browser for the review-page test, type-check the package (mypy, [tool.mypy] in
+# pyproject.toml; a type error fails the target before any test runs), and run the whole
+# suite on TensorFlow, then the backend suite once more under each other Keras backend,
+# each in its own pytest process.
 # pytest's exit code 5 (nothing collected) is a failure, not silence.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BACKEND_SUITE = tests/test_cams.py tests/test_probes.py
 test: venv browser torch
 	$(PIP) -e ".[tensorflow,test,jax,torch]" "$(TORCH)"
+	$(PY) -m mypy
 	@for run in "tensorflow:" "jax:$(BACKEND_SUITE)" "torch:$(BACKEND_SUITE)"; do \
 	  backend=$${run%%:*}; files=$${run#*:}; \
 	  echo "== KERAS_BACKEND=$$backend pytest $$files"; \

@@ -45,7 +45,9 @@ def is_multi_hot(value: Any) -> bool:
         >>> is_multi_hot([[1, 0, 1], [0, 0, 0]]), is_multi_hot([[1, 0], [0, 1]])
         (True, False)
     """
-    y = np.asarray(value) if value is not None else np.zeros(0)
+    if value is None:
+        return False
+    y = np.asarray(value)
     return bool(
         y.ndim == 2 and y.shape[1] > 1 and y.size and np.isin(y, (0, 1)).all()
         and (y.sum(1) != 1).any()

@@ -135,7 +135,7 @@ def impute(
             shape=(len(idx), len(idx)),
         ).tocsc()
         solved = splu(a).solve(rhs.reshape(len(idx), -1)).reshape(rhs.shape)
-        out[np.ix_(members, idx)] = solved.transpose(1, 0, 2)
+        out[np.ix_(np.asarray(members), idx)] = solved.transpose(1, 0, 2)
     spread = (xf.max(axis=(1, 2, 3)) - xf.min(axis=(1, 2, 3)))[:, None, None, None]
     if noise_scale == "absolute":
         spread = np.ones_like(spread)

@@ -268,7 +268,7 @@ def test_numpy_scalars_generators_and_huge_batches_are_accepted(tmp_path):
     assert (tracker.fps, tracker.alpha, tracker.low_confidence) == (4.0, 0.5, 0.25)
     assert type(tracker.fps) is float and type(tracker.every_n_epochs) is int
     assert (tracker.every_n_epochs, tracker.top_k, tracker.max_frames) == (2, 2, 10)
-    assert tracker.batch_size == 4  # capped at the probes: nothing padded to 10**9
+    assert tracker.cam.batch_size == 4  # capped at the probes: nothing padded to 10**9
     assert tracker.probe_labels.tolist() == y[:4].tolist()
     assert tracker.probe_labels.dtype == np.int64
     fit_with(tracker, epochs=2)

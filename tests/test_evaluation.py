@@ -187,13 +187,13 @@ def test_model_randomisation_honours_output_and_score(monkeypatch):
                                                       name="b")(g)})  # fmt: skip
     x = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
     calls, targets = [], []
-    real = api.compute_cams
+    real = api.compute_with
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
+    def spy(model, images, settings, **kwargs):
+        calls.append({"output": settings.output, "score": settings.score, **kwargs})
+        return real(model, images, settings, **kwargs)
 
-    monkeypatch.setattr(sanity, "compute_cams", spy)  # where the check looks it up
+    monkeypatch.setattr(sanity, "compute_with", spy)  # where the check looks it up
     ev.model_randomisation_test(
         model, x, methods=("gradcam", ("t", lambda m, xx, t: targets.append(t) or xx[..., 0])),
         output="b", score="probability",

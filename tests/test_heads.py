@@ -21,12 +21,11 @@ from cam_callback import (
     api,
     compute_cams,
     find_misclassified,
-    find_misclassified_with_probabilities,
     load_run,
     methods,
     select_probes,
 )
-from cam_callback.core import engine, heads
+from cam_callback.core import engine, loss
 from cam_callback.evaluation import evaluate
 
 SIZE = 16
@@ -439,7 +438,7 @@ def test_find_misclassified_thresholds_a_probability(x):
     want = set(np.flatnonzero((p.argmax(1) != labels) | (p.max(1) < threshold)).tolist())
     raw = set(np.flatnonzero((z.argmax(1) != labels) | (z.max(1) < threshold)).tolist())
     assert want != raw  # the raw logits would pick other images
-    idx, probs = find_misclassified_with_probabilities(model, x, labels, threshold)
+    idx, probs = find_misclassified(model, x, labels, threshold, return_probabilities=True)
     assert set(idx.tolist()) == want
     np.testing.assert_allclose(probs, p, atol=1e-6)
     true_p = p[idx, labels[idx]]
@@ -489,7 +488,7 @@ def test_recorded_score_is_what_the_method_explains(monkeypatch, tmp_path, x):
 
 
 def test_loss_squash_reads_objects_names_functions_and_per_output_losses():
-    ls = heads.loss_squash
+    ls = loss.loss_squash
     assert ls(keras.losses.SparseCategoricalCrossentropy(from_logits=True)) == ("softmax", True)
     assert ls(keras.losses.CategoricalCrossentropy()) == ("softmax", False)
     assert ls(keras.losses.BinaryCrossentropy(from_logits=True)) == ("sigmoid", True)
@@ -573,7 +572,7 @@ def categorical_crossentropy_like(y_true, y_pred):
 def test_loss_squash_reads_from_logits_from_any_loss_never_from_a_name():
     from keras.src.losses.losses import LossFunctionWrapper  # noqa: PLC0415 - Keras's own
 
-    ls = heads.loss_squash
+    ls = loss.loss_squash
     wrapped = LossFunctionWrapper(keras.losses.binary_crossentropy, from_logits=True)
     assert ls(wrapped) == ("sigmoid", True)
     assert ls(FocalLoss(from_logits=True)) == ("sigmoid", True)

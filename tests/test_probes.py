@@ -14,13 +14,12 @@ from cam_callback import (
     CAMTracker,
     activation_grid,
     find_misclassified,
-    find_misclassified_with_probabilities,
     layer_activations,
     load_run,
     select_probes,
     write_report,
 )
-from cam_callback.api import deletion_faithfulness
+from cam_callback.evaluation.faithfulness import deletion_faithfulness
 
 
 def test_find_misclassified_against_numpy(images32):
@@ -29,7 +28,7 @@ def test_find_misclassified_against_numpy(images32):
     y = rng.integers(0, 4, 40)
     model = small_cnn()
     probs = model.predict(x, verbose=0)
-    idx, got_probs = find_misclassified_with_probabilities(model, x, y, threshold=0.3)
+    idx, got_probs = find_misclassified(model, x, y, threshold=0.3, return_probabilities=True)
     np.testing.assert_allclose(got_probs, probs, atol=1e-6)
     doubtful = (probs.argmax(1) != y) | (probs.max(1) < 0.3)
     assert sorted(idx.tolist()) == np.flatnonzero(doubtful).tolist()
@@ -142,7 +141,7 @@ def test_find_misclassified_on_a_binary_sigmoid_model():
     model = keras.Model(inp, out)
     p = model.predict(x, verbose=0)[:, 0]
     y = (p > np.median(p)).astype(np.int64)  # half the images are labelled 1
-    idx, probs = find_misclassified_with_probabilities(model, x, y, threshold=0.0)
+    idx, probs = find_misclassified(model, x, y, threshold=0.0, return_probabilities=True)
     np.testing.assert_allclose(probs, np.stack([1 - p, p], 1), atol=1e-6)
     assert sorted(idx.tolist()) == np.flatnonzero((p > 0.5).astype(int) != y).tolist()
     with pytest.raises(ValueError, match="`labels` holds class 2 but the model has 2 classes"):

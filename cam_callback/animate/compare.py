@@ -82,17 +82,13 @@ def compare_animations(
             for e, (x, y) in enumerate(zip(fa, fb, strict=True))
         ]
 
+    def write(i: int, fmt: str) -> Path:  # in a worker thread, frames drawn there too
+        return write_animation(out / f"probe_{i:03d}.{fmt}", frames_of(i), fmt, fps)
+
     jobs = [(i, fmt) for i in chosen for fmt in fmts]
     results = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        futures = [
-            pool.submit(
-                lambda i=i, fmt=fmt: write_animation(
-                    out / f"probe_{i:03d}.{fmt}", frames_of(i), fmt, fps
-                )
-            )
-            for i, fmt in jobs
-        ]
+        futures = [pool.submit(write, i, fmt) for i, fmt in jobs]
         for done, fut in enumerate(futures, 1):
             results.append(fut.result())
             if progress is not None:

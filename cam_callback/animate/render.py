@@ -134,8 +134,9 @@ def _render_jobs(
     run: Run | None, n_epochs: int, jobs: Sequence[tuple[str, int | None, str]], options: dict
 ) -> list[str]:
     """Writes ``jobs`` (path, probe or None for the grid, format); runs in a worker process."""
+    run = _WORKER_RUN if run is None else run
     if run is None:
-        run = _WORKER_RUN
+        raise RuntimeError("a render worker started without the run it renders")
     written = []
     for path, probe, fmt in jobs:
         positions = options["positions"]

@@ -56,9 +56,10 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float 
     ph, pw = -h % 16, -w % 16  # H.264 wants multiples of 16: pad, never rescale
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
     try:
-        with imageio.get_writer(
+        writer = imageio.get_writer(
             tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=16
-        ) as writer:
+        )
+        with writer:
             for f in frames:
                 writer.append_data(np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge"))
         os.replace(tmp, path)

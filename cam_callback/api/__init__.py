@@ -21,27 +21,32 @@ from cam_callback.api.maps import (
     check_head,
     check_method,
     compute_cams,
+    compute_with,
     explained_score,
     head_scores,
     inspect_model,
+    inspect_with,
     layer_activations,
     predict_probabilities,
     predict_scores,
     prepare_images,
+    probabilities_with,
     trace_count,
 )
 from cam_callback.api.probes import (
     DEFAULT_NUM_PROBES,
     find_misclassified,
-    find_misclassified_with_probabilities,
     select_probes,
     take_probes,
 )
+from cam_callback.api.settings import CAMSettings
 
 __all__ = [
-    "CAMError", "CAMResult", "DEFAULT_NUM_PROBES", "HEADS", "ModelCheck", "SCORES",
-    "available_methods", "check_head", "check_method", "compute_cams", "explained_score",
-    "find_misclassified", "find_misclassified_with_probabilities", "head_scores",
-    "inspect_model", "layer_activations", "predict_probabilities", "predict_scores",
+    "CAMError", "CAMResult", "CAMSettings", "DEFAULT_NUM_PROBES", "HEADS", "ModelCheck", "SCORES",
+    "available_methods", "check_head", "check_method", "compute_cams", "compute_with",
+    "explained_score",
+    "find_misclassified", "head_scores",
+    "inspect_model", "inspect_with", "layer_activations", "predict_probabilities",
+    "predict_scores", "probabilities_with",
     "prepare_images", "select_probes", "take_probes", "trace_count",
 ]  # fmt: skip

@@ -14,9 +14,10 @@ import keras
 import numpy as np
 
 from cam_callback import backends
+from cam_callback.api.settings import CAMSettings
 from cam_callback.core.engine import trace_count
 from cam_callback.core.heads import HEADS, check_head, head_scores
-from cam_callback.core.inspection import SCORES, check_score, prepare_images
+from cam_callback.core.inspection import SCORES, prepare_images
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
 from cam_callback.core.results import CAMError, CAMResult, ModelCheck
 from cam_callback.core.token_layers import default_layer
@@ -34,11 +35,14 @@ __all__ = [
     "check_head",
     "check_method",
     "compute_cams",
+    "compute_with",
     "explained_score",
     "head_scores",
     "inspect_model",
+    "inspect_with",
     "layer_activations",
     "predict_probabilities",
+    "probabilities_with",
     "predict_scores",
     "prepare_images",
     "trace_count",
@@ -116,30 +120,56 @@ def compute_cams(
         >>> res.heatmaps.shape, res.targets[:3]  # doctest: +SKIP
         ((8, 3, 3), array([2, 0, 1]))
     """
+    settings = CAMSettings(
+        layer=layer,
+        method=method,
+        score=score,
+        output=output,
+        head=head,
+        grid=grid,
+        prefix_tokens=prefix_tokens,
+        batch_size=batch_size,
+        method_options=method_options,
+    )
+    return compute_with(model, images, settings, target=target)
+
+
+def compute_with(
+    model: keras.Model,
+    images: Any,
+    settings: CAMSettings,
+    *,
+    target: str | int | Sequence[int] | np.ndarray = "predicted",
+) -> CAMResult:
+    """:func:`compute_cams` with its settings as one checked value.
+
+    Example:
+        >>> s = CAMSettings(method="layercam", batch_size=8)
+        >>> compute_with(model, x_probe, s, target=y_probe).method  # doctest: +SKIP
+        'layercam'
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
         )
-    check_method(method)
-    check_score(score)
-    check_head(head)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+    if not isinstance(settings, CAMSettings):
+        raise TypeError(
+            f"`settings` must be a CAMSettings. Received: settings of type "
+            f"{type(settings).__name__}"
         )
     return compute(
         model,
         images,
-        method=method,
-        layer=layer,
+        method=settings.method,
+        layer=settings.layer,
         target=target,
-        score=score,
-        output=output,
-        batch_size=batch_size,
-        method_options=method_options,
-        head=head,
-        grid=grid,
-        prefix_tokens=prefix_tokens,
+        score=settings.score,
+        output=settings.output,
+        batch_size=settings.batch_size,
+        method_options=settings.method_options,
+        head=settings.head,
+        grid=settings.grid,
+        prefix_tokens=settings.prefix_tokens,
     )
 
 
@@ -169,11 +199,26 @@ def inspect_model(
         >>> inspect_model(vit, x_probe).note  # doctest: +SKIP
         'the last token layer whose patch tokens reach the output (4 x 4 patches, ...'
     """
-    spec = check_method(method)
-    check_head(head)
+    settings = CAMSettings(
+        layer=layer, method=method, score=score, output=output, head=head, grid=grid,
+        prefix_tokens=prefix_tokens,
+    )  # fmt: skip
+    return inspect_with(model, images, settings)
+
+
+def inspect_with(model: keras.Model, images: Any, settings: CAMSettings) -> ModelCheck:
+    """:func:`inspect_model` with its settings as one checked value.
+
+    Example:
+        >>> inspect_with(model, x_probe, CAMSettings(layer="conv2")).layer  # doctest: +SKIP
+        'conv2'
+    """
+    s = settings
+    spec = check_method(s.method)
     x, info, used, path, target_layer, tokens = resolve(
-        model, images, spec, layer, output, score, head, grid=grid, prefix_tokens=prefix_tokens
-    )
+        model, images, spec, s.layer, s.output, s.score, s.head, grid=s.grid,
+        prefix_tokens=s.prefix_tokens,
+    )  # fmt: skip
     note = ""
     if target_layer is None or spec.input_maps:
         shape = x.shape[1:3]
@@ -185,12 +230,13 @@ def inspect_model(
         )
     else:
         shape = next(c.output_shape for c in info.calls if c.layer is target_layer)[1:3]
-    if layer is None and target_layer is not None:
-        why = default_layer(model, info.calls, x, used, grid=grid,
-                            prefix_tokens=prefix_tokens)[1]  # fmt: skip
+    if s.layer is None and target_layer is not None:
+        why = default_layer(model, info.calls, x, used, grid=s.grid,
+                            prefix_tokens=s.prefix_tokens)[1]  # fmt: skip
         note = f"default layer: {why}" + (f"; {note}" if note else "")
+    method = s.method
     if method == AUTO:
-        method, why = default_method(info.calls, tokens, layer)
+        method, why = default_method(info.calls, tokens, s.layer)
         note = "; ".join(n for n in (note, why) if n)
     return ModelCheck(
         path,
@@ -202,6 +248,18 @@ def inspect_model(
         note=note,
         head_assumed=used.assumed,
         method=method,
+    )
+
+
+def probabilities_with(model: keras.Model, images: Any, settings: CAMSettings) -> np.ndarray:
+    """:func:`predict_probabilities` read as ``settings`` say (output, head, batch size).
+
+    Example:
+        >>> probabilities_with(model, x_probe, CAMSettings(head="sigmoid")).shape  # doctest: +SKIP
+        (8, 3)
+    """
+    return predict_probabilities(
+        model, images, output=settings.output, batch_size=settings.batch_size, head=settings.head
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 import keras
 import numpy as np
@@ -16,7 +16,6 @@ from cam_callback.api.maps import check_head, layer_activations, predict_probabi
 __all__ = [
     "DEFAULT_NUM_PROBES",
     "find_misclassified",
-    "find_misclassified_with_probabilities",
     "layer_activations",
     "select_probes",
     "take_probes",
@@ -103,7 +102,9 @@ def take_probes(data: Any, num_probes: int | None = None) -> tuple[Any, np.ndarr
         )
     n = int(num_probes) if asked else DEFAULT_NUM_PROBES
     source = data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else iter(data)
-    xs, ys, got = [], [], 0
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray | None] = []
+    got = 0
     for i, element in enumerate(source):
         x, y = _split(element, f"element {i}")
         xs.append(x[: n - got])
@@ -123,7 +124,8 @@ def take_probes(data: Any, num_probes: int | None = None) -> tuple[Any, np.ndarr
         )
     try:
         images = np.concatenate(xs)
-        labels = None if any(y is None for y in ys) else np.concatenate(ys)
+        given = [y for y in ys if y is not None]
+        labels = np.concatenate(given) if len(given) == len(ys) else None
     except ValueError as exc:
         raise ValueError(
             f"`probe_images` yielded batches of different shapes ({exc}). Pass arrays."
@@ -135,7 +137,23 @@ def _labels(labels: Any, n: int) -> np.ndarray:
     return _validate.class_ids(labels, n, "labels")[0]
 
 
-def find_misclassified_with_probabilities(
+@overload
+def find_misclassified(
+    model: keras.Model, images: Any, labels: Any, threshold: float = ..., *,
+    batch_size: int = ..., output: int | str | None = ..., head: str = ...,
+    return_probabilities: Literal[False] = ...,
+) -> np.ndarray: ...  # fmt: skip
+
+
+@overload
+def find_misclassified(
+    model: keras.Model, images: Any, labels: Any, threshold: float = ..., *,
+    batch_size: int = ..., output: int | str | None = ..., head: str = ...,
+    return_probabilities: Literal[True],
+) -> tuple[np.ndarray, np.ndarray]: ...  # fmt: skip
+
+
+def find_misclassified(
     model: keras.Model,
     images: Any,
     labels: Any,
@@ -144,17 +162,32 @@ def find_misclassified_with_probabilities(
     batch_size: int = 64,
     output: int | str | None = None,
     head: str = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`find_misclassified`, also returning every image's probabilities.
+    return_probabilities: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Indices of images that are misclassified or whose top probability is below ``threshold``.
+
+    Args:
+        model: The classifier.
+        images: ``[N, H, W, C]`` in the model's input space.
+        labels: Class ids ``[N]`` or one-hot ``[N, C]``.
+        threshold: Top-1 probability under which a right answer is still doubtful.
+        batch_size: Images per compiled call.
+        output: The head of a multi-output model.
+        head: How its output becomes probabilities (see
+            :func:`cam_callback.compute_cams`); a linear ``from_logits`` output is
+            softmaxed, so ``threshold`` is always on a probability.
+        return_probabilities: Also return every image's probabilities (one forward pass
+            serves both).
 
     Returns:
-        The indices, most doubtful first, and float32 ``[N, C]`` probabilities of all images.
+        int64 indices, most doubtful (least probability on the true class) first; with
+        ``return_probabilities``, ``(indices, float32 [N, C] probabilities of all images)``.
 
     Example:
-        >>> find = find_misclassified_with_probabilities
-        >>> idx, probs = find(model, x_val, y_val)  # doctest: +SKIP
-        >>> probs[idx[0]].round(2)  # doctest: +SKIP
-        array([0.91, 0.06, 0.03], dtype=float32)
+        >>> bad = find_misclassified(model, x_val, y_val, threshold=0.8)  # doctest: +SKIP
+        >>> tracker = CAMTracker(x_val[bad], y_val[bad], log_dir="runs/a")  # doctest: +SKIP
+        >>> found = find_misclassified(model, x, y, return_probabilities=True)  # doctest: +SKIP
+        >>> bad, probs = found  # doctest: +SKIP
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`threshold` must be in [0, 1]. Received: threshold={threshold}")
@@ -171,43 +204,9 @@ def find_misclassified_with_probabilities(
     idx = np.flatnonzero(doubtful)
     # Most doubtful first: the least probability on the true class, then the least confidence.
     order = np.lexsort((top[idx], true_p[idx]))
-    return idx[order], probs.astype(np.float32)
-
-
-def find_misclassified(
-    model: keras.Model,
-    images: Any,
-    labels: Any,
-    threshold: float = 0.8,
-    *,
-    batch_size: int = 64,
-    output: int | str | None = None,
-    head: str = "auto",
-) -> np.ndarray:
-    """Indices of images that are misclassified or whose top probability is below ``threshold``.
-
-    Args:
-        model: The classifier.
-        images: ``[N, H, W, C]`` in the model's input space.
-        labels: Class ids ``[N]`` or one-hot ``[N, C]``.
-        threshold: Top-1 probability under which a right answer is still doubtful.
-        batch_size: Images per compiled call.
-        output: The head of a multi-output model.
-        head: How its output becomes probabilities (see
-            :func:`cam_callback.compute_cams`); a linear ``from_logits`` output is
-            softmaxed, so ``threshold`` is always on a probability.
-
-    Returns:
-        int64 indices, most doubtful (least probability on the true class) first.
-
-    Example:
-        >>> bad = find_misclassified(model, x_val, y_val, threshold=0.8)  # doctest: +SKIP
-        >>> tracker = CAMTracker(x_val[bad], y_val[bad], log_dir="runs/a")  # doctest: +SKIP
-    """
-    idx, _ = find_misclassified_with_probabilities(
-        model, images, labels, threshold, batch_size=batch_size, output=output, head=head
-    )
-    return idx
+    if return_probabilities:
+        return idx[order], probs.astype(np.float32)
+    return idx[order]
 
 
 def _warn_if_untrained(model: keras.Model, hard: int) -> None:

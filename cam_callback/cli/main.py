@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from cam_callback.cli.common import CLIError
 from cam_callback.cli.parser import build_parser
@@ -79,7 +80,14 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = shown
 
 
-def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     """Warnings (a skipped damaged epoch file) as one line each, without source lines;
     installed as ``warnings.showwarning`` while a command runs.
 

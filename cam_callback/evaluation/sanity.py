@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback.api import compute_cams, inspect_model, predict_scores, prepare_images
+from cam_callback.api import CAMSettings, compute_with, inspect_with, predict_scores, prepare_images
 from cam_callback.evaluation.checks import check_methods
 from cam_callback.evaluation.curves import upsample_maps
 from cam_callback.evaluation.ranks import spearman
@@ -62,17 +62,15 @@ def model_randomisation_test(
         >>> checks[0].flagged  # doctest: +SKIP
         False
     """
+    cam = CAMSettings(layer=layer, score=score, output=output, batch_size=batch_size)
     x = prepare_images(model, images)
     n, h, w = x.shape[:3]
     if not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise ValueError(f"`threshold` must be in [-1, 1]. Received: threshold={threshold!r}")
     entries = check_methods(methods)
-    targets = predict_scores(model, x, score=score, output=output, batch_size=batch_size)[0].argmax(
-        1
-    )
-    path = layer
-    if layer is None:
-        path = inspect_model(model, x, output=output, score=score).layer
+    probs = predict_scores(model, x, score=cam.score, output=cam.output, batch_size=cam.batch_size)
+    targets = probs[0].argmax(1)
+    path = layer if layer is not None else inspect_with(model, x, cam).layer
     # Keras draws an unseeded initialiser's seed from Python's `random` when the layer is
     # made: seed it for the clone only, then give the caller's state back.
     state = random.getstate()
@@ -89,10 +87,7 @@ def model_randomisation_test(
         if name == "random":
             return np.random.default_rng(seed).random((n, h, w))
         lay = None if name == "saliency" else _local_layer(m, path)
-        return compute_cams(
-            m, x, layer=lay, method=name, target=targets, score=score, output=output,
-            batch_size=batch_size,
-        ).heatmaps  # fmt: skip
+        return compute_with(m, x, cam.replace(layer=lay, method=name), target=targets).heatmaps
 
     out = []
     for name, fn in entries:

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from cam_callback import _validate, backends
-from cam_callback.api import compute_cams, predict_probabilities, predict_scores, prepare_images
+from cam_callback.api import (
+    CAMSettings,
+    compute_with,
+    predict_scores,
+    prepare_images,
+    probabilities_with,
+)
 from cam_callback.core.fingerprint import weights_fingerprint
 from cam_callback.evaluation.checks import check_methods, check_metrics, check_options
 from cam_callback.evaluation.curves import (
@@ -54,6 +60,9 @@ def evaluate(
     seed: int = 0,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     road_noise_scale: str = ROAD_NOISE_SCALE,
+    head: str = "auto",
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> Evaluation:
     """Explains ``images`` with each method and scores how faithful each map is.
 
@@ -81,6 +90,8 @@ def evaluate(
         road_noise_scale: ROAD's imputation noise, ``"range"`` (0.01 of each image's
             value range, the default) or ``"absolute"`` (N(0, 0.01) as ROAD's own code,
             for standardised inputs); see :func:`cam_callback.imputation.impute`.
+        head, grid, prefix_tokens: How the output is read and a token layer tiled, as in
+            ``compute_cams``.
 
     Returns:
         An :class:`Evaluation`; ``print`` it for the table. Its ``fingerprints`` say
@@ -97,6 +108,10 @@ def evaluate(
         >>> table.ranking("deletion_auc")  # doctest: +SKIP
         ['gradcam', 'random']
     """
+    cam = CAMSettings(
+        layer=layer, score=score, output=output, head=head, grid=grid,
+        prefix_tokens=prefix_tokens, batch_size=batch_size,
+    )  # fmt: skip
     x = prepare_images(model, images)
     n, h, w = x.shape[:3]
     metrics = check_metrics(metrics, probe_masks is not None)
@@ -120,7 +135,9 @@ def evaluate(
         masks = masks.astype(bool)
         measured = masks.reshape(n, -1).any(1)  # an all-False mask: nothing to point at
 
-    base, _, used = predict_scores(model, x, score=score, output=output, batch_size=batch_size)
+    base, _, used = predict_scores(
+        model, x, score=cam.score, output=cam.output, batch_size=cam.batch_size, head=cam.head
+    )
     given = None
     if labels is None:
         targets = base.argmax(1).astype(np.int64)
@@ -141,8 +158,7 @@ def evaluate(
     scored[key] = fingerprint(_validate.image_batch(images, "images"), given)
 
     def probs(batch: np.ndarray) -> np.ndarray:
-        p = predict_probabilities(model, batch, output=output, batch_size=batch_size)
-        return p.astype(np.float64)
+        return probabilities_with(model, batch, cam).astype(np.float64)
 
     def explain(
         name: str, fn: MapFn | None, xs: np.ndarray, ts: np.ndarray, draw: int = 0
@@ -151,17 +167,8 @@ def evaluate(
             return np.asarray(fn(model, xs, ts), np.float64)
         if name == "random":  # the copies' control maps are a fresh draw (``draw``)
             return np.random.default_rng(seed + draw).random((len(xs), h, w))
-        res = compute_cams(
-            model,
-            xs,
-            layer=layer,
-            method=name,
-            target=ts,
-            score=score,
-            output=output,
-            batch_size=batch_size,
-            method_options=options.get(name),
-        )
+        res = compute_with(model, xs, cam.replace(method=name, method_options=options.get(name)),
+                           target=ts)  # fmt: skip
         return res.heatmaps.astype(np.float64)
 
     blurred = blur(x)
@@ -172,7 +179,7 @@ def evaluate(
     per_image: dict[str, dict[str, np.ndarray]] = {}
     explains: dict[str, str] = {}
     # Warm-up input: one image, or one full batch where programs are per batch shape (JAX).
-    warm = min(n, batch_size) if backends.get().PAD_BATCH else 1
+    warm = min(n, cam.batch_size) if backends.get().PAD_BATCH else 1
     for name, fn in entries:
         if "seconds_per_image" in metrics and name != "random":
             explain(name, fn, x[:warm], targets[:warm])  # traces and compiles, not timed
@@ -210,9 +217,10 @@ def evaluate(
                 x,
                 maps.astype(np.float32),
                 targets,
-                output=output,
-                batch_size=batch_size,
+                output=cam.output,
+                batch_size=cam.batch_size,
                 seed=seed,
+                head=cam.head,
             ).astype(np.float64)
         if "fragility" in metrics:
             copy_maps = explain(name, fn, copies, np.tile(targets, FRAGILITY_COPIES), draw=1)

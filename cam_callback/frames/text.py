@@ -66,7 +66,9 @@ def fit_text(text: str, size: int, width: int) -> str:
     return text[:lo] + "…"
 
 
-def put_text(frame: np.ndarray, x: int, y: int, text: str, colour, size: int) -> int:
+def put_text(
+    frame: np.ndarray, x: int, y: int, text: str, colour: tuple[int, int, int], size: int
+) -> int:
     """Blends ``text`` into ``frame`` at ``(x, y)`` in place; returns the x after it.
 
     Example:
@@ -81,8 +83,8 @@ def put_text(frame: np.ndarray, x: int, y: int, text: str, colour, size: int) ->
         return x
     a = mask[:h, :w, None].astype(np.uint16)
     region = frame[y : y + h, x : x + w]
-    colour = np.asarray(colour, np.uint16)
-    region[:] = ((colour * a + region.astype(np.uint16) * (255 - a) + 127) // 255).astype(np.uint8)
+    rgb = np.asarray(colour, np.uint16)
+    region[:] = ((rgb * a + region.astype(np.uint16) * (255 - a) + 127) // 255).astype(np.uint8)
     return x + mask.shape[1]
 
 

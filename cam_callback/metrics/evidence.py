@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cam_callback._imageops import resize_bilinear
+from cam_callback.metrics.interventions import pairs_in_turn
 
 EVIDENCE_SHARE = 0.1  # the region: this share of the image's area, most attended first
 EVIDENCE_RECIPIENTS = 8  # recipients per donor, at most
@@ -140,13 +141,9 @@ def evidence_pairs(
     pairs_r: list[int] = []
     for c in np.unique(classes[donors]):
         eligible = np.flatnonzero((others != c) & (predicted != c) & (predicted >= 0))
-        if not len(eligible):
-            continue
-        m = min(recipients, len(eligible))
-        for k, d in enumerate(np.flatnonzero(donors & (classes == c))):
-            for j in range(m):
-                pairs_d.append(int(d))
-                pairs_r.append(int(eligible[(k * m + j) % len(eligible)]))
+        d, r = pairs_in_turn(np.flatnonzero(donors & (classes == c)), eligible, recipients)
+        pairs_d += d
+        pairs_r += r
     return np.array(pairs_d, np.int64), np.array(pairs_r, np.int64)
 
 

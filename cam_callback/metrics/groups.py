@@ -29,7 +29,7 @@ def cue_present(masks: np.ndarray) -> np.ndarray:
         [True, False]
     """
     masks = np.asarray(masks, bool)
-    return masks.reshape(len(masks), -1).any(1)
+    return np.any(masks.reshape(len(masks), -1), axis=1)
 
 
 def group_ids(labels: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -70,7 +70,9 @@ def group_accuracies(
     }
 
 
-def worst_group_accuracy(correct: np.ndarray, labels: np.ndarray, present: np.ndarray):
+def worst_group_accuracy(
+    correct: np.ndarray, labels: np.ndarray, present: np.ndarray
+) -> float | np.ndarray:
     """The lowest group accuracy (a float, or ``[E]`` for ``[E, N]``); NaN with no groups.
 
     Example:

@@ -132,17 +132,31 @@ def transplant_pairs(
     labels = np.asarray(labels)
     if budget is not None and donors.any():
         recipients = min(recipients, max(1, budget * len(labels) // int(donors.sum())))
-    pairs_d, pairs_r = [], []
+    pairs_d: list[int] = []
+    pairs_r: list[int] = []
     for c in np.unique(labels[donors]):
-        others = np.flatnonzero(labels != c)
-        if not len(others):
-            continue
-        m = min(recipients, len(others))
-        for k, d in enumerate(np.flatnonzero(donors & (labels == c))):
-            for j in range(m):
-                pairs_d.append(int(d))
-                pairs_r.append(int(others[(k * m + j) % len(others)]))
+        d, r = pairs_in_turn(
+            np.flatnonzero(donors & (labels == c)), np.flatnonzero(labels != c), recipients
+        )
+        pairs_d += d
+        pairs_r += r
     return np.array(pairs_d, np.int64), np.array(pairs_r, np.int64)
+
+
+def pairs_in_turn(
+    donors: np.ndarray, eligible: np.ndarray, recipients: int
+) -> tuple[list[int], list[int]]:
+    """``(donor, recipient)`` ids of one class: the ``k``-th donor pastes onto
+    ``eligible[(k*m + j) mod R]`` for ``j < m = min(recipients, R)``, so its donors
+    share the ``R`` eligible recipients evenly (none when ``R`` is 0).
+
+    Example:
+        >>> pairs_in_turn(np.array([0, 1]), np.array([5, 6, 7]), 2)
+        ([0, 0, 1, 1], [5, 6, 7, 5])
+    """
+    m = min(recipients, len(eligible))
+    turns = [(int(d), k * m + j) for k, d in enumerate(donors) for j in range(m)]
+    return [d for d, _ in turns], [int(eligible[t % len(eligible)]) for _, t in turns]
 
 
 def build_interventions(

@@ -50,19 +50,20 @@ def check_fps(fps: Any, formats: Sequence[str] = ("gif",), name: str = "fps") ->
         or not math.isfinite(fps)
     ):
         raise ValueError(f"`{name}` must be a finite positive number. Received: {name}={fps!r}")
-    if fps <= 0:
+    value = float(fps)  # a numbers.Real (numpy's too), compared as the float it is
+    if value <= 0:
         raise ValueError(f"`{name}` must be positive. Received: {name}={fps!r}")
-    if "gif" in formats and not GIF_MIN_FPS <= fps <= GIF_MAX_FPS:
+    if "gif" in formats and not GIF_MIN_FPS <= value <= GIF_MAX_FPS:
         raise ValueError(
             f"`{name}` must be between {GIF_MIN_FPS:.4f} and {GIF_MAX_FPS:g} for a GIF (a frame "
             f"lasts between 1/50 s and 655 s). Received: {name}={fps!r}"
         )
-    if "mp4" in formats and not MP4_MIN_FPS <= fps <= MP4_MAX_FPS:
+    if "mp4" in formats and not MP4_MIN_FPS <= value <= MP4_MAX_FPS:
         raise ValueError(
             f"`{name}` must be between {MP4_MIN_FPS:.4f} and {MP4_MAX_FPS:g} for an MP4 (a "
             f"frame lasts between 1/240 s and 655 s). Received: {name}={fps!r}"
         )
-    return float(fps)
+    return value
 
 
 def check_video(formats: Sequence[str]) -> None:

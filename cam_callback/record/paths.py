@@ -101,5 +101,7 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
         b'PK'
     """
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # uncompressed: maps are small, and speed matters at epoch end
+    # Uncompressed: maps are small, and speed matters at epoch end. Numbers only: the reader
+    # takes bool, int and float arrays, never a pickle.
+    np.savez(buf, allow_pickle=False, **arrays)
     return buf.getvalue()

@@ -12,7 +12,7 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def damaged(file: Path, problem: str) -> RecordError:
     return RecordError(f"damaged cam-callback record: {file}: {problem}")
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     """Whether ``value`` is an int and not a bool (JSON ``true`` is no count).
 
     Example:

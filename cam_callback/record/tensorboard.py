@@ -161,7 +161,7 @@ class SummaryWriter:
     def __init__(self, logdir: str | os.PathLike, make_dirs: bool = True) -> None:
         self.logdir = os.fspath(logdir)
         self.make_dirs = make_dirs
-        self._writer = None
+        self._writer: _EventFile | None = None
 
     @property
     def is_open(self) -> bool:

@@ -201,7 +201,7 @@ class RecordWriter:
         Raises:
             RecordDeleted: The record folder was deleted; nothing is recreated.
         """
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "heatmaps": np.asarray(heatmaps, np.float32),
             "probabilities": np.asarray(probabilities, np.float32),
             "targets": np.asarray(targets, np.int64),

@@ -100,13 +100,13 @@ def intervention_badge(flag: str, figures: dict) -> str | None:
     return None
 
 
-def intervention_figures(run: Run, index: int) -> dict:
+def intervention_figures(run: Run, index: int) -> dict[str, Any]:
     """The last epoch's reliance, fragility, and the causal transplant rate of the class
     probe ``index`` is explained as, with its base rate (the share of recipients that were
     that class already; absent in records written before the causal rate)."""
     last = {k: run.metrics[k][-1, index] for k in ("reliance", "fragility") if k in run.metrics}
     target = int(run.targets[-1, index]) if len(run.targets) else 0
-    out = {
+    out: dict[str, Any] = {
         "target_name": clean_name(run.class_name(target)),
         **{k: float(v) for k, v in last.items() if np.isfinite(v)},
     }

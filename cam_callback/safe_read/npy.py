@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Protocol
 
 import numpy as np
 
@@ -17,6 +17,14 @@ MAX_DIMS = 8  # dimensions of one array
 _CHUNK = 16 * 2**20  # bytes read at a time into an array
 _DTYPE = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248])")
 _PAIR = re.compile(r"\s*'(\w{1,20})'\s*:\s*('[^']{0,40}'|True|False|\([0-9 ,]{0,200}\))\s*(,|$)")
+
+
+class ByteStream(Protocol):
+    """What :func:`read_npy` reads from: a binary file, ``io.BytesIO`` or a zip member."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
 
 
 def parse_npy_header(text: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
@@ -63,7 +71,7 @@ def parse_npy_header(text: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
     return np.dtype(descr), found["fortran_order"] == "True", tuple(int(p) for p in parts)
 
 
-def read_npy(stream: BinaryIO, size: int, check: Callable[[np.dtype, tuple], None]) -> np.ndarray:
+def read_npy(stream: ByteStream, size: int, check: Callable[[np.dtype, tuple], None]) -> np.ndarray:
     """One ``.npy`` array of exactly ``size`` bytes from ``stream``, in native byte order.
 
     ``check(dtype, shape)`` runs on the parsed header, before anything is
@@ -98,7 +106,7 @@ def read_npy(stream: BinaryIO, size: int, check: Callable[[np.dtype, tuple], Non
             f"the member holds {size - start - length}"
         )
     buf = np.empty(nbytes, np.uint8)
-    view, done = memoryview(buf), 0
+    view, done = buf.data, 0
     while done < nbytes:
         got = stream.readinto(view[done : done + _CHUNK])
         if not got:
@@ -113,7 +121,7 @@ def read_npy(stream: BinaryIO, size: int, check: Callable[[np.dtype, tuple], Non
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+def _read_exact(stream: ByteStream, n: int, what: str) -> bytes:
     data = stream.read(n)
     if len(data) != n:
         raise UnreadableFile(f"truncated in {what}")

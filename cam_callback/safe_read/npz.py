@@ -9,7 +9,8 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO
+from functools import partial
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -49,11 +50,10 @@ def read_npz(
                 members = _check_members(zf.infolist(), size, max_bytes)
                 out = {}
                 for name, info in members:
-                    with zf.open(info) as stream:
+                    # A ZipExtFile (it has readinto); typeshed says IO[bytes].
+                    with cast(zipfile.ZipExtFile, zf.open(info)) as stream:
                         try:
-                            out[name] = read_npy(
-                                stream, info.file_size, lambda d, s, n=name: check(n, d, s)
-                            )
+                            out[name] = read_npy(stream, info.file_size, partial(check, name))
                         except UnreadableFile as exc:
                             raise UnreadableFile(f"array {name[:60]!r}: {exc}") from None
                 return out
@@ -103,7 +103,8 @@ def _check_members(
 ) -> list[tuple[str, zipfile.ZipInfo]]:
     if len(infos) > MAX_MEMBERS:
         raise UnreadableFile(f"a zip of {len(infos)} members (at most {MAX_MEMBERS})")
-    members, total = [], 0
+    members: list[tuple[str, zipfile.ZipInfo]] = []
+    total = 0
     for info in infos:
         name = info.filename.removesuffix(".npy")
         shown = f"member {info.filename[:60]!r}"

@@ -36,6 +36,7 @@ large ones (:mod:`~cam_callback.tensorboard_plugin.store`); runs are found by
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,14 @@ from cam_callback.tensorboard_plugin.store import RunStore
 PLUGIN_NAME = "cam"
 STATIC = Path(__file__).parent / "static"
 _STATIC = {"/index.js": ("index.js", "text/javascript"), "/style.css": ("style.css", "text/css")}
+_Handler = Callable[[Any, wrappers.Request], wrappers.Response]
+
+
+def _route(handler: _Handler) -> Callable[..., Any]:
+    """A plugin method as a WSGI app (werkzeug's ``Request.application``, which takes the
+    request as the last argument, so works on methods too)."""
+    # werkzeug's stub types only a plain function of the request, not a method.
+    return wrappers.Request.application(handler)  # type: ignore[arg-type]
 
 
 class CAMPlugin(base_plugin.TBPlugin):
@@ -104,16 +113,16 @@ class CAMPlugin(base_plugin.TBPlugin):
 
     # ------------------------------------------------------------------ routes
 
-    @wrappers.Request.application
+    @_route
     def _serve_static(self, request: wrappers.Request) -> wrappers.Response:
         name, mime = _STATIC[request.path[request.path.rfind("/") :]]
         return http_util.Respond(request, (STATIC / name).read_bytes(), mime)
 
-    @wrappers.Request.application
+    @_route
     def _serve_runs(self, request: wrappers.Request) -> wrappers.Response:
         records = self._store.records()
         self._store.forget_missing(records)
-        runs = []
+        runs: list[dict[str, Any]] = []
         for name in records:  # from each record's small files: no .npz is opened here
             try:
                 run, error = self._store.summary(name)
@@ -148,7 +157,7 @@ class CAMPlugin(base_plugin.TBPlugin):
             },
         )
 
-    @wrappers.Request.application
+    @_route
     def _serve_probes(self, request: wrappers.Request) -> wrappers.Response:
         entry, run = self._store.run(_text_arg(request, "run"))
         rows = self._store.rows(entry) if run.epochs else []
@@ -168,7 +177,7 @@ class CAMPlugin(base_plugin.TBPlugin):
             },
         )
 
-    @wrappers.Request.application
+    @_route
     def _serve_datamap(self, request: wrappers.Request) -> wrappers.Response:
         entry, run = self._store.run(_text_arg(request, "run"))
         rows = self._store.rows(entry) if run.epochs else []
@@ -178,12 +187,12 @@ class CAMPlugin(base_plugin.TBPlugin):
         missing = run.n_probes - len(points) if run.epochs else 0
         return _json(request, {"svg": svg, "legend": legend, "missing": missing})
 
-    @wrappers.Request.application
+    @_route
     def _serve_gallery(self, request: wrappers.Request) -> wrappers.Response:
         _, run = self._store.run(_text_arg(request, "run"))
         return _json(request, {"classes": gallery_data(run)})
 
-    @wrappers.Request.application
+    @_route
     def _serve_frame(self, request: wrappers.Request) -> wrappers.Response:
         name = _text_arg(request, "run")
         probe = _int_arg(request, "probe")

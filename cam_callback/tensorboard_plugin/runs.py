@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cam_callback.record import (
     BASELINE_EPOCH,
@@ -170,7 +171,7 @@ def summarize(path: Path) -> RunSummary:
     return RunSummary(path, meta, epochs)
 
 
-def finite_floats(values: np.ndarray) -> list[float]:
+def finite_floats(values: ArrayLike) -> list[float]:
     """Floats for JSON: NaN and infinities (a diverged model) become 0, rounded to 5 digits.
 
     Example:

@@ -317,19 +317,3 @@ def choice(value: Any, choices: tuple[str, ...], name: str, expected: str = "") 
         expected = expected or f"one of {choices}"
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return value
-
-
-def output(value: Any) -> int | str | None:
-    """The ``output`` argument: ``None``, an output index (as an int) or an output name.
-
-    Example:
-        >>> output(np.int64(1)), output("probs"), output(None)
-        (1, 'probs', None)
-    """
-    if value is not None and (
-        isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, str))
-    ):
-        raise TypeError(
-            f"`output` must be None, an output index or name. Received: output={value!r}"
-        )
-    return value if value is None or isinstance(value, str) else int(value)

@@ -14,7 +14,6 @@ import numpy as np
 from cam_callback import api
 from cam_callback.api.probes import take_probes
 from cam_callback.core.fingerprint import weights_fingerprint
-from cam_callback.core.tokens import check_token_arguments
 from cam_callback.record import config as _config
 from cam_callback.record import fingerprint, record_dir
 from cam_callback.tracker import arguments as A
@@ -22,8 +21,8 @@ from cam_callback.tracker import lineage, pipeline
 from cam_callback.tracker.failures import ON_ERROR, Failures, TrackerWarning
 from cam_callback.tracker.interrupts import FitGuard, RecordLine
 from cam_callback.tracker.session import (
-    check_layer,
-    check_method,
+    Analyses,
+    ProbeSet,
     epoch_maps,
     is_chief,
     open_pipeline,
@@ -193,16 +192,21 @@ class CAMTracker(keras.callbacks.Callback):
         self.class_names = A.class_names(class_names)
         self.display_images = A.display(display_images, n, self.probe_images)
         self.probe_masks = A.masks(probe_masks, n, self.display_images.shape[1:3])
-        self.layer = check_layer(layer)
-        self.method = check_method(method)
-        self.score = A.choice(score, api.SCORES, "score")
-        self.head = api.check_head(head)
+        # More than the probes would only allocate padding.
+        self.cam = api.CAMSettings(
+            layer=layer,
+            method=method,
+            score=score,
+            output=output,
+            head=head,
+            grid=grid,
+            prefix_tokens=prefix_tokens,
+            batch_size=min(A.positive_int(batch_size, "batch_size"), n),
+        )
         self.multi_label = A.is_multi_label(probe_labels)  # sigmoids where the model is silent
         self.target = A.target(target, n, self.probe_labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
         self.top_k = A.positive_int(top_k, "top_k")
-        # More than the probes would only allocate padding.
-        self.batch_size = min(A.positive_int(batch_size, "batch_size"), n)
         self.tensorboard = A.flag(tensorboard, "tensorboard")
         self.tensorboard_probes = pipeline.check_tensorboard_probes(tensorboard_probes, n)
         self.formats = A.formats(animate)
@@ -212,7 +216,6 @@ class CAMTracker(keras.callbacks.Callback):
         self.alpha = A.unit_float(alpha, "alpha")
         self.mask_kind = A.choice(mask_kind, ("object", "cue"), "mask_kind", '"object" or "cue"')
         self.low_confidence = A.unit_float(low_confidence, "low_confidence")
-        self.output = A.output(output)
         self.faithfulness = A.flag(faithfulness, "faithfulness")
         self.on_error = A.choice(on_error, ON_ERROR, "on_error")
         self.overwrite = A.flag(overwrite, "overwrite")
@@ -221,7 +224,6 @@ class CAMTracker(keras.callbacks.Callback):
         self.interventions = A.flag(interventions, "interventions")
         self.fragility = pipeline.fragility_options(fragility)
         self.evidence = pipeline.evidence_options(evidence)
-        self.grid, self.prefix_tokens = check_token_arguments(grid, prefix_tokens)
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
@@ -230,7 +232,17 @@ class CAMTracker(keras.callbacks.Callback):
         self._guard = FitGuard(self._line)  # the fit while it records, and its end
         self._failures = Failures(self.on_error, self.record_path, self.formats, self.close)
 
-    # ------------------------------------------------------------------ Keras hooks
+    def _probe_set(self) -> ProbeSet:
+        return ProbeSet(
+            self.probe_images, self.probe_labels, self._one_hot_width, self.multi_label,
+            self.probe_masks, self.mask_kind, self.class_names, self.fingerprint,
+        )  # fmt: skip
+
+    def _analyses(self) -> Analyses:
+        return Analyses(
+            self.interventions, self.fragility, self.evidence, self.faithfulness,
+            self.low_confidence,
+        )  # fmt: skip
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Checks the probes against the model and opens the record, before epoch 0."""
@@ -239,7 +251,10 @@ class CAMTracker(keras.callbacks.Callback):
         if not fit.chief:
             return
         fit.later = lineage.later_callbacks(self)
-        cfg = tracker_config(self, target=self._target_arg, one_hot_width=self._one_hot_width)
+        cfg, self.cam = tracker_config(
+            self.model, self.cam, self._probe_set(), self._analyses(), target=self._target_arg,
+            every_n_epochs=self.every_n_epochs,
+        )  # fmt: skip
         A.writable_log_dir(self.log_dir)
         line, failures = self._line, self._failures
         if line.next_epoch is not None and self.config != cfg:
@@ -256,16 +271,14 @@ class CAMTracker(keras.callbacks.Callback):
         session = start_pipeline(writer, functools.partial(open_pipeline, self), failures)
         if session is None:
             return
+        maps = functools.partial(
+            epoch_maps, self.model, self.cam, self.probe_images, self.target,
+            faithfulness=self.faithfulness, session=session,
+        )  # fmt: skip
         steps = FitSteps(
-            session,
-            fit,
-            failures,
-            maps=functools.partial(epoch_maps, self, session),
-            report=self.report,
-            low_confidence=self.low_confidence,
-            fps=self.fps,
-            on_page=self._page_written,
-        )
+            session, fit, failures, maps, report=self.report, low_confidence=self.low_confidence,
+            fps=self.fps, on_page=self._page_written,
+        )  # fmt: skip
         self._guard.hold(self, steps, self.model)  # ends this fit even without on_train_end
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -305,22 +318,8 @@ class CAMTracker(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         """Records the last epoch if it was not due, notes which epoch's weights the model
         holds, waits for the background work, writes the flags and finishes the animations."""
-        fit = self._fit
-        if not fit.chief:
-            return
-        self._guard.stop_watch()  # fit ends normally: the watch calls back no more
-        weights = weights_fingerprint(self.model)
-        steps = self._guard.steps
-        ledger = None if steps is None else steps.pipeline.record.fingerprints()
-        held = self._line.ended(fit, weights, ledger or {})
-        if steps is None:
-            return
-        try:  # the writer lock is held until the animations are written
-            steps.record_last(weights)
-            if self._guard.steps is not None:  # else recording failed, and stopped
-                steps.finish(held)
-        finally:
-            self.close()
+        if self._fit.chief:
+            self._guard.end(self._fit, self.model)
 
     def close(self) -> None:
         """Stops the background threads and closes the TensorBoard writer; safe to repeat.

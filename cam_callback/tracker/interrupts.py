@@ -129,12 +129,26 @@ class FitGuard:
         _WRITING[os.path.realpath(steps.pipeline.record.path)] = self
         self.watch = FitWatch(model, self.end_abandoned)
 
-    def stop_watch(self) -> None:
-        """``on_train_end`` runs: the watch calls back no more (joined outside the lock)."""
-        with _ENDING:
+    def end(self, fit: FitState, model: Any) -> None:
+        """Ends ``fit`` at ``on_train_end``: notes which epoch's weights ``model`` holds,
+        records the last epoch if it was not due and the model still holds its weights,
+        waits for the background work, writes the flags, animations and page, and closes."""
+        with _ENDING:  # the watch calls back no more; it is joined outside the lock
             watch = self._drop_watch()
         if watch is not None:
             watch.stop()
+        weights = weights_fingerprint(model)
+        steps = self.steps
+        ledger = None if steps is None else steps.pipeline.record.fingerprints()
+        held = self.line.ended(fit, weights, ledger or {})
+        if steps is None:
+            return
+        try:  # the writer lock is held until the animations are written
+            steps.record_last(weights)
+            if self.steps is not None:  # else recording failed, and stopped
+                steps.finish(held)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Stops watching and closes the fit's pipeline (threads, writers, lock); repeatable."""

@@ -9,120 +9,138 @@ of one epoch, computed on the training thread because they need the model.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
 from cam_callback import api, backends, metrics
-from cam_callback.evaluation import faithfulness
+from cam_callback.evaluation.faithfulness import deletion_faithfulness
 from cam_callback.imputation import ROAD_NOISE
 from cam_callback.record import RecordWriter
 from cam_callback.record.config import TrackerConfig, build_config
 from cam_callback.tracker import pipeline
 
 
-def check_layer(layer: Any) -> str | keras.layers.Layer | None:
-    """The ``layer`` argument: ``None``, a layer name, an ``'outer/inner'`` path or a Layer.
+@dataclass(frozen=True)
+class ProbeSet:
+    """The probes as the tracker checked them: what the record's config is built from.
 
-    Example:
-        >>> check_layer("conv2")
-        'conv2'
+    Attributes:
+        images: ``[N, H, W, C]`` in the model's input space.
+        labels: True class ids ``[N]``, or ``None`` (none given, or multi-hot).
+        one_hot_width: The width of one-hot labels as given, or ``None``.
+        multi_label: The labels were multi-hot: the classes are independent.
+        masks: bool ``[N, H', W']`` regions, or ``None``.
+        mask_kind: ``"object"`` or ``"cue"``.
+        class_names: One name per class, or ``None``.
+        fingerprint: The probes' and labels' fingerprint (``record.fingerprint``).
     """
-    if layer is not None and not isinstance(layer, (str, keras.layers.Layer)):
-        raise TypeError(
-            "`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer. "
-            f"Received: layer={layer!r}"
-        )
-    return layer
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    one_hot_width: int | None
+    multi_label: bool
+    masks: np.ndarray | None
+    mask_kind: str
+    class_names: list[str] | None
+    fingerprint: str
 
 
-def check_method(method: Any) -> str:
-    """The ``method`` argument, one of :func:`cam_callback.available_methods`.
+@dataclass(frozen=True)
+class Analyses:
+    """What the tracker measures beside the maps (each off when ``False``/``None``).
 
-    Example:
-        >>> check_method("gradcam")
-        'gradcam'
+    Attributes:
+        interventions: Reliance, sufficiency and transplant, where there are masks.
+        fragility: The fragility options, or ``None``.
+        evidence: The evidence transplant's options, or ``None``.
+        faithfulness: The deletion test per probe and epoch.
+        low_confidence: The top probability under which a probe is flagged.
     """
-    if not isinstance(method, str) or method not in api.available_methods():
-        raise ValueError(
-            f"`method` must be one of {api.available_methods()}. Received: method={method!r}"
-        )
-    return method
+
+    interventions: bool
+    fragility: pipeline.FragilityOptions | None
+    evidence: pipeline.EvidenceOptions | None
+    faithfulness: bool
+    low_confidence: float
 
 
-def tracker_config(tracker: Any, *, target: Any, one_hot_width: int | None) -> TrackerConfig:
-    """Checks the probes against ``tracker.model`` and builds the record's frozen config.
+def tracker_config(
+    model: keras.Model,
+    cam: api.CAMSettings,
+    probes: ProbeSet,
+    analyses: Analyses,
+    *,
+    target: Any,
+    every_n_epochs: int,
+) -> tuple[TrackerConfig, api.CAMSettings]:
+    """Checks the probes against ``model`` and builds the record's frozen config.
 
     Args:
-        tracker: The ``CAMTracker``; its public settings are read.
+        model: The model in training.
+        cam: The tracker's map settings.
+        probes: The probes as checked.
+        analyses: What is measured beside the maps.
         target: The ``target`` argument as given (``"predicted"``, ``"label"`` or ids).
-        one_hot_width: The width of one-hot probe labels, or ``None``.
+        every_n_epochs: Record every n-th epoch.
+
+    Returns:
+        The config, and ``cam`` as the maps will be computed: with ``head="sigmoid"``
+        where multi-hot labels decided a head the model left open.
 
     Example:
-        >>> cfg = tracker_config(tracker, target="predicted", one_hot_width=None)  # doctest: +SKIP
+        >>> cfg, cam = tracker_config(model, cam, probes, analyses, target="predicted",
+        ...                           every_n_epochs=1)  # doctest: +SKIP
     """
-
-    def inspect(head: str) -> Any:
-        return api.inspect_model(
-            tracker.model,
-            tracker.probe_images,
-            layer=tracker.layer,
-            method=tracker.method,
-            output=tracker.output,
-            score=tracker.score,
-            head=head,
-            grid=tracker.grid,
-            prefix_tokens=tracker.prefix_tokens,
-        )
-
-    if tracker.head == "auto" and tracker.multi_label:
+    if cam.head == "auto" and probes.multi_label:
         # Multi-hot labels decide only what the model leaves open: sigmoids, not an
         # assumed softmax (whose warning is then not the user's to act on).
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            check = inspect("auto")
+            check = api.inspect_with(model, probes.images, cam)
         if check.head_assumed:
-            tracker.head = "sigmoid"
-            check = inspect("sigmoid")
+            cam = cam.replace(head="sigmoid")
+            check = api.inspect_with(model, probes.images, cam)
         for w in caught:
-            if not (tracker.head == "sigmoid" and "ASSUMING" in str(w.message)):
+            if not (cam.head == "sigmoid" and "ASSUMING" in str(w.message)):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     else:
-        check = inspect(tracker.head)
-    return build_config(
+        check = api.inspect_with(model, probes.images, cam)
+    config = build_config(
         check=check,
         method=check.method,  # "auto" resolved
-        score=tracker.score,
-        head=tracker.head,
+        score=cam.score,
+        head=cam.head,
         target=target,
-        output=tracker.output,
-        fingerprint=tracker.fingerprint,
-        probe_images=tracker.probe_images,
-        probe_labels=tracker.probe_labels,
-        one_hot_width=one_hot_width,
-        class_names=tracker.class_names,
-        probe_masks=tracker.probe_masks,
-        mask_kind=tracker.mask_kind,
-        low_confidence=tracker.low_confidence,
-        every_n_epochs=tracker.every_n_epochs,
-        interventions=intervention_settings(tracker),
-        fragility=None if tracker.fragility is None else asdict(tracker.fragility),
-        evidence=None if tracker.evidence is None else tracker.evidence.to_json(),
-        grid=tracker.grid,
-        prefix_tokens=tracker.prefix_tokens,
+        output=cam.output,
+        fingerprint=probes.fingerprint,
+        probe_images=probes.images,
+        probe_labels=probes.labels,
+        one_hot_width=probes.one_hot_width,
+        class_names=probes.class_names,
+        probe_masks=probes.masks,
+        mask_kind=probes.mask_kind,
+        low_confidence=analyses.low_confidence,
+        every_n_epochs=every_n_epochs,
+        interventions=intervention_settings(probes.masks is not None and analyses.interventions),
+        fragility=None if analyses.fragility is None else asdict(analyses.fragility),
+        evidence=None if analyses.evidence is None else analyses.evidence.to_json(),
+        grid=cam.grid,
+        prefix_tokens=cam.prefix_tokens,
     )
+    return config, cam
 
 
-def intervention_settings(tracker: Any) -> dict[str, Any] | None:
-    """What ``record.json`` keeps of the interventions (``None``: not measured).
+def intervention_settings(measured: bool) -> dict[str, Any] | None:
+    """What ``record.json`` keeps of the interventions (``None``: not ``measured``).
 
     Example:
-        >>> intervention_settings(tracker)["reliance_threshold"]  # doctest: +SKIP
+        >>> intervention_settings(True)["reliance_threshold"]
         0.5
     """
-    if tracker.probe_masks is None or not tracker.interventions:
+    if not measured:
         return None
     return {
         "reliance_threshold": metrics.RELIANCE_THRESHOLD,
@@ -218,63 +236,48 @@ def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
     )
 
 
-def _maps(tracker: Any, images: np.ndarray, target: Any) -> api.CAMResult:
-    """``compute_cams`` with the tracker's settings: the probes' maps and their copies'."""
-    return api.compute_cams(
-        tracker.model,
-        images,
-        layer=tracker.layer,
-        method=tracker.method,
-        target=target,
-        score=tracker.score,
-        output=tracker.output,
-        batch_size=tracker.batch_size,
-        head=tracker.head,
-        grid=tracker.grid,
-        prefix_tokens=tracker.prefix_tokens,
-    )
-
-
 def epoch_maps(
-    tracker: Any,
+    model: keras.Model,
+    cam: api.CAMSettings,
+    images: np.ndarray,
+    target: Any,
+    *,
+    faithfulness: bool = False,
     session: pipeline.EpochPipeline | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """The maps of ``tracker.model`` now: heatmaps, probabilities, targets, extra metrics.
+    """The maps of ``model`` now: heatmaps, probabilities, targets, extra metrics.
 
     Runs on the training thread (it needs the model): ``faithfulness``, and the
     interventions and fragility of ``session.interventions`` (forward passes over
     altered probes built at start-up), are computed here; the rest in the background.
 
-    Example:
-        >>> heatmaps, probabilities, targets, extra = epoch_maps(tracker)  # doctest: +SKIP
-    """
-    res = _maps(tracker, tracker.probe_images, tracker.target)
-    extra = {}
-    if tracker.faithfulness:  # needs the model: on this thread
-        extra["faithfulness"] = faithfulness.deletion_faithfulness(
-            tracker.model,
-            tracker.probe_images,
-            res.heatmaps,
-            res.targets,
-            output=tracker.output,
-            batch_size=tracker.batch_size,
-            head=tracker.head,
-        )
+    Args:
+        model: The model in training.
+        cam: The map settings.
+        images: The probes.
+        target: What to explain (the tracker's checked ``target``).
+        faithfulness: Also run the deletion test.
+        session: The fit's pipeline, whose interventions and evidence are measured.
 
-    def probs(images: np.ndarray) -> np.ndarray:
-        return api.predict_probabilities(
-            tracker.model,
-            images,
-            output=tracker.output,
-            batch_size=tracker.batch_size,
-            head=tracker.head,
-        )
+    Example:
+        >>> maps, probs, targets, extra = epoch_maps(model, cam, x, "label")  # doctest: +SKIP
+    """
+    res = api.compute_with(model, images, cam, target=target)
+    extra = {}
+    if faithfulness:  # needs the model: on this thread
+        extra["faithfulness"] = deletion_faithfulness(
+            model, images, res.heatmaps, res.targets, output=cam.output,
+            batch_size=cam.batch_size, head=cam.head,
+        )  # fmt: skip
+
+    def probs(batch: np.ndarray) -> np.ndarray:
+        return api.probabilities_with(model, batch, cam)
 
     probes = None if session is None else session.interventions
     if probes is not None:
 
-        def maps(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            copies = _maps(tracker, images, targets)
+        def maps(batch: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            copies = api.compute_with(model, batch, cam, target=targets)
             return copies.heatmaps, copies.probabilities
 
         extra.update(probes.measure(probs, maps, res.heatmaps, res.probabilities, res.targets))
