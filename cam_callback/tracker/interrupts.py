@@ -1,6 +1,10 @@
-"""A ``fit`` left without ``on_train_end`` (Ctrl-C in a notebook, or an error raised
-through ``fit``), ended as a finished one, and the ``fit`` after it, which continues the
-record.
+"""How a tracker's ``fit`` ends, and what it hands on to the next: at ``on_train_end``, or,
+left without it (Ctrl-C in a notebook, or an error raised through ``fit``), as a finished
+one, and the ``fit`` after it, which continues the record.
+
+:class:`FitGuard` holds the fit while it records and ends it either way
+(:meth:`FitGuard.end`, :meth:`FitGuard.end_abandoned`); :class:`RecordLine` is what one
+fit hands on to the next and decides how the next one continues the record.
 
 Keras calls no callback when ``fit`` raises. The tracker's :class:`FitGuard` watches its
 ``fit`` (:class:`~cam_callback.tracker.watch.FitWatch`) and, when it is gone without
