@@ -208,8 +208,8 @@ def profiled(tracker) -> dict[str, list[tuple[float, float]]]:
 
     for hook in ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end"):
         timed(tracker, hook, hook)
-    timed(recording.RecordStage, "_record", "record thread")  # once per recorded epoch
-    timed(drawing.FrameStage, "_frame_job", "frame thread")  # once per drawn epoch
+    timed(recording.RecordStage, "record", "record thread")  # once per recorded epoch
+    timed(drawing.FrameStage, "frame", "frame thread")  # once per drawn epoch
     return times
 
 

@@ -1001,7 +1001,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     class Peek(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             time.sleep(0.2)  # room for the background writer to meet the full disk
-            stopped.append(tracker._session is None)
+            stopped.append(tracker._guard.steps is None)
 
     with caught() as seen:
         model = compiled()
@@ -1013,7 +1013,7 @@ def test_full_disk_while_recording_warns_once_and_training_goes_on(tmp_path, mon
     # Recording stopped during the fit (no more maps computed), not only at its end.
     assert stopped[:2] == [False, False] and stopped[-1] is True, stopped
     assert load_run(tmp_path).epochs == [-1, 0, 1]
-    assert tracker._session is None
+    assert tracker._guard.steps is None
     record.RecordWriter(tmp_path).lock()  # released
     assert cli("info", tmp_path).returncode == 0
     monkeypatch.undo()
@@ -1052,7 +1052,7 @@ def test_deleted_log_dir_stops_recording_and_is_not_recreated(tmp_path):
     assert "was deleted during training" in found[0] and "not recreated" in found[0]
     assert "keeps what was written" not in found[0]
     assert not log_dir.exists(), [str(p) for p in log_dir.rglob("*")]  # no orphan cam/epochs/
-    assert tracker._session is None
+    assert tracker._guard.steps is None
 
 
 def test_colliding_class_names_keep_every_class_scalars(tmp_path):
@@ -1125,11 +1125,11 @@ def test_render_errors_warn_once_and_stop_only_tensorboard(tmp_path, monkeypatch
 
     calls = []
 
-    def broken(self, epoch, *args, **kwargs):
-        calls.append(epoch)
+    def broken(self, recorded, *args, **kwargs):
+        calls.append(recorded.epoch)
         raise RuntimeError("TensorBoard is gone")
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", broken)
     x, y = data(8)
     with caught() as seen:
         fit_with(CAMTracker(x, y, log_dir=tmp_path, animate=None), epochs=4)
@@ -1171,8 +1171,10 @@ def test_full_tmpfs_returns_history_and_leaves_a_readable_record(tmp_path):
 
 def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_path, monkeypatch):
     from cam_callback import record
-    from cam_callback.tracker import pipeline
+    from cam_callback.tracker import pipeline, watch
 
+    # No watch: under load it could end the abandoned fit itself while this test runs.
+    monkeypatch.setattr(watch, "fit_frame", lambda model: None)
     x, y = data(8)
     tracker = CAMTracker(x, y, log_dir=tmp_path)
 
@@ -1182,28 +1184,28 @@ def test_close_detaches_the_finalizer_and_it_is_safe_on_the_render_thread(tmp_pa
 
     with pytest.raises(RuntimeError, match="stop"):
         fit_with(tracker, epochs=3, extra=[Boom()])
-    finalizer, session = tracker._finalizer, tracker._session
+    finalizer, session = tracker._guard.finalizer, tracker._guard.steps.pipeline
     assert finalizer.alive
     # The garbage collector may run the finalizer on a background thread itself.
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", lambda self, *a, **k: finalizer())
+    monkeypatch.setattr(pipeline.FrameStage, "draw", lambda self, *a, **k: finalizer())
     threads = [session._record_thread, session._frame_thread]
-    session._frames.put((1, None, None, None))
+    session._frames.put(pipeline.RecordedEpoch(1, None, None, None))  # drawn by the patch
     for thread in threads:
         thread.join(timeout=30)
-    assert not any(t.is_alive() for t in threads) and not session.writer.is_open
+    assert not any(t.is_alive() for t in threads) and not session.frames.summaries.is_open
     record.RecordWriter(tmp_path).lock()  # the record's lock went with it
     tracker.close()
-    assert tracker._finalizer is None and not finalizer.alive
+    assert tracker._guard.finalizer is None and not finalizer.alive
     # close() detaches: a closed tracker's finalizer never runs again.
     second = CAMTracker(x, y, log_dir=tmp_path / "b", animate=None)
     during = []
 
     class Peek(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            during.append(second._finalizer)
+            during.append(second._guard.finalizer)
 
     fit_with(second, extra=[Peek()])
-    assert during[0].alive is False and second._finalizer is None
+    assert during[0].alive is False and second._guard.finalizer is None
 
 
 def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
@@ -1217,7 +1219,7 @@ def test_exception_inside_fit_keeps_record_and_closes_writer(tmp_path):
     with CAMTracker(x, y, log_dir=tmp_path) as tracker:
         with pytest.raises(RuntimeError, match="user callback failed"):
             fit_with(tracker, epochs=5, extra=[Boom()])
-    assert tracker._session is None  # fit calls no hook when it raises: ended here or earlier
+    assert tracker._guard.steps is None  # fit calls no hook when it raises: ended here or earlier
     assert load_run(tmp_path).epochs == [-1, 0, 1]
     assert (tmp_path / "cam" / "flags.json").is_file()
     acc = events(tmp_path / "cam")
@@ -1315,9 +1317,9 @@ def test_dropped_tracker_is_closed_by_finalizer(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError, match="stop"):
         fit_with(tracker, epochs=3, extra=[Boom()])
-    session = tracker._session
+    session = tracker._guard.steps.pipeline
     threads = [session._record_thread, session._frame_thread]
-    writer = session.writer
+    writer = session.frames.summaries
     del tracker
     gc.collect()
     assert writer.is_open is False and not any(t.is_alive() for t in threads)
@@ -1331,7 +1333,7 @@ def test_render_thread_errors_are_raised_back(tmp_path, monkeypatch):
     def broken(self, *args, **kwargs):
         raise OSError("no space for frames")
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", broken)
     with pytest.raises(RuntimeError, match="before training failed: no space for frames"):
         fit_with(CAMTracker(x, y, log_dir=tmp_path, on_error="raise"), epochs=3)
     assert load_run(tmp_path).epochs == [-1]  # the record is kept

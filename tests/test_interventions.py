@@ -23,7 +23,7 @@ from cam_callback.evaluation import road
 from cam_callback.imputation import impute
 from cam_callback.record import compute_flags
 from cam_callback.tracker.pipeline import ProbeInterventions, fragility_options
-from cam_callback.tracker.pipeline import core as pipeline_core
+from cam_callback.tracker.pipeline import build as pipeline_build
 
 SIDE, A, B = 8, 4.0, 2.0
 R = np.zeros((SIDE, SIDE), bool)
@@ -233,7 +233,7 @@ def test_a_failing_build_of_the_altered_probes_warns_and_fit_goes_on(tmp_path, m
     def broken(*args, **kwargs):
         raise MemoryError("no room for the altered probes")
 
-    monkeypatch.setattr(pipeline_core, "ProbeInterventions", broken)
+    monkeypatch.setattr(pipeline_build, "ProbeInterventions", broken)
     x, labels, masks = probes()
     tracker = cam_callback.CAMTracker(
         x, labels, log_dir=tmp_path, probe_masks=masks, mask_kind="cue", layer="conv",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import small_cnn
 
+from cam_callback.core import fingerprint
 from cam_callback.core.fingerprint import weights_fingerprint
-from cam_callback.tracker import lineage
 from cam_callback.tracker.lineage import decide, final_weights_epoch
 
 
@@ -45,7 +45,7 @@ def test_fingerprint_reads_every_value_of_a_kernel(monkeypatch):
     model.set_weights(original)  # back, bit for bit
     assert weights_fingerprint(model) == first
     # Hashed in slices (CHUNK bytes), the digest is the same as in one piece.
-    monkeypatch.setattr(lineage, "CHUNK", 1000)
+    monkeypatch.setattr(fingerprint, "CHUNK", 1000)
     assert weights_fingerprint(model) == first
 
 

@@ -39,7 +39,7 @@ def open_pipe(log_dir, *, n=6, record_epochs=0, **kw):
         total_epochs=None,
     )
     options.update(kw)
-    return pipeline.EpochPipeline(RecordWriter(log_dir), **options)
+    return pipeline.build_pipeline(RecordWriter(log_dir), **options)
 
 
 def run_epochs(pipe, epochs, n=6):
@@ -93,7 +93,7 @@ class Spy:
 
         monkeypatch.setattr(F.FrameRenderer, "draw", draw)
         monkeypatch.setattr(animate.GifStream, "append", append)
-        monkeypatch.setattr(pipeline.core, "SummaryWriter", Writer)
+        monkeypatch.setattr(pipeline.build, "SummaryWriter", Writer)
 
 
 def test_each_frame_is_drawn_once_and_feeds_tensorboard_and_the_gif(tmp_path, monkeypatch):
@@ -253,7 +253,7 @@ def test_background_errors_are_raised_back_once(tmp_path, monkeypatch):
     def broken(self, *args, **kwargs):
         raise OSError("no space for frames")
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", broken)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", broken)
     pipe.submit(0, *maps_for(0))
     with pytest.raises(RuntimeError, match="frames of epoch 0 failed: no space"):
         pipe.finish()
@@ -330,16 +330,16 @@ def test_planned_epochs_follow_cadence_resume_and_unknown_length():
 def test_drain_draws_the_queued_epochs_itself_in_order(tmp_path, monkeypatch):
     # The frame thread runs at nice 19; on a busy machine it may crawl. When training ends,
     # it finishes its current epoch and the caller draws the rest.
-    real = pipeline.EpochPipeline._draw
+    real = pipeline.FrameStage.draw
     drawn = []
 
-    def slow(self, epoch, *args, **kwargs):
+    def slow(self, recorded, *args, **kwargs):
         if threading.current_thread().name == "cam-tracker-frames":
             time.sleep(0.4)
-        drawn.append((epoch, threading.current_thread().name))
-        return real(self, epoch, *args, **kwargs)
+        drawn.append((recorded.epoch, threading.current_thread().name))
+        return real(self, recorded, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.EpochPipeline, "_draw", slow)
+    monkeypatch.setattr(pipeline.FrameStage, "draw", slow)
     pipe = open_pipe(tmp_path, total_epochs=5)
     for e in range(5):
         pipe.submit(e, *maps_for(e))
@@ -408,3 +408,27 @@ def test_empty_map_flag_reads_the_last_epoch_with_its_tolerance():
     assert empty_map_notice(np.array([True, True, True, False]), **notice).startswith(
         "3 of 4 probes end with an empty map at layer 'conv2'"
     )
+
+
+def test_option_dicts_name_the_field_and_the_value_received():
+    import re
+
+    bad = [
+        ("fragility", {"copies": 0}, "copies", "an int >= 1"),
+        ("fragility", {"copies": True}, "copies", "an int >= 1"),
+        ("fragility", {"noise": 1.0}, "noise", "in (0, 1)"),
+        ("fragility", {"threshold": True}, "threshold", "in [0, 1]"),
+        ("fragility", {"seed": 1.5}, "seed", "an int"),
+        ("evidence", {"recipients": 0}, "recipients", "an int >= 1"),
+        ("evidence", {"share": 1.5}, "share", "in (0, 1]"),
+        ("evidence", {"seed": np.float32(2)}, "seed", "an int"),
+    ]
+    for argument, value, key, expected in bad:
+        check = getattr(pipeline, f"{argument}_options")
+        message = f"`{argument}['{key}']` must be {expected}. Received: {value[key]!r}"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check(value)
+    got = pipeline.fragility_options({"copies": np.int64(2), "threshold": 1, "seed": np.int8(3)})
+    assert (got.copies, got.threshold, got.seed) == (2, 1.0, 3)
+    assert type(got.copies) is int and type(got.threshold) is float
+    assert pipeline.evidence_options({"share": 1}).share == 1.0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -13,23 +14,26 @@ import numpy as np
 from cam_callback import api
 from cam_callback.api.probes import take_probes
 from cam_callback.core.fingerprint import weights_fingerprint
-from cam_callback.record import BASELINE_EPOCH, RecordWriter, fingerprint
 from cam_callback.record import config as _config
+from cam_callback.record import fingerprint, record_dir
 from cam_callback.tracker import arguments as A
 from cam_callback.tracker import lineage, pipeline
+from cam_callback.tracker.failures import ON_ERROR, Failures, TrackerWarning
+from cam_callback.tracker.interrupts import FitGuard, RecordLine
 from cam_callback.tracker.session import (
     Analyses,
     ProbeSet,
+    epoch_maps,
     is_chief,
     open_pipeline,
     tracker_config,
 )
-from cam_callback.tracker.steps import ON_ERROR, TrackerSteps, TrackerWarning
+from cam_callback.tracker.steps import FitState, FitSteps, open_record, start_pipeline
 
 __all__ = ["CAMTracker", "TrackerWarning"]
 
 
-class CAMTracker(TrackerSteps, keras.callbacks.Callback):
+class CAMTracker(keras.callbacks.Callback):
     """Records a Grad-CAM and the class probabilities of fixed probes at every epoch.
 
     Each recorded epoch is appended atomically to a run record in
@@ -223,16 +227,10 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
         self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
-        self._session: pipeline.EpochPipeline | None = None
-        self._finalizer: weakref.finalize | None = None
-        self._next_epoch: int | None = None  # after the last epoch an earlier fit trained
-        self._offset = 0  # added to Keras's epochs in this fit (see on_epoch_begin)
-        self._wrote = False  # this tracker wrote the record: overwrite=True applies no more
-        self._chief = False
-        self._later: list | None = None  # the callbacks after this one in fit's list
-        self._own: tuple[int, str] | None = None  # (epoch, weights) at the last fit's end
-        self._seen: dict[int, str] = {}  # this fit's epochs (record numbers) to their weights
-        self._recorded: set[int] = set()  # this fit's recorded epochs
+        self._line = RecordLine()  # what this tracker's fits hand on to the next
+        self._fit = FitState()  # what the running (or last) fit has seen
+        self._guard = FitGuard(self._line)  # the fit while it records, and its end
+        self._failures = Failures(self.on_error, self.record_path, self.formats, self.close)
 
     def _probe_set(self) -> ProbeSet:
         return ProbeSet(
@@ -246,116 +244,106 @@ class CAMTracker(TrackerSteps, keras.callbacks.Callback):
             self.low_confidence,
         )  # fmt: skip
 
-    # ------------------------------------------------------------------ Keras hooks
-
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Checks the probes against the model and opens the record, before epoch 0."""
-        self._end_abandoned()  # the previous fit was interrupted: end it as a finished one
-        self._seen, self._recorded, self._from = {}, set(), BASELINE_EPOCH
-        self._chief = is_chief(self.model)
-        if not self._chief:
+        self._guard.end_abandoned()  # the previous fit was interrupted: end it as a finished one
+        self._fit = fit = FitState(chief=is_chief(self.model))
+        if not fit.chief:
             return
-        self._later = lineage.later_callbacks(self)
+        fit.later = lineage.later_callbacks(self)
         cfg, self.cam = tracker_config(
             self.model, self.cam, self._probe_set(), self._analyses(), target=self._target_arg,
             every_n_epochs=self.every_n_epochs,
         )  # fmt: skip
         A.writable_log_dir(self.log_dir)
-        self._offset = 0
-        if self._next_epoch is not None and self.config != cfg:
-            self._next_epoch = self._own = None  # another model or setting: not a continuation
-        self._end_abandoned_writer(self.log_dir)  # another tracker's interrupted fit
-        writer = RecordWriter(
-            self.log_dir, owner=f"CAMTracker at 0x{id(self):x} with log_dir={str(self.log_dir)!r}"
-        )
-        try:
-            writer.open(
-                cfg.to_json(),
-                images=self.display_images,
-                labels=self.probe_labels,
-                masks=self.probe_masks,
-                overwrite=self.overwrite and not self._wrote,
-            )
-        except OSError as exc:  # a full or failing disk; checks above raise ValueError
-            self._fail("opening the record", None, exc, "Nothing is recorded in this fit")
+        line, failures = self._line, self._failures
+        if line.next_epoch is not None and self.config != cfg:
+            line.next_epoch = line.own = None  # another model or setting: not a continuation
+        FitGuard.end_abandoned_writer(self.log_dir)  # another tracker's interrupted fit
+        owner = f"CAMTracker at 0x{id(self):x} with log_dir={str(self.log_dir)!r}"
+        arrays = dict(images=self.display_images, labels=self.probe_labels, masks=self.probe_masks)
+        overwrite = self.overwrite and not line.wrote
+        writer = open_record(self.log_dir, owner, cfg.to_json(), arrays, overwrite, failures)
+        if writer is None:
             return
-        self._wrote = True
+        line.wrote = True
         self.config = cfg
-        try:  # builds the interventions' altered probes: sparse solves, memory
-            self._session = session = open_pipeline(self, writer)
-        except Exception as exc:  # noqa: BLE001 - the observer never stops fit
-            writer.close()
-            self._fail("starting the pipeline", None, exc, "Nothing is recorded in this fit")
+        session = start_pipeline(writer, functools.partial(open_pipeline, self), failures)
+        if session is None:
             return
-        # Closes the writer and stops the threads even if fit raises and the tracker is dropped.
-        self._finalizer = weakref.finalize(self, session.close)
-        self._watch_fit(session)  # ends this fit even if it leaves without on_train_end
+        maps = functools.partial(
+            epoch_maps, self.model, self.cam, self.probe_images, self.target,
+            faithfulness=self.faithfulness, session=session,
+        )  # fmt: skip
+        steps = FitSteps(
+            session, fit, failures, maps, report=self.report, low_confidence=self.low_confidence,
+            fps=self.fps, on_page=self._page_written,
+        )  # fmt: skip
+        self._guard.hold(self, steps, self.model)  # ends this fit even without on_train_end
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         """At a fit's first epoch (every ``on_train_begin`` has run: ``BackupAndRestore``
         restored its weights), decides how this fit continues the record, before any batch."""
-        session = self._session
-        if session is None or session.started:
+        steps, fit = self._guard.steps, self._fit
+        if steps is None or fit.started:
             return
-        session.started = True
+        fit.started = True
         weights = weights_fingerprint(self.model)
-        plan = self._decide(session, weights, epoch)
+        plan = self._line.decide(steps, self.model, weights, epoch, str(self.log_dir))
         if plan.kind == "refuse":
             self.close()
             raise ValueError(plan.message)
-        if plan.kind == "new":  # where attention was before any learning: animations start here
-            if self._keep(session, BASELINE_EPOCH, weights, "recording the state before training"):
-                self._record(session, BASELINE_EPOCH, "recording the state before training")
-            return
-        self._continue(session, plan, epoch)
+        steps.begin(plan, weights, epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Stores the weights' fingerprint; computes the maps when the epoch is due (every
         ``every_n_epochs``, the fit's last, or stopping) and hands them to the background."""
-        keras_epoch = epoch
-        epoch += self._offset  # the record's numbering (see on_epoch_begin)
-        self._next_epoch = epoch + 1  # counted also after recording stopped, for a next fit
-        if not self._chief:
+        fit, keras_epoch = self._fit, epoch
+        epoch += fit.offset  # the record's numbering (see on_epoch_begin)
+        self._line.next_epoch = epoch + 1  # counted also after recording stopped, for a next fit
+        if not fit.chief:
             return
         weights = weights_fingerprint(self.model)
-        self._seen[epoch] = weights
-        session = self._session
-        if session is None or not self._keep(session, epoch, weights, "recording"):
+        fit.seen[epoch] = weights
+        steps = self._guard.steps
+        if steps is None or not steps.keep(epoch, weights, "recording"):
             return
         total = (self.params or {}).get("epochs")
         last = total is not None and keras_epoch == total - 1
         if (epoch + 1) % self.every_n_epochs and not last and not self.model.stop_training:
             return
-        self._check_background(session)
-        if self._session is not None:  # else recording failed earlier, and stopped
-            self._record(session, epoch, "recording")
+        if steps.check_background():  # else recording failed earlier, and stopped
+            steps.record(epoch, "recording")
 
     def on_train_end(self, logs: dict | None = None) -> None:
         """Records the last epoch if it was not due, notes which epoch's weights the model
         holds, waits for the background work, writes the flags and finishes the animations."""
-        if not self._chief:
-            return
-        watch = self._stop_watch()  # fit ends normally: the watch calls back no more
-        if watch is not None:
-            watch.stop()
-        weights = weights_fingerprint(self.model)
-        session = self._session
-        known = {**((session.record.fingerprints() or {}) if session else {}), **self._seen}
-        held = lineage.final_weights_epoch(weights, known, self._later, self._offset)
-        self._later = None  # holds the other callbacks (EarlyStopping's best weights)
-        self._own = None if held is None else (held, known.get(held, weights))
-        if session is None:
-            return
-        try:  # the writer lock is held until the animations are written
-            last = max(self._seen, default=None)
-            if last is not None and last not in self._recorded and self._seen[last] == weights:
-                # Stopped before a due epoch (EarlyStopping after this tracker, or another
-                # callback): the model still holds the last epoch's weights, so record it.
-                self._check_background(session)
-                if self._session is not None:
-                    self._record(session, last, "recording")
-            if self._session is None:
-                return
-            self._finish(session, held)
-        finally:
-            self.close()
+        if self._fit.chief:
+            self._guard.end(self._fit, self.model)
+
+    def close(self) -> None:
+        """Stops the background threads and closes the TensorBoard writer; safe to repeat.
+
+        A ``fit`` that raises (Ctrl-C, or an error) calls no callback: the tracker notices
+        it within a fraction of a second and ends it as a finished one (flags, animations
+        and page written, one line printed); leaving a ``with`` block around ``fit`` does
+        so at once. This only stops and closes, as garbage collection and exiting do.
+        """
+        self._guard.close()
+
+    def __enter__(self) -> CAMTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._guard.end_abandoned()  # fit raised inside the block: end it as a finished one
+        self.close()
+
+    @property
+    def record_path(self) -> Path:
+        """The record folder, ``log_dir/cam``."""
+        return record_dir(self.log_dir)
+
+    def _page_written(self, page: Path) -> None:
+        if self.report_page is None:  # once per tracker: the path stays the same
+            print(f"CAMTracker: review page {page}")
+        self.report_page = page

@@ -24,6 +24,7 @@ import sys
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import keras
@@ -149,9 +150,9 @@ def later_callbacks(callback: keras.callbacks.Callback) -> list[Any] | None:
     Keras calls callbacks in list order, so an ``EarlyStopping`` listed after the
     tracker restores its best weights after the tracker's ``on_train_end``.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(8):  # the hook's caller, through at most a few wrappers
-        frame = frame.f_back
+        frame = None if frame is None else frame.f_back
         if frame is None:
             return None
         owner = frame.f_locals.get("self")

@@ -210,7 +210,7 @@ def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
     Example:
         >>> session = open_pipeline(tracker, writer)  # doctest: +SKIP
     """
-    return pipeline.EpochPipeline(
+    return pipeline.build_pipeline(
         writer,
         display=tracker.display_images,
         labels=tracker.probe_labels,

@@ -29,7 +29,7 @@ def fit_frame(model: Any, depth: int = DEPTH) -> FrameType | None:
         >>> fit_frame(object()) is None  # called outside any fit
         True
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(depth):
         if frame is None:
             return None

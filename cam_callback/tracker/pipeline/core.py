@@ -1,7 +1,10 @@
-"""The epoch pipeline: hands epochs to the record thread, and stops and reports both threads.
+"""The epoch pipeline: composes the record and frame stages, owns their two threads, the
+hand-over between them, and the stopping and reporting of both.
 
-The record thread's work is in :mod:`~cam_callback.tracker.pipeline.recording`, the frame
-thread's in :mod:`~cam_callback.tracker.pipeline.drawing`.
+The training thread calls :meth:`EpochPipeline.submit`; the record thread runs
+:meth:`RecordStage.record <cam_callback.tracker.pipeline.RecordStage.record>` and hands what it
+wrote to the frame thread, which runs
+:meth:`FrameStage.frame <cam_callback.tracker.pipeline.FrameStage.frame>`.
 """
 
 from __future__ import annotations
@@ -11,157 +14,89 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from cam_callback import animate
-from cam_callback import frames as F
-from cam_callback.record import RecordWriter, load_run, write_flags
-from cam_callback.record.tensorboard import SummaryWriter, probe_tag
+from cam_callback.record import RecordDeleted, load_run, write_flags
 from cam_callback.tracker.pipeline.drawing import FrameStage
-from cam_callback.tracker.pipeline.evidence import EvidenceOptions, EvidenceTransplant
-from cam_callback.tracker.pipeline.interventions import FragilityOptions, ProbeInterventions
-from cam_callback.tracker.pipeline.plan import DEFAULT_MAX_FRAMES, FRAME_QUEUE, STOP
-from cam_callback.tracker.pipeline.recording import RecordStage
+from cam_callback.tracker.pipeline.evidence import EvidenceTransplant
+from cam_callback.tracker.pipeline.interventions import ProbeInterventions
+from cam_callback.tracker.pipeline.plan import FRAME_QUEUE, STOP
+from cam_callback.tracker.pipeline.recording import (
+    EpochMaps,
+    RecordedEpoch,
+    RecordPresence,
+    RecordStage,
+)
 
 
-class EpochPipeline(RecordStage, FrameStage):
+class EpochPipeline:
     """Records, draws, shows and animates the epochs handed to it, off the training thread.
 
+    It composes the two stages: each epoch handed over goes to ``recorder`` on the record
+    thread, and what it wrote to ``frames`` on the frame thread (at nice 19). Built by
+    :func:`~cam_callback.tracker.pipeline.build_pipeline`.
+
     Args:
-        record: An opened :class:`~cam_callback.record.RecordWriter`.
-        display: uint8 ``[N, H, W, 3]`` display images.
-        labels: int ``[N]`` true classes, or ``None``.
-        masks: bool ``[N, H, W]`` probe masks, or ``None``.
-        class_names: Names of the classes, or ``None``.
-        top_k: Classes in the probability bars.
-        alpha: Weight of the heatmap in the overlay.
-        tensorboard: Write summaries into the record folder.
-        tensorboard_probes: Probe ids with their own image tag (see
-            :func:`choose_tensorboard_probes`); the grid and the scalars cover all.
-        formats: Animation formats, e.g. ``("gif",)``; empty for none.
-        fps: Frames per second of the animations.
-        max_frames: Most frames per animation, ``None`` for every epoch.
-        every_n_epochs: The tracker's cadence, to plan which epochs to keep.
+        recorder: The record stage, over the opened record it writes.
+        frames: The frame stage; its thread runs only when it draws something.
+        present: Whether the record is still there (shared with ``frames``).
         total_epochs: ``fit``'s ``epochs``, or ``None`` when unknown.
-        mask_kind: ``"object"`` or ``"cue"``: which flagged group gets its own scalars.
-        probe_images: ``[N, H, W, C]`` probes in the model's input space: with ``masks``
-            (and ``interventions``) or ``fragility``, the altered probes are built here,
-            once, as :attr:`interventions`.
-        interventions: Measure reliance, sufficiency and the transplant rate (needs masks).
-        fragility: Fragility options, or ``None``.
-        evidence: Evidence transplant options (with ``probe_images``), or ``None``: built
-            as :attr:`evidence`.
+        interventions: The altered probes, run through the model each epoch, or ``None``.
+        evidence: The evidence transplant, or ``None``.
 
     Example:
-        >>> pipe = EpochPipeline(writer, display=images, labels=y, masks=None,  # doctest: +SKIP
-        ...                      class_names=None, tensorboard_probes=[0, 1])
+        >>> pipe = build_pipeline(writer, display=images, labels=y, masks=None,  # doctest: +SKIP
+        ...                       class_names=None, tensorboard_probes=[0, 1])
         >>> pipe.submit(0, heatmaps, probabilities, targets)  # doctest: +SKIP
         >>> pipe.finish()  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        record: RecordWriter,
+        recorder: RecordStage,
+        frames: FrameStage,
         *,
-        display: np.ndarray,
-        labels: np.ndarray | None,
-        masks: np.ndarray | None,
-        class_names: Sequence[str] | None,
-        top_k: int = 3,
-        alpha: float = 0.5,
-        tensorboard: bool = True,
-        tensorboard_probes: Sequence[int] = (),
-        formats: Sequence[str] = ("gif",),
-        fps: float = 4.0,
-        max_frames: int | None = DEFAULT_MAX_FRAMES,
-        every_n_epochs: int = 1,
+        present: RecordPresence,
         total_epochs: int | None = None,
-        mask_kind: str = "object",
-        probe_images: np.ndarray | None = None,
-        interventions: bool = True,
-        fragility: FragilityOptions | None = None,
-        evidence: EvidenceOptions | None = None,
+        interventions: ProbeInterventions | None = None,
+        evidence: EvidenceTransplant | None = None,
     ) -> None:
-        self.record = record
-        self.mask_kind = mask_kind  # for the per-group scalars
-        self.display = display
-        self.labels = labels
-        self.masks = masks
-        self.class_names = class_names
-        self.top_k = top_k
-        self.alpha = alpha
-        self.n = len(display)
-        self.tb_probes = list(tensorboard_probes) if tensorboard else []
-        self.formats = tuple(formats)
-        self.max_frames = max_frames
-        self.every_n = every_n_epochs
+        self.recorder = recorder
+        self.frames = frames
+        self.record = recorder.writer
+        self.present = present
         self.total_epochs = total_epochs
-        # Built once, before the first epoch and before any file is opened: each epoch then
-        # only runs the model on them.
-        self.interventions: ProbeInterventions | None = None
-        if probe_images is not None and ((masks is not None and interventions) or fragility):
-            self.interventions = ProbeInterventions(
-                probe_images, masks if interventions else None, labels, mask_kind, fragility
-            )
-        self.evidence: EvidenceTransplant | None = None
-        if probe_images is not None and evidence is not None:
-            self.evidence = EvidenceTransplant(probe_images, labels, masks, evidence)
-        self.writer = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
-        self.grid_side, self.grid_captions = animate.grid_layout(self.n)
-        self.tags = {i: probe_tag(i, self._label_name(i)) for i in self.tb_probes}
-        self._renderers: dict[int, F.FrameRenderer] = {}
-        folder = record.path / "animations"
-        self.streams: list[animate.GifStream] = []
-        self.grid_stream: animate.GifStream | None = None
-        if self.formats:
-            # Made here, while the record exists; the streams never create it (a record
-            # deleted during training is not recreated by its animations).
-            folder.mkdir(exist_ok=True)
-            self.streams = [
-                animate.GifStream(folder / f"probe_{i:03d}.gif", fps, make_dirs=False)
-                for i in range(self.n)
-            ]
-            self.grid_stream = animate.GifStream(folder / "grid.gif", fps, make_dirs=False)
-        self.fps = fps
-        self._keep: set[int] | None = None  # epochs the animations keep; None: all
-        self._planned = False
-        self._stride = 1  # with an unknown plan, animate every stride-th epoch (budget)
-        self._since_kept = 0
+        self.offset = 0  # what the record adds to Keras's epochs (set before the first epoch)
+        self.interventions = interventions  # run by the training thread (it needs the model)
+        self.evidence = evidence
         self._submitted: float | None = None  # when the previous epoch was handed over
-        self.notices: list[str] = []  # said once each by the callback, as TrackerWarnings
-        # Metric history, owned by the record thread.
-        self._previous: np.ndarray | None = None
-        self._previous_epoch: int | None = None
-        self._first: np.ndarray | None = None
-        # the newest recorded epoch: (epoch, heatmaps, probabilities, targets)
-        self.last: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         # Failures: (stage, what, epoch, exception); "record" stops recording, "frames" stops
         # drawing. Each is reported once by take_error(); the stage stays stopped.
         self._errors: list[tuple[str, str, int | None, BaseException]] = []
         self.record_failed = False
         self.frames_failed = False
-        self.record_gone = False  # the record folder was deleted: nothing more is written
-        self.started = False  # bookkeeping of the callback: this fit's first epoch was seen,
-        self.offset = 0  # and what it adds to Keras's epoch when one tracker fits again
         self._stop_requested = False  # close() was called on one of our own threads
         self._handover = False  # drain() draws the queued epochs itself
-        self._records: queue.Queue = queue.Queue()
-        self._frames: queue.Queue = queue.Queue(maxsize=FRAME_QUEUE)
-        self._draws = bool(self.writer is not None or self.streams)
+        self._records: queue.Queue[EpochMaps | object] = queue.Queue()
+        self._frames: queue.Queue[RecordedEpoch | object] = queue.Queue(maxsize=FRAME_QUEUE)
         self._record_thread: threading.Thread | None = threading.Thread(
             target=self._record_loop, name="cam-tracker-record", daemon=True
         )
         self._frame_thread: threading.Thread | None = (
             threading.Thread(target=self._frame_loop, name="cam-tracker-frames", daemon=True)
-            if self._draws
+            if frames.draws
             else None
         )
         self._record_thread.start()
         if self._frame_thread is not None:
             self._frame_thread.start()
+
+    @property
+    def record_gone(self) -> bool:
+        """Whether the record folder was deleted: nothing more is written."""
+        return self.present.gone
 
     # -------------------------------------------------------------- training thread
 
@@ -180,7 +115,18 @@ class EpochPipeline(RecordStage, FrameStage):
         now = time.monotonic()
         interval = None if self._submitted is None else now - self._submitted
         self._submitted = now
-        self._records.put((epoch, heatmaps, probabilities, targets, extra_metrics or {}, interval))
+        maps = EpochMaps(epoch, heatmaps, probabilities, targets, extra_metrics or {}, interval)
+        self._records.put(maps)
+
+    @property
+    def notices(self) -> list[str]:
+        """Notices to say once each (the animation budget); the caller pops them."""
+        return self.frames.notices
+
+    @property
+    def last(self) -> RecordedEpoch | None:
+        """The newest recorded epoch of this pipeline, or ``None``."""
+        return self.recorder.last
 
     def take_error(self) -> tuple[str, str, int | None, BaseException] | None:
         """The oldest unreported failure as ``(stage, what, epoch, exception)``, or ``None``.
@@ -209,8 +155,10 @@ class EpochPipeline(RecordStage, FrameStage):
         thread, self._frame_thread = self._frame_thread, None
         if thread is not None and thread.is_alive():
             self._handover = True
+            native = thread.native_id
             with contextlib.suppress(OSError, AttributeError):  # allowed for root only
-                os.setpriority(os.PRIO_PROCESS, thread.native_id, 0)
+                if native is not None:
+                    os.setpriority(os.PRIO_PROCESS, native, 0)
             with contextlib.suppress(queue.Full):  # wakes it when idle; when full, it is busy
                 self._frames.put_nowait(STOP)
             thread.join()
@@ -219,14 +167,14 @@ class EpochPipeline(RecordStage, FrameStage):
                 job = self._frames.get_nowait()
             except queue.Empty:
                 break
-            if job is not STOP:
-                self._frame_job(job)
+            if isinstance(job, RecordedEpoch):
+                self._draw(job)
 
     @property
     def animating(self) -> bool:
         """Whether the animations received every kept frame so far."""
         return (
-            bool(self.streams)
+            self.frames.animations is not None
             and not self.frames_failed
             and not self.record_failed
             and not self.record_gone
@@ -238,9 +186,10 @@ class EpochPipeline(RecordStage, FrameStage):
         Returns:
             The files written.
         """
-        if not self.animating or self.last is None:
+        last = self.recorder.last
+        if not self.animating or last is None:
             return []
-        return self._finish_animations()
+        return self.frames.finish(last)
 
     def finish(self) -> list[Path]:
         """Drains, raises a background failure, writes flags and animations, and closes.
@@ -251,7 +200,7 @@ class EpochPipeline(RecordStage, FrameStage):
         try:
             self.drain()
             self.raise_pending()
-            if self.last is None:
+            if self.recorder.last is None:
                 return []
             write_flags(load_run(self.record.path.parent))
             return self.finish_animations()
@@ -275,11 +224,73 @@ class EpochPipeline(RecordStage, FrameStage):
         self._stop_threads()
         self._release()
 
-    # -------------------------------------------------------------- threads
+    # -------------------------------------------------------------- the threads
+
+    def _record_loop(self) -> None:
+        """The record thread: each epoch written, then handed to the frame thread."""
+        while True:
+            job = self._records.get()
+            try:
+                if not isinstance(job, EpochMaps):
+                    return
+                if not self.record_failed:  # after a failure, keep draining so fit never blocks
+                    recorded = self.recorder.record(job)
+                    if self.frames.draws:
+                        self._hand_to_frames(recorded)
+            except BaseException as exc:
+                if isinstance(exc, RecordDeleted):
+                    self.present.gone = True
+                self._fail("record", "writing the record", getattr(job, "epoch", None), exc)
+            finally:
+                self._records.task_done()
+            if self._stop_requested:
+                self._release()
+                return
+
+    def _hand_to_frames(self, job: RecordedEpoch) -> None:
+        while not self.frames_failed and not self._stop_requested:
+            try:
+                self._frames.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                thread = self._frame_thread
+                if thread is None or not thread.is_alive():
+                    return  # a stopped frame thread must never block training
+
+    def _frame_loop(self) -> None:
+        """The frame thread, at nice 19: each recorded epoch drawn."""
+        # Linux schedules threads separately: at nice 19 drawing takes the CPU that
+        # training leaves idle instead of competing with TensorFlow's workers.
+        if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        while not self._handover:  # drain() draws what is left
+            job = self._frames.get()
+            if not isinstance(job, RecordedEpoch):
+                return
+            self._draw(job)
+            if self._stop_requested:
+                self._release()
+                return
+
+    def _draw(self, job: RecordedEpoch) -> None:
+        """Has the frame stage draw one epoch; a failure stops drawing, never recording."""
+        if self.frames_failed or not self.present():  # keep draining so fit never blocks
+            return
+        try:
+            if not self.frames.plan.started:
+                first = job.epoch
+                total = None if self.total_epochs is None else self.total_epochs + self.offset
+                earlier = self.recorder.recorded_before(first)
+                self.frames.start(first, total, earlier, self.recorder.read)
+            self.frames.frame(job)
+        except BaseException as exc:
+            if self.present():  # a deleted record is reported once, by the record's stage
+                self._fail("frames", self.frames.what, job.epoch, exc)
 
     def _release(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.frames.summaries is not None:
+            self.frames.summaries.close()
         self.record.close()
 
     def _stop_record_thread(self) -> None:

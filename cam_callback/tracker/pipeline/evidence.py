@@ -9,7 +9,6 @@ same :data:`~cam_callback.tracker.pipeline.interventions.ProbsFn` the interventi
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from cam_callback import _validate
 from cam_callback.metrics import evidence as E
 from cam_callback.metrics import masks_at
 from cam_callback.tracker.pipeline.interventions import ProbsFn
+from cam_callback.tracker.pipeline.options import check_fields, is_real, is_whole
 
 CHUNK = 128  # pasted images built and run at once: memory stays at CHUNK images
 
@@ -63,24 +63,14 @@ def evidence_options(value: Any) -> EvidenceOptions | None:
     if o is None:
         return None
 
-    def whole(v: Any) -> bool:
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-    def real(v: Any) -> bool:
-        return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
     checks = (
-        ("share", real(o.share) and 0 < o.share <= 1, "in (0, 1]"),
-        ("recipients", whole(o.recipients) and o.recipients >= 1, "an int >= 1"),
-        ("budget", whole(o.budget) and o.budget >= 1, "an int >= 1"),
-        ("threshold", real(o.threshold) and 0 <= o.threshold <= 1, "in [0, 1]"),
-        ("seed", whole(o.seed), "an int"),
+        ("share", is_real(o.share) and 0 < o.share <= 1, "in (0, 1]"),
+        ("recipients", is_whole(o.recipients) and o.recipients >= 1, "an int >= 1"),
+        ("budget", is_whole(o.budget) and o.budget >= 1, "an int >= 1"),
+        ("threshold", is_real(o.threshold) and 0 <= o.threshold <= 1, "in [0, 1]"),
+        ("seed", is_whole(o.seed), "an int"),
     )
-    for key, ok, expected in checks:
-        if not ok:
-            raise ValueError(
-                f"`evidence['{key}']` must be {expected}. Received: {getattr(o, key)!r}"
-            )
+    check_fields("evidence", o, checks)
     return EvidenceOptions(
         float(o.share), int(o.recipients), int(o.budget), float(o.threshold), int(o.seed)
     )
@@ -110,7 +100,7 @@ class EvidenceTransplant:
     ) -> None:
         self.images = np.asarray(images)
         self.labels = None if labels is None else np.asarray(labels)
-        self.size = tuple(int(s) for s in self.images.shape[1:3])
+        self.size = (int(self.images.shape[1]), int(self.images.shape[2]))
         self.masks = None if masks is None else masks_at(masks, self.size)
         self.options = options
         self.passes = 0  # images run forward at the last epoch
@@ -138,8 +128,8 @@ class EvidenceTransplant:
         predicted = np.where(np.isfinite(p).all(1), p.argmax(1), -1)
         targets = np.asarray(targets, np.int64)
         others = targets if self.labels is None else self.labels
-        finite = np.isfinite(np.asarray(heatmaps, np.float64)).reshape(n, -1).all(1)
-        filled = regions.reshape(n, -1).any(1)
+        finite = np.all(np.isfinite(np.asarray(heatmaps, np.float64)).reshape(n, -1), axis=1)
+        filled = np.any(regions.reshape(n, -1), axis=1)
         donor, recipient = E.evidence_pairs(
             targets, finite, others, predicted, o.recipients, o.budget, pasting=filled
         )

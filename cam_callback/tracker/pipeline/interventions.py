@@ -8,7 +8,6 @@ when a ``fit``'s pipeline opens, and each epoch only calls the model on them.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cam_callback import _validate, metrics
+from cam_callback.tracker.pipeline.options import check_fields, is_real, is_whole
 
 ProbsFn = Callable[[np.ndarray], np.ndarray]
 """``images [M, H, W, C] -> probabilities [M, C]``: one batched forward, no gradient."""
@@ -55,17 +55,13 @@ def fragility_options(value: Any) -> FragilityOptions | None:
     opts = _validate.options(value, FragilityOptions, "fragility")
     if opts is None:
         return None
-    copies = opts.copies
-    if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 1:
-        raise ValueError(f"`fragility['copies']` must be an int >= 1. Received: {opts.copies!r}")
-    if not isinstance(opts.noise, numbers.Real) or not 0 < opts.noise < 1:
-        raise ValueError(f"`fragility['noise']` must be in (0, 1). Received: {opts.noise!r}")
-    if not isinstance(opts.threshold, numbers.Real) or not 0 <= opts.threshold <= 1:
-        raise ValueError(
-            f"`fragility['threshold']` must be in [0, 1]. Received: {opts.threshold!r}"
-        )
-    if isinstance(opts.seed, bool) or not isinstance(opts.seed, numbers.Integral):
-        raise ValueError(f"`fragility['seed']` must be an int. Received: {opts.seed!r}")
+    checks = (
+        ("copies", is_whole(opts.copies) and opts.copies >= 1, "an int >= 1"),
+        ("noise", is_real(opts.noise) and 0 < opts.noise < 1, "in (0, 1)"),
+        ("threshold", is_real(opts.threshold) and 0 <= opts.threshold <= 1, "in [0, 1]"),
+        ("seed", is_whole(opts.seed), "an int"),
+    )
+    check_fields("fragility", opts, checks)
     # Plain Python numbers: they go into record.json (numpy ints do not serialise).
     return FragilityOptions(
         int(opts.copies), float(opts.noise), int(opts.seed), float(opts.threshold)
