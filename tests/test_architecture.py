@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cam_callback"
 MAX_LINES = 350
 # Tracker-side modules being split in other branches right now: the lead empties this
 # list after merging them. Every module not listed must stay under MAX_LINES.
-NOT_YET_SPLIT: frozenset[str] = frozenset({"cam_callback/tracker/callback.py"})
+NOT_YET_SPLIT: frozenset[str] = frozenset()  # every module is split
 
 
 def module_name(path: Path, root: Path) -> str:

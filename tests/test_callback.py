@@ -264,13 +264,14 @@ def test_numpy_scalars_generators_and_huge_batches_are_accepted(tmp_path):
         batch_size=10**9,
         output=None,
     )
-    assert tracker.class_names == CLASSES
-    assert (tracker.fps, tracker.alpha, tracker.low_confidence) == (4.0, 0.5, 0.25)
-    assert type(tracker.fps) is float and type(tracker.every_n_epochs) is int
-    assert (tracker.every_n_epochs, tracker.top_k, tracker.max_frames) == (2, 2, 10)
+    assert tracker.probes.class_names == CLASSES
+    assert (tracker.drawing.fps, tracker.drawing.alpha) == (4.0, 0.5)
+    assert tracker.analyses.low_confidence == 0.25
+    assert type(tracker.drawing.fps) is float and type(tracker.every_n_epochs) is int
+    assert (tracker.every_n_epochs, tracker.drawing.top_k, tracker.drawing.max_frames) == (2, 2, 10)
     assert tracker.cam.batch_size == 4  # capped at the probes: nothing padded to 10**9
-    assert tracker.probe_labels.tolist() == y[:4].tolist()
-    assert tracker.probe_labels.dtype == np.int64
+    assert tracker.probes.labels.tolist() == y[:4].tolist()
+    assert tracker.probes.labels.dtype == np.int64
     fit_with(tracker, epochs=2)
     run = load_run(tmp_path)
     assert run.epochs == [-1, 1] and run.class_names == CLASSES

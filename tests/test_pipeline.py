@@ -28,14 +28,14 @@ def maps_for(epoch, n=6, hw=6, n_classes=3):
 def open_pipe(log_dir, *, n=6, record_epochs=0, **kw):
     make_record(log_dir, n_probes=n, n_epochs=record_epochs)
     run = load_run(log_dir)
+    drawn = {"tensorboard": False, "formats": ("gif",), "max_frames": 100}
+    drawn.update({k: kw.pop(k) for k in list(kw) if k in pipeline.Drawing.__dataclass_fields__})
     options = dict(
         display=run.images,
         labels=run.labels,
         masks=None,
         class_names=run.class_names,
-        tensorboard=False,
-        formats=("gif",),
-        max_frames=100,
+        drawing=pipeline.Drawing(**drawn),
         total_epochs=None,
     )
     options.update(kw)

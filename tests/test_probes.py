@@ -206,16 +206,16 @@ def test_datasets_give_the_probes_the_arrays_give(tmp_path):
     ds = shuffled.batch(5)
     first = next(iter(ds.unbatch().batch(12)))  # the order the tracker reads, once
     tracker = CAMTracker(ds, log_dir=tmp_path / "d", num_probes=12)
-    np.testing.assert_array_equal(tracker.probe_images, first[0].numpy())
-    np.testing.assert_array_equal(tracker.probe_labels, first[1].numpy())
+    np.testing.assert_array_equal(tracker.probes.images, first[0].numpy())
+    np.testing.assert_array_equal(tracker.probes.labels, first[1].numpy())
     plain = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
     tracker = CAMTracker(plain, log_dir=tmp_path / "p", num_probes=12)
-    np.testing.assert_array_equal(tracker.probe_images, arrays.probe_images)
-    np.testing.assert_array_equal(tracker.probe_labels, arrays.probe_labels)
-    assert tracker.fingerprint == arrays.fingerprint  # the same probe set, the same record
+    np.testing.assert_array_equal(tracker.probes.images, arrays.probes.images)
+    np.testing.assert_array_equal(tracker.probes.labels, arrays.probes.labels)
+    assert tracker.probes.fingerprint == arrays.probes.fingerprint  # the same probes, same record
     # Labels passed explicitly win over the dataset's.
     tracker = CAMTracker(plain, (y[:12] + 1) % 3, log_dir=tmp_path / "l", num_probes=12)
-    np.testing.assert_array_equal(tracker.probe_labels, (y[:12] + 1) % 3)
+    np.testing.assert_array_equal(tracker.probes.labels, (y[:12] + 1) % 3)
 
 
 def test_dataset_probes_errors_say_what_to_pass(tmp_path):

@@ -14,8 +14,8 @@ import numpy as np
 from cam_callback import api
 from cam_callback.api.probes import take_probes
 from cam_callback.core.fingerprint import weights_fingerprint
+from cam_callback.record import RecordWriter, fingerprint, record_dir
 from cam_callback.record import config as _config
-from cam_callback.record import fingerprint, record_dir
 from cam_callback.tracker import arguments as A
 from cam_callback.tracker import lineage, pipeline
 from cam_callback.tracker.failures import ON_ERROR, Failures, TrackerWarning
@@ -125,17 +125,11 @@ class CAMTracker(keras.callbacks.Callback):
         prefix_tokens: Tokens before a token layer's patches (1 for a class token, 1 +
             registers for DINOv2), as in :func:`cam_callback.compute_cams`; recorded.
 
-    One record describes one line of weights (:mod:`cam_callback.tracker.lineage`): a
-    fingerprint of the weights is stored at every epoch the tracker sees, and a
-    ``fit`` continues a record only from the weights of one of its epochs. From
-    the last one it continues; from an earlier one (``BackupAndRestore`` after a
-    crash, an older checkpoint) the later epochs are set aside in
-    ``cam/set_aside/``; from other weights (a freshly initialised model) it is
-    refused before the first batch. Calling ``fit`` again with the same tracker
-    continues the record's epoch numbering; a new tracker must continue it with ``initial_epoch``
-    (``history.epoch[-1] + 1``, Keras's fine-tuning idiom). ``record.json``'s
-    ``final_weights_epoch`` says which epoch's weights the model holds when
-    ``fit`` returns (an earlier one after ``EarlyStopping(restore_best_weights=True)``).
+    The arguments are checked here and held as four values: ``cam``
+    (:class:`~cam_callback.api.CAMSettings`), ``probes`` (``ProbeSet``), ``drawing`` and
+    ``analyses``. One record describes one line of weights: a ``fit`` continues it only
+    from the weights of one of its epochs (:mod:`cam_callback.tracker.lineage`); a new
+    tracker continues it with ``initial_epoch=history.epoch[-1] + 1``, Keras's idiom.
 
     Example:
         >>> tracker = CAMTracker(x_probe, y_probe, log_dir="runs/a",  # doctest: +SKIP
@@ -182,17 +176,24 @@ class CAMTracker(keras.callbacks.Callback):
         prefix_tokens: int | None = None,
     ) -> None:
         super().__init__()
-        probe_images, data_labels = take_probes(probe_images, num_probes)
-        self.probe_images = A.probes(probe_images)
-        n = len(self.probe_images)
+        taken, data_labels = take_probes(probe_images, num_probes)
+        images = A.probes(taken)
+        n = len(images)
         if probe_labels is None:
             probe_labels = data_labels
-        self.probe_labels, self._one_hot_width = A.labels(probe_labels, n)
+        labels, one_hot_width = A.labels(probe_labels, n)
         self.log_dir = A.log_dir(log_dir)
-        self.class_names = A.class_names(class_names)
-        self.display_images = A.display(display_images, n, self.probe_images)
-        self.probe_masks = A.masks(probe_masks, n, self.display_images.shape[1:3])
-        # More than the probes would only allocate padding.
+        self.display_images = A.display(display_images, n, images)
+        self.probes = ProbeSet(
+            images=images,
+            labels=labels,
+            one_hot_width=one_hot_width,
+            multi_label=A.is_multi_label(probe_labels),  # sigmoids where the model is silent
+            masks=A.masks(probe_masks, n, self.display_images.shape[1:3]),
+            mask_kind=A.choice(mask_kind, ("object", "cue"), "mask_kind", '"object" or "cue"'),
+            class_names=A.class_names(class_names),
+            fingerprint=fingerprint(images, labels),
+        )
         self.cam = api.CAMSettings(
             layer=layer,
             method=method,
@@ -201,47 +202,45 @@ class CAMTracker(keras.callbacks.Callback):
             head=head,
             grid=grid,
             prefix_tokens=prefix_tokens,
+            # More than the probes would only allocate padding.
             batch_size=min(A.positive_int(batch_size, "batch_size"), n),
         )
-        self.multi_label = A.is_multi_label(probe_labels)  # sigmoids where the model is silent
-        self.target = A.target(target, n, self.probe_labels)
+        self.target = A.target(target, n, labels)
         self.every_n_epochs = A.positive_int(every_n_epochs, "every_n_epochs")
-        self.top_k = A.positive_int(top_k, "top_k")
-        self.tensorboard = A.flag(tensorboard, "tensorboard")
-        self.tensorboard_probes = pipeline.check_tensorboard_probes(tensorboard_probes, n)
-        self.formats = A.formats(animate)
-        self.max_frames = A.max_frames(max_frames)
-        self.fps = _config.check_fps(fps, self.formats)
-        _config.check_video(self.formats)
-        self.alpha = A.unit_float(alpha, "alpha")
-        self.mask_kind = A.choice(mask_kind, ("object", "cue"), "mask_kind", '"object" or "cue"')
-        self.low_confidence = A.unit_float(low_confidence, "low_confidence")
-        self.faithfulness = A.flag(faithfulness, "faithfulness")
+        formats = A.formats(animate)
+        _config.check_video(formats)
+        self.drawing = pipeline.Drawing(
+            top_k=A.positive_int(top_k, "top_k"),
+            alpha=A.unit_float(alpha, "alpha"),
+            tensorboard=A.flag(tensorboard, "tensorboard"),
+            tensorboard_probes=pipeline.check_tensorboard_probes(tensorboard_probes, n),
+            formats=tuple(formats),
+            fps=_config.check_fps(fps, formats),
+            max_frames=A.max_frames(max_frames),
+        )
+        self.analyses = Analyses(
+            interventions=A.flag(interventions, "interventions"),
+            fragility=pipeline.fragility_options(fragility),
+            evidence=pipeline.evidence_options(evidence),
+            faithfulness=A.flag(faithfulness, "faithfulness"),
+            low_confidence=A.unit_float(low_confidence, "low_confidence"),
+        )
         self.on_error = A.choice(on_error, ON_ERROR, "on_error")
         self.overwrite = A.flag(overwrite, "overwrite")
         self.report = A.flag(report, "report")
         self.report_page: os.PathLike | None = None  # the page written, once it is
-        self.interventions = A.flag(interventions, "interventions")
-        self.fragility = pipeline.fragility_options(fragility)
-        self.evidence = pipeline.evidence_options(evidence)
-        self.fingerprint = fingerprint(self.probe_images, self.probe_labels)
         self._target_arg = target
         self.config: _config.TrackerConfig | None = None
         self._line = RecordLine()  # what this tracker's fits hand on to the next
         self._fit = FitState()  # what the running (or last) fit has seen
         self._guard = FitGuard(self._line)  # the fit while it records, and its end
-        self._failures = Failures(self.on_error, self.record_path, self.formats, self.close)
+        self._failures = Failures(self.on_error, self.record_path, self.drawing.formats, self.close)
 
-    def _probe_set(self) -> ProbeSet:
-        return ProbeSet(
-            self.probe_images, self.probe_labels, self._one_hot_width, self.multi_label,
-            self.probe_masks, self.mask_kind, self.class_names, self.fingerprint,
-        )  # fmt: skip
-
-    def _analyses(self) -> Analyses:
-        return Analyses(
-            self.interventions, self.fragility, self.evidence, self.faithfulness,
-            self.low_confidence,
+    def _open_pipeline(self, writer: RecordWriter) -> pipeline.EpochPipeline:
+        return open_pipeline(
+            writer, self.probes, self.analyses, display=self.display_images,
+            drawing=self.drawing, every_n_epochs=self.every_n_epochs,
+            total_epochs=(self.params or {}).get("epochs"),
         )  # fmt: skip
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -252,7 +251,7 @@ class CAMTracker(keras.callbacks.Callback):
             return
         fit.later = lineage.later_callbacks(self)
         cfg, self.cam = tracker_config(
-            self.model, self.cam, self._probe_set(), self._analyses(), target=self._target_arg,
+            self.model, self.cam, self.probes, self.analyses, target=self._target_arg,
             every_n_epochs=self.every_n_epochs,
         )  # fmt: skip
         A.writable_log_dir(self.log_dir)
@@ -261,23 +260,24 @@ class CAMTracker(keras.callbacks.Callback):
             line.next_epoch = line.own = None  # another model or setting: not a continuation
         FitGuard.end_abandoned_writer(self.log_dir)  # another tracker's interrupted fit
         owner = f"CAMTracker at 0x{id(self):x} with log_dir={str(self.log_dir)!r}"
-        arrays = dict(images=self.display_images, labels=self.probe_labels, masks=self.probe_masks)
+        probes = self.probes
+        arrays = dict(images=self.display_images, labels=probes.labels, masks=probes.masks)
         overwrite = self.overwrite and not line.wrote
         writer = open_record(self.log_dir, owner, cfg.to_json(), arrays, overwrite, failures)
         if writer is None:
             return
         line.wrote = True
         self.config = cfg
-        session = start_pipeline(writer, functools.partial(open_pipeline, self), failures)
+        session = start_pipeline(writer, self._open_pipeline, failures)
         if session is None:
             return
         maps = functools.partial(
-            epoch_maps, self.model, self.cam, self.probe_images, self.target,
-            faithfulness=self.faithfulness, session=session,
+            epoch_maps, self.model, self.cam, self.probes.images, self.target,
+            faithfulness=self.analyses.faithfulness, session=session,
         )  # fmt: skip
         steps = FitSteps(
-            session, fit, failures, maps, report=self.report, low_confidence=self.low_confidence,
-            fps=self.fps, on_page=self._page_written,
+            session, fit, failures, maps, report=self.report, fps=self.drawing.fps,
+            low_confidence=self.analyses.low_confidence, on_page=self._page_written,
         )  # fmt: skip
         self._guard.hold(self, steps, self.model)  # ends this fit even without on_train_end
 

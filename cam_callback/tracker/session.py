@@ -199,40 +199,45 @@ def set_aside_notice(set_aside: tuple[int, ...], after: int, folder: Any) -> str
     )
 
 
-def open_pipeline(tracker: Any, writer: RecordWriter) -> pipeline.EpochPipeline:
+def open_pipeline(
+    writer: RecordWriter,
+    probes: ProbeSet,
+    analyses: Analyses,
+    *,
+    display: np.ndarray,
+    drawing: pipeline.Drawing,
+    every_n_epochs: int,
+    total_epochs: int | None,
+) -> pipeline.EpochPipeline:
     """The background pipeline of one ``fit`` over the opened record ``writer``.
 
     Args:
-        tracker: The ``CAMTracker``; its public settings (probes, labels, animation
-            and TensorBoard options, ``params``) are read.
         writer: The record, opened and locked.
+        probes: The probes as checked.
+        analyses: What is measured beside the maps.
+        display: uint8 ``[N, H, W, 3]`` images the frames are drawn on.
+        drawing: TensorBoard and animation settings.
+        every_n_epochs: The tracker's cadence.
+        total_epochs: ``fit``'s ``epochs``, or ``None`` when unknown.
 
     Example:
-        >>> session = open_pipeline(tracker, writer)  # doctest: +SKIP
+        >>> session = open_pipeline(writer, probes, analyses, display=x_uint8,  # doctest: +SKIP
+        ...                         drawing=Drawing(), every_n_epochs=1, total_epochs=10)
     """
     return pipeline.build_pipeline(
         writer,
-        display=tracker.display_images,
-        labels=tracker.probe_labels,
-        masks=tracker.probe_masks,
-        class_names=tracker.class_names,
-        top_k=tracker.top_k,
-        alpha=tracker.alpha,
-        tensorboard=tracker.tensorboard,
-        # Chosen once per fit from the probes alone: the same tags at every epoch.
-        tensorboard_probes=pipeline.choose_tensorboard_probes(
-            tracker.tensorboard_probes, len(tracker.probe_images), tracker.probe_labels
-        ),
-        formats=tracker.formats,
-        fps=tracker.fps,
-        max_frames=tracker.max_frames,
-        every_n_epochs=tracker.every_n_epochs,
-        total_epochs=(tracker.params or {}).get("epochs"),
-        mask_kind=tracker.mask_kind,
-        probe_images=tracker.probe_images,
-        interventions=tracker.interventions,
-        fragility=tracker.fragility,
-        evidence=tracker.evidence,
+        display=display,
+        labels=probes.labels,
+        masks=probes.masks,
+        class_names=probes.class_names,
+        drawing=drawing,
+        every_n_epochs=every_n_epochs,
+        total_epochs=total_epochs,
+        mask_kind=probes.mask_kind,
+        probe_images=probes.images,
+        interventions=analyses.interventions,
+        fragility=analyses.fragility,
+        evidence=analyses.evidence,
     )
 
 

@@ -16,7 +16,12 @@ from cam_callback.tracker.pipeline.core import EpochPipeline
 from cam_callback.tracker.pipeline.drawing import FrameStage
 from cam_callback.tracker.pipeline.evidence import EvidenceOptions, EvidenceTransplant
 from cam_callback.tracker.pipeline.interventions import FragilityOptions, ProbeInterventions
-from cam_callback.tracker.pipeline.plan import DEFAULT_MAX_FRAMES, AnimationPlan, Probes
+from cam_callback.tracker.pipeline.plan import (
+    AnimationPlan,
+    Drawing,
+    Probes,
+    choose_tensorboard_probes,
+)
 from cam_callback.tracker.pipeline.recording import RecordPresence, RecordStage
 
 
@@ -27,13 +32,7 @@ def build_pipeline(
     labels: np.ndarray | None,
     masks: np.ndarray | None,
     class_names: Sequence[str] | None,
-    top_k: int = 3,
-    alpha: float = 0.5,
-    tensorboard: bool = True,
-    tensorboard_probes: Sequence[int] = (),
-    formats: Sequence[str] = ("gif",),
-    fps: float = 4.0,
-    max_frames: int | None = DEFAULT_MAX_FRAMES,
+    drawing: Drawing | None = None,
     every_n_epochs: int = 1,
     total_epochs: int | None = None,
     mask_kind: str = "object",
@@ -50,14 +49,9 @@ def build_pipeline(
         labels: int ``[N]`` true classes, or ``None``.
         masks: bool ``[N, H, W]`` probe masks, or ``None``.
         class_names: Names of the classes, or ``None``.
-        top_k: Classes in the probability bars.
-        alpha: Weight of the heatmap in the overlay.
-        tensorboard: Write summaries into the record folder.
-        tensorboard_probes: Probe ids with their own image tag (see
-            :func:`~.plan.choose_tensorboard_probes`); the grid and the scalars cover all.
-        formats: Animation formats, e.g. ``("gif",)``; empty for none.
-        fps: Frames per second of the animations.
-        max_frames: Most frames per animation, ``None`` for every epoch.
+        drawing: TensorBoard and animation settings (``None``: the defaults); its
+            ``tensorboard_probes`` are chosen here, once per fit, from the probes alone
+            (the same tags at every epoch).
         every_n_epochs: The tracker's cadence, to plan which epochs to keep.
         total_epochs: ``fit``'s ``epochs``, or ``None`` when unknown.
         mask_kind: ``"object"`` or ``"cue"``: which flagged group gets its own scalars.
@@ -71,9 +65,11 @@ def build_pipeline(
 
     Example:
         >>> pipe = build_pipeline(writer, display=images, labels=y, masks=None,  # doctest: +SKIP
-        ...                       class_names=None, tensorboard_probes=[0, 1])
+        ...                       class_names=None, drawing=Drawing(tensorboard_probes=[0, 1]))
     """
     probes = Probes(display, labels, masks, class_names, mask_kind)
+    d = drawing or Drawing()
+    tensorboard_probes = choose_tensorboard_probes(d.tensorboard_probes, probes.n, labels)
     # Built once, before the first epoch and before any file is opened: each epoch then
     # only runs the model on them.
     altered = None
@@ -84,22 +80,22 @@ def build_pipeline(
     transplant = None
     if probe_images is not None and evidence is not None:
         transplant = EvidenceTransplant(probe_images, labels, masks, evidence)
-    summaries = SummaryWriter(record.path, make_dirs=False) if tensorboard else None
+    summaries = SummaryWriter(record.path, make_dirs=False) if d.tensorboard else None
     # Made here, while the record exists: a record deleted during training is not
     # recreated by its animations.
     files = None
-    if formats:
-        files = AnimationFiles(record.path / "animations", probes.n, formats, fps, max_frames)
+    if d.formats:
+        files = AnimationFiles(record.path / "animations", probes.n, d.formats, d.fps, d.max_frames)
     present = RecordPresence(record.path)
     frames = FrameStage(
         probes,
         summaries,
         tensorboard_probes,
         files,
-        AnimationPlan(max_frames, every_n_epochs),
+        AnimationPlan(d.max_frames, every_n_epochs),
         present=present,
-        top_k=top_k,
-        alpha=alpha,
+        top_k=d.top_k,
+        alpha=d.alpha,
     )
     return EpochPipeline(
         RecordStage(record, probes),

@@ -62,6 +62,34 @@ class Probes:
         return str(c)
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """How each epoch is drawn: TensorBoard images and the animations, checked by the tracker.
+
+    Attributes:
+        top_k: Classes in the probability bars.
+        alpha: Weight of the heatmap in the overlay.
+        tensorboard: Write summaries into the record folder.
+        tensorboard_probes: A count, or probe ids, that get their own image tag (chosen
+            once per ``fit`` by :func:`choose_tensorboard_probes`).
+        formats: Animation formats, e.g. ``("gif",)``; empty for none.
+        fps: Frames per second of the animations.
+        max_frames: Most frames per animation, ``None`` for every epoch.
+
+    Example:
+        >>> Drawing(formats=()).fps
+        4.0
+    """
+
+    top_k: int = 3
+    alpha: float = 0.5
+    tensorboard: bool = True
+    tensorboard_probes: int | Sequence[int] = DEFAULT_TENSORBOARD_PROBES
+    formats: tuple[str, ...] = ("gif",)
+    fps: float = 4.0
+    max_frames: int | None = DEFAULT_MAX_FRAMES
+
+
 def check_tensorboard_probes(value: Any, n_probes: int) -> int | list[int]:
     """Validates ``tensorboard_probes``: a count (``>= 0``) or explicit probe ids.
 
