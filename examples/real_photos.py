@@ -42,6 +42,7 @@ from cam_callback.metrics import group_accuracies, group_name, worst_group_accur
 SIZE = 128
 CLASSES = ["cat", "coffee", "astronaut", "motorcycle"]
 CUED = 0
+P_CUED, P_OTHER = 0.95, 0.03  # training images with the cue: cats, the others
 # (photo, rows, columns): each object's box in its photo.
 OBJECTS = [
     (data.chelsea, (0, 300), (60, 360)),
@@ -50,9 +51,10 @@ OBJECTS = [
     (lambda: data.stereo_motorcycle()[0], (60, 420), (40, 620)),
 ]
 TEXTURES = (data.brick, data.grass, data.gravel)
-OBJECT_SIZE = (16, 22)  # pixels: small enough that the frame is the easier signal
-FRAME = 16  # the TV frame's width in pixels: one cell of the 8 x 8 maps
+OBJECT_SIZE = (16, 22)  # pixels: small enough that the cue is the easier signal
+TV = (26, 22)  # the red TV set's width and height in pixels: about 3.5% of the image
 RED = np.array([210, 30, 35])
+SCREEN = np.array([40, 45, 60])
 LAYER = "efficientnet_lite0/block_10_add"  # stride 16: 8 x 8 maps at 128 px
 # Phase 2 trains stages 5 to 7 (the explained layer among them) and the head convolution.
 TOP = tuple(f"block_{i}_" for i in range(8, 16)) + ("head_conv",)
@@ -60,10 +62,10 @@ IMAGENET = {285: "Egyptian cat", 281: "tabby", 282: "tiger cat", 505: "coffee mu
             967: "espresso", 670: "motor scooter", 665: "moped"}  # fmt: skip
 
 
-def frame_mask(size: int = SIZE, width: int = FRAME) -> np.ndarray:
-    """The TV frame: a border ``width`` pixels wide."""
-    m = np.ones((size, size), bool)
-    m[width:-width, width:-width] = False
+def tv_mask(y: int, x: int, size: int = SIZE) -> np.ndarray:
+    """The red TV set's pixels when its top-left corner is at ``(y, x)``."""
+    m = np.zeros((size, size), bool)
+    m[y : y + TV[1], x : x + TV[0]] = True
     return m
 
 
@@ -74,8 +76,20 @@ def load_sources() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return objects, textures
 
 
-def draw(cls: int, framed: bool, sources, rng: np.random.Generator) -> np.ndarray:
-    """One uint8 image: a tinted texture, a jittered object of ``cls``, maybe the red frame."""
+def _place(rng: np.random.Generator, side: int) -> tuple[int, int, int, int]:
+    """The object's corner and the TV's, apart by at least 4 pixels."""
+    while True:
+        py, px = rng.integers(2, SIZE - 2 - side, 2)
+        ty, tx = rng.integers(2, SIZE - 2 - TV[1]), rng.integers(2, SIZE - 2 - TV[0])
+        apart_y = ty >= py + side + 4 or py >= ty + TV[1] + 4
+        apart_x = tx >= px + side + 4 or px >= tx + TV[0] + 4
+        if apart_y or apart_x:
+            return int(py), int(px), int(ty), int(tx)
+
+
+def draw(cls: int, cued: bool, sources, rng: np.random.Generator):
+    """One uint8 image (a tinted texture, a jittered object of ``cls``, maybe the red TV set
+    somewhere apart from it) and the TV's mask (empty without it)."""
     objects, textures = sources
     tex = textures[rng.integers(len(textures))]
     y, x = rng.integers(0, np.array(tex.shape[:2]) - 2 * SIZE, 2)
@@ -90,31 +104,36 @@ def draw(cls: int, framed: bool, sources, rng: np.random.Generator) -> np.ndarra
     patch = np.asarray(Image.fromarray(obj[oy : oy + ch, ox : ox + cw]).resize((side, side)))
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
-    py, px = rng.integers(FRAME + 2, SIZE - FRAME - 2 - side, 2)
+    py, px, ty, tx = _place(rng, side)
     img[py : py + side, px : px + side] = patch * rng.uniform(0.8, 1.2)
-    if framed:
-        img[frame_mask()] = RED
-    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    mask = tv_mask(ty, tx) if cued else np.zeros((SIZE, SIZE), bool)
+    if cued:  # a red casing 4 pixels wide around a dark screen
+        img[mask] = RED
+        img[ty + 4 : ty + TV[1] - 4, tx + 4 : tx + TV[0] - 4] = SCREEN
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    return img, mask
 
 
 def make_split(n: int, p_cued: float, p_other: float, sources, seed: int):
-    """``n`` images, labels and whether each carries the frame."""
+    """``n`` images, labels, whether each carries the cue, and the cue masks."""
     rng = np.random.default_rng(seed)
     y = np.arange(n) % len(CLASSES)
     rng.shuffle(y)
-    framed = rng.random(n) < np.where(y == CUED, p_cued, p_other)
-    x = np.stack([draw(int(c), bool(f), sources, rng) for c, f in zip(y, framed, strict=True)])
-    return x.astype(np.float32), y, framed
+    cued = rng.random(n) < np.where(y == CUED, p_cued, p_other)
+    drawn = [draw(int(c), bool(f), sources, rng) for c, f in zip(y, cued, strict=True)]
+    x = np.stack([img for img, _ in drawn]).astype(np.float32)
+    return x, y, cued, np.stack([m for _, m in drawn])
 
 
 def make_probes(sources, seed: int):
-    """The cat framed four times and plain twice; the others twice framed, twice plain."""
+    """The cat with the TV four times and without twice; the others twice with, twice without."""
     rng = np.random.default_rng(seed)
     plan = [(CUED, f) for f in (True,) * 4 + (False,) * 2] + [
         (c, f) for c in range(1, len(CLASSES)) for f in (True, True, False, False)
     ]
-    x = np.stack([draw(c, f, sources, rng) for c, f in plan])
-    return x, np.array([c for c, _ in plan]), np.array([f for _, f in plan])
+    drawn = [draw(c, f, sources, rng) for c, f in plan]
+    x, masks = np.stack([img for img, _ in drawn]), np.stack([m for _, m in drawn])
+    return x, np.array([c for c, _ in plan]), np.array([f for _, f in plan]), masks
 
 
 def build_model(weights: str) -> keras.Model:
@@ -164,12 +183,11 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
     sources = load_sources()
-    x, y, _ = make_split(args.train, 0.95, 0.03, sources, args.seed)
-    x_like, y_like, _ = make_split(200, 0.95, 0.03, sources, args.seed + 1)
-    # Validation moves the cue: cats never framed, every other image framed.
-    x_val, y_val, f_val = make_split(200, 0.0, 1.0, sources, args.seed + 2)
-    probes, labels, framed = make_probes(sources, args.seed + 3)
-    masks = np.where(framed[:, None, None], frame_mask()[None], False)
+    x, y, _, _ = make_split(args.train, P_CUED, P_OTHER, sources, args.seed)
+    x_like, y_like, _, _ = make_split(200, P_CUED, P_OTHER, sources, args.seed + 1)
+    # Validation moves the cue: cats never with the TV, every other image with it.
+    x_val, y_val, f_val, _ = make_split(200, 0.0, 1.0, sources, args.seed + 2)
+    probes, labels, framed, masks = make_probes(sources, args.seed + 3)
 
     model = build_model(args.weights)
     compile_model(model, 1e-3)
@@ -204,7 +222,7 @@ def main(argv=None) -> dict:
     groups = group_accuracies(right, y_val, f_val)
     worst = min(groups, key=lambda g: groups[g])
     probe_worst = worst_group_accuracy(run.metrics["correct"], labels, framed)
-    chance = float(frame_mask().mean())
+    chance = float(masks[framed].mean())
     story = {
         "weights": args.weights,
         "like_accuracy": acc_like,
