@@ -227,6 +227,7 @@ def main(argv=None) -> dict:
     worst = min(groups, key=lambda g: groups[g])
     probe_worst = worst_group_accuracy(run.metrics["correct"], labels, cued)
     chance = float(masks[cued].mean())
+    others = float(max(np.nan_to_num(v[-1]) for c, v in evidence.items() if c != CUED))
     story = {
         "weights": args.weights,
         "like_accuracy": acc_like,
@@ -249,9 +250,7 @@ def main(argv=None) -> dict:
         "cued_transplant_base_last": 100 * float(transplant_base[CUED][-1]),
         "cued_evidence_last": 100 * float(evidence[CUED][-1]),
         "cued_evidence_control_last": 100 * float(control[CUED][-1]),
-        "others_evidence_last": 100 * float(
-            max(np.nan_to_num(v[-1]) for c, v in evidence.items() if c != CUED)
-        ),
+        "others_evidence_last": 100 * others,
         "seconds": time.perf_counter() - start,
     }
     (Path(args.out) / "story.json").write_text(json.dumps(story, indent=1))
