@@ -11,15 +11,15 @@ passes through a callback between the softmax and ``A V``, which records it and 
 return a tensor to use instead (a zero added to differentiate by). The replacement
 is removed on exit, also after an exception: the model is left as it was.
 
-:func:`attention_gradients` builds the one compiled forward and gradient that also
-differentiates the explained score by every attention matrix.
+:func:`attention_engine` builds the one compiled call per batch that hands every
+attention matrix (and, if asked, the explained score's gradient by each) to a
+finish by name.
 """
 
 from __future__ import annotations
 
 import contextlib
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -27,8 +27,13 @@ import keras
 import numpy as np
 
 from cam_callback import backends
-from cam_callback.core.engine import Engine, count_trace, hooked_forward
+from cam_callback.backends import CamFunction, Outputs, Program
+from cam_callback.core.engine import Engine, compile_forward, compile_program, hooked_forward
+from cam_callback.core.heads import Head
+from cam_callback.core.inspection import ModelInfo
 from cam_callback.core.layers import LayerCall
+from cam_callback.core.token_layers import patch_size_hint
+from cam_callback.core.tokens import TokenGrid, token_grid
 
 Sink = Callable[[int, Any, Any], Any]
 """``sink(index, attention, query)``: sees call ``index``'s attention, returns the one used."""
@@ -156,31 +161,74 @@ def captured_attention(
                 object.__delattr__(layer, "_compute_attention")
 
 
-def attention_gradients(
+AttentionFinish = Callable[[dict[str, Any]], Mapping[str, Any]]
+"""``finish(named) -> outputs``: ``named`` holds ``"attention"`` (and, with gradients,
+``"attention_gradients"``), each a list of ``[B, heads, T, T]`` in call order, plus
+``"probabilities"`` and ``"targets"``."""
+
+
+def attention_engine(
     model: keras.Model,
     x: np.ndarray,
-    info: Any,
-    head: Any,
+    info: ModelInfo,
+    head: Head,
     calls: Sequence[LayerCall],
-    finish_fn: Callable[[list[Any], list[Any]], Any],
+    finish: AttentionFinish,
+    *,
+    gradients: bool,
 ) -> Engine:
-    """One compiled forward and gradient: ``fn(images, targets) -> (maps, probs, chosen, ok)``.
+    """One compiled call per batch over every attention: ``fn(images, targets) -> (outputs,
+    connected)``.
 
-    Every call's attention ``A`` and ``d score / d A`` (the explained score of
-    ``targets``, the predicted class where ``-1``) go to ``finish_fn(attentions,
-    grads)``, lists of ``[B, heads, T, T]`` in ``keras.ops``, which returns the maps.
-    ``ok`` is False where the score does not depend on the attention.
+    ``finish`` gets every call's attention ``A`` (and, with ``gradients``,
+    ``d score / d A`` for the explained score of ``targets``, the predicted class
+    where ``-1``) by name, in ``keras.ops``, and names its outputs; the engine adds
+    ``"probabilities"`` and ``"targets"``. Without ``gradients`` the call is a
+    forward only. ``connected`` is False where the score does not depend on the
+    attention.
 
     Example:
-        >>> engine = attention_gradients(model, x, info, head, calls, finish)  # doctest: +SKIP
-        >>> maps, probs, chosen, ok = engine.fn(x, np.full(len(x), -1, np.int32))  # doctest: +SKIP
+        >>> engine = attention_engine(model, x, info, head, calls, finish, gradients=True)
+        ... # doctest: +SKIP
+        >>> outputs, ok = engine.fn(x, np.full(len(x), -1, np.int32))  # doctest: +SKIP
     """
     backend = backends.get()
+    layers = [c.layer for c in calls]
+    if not gradients:
+
+        def body(call: Any, m: keras.Model, batch: Any) -> dict[str, Any]:
+            seen: list[Any] = []
+            unset = -keras.ops.ones((keras.ops.shape(batch)[0],), "int32")  # picked outside
+            with captured_attention(layers, lambda i, a, q: seen.append(a) or a):
+                _, probs, _, _ = hooked_forward(call, m, batch, unset, _same, info=info,
+                                                head=head, target_layer=None, count=False)  # fmt: skip
+            return {**finish({"attention": seen, "probabilities": probs}), "probabilities": probs}
+
+        forward_only = compile_forward(model, x, body)
+
+        def run(images: np.ndarray, targets: np.ndarray) -> tuple[Outputs, bool]:
+            out = forward_only(images)
+            out["targets"] = np.where(targets < 0, out["probabilities"].argmax(1), targets)
+            return out, True
+
+        return Engine(fn=run, errors=backend.ERRORS)
+    return Engine(fn=_with_gradients(model, x, info, head, calls, finish), errors=backend.ERRORS)
+
+
+def _with_gradients(
+    model: keras.Model,
+    x: np.ndarray,
+    info: ModelInfo,
+    head: Head,
+    calls: Sequence[LayerCall],
+    finish: AttentionFinish,
+) -> CamFunction:
     shapes = [attention_shape(c) for c in calls]
     sizes = [int(np.prod(s)) for s in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     layers = [c.layer for c in calls]
     ops = keras.ops
+    count = not backends.get().EAGER
 
     def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
         held: dict[str, Any] = {}
@@ -194,40 +242,59 @@ def attention_gradients(
                 tie = ops.mean(ops.cast(query, "float32"), axis=(1, 2, 3))[:, None]
                 tie = ops.where(ops.isfinite(tie), tie, ops.zeros_like(tie)) * 0.0
                 held["zero"] = capture(tie + ops.zeros((1, offsets[-1]), "float32"))
-            seen.append(ops.reshape(ops.cast(a, "float32"), (-1, sizes[i])))
+            seen.append(ops.cast(a, "float32"))
             part = held["zero"][:, offsets[i] : offsets[i + 1]]
             return a + ops.cast(ops.reshape(part, (-1, *shapes[i])), a.dtype)
 
         with captured_attention(layers, sink):
             total, probs, chosen, _ = hooked_forward(
                 call, m, images, targets, capture, info=info, head=head, target_layer=None,
-                count=not backend.EAGER,
+                count=count,
             )  # fmt: skip
-        # The attention values ride along with `chosen`, which every backend hands to
-        # `finish` untouched (JAX's auxiliary output): only the zero is differentiated.
-        return total, probs, (chosen, ops.concatenate(seen, axis=1)), held["zero"]
+        # Only the zero is differentiated; the attention itself is a named extra.
+        return total, held["zero"], {"attention": seen, "probabilities": probs, "targets": chosen}
 
-    def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
-        chosen, flat = chosen
-        parts = [(flat[:, a:b], grads[:, a:b]) for a, b in pairwise(offsets)]
-        a = [ops.reshape(v, (-1, *s)) for (v, _), s in zip(parts, shapes, strict=True)]
+    def finish_all(source: Any, grads: Any, extras: dict[str, Any]) -> dict[str, Any]:
         g = [
-            ops.reshape(ops.cast(d, "float32"), (-1, *s))
-            for (_, d), s in zip(parts, shapes, strict=True)
+            ops.reshape(ops.cast(grads[:, a:b], "float32"), (-1, *s))
+            for (a, b), s in zip(pairwise(offsets), shapes, strict=True)
         ]
-        return ops.cast(finish_fn(a, g), "float32"), probs, ops.cast(chosen, "int32")
+        named = {**extras, "attention_gradients": g}
+        return {**finish(named), "probabilities": extras["probabilities"],
+                "targets": ops.cast(extras["targets"], "int32")}  # fmt: skip
 
-    fn = backend.cam_function(
-        weakref.ref(model),  # the engine is cached on the model: no cycle through it
-        forward,
-        finish,
-        wrt_input=False,
-        spec=(tuple(x.shape[1:]), x.dtype.name),
-        source_shape=(offsets[-1],),
-    )
-    if backend.EAGER:
-        count_trace(model)
-    return Engine(fn=fn, errors=backend.ERRORS)
+    program = Program(forward, finish_all, wrt_input=False,
+                      spec=(tuple(x.shape[1:]), x.dtype.name), source_shape=(offsets[-1],))  # fmt: skip
+    return compile_program(model, program)
+
+
+def attention_grid(
+    model: keras.Model, images: np.ndarray, tokens: TokenGrid | None, calls: Sequence[LayerCall]
+) -> TokenGrid:
+    """The attention's token grid: the explained layer's where its tokens are the attention's,
+    else found afresh (a ValueError where the blocks see different token counts).
+
+    Example:
+        >>> attention_grid(vit, x, None, attention_calls(info.calls))  # doctest: +SKIP
+        TokenGrid(prefix=1, height=4, width=4)
+    """
+    counts = {attention_shape(c)[1] for c in calls}
+    if len(counts) != 1:
+        raise ValueError(
+            "rollout multiplies the attention of every block, which needs one token count; "
+            f"the attention layers have {sorted(counts)}. Received: layers="
+            f"{[c.path for c in calls]}"
+        )
+    n = counts.pop()
+    if tokens is not None and tokens.tokens == n:
+        return tokens  # grid= and prefix_tokens= given to compute_cams are in it
+    image = (int(images.shape[1]), int(images.shape[2]))
+    return token_grid((None, n, 1), image, patch_size=patch_size_hint(model),
+                      layer=calls[-1].path)  # fmt: skip
+
+
+def _same(out: Any) -> Any:
+    return out
 
 
 def _explicit(layer: Any, sink: Sink, counter: list[int]) -> Callable[..., tuple[Any, Any]]:

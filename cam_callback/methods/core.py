@@ -1,16 +1,15 @@
 """The one method registry, its one normalisation and its one dispatch.
 
-Every method, the built-in Grad-CAM family too, is a :class:`Method` entry that
-says what it ``needs`` and what score it ``explains``. It runs either
-
-- **fused** (``fused=True``): ``fn(activations, gradients)`` in ``keras.ops``,
-  finished inside the one compiled forward-and-gradient call per batch;
-- over a :class:`~cam_callback.methods.context.MethodContext`: ``fn(ctx, **options)``
-  with numpy maths over backend-neutral primitives; or,
-- for ``needs="attention"`` (the attention rollouts), as its own compiled call
-  that returns the maps with the probabilities and classes it read on the way.
-
-Every way :func:`compute` normalises the maps once (:func:`normalize`).
+Every method, the built-in Grad-CAM family and the rollouts too, is one function
+``fn(ctx, **options) -> maps [N, h, w]`` over a context that offers what the
+entry ``needs`` (activations, gradients, attention, forward passes), registered
+as a :class:`Method` that also says what score it ``explains``. The engine
+decides how it runs: an entry written in ``keras.ops`` that needs only what the
+compiled call computes (``fused=True``: layer or input gradients, the attention)
+runs inside the one compiled call per batch over a
+:class:`~cam_callback.methods.fused.CompiledContext`; any other over a
+:class:`~cam_callback.methods.context.MethodContext` (numpy, forward passes on
+any input). :func:`compute` normalises the maps once (:func:`normalize`).
 """
 
 from __future__ import annotations
@@ -29,11 +28,12 @@ from cam_callback.core.inspection import SCORES
 from cam_callback.core.results import CAMResult
 from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
-from cam_callback.methods.fused import run_fused
+from cam_callback.methods.fused import FUSABLE, run_fused
 from cam_callback.methods.resolve import AUTO, default_method, resolve
 
 NEEDS: tuple[str, ...] = (
-    "layer_gradients", "input_gradients", "activations", "forwards", "attention"
+    "layer_gradients", "input_gradients", "activations", "forwards", "attention",
+    "attention_gradients",
 )
 EXPLAINS: tuple[str, ...] = ("score", "logit", "probability", "none")
 
@@ -44,15 +44,14 @@ class Method:
 
     Attributes:
         name: The name ``compute_cams(method=...)`` takes.
-        fn: ``fn(ctx, **options) -> maps [N, h, w]`` (any scale; negatives are cut),
-            or, when ``fused``, ``fn(activations, gradients) -> maps`` in ``keras.ops``.
+        fn: ``fn(ctx, **options) -> maps [N, h, w]`` (any scale; negatives are cut).
         needs: One of :data:`NEEDS`.
         explains_layer: Needs the explained layer (``True``) or explains the input.
         options: Default options, overridable by ``compute_cams(..., method_options=...)``.
         input_maps: Maps at the input's resolution although a layer is explained.
         explains: One of :data:`EXPLAINS`: ``"score"`` (the requested ``score``),
             ``"logit"``, ``"probability"`` or ``"none"`` (class-agnostic).
-        fused: ``fn`` runs inside the compiled call (a ``keras.ops`` finish).
+        fused: ``fn`` is written in ``keras.ops`` and runs inside the compiled call.
         check: ``check(calls, target_layer, path)`` raising a ValueError where the
             model does not suit the method (run by ``inspect_model`` too), or ``None``.
         builtin: Shipped with the package; cannot be replaced.
@@ -87,29 +86,46 @@ def register_method(
 ) -> Method:
     """Adds a method by name, for ``compute_cams``, ``CAMTracker`` and ``evaluate``.
 
+    A method is one function ``fn(ctx, **options)`` returning maps ``[N, h, w]``
+    (any scale: negatives are cut and each map is divided by its max). ``ctx``
+    offers ``activations()``, ``gradients(wrt="layer" | "input")``, ``attention()``,
+    ``attention_gradients()``, ``scores()``, ``predict()`` and the rest of
+    :class:`~cam_callback.methods.context.MethodContext`; ``needs`` says which the
+    method reads, so the engine computes it and decides how to run ``fn``.
+
     Args:
         name: A new name (the built-ins cannot be replaced).
-        fn: ``fn(ctx, **options)`` returning maps ``[N, h, w]``; see
-            :class:`~cam_callback.methods.context.MethodContext`. With ``fused``,
-            ``fn(activations, gradients)`` in ``keras.ops``, run in the compiled call.
-        needs: One of :data:`NEEDS` (``fused`` needs a kind of gradients). With
-            ``"attention"``, ``fn(model, images, targets, *, info, head, tokens, batch_size,
-            **options) -> (maps, probabilities, classes)`` runs its own compiled call.
+        fn: ``fn(ctx, **options) -> maps``.
+        needs: One of :data:`NEEDS`: ``"activations"``, ``"layer_gradients"``,
+            ``"input_gradients"``, ``"forwards"`` (``ctx.scores``/``ctx.predict`` on
+            other inputs), ``"attention"`` or ``"attention_gradients"`` (every
+            ``MultiHeadAttention``'s ``[N, heads, T, T]``, maps on its token grid).
         explains_layer: ``None``: ``True`` unless ``needs == "input_gradients"``.
-        options: Default keyword options of ``fn`` (none for a fused method).
+        options: Default keyword options of ``fn``.
         overwrite: Replace a method registered earlier under ``name``.
         explains: What the maps explain, one of :data:`EXPLAINS`: ``"score"`` when
             ``fn`` uses ``ctx.gradients``/``ctx.scores`` (the requested score),
             ``"probability"`` when it reads ``ctx.predict``, ``"none"`` when no class is used.
-        fused: Run ``fn`` as a ``keras.ops`` finish inside the one compiled call.
+        fused: ``fn`` is written in ``keras.ops`` and needs only gradients or the
+            attention (:data:`~cam_callback.methods.fused.FUSABLE`): it then runs inside
+            the one compiled call per batch, at about Grad-CAM's cost. The attention
+            needs are always fused.
+
+    Returns:
+        The registered :class:`Method`.
 
     Raises:
         TypeError: ``fn`` not callable, or ``name`` not a str.
         ValueError: A taken name, an unknown ``needs`` or ``explains``.
 
     Example:
-        >>> register_method("mean_act", lambda ctx: ctx.activations().mean(-1),
-        ...                 needs="activations", explains="none")  # doctest: +SKIP
+        >>> def mean_act(ctx):
+        ...     return ctx.activations().mean(-1)
+        >>> register_method("mean_act", mean_act, needs="activations", explains="none").name
+        'mean_act'
+        >>> compute_cams(model, x, method="mean_act").heatmaps.shape  # doctest: +SKIP
+        (8, 6, 6)
+        >>> del REGISTRY["mean_act"]
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"`name` must be a non-empty str. Received: name={name!r}")
@@ -119,10 +135,12 @@ def register_method(
         raise ValueError(f"`needs` must be one of {NEEDS}. Received: needs={needs!r}")
     if explains not in EXPLAINS:
         raise ValueError(f"`explains` must be one of {EXPLAINS}. Received: explains={explains!r}")
-    if fused and (needs not in NEEDS[:2] or options):
+    if needs.startswith("attention"):
+        fused = True  # the attention is only read inside the compiled call
+    if fused and needs not in FUSABLE:
         raise ValueError(
-            "a fused method needs 'layer_gradients' or 'input_gradients' and takes no options. "
-            f"Received: needs={needs!r}, options={options!r}"
+            f"a fused method needs one of {FUSABLE}: what the compiled call computes. "
+            f"Received: needs={needs!r}, fused=True"
         )
     if name == AUTO:  # compute() resolves it to a built-in: a method by this name never runs
         raise ValueError(
@@ -251,7 +269,7 @@ def compute(
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
 ) -> CAMResult:
-    """The one dispatch: checks, runs the entry (fused or over a context), normalises.
+    """The one dispatch: checks, runs the entry over its context, normalises.
 
     A token layer is explained on its patch grid (``grid``/``prefix_tokens``, see
     :func:`cam_callback.core.tokens.token_grid`).
@@ -275,14 +293,12 @@ def compute(
             f"(head {used.name!r}). Received: method={method!r}, head={head!r}"
         )
     explained = used.score if spec.explains == "score" else spec.explains
-    if spec.needs == "attention":  # its own compiled call gives maps, probabilities, classes
-        maps, probs, chosen = spec.fn(model, x, targets, info=info, head=used, tokens=tokens,
-                                      batch_size=batch_size, **options)  # fmt: skip
-        maps = np.asarray(maps, np.float64)
-    elif spec.fused:
-        wrt_layer = target_layer if spec.needs == "layer_gradients" else None
-        maps, probs, chosen = run_fused(model, x, targets, spec.name, spec.fn, info, used, path,
-                                        wrt_layer, output, batch_size, tokens)  # fmt: skip
+    if spec.fused:  # in the one compiled call per batch, over its traced tensors
+        out = run_fused(model, x, targets, spec, options, info=info, head=used, path=path,
+                        layer=target_layer, output=output, batch_size=batch_size,
+                        tokens=tokens)  # fmt: skip
+        maps = np.asarray(out["maps"], np.float64)
+        probs, chosen = out["probabilities"], out["targets"]
     else:
         ctx = MethodContext(model, x, targets, info=info, head=used, layer=path,
                             target_layer=target_layer, output=output,
@@ -323,11 +339,10 @@ def register_builtin(
         >>> register_builtin("gradcam", gradcam, needs="layer_gradients", fused=True)
         ... # doctest: +SKIP
     """
-    if not kwargs.get("fused"):
-        kwargs.setdefault("options", {
-            k: p.default for k, p in inspect_module.signature(fn).parameters.items()
-            if p.kind is p.KEYWORD_ONLY
-        })  # fmt: skip
+    kwargs.setdefault("options", {
+        k: p.default for k, p in inspect_module.signature(fn).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    })  # fmt: skip
     method = dataclasses.replace(
         register_method(name, fn, **kwargs), check=check, input_maps=input_maps, builtin=True
     )
