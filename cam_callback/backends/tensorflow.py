@@ -27,7 +27,8 @@ def _compile(fn: Callable, **options: Any) -> Any:
     # on each compiled function, which traces once.
     own = functools.partial(fn)
     own.__module__ = fn.__module__
-    setattr(own, "__name__", fn.__name__)  # a partial takes attributes; no __wrapped__: the key
+    # A partial takes attributes (typeshed declares none); no __wrapped__: that is the key.
+    own.__name__ = fn.__name__  # type: ignore[attr-defined]
     return tf.function(own, autograph=AUTOGRAPH, **options)
 
 

@@ -73,7 +73,9 @@ def cam_function(model_ref: Callable[[], Any], program: Program) -> CamFunction:
         if grads is None:
             grads = torch.zeros_like(source)
         with torch.no_grad():
-            out = program.finish(source.detach(), grads, keras.tree.map_structure(_detached, extras))
+            out = program.finish(
+                source.detach(), grads, keras.tree.map_structure(_detached, extras)
+            )
         return to_numpy(out), connected
 
     return run

@@ -198,10 +198,17 @@ def attention_engine(
 
         def body(call: Any, m: keras.Model, batch: Any) -> dict[str, Any]:
             seen: list[Any] = []
+
+            def sink(i: int, a: Any, query: Any) -> Any:
+                seen.append(a)
+                return a
+
             unset = -keras.ops.ones((keras.ops.shape(batch)[0],), "int32")  # picked outside
-            with captured_attention(layers, lambda i, a, q: seen.append(a) or a):
-                _, probs, _, _ = hooked_forward(call, m, batch, unset, _same, info=info,
-                                                head=head, target_layer=None, count=False)  # fmt: skip
+            with captured_attention(layers, sink):
+                _, probs, _, _ = hooked_forward(
+                    call, m, batch, unset, _same, info=info, head=head, target_layer=None,
+                    count=False,
+                )  # fmt: skip
             return {**finish({"attention": seen, "probabilities": probs}), "probabilities": probs}
 
         forward_only = compile_forward(model, x, body)
@@ -263,8 +270,8 @@ def _with_gradients(
         return {**finish(named), "probabilities": extras["probabilities"],
                 "targets": ops.cast(extras["targets"], "int32")}  # fmt: skip
 
-    program = Program(forward, finish_all, wrt_input=False,
-                      spec=(tuple(x.shape[1:]), x.dtype.name), source_shape=(offsets[-1],))  # fmt: skip
+    spec = (tuple(x.shape[1:]), x.dtype.name)
+    program = Program(forward, finish_all, wrt_input=False, spec=spec, source_shape=(offsets[-1],))
     return compile_program(model, program)
 
 

@@ -132,12 +132,13 @@ def hooked_forward(
 
 
 def gradient_forward(
-    *, info: ModelInfo, head: Head, target_layer: keras.layers.Layer | None,
+    *,
+    info: ModelInfo,
+    head: Head,
+    target_layer: keras.layers.Layer | None,
     tokens: TokenGrid | None = None,
 ) -> Forward:
-    """The usual forward of :func:`build_cam_function`: :func:`hooked_forward`, with the
-    head's probabilities and the chosen classes as the extras ``"probabilities"`` and
-    ``"targets"``.
+    """:func:`hooked_forward` as a :data:`Forward`: extras ``"probabilities"``, ``"targets"``.
 
     Example:
         >>> forward = gradient_forward(info=info, head=head, target_layer=layer)
@@ -177,17 +178,17 @@ def build_cam_function(
     if target_layer is None:
         source_shape = tuple(x.shape[1:])
     else:
-        out_shape = next(c.output_shape for c in info.calls if c.layer is target_layer)
-        if out_shape is None:
-            raise ValueError(
-                f"layer {target_layer.name!r} has no known output shape to differentiate by. "
-                f"Received: layer={target_layer.name!r}"
-            )
+        out_shape = next(c.shape for c in info.calls if c.layer is target_layer)
         source_shape = tuple(out_shape[1:])
         if tokens is not None:
             source_shape = (tokens.height, tokens.width, out_shape[-1])
-    program = Program(forward, finish, wrt_input=target_layer is None,
-                      spec=(tuple(x.shape[1:]), x.dtype.name), source_shape=source_shape)
+    program = Program(
+        forward,
+        finish,
+        wrt_input=target_layer is None,
+        spec=(tuple(x.shape[1:]), x.dtype.name),
+        source_shape=source_shape,
+    )
     return compile_program(model, program)
 
 
@@ -206,7 +207,12 @@ def compile_program(model: keras.Model, program: Program) -> CamFunction:
 
 
 def run_engine(
-    engine: Engine, x: np.ndarray, targets: np.ndarray, batch_size: int, *, failed: str,
+    engine: Engine,
+    x: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int,
+    *,
+    failed: str,
     disconnected: str,
 ) -> Outputs:
     """``engine.fn(images, targets)`` chunk by chunk, its named outputs joined.
@@ -258,7 +264,9 @@ def pick_scores(probs: Any, scores: Any, targets: Any) -> tuple[Any, Any]:
     return chosen, ops.sum(ops.where(mask, scores, ops.zeros_like(scores)))
 
 
-def compile_forward(model: keras.Model, x: np.ndarray, body: Body) -> Callable[[np.ndarray], Outputs]:
+def compile_forward(
+    model: keras.Model, x: np.ndarray, body: Body
+) -> Callable[[np.ndarray], Outputs]:
     """``body(call, model, images)`` compiled once for any batch size; its traces counted.
 
     ``call(model, images)`` runs the model in inference on the active backend. The
@@ -292,8 +300,8 @@ def cached_function(
     Example:
         >>> fn = cached_function(model, ("mine",), x, body)  # doctest: +SKIP
     """
-    build = lambda: Engine(fn=compile_forward(model, x, body), errors=backends.get().ERRORS)  # noqa: E731
-    return cached_engine(model, key, build).fn
+    errors = backends.get().ERRORS
+    return cached_engine(model, key, lambda: Engine(compile_forward(model, x, body), errors)).fn
 
 
 def chunks(

@@ -195,12 +195,15 @@ class MethodContext:
         patches = a.reshape(len(a), t.height * t.width, a.shape[-1])
         if t.prefix == 0:
             return patches
-        if self._grids is None:
+        if self._grids is None or self._prefix is None:
             self._grids = self.activations()  # keeps the images' prefix tokens too
+        prefix = self._prefix
+        if prefix is None:  # activations() of the context's own images sets it
+            raise ValueError(f"no prefix tokens were read at layer {self.layer!r}")
         flat = self._grids.reshape(len(self._grids), -1)
         # The image whose own patch grid agrees with the row in the most entries.
         owner = [int(np.argmax((flat == row).sum(1))) for row in a.reshape(len(a), -1)]
-        return np.ascontiguousarray(np.concatenate([self._prefix[owner], patches], axis=1))
+        return np.ascontiguousarray(np.concatenate([prefix[owner], patches], axis=1))
 
     def _input(self, images: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(images, dtype=self.images.dtype)

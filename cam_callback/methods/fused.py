@@ -30,7 +30,12 @@ from cam_callback.core.heads import Head
 from cam_callback.core.inspection import ModelInfo
 from cam_callback.core.tokens import TokenGrid
 
-FUSABLE: tuple[str, ...] = ("layer_gradients", "input_gradients", "attention", "attention_gradients")
+FUSABLE: tuple[str, ...] = (
+    "layer_gradients",
+    "input_gradients",
+    "attention",
+    "attention_gradients",
+)
 """What a fused method may need: what the compiled call computes on the way."""
 
 _ELSEWHERE = frozenset({
@@ -151,6 +156,7 @@ def run_fused(  # noqa: PLR0913
         ctx = CompiledContext(needs, named, tokens=grid, score=head.score)
         return keras.ops.cast(method.fn(ctx, **options), "float32")
 
+    key: tuple[Any, ...]
     if needs.startswith("attention"):
         calls = check_attention_calls(info.calls, name)
         grid = attention_grid(model, x, tokens, calls)

@@ -17,9 +17,9 @@ import numpy as np
 
 from cam_callback.core.layers import LayerCall
 from cam_callback.methods.context import Context
-from cam_callback.methods.core import register_builtin
 from cam_callback.methods.fused import CompiledContext
 from cam_callback.methods.maths import principal_component
+from cam_callback.methods.registry import register_builtin
 
 
 def _pair(ctx: Context) -> tuple[Any, Any]:

@@ -36,8 +36,8 @@ import numpy as np  # noqa: F401 - the examples use it
 from cam_callback.core.attention import check_attention_calls
 from cam_callback.core.layers import LayerCall
 from cam_callback.core.tokens import TokenGrid
-from cam_callback.methods.core import register_builtin
 from cam_callback.methods.fused import CompiledContext
+from cam_callback.methods.registry import register_builtin
 
 
 def discard_lowest(a: Any, ratio: float) -> Any:
@@ -109,7 +109,7 @@ def gradient_rollout_matrix(attentions: Sequence[Any], grads: Sequence[Any]) -> 
     return result
 
 
-def token_map(relevance: Any, grid: TokenGrid) -> Any:
+def token_map(relevance: Any, grid: TokenGrid | None) -> Any:
     """The class token's row of ``[B, T, T]`` relevance over the patches, ``[B, h, w]``.
 
     Without prefix tokens (no class token) the mean of the patches' rows.
@@ -118,6 +118,8 @@ def token_map(relevance: Any, grid: TokenGrid) -> Any:
         >>> tuple(token_map(np.ones((2, 5, 5)), TokenGrid(1, 2, 2)).shape)
         (2, 2, 2)
     """
+    if grid is None:
+        raise ValueError("the attention's token grid is unknown: pass `grid` to compute_cams")
     ops = keras.ops
     p = grid.prefix
     row = relevance[:, 0, p:] if p else ops.mean(relevance, axis=1)
@@ -141,8 +143,10 @@ def rollout(ctx: CompiledContext, *, discard_ratio: float = 0.0, head_fusion: st
         raise ValueError(
             f"`head_fusion` must be one of {HEAD_FUSIONS}. Received: head_fusion={head_fusion!r}"
         )
-    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, numbers.Real) or not (
-        0.0 <= discard_ratio < 1.0
+    if (
+        isinstance(discard_ratio, bool)
+        or not isinstance(discard_ratio, numbers.Real)
+        or not (0.0 <= discard_ratio < 1.0)
     ):
         raise ValueError(
             f"`discard_ratio` must be a float in [0, 1). Received: discard_ratio={discard_ratio!r}"
