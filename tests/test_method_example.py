@@ -72,3 +72,20 @@ def test_the_documented_method_runs_as_written_and_matches_numpy(flatten_model):
     finally:
         methods.REGISTRY.pop("positive_gradcam", None)
         methods.REGISTRY.pop("positive_gradcam_numpy", None)
+
+
+def test_a_fused_method_gets_only_what_the_compiled_call_computes(flatten_model):
+    model, x, *_ = flatten_model
+
+    def scores_inside(ctx):
+        return ctx.scores()[:, :, None] * ctx.activations()[..., 0]
+
+    methods.register_method("scores_inside", scores_inside, needs="layer_gradients", fused=True)
+    try:
+        with pytest.raises(ValueError, match=r"ctx.scores runs the model on other inputs.*fused"):
+            compute_cams(model, x, method="scores_inside", layer="conv", head="logits")
+    finally:
+        methods.REGISTRY.pop("scores_inside", None)
+    with pytest.raises(ValueError, match=r"a fused method needs one of .*needs='forwards'"):
+        methods.register_method("x4", scores_inside, needs="forwards", fused=True)
+    assert "x4" not in methods.REGISTRY

@@ -18,7 +18,8 @@ import numpy as np
 
 from cam_callback import backends
 from cam_callback.backends import Outputs
-from cam_callback.core.attention import attention_engine, attention_grid, check_attention_calls
+from cam_callback.core.attention import attention_grid, check_attention_calls
+from cam_callback.core.attention_call import attention_engine
 from cam_callback.core.engine import (
     Engine,
     build_cam_function,
