@@ -93,9 +93,9 @@ def compute(
         )
     explained = used.score if spec.explains == "score" else spec.explains
     if spec.fused:  # in the one compiled call per batch, over its traced tensors
-        out = run_fused(model, x, targets, spec, options, info=info, head=used, path=path,
-                        layer=target_layer, output=output, batch_size=batch_size,
-                        tokens=tokens)  # fmt: skip
+        out = run_fused(model, x, targets, spec.name, spec.fn, spec.needs, options, info=info,
+                        head=used, path=path, layer=target_layer, output=output,
+                        batch_size=batch_size, tokens=tokens)  # fmt: skip
         maps = np.asarray(out["maps"], np.float64)
         probs, chosen = out["probabilities"], out["targets"]
     else:

@@ -125,7 +125,9 @@ def run_fused(  # noqa: PLR0913
     model: keras.Model,
     x: np.ndarray,
     targets: np.ndarray,
-    method: Any,
+    name: str,
+    fn: Callable[..., Any],
+    needs: str,
     options: Mapping[str, Any],
     *,
     info: ModelInfo,
@@ -136,26 +138,28 @@ def run_fused(  # noqa: PLR0913
     batch_size: int,
     tokens: TokenGrid | None = None,
 ) -> Outputs:
-    """``method.fn(ctx, **options)`` in the compiled call, chunk by chunk: named outputs.
+    """``fn(ctx, **options)`` in the compiled call, chunk by chunk: named outputs.
 
-    ``"maps"``, ``"probabilities"``, ``"targets"``. The compiled function is cached
-    per (layer, method, options, head, token grid, input signature), so it is
-    traced once.
+    ``"maps"``, ``"probabilities"``, ``"targets"``; ``needs`` (one of
+    :data:`FUSABLE`) says what the call computes for ``ctx``. The compiled function
+    is cached per (layer, method, options, head, token grid, input signature), so it
+    is traced once.
 
     Example:
-        >>> out = run_fused(model, x, t, get("gradcam"), {}, info=info, head=head, path="conv",
-        ...                 layer=layer, output=None, batch_size=32)  # doctest: +SKIP
+        >>> out = run_fused(model, x, t, "gradcam", gradcam, "layer_gradients", {}, info=info,
+        ...                 head=head, path="conv", layer=layer, output=None, batch_size=32)
+        ... # doctest: +SKIP
         >>> out["maps"].shape  # doctest: +SKIP
         (8, 6, 6)
     """
-    name, needs = method.name, method.needs
-    frozen = tuple(sorted((k, repr(v)) for k, v in options.items()))
+    # The function itself is in the key: a method registered again under its name retraces.
+    frozen = (fn, tuple(sorted((k, repr(v)) for k, v in options.items())))
     targets = targets.astype(np.int32)
     errors = backends.get().ERRORS
 
     def maps(named: Mapping[str, Any], grid: TokenGrid | None) -> Any:
         ctx = CompiledContext(needs, named, tokens=grid, score=head.score)
-        return keras.ops.cast(method.fn(ctx, **options), "float32")
+        return keras.ops.cast(fn(ctx, **options), "float32")
 
     key: tuple[Any, ...]
     if needs.startswith("attention"):
