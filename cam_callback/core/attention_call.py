@@ -18,7 +18,8 @@ import numpy as np
 from cam_callback import backends
 from cam_callback.backends import CamFunction, Outputs, Program
 from cam_callback.core.attention import attention_shape, captured_attention
-from cam_callback.core.engine import Engine, compile_forward, compile_program, hooked_forward
+from cam_callback.core.engine import Engine, compile_forward, compile_program
+from cam_callback.core.forward import hooked_forward
 from cam_callback.core.heads import Head
 from cam_callback.core.inspection import ModelInfo
 from cam_callback.core.layers import LayerCall

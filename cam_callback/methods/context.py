@@ -17,12 +17,11 @@ import numpy as np
 from cam_callback.backends import Outputs
 from cam_callback.core.engine import (
     Engine,
-    Forward,
     build_cam_function,
     cached_engine,
-    gradient_forward,
     joined,
 )
+from cam_callback.core.forward import Forward, gradient_forward
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
 from cam_callback.core.tokens import TokenGrid
 from cam_callback.methods.guided import guided_relus, relu_kind

@@ -24,9 +24,9 @@ from cam_callback.core.engine import (
     Engine,
     build_cam_function,
     cached_engine,
-    gradient_forward,
     run_engine,
 )
+from cam_callback.core.forward import gradient_forward
 from cam_callback.core.heads import Head
 from cam_callback.core.inspection import ModelInfo
 from cam_callback.core.tokens import TokenGrid
