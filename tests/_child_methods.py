@@ -20,7 +20,9 @@ OPTIONS = {
 
 
 # Every method that runs on this CNN: the attention rollouts need a ViT (test_vit_rollout).
-CNN_METHODS = [name for name, spec in methods.REGISTRY.items() if spec.needs != "attention"]
+CNN_METHODS = [
+    name for name, spec in methods.REGISTRY.items() if not spec.needs.startswith("attention")
+]
 
 # Weighted by the explained score of perturbed inputs: also run for the probability.
 BY_SCORE = ("scorecam", "ablationcam", "occlusion")

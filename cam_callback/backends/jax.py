@@ -8,12 +8,14 @@ serve every batch size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cam_callback.backends import CamFunction, Outputs, Program, Spec, to_numpy
 
 ERRORS: tuple[type[BaseException], ...] = (jax.errors.JaxRuntimeError,)
 PAD_BATCH = True  # one program per batch shape: callers pad to a few sizes
@@ -58,18 +60,11 @@ def _padded(x: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([x, pad])
 
 
-def cam_function(
-    model_ref: Callable[[], Any],
-    forward: Callable[..., tuple],
-    finish: Callable[..., tuple],
-    *,
-    wrt_input: bool,
-    spec: tuple[tuple[int, ...], str],
-    source_shape: tuple[int, ...],
-) -> Callable[[np.ndarray, np.ndarray], tuple]:
+def cam_function(model_ref: Callable[[], Any], program: Program) -> CamFunction:
     """See :mod:`cam_callback.backends`."""
+    wrt_input = program.wrt_input
 
-    def loss(delta: Any, trainable: list, non_trainable: list, images: Any, targets: Any):
+    def loss(delta: Any, trainable: list, non_trainable: list, images: Any, targets: Any) -> tuple:
         call = _stateless(trainable, non_trainable)
         if wrt_input:
             images = images + delta.astype(images.dtype)
@@ -81,43 +76,40 @@ def cam_function(
             def capture(out: Any) -> Any:
                 return out + delta.astype(out.dtype)
 
-        total, probs, chosen, activation = forward(call, model_ref(), images, targets, capture)
-        return total, (probs, chosen, images if wrt_input else activation)
+        total, activation, extras = program.forward(call, model_ref(), images, targets, capture)
+        return total, (extras, images if wrt_input else activation)
 
     @jax.jit
-    def step(trainable: list, non_trainable: list, images: Any, targets: Any) -> tuple:
-        delta = jnp.zeros((images.shape[0], *source_shape), jnp.float32)
-        grads, (probs, chosen, source) = jax.grad(loss, has_aux=True)(
+    def step(trainable: list, non_trainable: list, images: Any, targets: Any) -> Mapping:
+        delta = jnp.zeros((images.shape[0], *program.source_shape), jnp.float32)
+        grads, (extras, source) = jax.grad(loss, has_aux=True)(
             delta, trainable, non_trainable, images, targets
         )
-        return finish(source, grads, probs, chosen)
+        return program.finish(source, grads, extras)
 
-    def run(images: np.ndarray, targets: np.ndarray) -> tuple:
+    def run(images: np.ndarray, targets: np.ndarray) -> tuple[Outputs, bool]:
         n = len(images)
         size = _bucket(n)
         trainable, non_trainable = _state(model_ref())
         out = step(trainable, non_trainable, _padded(images, size), _padded(targets, size))
-        return (*(np.asarray(t)[:n] for t in out), True)
+        return to_numpy(out, n), True
 
     return run
 
 
 def forward_function(
-    model_ref: Callable[[], Any],
-    body: Callable[[Callable, Any, Any], Any],
-    *,
-    spec: tuple[tuple[int, ...], str],
-) -> Callable[[np.ndarray], np.ndarray]:
+    model_ref: Callable[[], Any], body: Callable[..., Mapping[str, Any]], *, spec: Spec
+) -> Callable[[np.ndarray], Outputs]:
     """See :mod:`cam_callback.backends`."""
 
     @jax.jit
-    def step(trainable: list, non_trainable: list, images: Any) -> Any:
+    def step(trainable: list, non_trainable: list, images: Any) -> Mapping[str, Any]:
         return body(_stateless(trainable, non_trainable), model_ref(), images)
 
-    def run(images: np.ndarray) -> np.ndarray:
+    def run(images: np.ndarray) -> Outputs:
         n = len(images)
         trainable, non_trainable = _state(model_ref())
-        return np.asarray(step(trainable, non_trainable, _padded(images, _bucket(n))))[:n]
+        return to_numpy(step(trainable, non_trainable, _padded(images, _bucket(n))), n)
 
     return run
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+from cam_callback.backends import CamFunction, Outputs, Program, Spec, to_numpy
 
 ERRORS: tuple[type[BaseException], ...] = (tf.errors.OpError,)
 PAD_BATCH = False  # one program serves every batch size
@@ -24,7 +26,9 @@ def _compile(fn: Callable, **options: Any) -> Any:
     # retraced and logged its warning. A partial has no code object: TensorFlow keys the count
     # on each compiled function, which traces once.
     own = functools.partial(fn)
-    own.__module__, own.__name__ = fn.__module__, fn.__name__  # no __wrapped__: that is the key
+    own.__module__ = fn.__module__
+    # A partial takes attributes (typeshed declares none); no __wrapped__: that is the key.
+    own.__name__ = fn.__name__  # type: ignore[attr-defined]
     return tf.function(own, autograph=AUTOGRAPH, **options)
 
 
@@ -36,58 +40,46 @@ def _identity(out: Any) -> Any:
     return out
 
 
-def cam_function(
-    model_ref: Callable[[], Any],
-    forward: Callable[..., tuple],
-    finish: Callable[..., tuple],
-    *,
-    wrt_input: bool,
-    spec: tuple[tuple[int, ...], str],
-    source_shape: tuple[int, ...],
-) -> Callable[[np.ndarray, np.ndarray], tuple]:
+def cam_function(model_ref: Callable[[], Any], program: Program) -> CamFunction:
     """See :mod:`cam_callback.backends`."""
-    shape, dtype = spec
+    shape, dtype = program.spec
     signature = (
         tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),
         tf.TensorSpec((None,), tf.int32),
     )
     state = {"connected": True}
 
-    def step(images: tf.Tensor, targets: tf.Tensor) -> tuple:
+    def step(images: tf.Tensor, targets: tf.Tensor) -> Mapping[str, Any]:
         with tf.GradientTape() as tape:
-            if wrt_input:
+            if program.wrt_input:
                 tape.watch(images)
-            total, probs, chosen, activation = forward(
+            total, activation, extras = program.forward(
                 _call, model_ref(), images, targets, _identity
             )
-        source = images if wrt_input else activation
+        source = images if program.wrt_input else activation
         grads = tape.gradient(total, source)
         if grads is None:  # the layer does not feed the score: known at trace time
             state["connected"] = False
             grads = tf.zeros_like(source)
-        return finish(source, grads, probs, chosen)
+        return program.finish(source, grads, extras)
 
     compiled = _compile(step, input_signature=signature, reduce_retracing=True)
 
-    def run(images: np.ndarray, targets: np.ndarray) -> tuple:
-        out = compiled(tf.constant(images), tf.constant(targets))
-        return (*(t.numpy() for t in out), state["connected"])
+    def run(images: np.ndarray, targets: np.ndarray) -> tuple[Outputs, bool]:
+        return to_numpy(compiled(tf.constant(images), tf.constant(targets))), state["connected"]
 
     return run
 
 
 def forward_function(
-    model_ref: Callable[[], Any],
-    body: Callable[[Callable, Any, Any], Any],
-    *,
-    spec: tuple[tuple[int, ...], str],
-) -> Callable[[np.ndarray], np.ndarray]:
+    model_ref: Callable[[], Any], body: Callable[..., Mapping[str, Any]], *, spec: Spec
+) -> Callable[[np.ndarray], Outputs]:
     """See :mod:`cam_callback.backends`."""
     shape, dtype = spec
 
-    def fn(images: tf.Tensor) -> tf.Tensor:
+    def fn(images: tf.Tensor) -> Mapping[str, Any]:
         return body(_call, model_ref(), images)
 
     signature = (tf.TensorSpec((None, *shape), tf.as_dtype(dtype)),)
     compiled = _compile(fn, input_signature=signature)
-    return lambda images: compiled(tf.constant(images)).numpy()
+    return lambda images: to_numpy(compiled(tf.constant(images)))

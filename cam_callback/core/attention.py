@@ -11,24 +11,22 @@ passes through a callback between the softmax and ``A V``, which records it and 
 return a tensor to use instead (a zero added to differentiate by). The replacement
 is removed on exit, also after an exception: the model is left as it was.
 
-:func:`attention_gradients` builds the one compiled forward and gradient that also
-differentiates the explained score by every attention matrix.
+:func:`cam_callback.core.attention_call.attention_engine` builds the one compiled
+call per batch that hands every attention matrix to a method by name.
 """
 
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable, Iterator, Sequence
-from itertools import pairwise
 from typing import Any
 
 import keras
 import numpy as np
 
-from cam_callback import backends
-from cam_callback.core.engine import Engine, count_trace, hooked_forward
 from cam_callback.core.layers import LayerCall
+from cam_callback.core.token_layers import patch_size_hint
+from cam_callback.core.tokens import TokenGrid, token_grid
 
 Sink = Callable[[int, Any, Any], Any]
 """``sink(index, attention, query)``: sees call ``index``'s attention, returns the one used."""
@@ -156,78 +154,29 @@ def captured_attention(
                 object.__delattr__(layer, "_compute_attention")
 
 
-def attention_gradients(
-    model: keras.Model,
-    x: np.ndarray,
-    info: Any,
-    head: Any,
-    calls: Sequence[LayerCall],
-    finish_fn: Callable[[list[Any], list[Any]], Any],
-) -> Engine:
-    """One compiled forward and gradient: ``fn(images, targets) -> (maps, probs, chosen, ok)``.
-
-    Every call's attention ``A`` and ``d score / d A`` (the explained score of
-    ``targets``, the predicted class where ``-1``) go to ``finish_fn(attentions,
-    grads)``, lists of ``[B, heads, T, T]`` in ``keras.ops``, which returns the maps.
-    ``ok`` is False where the score does not depend on the attention.
+def attention_grid(
+    model: keras.Model, images: np.ndarray, tokens: TokenGrid | None, calls: Sequence[LayerCall]
+) -> TokenGrid:
+    """The attention's token grid: the explained layer's where its tokens are the attention's,
+    else found afresh (a ValueError where the blocks see different token counts).
 
     Example:
-        >>> engine = attention_gradients(model, x, info, head, calls, finish)  # doctest: +SKIP
-        >>> maps, probs, chosen, ok = engine.fn(x, np.full(len(x), -1, np.int32))  # doctest: +SKIP
+        >>> attention_grid(vit, x, None, attention_calls(info.calls))  # doctest: +SKIP
+        TokenGrid(prefix=1, height=4, width=4)
     """
-    backend = backends.get()
-    shapes = [attention_shape(c) for c in calls]
-    sizes = [int(np.prod(s)) for s in shapes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    layers = [c.layer for c in calls]
-    ops = keras.ops
-
-    def forward(call: Any, m: keras.Model, images: Any, targets: Any, capture: Any) -> tuple:
-        held: dict[str, Any] = {}
-        seen: list[Any] = []
-
-        def sink(i: int, a: Any, query: Any) -> Any:
-            if i == 0:
-                # One zero [B, sum of sizes] to differentiate by, added to every block's
-                # attention. Tied to the query because TensorFlow's tape only follows
-                # tensors derived from watched ones; the tie is exactly zero.
-                tie = ops.mean(ops.cast(query, "float32"), axis=(1, 2, 3))[:, None]
-                tie = ops.where(ops.isfinite(tie), tie, ops.zeros_like(tie)) * 0.0
-                held["zero"] = capture(tie + ops.zeros((1, offsets[-1]), "float32"))
-            seen.append(ops.reshape(ops.cast(a, "float32"), (-1, sizes[i])))
-            part = held["zero"][:, offsets[i] : offsets[i + 1]]
-            return a + ops.cast(ops.reshape(part, (-1, *shapes[i])), a.dtype)
-
-        with captured_attention(layers, sink):
-            total, probs, chosen, _ = hooked_forward(
-                call, m, images, targets, capture, info=info, head=head, target_layer=None,
-                count=not backend.EAGER,
-            )  # fmt: skip
-        # The attention values ride along with `chosen`, which every backend hands to
-        # `finish` untouched (JAX's auxiliary output): only the zero is differentiated.
-        return total, probs, (chosen, ops.concatenate(seen, axis=1)), held["zero"]
-
-    def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any, Any]:
-        chosen, flat = chosen
-        parts = [(flat[:, a:b], grads[:, a:b]) for a, b in pairwise(offsets)]
-        a = [ops.reshape(v, (-1, *s)) for (v, _), s in zip(parts, shapes, strict=True)]
-        g = [
-            ops.reshape(ops.cast(d, "float32"), (-1, *s))
-            for (_, d), s in zip(parts, shapes, strict=True)
-        ]
-        return ops.cast(finish_fn(a, g), "float32"), probs, ops.cast(chosen, "int32")
-
-    fn = backend.cam_function(
-        weakref.ref(model),  # the engine is cached on the model: no cycle through it
-        forward,
-        finish,
-        wrt_input=False,
-        spec=(tuple(x.shape[1:]), x.dtype.name),
-        source_shape=(offsets[-1],),
-    )
-    if backend.EAGER:
-        count_trace(model)
-    return Engine(fn=fn, errors=backend.ERRORS)
+    counts = {attention_shape(c)[1] for c in calls}
+    if len(counts) != 1:
+        raise ValueError(
+            "rollout multiplies the attention of every block, which needs one token count; "
+            f"the attention layers have {sorted(counts)}. Received: layers="
+            f"{[c.path for c in calls]}"
+        )
+    n = counts.pop()
+    if tokens is not None and tokens.tokens == n:
+        return tokens  # grid= and prefix_tokens= given to compute_cams are in it
+    image = (int(images.shape[1]), int(images.shape[2]))
+    return token_grid((None, n, 1), image, patch_size=patch_size_hint(model),
+                      layer=calls[-1].path)  # fmt: skip
 
 
 def _explicit(layer: Any, sink: Sink, counter: list[int]) -> Callable[..., tuple[Any, Any]]:

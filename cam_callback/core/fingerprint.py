@@ -43,7 +43,7 @@ def weights_fingerprint(model: keras.Model) -> str:
     for variable in model.weights:
         h.update(f"{variable.dtype}{tuple(variable.shape)};".encode())
         flat = np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value)).reshape(-1)
-        data = memoryview(flat.view(np.uint8))  # any dtype (bfloat16 too) as its raw bytes
+        data = flat.view(np.uint8).data  # any dtype (bfloat16 too) as its raw bytes
         for i in range(0, len(data), CHUNK):
             h.update(data[i : i + CHUNK])  # hashlib releases the GIL over large buffers
     return h.hexdigest()[:16]

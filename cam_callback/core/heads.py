@@ -130,9 +130,12 @@ def head_info(calls: list[_layers.LayerCall], tensor: Any, *, single: bool) -> H
             _numpy(last.output), values, rtol=1e-6, atol=1e-7
         ):
             producer = leaves[-1]
-    squash, squash_at, after, through, off_axes, relogit = "", None, "", (), (), False
+    squash, squash_at, after, relogit = "", None, "", False
+    through: tuple[str, ...] = ()
+    off_axes: tuple[int, ...] = ()
     if producer is not None:
-        i, passed = producer, []
+        i = producer
+        passed: list[int] = []
         while (
             layer_roles.head_kind(calls[i].layer) == "linear"
             and layer_roles.passes_through(calls[i])
@@ -229,7 +232,7 @@ def logit_hooks(
 ) -> dict[keras.layers.Layer, Any]:
     """Hooks (for :func:`cam_callback.core.layers.intercepted`) that capture the head's
     pre-softmax/sigmoid value into ``store["logits"]``."""
-    if not head.hook:
+    if not head.hook or head.producer is None:
         return {}
     kind = head.hook
     layer = calls[head.producer].layer

@@ -12,6 +12,7 @@ import sys
 import warnings
 import weakref
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import keras
@@ -214,7 +215,8 @@ def resolve(model: keras.Model, info: ModelInfo, key: Any, score: str, head: str
 
 def _user_stacklevel() -> int:
     """The ``stacklevel`` of the first caller outside this package (2 = our caller's caller)."""
-    frame, level = sys._getframe(2), 2
+    frame: FrameType | None = sys._getframe(2)
+    level = 2
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     return level
@@ -287,7 +289,7 @@ def check_spatial(path: str, layer: keras.layers.Layer, calls: list[_layers.Laye
         )
     if not (seen[-1].is_spatial or seen[-1].is_tokens):
         raise ValueError(
-            f"`layer` {path!r} has output shape {(None, *seen[-1].output_shape[1:])}, not a "
+            f"`layer` {path!r} has output shape {(None, *seen[-1].shape[1:])}, not a "
             "spatial [batch, h, w, channels] map with h, w > 1 nor [batch, tokens, dim]. "
             "Layers with spatial output: "
             f"{', '.join(_layers.spatial_paths(calls))}. Received: layer={path!r}"

@@ -119,6 +119,11 @@ class LayerCall:
     input: Any = field(default=None, compare=False, repr=False)
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        """The output shape, ``()`` where it is unknown."""
+        return self.output_shape or ()
+
+    @property
     def is_spatial(self) -> bool:
         """True for a 4-D ``[batch, h, w, c]`` output with ``h`` and ``w`` above 1."""
         s = self.output_shape
@@ -209,7 +214,7 @@ def finer_layer(calls: list[LayerCall], min_side: int = MIN_SIDE) -> LayerCall |
     skip = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D, keras.Model)
     for c in reversed(calls):
         if c.is_spatial and not isinstance(c.layer, skip):
-            if min(c.output_shape[1:3]) >= min_side:
+            if min(c.shape[1:3]) >= min_side:
                 return c
     return None
 

@@ -142,7 +142,7 @@ def resolve_head(
             "maps explain classifiers (a softmax or sigmoid head). Received: an output of "
             f"rank {len(h.shape)}"
         )
-    if h.off_axes:
+    if h.off_axes and h.squash_at is not None:  # an off-axes softmax is a squash found
         axis = h.off_axes[0] if len(h.off_axes) == 1 else h.off_axes
         raise ValueError(
             f"{where} comes from layer {calls[h.squash_at].path!r}, a softmax over axis {axis} "
@@ -158,7 +158,7 @@ def resolve_head(
     hook, producer, applied = "", h.producer, ""
     if how == "apply":
         applied = squash
-    elif h.squash and (how == "layer" or h.after != "other"):
+    elif h.squash and h.squash_at is not None and (how == "layer" or h.after != "other"):
         producer, hook = h.squash_at, layer_roles.head_kind(calls[h.squash_at].layer)
         if how == "layer" and h.after == "other":
             applied = squash  # the output is not a probability: the squash's values are

@@ -76,7 +76,7 @@ def layer_activations(
     info = model_info(model, x)
     path, target = _layers.resolve_layer(model, layer, info.calls)
 
-    def body(call: Any, m: keras.Model, images: Any) -> Any:
+    def body(call: Any, m: keras.Model, images: Any) -> dict[str, Any]:
         seen: list[Any] = []
 
         def record(call: Any, args: tuple, kwargs: dict) -> Any:
@@ -86,11 +86,11 @@ def layer_activations(
 
         with _layers.intercepted({target: record}):
             call(m, images)
-        return keras.ops.cast(seen[-1], "float32")
+        return {"activations": keras.ops.cast(seen[-1], "float32")}
 
     fn = cached_function(model, ("activations", path, x.shape[1:], x.dtype.str), x, body)
     try:
-        return in_chunks(fn, x, batch_size)
+        return in_chunks(fn, x, batch_size)["activations"]
     except backends.get().ERRORS as exc:
         raise CAMError(
             f"reading activations of layer {path!r} failed on input of shape {x.shape}: {exc}"
@@ -116,12 +116,13 @@ def predict_scores(
     x = prepare_images(model, images)
     info, used, _, _ = inspect(model, x, None, False, output, score, head)
 
-    def body(call: Any, m: keras.Model, batch: Any) -> Any:
+    def body(call: Any, m: keras.Model, batch: Any) -> dict[str, Any]:
         store: dict[str, Any] = {}  # the logit hooks of hooked_forward, without a gradient
         with _layers.intercepted(logit_hooks(info.calls, used, store)):
             out = pick_output(call(m, batch), used.key)
-        return keras.ops.concatenate(head_scores(out, store.get("logits"), used), axis=-1)
+        probs, scores = head_scores(out, store.get("logits"), used)
+        return {"probabilities": probs, "scores": scores}
 
     key = ("scores", used, x.shape[1:], x.dtype.str)
-    both = in_chunks(cached_function(model, key, x, body), x, batch_size)
-    return both[:, : both.shape[1] // 2], both[:, both.shape[1] // 2 :], used.score
+    out = in_chunks(cached_function(model, key, x, body), x, batch_size)
+    return out["probabilities"], out["scores"], used.score

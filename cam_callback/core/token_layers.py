@@ -75,12 +75,12 @@ def layer_tokens(
         if grid is not None or prefix_tokens is not None:
             raise ValueError(
                 f"`grid` and `prefix_tokens` apply to token layers ([batch, tokens, dim]); layer "
-                f"{call.path!r} has output shape {(None, *call.output_shape[1:])}. "
+                f"{call.path!r} has output shape {(None, *call.shape[1:])}. "
                 f"Received: grid={grid!r}, prefix_tokens={prefix_tokens!r}"
             )
         return None
     return token_grid(
-        call.output_shape,
+        call.shape,
         image,
         patch_size=patch_size_hint(model),
         grid=grid,
@@ -200,7 +200,7 @@ def coarse(calls: list[_layers.LayerCall], call: _layers.LayerCall) -> str:
         >>> coarse(info.calls, top)  # doctest: +SKIP
         "; its maps are 2 x 2, under 4 cells a side: a finer layer is 'block6a_expand_activ..."
     """
-    h, w = call.output_shape[1:3]
+    h, w = call.shape[1:3]
     if min(h, w) >= _layers.MIN_SIDE:
         return ""
     finer = _layers.finer_layer(calls)
@@ -208,7 +208,7 @@ def coarse(calls: list[_layers.LayerCall], call: _layers.LayerCall) -> str:
     if finer is None:
         why += ", and no layer has a finer spatial output"
     else:
-        fh, fw = finer.output_shape[1:3]
+        fh, fw = finer.shape[1:3]
         why += (
             f": a finer layer is {finer.path!r} ({fh} x {fw}), the last with at least "
             f"{_layers.MIN_SIDE} x {_layers.MIN_SIDE}"
@@ -250,7 +250,8 @@ def default_layer(
     by_path: dict[str, list[_layers.LayerCall]] = {}
     for c in calls:
         by_path.setdefault(c.path, []).append(c)
-    skipped, grid_error, clean = [], None, None
+    skipped: list[str] = []
+    grid_error, clean = None, None
     for path in reversed(_layers.spatial_paths(calls)):
         seen = by_path[path]
         if seen[-1].is_spatial:  # as before tokens: shared or not (check_spatial says why not)
@@ -264,6 +265,8 @@ def default_layer(
         except ValueError as exc:
             grid_error = grid_error or exc
             continue
+        if tokens is None:
+            continue  # not a token layer after all
         sample = x[:PROBES]
         if tokens.prefix > 0 and clean is None:
             clean = explained_scores(model, calls, sample, head)

@@ -65,7 +65,8 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
         isinstance(value, (tuple, list))
         and len(value) == 2
         and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in value
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) > 0
+            for v in value
         )
     )
     if not ok:

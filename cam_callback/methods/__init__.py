@@ -1,8 +1,12 @@
 """Every way to explain a class: one registry, one pipeline, written once for every backend.
 
-- :mod:`~cam_callback.methods.core`: the registry (:class:`Method`,
-  :func:`register_method`, :func:`available_methods`), the one normalisation and
-  the one dispatch (:func:`compute`).
+- :mod:`~cam_callback.methods.registry`: the registry (:class:`Method`,
+  :func:`register_method`, :func:`available_methods`); a method is one function
+  ``fn(ctx, **options)`` over a context (docs/methods.md, "Adding a method").
+- :mod:`~cam_callback.methods.core`: the one dispatch (:func:`compute`) and the one
+  normalisation; :mod:`~cam_callback.methods.context` (:class:`MethodContext`, numpy)
+  and :mod:`~cam_callback.methods.fused` (:class:`CompiledContext`, ``keras.ops``
+  inside the one compiled call per batch) the two contexts.
 - :mod:`~cam_callback.methods.gradient`: the Grad-CAM family, fused into the one
   compiled call (``gradcam``, ``gradcam++``, ``layercam``, ``hirescam``,
   ``xgradcam``, ``gradcam_elementwise``, ``cam``, ``saliency``) and ``eigengradcam``.
@@ -26,20 +30,8 @@ Example:
 """
 
 from cam_callback.methods.context import MethodContext
-from cam_callback.methods.core import (
-    EXPLAINS,
-    NEEDS,
-    REGISTRY,
-    Method,
-    available_methods,
-    check_method,
-    compute,
-    explained_score,
-    get,
-    normalize,
-    register_method,
-    with_options,
-)
+from cam_callback.methods.core import compute, normalize
+from cam_callback.methods.fused import CompiledContext
 from cam_callback.methods.gradient import (
     cam,
     eigengradcam,
@@ -53,6 +45,18 @@ from cam_callback.methods.gradient import (
     xgradcam,
 )
 from cam_callback.methods.guided import guided_relu, guided_relus
+from cam_callback.methods.registry import (
+    EXPLAINS,
+    NEEDS,
+    REGISTRY,
+    Method,
+    available_methods,
+    check_method,
+    explained_score,
+    get,
+    register_method,
+    with_options,
+)
 
 # isort: off
 from cam_callback.methods.activation import ablationcam, eigencam, scorecam  # after gradient
@@ -69,7 +73,7 @@ from cam_callback.methods.vit import gradient_rollout, rollout
 from cam_callback.methods.maths import principal_component
 
 __all__ = [
-    "EXPLAINS", "Method", "MethodContext", "NEEDS", "REGISTRY", "ablationcam",
+    "CompiledContext", "EXPLAINS", "Method", "MethodContext", "NEEDS", "REGISTRY", "ablationcam",
     "available_methods", "cam", "check_method", "compute", "eigencam", "eigengradcam",
     "explained_score", "gap_dense_head", "get", "gradcam", "gradcam_elementwise",
     "gradcam_plus_plus", "gradient_rollout", "gradient_x_input", "guided_gradcam", "guided_relu",

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 
 from cam_callback.methods.context import MethodContext, batches
-from cam_callback.methods.core import register_builtin
 from cam_callback.methods.maths import principal_component, upsampled_masks, weighted
+from cam_callback.methods.registry import register_builtin
 
 
 def eigencam(ctx: MethodContext) -> np.ndarray:

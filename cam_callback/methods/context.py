@@ -9,16 +9,40 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
 
-from cam_callback import backends
-from cam_callback.core.engine import Engine, build_cam_function, cached_engine, hooked_forward
+from cam_callback.backends import Outputs
+from cam_callback.core.engine import (
+    Engine,
+    build_cam_function,
+    cached_engine,
+    joined,
+)
+from cam_callback.core.forward import Forward, gradient_forward
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
 from cam_callback.core.tokens import TokenGrid
 from cam_callback.methods.guided import guided_relus, relu_kind
+
+
+class Context(Protocol):
+    """What every method's ``fn(ctx, **options)`` may read, whichever context runs it.
+
+    :class:`MethodContext` (numpy, any forward pass) and, inside the compiled call,
+    :class:`~cam_callback.methods.fused.CompiledContext` (``keras.ops`` tensors)
+    both offer these; a method written in ``keras.ops`` runs over either.
+    """
+
+    tokens: TokenGrid | None
+    score: str
+
+    def activations(self) -> Any:
+        """The explained layer's output ``[B, h, w, K]``."""
+
+    def gradients(self, *, wrt: str = "layer") -> tuple[Any, Any]:
+        """``(source, d score / d source)``, source the layer's output or the input."""
 
 
 class MethodContext:
@@ -128,12 +152,11 @@ class MethodContext:
         tokens = None if layer is None else self.tokens
         fn = _gradient_function(self.model, self.info, self.head, layer, x, guided=guided,
                                 tokens=tokens)  # fmt: skip
-        src, grads = [], []
-        for i in range(0, len(x), self.batch_size):
-            s, g = fn(x[i : i + self.batch_size], t[i : i + self.batch_size].astype(np.int32))
-            src.append(s)
-            grads.append(g)
-        return np.concatenate(src), np.concatenate(grads)
+        out = joined([
+            fn(x[i : i + self.batch_size], t[i : i + self.batch_size].astype(np.int32))[0]
+            for i in range(0, len(x), self.batch_size)
+        ])  # fmt: skip
+        return out["source"], out["gradients"]
 
     def predict_from_layer(self, activations: np.ndarray) -> np.ndarray:
         """The head's probabilities ``[B, C]`` with the explained layer's output replaced.
@@ -171,12 +194,15 @@ class MethodContext:
         patches = a.reshape(len(a), t.height * t.width, a.shape[-1])
         if t.prefix == 0:
             return patches
-        if self._grids is None:
+        if self._grids is None or self._prefix is None:
             self._grids = self.activations()  # keeps the images' prefix tokens too
+        prefix = self._prefix
+        if prefix is None:  # activations() of the context's own images sets it
+            raise ValueError(f"no prefix tokens were read at layer {self.layer!r}")
         flat = self._grids.reshape(len(self._grids), -1)
         # The image whose own patch grid agrees with the row in the most entries.
         owner = [int(np.argmax((flat == row).sum(1))) for row in a.reshape(len(a), -1)]
-        return np.ascontiguousarray(np.concatenate([self._prefix[owner], patches], axis=1))
+        return np.ascontiguousarray(np.concatenate([prefix[owner], patches], axis=1))
 
     def _input(self, images: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(images, dtype=self.images.dtype)
@@ -235,32 +261,14 @@ def _gradient_function(
     *,
     guided: bool = False,
     tokens: TokenGrid | None = None,
-) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``fn(images, targets) -> (source, grads)``, compiled once per model and key."""
+) -> Callable[[np.ndarray, np.ndarray], tuple[Outputs, bool]]:
+    """``fn(images, targets) -> ({"source", "gradients"}, connected)``, compiled once per key."""
     path = "" if layer is None else next(c.path for c in info.calls if c.layer is layer)
     key = ("raw_gradients", path, head, tokens, x.shape[1:], x.dtype.str, guided)
-    build = functools.partial(_build_gradients, model, info, head, layer, x, use_guided=guided,
-                              tokens=tokens)  # fmt: skip
-    return cached_engine(model, key, lambda: Engine(fn=build())).fn
-
-
-def _build_gradients(
-    model: keras.Model,
-    info: Any,
-    head: Any,
-    layer: keras.layers.Layer | None,
-    x: np.ndarray,
-    use_guided: bool = False,
-    tokens: TokenGrid | None = None,
-) -> Callable:
-    """The shared backend interface (:mod:`cam_callback.backends`), returning raw ``(A, G)``."""
-    backend = backends.get()
-    forward = functools.partial(
-        hooked_forward, info=info, head=head, target_layer=layer, count=not backend.EAGER,
-        tokens=tokens,
-    )  # fmt: skip
-    if use_guided:
-        plain, relus = forward, [c.layer for c in info.calls if relu_kind(c.layer)]
+    plain = gradient_forward(info=info, head=head, target_layer=layer, tokens=tokens)
+    forward: Forward = plain
+    if guided:
+        relus = [c.layer for c in info.calls if relu_kind(c.layer)]
 
         def forward(call: Any, m: Any, images: Any, targets: Any, capture: Any) -> tuple:
             # Guided ReLUs go in first, the capture hooks on top of them: a ReLU layer
@@ -268,13 +276,9 @@ def _build_gradients(
             with guided_relus(relus):
                 return plain(call, m, images, targets, capture)
 
-    def finish(source: Any, grads: Any, probs: Any, chosen: Any) -> tuple[Any, Any]:
-        return keras.ops.cast(source, "float32"), keras.ops.cast(grads, "float32")
+    def finish(source: Any, grads: Any, extras: dict[str, Any]) -> dict[str, Any]:
+        return {"source": keras.ops.cast(source, "float32"),
+                "gradients": keras.ops.cast(grads, "float32")}  # fmt: skip
 
-    fn = build_cam_function(model, info, layer, x, forward, finish, tokens)
-
-    def run(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = fn(images, targets)
-        return out[0], out[1]
-
-    return run
+    build = functools.partial(build_cam_function, model, info, layer, x, forward, finish, tokens)
+    return cached_engine(model, key, lambda: Engine(fn=build())).fn

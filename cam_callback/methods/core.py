@@ -1,208 +1,25 @@
-"""The one method registry, its one normalisation and its one dispatch.
+"""The one dispatch and the one normalisation of every method.
 
-Every method, the built-in Grad-CAM family too, is a :class:`Method` entry that
-says what it ``needs`` and what score it ``explains``. It runs either
-
-- **fused** (``fused=True``): ``fn(activations, gradients)`` in ``keras.ops``,
-  finished inside the one compiled forward-and-gradient call per batch;
-- over a :class:`~cam_callback.methods.context.MethodContext`: ``fn(ctx, **options)``
-  with numpy maths over backend-neutral primitives; or,
-- for ``needs="attention"`` (the attention rollouts), as its own compiled call
-  that returns the maps with the probabilities and classes it read on the way.
-
-Every way :func:`compute` normalises the maps once (:func:`normalize`).
+:func:`compute` resolves the layer, head and score, runs the registry's entry
+(:mod:`~cam_callback.methods.registry`) over its context, fused into the compiled
+call or in numpy over a :class:`~cam_callback.methods.context.MethodContext`, and
+normalises the maps once (:func:`normalize`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect as inspect_module
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 
-from cam_callback.core.inspection import SCORES
 from cam_callback.core.results import CAMResult
 from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
+from cam_callback.methods.registry import REGISTRY, Method, check_method
 from cam_callback.methods.resolve import AUTO, default_method, resolve
-
-NEEDS: tuple[str, ...] = (
-    "layer_gradients", "input_gradients", "activations", "forwards", "attention"
-)
-EXPLAINS: tuple[str, ...] = ("score", "logit", "probability", "none")
-
-
-@dataclass(frozen=True)
-class Method:
-    """A registered method.
-
-    Attributes:
-        name: The name ``compute_cams(method=...)`` takes.
-        fn: ``fn(ctx, **options) -> maps [N, h, w]`` (any scale; negatives are cut),
-            or, when ``fused``, ``fn(activations, gradients) -> maps`` in ``keras.ops``.
-        needs: One of :data:`NEEDS`.
-        explains_layer: Needs the explained layer (``True``) or explains the input.
-        options: Default options, overridable by ``compute_cams(..., method_options=...)``.
-        input_maps: Maps at the input's resolution although a layer is explained.
-        explains: One of :data:`EXPLAINS`: ``"score"`` (the requested ``score``),
-            ``"logit"``, ``"probability"`` or ``"none"`` (class-agnostic).
-        fused: ``fn`` runs inside the compiled call (a ``keras.ops`` finish).
-        check: ``check(calls, target_layer, path)`` raising a ValueError where the
-            model does not suit the method (run by ``inspect_model`` too), or ``None``.
-        builtin: Shipped with the package; cannot be replaced.
-    """
-
-    name: str
-    fn: Callable[..., Any]
-    needs: str
-    explains_layer: bool = True
-    options: Mapping[str, Any] = field(default_factory=dict)
-    input_maps: bool = False
-    explains: str = "score"
-    fused: bool = False
-    check: Callable[..., None] | None = None
-    builtin: bool = False
-
-
-REGISTRY: dict[str, Method] = {}
-"""Every method by name: :func:`available_methods` lists it."""
-
-
-def register_method(
-    name: str,
-    fn: Callable[..., Any],
-    *,
-    needs: str,
-    explains_layer: bool | None = None,
-    options: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
-    explains: str = "score",
-    fused: bool = False,
-) -> Method:
-    """Adds a method by name, for ``compute_cams``, ``CAMTracker`` and ``evaluate``.
-
-    Args:
-        name: A new name (the built-ins cannot be replaced).
-        fn: ``fn(ctx, **options)`` returning maps ``[N, h, w]``; see
-            :class:`~cam_callback.methods.context.MethodContext`. With ``fused``,
-            ``fn(activations, gradients)`` in ``keras.ops``, run in the compiled call.
-        needs: One of :data:`NEEDS` (``fused`` needs a kind of gradients). With
-            ``"attention"``, ``fn(model, images, targets, *, info, head, tokens, batch_size,
-            **options) -> (maps, probabilities, classes)`` runs its own compiled call.
-        explains_layer: ``None``: ``True`` unless ``needs == "input_gradients"``.
-        options: Default keyword options of ``fn`` (none for a fused method).
-        overwrite: Replace a method registered earlier under ``name``.
-        explains: What the maps explain, one of :data:`EXPLAINS`: ``"score"`` when
-            ``fn`` uses ``ctx.gradients``/``ctx.scores`` (the requested score),
-            ``"probability"`` when it reads ``ctx.predict``, ``"none"`` when no class is used.
-        fused: Run ``fn`` as a ``keras.ops`` finish inside the one compiled call.
-
-    Raises:
-        TypeError: ``fn`` not callable, or ``name`` not a str.
-        ValueError: A taken name, an unknown ``needs`` or ``explains``.
-
-    Example:
-        >>> register_method("mean_act", lambda ctx: ctx.activations().mean(-1),
-        ...                 needs="activations", explains="none")  # doctest: +SKIP
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"`name` must be a non-empty str. Received: name={name!r}")
-    if not callable(fn):
-        raise TypeError(f"`fn` must be callable. Received: fn of type {type(fn).__name__}")
-    if needs not in NEEDS:
-        raise ValueError(f"`needs` must be one of {NEEDS}. Received: needs={needs!r}")
-    if explains not in EXPLAINS:
-        raise ValueError(f"`explains` must be one of {EXPLAINS}. Received: explains={explains!r}")
-    if fused and (needs not in NEEDS[:2] or options):
-        raise ValueError(
-            "a fused method needs 'layer_gradients' or 'input_gradients' and takes no options. "
-            f"Received: needs={needs!r}, options={options!r}"
-        )
-    if name == AUTO:  # compute() resolves it to a built-in: a method by this name never runs
-        raise ValueError(
-            f"`name` {AUTO!r} is the default that picks a built-in method; pick another "
-            f"name. Received: name={name!r}"
-        )
-    taken = REGISTRY.get(name)
-    if taken is not None and (taken.builtin or not overwrite):
-        raise ValueError(
-            f"`name` {name!r} is already a method; pick another name"
-            + ("" if taken.builtin else " or pass overwrite=True")
-            + f". Received: name={name!r}"
-        )
-    if explains_layer is None:
-        explains_layer = needs != "input_gradients"
-    method = Method(
-        name, fn, needs, bool(explains_layer), dict(options or {}), explains=explains, fused=fused
-    )
-    REGISTRY[name] = method
-    return method
-
-
-def get(name: str) -> Method:
-    """The registered method ``name``; ``KeyError`` when there is none.
-
-    Example:
-        >>> get("gradcam").fused
-        True
-    """
-    return REGISTRY[name]
-
-
-def available_methods() -> tuple[str, ...]:
-    """``"auto"`` (the default), then every method name in registration order.
-
-    ``"auto"`` is gradient rollout at a Vision Transformer's default layer, Grad-CAM
-    elsewhere (:func:`cam_callback.methods.resolve.default_method`).
-
-    Example:
-        >>> available_methods()[:2], "scorecam" in available_methods()
-        (('auto', 'gradcam'), True)
-    """
-    return (AUTO, *REGISTRY)
-
-
-def check_method(method: Any) -> Method:
-    """The entry of ``method``; a ValueError naming the choices when there is none.
-
-    ``"auto"`` checks as Grad-CAM's entry, which resolves the same layer and score
-    as gradient rollout (both explain the requested score at the explained layer).
-
-    Example:
-        >>> check_method("gradcam").name, check_method("auto").name
-        ('gradcam', 'gradcam')
-    """
-    if method == AUTO:
-        return REGISTRY["gradcam"]
-    if not isinstance(method, str) or method not in REGISTRY:
-        raise ValueError(
-            f"`method` must be one of {available_methods()}. Received: method={method!r}"
-        )
-    return REGISTRY[method]
-
-
-def explained_score(method: str, score: str) -> str:
-    """What ``method``'s maps explain when ``score`` is the score really used.
-
-    ``"logit"`` or ``"probability"``, or ``"none"`` for a class-agnostic method.
-
-    Raises:
-        ValueError: An unknown method or score.
-
-    Example:
-        >>> explained_score("eigencam", "logit"), explained_score("scorecam", "probability")
-        ('none', 'probability')
-    """
-    if score not in SCORES:
-        raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
-    explains = check_method(method).explains
-    return score if explains == "score" else explains
 
 
 def normalize(maps: np.ndarray) -> np.ndarray:
@@ -251,7 +68,7 @@ def compute(
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
 ) -> CAMResult:
-    """The one dispatch: checks, runs the entry (fused or over a context), normalises.
+    """The one dispatch: checks, runs the entry over its context, normalises.
 
     A token layer is explained on its patch grid (``grid``/``prefix_tokens``, see
     :func:`cam_callback.core.tokens.token_grid`).
@@ -275,14 +92,12 @@ def compute(
             f"(head {used.name!r}). Received: method={method!r}, head={head!r}"
         )
     explained = used.score if spec.explains == "score" else spec.explains
-    if spec.needs == "attention":  # its own compiled call gives maps, probabilities, classes
-        maps, probs, chosen = spec.fn(model, x, targets, info=info, head=used, tokens=tokens,
-                                      batch_size=batch_size, **options)  # fmt: skip
-        maps = np.asarray(maps, np.float64)
-    elif spec.fused:
-        wrt_layer = target_layer if spec.needs == "layer_gradients" else None
-        maps, probs, chosen = run_fused(model, x, targets, spec.name, spec.fn, info, used, path,
-                                        wrt_layer, output, batch_size, tokens)  # fmt: skip
+    if spec.fused:  # in the one compiled call per batch, over its traced tensors
+        out = run_fused(model, x, targets, spec.name, spec.fn, spec.needs, options, info=info,
+                        head=used, path=path, layer=target_layer, output=output,
+                        batch_size=batch_size, tokens=tokens)  # fmt: skip
+        maps = np.asarray(out["maps"], np.float64)
+        probs, chosen = out["probabilities"], out["targets"]
     else:
         ctx = MethodContext(model, x, targets, info=info, head=used, layer=path,
                             target_layer=target_layer, output=output,
@@ -305,42 +120,3 @@ def compute(
         head=used.name,
         score=explained,
     )
-
-
-def register_builtin(
-    name: str,
-    fn: Callable[..., Any],
-    *,
-    check: Callable[..., None] | None = None,
-    input_maps: bool = False,
-    **kwargs: Any,
-) -> Method:
-    """Registers a method shipped with the package: it cannot be replaced later.
-
-    Options default to ``fn``'s keyword-only parameters.
-
-    Example:
-        >>> register_builtin("gradcam", gradcam, needs="layer_gradients", fused=True)
-        ... # doctest: +SKIP
-    """
-    if not kwargs.get("fused"):
-        kwargs.setdefault("options", {
-            k: p.default for k, p in inspect_module.signature(fn).parameters.items()
-            if p.kind is p.KEYWORD_ONLY
-        })  # fmt: skip
-    method = dataclasses.replace(
-        register_method(name, fn, **kwargs), check=check, input_maps=input_maps, builtin=True
-    )
-    REGISTRY[name] = method
-    return method
-
-
-def with_options(name: str, **options: Any) -> Callable[..., np.ndarray]:
-    """A registered method with other defaults, to register under a new name.
-
-    Example:
-        >>> register_method("scorecam64", with_options("scorecam", max_channels=64),
-        ...                 needs="forwards")  # doctest: +SKIP
-    """
-    base = REGISTRY[name]
-    return functools.partial(base.fn, **{**base.options, **options})

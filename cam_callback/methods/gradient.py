@@ -1,9 +1,11 @@
-"""The Grad-CAM family, fused: each a ``keras.ops`` finish inside the one compiled call.
+"""The Grad-CAM family: each one small ``fn(ctx)`` in ``keras.ops``, fused into the compiled call.
 
-Every finish takes the explained layer's activations ``A`` ``[B, h, w, K]`` and
-``G = d score / d A`` (or the input and its gradient, for ``"saliency"``) and
-returns ``[B, h, w]`` maps; :func:`cam_callback.methods.core.compute` normalises
-them. Only Eigen-Grad-CAM runs after the call, as one batched SVD in numpy.
+Every method reads ``A, G = ctx.gradients()``, the explained layer's activations
+``[B, h, w, K]`` and ``G = d score / d A`` (the input and its gradient, for
+``"saliency"``), and returns ``[B, h, w]`` maps; being ``keras.ops`` over what the
+compiled call computes, each is registered ``fused=True`` and runs inside it.
+:func:`cam_callback.methods.core.compute` normalises the maps. Only
+Eigen-Grad-CAM runs after the call, as one batched SVD in numpy.
 """
 
 from __future__ import annotations
@@ -13,36 +15,50 @@ from typing import Any
 import keras
 import numpy as np
 
-from cam_callback.methods.context import MethodContext
-from cam_callback.methods.core import register_builtin
+from cam_callback.core.layers import LayerCall
+from cam_callback.methods.context import Context
+from cam_callback.methods.fused import CompiledContext
 from cam_callback.methods.maths import principal_component
+from cam_callback.methods.registry import register_builtin
 
 
-def _pair(a: Any, g: Any) -> tuple[Any, Any]:
+def _pair(ctx: Context) -> tuple[Any, Any]:
+    a, g = ctx.gradients()
     return keras.ops.cast(a, "float32"), keras.ops.cast(g, "float32")
 
 
-def gradcam(activations: Any, grads: Any) -> Any:
+def example(a: Any, g: Any | None = None, *, wrt: str = "layer") -> CompiledContext:
+    """A context holding ``A`` and ``G`` (``G = A`` when omitted), for the examples and tests.
+
+    Example:
+        >>> tuple(gradcam(example(np.ones((1, 2, 2, 1)))).shape)
+        (1, 2, 2)
+    """
+    needs = "input_gradients" if wrt == "input" else "layer_gradients"
+    return CompiledContext(needs, {"source": a, "gradients": a if g is None else g})
+
+
+def gradcam(ctx: Context) -> Any:
     """Grad-CAM (Selvaraju et al. 2017): ``relu(sum_k mean_ij(G_k) A_k)``.
 
     Example:
-        >>> tuple(gradcam(np.ones((1, 2, 2, 1)), np.ones((1, 2, 2, 1))).shape)
+        >>> tuple(gradcam(example(np.ones((1, 2, 2, 1)))).shape)
         (1, 2, 2)
     """
-    a, g = _pair(activations, grads)
+    a, g = _pair(ctx)
     weights = keras.ops.mean(g, axis=(1, 2), keepdims=True)
     return keras.ops.relu(keras.ops.sum(weights * a, axis=-1))
 
 
-def gradcam_plus_plus(activations: Any, grads: Any) -> Any:
+def gradcam_plus_plus(ctx: Context) -> Any:
     """Grad-CAM++ (Chattopadhay et al.): weights ``sum_ij alpha_ij relu(G_ij)``.
 
     ``alpha = G^2 / (2 G^2 + sum_ab A_ab G^3)`` where that denominator is non-zero
     and 0 elsewhere (no epsilon: it would swamp the small logit gradients of large
-    layers). Example: ``gradcam_plus_plus(a, g).shape == a.shape[:3]``.
+    layers). Example: ``gradcam_plus_plus(ctx).shape == ctx.activations().shape[:3]``.
     """
     ops = keras.ops
-    a, g = _pair(activations, grads)
+    a, g = _pair(ctx)
     g2 = ops.square(g)
     denom = 2.0 * g2 + ops.sum(a, axis=(1, 2), keepdims=True) * g2 * g
     nonzero = ops.not_equal(denom, 0.0)
@@ -51,32 +67,32 @@ def gradcam_plus_plus(activations: Any, grads: Any) -> Any:
     return ops.relu(ops.sum(weights * a, axis=-1))
 
 
-def layercam(activations: Any, grads: Any) -> Any:
+def layercam(ctx: Context) -> Any:
     """Layer-CAM (Jiang et al. 2021): ``relu(sum_k relu(G_k) A_k)``.
 
-    Example: ``layercam(a, g).shape == a.shape[:3]``.
+    Example: ``layercam(ctx).shape == ctx.activations().shape[:3]``.
     """
-    a, g = _pair(activations, grads)
+    a, g = _pair(ctx)
     return keras.ops.relu(keras.ops.sum(keras.ops.relu(g) * a, axis=-1))
 
 
-def hirescam(activations: Any, grads: Any) -> Any:
+def hirescam(ctx: Context) -> Any:
     """HiResCAM (Draelos & Carin 2020): ``relu(sum_k G_k A_k)``.
 
-    Example: ``hirescam(a, g).shape == a.shape[:3]``.
+    Example: ``hirescam(ctx).shape == ctx.activations().shape[:3]``.
     """
-    a, g = _pair(activations, grads)
+    a, g = _pair(ctx)
     return keras.ops.relu(keras.ops.sum(g * a, axis=-1))
 
 
-def xgradcam(activations: Any, grads: Any) -> Any:
+def xgradcam(ctx: Context) -> Any:
     """XGrad-CAM (Fu et al. 2020): ``w_k = sum_ij (A_ijk / sum_ab A_abk) G_ijk``.
 
     A channel whose activations sum to zero weighs 0. Example:
-    ``xgradcam(a, g).shape == a.shape[:3]``.
+    ``xgradcam(ctx).shape == ctx.activations().shape[:3]``.
     """
     ops = keras.ops
-    a, g = _pair(activations, grads)
+    a, g = _pair(ctx)
     total = ops.sum(a, axis=(1, 2), keepdims=True)
     nonzero = ops.not_equal(total, 0.0)
     share = ops.where(nonzero, a / ops.where(nonzero, total, 1.0), 0.0)
@@ -84,45 +100,48 @@ def xgradcam(activations: Any, grads: Any) -> Any:
     return ops.relu(ops.sum(weights * a, axis=-1))
 
 
-def gradcam_elementwise(activations: Any, grads: Any) -> Any:
+def gradcam_elementwise(ctx: Context) -> Any:
     """``sum_k relu(G_k * A_k)`` (pytorch-grad-cam's GradCAMElementWise).
 
-    Example: ``gradcam_elementwise(a, g).shape == a.shape[:3]``.
+    Example: ``gradcam_elementwise(ctx).shape == ctx.activations().shape[:3]``.
     """
-    a, g = _pair(activations, grads)
+    a, g = _pair(ctx)
     return keras.ops.sum(keras.ops.relu(g * a), axis=-1)
 
 
-def cam(activations: Any, grads: Any) -> Any:
+def cam(ctx: Context) -> Any:
     """CAM (Zhou et al. 2016): ``sum_k W[k, c] A_k`` for a layer -> GAP -> Dense head.
 
     On that head the logit's gradient is ``W[k, c] / (h w)`` at every position, so
     ``sum_k G_k A_k`` is CAM up to the factor ``h w`` that normalising removes; the
     entry explains the logit whatever ``score`` asks (the bias does not vary in space).
-    Example: ``cam(a, g).shape == a.shape[:3]``.
+    Example: ``cam(ctx).shape == ctx.activations().shape[:3]``.
     """
-    a, g = _pair(activations, grads)
+    a, g = _pair(ctx)
     return keras.ops.relu(keras.ops.sum(g * a, axis=-1))
 
 
-def saliency(images: Any, grads: Any) -> Any:
+def saliency(ctx: Context) -> Any:
     """Saliency (Simonyan et al. 2014): ``max_c |d score / d x|``, ``[B, H, W]``.
 
-    Example: ``saliency(x, g).shape == x.shape[:3]``.
+    Example:
+        >>> tuple(saliency(example(np.ones((1, 4, 4, 3)), wrt="input")).shape)
+        (1, 4, 4)
     """
-    return keras.ops.max(keras.ops.abs(keras.ops.cast(grads, "float32")), axis=-1)
+    _, g = ctx.gradients(wrt="input")
+    return keras.ops.max(keras.ops.abs(keras.ops.cast(g, "float32")), axis=-1)
 
 
-def eigengradcam(ctx: MethodContext) -> np.ndarray:
+def eigengradcam(ctx: Context) -> np.ndarray:
     """First principal component of ``G * A`` (sign: positive with its channel mean).
 
     One batched SVD over the whole batch. Example: see :func:`principal_component`.
     """
     a, g = ctx.gradients()
-    return principal_component(a.astype(np.float64) * g)
+    return principal_component(np.asarray(a, np.float64) * g)
 
 
-def gap_dense_head(calls: list, target_layer: Any, path: str) -> Any:
+def gap_dense_head(calls: list[LayerCall], target_layer: Any, path: str) -> Any:
     """The Dense layer of a layer -> GAP -> Dense head; a ValueError for any other head.
 
     Example: ``gap_dense_head(info.calls, layer, "conv2")`` returns the Dense layer.
@@ -142,7 +161,7 @@ def gap_dense_head(calls: list, target_layer: Any, path: str) -> Any:
             for c in leaves[idx + 3 :]
         )
     )
-    if not ok:
+    if not ok or idx is None:
         raise ValueError(
             "`method` 'cam' needs the explained layer to feed GlobalAveragePooling2D -> Dense "
             f"(the original CAM head); after {path!r} come {following or 'no layers'}. "

@@ -18,7 +18,8 @@ import numpy as np
 
 from cam_callback._imageops import resize_bilinear
 from cam_callback.methods.context import MethodContext, batches
-from cam_callback.methods.core import compute, register_builtin
+from cam_callback.methods.core import compute
+from cam_callback.methods.registry import register_builtin
 
 
 def gradient_x_input(ctx: MethodContext) -> np.ndarray:

@@ -15,40 +15,29 @@ The map is the class token's row of ``R`` over the patch tokens, on the patch gr
 (no prefix tokens: a global-average-pooling head) gets the mean of the patch
 tokens' rows instead, the relevance that reaches the pooled tokens.
 
-Both read every ``keras.layers.MultiHeadAttention`` the model runs, through
-:func:`~cam_callback.core.attention.captured_attention`, inside one compiled call
-per batch. ``layer`` only says on which token grid the map is laid out (its
-default is the model's default layer); the rollout always spans every block.
+Each is one small ``fn(ctx)`` in ``keras.ops``: the context gives every
+``keras.layers.MultiHeadAttention`` the model runs (``ctx.attention()``, and
+``ctx.attention_gradients()``; read through
+:func:`~cam_callback.core.attention.captured_attention`) and the attention's token
+grid (``ctx.tokens``), inside one compiled call per batch. ``layer`` only says on
+which token grid the map is laid out (its default is the model's default layer);
+the rollout always spans every block.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
-import numpy as np
+import numpy as np  # noqa: F401 - the examples use it
 
-from cam_callback import backends
-from cam_callback.core.attention import (
-    attention_gradients,
-    attention_shape,
-    captured_attention,
-    check_attention_calls,
-)
-from cam_callback.core.engine import (
-    cached_engine,
-    cached_function,
-    chunks,
-    hooked_forward,
-    in_chunks,
-)
+from cam_callback.core.attention import check_attention_calls
 from cam_callback.core.layers import LayerCall
-from cam_callback.core.results import CAMError
-from cam_callback.core.token_layers import patch_size_hint
-from cam_callback.core.tokens import TokenGrid, token_grid
-from cam_callback.methods.core import register_builtin
+from cam_callback.core.tokens import TokenGrid
+from cam_callback.methods.fused import CompiledContext
+from cam_callback.methods.registry import register_builtin
 
 
 def discard_lowest(a: Any, ratio: float) -> Any:
@@ -120,7 +109,7 @@ def gradient_rollout_matrix(attentions: Sequence[Any], grads: Sequence[Any]) -> 
     return result
 
 
-def token_map(relevance: Any, grid: TokenGrid) -> Any:
+def token_map(relevance: Any, grid: TokenGrid | None) -> Any:
     """The class token's row of ``[B, T, T]`` relevance over the patches, ``[B, h, w]``.
 
     Without prefix tokens (no class token) the mean of the patches' rows.
@@ -129,31 +118,21 @@ def token_map(relevance: Any, grid: TokenGrid) -> Any:
         >>> tuple(token_map(np.ones((2, 5, 5)), TokenGrid(1, 2, 2)).shape)
         (2, 2, 2)
     """
+    if grid is None:
+        raise ValueError("the attention's token grid is unknown: pass `grid` to compute_cams")
     ops = keras.ops
     p = grid.prefix
     row = relevance[:, 0, p:] if p else ops.mean(relevance, axis=1)
     return ops.reshape(row, (-1, grid.height, grid.width))
 
 
-def rollout(
-    model: keras.Model,
-    images: np.ndarray,
-    targets: np.ndarray,
-    info: Any,
-    head: Any,
-    tokens: TokenGrid | None,
-    batch_size: int,
-    *,
-    discard_ratio: float = 0.0,
-    head_fusion: str = "mean",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Attention rollout (Abnar & Zuidema 2020): ``(maps [N, h, w], probabilities, classes)``.
+def rollout(ctx: CompiledContext, *, discard_ratio: float = 0.0, head_fusion: str = "mean") -> Any:
+    """Attention rollout (Abnar & Zuidema 2020): maps ``[B, h, w]`` from ``ctx.attention()``.
 
-    One compiled forward per batch gives the attention, the maps and the head's
-    probabilities. ``discard_ratio`` in ``[0, 1)``: share of each block's lowest
-    fused attention set to 0 before the identity is added (0: the paper's recursion).
-    ``head_fusion``: ``"mean"`` (the paper's), ``"max"`` or ``"min"`` over the heads,
-    as vit-explain offers.
+    Runs inside one compiled forward per batch. ``discard_ratio`` in ``[0, 1)``:
+    share of each block's lowest fused attention set to 0 before the identity is
+    added (0: the paper's recursion). ``head_fusion``: ``"mean"`` (the paper's),
+    ``"max"`` or ``"min"`` over the heads, as vit-explain offers.
 
     Example:
         >>> compute_cams(vit, x, method="rollout",
@@ -164,115 +143,30 @@ def rollout(
         raise ValueError(
             f"`head_fusion` must be one of {HEAD_FUSIONS}. Received: head_fusion={head_fusion!r}"
         )
-    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, numbers.Real) or not (
-        0.0 <= discard_ratio < 1.0
+    if (
+        isinstance(discard_ratio, bool)
+        or not isinstance(discard_ratio, numbers.Real)
+        or not (0.0 <= discard_ratio < 1.0)
     ):
         raise ValueError(
             f"`discard_ratio` must be a float in [0, 1). Received: discard_ratio={discard_ratio!r}"
         )
-    calls = check_attention_calls(info.calls, "rollout")
-    grid = _grid(model, images, tokens, calls)
-    layers = [c.layer for c in calls]
-    ops = keras.ops
-
-    def body(call: Any, m: keras.Model, batch: Any) -> Any:
-        seen: list[Any] = []
-        unset = -ops.ones((ops.shape(batch)[0],), "int32")  # classes are picked outside
-        with captured_attention(layers, lambda i, a, q: seen.append(a) or a):
-            _, probs, _, _ = hooked_forward(call, m, batch, unset, _same, info=info, head=head,
-                                            target_layer=None, count=False)  # fmt: skip
-        maps = token_map(rollout_matrix(seen, float(discard_ratio), head_fusion), grid)
-        flat = ops.reshape(maps, (-1, grid.height * grid.width))
-        return ops.concatenate([flat, ops.cast(probs, "float32")], axis=1)
-
-    key = ("rollout", grid, head, float(discard_ratio), head_fusion, images.shape[1:],
-           images.dtype.str)  # fmt: skip
-    both = _guarded("rollout", images, lambda: in_chunks(
-        cached_function(model, key, images, body), images, batch_size
-    ))  # fmt: skip
-    n_maps = grid.height * grid.width
-    probs = both[:, n_maps:]
-    chosen = np.where(targets < 0, probs.argmax(1), targets).astype(np.int64)
-    return both[:, :n_maps].reshape(-1, grid.height, grid.width), probs, chosen
+    return token_map(rollout_matrix(ctx.attention(), float(discard_ratio), head_fusion), ctx.tokens)
 
 
-def gradient_rollout(
-    model: keras.Model,
-    images: np.ndarray,
-    targets: np.ndarray,
-    info: Any,
-    head: Any,
-    tokens: TokenGrid | None,
-    batch_size: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradient-weighted rollout (Chefer, Gur & Wolf 2021): ``(maps, probabilities, classes)``.
+def gradient_rollout(ctx: CompiledContext) -> Any:
+    """Gradient-weighted rollout (Chefer, Gur & Wolf 2021) from ``ctx.attention_gradients()``.
 
-    One compiled forward and gradient per batch.
+    Runs inside one compiled forward and gradient per batch.
 
     Example:
         >>> compute_cams(vit, x, method="gradient_rollout").heatmaps.shape  # doctest: +SKIP
         (8, 6, 6)
     """
-    calls = check_attention_calls(info.calls, "gradient_rollout")
-    grid = _grid(model, images, tokens, calls)
-    key = ("gradient_rollout", grid, head, images.shape[1:], images.dtype.str)
-
-    def finish(attentions: list[Any], grads: list[Any]) -> Any:
-        return token_map(gradient_rollout_matrix(attentions, grads), grid)
-
-    engine = cached_engine(model, key, lambda: attention_gradients(model, images, info, head,
-                                                                   calls, finish))  # fmt: skip
-    maps, probs, chosen = [], [], []
-    for chunk, t, n in chunks(images, targets.astype(np.int32), batch_size=batch_size):
-        m, p, c, connected = _guarded(
-            "gradient_rollout", images, lambda c=chunk, tt=t: engine.fn(c, tt)
-        )
-        if not connected:
-            raise ValueError(
-                "`method` 'gradient_rollout': the explained score does not depend on the "
-                "attention (no gradient reaches it), so the map cannot be computed. "
-                "Received: method='gradient_rollout'"
-            )
-        maps.append(m[:n])
-        probs.append(p[:n])
-        chosen.append(c[:n])
-    return np.concatenate(maps), np.concatenate(probs), np.concatenate(chosen).astype(np.int64)
+    return token_map(gradient_rollout_matrix(*ctx.attention_gradients()), ctx.tokens)
 
 
-def _same(out: Any) -> Any:
-    return out
-
-
-def _guarded(method: str, images: np.ndarray, run: Any) -> Any:
-    """``run()``, with the backend's own failures re-raised as a CAMError in context."""
-    try:
-        return run()
-    except backends.get().ERRORS as exc:
-        raise CAMError(
-            f"computing {method} maps failed on input of shape {images.shape}: {exc}"
-        ) from exc
-
-
-def _grid(
-    model: keras.Model, images: np.ndarray, tokens: TokenGrid | None, calls: list[LayerCall]
-) -> TokenGrid:
-    """The explained layer's grid where its tokens are the attention's, else found afresh."""
-    counts = {attention_shape(c)[1] for c in calls}
-    if len(counts) != 1:
-        raise ValueError(
-            "rollout multiplies the attention of every block, which needs one token count; "
-            f"the attention layers have {sorted(counts)}. Received: layers="
-            f"{[c.path for c in calls]}"
-        )
-    n = counts.pop()
-    if tokens is not None and tokens.tokens == n:
-        return tokens  # grid= and prefix_tokens= given to compute_cams are in it
-    image = (int(images.shape[1]), int(images.shape[2]))
-    return token_grid((None, n, 1), image, patch_size=patch_size_hint(model),
-                      layer=calls[-1].path)  # fmt: skip
-
-
-def _check(method: str) -> Any:
+def _check(method: str) -> Callable[[list[LayerCall], Any, str], None]:
     def check(calls: list[LayerCall], target_layer: Any, path: str) -> None:
         check_attention_calls(calls, method)
 
@@ -281,5 +175,6 @@ def _check(method: str) -> Any:
 
 register_builtin("rollout", rollout, needs="attention", explains="none", check=_check("rollout"))
 register_builtin(
-    "gradient_rollout", gradient_rollout, needs="attention", check=_check("gradient_rollout")
-)
+    "gradient_rollout", gradient_rollout, needs="attention_gradients",
+    check=_check("gradient_rollout"),
+)  # fmt: skip
