@@ -39,7 +39,7 @@ from cam_callback.api.probes import (
     select_probes,
     take_probes,
 )
-from cam_callback.api.settings import CAMSettings
+from cam_callback.methods.settings import CAMSettings
 
 __all__ = [
     "CAMError", "CAMResult", "CAMSettings", "DEFAULT_NUM_PROBES", "HEADS", "ModelCheck", "SCORES",

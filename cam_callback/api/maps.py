@@ -14,7 +14,6 @@ import keras
 import numpy as np
 
 from cam_callback import backends
-from cam_callback.api.settings import CAMSettings
 from cam_callback.core.engine import trace_count
 from cam_callback.core.heads import HEADS, check_head, head_scores
 from cam_callback.core.inspection import SCORES, prepare_images
@@ -23,7 +22,9 @@ from cam_callback.core.results import CAMError, CAMResult, ModelCheck
 from cam_callback.core.token_layers import default_layer
 from cam_callback.methods import available_methods, check_method, compute
 from cam_callback.methods import explained_score as _explained
-from cam_callback.methods.resolve import AUTO, default_method, resolve
+from cam_callback.methods.registry import AUTO
+from cam_callback.methods.resolve import default_method, resolve
+from cam_callback.methods.settings import CAMSettings
 
 __all__ = [
     "CAMError",
@@ -157,20 +158,7 @@ def compute_with(
             f"`settings` must be a CAMSettings. Received: settings of type "
             f"{type(settings).__name__}"
         )
-    return compute(
-        model,
-        images,
-        method=settings.method,
-        layer=settings.layer,
-        target=target,
-        score=settings.score,
-        output=settings.output,
-        batch_size=settings.batch_size,
-        method_options=settings.method_options,
-        head=settings.head,
-        grid=settings.grid,
-        prefix_tokens=settings.prefix_tokens,
-    )
+    return compute(model, images, settings, target=target)
 
 
 def inspect_model(
@@ -215,10 +203,7 @@ def inspect_with(model: keras.Model, images: Any, settings: CAMSettings) -> Mode
     """
     s = settings
     spec = check_method(s.method)
-    x, info, used, path, target_layer, tokens = resolve(
-        model, images, spec, s.layer, s.output, s.score, s.head, grid=s.grid,
-        prefix_tokens=s.prefix_tokens,
-    )  # fmt: skip
+    x, info, used, path, target_layer, tokens = resolve(model, images, spec, s)
     note = ""
     if target_layer is None or spec.input_maps:
         shape = x.shape[1:3]

@@ -18,8 +18,9 @@ from cam_callback.core.results import CAMResult
 from cam_callback.core.targets import prepare_targets
 from cam_callback.methods.context import MethodContext
 from cam_callback.methods.fused import run_fused
-from cam_callback.methods.registry import REGISTRY, Method, check_method
-from cam_callback.methods.resolve import AUTO, default_method, resolve
+from cam_callback.methods.registry import AUTO, REGISTRY, Method, check_method
+from cam_callback.methods.resolve import default_method, resolve
+from cam_callback.methods.settings import CAMSettings
 
 
 def normalize(maps: np.ndarray) -> np.ndarray:
@@ -54,37 +55,26 @@ def _options(spec: Method, method_options: Any) -> dict[str, Any]:
 
 
 def compute(
-    model: keras.Model,
-    images: Any,
-    *,
-    method: str,
-    layer: Any = None,
-    target: Any = "predicted",
-    score: str = "logit",
-    output: Any = None,
-    batch_size: int = 32,
-    method_options: Mapping[str, Any] | None = None,
-    head: str = "auto",
-    grid: tuple[int, int] | None = None,
-    prefix_tokens: int | None = None,
+    model: keras.Model, images: Any, settings: CAMSettings, *, target: Any = "predicted"
 ) -> CAMResult:
     """The one dispatch: checks, runs the entry over its context, normalises.
 
-    A token layer is explained on its patch grid (``grid``/``prefix_tokens``, see
-    :func:`cam_callback.core.tokens.token_grid`).
+    A token layer is explained on its patch grid (``settings.grid``/``prefix_tokens``,
+    see :func:`cam_callback.core.tokens.token_grid`).
 
     Example:
-        >>> compute(model, x, method="xgradcam").heatmaps.shape  # doctest: +SKIP
+        >>> compute(model, x, CAMSettings(method="xgradcam")).heatmaps.shape  # doctest: +SKIP
         (8, 6, 6)
     """
-    spec = check_method(method)
-    x, info, used, path, target_layer, tokens = resolve(
-        model, images, spec, layer, output, score, head, grid=grid, prefix_tokens=prefix_tokens
+    method, head, output, batch_size = (
+        settings.method, settings.head, settings.output, settings.batch_size
     )
+    spec = check_method(method)
+    x, info, used, path, target_layer, tokens = resolve(model, images, spec, settings)
     if method == AUTO:
-        method = default_method(info.calls, tokens, layer)[0]
+        method = default_method(info.calls, tokens, settings.layer)[0]
         spec = REGISTRY[method]
-    options = _options(spec, method_options)
+    options = _options(spec, settings.method_options)
     targets = prepare_targets(target, len(x), used.n_classes)
     if spec.explains == "logit" and used.score != "logit":
         raise ValueError(

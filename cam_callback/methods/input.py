@@ -20,6 +20,7 @@ from cam_callback._imageops import resize_bilinear
 from cam_callback.methods.context import MethodContext, batches
 from cam_callback.methods.core import compute
 from cam_callback.methods.registry import register_builtin
+from cam_callback.methods.settings import CAMSettings
 
 
 def gradient_x_input(ctx: MethodContext) -> np.ndarray:
@@ -96,12 +97,9 @@ def guided_gradcam(ctx: MethodContext) -> np.ndarray:
     to [0, 1], times the guided-backpropagation saliency (max over channels).
     """
     _, g = ctx.gradients(wrt="input", guided=True)
-    grad_cam = compute(
-        ctx.model,
-        ctx.images,
-        method="gradcam",
+    gradcam = CAMSettings(
         layer=ctx.target_layer,
-        target=ctx.targets,
+        method="gradcam",
         score=ctx.score,
         output=ctx.output,
         batch_size=ctx.batch_size,
@@ -109,7 +107,8 @@ def guided_gradcam(ctx: MethodContext) -> np.ndarray:
         # The same patch grid on a token layer, also where grid= or prefix_tokens= chose it.
         grid=None if ctx.tokens is None else (ctx.tokens.height, ctx.tokens.width),
         prefix_tokens=None if ctx.tokens is None else ctx.tokens.prefix,
-    ).heatmaps
+    )
+    grad_cam = compute(ctx.model, ctx.images, gradcam, target=ctx.targets).heatmaps
     h, w = ctx.images.shape[1:3]
     return np.abs(g.astype(np.float64)).max(-1) * resize_bilinear(grad_cam.astype(np.float64), h, w)
 

@@ -25,7 +25,10 @@ import numpy as np
 
 from cam_callback.core.inspection import SCORES
 from cam_callback.methods.fused import FUSABLE
-from cam_callback.methods.resolve import AUTO
+
+AUTO = "auto"
+"""The default ``method``: ``TOKEN_DEFAULT`` (:mod:`~.resolve`) at a ViT's default layer, else
+Grad-CAM."""
 
 NEEDS: tuple[str, ...] = (
     "layer_gradients",

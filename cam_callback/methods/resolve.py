@@ -13,13 +13,12 @@ import keras
 import numpy as np
 
 from cam_callback.core.attention import attention_shape, check_attention_calls
-from cam_callback.core.inspection import check_score, inspect, prepare_images
+from cam_callback.core.inspection import inspect, prepare_images
 from cam_callback.core.layers import LayerCall
 from cam_callback.core.token_layers import explained_tokens
 from cam_callback.core.tokens import TokenGrid
+from cam_callback.methods.settings import CAMSettings
 
-AUTO = "auto"
-"""The default ``method``: :data:`TOKEN_DEFAULT` at a ViT's default layer, else Grad-CAM."""
 TOKEN_DEFAULT = "gradient_rollout"
 """What ``method="auto"`` runs at a Vision Transformer's default layer (docs/methods.md,
 ``benchmarks/bench_vit_defaults.py``: Grad-CAM and its family give all-zero maps for a
@@ -63,37 +62,28 @@ def default_method(calls: list[LayerCall], tokens: TokenGrid | None, layer: Any)
 
 
 def resolve(
-    model: keras.Model,
-    images: Any,
-    spec: Any,
-    layer: Any,
-    output: Any,
-    score: str,
-    head: str,
-    *,
-    grid: tuple[int, int] | None = None,
-    prefix_tokens: int | None = None,
+    model: keras.Model, images: Any, spec: Any, settings: CAMSettings
 ) -> tuple[np.ndarray, Any, Any, str, Any, Any]:
-    """Checks ``score``, prepares the images and inspects the model for ``spec``.
+    """Prepares the images and inspects the model for ``spec`` as ``settings`` say.
 
     Returns ``(images, model info, resolved head, layer path, layer, token grid)``
     (the grid is ``None`` unless the layer outputs ``[batch, tokens, dim]``); runs
     the entry's own layer check. Shared by :func:`compute` and ``inspect_model``.
 
     Example:
-        >>> x, info, head, path, layer, tokens = resolve(model, x, REGISTRY["gradcam"], None,
-        ...                                              None, "logit", "auto")  # doctest: +SKIP
+        >>> x, info, head, path, layer, tokens = resolve(model, x, REGISTRY["gradcam"],
+        ...                                              CAMSettings())  # doctest: +SKIP
     """
-    check_score(score)
+    s = settings
     x = prepare_images(model, images)
     # A method that always explains the logit reads the head as a logit head.
-    asked = "logit" if spec.explains == "logit" else score
+    asked = "logit" if spec.explains == "logit" else s.score
     info, used, path, target_layer = inspect(
-        model, x, layer, spec.explains_layer, output, asked, head,
-        grid=grid, prefix_tokens=prefix_tokens,
+        model, x, s.layer, spec.explains_layer, s.output, asked, s.head,
+        grid=s.grid, prefix_tokens=s.prefix_tokens,
     )  # fmt: skip
     if spec.check is not None:
         spec.check(info.calls, target_layer, path)
-    tokens = explained_tokens(model, info.calls, x, target_layer, grid=grid,
-                              prefix_tokens=prefix_tokens)  # fmt: skip
+    tokens = explained_tokens(model, info.calls, x, target_layer, grid=s.grid,
+                              prefix_tokens=s.prefix_tokens)  # fmt: skip
     return x, info, used, path, target_layer, tokens

@@ -20,7 +20,7 @@ import keras
 from cam_callback.core.heads import check_head
 from cam_callback.core.inspection import check_score
 from cam_callback.core.tokens import check_token_arguments
-from cam_callback.methods import available_methods
+from cam_callback.methods.registry import available_methods
 
 __all__ = ["CAMSettings"]
 
