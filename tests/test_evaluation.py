@@ -627,3 +627,32 @@ def test_road_noise_scale_reaches_road_and_the_settings(monkeypatch):
         )  # fmt: skip
         assert seen[-1] == scale
         assert words in table.settings["road_imputation"]
+
+
+def test_head_is_read_as_asked_and_recorded(images32, monkeypatch):
+    """A linear 3-unit output read as sigmoids, not as an assumed softmax: every forward pass
+    reads it so, and the table says which head it used."""
+    import keras
+
+    from cam_callback.evaluation import scoring
+
+    heads, real = [], scoring.probabilities_with
+
+    def spy(model, images, settings):
+        heads.append(settings.head)
+        return real(model, images, settings)
+
+    monkeypatch.setattr(scoring, "probabilities_with", spy)
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(images32.shape[1:])
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    run = dict(methods=("gradcam",), metrics=("average_drop",), labels=np.zeros(len(images32)))
+    sig = ev.evaluate(model, images32, head="sigmoid", **run)
+    soft = ev.evaluate(model, images32, head="softmax", **run)
+    assert (sig.settings["head"], soft.settings["head"]) == ("sigmoid", "softmax")
+    assert heads == ["sigmoid", "softmax"]  # average_drop's one forward pass, each as asked
+    assert sig.settings["grid"] is None and sig.settings["prefix_tokens"] is None
+    a, b = sig.per_image["gradcam"]["average_drop"], soft.per_image["gradcam"]["average_drop"]
+    assert not np.allclose(a, b)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from cam_callback import compute_cams, methods
+from cam_callback import api, compute_cams, methods
 
 DOC = Path(__file__).parent.parent / "docs" / "methods.md"
 
@@ -89,3 +89,54 @@ def test_a_fused_method_gets_only_what_the_compiled_call_computes(flatten_model)
     with pytest.raises(ValueError, match=r"a fused method needs one of .*needs='forwards'"):
         methods.register_method("x4", scores_inside, needs="forwards", fused=True)
     assert "x4" not in methods.REGISTRY
+
+
+def test_fused_options_key_the_compiled_call_by_value_not_by_repr(flatten_model):
+    from cam_callback.methods.fused import option_key
+
+    a, b = np.zeros(2000), np.zeros(2000)
+    b[1000] = 1.0  # the two reprs are equal ("...") where the arrays are not
+    assert repr(a) == repr(b) and option_key("w", a) != option_key("w", b)
+    assert option_key("k", 1) != option_key("k", True)
+    with pytest.raises(TypeError, match="`method_options`.*Received: w=\\[1\\]"):
+        option_key("w", [1])
+
+    model, x, *_ = flatten_model
+
+    def weighted(ctx, *, w):  # the channels weighted by an array option
+        a, _ = ctx.gradients()
+        return keras.ops.sum(a * keras.ops.convert_to_tensor(w, a.dtype), -1)
+
+    methods.register_method("weighted", weighted, needs="layer_gradients", fused=True,
+                            options={"w": None})  # fmt: skip
+    try:
+        k = model.get_layer("conv").filters
+        one = np.eye(k)[0].astype("float32")
+        got = [compute_cams(model, x, method="weighted", layer="conv",
+                            method_options={"w": w}).heatmaps for w in (one, one[::-1].copy())]
+    finally:
+        methods.REGISTRY.pop("weighted", None)
+    assert not np.allclose(got[0], got[1])  # the second array got its own trace
+
+
+def test_an_attention_method_is_refused_on_a_cnn_before_any_map(flatten_model):
+    model, x, *_ = flatten_model
+    methods.register_method("my_rollout", lambda ctx: ctx.attention()[0], needs="attention")
+    try:
+        with pytest.raises(ValueError, match="my_rollout"):
+            api.inspect_model(model, x, method="my_rollout")  # what the tracker runs first
+    finally:
+        methods.REGISTRY.pop("my_rollout", None)
+
+
+def test_gradients_refuse_an_unknown_wrt_and_compute_cams_checks_the_model_first(flatten_model):
+    model, x, *_ = flatten_model
+    methods.register_method("typo", lambda ctx: ctx.gradients(wrt="inputs")[1].sum(-1),
+                            needs="input_gradients")  # fmt: skip
+    try:
+        with pytest.raises(ValueError, match="`wrt` must be one of"):
+            compute_cams(model, x, method="typo")
+    finally:
+        methods.REGISTRY.pop("typo", None)
+    with pytest.raises(TypeError, match="`model` must be a keras.Model"):
+        compute_cams(None, x, method="nope")

@@ -830,3 +830,16 @@ def test_a_run_shows_itself_inline_in_a_notebook_with_no_network(tmp_path):
         np.testing.assert_allclose(ys, want, atol=0.06)
         right = int(run.probabilities[-1, i].argmax()) == int(run.labels[i])
         assert line.get("stroke") == ("#2ea043" if right else "#d73a49")
+
+
+def test_npz_bytes_holds_exactly_the_arrays_and_refuses_objects():
+    import io
+    import zipfile
+
+    from cam_callback.record.paths import npz_bytes
+
+    data = npz_bytes({"maps": np.zeros((2, 3), np.float32), "labels": np.arange(2)})
+    # Exactly these members: no option of np.savez stored as an array (numpy < 2.2 did).
+    assert sorted(zipfile.ZipFile(io.BytesIO(data)).namelist()) == ["labels.npy", "maps.npy"]
+    with pytest.raises(TypeError, match="`arrays` must hold numbers.*'bad'"):
+        npz_bytes({"bad": np.array([{"a": 1}], dtype=object)})

@@ -50,6 +50,13 @@ __all__ = [
 ]
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
+        )
+
+
 def compute_cams(
     model: keras.Model,
     images: Any,
@@ -121,6 +128,7 @@ def compute_cams(
         >>> res.heatmaps.shape, res.targets[:3]  # doctest: +SKIP
         ((8, 3, 3), array([2, 0, 1]))
     """
+    _check_model(model)
     settings = CAMSettings(
         layer=layer,
         method=method,
@@ -149,10 +157,7 @@ def compute_with(
         >>> compute_with(model, x_probe, s, target=y_probe).method  # doctest: +SKIP
         'layercam'
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
-        )
+    _check_model(model)
     if not isinstance(settings, CAMSettings):
         raise TypeError(
             f"`settings` must be a CAMSettings. Received: settings of type "

@@ -46,6 +46,9 @@ def model_randomisation_test(
     output: int | str | None = None,
     batch_size: int = 32,
     seed: int = 0,
+    head: str = "auto",
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> list[RandomisationCheck]:
     """The model-randomisation sanity check (Adebayo et al., 2018).
 
@@ -55,20 +58,26 @@ def model_randomisation_test(
     upsampled to the image). A method whose maps stay alike (``similarity >=
     threshold``) is flagged: it shows the input, not the model. The maps explain
     the trained model's predicted class (of ``output``) in both, for ``score``.
-    The caller's ``random`` and ``numpy.random`` states are left as they were.
+    ``head``, ``grid`` and ``prefix_tokens`` read the output and tile a token layer as in
+    ``compute_cams``. The caller's ``random`` and ``numpy.random`` states are left as they were.
 
     Example:
         >>> checks = model_randomisation_test(model, x[:8], methods=("gradcam",))  # doctest: +SKIP
         >>> checks[0].flagged  # doctest: +SKIP
         False
     """
-    cam = CAMSettings(layer=layer, score=score, output=output, batch_size=batch_size)
+    cam = CAMSettings(
+        layer=layer, score=score, output=output, batch_size=batch_size, head=head, grid=grid,
+        prefix_tokens=prefix_tokens,
+    )  # fmt: skip
     x = prepare_images(model, images)
     n, h, w = x.shape[:3]
     if not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise ValueError(f"`threshold` must be in [-1, 1]. Received: threshold={threshold!r}")
     entries = check_methods(methods)
-    probs = predict_scores(model, x, score=cam.score, output=cam.output, batch_size=cam.batch_size)
+    probs = predict_scores(
+        model, x, score=cam.score, output=cam.output, batch_size=cam.batch_size, head=cam.head
+    )
     targets = probs[0].argmax(1)
     path = layer if layer is not None else inspect_with(model, x, cam).layer
     # Keras draws an unseeded initialiser's seed from Python's `random` when the layer is

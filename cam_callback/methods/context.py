@@ -24,6 +24,7 @@ from cam_callback.core.engine import (
 from cam_callback.core.forward import Forward, gradient_forward
 from cam_callback.core.predict import layer_activations, predict_probabilities, predict_scores
 from cam_callback.core.tokens import TokenGrid
+from cam_callback.methods.fused import check_wrt
 from cam_callback.methods.guided import guided_relus, relu_kind
 
 
@@ -148,7 +149,7 @@ class MethodContext:
         """
         x = self.images if images is None else self._input(images)
         t = self.targets if targets is None else np.asarray(targets)
-        layer = None if wrt == "input" else self.target_layer
+        layer = None if check_wrt(wrt) == "input" else self.target_layer
         tokens = None if layer is None else self.tokens
         fn = _gradient_function(self.model, self.info, self.head, layer, x, guided=guided,
                                 tokens=tokens)  # fmt: skip

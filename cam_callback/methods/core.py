@@ -92,7 +92,8 @@ def compute(
         ctx = MethodContext(model, x, targets, info=info, head=used, layer=path,
                             target_layer=target_layer, output=output,
                             batch_size=batch_size, tokens=tokens)  # fmt: skip
-        maps = np.asarray(spec.fn(ctx, **options), np.float64)
+        # A keras.ops method runs here too: its result may be a device tensor (torch on a GPU).
+        maps = np.asarray(keras.ops.convert_to_numpy(spec.fn(ctx, **options)), np.float64)
         probs, chosen = ctx.probabilities, ctx.targets
     input_res = not spec.explains_layer or spec.input_maps
     want = (len(x), *(x.shape[1:3] if input_res else maps.shape[1:3]))

@@ -10,6 +10,7 @@ costs about what Grad-CAM costs.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +45,42 @@ _ELSEWHERE = frozenset({
     "head", "layer", "target_layer", "output", "batch_size",
 })  # fmt: skip
 
+
+WRT: tuple[str, ...] = ("layer", "input")
+"""What ``ctx.gradients(wrt=...)`` differentiates with respect to."""
+
+
+def check_wrt(wrt: Any) -> str:
+    """``wrt`` checked against :data:`WRT` (a typo would silently read the layer).
+
+    Example:
+        >>> check_wrt("input")
+        'input'
+    """
+    if wrt not in WRT:
+        raise ValueError(f"`wrt` must be one of {WRT}. Received: wrt={wrt!r}")
+    return str(wrt)
+
+
+
+def option_key(name: str, value: Any) -> Any:
+    """What a compiled call is cached by for one option: the value itself where it is
+    hashable, an array by its dtype, shape and bytes (a repr would cut a long array).
+
+    Example:
+        >>> option_key("k", 3), option_key("w", np.zeros(2))[:2]
+        (('int', 3), ('<f8', (2,)))
+    """
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, hashlib.sha256(value.tobytes()).hexdigest())
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"`method_options` of a fused method must be hashable values or numpy arrays "
+            f"(the compiled call is cached by them). Received: {name}={value!r}"
+        ) from None
+    return (type(value).__qualname__, value)  # 1, 1.0 and True are equal, not the same option
 
 class CompiledContext:
     """A method's context inside the compiled call: ``keras.ops`` tensors, one batch.
@@ -88,7 +125,7 @@ class CompiledContext:
 
     def gradients(self, *, wrt: str = "layer") -> tuple[Any, Any]:
         """``(source, d score / d source)``; ``wrt`` must be what the method registered."""
-        need = "input_gradients" if wrt == "input" else "layer_gradients"
+        need = "input_gradients" if check_wrt(wrt) == "input" else "layer_gradients"
         self._have("source", need, f"gradients(wrt={wrt!r})")
         return self._named["source"], self._named["gradients"]
 
@@ -153,7 +190,7 @@ def run_fused(  # noqa: PLR0913
         (8, 6, 6)
     """
     # The function itself is in the key: a method registered again under its name retraces.
-    frozen = (fn, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    frozen = (fn, tuple(sorted((k, option_key(k, v)) for k, v in options.items())))
     targets = targets.astype(np.int32)
     errors = backends.get().ERRORS
 

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from cam_callback.core.attention import check_attention_calls
 from cam_callback.core.inspection import SCORES
+from cam_callback.core.layers import LayerCall
 from cam_callback.methods.fused import FUSABLE
 
 AUTO = "auto"
@@ -160,10 +162,28 @@ def register_method(
     if explains_layer is None:
         explains_layer = needs != "input_gradients"
     method = Method(
-        name, fn, needs, bool(explains_layer), dict(options or {}), explains=explains, fused=fused
-    )
+        name, fn, needs, bool(explains_layer), dict(options or {}), explains=explains, fused=fused,
+        check=attention_check(name) if needs.startswith("attention") else None,
+    )  # fmt: skip
     REGISTRY[name] = method
     return method
+
+
+def attention_check(method: str) -> Callable[[list[LayerCall], Any, str], None]:
+    """The model check of a method that reads the attention, run by ``inspect_model`` too (so
+    before an epoch): a ValueError naming ``method`` where no attention can be read.
+
+    Example:
+        >>> attention_check("rollout")([], None, "")
+        Traceback (most recent call last):
+        ...
+        ValueError: `method` 'rollout' follows attention through the model, but the model has no ...
+    """
+
+    def check(calls: list[LayerCall], target_layer: Any, path: str) -> None:
+        check_attention_calls(calls, method)
+
+    return check
 
 
 def get(name: str) -> Method:
@@ -246,8 +266,9 @@ def register_builtin(
         k: p.default for k, p in inspect_module.signature(fn).parameters.items()
         if p.kind is p.KEYWORD_ONLY
     })  # fmt: skip
+    entry = register_method(name, fn, **kwargs)
     method = dataclasses.replace(
-        register_method(name, fn, **kwargs), check=check, input_maps=input_maps, builtin=True
+        entry, check=check or entry.check, input_maps=input_maps, builtin=True
     )
     REGISTRY[name] = method
     return method

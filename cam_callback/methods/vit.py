@@ -27,14 +27,12 @@ the rollout always spans every block.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np  # noqa: F401 - the examples use it
 
-from cam_callback.core.attention import check_attention_calls
-from cam_callback.core.layers import LayerCall
 from cam_callback.core.tokens import TokenGrid
 from cam_callback.methods.fused import CompiledContext
 from cam_callback.methods.registry import register_builtin
@@ -166,15 +164,5 @@ def gradient_rollout(ctx: CompiledContext) -> Any:
     return token_map(gradient_rollout_matrix(*ctx.attention_gradients()), ctx.tokens)
 
 
-def _check(method: str) -> Callable[[list[LayerCall], Any, str], None]:
-    def check(calls: list[LayerCall], target_layer: Any, path: str) -> None:
-        check_attention_calls(calls, method)
-
-    return check
-
-
-register_builtin("rollout", rollout, needs="attention", explains="none", check=_check("rollout"))
-register_builtin(
-    "gradient_rollout", gradient_rollout, needs="attention_gradients",
-    check=_check("gradient_rollout"),
-)  # fmt: skip
+register_builtin("rollout", rollout, needs="attention", explains="none")
+register_builtin("gradient_rollout", gradient_rollout, needs="attention_gradients")
