@@ -286,6 +286,17 @@ def cost(
         )
 
 
+def median_warm(fn, repeats: int) -> float:
+    """The median of ``repeats`` timed calls of ``fn``, after one untimed call (it traces)."""
+    fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
 def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
     """In one process, per epoch: the maps alone, then what interventions and fragility add
     (median of ``repeats`` warm calls), and the one-off build of the altered probes."""
@@ -318,20 +329,11 @@ def intervention_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
             r = api.compute_cams(model, images, target=targets, batch_size=batch)
             return r.heatmaps, r.probabilities
 
-        def timed(fn):
-            fn()  # traces and compiles
-            runs = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                runs.append(time.perf_counter() - start)
-            return statistics.median(runs)
-
         res = api.compute_cams(model, px, batch_size=batch)
         args = (res.heatmaps, res.probabilities, res.targets)
-        t_maps = timed(lambda: api.compute_cams(model, px, batch_size=batch))  # noqa: B023
-        t_interv = timed(lambda: interv.measure(probs, maps, *args))  # noqa: B023
-        t_frag = timed(lambda: frag.measure(probs, maps, *args))  # noqa: B023
+        t_maps = median_warm(lambda: api.compute_cams(model, px, batch_size=batch), repeats)  # noqa: B023
+        t_interv = median_warm(lambda: interv.measure(probs, maps, *args), repeats)  # noqa: B023
+        t_frag = median_warm(lambda: frag.measure(probs, maps, *args), repeats)  # noqa: B023
         print(f"{n:6d} {t_maps:8.3f} {t_interv:9.3f} {interv.passes:7d} {t_frag:11.3f} "
               f"{build:8.2f} {build_frag:12.2f}")  # fmt: skip
 
@@ -361,19 +363,13 @@ def evidence_cost(probe_counts: tuple[int, ...], repeats: int = 5) -> None:
             def probs(images, batch=batch):
                 return api.predict_probabilities(model, images, batch_size=batch)
 
-            def timed(fn):
-                fn()
-                runs = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    fn()
-                    runs.append(time.perf_counter() - start)
-                return statistics.median(runs)
-
             res = api.compute_cams(model, px, batch_size=batch, target=py)  # as target="label"
             args = (res.heatmaps, res.probabilities, res.targets)
-            t_maps = timed(lambda: api.compute_cams(model, px, batch_size=batch, target=py))  # noqa: B023
-            t_ev = timed(lambda: stage.measure(probs, *args))  # noqa: B023
+            t_maps = median_warm(
+                lambda: api.compute_cams(model, px, batch_size=batch, target=py),  # noqa: B023
+                repeats,
+            )
+            t_ev = median_warm(lambda: stage.measure(probs, *args), repeats)  # noqa: B023
             print(f"{state:>9s} {n:6d} {t_maps:8.3f} {t_ev:11.3f} {stage.passes:7d} "
                   f"{t_ev / t_maps:6.2f}")  # fmt: skip
 
